@@ -1,0 +1,26 @@
+import { join } from "node:path";
+
+/**
+ * The on-disk layout under LIGHTJAIL_ROOT (seed rule: the variable, or /usr/local/lj when it
+ * is empty). Every module asks this file for a path; nothing else spells the layout out.
+ */
+export function ljRoot(env: Record<string, string | undefined> = process.env): string {
+  const v = env.LIGHTJAIL_ROOT;
+  return v && v.length > 0 ? v : "/usr/local/lj";
+}
+
+export const paths = {
+  root: () => ljRoot(),
+  worlds: () => join(ljRoot(), "worlds"),
+  world: (name: string) => join(ljRoot(), "worlds", name),
+  /** Name of the default world on Linux (`lj world default NAME`). */
+  defaultWorldFile: () => join(ljRoot(), "worlds", ".default"),
+  /** Runtime state of live jails: staging mount points, leases, owner records. */
+  run: () => join(ljRoot(), "run"),
+  jailsRun: () => join(ljRoot(), "run", "jails"),
+  /** Shared empty directory each jail mounts its staging tmpfs on, inside its own mount namespace. */
+  stage: () => join(ljRoot(), "run", "stage"),
+  tmp: () => join(ljRoot(), "tmp"),
+  plugins: () => join(ljRoot(), "plugins"),
+  config: () => join(ljRoot(), "config.toml"),
+};

@@ -1,0 +1,46 @@
+const std = @import("std");
+
+pub fn build(b: *std.Build) void {
+    const target = b.standardTargetOptions(.{});
+    const optimize = b.standardOptimizeOption(.{ .preferred_optimize_mode = .ReleaseSafe });
+    const os = target.result.os.tag;
+
+    const lib_mod = b.createModule(.{
+        .root_source_file = b.path("src/jail.zig"),
+        .target = target,
+        .optimize = optimize,
+        // FreeBSD's jail, nmount and rctl calls go through libc; Linux uses raw syscalls only.
+        .link_libc = os == .freebsd,
+        .pic = true,
+    });
+
+    if (os == .linux) {
+        // pid 1 of every jail: a tiny static program embedded in the library.
+        const keeper = b.addExecutable(.{
+            .name = "lj-keeper",
+            .root_module = b.createModule(.{
+                .root_source_file = b.path("src/keeper.zig"),
+                .target = target,
+                .optimize = .ReleaseSmall,
+                .single_threaded = true,
+                .strip = true,
+                .link_libc = false,
+            }),
+        });
+        lib_mod.addAnonymousImport("keeper_bin", .{ .root_source_file = keeper.getEmittedBin() });
+        b.installArtifact(keeper);
+    }
+
+    const lib = b.addLibrary(.{ .name = "lightjail", .linkage = .dynamic, .root_module = lib_mod });
+    b.installArtifact(lib);
+
+    // Unit tests: the pure parts of both backends run on any host.
+    const test_step = b.step("test", "Run the shim's unit tests");
+    for ([_][]const u8{ "src/spec.zig", "src/errtext.zig", "src/seccomp.zig", "src/freebsd_logic.zig" }) |file| {
+        const t = b.addTest(.{ .root_module = b.createModule(.{
+            .root_source_file = b.path(file),
+            .target = b.graph.host,
+        }) });
+        test_step.dependOn(&b.addRunArtifact(t).step);
+    }
+}

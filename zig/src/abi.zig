@@ -1,0 +1,30 @@
+//! Types shared across the C ABI. TypeScript mirrors them in src/jail/ffi.ts; the
+//! compile-time size checks below fail the build if the two could drift apart.
+const std = @import("std");
+
+pub const abi_version: u32 = 1;
+
+/// Filled by lj_spawn. Descriptors are -1 when not requested. All are close-on-exec.
+pub const SpawnOut = extern struct {
+    /// Host pid of the jail's first process (the keeper, pid 1 inside on Linux).
+    pid: i32,
+    /// Read end of the status pipe: "E errno text", "X code" or "S signal" lines, then EOF.
+    status_fd: i32,
+    /// Write end of the sync pipe: one byte "g" lets the jail run its payload; EOF aborts it.
+    sync_fd: i32,
+    stdin_fd: i32,
+    stdout_fd: i32,
+    stderr_fd: i32,
+    reserved: [2]i32,
+};
+
+comptime {
+    std.debug.assert(@sizeOf(SpawnOut) == 32);
+}
+
+/// Status lines (keeper/child -> owner). Kept as text: trivial to parse and to debug.
+pub const status_error = 'E';
+pub const status_exit = 'X';
+pub const status_signal = 'S';
+/// The owner writes this byte to the sync pipe to release the payload.
+pub const sync_go: u8 = 'g';

@@ -1,0 +1,47 @@
+//! The C ABI of the lightjail shim. TypeScript reaches it only through src/jail/ffi.ts.
+//!
+//! Every export returns 0 or a positive errno and, on failure, writes a NUL-terminated text
+//! naming the failing step and path into the caller's buffer. Nothing allocated here crosses
+//! the boundary; every out-parameter is caller-owned.
+const std = @import("std");
+const builtin = @import("builtin");
+const abi = @import("abi.zig");
+const spec_mod = @import("spec.zig");
+const errtext = @import("errtext.zig");
+
+const backend = switch (builtin.os.tag) {
+    .linux => @import("linux.zig"),
+    .freebsd => @import("freebsd.zig"),
+    else => @compileError("lightjail supports Linux and FreeBSD"),
+};
+
+export fn lj_abi_version() u32 {
+    return abi.abi_version;
+}
+
+/// Decodes the spec, creates the jail and starts its setup. Setup failures inside the jail
+/// arrive later as an "E" line on the status pipe; failures before the fork are returned here.
+export fn lj_spawn(spec_ptr: [*]const u8, spec_len: usize, out: *abi.SpawnOut, err_ptr: [*]u8, err_len: usize) c_int {
+    const err = errtext.CBuf{ .ptr = err_ptr, .len = err_len };
+    var spec = spec_mod.Spec{};
+    var failure: spec_mod.DecodeFailure = undefined;
+    spec_mod.decode(spec_ptr[0..spec_len], &spec, &failure) catch |e| {
+        return err.set(@intFromEnum(std.posix.E.INVAL), "invalid jail spec (record {d}): {s}", .{ failure.tag, @errorName(e) });
+    };
+    return backend.spawn(&spec, out, err);
+}
+
+/// Reaps the jail's first process. With `nohang`, returns EAGAIN while it still runs.
+export fn lj_reap(pid: i32, nohang: c_int, status: *i32, err_ptr: [*]u8, err_len: usize) c_int {
+    return backend.reap(pid, nohang != 0, status, .{ .ptr = err_ptr, .len = err_len });
+}
+
+/// Detaches a leftover mount (garbage collection after a crashed owner).
+export fn lj_unmount(path: [*:0]const u8, err_ptr: [*]u8, err_len: usize) c_int {
+    return backend.unmount(path, .{ .ptr = err_ptr, .len = err_len });
+}
+
+test {
+    _ = spec_mod;
+    _ = errtext;
+}

@@ -1,0 +1,607 @@
+//! The Linux backend: a jail is a set of fresh namespaces (mount, pid, uts, ipc, cgroup and,
+//! unless the host network is asked for, net) around a root assembled from overlayfs, with a
+//! fresh /proc, a minimal /dev and a tmpfs /tmp, entered with pivot_root.
+//!
+//! Threading rule: Bun is multithreaded, so lj_spawn never changes the calling process. It
+//! clones a child (a copy of the calling thread only) which does all the work with raw
+//! syscalls: no allocator, no locks, no libc. The child ends by executing the keeper from a
+//! sealed memfd, which drops every trace of the Bun process.
+const std = @import("std");
+const linux = std.os.linux;
+const W_ALL: u32 = 0x40000000; // __WALL: wait for clone children too
+const F_DUPFD_CLOEXEC: i32 = 1030;
+const abi = @import("abi.zig");
+const spec_mod = @import("spec.zig");
+const errtext = @import("errtext.zig");
+
+const Spec = spec_mod.Spec;
+const keeper_elf = @embedFile("keeper_bin");
+
+const O = linux.O;
+const path_max = 4096;
+
+fn errno(rc: usize) ?linux.E {
+    const e = linux.E.init(rc);
+    return if (e == .SUCCESS) null else e;
+}
+
+fn eno(e: linux.E) u16 {
+    return @intFromEnum(e);
+}
+
+// ---------------------------------------------------------------------------------------
+// The keeper executable, written once per process into a sealed, executable memfd.
+
+var keeper_fd = std.atomic.Value(i32).init(-1);
+
+fn keeperFd(err: errtext.CBuf) !i32 {
+    const have = keeper_fd.load(.acquire);
+    if (have >= 0) return have;
+    const MFD_EXEC = 0x0010;
+    var rc = linux.memfd_create("lj-keeper", linux.MFD.CLOEXEC | linux.MFD.ALLOW_SEALING | MFD_EXEC);
+    // Kernels before 6.3 do not know MFD_EXEC; their memfds are executable anyway.
+    if (errno(rc) == .INVAL) rc = linux.memfd_create("lj-keeper", linux.MFD.CLOEXEC | linux.MFD.ALLOW_SEALING);
+    if (errno(rc)) |e| return fail(err, e, "memfd_create keeper", .{});
+    const fd: i32 = @intCast(rc);
+    var off: usize = 0;
+    while (off < keeper_elf.len) {
+        const w = linux.write(fd, keeper_elf[off..].ptr, keeper_elf.len - off);
+        if (errno(w)) |e| {
+            if (e == .INTR) continue;
+            _ = linux.close(fd);
+            return fail(err, e, "write keeper memfd", .{});
+        }
+        off += w;
+    }
+    const F_ADD_SEALS = 1033;
+    const seals = 0x1 | 0x2 | 0x4 | 0x8; // SEAL, SHRINK, GROW, WRITE
+    if (errno(linux.fcntl(fd, F_ADD_SEALS, seals))) |e| {
+        _ = linux.close(fd);
+        return fail(err, e, "seal keeper memfd", .{});
+    }
+    if (keeper_fd.cmpxchgStrong(-1, fd, .acq_rel, .acquire)) |other| {
+        _ = linux.close(fd); // another thread won the race
+        return other;
+    }
+    return fd;
+}
+
+fn fail(err: errtext.CBuf, e: linux.E, comptime fmt: []const u8, args: anytype) error{Failed} {
+    _ = err.set(eno(e), fmt, args);
+    last_errno = eno(e);
+    return error.Failed;
+}
+
+threadlocal var last_errno: u16 = 0;
+
+// ---------------------------------------------------------------------------------------
+// Parent side.
+
+pub fn spawn(spec: *const Spec, out: *abi.SpawnOut, err: errtext.CBuf) c_int {
+    return spawnInner(spec, out, err) catch return @intCast(last_errno);
+}
+
+const Pipe = struct {
+    r: i32 = -1,
+    w: i32 = -1,
+    fn open(self: *Pipe, err: errtext.CBuf, what: []const u8) !void {
+        var fds: [2]i32 = undefined;
+        if (errno(linux.pipe2(&fds, .{ .CLOEXEC = true }))) |e| return fail(err, e, "pipe for {s}", .{what});
+        self.* = .{ .r = fds[0], .w = fds[1] };
+    }
+    fn close(self: *Pipe) void {
+        if (self.r >= 0) _ = linux.close(self.r);
+        if (self.w >= 0) _ = linux.close(self.w);
+        self.* = .{};
+    }
+};
+
+fn spawnInner(spec: *const Spec, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
+    out.* = .{ .pid = -1, .status_fd = -1, .sync_fd = -1, .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1, .reserved = .{ -1, -1 } };
+    const kfd = try keeperFd(err);
+
+    var status = Pipe{};
+    var sync = Pipe{};
+    var stdio = [3]Pipe{ .{}, .{}, .{} };
+    errdefer {
+        status.close();
+        sync.close();
+        for (&stdio) |*p| p.close();
+    }
+    try status.open(err, "status");
+    try sync.open(err, "sync");
+    for (spec.stdio, 0..) |s, i| {
+        if (s == spec_mod.stdio_pipe) try stdio[i].open(err, "stdio");
+    }
+
+    var flags: usize = linux.CLONE.NEWNS | linux.CLONE.NEWPID | linux.CLONE.NEWUTS | linux.CLONE.NEWIPC;
+    if (!spec.flags.net_host) flags |= linux.CLONE.NEWNET;
+    const rc = linux.syscall5(.clone, flags | linux.SIG.CHLD, 0, 0, 0, 0);
+    if (errno(rc)) |e| return fail(err, e, "clone jail namespaces", .{});
+    if (rc == 0) {
+        // The child: never returns.
+        const ends = ChildFds{
+            .status = status.w,
+            .sync = sync.r,
+            .stdio = .{ stdio[0].r, stdio[1].w, stdio[2].w },
+            .keeper = kfd,
+        };
+        _ = linux.close(sync.w); // our copy would hide the owner's death from the sync read
+        child(spec, ends);
+    }
+
+    // Parent: keep our ends, close the child's.
+    _ = linux.close(status.w);
+    _ = linux.close(sync.r);
+    out.pid = @intCast(rc);
+    out.status_fd = status.r;
+    out.sync_fd = sync.w;
+    if (stdio[0].r >= 0) {
+        _ = linux.close(stdio[0].r);
+        out.stdin_fd = stdio[0].w;
+    }
+    if (stdio[1].w >= 0) {
+        _ = linux.close(stdio[1].w);
+        out.stdout_fd = stdio[1].r;
+    }
+    if (stdio[2].w >= 0) {
+        _ = linux.close(stdio[2].w);
+        out.stderr_fd = stdio[2].r;
+    }
+    return 0;
+}
+
+pub fn reap(pid: i32, nohang: bool, status: *i32, err: errtext.CBuf) c_int {
+    var st: u32 = 0;
+    const flags: u32 = W_ALL | (if (nohang) @as(u32, linux.W.NOHANG) else 0);
+    while (true) {
+        const rc = linux.wait4(pid, &st, flags, null);
+        if (errno(rc)) |e| {
+            if (e == .INTR) continue;
+            return err.set(eno(e), "wait for jail {d}", .{pid});
+        }
+        if (rc == 0) return eno(.AGAIN);
+        status.* = @bitCast(st);
+        return 0;
+    }
+}
+
+pub fn unmount(path: [*:0]const u8, err: errtext.CBuf) c_int {
+    if (errno(linux.umount2(path, linux.MNT.DETACH))) |e| return err.set(eno(e), "unmount {s}", .{path});
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// Child side. Everything below runs in the cloned child: raw syscalls only.
+
+const ChildFds = struct { status: i32, sync: i32, stdio: [3]i32, keeper: i32 };
+
+const Child = struct {
+    spec: *const Spec,
+    status_fd: i32,
+
+    /// Reports a setup failure on the status pipe ("E errno text") and exits.
+    fn die(c: *const Child, e: linux.E, comptime fmt: []const u8, args: anytype) noreturn {
+        var text: [700]u8 = undefined;
+        const t = errtext.format(&text, eno(e), fmt, args);
+        var line: [720]u8 = undefined;
+        const l = std.fmt.bufPrint(&line, "{c} {d} {s}\n", .{ abi.status_error, eno(e), t }) catch "E 5 jail setup\n";
+        _ = linux.write(c.status_fd, l.ptr, l.len);
+        linux.exit_group(127);
+    }
+
+    fn check(c: *const Child, rc: usize, comptime fmt: []const u8, args: anytype) void {
+        if (errno(rc)) |e| c.die(e, fmt, args);
+    }
+};
+
+const Path = struct {
+    buf: [path_max]u8 = undefined,
+    fn join(p: *Path, c: *const Child, parts: anytype) [:0]const u8 {
+        var w = std.Io.Writer.fixed(p.buf[0 .. path_max - 1]);
+        inline for (parts) |part| w.writeAll(part) catch c.die(.NAMETOOLONG, "path too long", .{});
+        p.buf[w.end] = 0;
+        return p.buf[0..w.end :0];
+    }
+};
+
+fn child(spec: *const Spec, fds: ChildFds) noreturn {
+    var c = Child{ .spec = spec, .status_fd = fds.status };
+    // Die with the owner, even if it is SIGKILLed. The sync read below catches an owner that
+    // died before this line ran.
+    _ = linux.prctl(@intFromEnum(linux.PR.SET_PDEATHSIG), linux.SIG.KILL, 0, 0, 0);
+
+    joinCgroups(&c);
+    c.check(linux.unshare(linux.CLONE.NEWCGROUP), "unshare cgroup namespace", .{});
+    c.check(linux.mount(null, "/", null, linux.MS.REC | linux.MS.PRIVATE, 0), "make / private", .{});
+
+    var root_path = Path{};
+    const root = assembleRoot(&c, &root_path);
+    const rootfd_rc = linux.open(root.ptr, .{ .PATH = true, .DIRECTORY = true, .CLOEXEC = true }, 0);
+    c.check(rootfd_rc, "open root {s}", .{root});
+    const rootfd: i32 = @intCast(rootfd_rc);
+
+    mountProc(&c, rootfd);
+    mountDev(&c, rootfd);
+    if (!spec.flags.no_tmp) mountTmp(&c, rootfd);
+    for (spec.mounts.slice()) |m| bindMount(&c, rootfd, m);
+    _ = linux.close(rootfd);
+
+    if (spec.hostname) |h| c.check(linux.syscall2(.sethostname, @intFromPtr(h.ptr), h.len), "sethostname {s}", .{h});
+    if (!spec.flags.net_host) loopbackUp(&c);
+
+    c.check(linux.chdir(root.ptr), "chdir {s}", .{root});
+    c.check(linux.syscall2(.pivot_root, @intFromPtr("."), @intFromPtr(".")), "pivot_root {s}", .{root});
+    c.check(linux.umount2(".", linux.MNT.DETACH), "detach old root", .{});
+    c.check(linux.chdir("/"), "chdir /", .{});
+    if (spec.root_dir != null and spec.flags.root_readonly)
+        c.check(linux.mount(null, "/", null, linux.MS.REMOUNT | linux.MS.BIND | linux.MS.RDONLY, 0), "remount / read-only", .{});
+
+    for (spec.rlimits.slice()) |r| {
+        const lim = [2]u64{ r.soft, r.hard };
+        c.check(linux.syscall4(.prlimit64, 0, r.resource, @intFromPtr(&lim), 0), "setrlimit {d}", .{r.resource});
+    }
+
+    placeFds(&c, fds);
+
+    // Hold here until the owner has wired the jail (network) and says go; EOF means it died.
+    var go: [1]u8 = undefined;
+    while (true) {
+        const n = linux.read(fds.sync, &go, 1);
+        if (errno(n) == .INTR) continue;
+        if (errno(n) != null or n != 1 or go[0] != abi.sync_go) c.die(.CANCELED, "jail owner went away before start", .{});
+        break;
+    }
+
+    execKeeper(&c, fds.keeper);
+}
+
+fn joinCgroups(c: *const Child) void {
+    const s = c.spec;
+    for (s.cgroups.slice()) |cg| {
+        const rc = linux.mkdir(cg.dir.ptr, 0o755);
+        if (errno(rc)) |e| if (e != .EXIST) c.die(e, "create cgroup {s}", .{cg.dir});
+        var v: [32]u8 = undefined;
+        switch (cg.kind) {
+            .unified => {
+                if (s.memory_bytes_max > 0) {
+                    writeCg(c, cg.dir, "memory.max", num(&v, s.memory_bytes_max), true);
+                    writeCg(c, cg.dir, "memory.swap.max", "0", false);
+                    writeCg(c, cg.dir, "memory.oom.group", "1", false);
+                }
+                if (s.pids_max > 0) writeCg(c, cg.dir, "pids.max", num(&v, s.pids_max), true);
+                if (s.cpu_millis > 0) {
+                    const q = std.fmt.bufPrint(&v, "{d} 100000", .{s.cpu_millis * 100}) catch unreachable;
+                    writeCg(c, cg.dir, "cpu.max", q, true);
+                }
+            },
+            .memory => if (s.memory_bytes_max > 0) {
+                writeCg(c, cg.dir, "memory.limit_in_bytes", num(&v, s.memory_bytes_max), true);
+                writeCg(c, cg.dir, "memory.memsw.limit_in_bytes", num(&v, s.memory_bytes_max), false);
+            },
+            .pids => if (s.pids_max > 0) writeCg(c, cg.dir, "pids.max", num(&v, s.pids_max), true),
+            .cpu => if (s.cpu_millis > 0) {
+                writeCg(c, cg.dir, "cpu.cfs_period_us", "100000", true);
+                writeCg(c, cg.dir, "cpu.cfs_quota_us", num(&v, s.cpu_millis * 100), true);
+            },
+            else => {},
+        }
+        writeCg(c, cg.dir, "cgroup.procs", "0", true);
+    }
+}
+
+fn num(buf: *[32]u8, v: u64) []const u8 {
+    return std.fmt.bufPrint(buf, "{d}", .{v}) catch unreachable;
+}
+
+fn writeCg(c: *const Child, dir: [:0]const u8, file: []const u8, value: []const u8, required: bool) void {
+    var p = Path{};
+    const path = p.join(c, .{ dir, "/", file });
+    const rc = linux.open(path.ptr, .{ .ACCMODE = .WRONLY, .CLOEXEC = true }, 0);
+    if (errno(rc)) |e| {
+        if (!required and (e == .NOENT or e == .ACCES)) return;
+        c.die(e, "open {s}", .{path});
+    }
+    const fd: i32 = @intCast(rc);
+    const w = linux.write(fd, value.ptr, value.len);
+    _ = linux.close(fd);
+    if (errno(w)) |e| {
+        if (!required) return;
+        c.die(e, "write {s} to {s}", .{ value, path });
+    }
+}
+
+/// Mounts the jail's root and returns its path (in the child's private mount namespace).
+fn assembleRoot(c: *const Child, p: *Path) [:0]const u8 {
+    const s = c.spec;
+    if (s.root_dir) |dir| {
+        // Seed `-d DIR`: the directory itself, writable, made a mount point for pivot_root.
+        c.check(linux.mount(dir.ptr, dir.ptr, null, linux.MS.BIND | linux.MS.REC, 0), "bind root {s}", .{dir});
+        return dir;
+    }
+    const stage = s.stage.?;
+    var opts: [64]u8 = undefined;
+    const tmpfs_opts = if (s.upper_bytes_max > 0)
+        std.fmt.bufPrintZ(&opts, "mode=0755,size={d}", .{s.upper_bytes_max}) catch unreachable
+    else
+        std.fmt.bufPrintZ(&opts, "mode=0755", .{}) catch unreachable;
+    c.check(linux.mount("lj-stage", stage.ptr, "tmpfs", linux.MS.NOSUID | linux.MS.NODEV, @intFromPtr(tmpfs_opts.ptr)), "mount tmpfs on {s}", .{stage});
+    const root = p.join(c, .{ stage, "/root" });
+    c.check(linux.mkdir(root.ptr, 0o755), "mkdir {s}", .{root});
+
+    var up = Path{};
+    var wk = Path{};
+    const upper: [:0]const u8, const work: [:0]const u8 = if (s.upper) |u| .{ u, s.work orelse c.die(.INVAL, "upper layer {s} given without a work directory", .{u}) } else blk: {
+        const u = up.join(c, .{ stage, "/upper" });
+        const w = wk.join(c, .{ stage, "/work" });
+        c.check(linux.mkdir(u.ptr, 0o755), "mkdir {s}", .{u});
+        c.check(linux.mkdir(w.ptr, 0o755), "mkdir {s}", .{w});
+        break :blk .{ u, w };
+    };
+
+    // lowerdir lists the top layer first; the spec lists the world first.
+    var data_buf: [path_max]u8 = undefined;
+    var w = std.Io.Writer.fixed(data_buf[0 .. path_max - 1]);
+    const too_long = "overlay options exceed one page: too many or too long layer paths";
+    w.writeAll("lowerdir=") catch unreachable;
+    const lowers = s.lowers.slice();
+    if (lowers.len == 0) c.die(.INVAL, "no world or layers to build the root from", .{});
+    var i = lowers.len;
+    while (i > 0) {
+        i -= 1;
+        escapeOpt(&w, lowers[i]) catch c.die(.NAMETOOLONG, too_long, .{});
+        if (i > 0) w.writeByte(':') catch c.die(.NAMETOOLONG, too_long, .{});
+    }
+    w.writeAll(",upperdir=") catch c.die(.NAMETOOLONG, too_long, .{});
+    escapeOpt(&w, upper) catch c.die(.NAMETOOLONG, too_long, .{});
+    w.writeAll(",workdir=") catch c.die(.NAMETOOLONG, too_long, .{});
+    escapeOpt(&w, work) catch c.die(.NAMETOOLONG, too_long, .{});
+    data_buf[w.end] = 0;
+    c.check(linux.mount("overlay", root.ptr, "overlay", linux.MS.NOSUID | linux.MS.NODEV, @intFromPtr(&data_buf)), "mount overlay on {s} (layers: {s}, upper {s})", .{ root, lowers[0], upper });
+    return root;
+}
+
+/// overlayfs splits options on ',' and layers on ':'; a backslash escapes either.
+fn escapeOpt(w: *std.Io.Writer, s: []const u8) !void {
+    for (s) |ch| {
+        if (ch == ',' or ch == ':' or ch == '\\') try w.writeByte('\\');
+        try w.writeByte(ch);
+    }
+}
+
+/// A mount target resolved inside the jail's root (symlinks in the world cannot point a
+/// mount outside it), addressed through /proc/self/fd so no path is resolved twice.
+const Target = struct {
+    fd: i32,
+    buf: [48]u8 = undefined,
+    fn path(t: *Target) [*:0]const u8 {
+        const s = std.fmt.bufPrintZ(&t.buf, "/proc/self/fd/{d}", .{t.fd}) catch unreachable;
+        return s.ptr;
+    }
+    fn close(t: *Target) void {
+        _ = linux.close(t.fd);
+    }
+};
+
+const OpenHow = extern struct { flags: u64, mode: u64, resolve: u64 };
+const RESOLVE_NO_MAGICLINKS = 0x02;
+const RESOLVE_IN_ROOT = 0x10;
+
+fn openIn(rootfd: i32, rel: [*:0]const u8, extra: u64) usize {
+    const how = OpenHow{
+        .flags = @as(u32, @bitCast(O{ .PATH = true, .CLOEXEC = true })) | extra,
+        .mode = 0,
+        .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    return linux.syscall4(.openat2, @bitCast(@as(isize, rootfd)), @intFromPtr(rel), @intFromPtr(&how), @sizeOf(OpenHow));
+}
+
+fn target(c: *const Child, rootfd: i32, rel: [:0]const u8) Target {
+    const rc = openIn(rootfd, rel.ptr, 0);
+    c.check(rc, "resolve /{s} in the jail root", .{rel});
+    return .{ .fd = @intCast(rc) };
+}
+
+/// Creates every missing component of `rel` inside the root; the last one as a directory, or
+/// as an empty file when `file` is set (the target of a file bind mount).
+fn ensurePath(c: *const Child, rootfd: i32, rel: [:0]const u8, file: bool) void {
+    var prefix: [path_max]u8 = undefined;
+    var start: usize = 0;
+    while (start < rel.len) {
+        const slash = std.mem.indexOfScalarPos(u8, rel, start, '/') orelse rel.len;
+        const last = slash == rel.len;
+        if (slash > start) {
+            @memcpy(prefix[0..slash], rel[0..slash]);
+            prefix[slash] = 0;
+            const probe = openIn(rootfd, @ptrCast(&prefix), 0);
+            if (errno(probe)) |e| {
+                if (e != .NOENT) c.die(e, "resolve /{s} in the jail root", .{prefix[0..slash]});
+                // Create the component inside its (already resolved) parent.
+                var parent: i32 = rootfd;
+                if (start > 0) {
+                    prefix[start - 1] = 0;
+                    const prc = openIn(rootfd, @ptrCast(&prefix), @as(u32, @bitCast(O{ .DIRECTORY = true })));
+                    c.check(prc, "resolve /{s} in the jail root", .{prefix[0 .. start - 1]});
+                    parent = @intCast(prc);
+                }
+                @memcpy(prefix[0..slash], rel[0..slash]);
+                prefix[slash] = 0;
+                const name: [*:0]const u8 = @ptrCast(&prefix[start]);
+                const rc = if (last and file)
+                    linux.openat(parent, name, .{ .CREAT = true, .EXCL = true, .CLOEXEC = true, .NOFOLLOW = true }, 0o644)
+                else
+                    linux.mkdirat(parent, name, 0o755);
+                if (errno(rc)) |ce| if (ce != .EXIST) c.die(ce, "create /{s} in the jail root", .{rel[0..slash]});
+                if (last and file and errno(rc) == null) _ = linux.close(@intCast(rc));
+                if (parent != rootfd) _ = linux.close(parent);
+            } else _ = linux.close(@intCast(probe));
+        }
+        start = slash + 1;
+    }
+}
+
+fn mountProc(c: *const Child, rootfd: i32) void {
+    ensurePath(c, rootfd, "proc", false);
+    var t = target(c, rootfd, "proc");
+    c.check(linux.mount("proc", t.path(), "proc", linux.MS.NOSUID | linux.MS.NODEV | linux.MS.NOEXEC, 0), "mount proc on /proc", .{});
+    t.close();
+    // Root in the jail has no capabilities, but some /proc files check only the uid.
+    const readonly = [_][:0]const u8{ "proc/sys", "proc/sysrq-trigger", "proc/irq", "proc/bus", "proc/fs" };
+    for (readonly) |rel| {
+        const rc = openIn(rootfd, rel.ptr, 0);
+        if (errno(rc) != null) continue; // not in this kernel
+        var m = Target{ .fd = @intCast(rc) };
+        const p = m.path();
+        c.check(linux.mount(p, p, null, linux.MS.BIND | linux.MS.REC, 0), "bind /{s}", .{rel});
+        c.check(linux.mount(null, p, null, linux.MS.REMOUNT | linux.MS.BIND | linux.MS.RDONLY | linux.MS.NOSUID | linux.MS.NODEV | linux.MS.NOEXEC, 0), "remount /{s} read-only", .{rel});
+        m.close();
+    }
+    const masked = [_][:0]const u8{ "proc/kcore", "proc/keys", "proc/timer_list", "proc/sched_debug" };
+    for (masked) |rel| {
+        const rc = openIn(rootfd, rel.ptr, 0);
+        if (errno(rc) != null) continue;
+        var m = Target{ .fd = @intCast(rc) };
+        c.check(linux.mount("/dev/null", m.path(), null, linux.MS.BIND, 0), "mask /{s}", .{rel});
+        m.close();
+    }
+}
+
+fn mountDev(c: *const Child, rootfd: i32) void {
+    ensurePath(c, rootfd, "dev", false);
+    var t = target(c, rootfd, "dev");
+    c.check(linux.mount("lj-dev", t.path(), "tmpfs", linux.MS.NOSUID | linux.MS.NOEXEC, @intFromPtr("mode=0755,size=64k")), "mount tmpfs on /dev", .{});
+    t.close();
+    // The fresh tmpfs holds no symlinks yet, so names relative to it are safe.
+    const drc = openIn(rootfd, "dev", @as(u32, @bitCast(O{ .DIRECTORY = true })));
+    c.check(drc, "open /dev", .{});
+    const dfd: i32 = @intCast(drc);
+    const nodes = [_]struct { name: [*:0]const u8, major: u32, minor: u32 }{
+        .{ .name = "null", .major = 1, .minor = 3 },
+        .{ .name = "zero", .major = 1, .minor = 5 },
+        .{ .name = "full", .major = 1, .minor = 7 },
+        .{ .name = "random", .major = 1, .minor = 8 },
+        .{ .name = "urandom", .major = 1, .minor = 9 },
+        .{ .name = "tty", .major = 5, .minor = 0 },
+    };
+    for (nodes) |n| {
+        const devnum = (n.major << 8) | n.minor;
+        c.check(linux.mknodat(dfd, n.name, linux.S.IFCHR | 0o666, devnum), "mknod /dev/{s}", .{n.name});
+        // mknod honours the umask; the nodes must be usable by any uid.
+        c.check(linux.syscall4(.fchmodat, @bitCast(@as(isize, dfd)), @intFromPtr(n.name), 0o666, 0), "chmod /dev/{s}", .{n.name});
+    }
+    const links = [_][2][*:0]const u8{
+        .{ "/proc/self/fd", "fd" },    .{ "/proc/self/fd/0", "stdin" }, .{ "/proc/self/fd/1", "stdout" },
+        .{ "/proc/self/fd/2", "stderr" }, .{ "pts/ptmx", "ptmx" },
+    };
+    for (links) |l| c.check(linux.symlinkat(l[0], dfd, l[1]), "symlink /dev/{s}", .{l[1]});
+    c.check(linux.mkdirat(dfd, "pts", 0o755), "mkdir /dev/pts", .{});
+    c.check(linux.mkdirat(dfd, "shm", 0o1777), "mkdir /dev/shm", .{});
+    c.check(linux.syscall4(.fchmodat, @bitCast(@as(isize, dfd)), @intFromPtr("shm"), 0o1777, 0), "chmod /dev/shm", .{});
+    var pts = target(c, rootfd, "dev/pts");
+    c.check(linux.mount("devpts", pts.path(), "devpts", linux.MS.NOSUID | linux.MS.NOEXEC, @intFromPtr("newinstance,ptmxmode=0666,mode=0620")), "mount devpts on /dev/pts", .{});
+    pts.close();
+    var shm = target(c, rootfd, "dev/shm");
+    c.check(linux.mount("lj-shm", shm.path(), "tmpfs", linux.MS.NOSUID | linux.MS.NODEV, @intFromPtr("mode=1777")), "mount tmpfs on /dev/shm", .{});
+    shm.close();
+    _ = linux.close(dfd);
+}
+
+fn mountTmp(c: *const Child, rootfd: i32) void {
+    ensurePath(c, rootfd, "tmp", false);
+    var t = target(c, rootfd, "tmp");
+    var opts: [64]u8 = undefined;
+    const o = if (c.spec.tmp_bytes_max > 0)
+        std.fmt.bufPrintZ(&opts, "mode=1777,size={d}", .{c.spec.tmp_bytes_max}) catch unreachable
+    else
+        std.fmt.bufPrintZ(&opts, "mode=1777", .{}) catch unreachable;
+    c.check(linux.mount("lj-tmp", t.path(), "tmpfs", linux.MS.NOSUID | linux.MS.NODEV, @intFromPtr(o.ptr)), "mount tmpfs on /tmp", .{});
+    t.close();
+}
+
+fn bindMount(c: *const Child, rootfd: i32, m: spec_mod.Mount) void {
+    var st: linux.Stat = undefined;
+    c.check(linux.stat(m.src.ptr, &st), "bind mount source {s}", .{m.src});
+    const rel = std.mem.trimLeft(u8, m.dst, "/");
+    if (rel.len == 0) c.die(.INVAL, "bind mount target {s} is the root", .{m.dst});
+    const relz: [:0]const u8 = m.dst[m.dst.len - rel.len .. :0];
+    if (m.flags.create) ensurePath(c, rootfd, relz, !linux.S.ISDIR(st.mode));
+    var t = target(c, rootfd, relz);
+    const p = t.path();
+    c.check(linux.mount(m.src.ptr, p, null, linux.MS.BIND | linux.MS.REC, 0), "bind {s} on {s}", .{ m.src, m.dst });
+    if (m.flags.readonly)
+        c.check(linux.mount(null, p, null, linux.MS.REMOUNT | linux.MS.BIND | linux.MS.RDONLY | linux.MS.NOSUID | linux.MS.NODEV, 0), "remount {s} read-only", .{m.dst});
+    t.close();
+}
+
+fn loopbackUp(c: *const Child) void {
+    const rc = linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0);
+    c.check(rc, "socket for loopback", .{});
+    const fd: i32 = @intCast(rc);
+    var req = std.mem.zeroes(linux.ifreq);
+    @memcpy(req.ifrn.name[0..2], "lo");
+    c.check(linux.ioctl(fd, linux.SIOCGIFFLAGS, @intFromPtr(&req)), "get loopback flags", .{});
+    req.ifru.flags.UP = true;
+    req.ifru.flags.RUNNING = true;
+    c.check(linux.ioctl(fd, linux.SIOCSIFFLAGS, @intFromPtr(&req)), "bring loopback up", .{});
+    _ = linux.close(fd);
+}
+
+/// stdio to 0-2, status to 3, passed descriptors to 4..: first lift every source above the
+/// targets (a source may sit on another's target), then place them.
+fn placeFds(c: *Child, fds: ChildFds) void {
+    const s = c.spec;
+    const n = 4 + s.pass_fds.len;
+    var src: [4 + spec_mod.max_pass_fds]i32 = undefined;
+    for (0..3) |i| {
+        src[i] = if (fds.stdio[i] >= 0) fds.stdio[i] else switch (s.stdio[i]) {
+            spec_mod.stdio_null => blk: {
+                const rc = linux.open("/dev/null", .{ .ACCMODE = .RDWR, .CLOEXEC = true }, 0);
+                c.check(rc, "open /dev/null", .{});
+                break :blk @intCast(rc);
+            },
+            else => s.stdio[i],
+        };
+    }
+    src[3] = fds.status;
+    for (s.pass_fds.slice(), 0..) |fd, i| src[4 + i] = fd;
+    var high: [4 + spec_mod.max_pass_fds]i32 = undefined;
+    for (0..n) |i| {
+        const rc = linux.fcntl(src[i], F_DUPFD_CLOEXEC, 64);
+        c.check(rc, "duplicate descriptor {d}", .{src[i]});
+        high[i] = @intCast(rc);
+    }
+    c.status_fd = high[3];
+    for (0..n) |i| c.check(linux.dup2(high[i], @intCast(i)), "place descriptor {d}", .{i});
+    c.status_fd = 3;
+    // Everything else closes when the keeper is executed (the keeper memfd must survive
+    // until then, so close-on-exec rather than close).
+    const CLOSE_RANGE_CLOEXEC = 1 << 2;
+    _ = linux.syscall3(.close_range, n, std.math.maxInt(u32), CLOSE_RANGE_CLOEXEC);
+}
+
+fn execKeeper(c: *const Child, kfd: i32) noreturn {
+    const s = c.spec;
+    var nb: [5][24]u8 = undefined;
+    const uid = std.fmt.bufPrintZ(&nb[0], "{d}", .{s.uid}) catch unreachable;
+    const gid = std.fmt.bufPrintZ(&nb[1], "{d}", .{s.gid}) catch unreachable;
+    const caps = std.fmt.bufPrintZ(&nb[2], "{x}", .{s.caps}) catch unreachable;
+    const flags = std.fmt.bufPrintZ(&nb[3], "{d}", .{@as(u32, @bitCast(s.flags))}) catch unreachable;
+    const npass = std.fmt.bufPrintZ(&nb[4], "{d}", .{s.pass_fds.len}) catch unreachable;
+    var argv: [spec_mod.max_argv + 9:null]?[*:0]const u8 = undefined;
+    const head = [_][*:0]const u8{ "lj-keeper", uid.ptr, gid.ptr, caps.ptr, flags.ptr, npass.ptr, s.cwd.ptr, "--" };
+    for (head, 0..) |h, i| argv[i] = h;
+    for (s.argv.slice(), 0..) |a, i| argv[head.len + i] = a;
+    argv[head.len + s.argv.len] = null;
+    var envp: [spec_mod.max_env + 1:null]?[*:0]const u8 = undefined;
+    for (s.env.slice(), 0..) |e, i| envp[i] = e;
+    envp[s.env.len] = null;
+    const rc = linux.syscall5(.execveat, @bitCast(@as(isize, kfd)), @intFromPtr(""), @intFromPtr(&argv), @intFromPtr(&envp), linux.AT.EMPTY_PATH);
+    c.die(linux.E.init(rc), "execute keeper", .{});
+}
+
+test "overlay option escaping" {
+    var buf: [64]u8 = undefined;
+    var w = std.Io.Writer.fixed(&buf);
+    try escapeOpt(&w, "/a,b:c\\d");
+    try std.testing.expectEqualStrings("/a\\,b\\:c\\\\d", w.buffered());
+}

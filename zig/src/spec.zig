@@ -1,0 +1,340 @@
+//! The jail spec wire format shared by TypeScript (src/jail/spec.ts) and both backends.
+//!
+//! A spec is a flat byte buffer: an 8-byte header (magic "LJS1", u32 version) followed by
+//! records `u16 tag, u16 reserved(0), u32 len, [len]u8 payload`, all little-endian. Strings
+//! carry their terminating NUL inside the payload so the decoder can hand the kernel pointers
+//! straight into the caller's buffer: decoding never allocates and never copies.
+const std = @import("std");
+
+pub const magic = "LJS1";
+pub const version: u32 = 1;
+
+pub const Tag = enum(u16) {
+    root_dir = 1, // string: use this directory as the root, as is (seed `-d`)
+    lower = 2, // string, repeated bottom to top: world first, then overlays
+    upper = 3, // string: writable upper layer (builds); a fresh tmpfs when absent
+    work = 4, // string: overlayfs work dir, same filesystem as `upper`
+    stage = 5, // string: empty directory the root is assembled on (per mount namespace)
+    hostname = 6, // string
+    argv = 7, // string, repeated
+    env = 8, // string "K=V", repeated
+    cwd = 9, // string
+    uid = 10, // u32
+    gid = 11, // u32
+    flags = 12, // u32, see Flags
+    caps = 13, // u64 mask of capabilities the payload keeps
+    rlimit = 14, // u32 resource, u32 reserved, u64 soft, u64 hard
+    mount = 15, // u32 MountFlags, then src NUL dst NUL
+    cgroup = 16, // u32 CgroupKind, then dir NUL (created by the jail, joined, removed by the owner)
+    limits = 17, // u64 memory_bytes_max, u64 pids_max, u64 cpu_millis (0 = unlimited)
+    stdio = 18, // 3 x i32: fd, or stdio_null, or stdio_pipe
+    pass_fd = 19, // i32, repeated: appears in the payload as 3, 4, ...
+    tmpfs = 20, // u64 upper_bytes_max, u64 tmp_bytes_max
+    jail_name = 21, // string (FreeBSD jail name; Linux uses it in error texts only)
+    ip4 = 22, // 4 bytes, network order, repeated (FreeBSD ip4.addr)
+    ip6 = 23, // 16 bytes, repeated
+    iface = 24, // string: interface the FreeBSD address aliases live on
+    _,
+};
+
+pub const Flags = packed struct(u32) {
+    /// Share the host's network namespace / stack (builds that fetch packages).
+    net_host: bool = false,
+    /// Own network namespace that the owner wires (veth) before releasing the sync pipe.
+    net_private: bool = false,
+    /// Run the payload in a new session (no controlling terminal: no TIOCSTI).
+    new_session: bool = false,
+    /// Skip the seccomp filter (debugging only).
+    no_seccomp: bool = false,
+    /// Mount the `root_dir` read-only.
+    root_readonly: bool = false,
+    /// Give the payload a writable /tmp tmpfs (default on; off keeps the world's /tmp).
+    no_tmp: bool = false,
+    _pad: u26 = 0,
+};
+
+pub const MountFlags = packed struct(u32) {
+    readonly: bool = false,
+    /// Create the target (directory, or empty file for a file source) if it is missing.
+    create: bool = true,
+    _pad: u30 = 0,
+};
+
+pub const CgroupKind = enum(u32) { unified = 0, memory = 1, pids = 2, cpu = 3, join_only = 4, _ };
+
+pub const stdio_null: i32 = -1;
+pub const stdio_pipe: i32 = -2;
+
+pub const max_argv = 1024;
+pub const max_env = 1024;
+pub const max_lowers = 64;
+pub const max_mounts = 64;
+pub const max_rlimits = 16;
+pub const max_cgroups = 8;
+pub const max_pass_fds = 16;
+pub const max_addrs = 8;
+
+pub const Mount = struct { flags: MountFlags, src: [:0]const u8, dst: [:0]const u8 };
+pub const Rlimit = struct { resource: u32, soft: u64, hard: u64 };
+pub const Cgroup = struct { kind: CgroupKind, dir: [:0]const u8 };
+
+/// Strings point into the caller's buffer; the buffer must outlive the Spec.
+pub const Spec = struct {
+    root_dir: ?[:0]const u8 = null,
+    lowers: Bounded([:0]const u8, max_lowers) = .{},
+    upper: ?[:0]const u8 = null,
+    work: ?[:0]const u8 = null,
+    stage: ?[:0]const u8 = null,
+    hostname: ?[:0]const u8 = null,
+    jail_name: ?[:0]const u8 = null,
+    argv: Bounded([*:0]const u8, max_argv) = .{},
+    env: Bounded([*:0]const u8, max_env) = .{},
+    cwd: [:0]const u8 = "/",
+    uid: u32 = 0,
+    gid: u32 = 0,
+    flags: Flags = .{},
+    caps: u64 = 0,
+    rlimits: Bounded(Rlimit, max_rlimits) = .{},
+    mounts: Bounded(Mount, max_mounts) = .{},
+    cgroups: Bounded(Cgroup, max_cgroups) = .{},
+    memory_bytes_max: u64 = 0,
+    pids_max: u64 = 0,
+    cpu_millis: u64 = 0,
+    stdio: [3]i32 = .{ stdio_null, stdio_null, stdio_null },
+    pass_fds: Bounded(i32, max_pass_fds) = .{},
+    upper_bytes_max: u64 = 0,
+    tmp_bytes_max: u64 = 0,
+    ip4: Bounded([4]u8, max_addrs) = .{},
+    ip6: Bounded([16]u8, max_addrs) = .{},
+    iface: ?[:0]const u8 = null,
+};
+
+/// A fixed-capacity list: the decoder must not allocate.
+pub fn Bounded(comptime T: type, comptime cap: usize) type {
+    return struct {
+        buf: [cap]T = undefined,
+        len: usize = 0,
+        pub const capacity = cap;
+        pub fn append(self: *@This(), v: T) error{TooMany}!void {
+            if (self.len == cap) return error.TooMany;
+            self.buf[self.len] = v;
+            self.len += 1;
+        }
+        pub fn slice(self: *const @This()) []const T {
+            return self.buf[0..self.len];
+        }
+    };
+}
+
+pub const DecodeError = error{ BadHeader, Truncated, BadString, BadLength, TooMany, MissingArgv, RootConflict, MissingStage };
+
+/// What went wrong, for the error text: the record tag that failed, when known.
+pub const DecodeFailure = struct { err: DecodeError, tag: u16 };
+
+pub fn decode(buf: []const u8, out: *Spec, failure: *DecodeFailure) DecodeError!void {
+    failure.* = .{ .err = error.BadHeader, .tag = 0 };
+    if (buf.len < 8 or !std.mem.eql(u8, buf[0..4], magic) or readInt(u32, buf[4..8]) != version)
+        return error.BadHeader;
+    var pos: usize = 8;
+    while (pos < buf.len) {
+        if (buf.len - pos < 8) return fail(failure, error.Truncated, 0);
+        const tag = readInt(u16, buf[pos..][0..2]);
+        const len = readInt(u32, buf[pos + 4 ..][0..4]);
+        pos += 8;
+        if (buf.len - pos < len) return fail(failure, error.Truncated, tag);
+        const p = buf[pos..][0..len];
+        pos += len;
+        record(out, @enumFromInt(tag), p) catch |e| return fail(failure, e, tag);
+    }
+    if (out.argv.len == 0) return fail(failure, error.MissingArgv, @intFromEnum(Tag.argv));
+    if (out.root_dir != null and out.lowers.len != 0) return fail(failure, error.RootConflict, @intFromEnum(Tag.root_dir));
+    if (out.root_dir == null and out.stage == null) return fail(failure, error.MissingStage, @intFromEnum(Tag.stage));
+}
+
+fn fail(failure: *DecodeFailure, err: DecodeError, tag: u16) DecodeError {
+    failure.* = .{ .err = err, .tag = tag };
+    return err;
+}
+
+fn record(out: *Spec, tag: Tag, p: []const u8) DecodeError!void {
+    switch (tag) {
+        .root_dir => out.root_dir = try str(p),
+        .lower => try out.lowers.append(try str(p)),
+        .upper => out.upper = try str(p),
+        .work => out.work = try str(p),
+        .stage => out.stage = try str(p),
+        .hostname => out.hostname = try str(p),
+        .jail_name => out.jail_name = try str(p),
+        .argv => try out.argv.append((try str(p)).ptr),
+        .env => try out.env.append((try str(p)).ptr),
+        .cwd => out.cwd = try str(p),
+        .uid => out.uid = try int(u32, p),
+        .gid => out.gid = try int(u32, p),
+        .flags => out.flags = @bitCast(try int(u32, p)),
+        .caps => out.caps = try int(u64, p),
+        .rlimit => {
+            if (p.len != 24) return error.BadLength;
+            try out.rlimits.append(.{
+                .resource = readInt(u32, p[0..4]),
+                .soft = readInt(u64, p[8..16]),
+                .hard = readInt(u64, p[16..24]),
+            });
+        },
+        .mount => {
+            if (p.len < 4) return error.BadLength;
+            const pair = try strPair(p[4..]);
+            try out.mounts.append(.{ .flags = @bitCast(readInt(u32, p[0..4])), .src = pair[0], .dst = pair[1] });
+        },
+        .cgroup => {
+            if (p.len < 4) return error.BadLength;
+            try out.cgroups.append(.{ .kind = @enumFromInt(readInt(u32, p[0..4])), .dir = try str(p[4..]) });
+        },
+        .limits => {
+            if (p.len != 24) return error.BadLength;
+            out.memory_bytes_max = readInt(u64, p[0..8]);
+            out.pids_max = readInt(u64, p[8..16]);
+            out.cpu_millis = readInt(u64, p[16..24]);
+        },
+        .stdio => {
+            if (p.len != 12) return error.BadLength;
+            for (&out.stdio, 0..) |*s, i| s.* = readInt(i32, p[i * 4 ..][0..4]);
+        },
+        .pass_fd => try out.pass_fds.append(try int(i32, p)),
+        .tmpfs => {
+            if (p.len != 16) return error.BadLength;
+            out.upper_bytes_max = readInt(u64, p[0..8]);
+            out.tmp_bytes_max = readInt(u64, p[8..16]);
+        },
+        .ip4 => {
+            if (p.len != 4) return error.BadLength;
+            try out.ip4.append(p[0..4].*);
+        },
+        .ip6 => {
+            if (p.len != 16) return error.BadLength;
+            try out.ip6.append(p[0..16].*);
+        },
+        .iface => out.iface = try str(p),
+        // Unknown tags from a newer encoder are skipped: old shims keep working.
+        _ => {},
+    }
+}
+
+fn readInt(comptime T: type, b: *const [@sizeOf(T)]u8) T {
+    return std.mem.readInt(T, b, .little);
+}
+
+fn int(comptime T: type, p: []const u8) DecodeError!T {
+    if (p.len != @sizeOf(T)) return error.BadLength;
+    return readInt(T, p[0..@sizeOf(T)]);
+}
+
+/// A NUL-terminated string with no interior NUL.
+fn str(p: []const u8) DecodeError![:0]const u8 {
+    if (p.len == 0 or p[p.len - 1] != 0) return error.BadString;
+    const s = p[0 .. p.len - 1 :0];
+    if (std.mem.indexOfScalar(u8, s, 0) != null) return error.BadString;
+    return s;
+}
+
+fn strPair(p: []const u8) DecodeError![2][:0]const u8 {
+    const nul = std.mem.indexOfScalar(u8, p, 0) orelse return error.BadString;
+    return .{ try str(p[0 .. nul + 1]), try str(p[nul + 1 ..]) };
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests: an encoder mirroring src/jail/spec.ts, so both sides agree on the bytes.
+
+pub const TestEncoder = struct {
+    buf: [8192]u8 = undefined,
+    len: usize = 0,
+
+    pub fn init() TestEncoder {
+        var e = TestEncoder{};
+        @memcpy(e.buf[0..4], magic);
+        std.mem.writeInt(u32, e.buf[4..8], version, .little);
+        e.len = 8;
+        return e;
+    }
+    pub fn raw(self: *TestEncoder, tag: Tag, payload: []const u8) void {
+        std.mem.writeInt(u16, self.buf[self.len..][0..2], @intFromEnum(tag), .little);
+        std.mem.writeInt(u16, self.buf[self.len + 2 ..][0..2], 0, .little);
+        std.mem.writeInt(u32, self.buf[self.len + 4 ..][0..4], @intCast(payload.len), .little);
+        @memcpy(self.buf[self.len + 8 ..][0..payload.len], payload);
+        self.len += 8 + payload.len;
+    }
+    pub fn string(self: *TestEncoder, tag: Tag, s: []const u8) void {
+        var tmp: [1024]u8 = undefined;
+        @memcpy(tmp[0..s.len], s);
+        tmp[s.len] = 0;
+        self.raw(tag, tmp[0 .. s.len + 1]);
+    }
+    pub fn int(self: *TestEncoder, tag: Tag, comptime T: type, v: T) void {
+        var tmp: [@sizeOf(T)]u8 = undefined;
+        std.mem.writeInt(T, &tmp, v, .little);
+        self.raw(tag, &tmp);
+    }
+    pub fn bytes(self: *const TestEncoder) []const u8 {
+        return self.buf[0..self.len];
+    }
+};
+
+test "decode a full spec" {
+    var e = TestEncoder.init();
+    e.string(.stage, "/lj/run/stage");
+    e.string(.lower, "/lj/worlds/w");
+    e.string(.lower, "/lj/languages/x");
+    e.string(.argv, "/bin/sh");
+    e.string(.argv, "-c");
+    e.string(.env, "A=1");
+    e.string(.hostname, "box");
+    e.int(.uid, u32, 65534);
+    e.int(.flags, u32, @bitCast(Flags{ .net_host = true }));
+    e.raw(.mount, "\x01\x00\x00\x00/src\x00/dst\x00");
+    e.raw(.cgroup, "\x01\x00\x00\x00/sys/fs/cgroup/memory/lj/1\x00");
+    var stdio: [12]u8 = undefined;
+    for ([_]i32{ 0, stdio_pipe, stdio_null }, 0..) |v, i| std.mem.writeInt(i32, stdio[i * 4 ..][0..4], v, .little);
+    e.raw(.stdio, &stdio);
+    e.raw(.@"_"(99), "future"); // unknown tags are skipped
+    var s = Spec{};
+    var f: DecodeFailure = undefined;
+    try decode(e.bytes(), &s, &f);
+    try std.testing.expectEqual(@as(usize, 2), s.lowers.len);
+    try std.testing.expectEqualStrings("/lj/languages/x", s.lowers.slice()[1]);
+    try std.testing.expectEqualStrings("-c", std.mem.span(s.argv.slice()[1]));
+    try std.testing.expectEqual(@as(u32, 65534), s.uid);
+    try std.testing.expect(s.flags.net_host);
+    try std.testing.expect(s.mounts.slice()[0].flags.readonly);
+    try std.testing.expectEqualStrings("/dst", s.mounts.slice()[0].dst);
+    try std.testing.expectEqual(CgroupKind.memory, s.cgroups.slice()[0].kind);
+    try std.testing.expectEqual([3]i32{ 0, stdio_pipe, stdio_null }, s.stdio);
+}
+
+test "decode rejects malformed input with the failing tag" {
+    var s = Spec{};
+    var f: DecodeFailure = undefined;
+    try std.testing.expectError(error.BadHeader, decode("LJS2\x01\x00\x00\x00", &s, &f));
+
+    var e = TestEncoder.init();
+    e.string(.stage, "/s");
+    e.raw(.argv, "no-nul");
+    s = .{};
+    try std.testing.expectError(error.BadString, decode(e.bytes(), &s, &f));
+    try std.testing.expectEqual(@as(u16, @intFromEnum(Tag.argv)), f.tag);
+
+    e = TestEncoder.init();
+    e.string(.stage, "/s");
+    s = .{};
+    try std.testing.expectError(error.MissingArgv, decode(e.bytes(), &s, &f));
+
+    e = TestEncoder.init();
+    e.string(.argv, "x");
+    e.raw(.uid, "\x01\x02");
+    s = .{};
+    try std.testing.expectError(error.BadLength, decode(e.bytes(), &s, &f));
+
+    e = TestEncoder.init();
+    e.string(.argv, "x");
+    const full = e.bytes();
+    s = .{};
+    try std.testing.expectError(error.Truncated, decode(full[0 .. full.len - 1], &s, &f));
+}
