@@ -23,6 +23,8 @@ export fn lj_abi_version() u32 {
 /// arrive later as an "E" line on the status pipe; failures before the fork are returned here.
 export fn lj_spawn(spec_ptr: [*]const u8, spec_len: usize, out: *abi.SpawnOut, err_ptr: [*]u8, err_len: usize) c_int {
     const err = errtext.CBuf{ .ptr = err_ptr, .len = err_len };
+    // A backend that copies the raw spec for its child decodes it there itself.
+    if (@hasDecl(backend, "spawnRaw")) return backend.spawnRaw(spec_ptr[0..spec_len], out, err);
     var spec = spec_mod.Spec{};
     var failure: spec_mod.DecodeFailure = undefined;
     spec_mod.decode(spec_ptr[0..spec_len], &spec, &failure) catch |e| {

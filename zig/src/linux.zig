@@ -77,8 +77,51 @@ threadlocal var last_errno: u16 = 0;
 // ---------------------------------------------------------------------------------------
 // Parent side.
 
-pub fn spawn(spec: *const Spec, out: *abi.SpawnOut, err: errtext.CBuf) c_int {
-    return spawnInner(spec, out, err) catch return @intCast(last_errno);
+/// Spawning clones with CLONE_VM, like posix_spawn: the Bun thread pays neither for copying
+/// Bun's page tables nor for creating namespaces (the child unshares them itself), so a spawn
+/// costs the event loop tens of microseconds. The child runs on its own stack in a private
+/// region that also holds its copy of the spec; the region is unmapped once the kernel reports
+/// (CLONE_CHILD_CLEARTID) that the child has executed the keeper or died.
+const region_size = 1 << 20;
+
+const Region = struct {
+    /// Non-zero while the child may still use the region; the kernel zeroes it at exec/exit.
+    ctid: i32 align(4) = 0,
+    addr: usize = 0,
+};
+
+var regions: [1024]Region = [_]Region{.{}} ** 1024;
+var regions_lock: std.Thread.Mutex = .{};
+
+/// Unmaps the regions of children that have executed the keeper or died.
+fn sweepRegions() void {
+    for (&regions) |*r| {
+        if (r.addr != 0 and @atomicLoad(i32, &r.ctid, .acquire) == 0) {
+            _ = linux.munmap(@ptrFromInt(r.addr), region_size);
+            r.addr = 0;
+        }
+    }
+}
+
+fn claimRegion(addr: usize) ?*Region {
+    for (&regions) |*r| {
+        if (r.addr == 0) {
+            r.addr = addr;
+            r.ctid = 1;
+            return r;
+        }
+    }
+    return null;
+}
+
+/// What the child needs, placed at the start of its region.
+const ChildCtx = struct {
+    spec: Spec,
+    fds: ChildFds,
+};
+
+pub fn spawnRaw(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) c_int {
+    return spawnInner(bytes, out, err) catch return @intCast(last_errno);
 }
 
 const Pipe = struct {
@@ -96,9 +139,25 @@ const Pipe = struct {
     }
 };
 
-fn spawnInner(spec: *const Spec, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
+fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
     out.* = .{ .pid = -1, .status_fd = -1, .sync_fd = -1, .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1, .reserved = .{ -1, -1 } };
     const kfd = try keeperFd(err);
+    if (bytes.len > region_size / 4) return fail(err, .@"2BIG", "jail spec of {d} bytes is too large", .{bytes.len});
+
+    const map = linux.mmap(null, region_size, linux.PROT.READ | linux.PROT.WRITE, .{ .TYPE = .PRIVATE, .ANONYMOUS = true, .NORESERVE = true }, -1, 0);
+    if (errno(map)) |e| return fail(err, e, "map jail setup stack", .{});
+    var mapped = true;
+    defer if (mapped) {
+        _ = linux.munmap(@ptrFromInt(map), region_size);
+    };
+    const ctx: *ChildCtx = @ptrFromInt(map);
+    const copy: [*]u8 = @ptrFromInt(map + std.mem.alignForward(usize, @sizeOf(ChildCtx), 16));
+    @memcpy(copy[0..bytes.len], bytes);
+    ctx.spec = .{};
+    var failure: spec_mod.DecodeFailure = undefined;
+    spec_mod.decode(copy[0..bytes.len], &ctx.spec, &failure) catch |e|
+        return fail(err, .INVAL, "invalid jail spec (record {d}): {s}", .{ failure.tag, @errorName(e) });
+    const spec = &ctx.spec;
 
     var status = Pipe{};
     var sync = Pipe{};
@@ -114,21 +173,31 @@ fn spawnInner(spec: *const Spec, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
         if (s == spec_mod.stdio_pipe) try stdio[i].open(err, "stdio");
     }
 
-    var flags: usize = linux.CLONE.NEWNS | linux.CLONE.NEWPID | linux.CLONE.NEWUTS | linux.CLONE.NEWIPC;
-    if (!spec.flags.net_host) flags |= linux.CLONE.NEWNET;
-    const rc = linux.syscall5(.clone, flags | linux.SIG.CHLD, 0, 0, 0, 0);
-    if (errno(rc)) |e| return fail(err, e, "clone jail namespaces", .{});
-    if (rc == 0) {
-        // The child: never returns.
-        const ends = ChildFds{
-            .status = status.w,
-            .sync = sync.r,
-            .stdio = .{ stdio[0].r, stdio[1].w, stdio[2].w },
-            .keeper = kfd,
-        };
-        _ = linux.close(sync.w); // our copy would hide the owner's death from the sync read
-        child(spec, ends);
+    ctx.fds = .{
+        .status = status.w,
+        .sync = sync.r,
+        .sync_owner = sync.w,
+        .stdio = .{ stdio[0].r, stdio[1].w, stdio[2].w },
+        .keeper = kfd,
+    };
+
+    regions_lock.lock();
+    defer regions_lock.unlock();
+    sweepRegions();
+    const region = claimRegion(map) orelse return fail(err, .AGAIN, "too many jails starting at once", .{});
+
+    // No handler of Bun's may run on the child's stack before the child resets them all.
+    const all = linux.sigfillset();
+    var old: linux.sigset_t = undefined;
+    _ = linux.sigprocmask(linux.SIG.SETMASK, &all, &old);
+    const flags: u32 = linux.CLONE.VM | linux.CLONE.NEWPID | linux.CLONE.CHILD_CLEARTID | linux.SIG.CHLD;
+    const rc = linux.clone(childEntry, map + region_size, flags, @intFromPtr(ctx), null, 0, &region.ctid);
+    _ = linux.sigprocmask(linux.SIG.SETMASK, &old, null);
+    if (errno(rc)) |e| {
+        region.addr = 0;
+        return fail(err, e, "clone jail", .{});
     }
+    mapped = false; // the child owns the region until it executes the keeper
 
     // Parent: keep our ends, close the child's.
     _ = linux.close(status.w);
@@ -152,6 +221,10 @@ fn spawnInner(spec: *const Spec, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
 }
 
 pub fn reap(pid: i32, nohang: bool, status: *i32, err: errtext.CBuf) c_int {
+    if (regions_lock.tryLock()) {
+        defer regions_lock.unlock();
+        sweepRegions();
+    }
     var st: u32 = 0;
     const flags: u32 = W_ALL | (if (nohang) @as(u32, linux.W.NOHANG) else 0);
     while (true) {
@@ -174,7 +247,20 @@ pub fn unmount(path: [*:0]const u8, err: errtext.CBuf) c_int {
 // ---------------------------------------------------------------------------------------
 // Child side. Everything below runs in the cloned child: raw syscalls only.
 
-const ChildFds = struct { status: i32, sync: i32, stdio: [3]i32, keeper: i32 };
+const ChildFds = struct { status: i32, sync: i32, sync_owner: i32, stdio: [3]i32, keeper: i32 };
+
+fn childEntry(arg: usize) callconv(.c) u8 {
+    const ctx: *ChildCtx = @ptrFromInt(arg);
+    // Bun's handlers live in memory we share: restore defaults before letting signals in.
+    const dfl = linux.Sigaction{ .handler = .{ .handler = linux.SIG.DFL }, .mask = linux.sigemptyset(), .flags = 0 };
+    var sig: u8 = 1;
+    while (sig < linux.NSIG) : (sig += 1) {
+        if (sig != linux.SIG.KILL and sig != linux.SIG.STOP) _ = linux.sigaction(sig, &dfl, null);
+    }
+    const none = linux.sigemptyset();
+    _ = linux.sigprocmask(linux.SIG.SETMASK, &none, null);
+    child(&ctx.spec, ctx.fds);
+}
 
 const Child = struct {
     spec: *const Spec,
@@ -211,8 +297,13 @@ fn child(spec: *const Spec, fds: ChildFds) noreturn {
     // died before this line ran.
     _ = linux.prctl(@intFromEnum(linux.PR.SET_PDEATHSIG), linux.SIG.KILL, 0, 0, 0);
 
+    // Our copy of the owner's end would hide the owner's death from the sync read.
+    _ = linux.close(fds.sync_owner);
+
     joinCgroups(&c);
-    c.check(linux.unshare(linux.CLONE.NEWCGROUP), "unshare cgroup namespace", .{});
+    var ns: usize = linux.CLONE.NEWNS | linux.CLONE.NEWUTS | linux.CLONE.NEWIPC | linux.CLONE.NEWCGROUP;
+    if (!spec.flags.net_host) ns |= linux.CLONE.NEWNET;
+    c.check(linux.unshare(ns), "unshare namespaces", .{});
     c.check(linux.mount(null, "/", null, linux.MS.REC | linux.MS.PRIVATE, 0), "make / private", .{});
 
     var root_path = Path{};
@@ -453,8 +544,11 @@ fn mountProc(c: *const Child, rootfd: i32) void {
         var m = Target{ .fd = @intCast(rc) };
         const p = m.path();
         c.check(linux.mount(p, p, null, linux.MS.BIND | linux.MS.REC, 0), "bind /{s}", .{rel});
-        c.check(linux.mount(null, p, null, linux.MS.REMOUNT | linux.MS.BIND | linux.MS.RDONLY | linux.MS.NOSUID | linux.MS.NODEV | linux.MS.NOEXEC, 0), "remount /{s} read-only", .{rel});
         m.close();
+        // The old descriptor still names the covered directory: resolve the new mount.
+        var top = target(c, rootfd, rel);
+        c.check(linux.mount(null, top.path(), null, linux.MS.REMOUNT | linux.MS.BIND | linux.MS.RDONLY | linux.MS.NOSUID | linux.MS.NODEV | linux.MS.NOEXEC, 0), "remount /{s} read-only", .{rel});
+        top.close();
     }
     const masked = [_][:0]const u8{ "proc/kcore", "proc/keys", "proc/timer_list", "proc/sched_debug" };
     for (masked) |rel| {
@@ -528,9 +622,12 @@ fn bindMount(c: *const Child, rootfd: i32, m: spec_mod.Mount) void {
     var t = target(c, rootfd, relz);
     const p = t.path();
     c.check(linux.mount(m.src.ptr, p, null, linux.MS.BIND | linux.MS.REC, 0), "bind {s} on {s}", .{ m.src, m.dst });
-    if (m.flags.readonly)
-        c.check(linux.mount(null, p, null, linux.MS.REMOUNT | linux.MS.BIND | linux.MS.RDONLY | linux.MS.NOSUID | linux.MS.NODEV, 0), "remount {s} read-only", .{m.dst});
     t.close();
+    if (m.flags.readonly) {
+        var top = target(c, rootfd, relz); // the new mount, not the directory it covers
+        c.check(linux.mount(null, top.path(), null, linux.MS.REMOUNT | linux.MS.BIND | linux.MS.RDONLY | linux.MS.NOSUID | linux.MS.NODEV, 0), "remount {s} read-only", .{m.dst});
+        top.close();
+    }
 }
 
 fn loopbackUp(c: *const Child) void {

@@ -1,0 +1,218 @@
+/**
+ * Per-jail cgroups, v1 (one hierarchy per controller) and v2 (unified). The jail creates its
+ * own cgroup directories, writes its limits and joins them before anything runs (the shim's
+ * child does it, off the event loop); this module decides where they go, reads what happened
+ * (OOM kills) and removes them afterwards. Directory names carry the owner's pid and start
+ * time, so `lj gc` can tell leftovers of a dead owner from a live jail.
+ */
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import { readFile, rmdir } from "node:fs/promises";
+import { join } from "node:path";
+import { LjError } from "../errors.ts";
+import { CgroupKind, type CgroupDir, type JailLimits } from "./spec.ts";
+
+const BASE = "lightjail";
+
+export interface CgroupLayout {
+  version: 1 | 2;
+  /** v2: the unified base; v1: the base under each controller's hierarchy. */
+  unified?: string;
+  memory?: string;
+  pids?: string;
+  cpu?: string;
+}
+
+let layout: CgroupLayout | undefined;
+
+function parseMountinfo(text: string): { fstype: string; point: string; superOpts: string }[] {
+  const out: { fstype: string; point: string; superOpts: string }[] = [];
+  for (const line of text.split("\n")) {
+    const sep = line.indexOf(" - ");
+    if (sep < 0) continue;
+    const left = line.slice(0, sep).split(" ");
+    const right = line.slice(sep + 3).split(" ");
+    out.push({ point: left[4] ?? "", fstype: right[0] ?? "", superOpts: right[2] ?? "" });
+  }
+  return out;
+}
+
+/** Finds the hierarchies from /proc/self/mountinfo; v1 controllers win over a hybrid v2. */
+export function detectLayout(mountinfo = readFileSync("/proc/self/mountinfo", "utf8")): CgroupLayout | null {
+  const mounts = parseMountinfo(mountinfo);
+  const v1: CgroupLayout = { version: 1 };
+  for (const m of mounts) {
+    if (m.fstype !== "cgroup") continue;
+    const opts = m.superOpts.split(",");
+    if (opts.includes("memory")) v1.memory = join(m.point, BASE);
+    if (opts.includes("pids")) v1.pids = join(m.point, BASE);
+    if (opts.includes("cpu")) v1.cpu = join(m.point, BASE);
+  }
+  if (v1.memory || v1.pids || v1.cpu) return v1;
+  const v2 = mounts.find((m) => m.fstype === "cgroup2");
+  if (v2) return { version: 2, unified: join(v2.point, BASE) };
+  return null;
+}
+
+/** Creates the lightjail base cgroups once per process (and enables v2 controllers). */
+export function cgroupLayout(): CgroupLayout | null {
+  if (layout) return layout;
+  const found = detectLayout();
+  if (!found) return null;
+  if (found.version === 2 && found.unified) {
+    const parent = join(found.unified, "..");
+    mkdirSync(found.unified, { recursive: true });
+    for (const dir of [parent, found.unified]) {
+      const available = readFileSync(join(dir, "cgroup.controllers"), "utf8").trim().split(/\s+/);
+      const want = ["memory", "pids", "cpu"].filter((c) => available.includes(c));
+      try {
+        writeFileSync(join(dir, "cgroup.subtree_control"), want.map((c) => `+${c}`).join(" "));
+      } catch (e) {
+        throw new LjError("isolation", "cgroup", `cannot enable cgroup controllers in ${dir}: ${e}`, {
+          hint: "lightjail needs a delegated cgroup v2 subtree (run as root, or under systemd Delegate=yes)",
+        });
+      }
+    }
+  } else {
+    for (const d of [found.memory, found.pids, found.cpu]) if (d) mkdirSync(d, { recursive: true });
+  }
+  layout = found;
+  return layout;
+}
+
+let ownerTag: string | undefined;
+let seq = 0;
+
+/** "<pid>.<start time>" of this process: unique across pid reuse. */
+export function ownerId(): string {
+  if (ownerTag) return ownerTag;
+  ownerTag = `${process.pid}.${processStartTime(process.pid)}`;
+  return ownerTag;
+}
+
+export function processStartTime(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Field 22 (starttime) counts from after the parenthesised command name.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return fields[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+export function newJailId(): string {
+  seq += 1;
+  return `${ownerId()}.${seq}`;
+}
+
+/** The cgroup directories a jail with these limits creates and joins. */
+export function cgroupDirsFor(id: string, limits: JailLimits | undefined): CgroupDir[] {
+  if (!limits || !(limits.memoryBytes || limits.pids || limits.cpus)) return [];
+  const l = cgroupLayout();
+  if (!l) {
+    throw new LjError("unavailable", "no-cgroups", "limits need cgroups, and none are mounted", {
+      hint: "mount cgroup2 on /sys/fs/cgroup, or the v1 memory, pids and cpu controllers",
+    });
+  }
+  if (l.version === 2) return [{ kind: CgroupKind.unified, dir: join(l.unified!, id) }];
+  const dirs: CgroupDir[] = [];
+  if (limits.memoryBytes) dirs.push(need(l.memory, "memory", id, CgroupKind.memory));
+  if (limits.pids) dirs.push(need(l.pids, "pids", id, CgroupKind.pids));
+  if (limits.cpus) dirs.push(need(l.cpu, "cpu", id, CgroupKind.cpu));
+  return dirs;
+}
+
+function need(base: string | undefined, controller: string, id: string, kind: number): CgroupDir {
+  if (!base) {
+    throw new LjError("unavailable", "no-cgroup-controller", `the cgroup ${controller} controller is not mounted`);
+  }
+  return { kind, dir: join(base, id) };
+}
+
+/** True when the kernel's OOM killer fired inside the jail's memory cgroup. */
+export async function oomKilled(dirs: CgroupDir[]): Promise<boolean> {
+  for (const d of dirs) {
+    const file =
+      d.kind === CgroupKind.unified ? "memory.events" : d.kind === CgroupKind.memory ? "memory.oom_control" : null;
+    if (!file) continue;
+    try {
+      const text = await readFile(join(d.dir, file), "utf8");
+      const m = /^oom_kill (\d+)$/m.exec(text);
+      if (m && Number(m[1]) > 0) return true;
+    } catch {
+      // The directory may never have been created (setup failed before it).
+    }
+  }
+  return false;
+}
+
+/** Removes a finished jail's cgroups (retrying briefly while the kernel lets go of them). */
+export async function removeCgroups(dirs: CgroupDir[]): Promise<void> {
+  for (const d of dirs) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await rmdir(d.dir);
+        break;
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === "ENOENT") break;
+        if (code !== "EBUSY" || attempt >= 50) throw e;
+        await Bun.sleep(Math.min(2 ** attempt, 20));
+      }
+    }
+  }
+}
+
+export interface CgroupLeftover {
+  dir: string;
+  owner: string;
+  pids: number[];
+}
+
+/** Jail cgroups whose owner process is gone. */
+export function findLeftoverCgroups(): CgroupLeftover[] {
+  const l = detectLayout();
+  if (!l) return [];
+  const bases = [l.unified, l.memory, l.pids, l.cpu].filter((b): b is string => !!b && existsSync(b));
+  const out: CgroupLeftover[] = [];
+  for (const base of bases) {
+    for (const name of readdirSync(base)) {
+      const m = /^(\d+)\.(\d+)\.\d+$/.exec(name);
+      if (!m) continue;
+      const [, pid, start] = m;
+      if (processStartTime(Number(pid)) === start) continue; // owner alive
+      const dir = join(base, name);
+      let pids: number[] = [];
+      try {
+        pids = readFileSync(join(dir, "cgroup.procs"), "utf8").split("\n").filter(Boolean).map(Number);
+      } catch {}
+      out.push({ dir, owner: `${pid}`, pids });
+    }
+  }
+  return out;
+}
+
+/** Kills what is left in a dead owner's cgroup and removes it. */
+export async function reclaimCgroup(left: CgroupLeftover): Promise<void> {
+  if (existsSync(join(left.dir, "cgroup.kill"))) {
+    writeFileSync(join(left.dir, "cgroup.kill"), "1");
+  } else {
+    for (const pid of left.pids) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {}
+    }
+  }
+  for (let i = 0; i < 100; i++) {
+    try {
+      rmdirSync(left.dir);
+      return;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") return;
+      if (code !== "EBUSY") throw e;
+      await Bun.sleep(10);
+    }
+  }
+  throw new LjError("isolation", "cgroup-busy", `cgroup ${left.dir} still has processes`);
+}

@@ -1,0 +1,126 @@
+/**
+ * The only file that imports bun:ffi. It loads the Zig shim and exposes its handful of C-ABI
+ * functions with TypeScript types; everything else calls these wrappers.
+ */
+import { dlopen, FFIType, ptr } from "bun:ffi";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { LjError } from "../errors.ts";
+
+export const ABI_VERSION = 1;
+const ERR_LEN = 1024;
+
+const symbols = {
+  lj_abi_version: { args: [], returns: FFIType.u32 },
+  lj_spawn: {
+    args: [FFIType.ptr, FFIType.u64, FFIType.ptr, FFIType.ptr, FFIType.u64],
+    returns: FFIType.i32,
+  },
+  lj_reap: {
+    args: [FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr, FFIType.u64],
+    returns: FFIType.i32,
+  },
+  lj_unmount: { args: [FFIType.ptr, FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
+} as const;
+
+type Shim = ReturnType<typeof dlopen<typeof symbols>>["symbols"];
+let shim: Shim | undefined;
+
+export function supportedPlatform(platform: string = process.platform): "linux" | "freebsd" {
+  if (platform === "linux" || platform === "freebsd") return platform;
+  throw new LjError(
+    "unavailable",
+    "unsupported-platform",
+    `lightjail runs on Linux and FreeBSD, not on ${platform}`,
+    { hint: "jails need Linux namespaces or FreeBSD jail(2)" },
+  );
+}
+
+export function libraryPath(): string {
+  supportedPlatform();
+  const fromEnv = process.env.LJ_SHIM;
+  if (fromEnv) return fromEnv;
+  return join(import.meta.dir, "..", "..", "zig", "zig-out", "lib", "liblightjail.so");
+}
+
+function load(): Shim {
+  if (shim) return shim;
+  const path = libraryPath();
+  if (!existsSync(path)) {
+    throw new LjError("unavailable", "shim-missing", `the jail shim is not built (${path} is missing)`, {
+      hint: "run ./scripts/bootstrap.sh (or `cd zig && zig build -Doptimize=ReleaseSafe`)",
+    });
+  }
+  const lib = dlopen(path, symbols);
+  const v = lib.symbols.lj_abi_version();
+  if (v !== ABI_VERSION) {
+    throw new LjError("unavailable", "shim-abi", `jail shim ABI ${v} does not match ${ABI_VERSION}`, {
+      hint: "rebuild the shim: ./scripts/bootstrap.sh",
+    });
+  }
+  shim = lib.symbols;
+  return shim;
+}
+
+/** Errors of the shim: `errno` is the positive error number, the message names the step. */
+export class ShimError extends LjError {
+  readonly errno: number;
+  constructor(errno: number, text: string) {
+    super("isolation", "jail-setup", text || `jail shim failed with errno ${errno}`);
+    this.errno = errno;
+  }
+}
+
+const decoder = new TextDecoder();
+function errText(buf: Uint8Array): string {
+  const end = buf.indexOf(0);
+  return decoder.decode(buf.subarray(0, end < 0 ? buf.length : end));
+}
+
+export interface SpawnFds {
+  pid: number;
+  statusFd: number;
+  syncFd: number;
+  stdinFd: number;
+  stdoutFd: number;
+  stderrFd: number;
+}
+
+/** Creates a jail from an encoded spec (see spec.ts). Returns the owner's descriptors. */
+export function shimSpawn(spec: Uint8Array): SpawnFds {
+  const s = load();
+  const out = new Int32Array(8);
+  const err = new Uint8Array(ERR_LEN);
+  const rc = s.lj_spawn(ptr(spec), spec.byteLength, ptr(out), ptr(err), ERR_LEN);
+  if (rc !== 0) throw new ShimError(rc, errText(err));
+  return {
+    pid: out[0]!,
+    statusFd: out[1]!,
+    syncFd: out[2]!,
+    stdinFd: out[3]!,
+    stdoutFd: out[4]!,
+    stderrFd: out[5]!,
+  };
+}
+
+export const EAGAIN = 11;
+
+/** Reaps the jail's first process: its raw wait status, or null while it still runs. */
+export function shimReap(pid: number, nohang: boolean): number | null {
+  const s = load();
+  const status = new Int32Array(1);
+  const err = new Uint8Array(ERR_LEN);
+  const rc = s.lj_reap(pid, nohang ? 1 : 0, ptr(status), ptr(err), ERR_LEN);
+  if (rc === EAGAIN) return null;
+  if (rc !== 0) throw new ShimError(rc, errText(err));
+  return status[0]!;
+}
+
+/** Detaches a mount left behind by a jail whose owner died. */
+export function shimUnmount(path: string): void {
+  const s = load();
+  const p = Buffer.from(`${path}\0`);
+  const err = new Uint8Array(ERR_LEN);
+  const rc = s.lj_unmount(ptr(p), ptr(err), ERR_LEN);
+  if (rc !== 0) throw new ShimError(rc, errText(err));
+}

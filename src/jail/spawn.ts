@@ -1,0 +1,236 @@
+/**
+ * spawnJail: the TypeScript API over the shim. One call creates a jail and returns a handle
+ * at once; the jail's setup runs in its own process, and its end arrives through the status
+ * pipe, read asynchronously, so one Bun process can keep hundreds of jails running.
+ */
+import { closeSync, mkdirSync, writeSync } from "node:fs";
+import { rm } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import type { FileSink } from "bun";
+import { LjError } from "../errors.ts";
+import { paths } from "../store/paths.ts";
+import { cgroupDirsFor, newJailId, oomKilled, removeCgroups } from "./cgroup.ts";
+import { shimReap, shimSpawn } from "./ffi.ts";
+import {
+  type CgroupDir,
+  encodeSpec,
+  type JailSpec,
+  STDIO_NULL,
+  STDIO_PIPE,
+  type StdioMode,
+  validateSpec,
+} from "./spec.ts";
+
+export type EndReason = "exit" | "signal" | "oom" | "timeout" | "setup";
+
+export interface JailResult {
+  id: string;
+  /** Exit code, when the payload exited by itself. */
+  exitCode: number | null;
+  /** Signal number that ended the payload (or the whole jail). */
+  signal: number | null;
+  reason: EndReason;
+  /** What a shell would report: the exit code, or 128 + signal; 125 for a jail that never started. */
+  status: number;
+  /** Why the jail could not be set up, naming the failing step and path. */
+  error?: string;
+  durationMs: number;
+}
+
+export interface Jail {
+  id: string;
+  /** Host pid of the jail's pid 1 (the keeper). */
+  pid: number;
+  stdin: FileSink | null;
+  stdout: ReadableStream<Uint8Array> | null;
+  stderr: ReadableStream<Uint8Array> | null;
+  exited: Promise<JailResult>;
+  /**
+   * Settles once the jail is gone for good: its first process reaped, its cgroups removed.
+   * `exited` does not wait for this (the kernel tears a namespace down after the payload's
+   * end is already known); leak checks and shutdown do.
+   */
+  closed: Promise<void>;
+  /** Releases a jail spawned with `hold` (after wiring its network, say). */
+  start(): void;
+  /** SIGKILL destroys the whole jail; other signals go to the payload. */
+  kill(signal?: NodeJS.Signals | number): void;
+}
+
+export interface SpawnOptions {
+  /** Keep the payload waiting until `start()` (the owner wires the jail first). */
+  hold?: boolean;
+}
+
+export const SETUP_FAILED_STATUS = 125;
+
+let stageReady = false;
+function stageDir(): string {
+  const dir = paths.stage();
+  if (!stageReady) {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    stageReady = true;
+  }
+  return dir;
+}
+
+function stdioFd(mode: StdioMode, i: number): number {
+  if (mode === "inherit") return i;
+  if (mode === "pipe") return STDIO_PIPE;
+  if (mode === "ignore") return STDIO_NULL;
+  if (Number.isInteger(mode) && mode >= 0) return mode;
+  throw new LjError("usage", "invalid-spec", `invalid stdio setting ${String(mode)}`);
+}
+
+const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGUSR1: 10, SIGUSR2: 12, SIGTERM: 15, SIGCONT: 18, SIGWINCH: 28 };
+
+export function signalNumber(sig: NodeJS.Signals | number): number {
+  if (typeof sig === "number") return sig;
+  const n = SIGNALS[sig];
+  if (n === undefined) throw new LjError("usage", "bad-signal", `unsupported signal ${sig}`);
+  return n;
+}
+
+interface StatusReport {
+  error?: { errno: number; text: string };
+  exitCode?: number;
+  signal?: number;
+}
+
+export function parseStatus(text: string): StatusReport {
+  const r: StatusReport = {};
+  for (const line of text.split("\n")) {
+    if (line.length < 2) continue;
+    const rest = line.slice(2);
+    if (line[0] === "E" && !r.error) {
+      const sp = rest.indexOf(" ");
+      r.error = { errno: Number(rest.slice(0, sp)), text: rest.slice(sp + 1) };
+    } else if (line[0] === "X") r.exitCode = Number(rest);
+    else if (line[0] === "S") r.signal = Number(rest);
+  }
+  return r;
+}
+
+async function reapJail(pid: number): Promise<number | null> {
+  // The status pipe closes as the keeper exits; it becomes reapable a moment later.
+  for (let delay = 0; ; delay = Math.min(delay * 2 || 1, 50)) {
+    try {
+      const st = shimReap(pid, true);
+      if (st !== null) return st;
+    } catch {
+      return null; // someone else reaped it (ECHILD): the status pipe still told us the end
+    }
+    await Bun.sleep(delay);
+  }
+}
+
+export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
+  validateSpec(spec);
+  const started = performance.now();
+  const id = newJailId();
+  const stdio = (spec.stdio ?? ["ignore", "inherit", "inherit"]).map(stdioFd) as [number, number, number];
+  const cgroups: CgroupDir[] = cgroupDirsFor(id, spec.limits);
+  let work: string | undefined;
+  if (spec.upper) {
+    work = join(dirname(spec.upper), `.${basename(spec.upper)}.work`);
+    mkdirSync(spec.upper, { recursive: true });
+    mkdirSync(work, { recursive: true });
+  }
+  const encoded = encodeSpec(spec, {
+    stage: stageDir(),
+    work,
+    cgroups,
+    stdio,
+    newSession: spec.newSession ?? (spec.stdio?.[0] ?? "ignore") !== "inherit",
+  });
+  const fds = shimSpawn(encoded);
+
+  let syncFd = fds.syncFd;
+  let timedOut = false;
+  let alive = true;
+  const release = (go: boolean) => {
+    if (syncFd < 0) return;
+    try {
+      if (go) writeSync(syncFd, "g");
+    } catch {
+      // The jail died during setup; its status pipe says why.
+    }
+    closeSync(syncFd);
+    syncFd = -1;
+  };
+  const kill = (signal: NodeJS.Signals | number = "SIGKILL") => {
+    if (!alive) return;
+    try {
+      process.kill(fds.pid, signalNumber(signal));
+    } catch {}
+  };
+  const timer = spec.timeoutMs
+    ? setTimeout(() => {
+        timedOut = true;
+        kill("SIGKILL");
+      }, spec.timeoutMs)
+    : undefined;
+
+  const statusText = Bun.file(fds.statusFd).text();
+  const reaped = statusText.then(async () => {
+    closeSync(fds.statusFd);
+    release(false);
+    const wait = await reapJail(fds.pid);
+    alive = false;
+    return wait;
+  });
+  const closed = reaped.then(async () => {
+    await removeCgroups(cgroups);
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  const exited = (async (): Promise<JailResult> => {
+    const report = parseStatus(await statusText);
+    if (timer) clearTimeout(timer);
+    const keeperKilled = report.exitCode === undefined && report.signal === undefined && !report.error;
+    // Only a jail whose keeper was killed needs its wait status to tell how it ended.
+    const wait = keeperKilled ? await reaped : null;
+    const oom = cgroups.length > 0 && (await oomKilled(cgroups));
+    const base = { id, durationMs: performance.now() - started };
+    if (report.error) {
+      return { ...base, exitCode: null, signal: null, reason: "setup", status: SETUP_FAILED_STATUS, error: report.error.text };
+    }
+    let signal = report.signal ?? null;
+    let exitCode = report.exitCode ?? null;
+    if (exitCode === null && signal === null) {
+      // The keeper itself was killed (timeout, kill(), or the OOM killer): take its wait status.
+      signal = wait !== null && (wait & 0x7f) !== 0 ? wait & 0x7f : 9;
+      exitCode = null;
+    }
+    const reason: EndReason = timedOut ? "timeout" : oom ? "oom" : signal !== null ? "signal" : "exit";
+    const status = signal !== null ? 128 + signal : (exitCode ?? 0);
+    return { ...base, exitCode: signal !== null ? null : exitCode, signal, reason, status };
+  })();
+
+  if (!opts.hold) release(true);
+
+  return {
+    id,
+    pid: fds.pid,
+    stdin: fds.stdinFd >= 0 ? Bun.file(fds.stdinFd).writer() : null,
+    stdout: fds.stdoutFd >= 0 ? Bun.file(fds.stdoutFd).stream() : null,
+    stderr: fds.stderrFd >= 0 ? Bun.file(fds.stderrFd).stream() : null,
+    exited,
+    closed,
+    start: () => release(true),
+    kill,
+  };
+}
+
+/** Runs a jail to completion, collecting its output. */
+export async function runJail(
+  spec: JailSpec,
+): Promise<JailResult & { stdout: string; stderr: string }> {
+  const jail = spawnJail({ ...spec, stdio: [spec.stdio?.[0] ?? "ignore", "pipe", "pipe"] });
+  const [stdout, stderr, result] = await Promise.all([
+    jail.stdout ? new Response(jail.stdout).text() : "",
+    jail.stderr ? new Response(jail.stderr).text() : "",
+    jail.exited,
+  ]);
+  return { ...result, stdout, stderr };
+}

@@ -1,0 +1,354 @@
+/**
+ * JailSpec: what a jail is made of, validated here and encoded into the shim's wire format
+ * (zig/src/spec.zig documents the bytes; the two files change together).
+ */
+import { LjError } from "../errors.ts";
+
+export type NetMode = "none" | "host" | "private";
+export type StdioMode = "inherit" | "pipe" | "ignore" | number;
+
+export interface BindMount {
+  src: string;
+  dst: string;
+  readonly?: boolean;
+}
+
+export interface JailLimits {
+  /** Memory limit in bytes (cgroup memory.max / memory.limit_in_bytes, RCTL memoryuse). */
+  memoryBytes?: number;
+  /** Maximum number of processes and threads. */
+  pids?: number;
+  /** CPU quota in CPUs (0.5 = half a core). */
+  cpus?: number;
+}
+
+export type RlimitName = "nofile" | "nproc" | "core" | "fsize" | "stack" | "as" | "cpu" | "memlock";
+
+export interface JailSpec {
+  /** Program and arguments; a name without a slash is searched in the jail's PATH. */
+  argv: string[];
+  /** Exactly the payload's environment: nothing is inherited from the caller. */
+  env?: Record<string, string>;
+  cwd?: string;
+  /** Seed `-d DIR`: use this directory as the root, as is and writable. */
+  root?: string;
+  rootReadonly?: boolean;
+  /** Read-only layers, bottom to top: the world first, then overlays. */
+  layers?: string[];
+  /** Writable upper layer (builds). Default: a fresh tmpfs thrown away at exit. */
+  upper?: string;
+  hostname?: string;
+  /** Seed `-0` is uid/gid 65534. Default root (without capabilities). */
+  uid?: number;
+  gid?: number;
+  net?: NetMode;
+  mounts?: BindMount[];
+  limits?: JailLimits;
+  rlimits?: Partial<Record<RlimitName, number | [number, number]>>;
+  /** Capabilities the payload keeps (e.g. ["CHOWN", "DAC_OVERRIDE"]); default none. */
+  caps?: string[];
+  stdio?: [StdioMode, StdioMode, StdioMode];
+  /** Descriptors handed to the payload as 3, 4, ... */
+  passFds?: number[];
+  /** Kill the jail after this many milliseconds. */
+  timeoutMs?: number;
+  /** Detach from the controlling terminal (default: true unless stdin is inherited). */
+  newSession?: boolean;
+  /** Keep the seccomp filter (default true). */
+  seccomp?: boolean;
+  /** Size caps for the tmpfs upper layer and /tmp, in bytes. */
+  upperBytes?: number;
+  tmpBytes?: number;
+  /** FreeBSD: addresses for ip4.addr/ip6.addr and the interface they alias on. */
+  addresses?: string[];
+  iface?: string;
+  /** Name used for the jail (FreeBSD jail name, error texts). */
+  name?: string;
+}
+
+const CAPS = [
+  "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+  "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+  "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+  "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
+  "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+] as const;
+
+/** Capabilities a jail may keep: never the ones that open the host (modules, raw I/O, admin). */
+const GRANTABLE = new Set([
+  "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+  "NET_BIND_SERVICE", "NET_RAW", "SYS_CHROOT", "AUDIT_WRITE", "SETFCAP", "SETPCAP",
+]);
+
+/** The capabilities a package manager needs when a build runs as root. */
+export const BUILD_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SYS_CHROOT", "AUDIT_WRITE"];
+
+const RLIMITS: Record<RlimitName, number> = {
+  cpu: 0, fsize: 1, stack: 3, core: 4, nproc: 6, nofile: 7, memlock: 8, as: 9,
+};
+
+export const NOBODY = 65534;
+
+const Tag = {
+  rootDir: 1, lower: 2, upper: 3, work: 4, stage: 5, hostname: 6, argv: 7, env: 8, cwd: 9,
+  uid: 10, gid: 11, flags: 12, caps: 13, rlimit: 14, mount: 15, cgroup: 16, limits: 17,
+  stdio: 18, passFd: 19, tmpfs: 20, jailName: 21, ip4: 22, ip6: 23, iface: 24,
+} as const;
+
+export const Flag = {
+  netHost: 1 << 0,
+  netPrivate: 1 << 1,
+  newSession: 1 << 2,
+  noSeccomp: 1 << 3,
+  rootReadonly: 1 << 4,
+  noTmp: 1 << 5,
+} as const;
+
+export const CgroupKind = { unified: 0, memory: 1, pids: 2, cpu: 3, joinOnly: 4 } as const;
+export interface CgroupDir {
+  kind: number;
+  dir: string;
+}
+
+export const STDIO_NULL = -1;
+export const STDIO_PIPE = -2;
+
+const invalid = (message: string, hint?: string) => new LjError("usage", "invalid-spec", message, { hint });
+
+function checkPath(what: string, p: string): void {
+  if (typeof p !== "string" || p.length === 0) throw invalid(`${what} must be a non-empty path`);
+  if (!p.startsWith("/")) throw invalid(`${what} must be an absolute path, got "${p}"`);
+  if (p.includes("\0")) throw invalid(`${what} contains a NUL byte`);
+  if (p.length > 4000) throw invalid(`${what} is longer than 4000 bytes`);
+}
+
+function checkId(what: string, v: number | undefined): void {
+  if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 0xfffffffe)) {
+    throw invalid(`${what} must be an integer between 0 and 4294967294, got ${v}`);
+  }
+}
+
+/** Checks everything the kernel would otherwise reject with a bare EINVAL. */
+export function validateSpec(spec: JailSpec): void {
+  if (!Array.isArray(spec.argv) || spec.argv.length === 0 || spec.argv[0] === "") {
+    throw invalid("nothing to run: give a command", "lj spawn ... -- CMD ARGS, or -p 'SCRIPT'");
+  }
+  if (spec.argv.length > 1000) throw invalid("more than 1000 arguments");
+  for (const a of spec.argv) if (a.includes("\0")) throw invalid("an argument contains a NUL byte");
+  if (spec.root && spec.layers?.length) {
+    throw invalid("give either a root directory (-d) or layers (--world/--overlay), not both");
+  }
+  if (!spec.root && !spec.layers?.length) {
+    throw invalid("no root: give -d DIR or a world", "lj world list shows the worlds there are");
+  }
+  if (spec.root) checkPath("root directory", spec.root);
+  for (const l of spec.layers ?? []) checkPath("layer", l);
+  if (spec.upper) checkPath("upper layer", spec.upper);
+  if (spec.cwd !== undefined) checkPath("working directory", spec.cwd);
+  if ((spec.layers?.length ?? 0) > 60) throw invalid("more than 60 layers");
+  const env = Object.entries(spec.env ?? {});
+  if (env.length > 1000) throw invalid("more than 1000 environment variables");
+  for (const [k, v] of env) {
+    if (!/^[^=\0]+$/.test(k)) throw invalid(`invalid environment variable name "${k}"`);
+    if (v.includes("\0")) throw invalid(`environment variable ${k} contains a NUL byte`);
+  }
+  if (spec.hostname !== undefined && !/^[A-Za-z0-9]([A-Za-z0-9.-]{0,62})$/.test(spec.hostname)) {
+    throw invalid(`invalid hostname "${spec.hostname}"`, "letters, digits, dots and dashes, at most 63");
+  }
+  checkId("uid", spec.uid);
+  checkId("gid", spec.gid);
+  if (spec.net && !["none", "host", "private"].includes(spec.net)) {
+    throw invalid(`unknown network mode "${spec.net}"`, "use none or host");
+  }
+  for (const m of spec.mounts ?? []) {
+    checkPath("mount source", m.src);
+    checkPath("mount target", m.dst);
+    if (m.dst === "/") throw invalid("a mount cannot replace the jail's root");
+    if (m.dst.split("/").includes("..")) throw invalid(`mount target ${m.dst} contains ".."`);
+  }
+  if ((spec.mounts?.length ?? 0) > 60) throw invalid("more than 60 mounts");
+  const lim = spec.limits ?? {};
+  for (const [k, v] of Object.entries(lim)) {
+    if (v !== undefined && (typeof v !== "number" || !(v > 0) || !Number.isFinite(v))) {
+      throw invalid(`limit ${k} must be a positive number, got ${v}`);
+    }
+  }
+  if (lim.memoryBytes !== undefined && lim.memoryBytes < 1 << 20) throw invalid("memory limit below 1 MB");
+  for (const c of spec.caps ?? []) {
+    const name = c.toUpperCase().replace(/^CAP_/, "");
+    if (!(CAPS as readonly string[]).includes(name)) throw invalid(`unknown capability "${c}"`);
+    if (!GRANTABLE.has(name)) throw invalid(`capability ${name} cannot be granted to a jail`);
+  }
+  for (const name of Object.keys(spec.rlimits ?? {})) {
+    if (!(name in RLIMITS)) throw invalid(`unknown rlimit "${name}"`);
+  }
+  if ((spec.passFds?.length ?? 0) > 16) throw invalid("more than 16 passed descriptors");
+  if (spec.timeoutMs !== undefined && !(spec.timeoutMs > 0)) throw invalid("timeout must be positive");
+}
+
+export function capMask(caps: string[] = []): bigint {
+  let m = 0n;
+  for (const c of caps) {
+    const i = (CAPS as readonly string[]).indexOf(c.toUpperCase().replace(/^CAP_/, ""));
+    if (i >= 0) m |= 1n << BigInt(i);
+  }
+  return m;
+}
+
+/** Little-endian record writer for the shim's wire format. */
+class Encoder {
+  private buf = new Uint8Array(4096);
+  private view = new DataView(this.buf.buffer);
+  private len = 0;
+  private static text = new TextEncoder();
+
+  constructor() {
+    this.bytes(Encoder.text.encode("LJS1"));
+    this.ensure(4);
+    this.view.setUint32(this.len, 1, true);
+    this.len += 4;
+  }
+
+  private ensure(n: number): void {
+    if (this.len + n <= this.buf.length) return;
+    const next = new Uint8Array(Math.max(this.buf.length * 2, this.len + n));
+    next.set(this.buf.subarray(0, this.len));
+    this.buf = next;
+    this.view = new DataView(next.buffer);
+  }
+
+  private bytes(b: Uint8Array): void {
+    this.ensure(b.length);
+    this.buf.set(b, this.len);
+    this.len += b.length;
+  }
+
+  record(tag: number, payload: Uint8Array): void {
+    this.ensure(8);
+    this.view.setUint16(this.len, tag, true);
+    this.view.setUint16(this.len + 2, 0, true);
+    this.view.setUint32(this.len + 4, payload.length, true);
+    this.len += 8;
+    this.bytes(payload);
+  }
+
+  str(tag: number, s: string): void {
+    this.record(tag, Encoder.text.encode(`${s}\0`));
+  }
+
+  u32(tag: number, v: number): void {
+    const b = new Uint8Array(4);
+    new DataView(b.buffer).setUint32(0, v >>> 0, true);
+    this.record(tag, b);
+  }
+
+  i32(tag: number, v: number): void {
+    const b = new Uint8Array(4);
+    new DataView(b.buffer).setInt32(0, v, true);
+    this.record(tag, b);
+  }
+
+  u64s(tag: number, ...vs: bigint[]): void {
+    const b = new Uint8Array(8 * vs.length);
+    const dv = new DataView(b.buffer);
+    vs.forEach((v, i) => dv.setBigUint64(i * 8, v, true));
+    this.record(tag, b);
+  }
+
+  prefixed(tag: number, head: number, s: string): void {
+    const body = Encoder.text.encode(s);
+    const b = new Uint8Array(4 + body.length);
+    new DataView(b.buffer).setUint32(0, head >>> 0, true);
+    b.set(body, 4);
+    this.record(tag, b);
+  }
+
+  finish(): Uint8Array {
+    return this.buf.slice(0, this.len);
+  }
+}
+
+export interface EncodeContext {
+  /** Empty directory the root is assembled on (Linux: shared, per mount namespace). */
+  stage: string;
+  /** overlayfs work directory for a given upper layer (same filesystem). */
+  work?: string;
+  cgroups: CgroupDir[];
+  stdio: [number, number, number];
+  newSession: boolean;
+}
+
+function ipBytes(addr: string): { tag: number; bytes: Uint8Array } {
+  const a = addr.split("/")[0] ?? "";
+  if (/^\d+\.\d+\.\d+\.\d+$/.test(a)) {
+    const parts = a.split(".").map(Number);
+    if (parts.some((p) => p > 255)) throw invalid(`invalid IPv4 address ${addr}`);
+    return { tag: Tag.ip4, bytes: Uint8Array.from(parts) };
+  }
+  throw invalid(`unsupported address ${addr}`, "give an IPv4 address");
+}
+
+export function encodeSpec(spec: JailSpec, ctx: EncodeContext): Uint8Array {
+  const e = new Encoder();
+  if (spec.root) e.str(Tag.rootDir, spec.root);
+  for (const l of spec.layers ?? []) e.str(Tag.lower, l);
+  if (spec.upper) {
+    e.str(Tag.upper, spec.upper);
+    if (!ctx.work) throw invalid("upper layer without a work directory");
+    e.str(Tag.work, ctx.work);
+  }
+  e.str(Tag.stage, ctx.stage);
+  if (spec.hostname) e.str(Tag.hostname, spec.hostname);
+  if (spec.name) e.str(Tag.jailName, spec.name);
+  for (const a of spec.argv) e.str(Tag.argv, a);
+  for (const [k, v] of Object.entries(spec.env ?? {})) e.str(Tag.env, `${k}=${v}`);
+  e.str(Tag.cwd, spec.cwd ?? "/");
+  e.u32(Tag.uid, spec.uid ?? 0);
+  e.u32(Tag.gid, spec.gid ?? spec.uid ?? 0);
+  let flags = 0;
+  if (spec.net === "host") flags |= Flag.netHost;
+  if (spec.net === "private") flags |= Flag.netPrivate;
+  if (ctx.newSession) flags |= Flag.newSession;
+  if (spec.seccomp === false) flags |= Flag.noSeccomp;
+  if (spec.rootReadonly) flags |= Flag.rootReadonly;
+  e.u32(Tag.flags, flags);
+  const caps = capMask(spec.caps);
+  if (caps) e.u64s(Tag.caps, caps);
+  for (const [name, v] of Object.entries(spec.rlimits ?? {})) {
+    const [soft, hard] = Array.isArray(v) ? v : [v, v];
+    const b = new Uint8Array(24);
+    const dv = new DataView(b.buffer);
+    dv.setUint32(0, RLIMITS[name as RlimitName], true);
+    dv.setBigUint64(8, BigInt(soft), true);
+    dv.setBigUint64(16, BigInt(hard), true);
+    e.record(Tag.rlimit, b);
+  }
+  for (const m of spec.mounts ?? []) {
+    const flagsM = (m.readonly ? 1 : 0) | 2;
+    e.prefixed(Tag.mount, flagsM, `${m.src}\0${m.dst}\0`);
+  }
+  for (const cg of ctx.cgroups) e.prefixed(Tag.cgroup, cg.kind, `${cg.dir}\0`);
+  const lim = spec.limits ?? {};
+  if (lim.memoryBytes || lim.pids || lim.cpus) {
+    e.u64s(
+      Tag.limits,
+      BigInt(Math.floor(lim.memoryBytes ?? 0)),
+      BigInt(Math.floor(lim.pids ?? 0)),
+      BigInt(Math.round((lim.cpus ?? 0) * 1000)),
+    );
+  }
+  const stdio = new Uint8Array(12);
+  const sv = new DataView(stdio.buffer);
+  ctx.stdio.forEach((fd, i) => sv.setInt32(i * 4, fd, true));
+  e.record(Tag.stdio, stdio);
+  for (const fd of spec.passFds ?? []) e.i32(Tag.passFd, fd);
+  if (spec.upperBytes || spec.tmpBytes) {
+    e.u64s(Tag.tmpfs, BigInt(spec.upperBytes ?? 0), BigInt(spec.tmpBytes ?? 0));
+  }
+  for (const a of spec.addresses ?? []) {
+    const ip = ipBytes(a);
+    e.record(ip.tag, ip.bytes);
+  }
+  if (spec.iface) e.str(Tag.iface, spec.iface);
+  return e.finish();
+}
