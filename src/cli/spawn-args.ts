@@ -1,0 +1,244 @@
+/**
+ * Parses `lj spawn` / `ljspawn` arguments. The seed's flags keep their meanings (-d -p -n -0 -m
+ * -i -f); the rest are long options. Hand-written rather than left to a generic parser because
+ * the seed's `-0`, repeatable options and everything after `--` belonging to the payload need
+ * exact handling, and every mistake must say which flag was wrong.
+ */
+import { resolve } from "node:path";
+import { usageError } from "../errors.ts";
+import type { BindMount, JailSpec, NetMode } from "../jail/spec.ts";
+import { NOBODY } from "../jail/spec.ts";
+
+export interface SpawnArgs {
+  root?: string;
+  script?: string;
+  argv: string[];
+  name?: string;
+  nobody: boolean;
+  user?: { uid: number; gid: number };
+  memoryMb?: number;
+  address?: string;
+  iface?: string;
+  world?: string;
+  overlays: string[];
+  upper?: string;
+  net?: NetMode;
+  env: Record<string, string>;
+  mounts: BindMount[];
+  pids?: number;
+  cpus?: number;
+  timeoutS?: number;
+  caps: string[];
+  cwd?: string;
+  readOnly: boolean;
+  json: boolean;
+}
+
+export const SPAWN_USAGE = `Usage: lj spawn [options] (-p 'SCRIPT' | -- CMD [ARGS...])
+       ljspawn  [options] (-p 'SCRIPT' | -- CMD [ARGS...])
+
+Run one process in a fresh, ephemeral jail. Exits with the process's status (128+N for signal N).
+
+Root (one of):
+  -d DIR              use DIR as the root, as is and writable (seed ljspawn)
+  --world NAME        a world as the read-only base (default: lj world default)
+  --overlay PATH      a read-only overlay on top of the world (repeatable, bottom to top)
+  --upper DIR         keep writes in DIR (default: a tmpfs thrown away at exit)
+  --read-only         with -d: mount the root read-only
+
+Process:
+  -p 'SCRIPT'         run SCRIPT with /bin/sh -c
+  -- CMD ARGS...      run CMD (searched in the jail's PATH)
+  -n NAME             hostname and jail name
+  -0                  run as nobody (uid/gid 65534)
+  --user UID[:GID]    run as UID (and GID)
+  --env K=V           set a variable (repeatable); the jail gets exactly these
+  --cwd DIR           working directory inside the jail (default /)
+  --cap NAME          keep a capability, e.g. CHOWN (repeatable; default none)
+  --mount SRC:DST[:ro]  bind a host path into the jail (repeatable)
+
+Limits and network:
+  -m MB               memory limit in megabytes
+  --pids N            process limit
+  --cpus N            CPU quota in CPUs (e.g. 0.5)
+  --timeout S         kill the jail after S seconds
+  --net none|host     own namespace with loopback only (default), or the host's network
+  -i ADDR -f IFACE    a private address (FreeBSD: alias on IFACE, default lo0)
+
+Output:
+  --json              print the result as JSON on stdout when the jail ends
+  --debug             show stack traces for errors`;
+
+function positiveInt(flag: string, v: string | undefined): number {
+  if (v === undefined || !/^\d+$/.test(v) || Number(v) <= 0) {
+    throw usageError(`${flag} needs a positive whole number, got ${v === undefined ? "nothing" : `"${v}"`}`);
+  }
+  return Number(v);
+}
+
+function positiveNumber(flag: string, v: string | undefined): number {
+  const n = Number(v);
+  if (v === undefined || v === "" || !Number.isFinite(n) || n <= 0) {
+    throw usageError(`${flag} needs a positive number, got ${v === undefined ? "nothing" : `"${v}"`}`);
+  }
+  return n;
+}
+
+function parseMount(v: string): BindMount {
+  const parts = v.split(":");
+  const readonly = parts.length === 3 && parts[2] === "ro";
+  if (parts.length < 2 || parts.length > 3 || (parts.length === 3 && parts[2] !== "ro" && parts[2] !== "rw")) {
+    throw usageError(`--mount takes SRC:DST[:ro], got "${v}"`);
+  }
+  const [src, dst] = parts as [string, string];
+  if (!src || !dst.startsWith("/")) throw usageError(`--mount target must be an absolute path inside the jail, got "${v}"`);
+  return { src: resolve(src), dst, readonly };
+}
+
+export function parseSpawnArgs(raw: string[]): SpawnArgs {
+  const a: SpawnArgs = {
+    argv: [],
+    nobody: false,
+    overlays: [],
+    env: {},
+    mounts: [],
+    caps: [],
+    readOnly: false,
+    json: false,
+  };
+  let i = 0;
+  const value = (flag: string): string => {
+    const v = raw[++i];
+    if (v === undefined) throw usageError(`${flag} needs a value`);
+    return v;
+  };
+  for (; i < raw.length; i++) {
+    let arg = raw[i]!;
+    let inline: string | undefined;
+    if (arg.startsWith("--") && arg.includes("=")) {
+      inline = arg.slice(arg.indexOf("=") + 1);
+      arg = arg.slice(0, arg.indexOf("="));
+    }
+    const val = (flag: string) => inline ?? value(flag);
+    switch (arg) {
+      case "--":
+        a.argv = raw.slice(i + 1);
+        i = raw.length;
+        break;
+      case "-d":
+        a.root = resolve(val(arg));
+        break;
+      case "-p":
+        a.script = val(arg);
+        break;
+      case "-n":
+        a.name = val(arg);
+        break;
+      case "-0":
+        a.nobody = true;
+        break;
+      case "-m":
+        a.memoryMb = positiveInt("-m", val(arg));
+        break;
+      case "-i":
+        a.address = val(arg);
+        break;
+      case "-f":
+        a.iface = val(arg);
+        break;
+      case "--world":
+        a.world = val(arg);
+        break;
+      case "--overlay":
+        a.overlays.push(resolve(val(arg)));
+        break;
+      case "--upper":
+        a.upper = resolve(val(arg));
+        break;
+      case "--read-only":
+        a.readOnly = true;
+        break;
+      case "--net": {
+        const v = val(arg);
+        if (v !== "none" && v !== "host") {
+          throw usageError(`--net takes none or host, got "${v}"`, "private addresses come with -i ADDR");
+        }
+        a.net = v;
+        break;
+      }
+      case "--env": {
+        const v = val(arg);
+        const eq = v.indexOf("=");
+        if (eq <= 0) throw usageError(`--env takes K=V, got "${v}"`);
+        a.env[v.slice(0, eq)] = v.slice(eq + 1);
+        break;
+      }
+      case "--mount":
+        a.mounts.push(parseMount(val(arg)));
+        break;
+      case "--pids":
+        a.pids = positiveInt("--pids", val(arg));
+        break;
+      case "--cpus":
+        a.cpus = positiveNumber("--cpus", val(arg));
+        break;
+      case "--timeout":
+        a.timeoutS = positiveNumber("--timeout", val(arg));
+        break;
+      case "--cap":
+        a.caps.push(val(arg));
+        break;
+      case "--cwd":
+        a.cwd = val(arg);
+        break;
+      case "--user": {
+        const v = val(arg);
+        const m = /^(\d+)(?::(\d+))?$/.exec(v);
+        if (!m) throw usageError(`--user takes UID[:GID] as numbers, got "${v}"`);
+        a.user = { uid: Number(m[1]), gid: Number(m[2] ?? m[1]) };
+        break;
+      }
+      case "--json":
+        a.json = true;
+        break;
+      case "--debug":
+        break;
+      default:
+        if (arg.startsWith("-")) throw usageError(`unknown option ${arg}`, "lj spawn --help lists the options");
+        throw usageError(`unexpected argument "${arg}"`, "put the command after --, or use -p 'SCRIPT'");
+    }
+  }
+  if (a.script !== undefined && a.argv.length > 0) throw usageError("give either -p 'SCRIPT' or -- CMD, not both");
+  if (a.script === undefined && a.argv.length === 0) {
+    throw usageError("nothing to run", "lj spawn -d DIR -p 'SCRIPT', or lj spawn --world NAME -- CMD ARGS");
+  }
+  if (a.root && (a.world || a.overlays.length)) throw usageError("-d cannot be combined with --world or --overlay");
+  if (a.readOnly && !a.root) throw usageError("--read-only applies to -d DIR");
+  if (a.nobody && a.user) throw usageError("give either -0 or --user, not both");
+  if (a.iface && !a.address) throw usageError("-f IFACE needs -i ADDR");
+  return a;
+}
+
+/** The parts of a JailSpec the arguments decide; the root is resolved by the caller. */
+export function specFromArgs(a: SpawnArgs): Omit<JailSpec, "layers" | "root"> {
+  const ids = a.nobody ? { uid: NOBODY, gid: NOBODY } : (a.user ?? {});
+  return {
+    argv: a.script !== undefined ? ["/bin/sh", "-c", a.script] : a.argv,
+    env: a.env,
+    cwd: a.cwd,
+    hostname: a.name,
+    name: a.name,
+    ...ids,
+    net: a.net ?? "none",
+    mounts: a.mounts,
+    limits: {
+      memoryBytes: a.memoryMb ? a.memoryMb * 1024 * 1024 : undefined,
+      pids: a.pids,
+      cpus: a.cpus,
+    },
+    caps: a.caps,
+    upper: a.upper,
+    rootReadonly: a.readOnly,
+    timeoutMs: a.timeoutS ? a.timeoutS * 1000 : undefined,
+  };
+}

@@ -1,0 +1,71 @@
+import { defineCommand } from "citty";
+import { LjError } from "../errors.ts";
+import type { JailSpec } from "../jail/spec.ts";
+import { type JailResult, spawnJail } from "../jail/spawn.ts";
+import { defaultWorld, worldMounts, worldPath } from "../store/worlds.ts";
+import { parseSpawnArgs, SPAWN_USAGE, specFromArgs, type SpawnArgs } from "./spawn-args.ts";
+
+const SIGNAL_NAMES: Record<number, string> = { 1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 6: "SIGABRT", 9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM" };
+export const signalName = (n: number) => SIGNAL_NAMES[n] ?? `signal ${n}`;
+
+/** Resolves -d / --world / --overlay into the jail's root. */
+export async function rootFor(a: SpawnArgs): Promise<Pick<JailSpec, "root" | "layers" | "mounts">> {
+  if (a.address) {
+    throw new LjError("unavailable", "no-private-net", "private jail addresses (-i) are not available on Linux yet", {
+      hint: "use --net none (loopback only) or --net host",
+    });
+  }
+  if (a.root) return { root: a.root };
+  const world = a.world ?? (await defaultWorld());
+  const base = worldPath(world);
+  const extra = await worldMounts(world);
+  return { layers: [base, ...a.overlays], mounts: [...extra, ...a.mounts] };
+}
+
+export async function runSpawn(raw: string[]): Promise<number> {
+  const a = parseSpawnArgs(raw);
+  const spec: JailSpec = { ...specFromArgs(a), ...(await rootFor(a)), stdio: ["inherit", "inherit", "inherit"] };
+  const jail = spawnJail(spec);
+  // A terminal delivers ^C and ^\ to the jail's process group itself; forwarding them too
+  // would deliver them twice.
+  const tty = process.stdin.isTTY;
+  const forwarded: NodeJS.Signals[] = tty ? ["SIGHUP", "SIGTERM"] : ["SIGINT", "SIGHUP", "SIGQUIT", "SIGTERM"];
+  const handlers = forwarded.map((sig) => {
+    const h = () => jail.kill(sig);
+    process.on(sig, h);
+    return [sig, h] as const;
+  });
+  if (tty) for (const sig of ["SIGINT", "SIGQUIT"] as const) process.on(sig, () => {});
+  let result: JailResult;
+  try {
+    result = await jail.exited;
+  } finally {
+    for (const [sig, h] of handlers) process.off(sig, h);
+  }
+  await jail.closed;
+  if (a.json) {
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+  }
+  if (result.reason === "setup") {
+    throw new LjError("isolation", "jail-setup", `jail setup failed: ${result.error}`);
+  }
+  if (!a.json) {
+    if (result.reason === "oom") {
+      process.stderr.write(`lj spawn: killed: the jail exceeded its memory limit of ${a.memoryMb} MB\n`);
+    } else if (result.reason === "timeout") {
+      process.stderr.write(`lj spawn: killed: timeout of ${a.timeoutS} s reached\n`);
+    } else if (result.signal !== null && result.signal !== 2 && result.signal !== 13) {
+      process.stderr.write(`lj spawn: the jailed process was killed by ${signalName(result.signal)}\n`);
+    }
+  }
+  return result.status;
+}
+
+export const spawnCommand = defineCommand({
+  meta: { name: "spawn", description: "Run one process in a fresh, ephemeral jail" },
+  async run({ rawArgs }) {
+    process.exitCode = await runSpawn(rawArgs);
+  },
+});
+
+export { SPAWN_USAGE };
