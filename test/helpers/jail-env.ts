@@ -1,0 +1,60 @@
+/**
+ * A throwaway LIGHTJAIL_ROOT with a host world, shared by the jail tests of one file.
+ * The host world is instant (it copies /etc without secrets and binds /usr read-only).
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import type { JailSpec } from "../../src/jail/spec.ts";
+import { createWorld, worldMounts, worldPath } from "../../src/store/worlds.ts";
+
+export const projectDir = resolve(import.meta.dir, "..", "..");
+export const cliPath = join(projectDir, "src", "cli", "main.ts");
+
+export interface JailEnv {
+  root: string;
+  world: string;
+  base: Pick<JailSpec, "layers" | "mounts">;
+  cleanup(): void;
+}
+
+export async function makeJailEnv(): Promise<JailEnv> {
+  const root = mkdtempSync(join(tmpdir(), "lj-test-"));
+  process.env.LIGHTJAIL_ROOT = root;
+  await createWorld("test", "host");
+  const world = worldPath("test");
+  return {
+    root,
+    world,
+    base: { layers: [world], mounts: await worldMounts("test") },
+    cleanup() {
+      rmSync(root, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Builds the static escape probe (test/fixtures/escape/probe.c) with Zig's C compiler. */
+export async function buildProbe(dir: string): Promise<string> {
+  const out = join(dir, "probe");
+  const zig = join(projectDir, ".tools", "bin", "zig");
+  const cc = Bun.spawn(
+    [zig, "cc", "-target", `${process.arch === "arm64" ? "aarch64" : "x86_64"}-linux-musl`, "-static", "-O2", "-o", out, join(projectDir, "test/fixtures/escape/probe.c")],
+    { stdio: ["ignore", "inherit", "inherit"] },
+  );
+  if ((await cc.exited) !== 0) throw new Error("building the escape probe failed");
+  return out;
+}
+
+/** Runs `lj` as a user would, capturing exit code, stdout and stderr together. */
+export async function lj(args: string[], env: Record<string, string> = {}) {
+  const p = Bun.spawn([process.execPath, cliPath, ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...env },
+  });
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(p.stdout).text(),
+    new Response(p.stderr).text(),
+    p.exited,
+  ]);
+  return { code, stdout, stderr };
+}

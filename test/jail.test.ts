@@ -1,0 +1,350 @@
+/**
+ * The Linux jail core, end to end: real namespaces, overlayfs, cgroups and the keeper. Each test
+ * is a property a jail must keep; each fails if that property breaks.
+ */
+import { afterAll, beforeAll, describe, expect } from "bun:test";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { hostname } from "node:os";
+import { join } from "node:path";
+import { cgroupLayout } from "../src/jail/cgroup.ts";
+import { leftoverMounts } from "../src/jail/gc.ts";
+import { type JailResult, runJail, spawnJail } from "../src/jail/spawn.ts";
+import type { JailSpec } from "../src/jail/spec.ts";
+import { buildProbe, type JailEnv, lj, makeJailEnv, projectDir } from "./helpers/jail-env.ts";
+import { isRoot, rootTest } from "./helpers/root.ts";
+
+let env: JailEnv;
+let probe: string;
+
+beforeAll(async () => {
+  if (!isRoot()) return;
+  env = await makeJailEnv();
+  probe = await buildProbe(env.root);
+});
+afterAll(() => env?.cleanup());
+
+const sh = (script: string, extra: Partial<JailSpec> = {}) =>
+  runJail({ ...env.base, argv: ["/bin/sh", "-c", script], ...extra, mounts: [...(env.base.mounts ?? []), ...(extra.mounts ?? [])] });
+
+function lines(s: string): string[] {
+  return s.split("\n").filter(Boolean);
+}
+
+/** Host pids whose command line contains `marker`. */
+function hostPidsWith(marker: string): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/cmdline`, "utf8").includes(marker)) out.push(Number(d));
+    } catch {}
+  }
+  return out;
+}
+
+async function until(what: string, cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(10);
+  }
+}
+
+describe("isolation", () => {
+  rootTest("pid 1 is the keeper and only the jail's processes are visible", async () => {
+    const r = await sh("echo $$; ls /proc | grep -E '^[0-9]+$' | sort -n | tr '\\n' ' '");
+    expect(r.status).toBe(0);
+    const [self, visible] = lines(r.stdout);
+    expect(Number(self)).toBe(2); // the payload: the keeper is 1
+    const pids = visible!.trim().split(" ").map(Number);
+    expect(pids[0]).toBe(1);
+    expect(pids.length).toBeLessThanOrEqual(6); // keeper, sh, ls, grep, sort, tr: nothing of the host
+    expect(pids.every((p) => p < 10)).toBe(true);
+  });
+
+  rootTest("hostname is the jail's, and the host's is unchanged", async () => {
+    const before = hostname();
+    const r = await sh("hostname", { hostname: "jailbox" });
+    expect(r.stdout.trim()).toBe("jailbox");
+    expect(hostname()).toBe(before);
+  });
+
+  rootTest("host files outside the world are invisible", async () => {
+    const marker = join(projectDir, "package.json");
+    const r = await sh(`ls -A /root /home; test -e ${marker} && echo LEAK; test -e /etc/shadow && echo SHADOW; ls /work 2>&1; echo end`);
+    expect(r.stdout).not.toContain("LEAK");
+    expect(r.stdout).not.toContain("SHADOW");
+    expect(r.stdout).toContain("No such file");
+    expect(lines(r.stdout).at(-1)).toBe("end");
+  });
+
+  rootTest("the world stays read-only and unchanged; writes land in a throwaway upper", async () => {
+    const before = readFileSync(join(env.world, "etc/hostname"), "utf8");
+    const r = await sh("echo changed > /etc/hostname && cat /etc/hostname; touch /usr/lj-probe 2>&1; echo x > /newfile && echo wrote");
+    expect(r.stdout).toContain("changed");
+    expect(r.stdout).toContain("wrote");
+    expect(r.stdout + r.stderr).toContain("Read-only file system");
+    expect(readFileSync(join(env.world, "etc/hostname"), "utf8")).toBe(before);
+    expect(existsSync(join(env.world, "newfile"))).toBe(false);
+    expect(existsSync("/usr/lj-probe")).toBe(false);
+    const again = await sh("cat /newfile 2>&1; cat /etc/hostname");
+    expect(again.stdout).toContain("No such file");
+    expect(again.stdout).not.toContain("changed");
+  });
+
+  rootTest("`..` and /proc/1/root do not leave the root", async () => {
+    const r = await sh("cd /; cd ../../..; pwd; ls / | sort | md5sum; ls /../.. | sort | md5sum; ls /proc/1/root/ 2>&1 | head -1; readlink /proc/self/root");
+    const [pwd, a, b, proc1, selfRoot] = lines(r.stdout);
+    expect(pwd).toBe("/");
+    expect(a).toBe(b!);
+    expect(proc1).toContain("Permission denied");
+    expect(selfRoot).toBe("/");
+  });
+
+  rootTest("no capabilities, no_new_privs and seccomp are in force", async () => {
+    const r = await sh("grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status");
+    const s = Object.fromEntries(lines(r.stdout).map((l) => l.split(":\t") as [string, string]));
+    for (const k of ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"]) expect(s[k]).toBe("0000000000000000");
+    expect(s.NoNewPrivs).toBe("1");
+    expect(s.Seccomp).toBe("2");
+  });
+
+  rootTest("root in the jail cannot mount, mknod, change sysctls, load modules or make namespaces", async () => {
+    const r = await runJail({
+      ...env.base,
+      argv: ["/probe"],
+      env: { LJ_PROBE_IN_JAIL: "1" },
+      mounts: [...(env.base.mounts ?? []), { src: probe, dst: "/probe", readonly: true }],
+    });
+    expect(r.stderr).toBe("");
+    const got = Object.fromEntries(lines(r.stdout).map((l) => l.split(" ") as [string, string]));
+    expect(got.mount).toBe("errno=1");
+    expect(got.mknod).toBe("errno=1");
+    expect(got["unshare-user"]).toBe("errno=1");
+    expect(got["unshare-net"]).toBe("errno=1");
+    expect(got.finit_module).toBe("errno=1");
+    expect(got.chroot).toBe("errno=1");
+    expect(got["sysctl-open"]).toBe("errno=30"); // EROFS: /proc/sys is read-only
+    expect(got.sethostname).toBe("errno=1");
+    expect(got.keyctl).toBe("errno=1");
+    expect(got.bpf).toBe("errno=1");
+  });
+
+  rootTest("the payload, even as root, cannot read or replace the keeper", async () => {
+    const r = await sh(
+      "cat /proc/1/environ >/dev/null 2>&1 && echo environ-readable; head -c1 /proc/1/mem >/dev/null 2>&1 && echo mem-readable; (echo x >> /proc/1/exe) 2>/dev/null && echo exe-writable; readlink /proc/1/exe >/dev/null 2>&1 && echo exe-visible; echo checked",
+    );
+    expect(r.stdout.trim()).toBe("checked");
+  });
+
+  rootTest("-0 runs as nobody (uid and gid 65534)", async () => {
+    const r = await lj(["spawn", "--world", "test", "-0", "--", "id", "-u"], { LIGHTJAIL_ROOT: env.root });
+    expect(r).toEqual({ code: 0, stdout: "65534\n", stderr: "" });
+    const g = await sh("id -g; id -G", { uid: 65534, gid: 65534 });
+    expect(lines(g.stdout)).toEqual(["65534", "65534"]);
+  });
+
+  rootTest("network none has only a working loopback", async () => {
+    const r = await sh("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; cat /sys/class/net/lo/operstate 2>/dev/null; grep -c . /proc/net/route");
+    const [ifaces, ...rest] = lines(r.stdout);
+    expect(ifaces).toBe("lo");
+    expect(lines(r.stdout).filter((l) => l !== "lo" && !/^\d+$/.test(l) && l !== "unknown")).toEqual([]);
+    expect(rest.at(-1)).toBe("1"); // only the header line: no routes
+  });
+
+  rootTest("the environment is exactly what was given", async () => {
+    const r = await runJail({ ...env.base, argv: ["/usr/bin/env"], env: { A: "1", B: "two words" } });
+    expect(r.stdout).toBe("A=1\nB=two words\n");
+  });
+});
+
+describe("limits and lifetime", () => {
+  rootTest("a memory hog is killed and reported as the memory limit", async () => {
+    const r = await sh("head -c 300000000 /dev/zero | tail -c 1 >/dev/null; echo survived", {
+      limits: { memoryBytes: 32 * 1024 * 1024 },
+    });
+    // tail buffers the stream in memory; the OOM killer ends it inside the jail.
+    expect(r.reason === "oom" || r.stdout.includes("survived")).toBe(true);
+    const hog = await runJail({
+      ...env.base,
+      argv: ["/bin/sh", "-c", 'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo "$x" | wc -c'],
+      limits: { memoryBytes: 48 * 1024 * 1024 },
+    });
+    expect(hog.reason).toBe("oom");
+    expect(hog.signal).toBe(9);
+    expect(hog.status).toBe(137);
+    const cli = await lj(["spawn", "--world", "test", "-m", "48", "-p", 'x=$(head -c 200000000 /dev/zero | tr "\\0" a)'], {
+      LIGHTJAIL_ROOT: env.root,
+    });
+    expect(cli.code).toBe(137);
+    expect(cli.stderr).toContain("memory limit of 48 MB");
+  });
+
+  rootTest("a fork bomb stops at the pids limit and the host stays responsive", async () => {
+    // The shell gives up ("Cannot fork") when the limit bites: the last number is how far it got.
+    const r = await sh("i=0; while [ $i -lt 500 ]; do sleep 30 & i=$((i+1)); echo $i; done", {
+      limits: { pids: 40 },
+    });
+    const forked = Number(lines(r.stdout).at(-1));
+    expect(forked).toBeGreaterThan(10);
+    expect(forked).toBeLessThan(40);
+    const bomb = await sh("f() { f | f & }; f; sleep 5", { limits: { pids: 64 }, timeoutMs: 1500 });
+    expect(["timeout", "exit", "signal"]).toContain(bomb.reason);
+    const t = performance.now();
+    expect(await Bun.spawn(["/bin/true"]).exited).toBe(0);
+    expect(performance.now() - t).toBeLessThan(2000);
+  });
+
+  rootTest("double-forked daemons die with the jail", async () => {
+    const marker = "987123";
+    const jail = spawnJail({
+      ...env.base,
+      argv: ["/bin/sh", "-c", `(sleep ${marker} &) ; (setsid sleep ${marker}.5 &); echo started`],
+      stdio: ["ignore", "pipe", "ignore"],
+    });
+    expect(await new Response(jail.stdout).text()).toBe("started\n");
+    await jail.exited;
+    await jail.closed;
+    expect(hostPidsWith(`sleep\x00${marker}`)).toEqual([]);
+  });
+
+  rootTest("SIGKILL of the owning Bun process takes the jail down", async () => {
+    const script = `
+      import { spawnJail } from ${JSON.stringify(join(projectDir, "src/jail/spawn.ts"))};
+      const j = spawnJail({ layers: ${JSON.stringify(env.base.layers)}, mounts: ${JSON.stringify(env.base.mounts)},
+        argv: ["/bin/sh", "-c", "sleep 876543"], stdio: ["ignore", "ignore", "ignore"] });
+      console.log(j.pid);
+      await j.exited;`;
+    const owner = Bun.spawn([process.execPath, "-e", script], {
+      stdio: ["ignore", "pipe", "inherit"],
+      env: { ...process.env, LIGHTJAIL_ROOT: env.root },
+    });
+    const reader = owner.stdout.getReader();
+    const { value } = await reader.read();
+    const keeper = Number(new TextDecoder().decode(value).trim());
+    expect(keeper).toBeGreaterThan(1);
+    await until("the payload to start", () => hostPidsWith("sleep\x00876543").length === 1);
+    owner.kill("SIGKILL");
+    await owner.exited;
+    await until("the jail to die", () => !existsSync(`/proc/${keeper}`) && hostPidsWith("sleep\x00876543").length === 0);
+  });
+
+  rootTest("exit codes and signals propagate, distinctly", async () => {
+    expect((await sh("exit 42")).status).toBe(42);
+    const sig = await sh("kill -USR1 $$");
+    expect(sig.signal).toBe(10);
+    expect(sig.exitCode).toBeNull();
+    expect(sig.status).toBe(138);
+    const cli = await lj(["spawn", "--world", "test", "-p", "kill -TERM $$"], { LIGHTJAIL_ROOT: env.root });
+    expect(cli.code).toBe(143);
+    expect(cli.stderr).toContain("SIGTERM");
+    const ok = await lj(["spawn", "--world", "test", "--", "sh", "-c", "echo out; echo err >&2; exit 3"], {
+      LIGHTJAIL_ROOT: env.root,
+    });
+    expect(ok).toEqual({ code: 3, stdout: "out\n", stderr: "err\n" });
+  });
+
+  for (const sig of ["SIGINT", "SIGHUP", "SIGQUIT", "SIGTERM"] as const) {
+    rootTest(`${sig} sent to lj spawn reaches the jailed process`, async () => {
+      const name = sig.slice(3);
+      const p = Bun.spawn(
+        [
+          process.execPath,
+          join(projectDir, "src/cli/main.ts"),
+          "spawn",
+          "--world",
+          "test",
+          "-p",
+          `trap 'echo got ${name}; exit 7' ${name}; echo ready; while :; do sleep 0.05; done`,
+        ],
+        { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, LIGHTJAIL_ROOT: env.root } },
+      );
+      const reader = p.stdout.getReader();
+      let out = "";
+      while (!out.includes("ready")) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        out += new TextDecoder().decode(value);
+      }
+      p.kill(sig);
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        out += new TextDecoder().decode(value);
+      }
+      expect(await p.exited).toBe(7);
+      expect(out).toBe(`ready\ngot ${name}\n`);
+    });
+  }
+
+  rootTest("a timeout kills the jail and says so", async () => {
+    const r = await sh("sleep 30", { timeoutMs: 300 });
+    expect(r.reason).toBe("timeout");
+    expect(r.signal).toBe(9);
+  });
+});
+
+function cgroupEntries(): string[] {
+  const l = cgroupLayout();
+  if (!l) return [];
+  return [l.unified, l.memory, l.pids, l.cpu]
+    .filter((d): d is string => !!d && existsSync(d))
+    .flatMap((d) => readdirSync(d).filter((n) => /^\d+\.\d+\.\d+$/.test(n)).map((n) => join(d, n)));
+}
+
+describe("no leftovers", () => {
+  const limited = (): JailSpec => ({
+    ...env.base,
+    argv: ["/bin/true"],
+    limits: { memoryBytes: 64 * 1024 * 1024, pids: 32, cpus: 1 },
+    stdio: ["ignore", "ignore", "ignore"],
+  });
+
+  rootTest(
+    "200 sequential and 50 concurrent jails leave no mount, cgroup, veth or process behind",
+    async () => {
+      const netBefore = readdirSync("/sys/class/net").sort();
+      const mountsBefore = readFileSync("/proc/self/mountinfo", "utf8").split("\n").length;
+      for (let i = 0; i < 200; i++) {
+        const j = spawnJail(limited());
+        const r = await j.exited;
+        await j.closed;
+        expect(r.status).toBe(0);
+      }
+      const jails = Array.from({ length: 50 }, () => spawnJail(limited()));
+      const results: JailResult[] = await Promise.all(jails.map((j) => j.exited));
+      await Promise.all(jails.map((j) => j.closed));
+      expect(results.every((r) => r.status === 0)).toBe(true);
+      expect(cgroupEntries()).toEqual([]);
+      expect(leftoverMounts(env.root)).toEqual([]);
+      expect(readFileSync("/proc/self/mountinfo", "utf8").split("\n").length).toBe(mountsBefore);
+      expect(readdirSync("/sys/class/net").sort()).toEqual(netBefore);
+      for (const j of jails) expect(existsSync(`/proc/${j.pid}`)).toBe(false);
+    },
+    120_000,
+  );
+});
+
+describe("bad input", () => {
+  rootTest("bad flags and a missing world give clear errors", async () => {
+    const bad = await lj(["spawn", "--frobnicate"], { LIGHTJAIL_ROOT: env.root });
+    expect(bad.code).toBe(64);
+    expect(bad.stderr).toContain("unknown option --frobnicate");
+    const missing = await lj(["spawn", "--world", "nope", "--", "true"], { LIGHTJAIL_ROOT: env.root });
+    expect(missing.code).toBe(66);
+    expect(missing.stderr).toContain('world "nope" does not exist');
+    expect(missing.stderr).toContain("lj world create");
+    const nothing = await lj(["spawn", "--world", "test"], { LIGHTJAIL_ROOT: env.root });
+    expect(nothing.code).toBe(64);
+    expect(nothing.stderr).toContain("nothing to run");
+    const badMem = await lj(["spawn", "-m", "lots", "--", "true"], { LIGHTJAIL_ROOT: env.root });
+    expect(badMem.code).toBe(64);
+    expect(badMem.stderr).toContain("-m needs a positive whole number");
+    const noCmd = await lj(["spawn", "--world", "test", "--", "/no/such/program"], { LIGHTJAIL_ROOT: env.root });
+    expect(noCmd.code).toBe(71);
+    expect(noCmd.stderr).toContain("exec /no/such/program: ENOENT");
+    const noDir = await lj(["spawn", "-d", "/no/such/dir", "-p", "true"], { LIGHTJAIL_ROOT: env.root });
+    expect(noDir.code).toBe(71);
+    expect(noDir.stderr).toContain("/no/such/dir");
+  });
+});
