@@ -24,7 +24,12 @@ beforeAll(async () => {
 afterAll(() => env?.cleanup());
 
 const sh = (script: string, extra: Partial<JailSpec> = {}) =>
-  runJail({ ...env.base, argv: ["/bin/sh", "-c", script], ...extra, mounts: [...(env.base.mounts ?? []), ...(extra.mounts ?? [])] });
+  runJail({
+    ...env.base,
+    argv: ["/bin/sh", "-c", script],
+    ...extra,
+    mounts: [...(env.base.mounts ?? []), ...(extra.mounts ?? [])],
+  });
 
 function lines(s: string): string[] {
   return s.split("\n").filter(Boolean);
@@ -71,7 +76,9 @@ describe("isolation", () => {
 
   rootTest("host files outside the world are invisible", async () => {
     const marker = join(projectDir, "package.json");
-    const r = await sh(`ls -A /root /home; test -e ${marker} && echo LEAK; test -e /etc/shadow && echo SHADOW; ls /work 2>&1; echo end`);
+    const r = await sh(
+      `ls -A /root /home; test -e ${marker} && echo LEAK; test -e /etc/shadow && echo SHADOW; ls /work 2>&1; echo end`,
+    );
     expect(r.stdout).not.toContain("LEAK");
     expect(r.stdout).not.toContain("SHADOW");
     expect(r.stdout).toContain("No such file");
@@ -80,7 +87,9 @@ describe("isolation", () => {
 
   rootTest("the world stays read-only and unchanged; writes land in a throwaway upper", async () => {
     const before = readFileSync(join(env.world, "etc/hostname"), "utf8");
-    const r = await sh("echo changed > /etc/hostname && cat /etc/hostname; touch /usr/lj-probe 2>&1; echo x > /newfile && echo wrote");
+    const r = await sh(
+      "echo changed > /etc/hostname && cat /etc/hostname; touch /usr/lj-probe 2>&1; echo x > /newfile && echo wrote",
+    );
     expect(r.stdout).toContain("changed");
     expect(r.stdout).toContain("wrote");
     expect(r.stdout + r.stderr).toContain("Read-only file system");
@@ -93,7 +102,9 @@ describe("isolation", () => {
   });
 
   rootTest("`..` and /proc/1/root do not leave the root", async () => {
-    const r = await sh("cd /; cd ../../..; pwd; ls / | sort | md5sum; ls /../.. | sort | md5sum; ls /proc/1/root/ 2>&1 | head -1; readlink /proc/self/root");
+    const r = await sh(
+      "cd /; cd ../../..; pwd; ls / | sort | md5sum; ls /../.. | sort | md5sum; ls /proc/1/root/ 2>&1 | head -1; readlink /proc/self/root",
+    );
     const [pwd, a, b, proc1, selfRoot] = lines(r.stdout);
     expect(pwd).toBe("/");
     expect(a).toBe(b!);
@@ -102,33 +113,38 @@ describe("isolation", () => {
   });
 
   rootTest("no capabilities, no_new_privs and seccomp are in force", async () => {
-    const r = await sh("grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status");
+    const r = await sh(
+      "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status",
+    );
     const s = Object.fromEntries(lines(r.stdout).map((l) => l.split(":\t") as [string, string]));
     for (const k of ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"]) expect(s[k]).toBe("0000000000000000");
     expect(s.NoNewPrivs).toBe("1");
     expect(s.Seccomp).toBe("2");
   });
 
-  rootTest("root in the jail cannot mount, mknod, change sysctls, load modules or make namespaces", async () => {
-    const r = await runJail({
-      ...env.base,
-      argv: ["/probe"],
-      env: { LJ_PROBE_IN_JAIL: "1" },
-      mounts: [...(env.base.mounts ?? []), { src: probe, dst: "/probe", readonly: true }],
-    });
-    expect(r.stderr).toBe("");
-    const got = Object.fromEntries(lines(r.stdout).map((l) => l.split(" ") as [string, string]));
-    expect(got.mount).toBe("errno=1");
-    expect(got.mknod).toBe("errno=1");
-    expect(got["unshare-user"]).toBe("errno=1");
-    expect(got["unshare-net"]).toBe("errno=1");
-    expect(got.finit_module).toBe("errno=1");
-    expect(got.chroot).toBe("errno=1");
-    expect(got["sysctl-open"]).toBe("errno=30"); // EROFS: /proc/sys is read-only
-    expect(got.sethostname).toBe("errno=1");
-    expect(got.keyctl).toBe("errno=1");
-    expect(got.bpf).toBe("errno=1");
-  });
+  rootTest(
+    "root in the jail cannot mount, mknod, change sysctls, load modules or make namespaces",
+    async () => {
+      const r = await runJail({
+        ...env.base,
+        argv: ["/probe"],
+        env: { LJ_PROBE_IN_JAIL: "1" },
+        mounts: [...(env.base.mounts ?? []), { src: probe, dst: "/probe", readonly: true }],
+      });
+      expect(r.stderr).toBe("");
+      const got = Object.fromEntries(lines(r.stdout).map((l) => l.split(" ") as [string, string]));
+      expect(got.mount).toBe("errno=1");
+      expect(got.mknod).toBe("errno=1");
+      expect(got["unshare-user"]).toBe("errno=1");
+      expect(got["unshare-net"]).toBe("errno=1");
+      expect(got.finit_module).toBe("errno=1");
+      expect(got.chroot).toBe("errno=1");
+      expect(got["sysctl-open"]).toBe("errno=30"); // EROFS: /proc/sys is read-only
+      expect(got.sethostname).toBe("errno=1");
+      expect(got.keyctl).toBe("errno=1");
+      expect(got.bpf).toBe("errno=1");
+    },
+  );
 
   rootTest("the payload, even as root, cannot read or replace the keeper", async () => {
     const r = await sh(
@@ -145,7 +161,9 @@ describe("isolation", () => {
   });
 
   rootTest("network none has only a working loopback", async () => {
-    const r = await sh("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; cat /sys/class/net/lo/operstate 2>/dev/null; grep -c . /proc/net/route");
+    const r = await sh(
+      "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; cat /sys/class/net/lo/operstate 2>/dev/null; grep -c . /proc/net/route",
+    );
     const [ifaces, ...rest] = lines(r.stdout);
     expect(ifaces).toBe("lo");
     expect(lines(r.stdout).filter((l) => l !== "lo" && !/^\d+$/.test(l) && l !== "unknown")).toEqual([]);
@@ -173,9 +191,12 @@ describe("limits and lifetime", () => {
     expect(hog.reason).toBe("oom");
     expect(hog.signal).toBe(9);
     expect(hog.status).toBe(137);
-    const cli = await lj(["spawn", "--world", "test", "-m", "48", "-p", 'x=$(head -c 200000000 /dev/zero | tr "\\0" a)'], {
-      LIGHTJAIL_ROOT: env.root,
-    });
+    const cli = await lj(
+      ["spawn", "--world", "test", "-m", "48", "-p", 'x=$(head -c 200000000 /dev/zero | tr "\\0" a)'],
+      {
+        LIGHTJAIL_ROOT: env.root,
+      },
+    );
     expect(cli.code).toBe(137);
     expect(cli.stderr).toContain("memory limit of 48 MB");
   });
@@ -226,7 +247,10 @@ describe("limits and lifetime", () => {
     await until("the payload to start", () => hostPidsWith("sleep\x00876543").length === 1);
     owner.kill("SIGKILL");
     await owner.exited;
-    await until("the jail to die", () => !existsSync(`/proc/${keeper}`) && hostPidsWith("sleep\x00876543").length === 0);
+    await until(
+      "the jail to die",
+      () => !existsSync(`/proc/${keeper}`) && hostPidsWith("sleep\x00876543").length === 0,
+    );
   });
 
   rootTest("exit codes and signals propagate, distinctly", async () => {
@@ -289,7 +313,11 @@ function cgroupEntries(): string[] {
   if (!l) return [];
   return [l.unified, l.memory, l.pids, l.cpu]
     .filter((d): d is string => !!d && existsSync(d))
-    .flatMap((d) => readdirSync(d).filter((n) => /^\d+\.\d+\.\d+$/.test(n)).map((n) => join(d, n)));
+    .flatMap((d) =>
+      readdirSync(d)
+        .filter((n) => /^\d+\.\d+\.\d+$/.test(n))
+        .map((n) => join(d, n)),
+    );
 }
 
 describe("no leftovers", () => {
@@ -340,7 +368,9 @@ describe("bad input", () => {
     const badMem = await lj(["spawn", "-m", "lots", "--", "true"], { LIGHTJAIL_ROOT: env.root });
     expect(badMem.code).toBe(64);
     expect(badMem.stderr).toContain("-m needs a positive whole number");
-    const noCmd = await lj(["spawn", "--world", "test", "--", "/no/such/program"], { LIGHTJAIL_ROOT: env.root });
+    const noCmd = await lj(["spawn", "--world", "test", "--", "/no/such/program"], {
+      LIGHTJAIL_ROOT: env.root,
+    });
     expect(noCmd.code).toBe(71);
     expect(noCmd.stderr).toContain("exec /no/such/program: ENOENT");
     const noDir = await lj(["spawn", "-d", "/no/such/dir", "-p", "true"], { LIGHTJAIL_ROOT: env.root });

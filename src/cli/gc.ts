@@ -11,11 +11,17 @@ export const gcCommand = defineCommand({
       process.stdout.write(`${JSON.stringify(report)}\n`);
     } else {
       for (const r of report.removed) process.stdout.write(`removed ${r.kind} ${r.what}\n`);
-      for (const e of report.errors) process.stderr.write(`could not remove ${e.kind} ${e.what}: ${e.error}\n`);
-      if (report.removed.length === 0 && report.errors.length === 0) process.stdout.write("nothing to clean\n");
+      for (const e of report.errors)
+        process.stderr.write(`could not remove ${e.kind} ${e.what}: ${e.error}\n`);
+      if (report.removed.length === 0 && report.errors.length === 0)
+        process.stdout.write("nothing to clean\n");
     }
     if (report.errors.length > 0) {
-      throw new LjError("isolation", "gc-incomplete", `${report.errors.length} leftover(s) could not be removed`);
+      throw new LjError(
+        "isolation",
+        "gc-incomplete",
+        `${report.errors.length} leftover(s) could not be removed`,
+      );
     }
   },
 });

@@ -9,7 +9,11 @@ import pkg from "../../package.json" with { type: "json" };
 import { ExitCode, isLjError } from "../errors.ts";
 
 export const main = defineCommand({
-  meta: { name: "lj", version: pkg.version, description: "lightjail: ephemeral jails, overlays and a small PaaS" },
+  meta: {
+    name: "lj",
+    version: pkg.version,
+    description: "lightjail: ephemeral jails, overlays and a small PaaS",
+  },
   subCommands: {
     spawn: () => import("./spawn.ts").then((m) => m.spawnCommand),
     world: () => import("./world.ts").then((m) => m.worldCommand),
@@ -44,9 +48,9 @@ async function findSub(cmd: CommandDef, args: string[]): Promise<[CommandDef, Co
   let parent: CommandDef | undefined;
   for (const a of args) {
     if (a.startsWith("-")) continue;
-    const subs = (typeof current.subCommands === "function" ? await current.subCommands() : current.subCommands) as
-      | Record<string, CommandDef | (() => Promise<CommandDef>)>
-      | undefined;
+    const subs = (
+      typeof current.subCommands === "function" ? await current.subCommands() : current.subCommands
+    ) as Record<string, CommandDef | (() => Promise<CommandDef>)> | undefined;
     const next = subs?.[a];
     if (!next) break;
     parent = current;

@@ -2,7 +2,7 @@ import { defineCommand } from "citty";
 import { LjError } from "../errors.ts";
 import type { JailSpec } from "../jail/spec.ts";
 import { type JailResult, spawnJail } from "../jail/spawn.ts";
-import { defaultWorld, worldMounts, worldPath } from "../store/worlds.ts";
+import { defaultWorld, META_FILE, type WorldMeta, worldMounts, worldPath } from "../store/worlds.ts";
 import { parseSpawnArgs, SPAWN_USAGE, specFromArgs, type SpawnArgs } from "./spawn-args.ts";
 
 const SIGNAL_NAMES: Record<number, string> = { 1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 6: "SIGABRT", 9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM" };
@@ -15,7 +15,12 @@ export async function rootFor(a: SpawnArgs): Promise<Pick<JailSpec, "root" | "la
       hint: "use --net none (loopback only) or --net host",
     });
   }
-  if (a.root) return { root: a.root };
+  if (a.root) {
+    // A world directory given with -d still needs what its metadata binds in (a host world's /usr).
+    const meta = Bun.file(`${a.root}/${META_FILE}`);
+    const extra = (await meta.exists()) ? (((await meta.json()) as WorldMeta).mounts ?? []) : [];
+    return { root: a.root, mounts: [...extra, ...a.mounts] };
+  }
   const world = a.world ?? (await defaultWorld());
   const base = worldPath(world);
   const extra = await worldMounts(world);

@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileS
 import { readFile, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
-import { CgroupKind, type CgroupDir, type JailLimits } from "./spec.ts";
+import { type CgroupDir, CgroupKind, type JailLimits } from "./spec.ts";
 
 const BASE = "lightjail";
 
@@ -124,7 +124,11 @@ export function cgroupDirsFor(id: string, limits: JailLimits | undefined): Cgrou
 
 function need(base: string | undefined, controller: string, id: string, kind: number): CgroupDir {
   if (!base) {
-    throw new LjError("unavailable", "no-cgroup-controller", `the cgroup ${controller} controller is not mounted`);
+    throw new LjError(
+      "unavailable",
+      "no-cgroup-controller",
+      `the cgroup ${controller} controller is not mounted`,
+    );
   }
   return { kind, dir: join(base, id) };
 }
@@ -133,7 +137,11 @@ function need(base: string | undefined, controller: string, id: string, kind: nu
 export async function oomKilled(dirs: CgroupDir[]): Promise<boolean> {
   for (const d of dirs) {
     const file =
-      d.kind === CgroupKind.unified ? "memory.events" : d.kind === CgroupKind.memory ? "memory.oom_control" : null;
+      d.kind === CgroupKind.unified
+        ? "memory.events"
+        : d.kind === CgroupKind.memory
+          ? "memory.oom_control"
+          : null;
     if (!file) continue;
     try {
       const text = await readFile(join(d.dir, file), "utf8");

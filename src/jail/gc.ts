@@ -20,7 +20,8 @@ export interface GcCollector {
   collect(report: GcReport): Promise<void>;
 }
 
-const unescapeMount = (s: string) => s.replace(/\\(\d{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
+const unescapeMount = (s: string) =>
+  s.replace(/\\(\d{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
 
 /** Mounts under the run directory in the host's mount table, deepest first. */
 export function leftoverMounts(root = paths.run()): string[] {

@@ -67,32 +67,109 @@ export interface JailSpec {
 }
 
 const CAPS = [
-  "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
-  "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
-  "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
-  "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
-  "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+  "CHOWN",
+  "DAC_OVERRIDE",
+  "DAC_READ_SEARCH",
+  "FOWNER",
+  "FSETID",
+  "KILL",
+  "SETGID",
+  "SETUID",
+  "SETPCAP",
+  "LINUX_IMMUTABLE",
+  "NET_BIND_SERVICE",
+  "NET_BROADCAST",
+  "NET_ADMIN",
+  "NET_RAW",
+  "IPC_LOCK",
+  "IPC_OWNER",
+  "SYS_MODULE",
+  "SYS_RAWIO",
+  "SYS_CHROOT",
+  "SYS_PTRACE",
+  "SYS_PACCT",
+  "SYS_ADMIN",
+  "SYS_BOOT",
+  "SYS_NICE",
+  "SYS_RESOURCE",
+  "SYS_TIME",
+  "SYS_TTY_CONFIG",
+  "MKNOD",
+  "LEASE",
+  "AUDIT_WRITE",
+  "AUDIT_CONTROL",
+  "SETFCAP",
 ] as const;
 
 /** Capabilities a jail may keep: never the ones that open the host (modules, raw I/O, admin). */
 const GRANTABLE = new Set([
-  "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
-  "NET_BIND_SERVICE", "NET_RAW", "SYS_CHROOT", "AUDIT_WRITE", "SETFCAP", "SETPCAP",
+  "CHOWN",
+  "DAC_OVERRIDE",
+  "DAC_READ_SEARCH",
+  "FOWNER",
+  "FSETID",
+  "KILL",
+  "SETGID",
+  "SETUID",
+  "NET_BIND_SERVICE",
+  "NET_RAW",
+  "SYS_CHROOT",
+  "AUDIT_WRITE",
+  "SETFCAP",
+  "SETPCAP",
 ]);
 
 /** The capabilities a package manager needs when a build runs as root. */
-export const BUILD_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SYS_CHROOT", "AUDIT_WRITE"];
+export const BUILD_CAPS = [
+  "CHOWN",
+  "DAC_OVERRIDE",
+  "FOWNER",
+  "FSETID",
+  "KILL",
+  "SETGID",
+  "SETUID",
+  "SYS_CHROOT",
+  "AUDIT_WRITE",
+];
 
 const RLIMITS: Record<RlimitName, number> = {
-  cpu: 0, fsize: 1, stack: 3, core: 4, nproc: 6, nofile: 7, memlock: 8, as: 9,
+  cpu: 0,
+  fsize: 1,
+  stack: 3,
+  core: 4,
+  nproc: 6,
+  nofile: 7,
+  memlock: 8,
+  as: 9,
 };
 
 export const NOBODY = 65534;
 
 const Tag = {
-  rootDir: 1, lower: 2, upper: 3, work: 4, stage: 5, hostname: 6, argv: 7, env: 8, cwd: 9,
-  uid: 10, gid: 11, flags: 12, caps: 13, rlimit: 14, mount: 15, cgroup: 16, limits: 17,
-  stdio: 18, passFd: 19, tmpfs: 20, jailName: 21, ip4: 22, ip6: 23, iface: 24,
+  rootDir: 1,
+  lower: 2,
+  upper: 3,
+  work: 4,
+  stage: 5,
+  hostname: 6,
+  argv: 7,
+  env: 8,
+  cwd: 9,
+  uid: 10,
+  gid: 11,
+  flags: 12,
+  caps: 13,
+  rlimit: 14,
+  mount: 15,
+  cgroup: 16,
+  limits: 17,
+  stdio: 18,
+  passFd: 19,
+  tmpfs: 20,
+  jailName: 21,
+  ip4: 22,
+  ip6: 23,
+  iface: 24,
 } as const;
 
 export const Flag = {
@@ -251,7 +328,7 @@ class Encoder {
   u64s(tag: number, ...vs: bigint[]): void {
     const b = new Uint8Array(8 * vs.length);
     const dv = new DataView(b.buffer);
-    vs.forEach((v, i) => dv.setBigUint64(i * 8, v, true));
+    for (const [i, v] of vs.entries()) dv.setBigUint64(i * 8, v, true);
     this.record(tag, b);
   }
 
@@ -339,7 +416,7 @@ export function encodeSpec(spec: JailSpec, ctx: EncodeContext): Uint8Array {
   }
   const stdio = new Uint8Array(12);
   const sv = new DataView(stdio.buffer);
-  ctx.stdio.forEach((fd, i) => sv.setInt32(i * 4, fd, true));
+  for (const [i, fd] of ctx.stdio.entries()) sv.setInt32(i * 4, fd, true);
   e.record(Tag.stdio, stdio);
   for (const fd of spec.passFds ?? []) e.i32(Tag.passFd, fd);
   if (spec.upperBytes || spec.tmpBytes) {

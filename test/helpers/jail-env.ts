@@ -38,7 +38,17 @@ export async function buildProbe(dir: string): Promise<string> {
   const out = join(dir, "probe");
   const zig = join(projectDir, ".tools", "bin", "zig");
   const cc = Bun.spawn(
-    [zig, "cc", "-target", `${process.arch === "arm64" ? "aarch64" : "x86_64"}-linux-musl`, "-static", "-O2", "-o", out, join(projectDir, "test/fixtures/escape/probe.c")],
+    [
+      zig,
+      "cc",
+      "-target",
+      `${process.arch === "arm64" ? "aarch64" : "x86_64"}-linux-musl`,
+      "-static",
+      "-O2",
+      "-o",
+      out,
+      join(projectDir, "test/fixtures/escape/probe.c"),
+    ],
     { stdio: ["ignore", "inherit", "inherit"] },
   );
   if ((await cc.exited) !== 0) throw new Error("building the escape probe failed");

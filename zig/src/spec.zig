@@ -294,7 +294,7 @@ test "decode a full spec" {
     var stdio: [12]u8 = undefined;
     for ([_]i32{ 0, stdio_pipe, stdio_null }, 0..) |v, i| std.mem.writeInt(i32, stdio[i * 4 ..][0..4], v, .little);
     e.raw(.stdio, &stdio);
-    e.raw(.@"_"(99), "future"); // unknown tags are skipped
+    e.raw(@enumFromInt(99), "future"); // unknown tags are skipped
     var s = Spec{};
     var f: DecodeFailure = undefined;
     try decode(e.bytes(), &s, &f);

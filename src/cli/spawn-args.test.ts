@@ -1,0 +1,84 @@
+import { describe, expect, test } from "bun:test";
+import { LjError } from "../errors.ts";
+import { parseSpawnArgs, specFromArgs } from "./spawn-args.ts";
+
+function usage(args: string[]): string {
+  try {
+    parseSpawnArgs(args);
+  } catch (e) {
+    expect(e).toBeInstanceOf(LjError);
+    expect((e as LjError).exitCode).toBe(64);
+    return (e as LjError).message;
+  }
+  throw new Error("arguments were accepted");
+}
+
+describe("lj spawn arguments", () => {
+  test("the seed's ljspawn flags keep their meanings", () => {
+    const a = parseSpawnArgs(["-d", "/w", "-p", "echo hi", "-n", "box", "-0", "-m", "64"]);
+    const spec = specFromArgs(a);
+    expect(a.root).toBe("/w");
+    expect(spec.argv).toEqual(["/bin/sh", "-c", "echo hi"]);
+    expect(spec.hostname).toBe("box");
+    expect([spec.uid, spec.gid]).toEqual([65534, 65534]);
+    expect(spec.limits?.memoryBytes).toBe(64 * 1024 * 1024);
+    expect(spec.net).toBe("none");
+  });
+
+  test("everything after -- belongs to the payload", () => {
+    const a = parseSpawnArgs(["--world", "w", "--env", "A=1=2", "--", "ls", "-d", "--help"]);
+    expect(a.argv).toEqual(["ls", "-d", "--help"]);
+    expect(a.env).toEqual({ A: "1=2" });
+    expect(a.world).toBe("w");
+  });
+
+  test("repeatable and long options", () => {
+    const a = parseSpawnArgs([
+      "--overlay=/o1",
+      "--overlay",
+      "/o2",
+      "--mount",
+      "/src:/dst:ro",
+      "--mount",
+      "/a:/b",
+      "--pids",
+      "10",
+      "--cpus",
+      "0.5",
+      "--timeout",
+      "2",
+      "--net",
+      "host",
+      "--cap",
+      "CHOWN",
+      "--user",
+      "1000:100",
+      "--json",
+      "--",
+      "true",
+    ]);
+    expect(a.overlays).toEqual(["/o1", "/o2"]);
+    expect(a.mounts).toEqual([
+      { src: "/src", dst: "/dst", readonly: true },
+      { src: "/a", dst: "/b", readonly: false },
+    ]);
+    const s = specFromArgs(a);
+    expect(s.limits).toEqual({ memoryBytes: undefined, pids: 10, cpus: 0.5 });
+    expect(s.timeoutMs).toBe(2000);
+    expect([s.uid, s.gid, s.net, a.json]).toEqual([1000, 100, "host", true]);
+  });
+
+  test("mistakes name the flag", () => {
+    expect(usage(["--nope"])).toBe("unknown option --nope");
+    expect(usage(["-m"])).toBe("-m needs a value");
+    expect(usage(["-m", "0", "-p", "x"])).toContain("-m needs a positive whole number");
+    expect(usage(["--net", "bridge", "-p", "x"])).toContain("--net takes none or host");
+    expect(usage(["--env", "NOVALUE", "-p", "x"])).toContain("--env takes K=V");
+    expect(usage(["--mount", "/a", "-p", "x"])).toContain("--mount takes SRC:DST[:ro]");
+    expect(usage(["-p", "x", "--", "y"])).toContain("not both");
+    expect(usage(["-d", "/w"])).toBe("nothing to run");
+    expect(usage(["-d", "/w", "--world", "x", "-p", "y"])).toContain("cannot be combined");
+    expect(usage(["-0", "--user", "5", "-p", "y"])).toContain("either -0 or --user");
+    expect(usage(["stray"])).toContain('unexpected argument "stray"');
+  });
+});
