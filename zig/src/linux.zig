@@ -584,7 +584,7 @@ fn mountDev(c: *const Child, rootfd: i32) void {
         c.check(linux.syscall4(.fchmodat, @bitCast(@as(isize, dfd)), @intFromPtr(n.name), 0o666, 0), "chmod /dev/{s}", .{n.name});
     }
     const links = [_][2][*:0]const u8{
-        .{ "/proc/self/fd", "fd" },    .{ "/proc/self/fd/0", "stdin" }, .{ "/proc/self/fd/1", "stdout" },
+        .{ "/proc/self/fd", "fd" },       .{ "/proc/self/fd/0", "stdin" }, .{ "/proc/self/fd/1", "stdout" },
         .{ "/proc/self/fd/2", "stderr" }, .{ "pts/ptmx", "ptmx" },
     };
     for (links) |l| c.check(linux.symlinkat(l[0], dfd, l[1]), "symlink /dev/{s}", .{l[1]});

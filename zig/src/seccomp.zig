@@ -36,14 +36,14 @@ const ns_flags: u32 = linux.CLONE.NEWNS | linux.CLONE.NEWUTS | linux.CLONE.NEWIP
     linux.CLONE.NEWPID | linux.CLONE.NEWNET | linux.CLONE.NEWCGROUP | 0x80; // 0x80 = CLONE_NEWTIME
 
 const denied = [_][]const u8{
-    "mount",           "umount2",         "pivot_root",       "chroot",          "setns",
-    "fsopen",          "fsconfig",        "fsmount",          "fspick",          "move_mount",
-    "open_tree",       "mount_setattr",   "swapon",           "swapoff",         "reboot",
-    "init_module",     "finit_module",    "delete_module",    "kexec_load",      "kexec_file_load",
-    "acct",            "keyctl",          "add_key",          "request_key",     "bpf",
-    "perf_event_open", "userfaultfd",     "open_by_handle_at", "quotactl",       "settimeofday",
-    "clock_settime",   "clock_adjtime",   "adjtimex",         "syslog",          "lookup_dcookie",
-    "vhangup",         "io_uring_setup",  "io_uring_enter",   "io_uring_register", "uselib",
+    "mount",           "umount2",        "pivot_root",        "chroot",            "setns",
+    "fsopen",          "fsconfig",       "fsmount",           "fspick",            "move_mount",
+    "open_tree",       "mount_setattr",  "swapon",            "swapoff",           "reboot",
+    "init_module",     "finit_module",   "delete_module",     "kexec_load",        "kexec_file_load",
+    "acct",            "keyctl",         "add_key",           "request_key",       "bpf",
+    "perf_event_open", "userfaultfd",    "open_by_handle_at", "quotactl",          "settimeofday",
+    "clock_settime",   "clock_adjtime",  "adjtimex",          "syslog",            "lookup_dcookie",
+    "vhangup",         "io_uring_setup", "io_uring_enter",    "io_uring_register", "uselib",
 };
 
 const max_insns = 160;
