@@ -36,11 +36,27 @@ pub fn build(b: *std.Build) void {
 
     // Unit tests: the pure parts of both backends run on any host.
     const test_step = b.step("test", "Run the shim's unit tests");
-    for ([_][]const u8{ "src/spec.zig", "src/errtext.zig", "src/seccomp.zig", "src/freebsd_logic.zig" }) |file| {
+    for ([_][]const u8{ "src/spec.zig", "src/errtext.zig", "src/seccomp.zig", "src/freebsd_logic.zig", "src/freebsd_plan.zig" }) |file| {
         const t = b.addTest(.{ .root_module = b.createModule(.{
             .root_source_file = b.path(file),
             .target = b.graph.host,
         }) });
         test_step.dependOn(&b.addRunArtifact(t).step);
+    }
+
+    // The FreeBSD backend cannot run on our Linux machines: `zig build cross` builds it for
+    // both FreeBSD targets (libc from Zig's FreeBSD 14.0 stubs) into lib/<triple>/.
+    const cross_step = b.step("cross", "Build the library for x86_64- and aarch64-freebsd.14.0");
+    for ([_][]const u8{ "x86_64-freebsd.14.0", "aarch64-freebsd.14.0" }) |triple| {
+        const query = std.Target.Query.parse(.{ .arch_os_abi = triple }) catch unreachable;
+        const cross_lib = b.addLibrary(.{ .name = "lightjail", .linkage = .dynamic, .root_module = b.createModule(.{
+            .root_source_file = b.path("src/jail.zig"),
+            .target = b.resolveTargetQuery(query),
+            .optimize = optimize,
+            .link_libc = true,
+            .pic = true,
+        }) });
+        const install = b.addInstallArtifact(cross_lib, .{ .dest_dir = .{ .override = .{ .custom = b.fmt("lib/{s}", .{triple}) } } });
+        cross_step.dependOn(&install.step);
     }
 }
