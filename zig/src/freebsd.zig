@@ -66,6 +66,8 @@ const SIG = struct {
     const USR1 = 30;
     const USR2 = 31;
 };
+/// FreeBSD's _SIG_MAXSIG + 1: every signal number is below it.
+const max_signal = 129;
 /// Signals the supervisor passes on to the payload (as the Linux keeper does).
 const forwarded = [_]c_int{ SIG.INT, SIG.HUP, SIG.QUIT, SIG.TERM, SIG.USR1, SIG.USR2, SIG.WINCH, SIG.CONT };
 
@@ -247,11 +249,12 @@ fn writeAll(fd: c_int, bytes: []const u8) void {
 
 fn supervisor(spec: *const Spec, ends: Ends) noreturn {
     g_owner = ends.owner;
-    var sig: c_int = SIG.TERM;
-    _ = procctl(logic.P_PID, 0, logic.PROC_PDEATHSIG_CTL, &sig);
-    // The owner may have died before the line above took effect.
-    if (c.getppid() != ends.owner) c._exit(127);
-
+    // Bun's handlers, ignored signals (an ignored SIGCHLD would break wait4) and the calling
+    // thread's mask are inherited through fork: start from the defaults.
+    var dfl = std.mem.zeroes(c.Sigaction);
+    dfl.handler.handler = c.SIG.DFL;
+    var s: c_int = 1;
+    while (s < max_signal) : (s += 1) _ = c.sigaction(s, &dfl, null);
     // A pipe whose reader died must not kill the supervisor before it cleans up.
     var ign = std.mem.zeroes(c.Sigaction);
     ign.handler.handler = c.SIG.IGN;
@@ -259,12 +262,20 @@ fn supervisor(spec: *const Spec, ends: Ends) noreturn {
     var act = std.mem.zeroes(c.Sigaction);
     act.handler.handler = onSignal;
     act.flags = c.SA.RESTART;
-    for (forwarded) |s| _ = c.sigaction(s, &act, null);
+    for (forwarded) |f| _ = c.sigaction(f, &act, null);
+    var none: c.sigset_t = undefined;
+    _ = c.sigemptyset(&none);
+    _ = c.sigprocmask(c.SIG.SETMASK, &none, null);
+
+    var sig: c_int = SIG.TERM;
+    _ = procctl(logic.P_PID, c.getpid(), logic.PROC_PDEATHSIG_CTL, &sig);
+    // The owner may have died before the line above took effect.
+    if (c.getppid() != ends.owner) c._exit(127);
 
     // Descriptors: 0-2 the payload's stdio, 3.. its passed descriptors, then the status
     // and sync pipes (close-on-exec). Everything else inherited from the owner is closed.
     const layout = placeFds(spec, ends);
-    if (procctl(logic.P_PID, 0, logic.PROC_REAP_ACQUIRE, null) != 0)
+    if (procctl(logic.P_PID, c.getpid(), logic.PROC_REAP_ACQUIRE, null) != 0)
         dieEarly(layout.status, errno(), "become the reaper of jail {s}", .{spec.jail_name orelse spec.hostname.?});
 
     g_plan = .{};
@@ -542,7 +553,7 @@ fn payload(spec: *const Spec, layout: Layout, jid: i32, pipe: Pipe) noreturn {
     _ = c.sigemptyset(&none);
     _ = c.sigprocmask(c.SIG.SETMASK, &none, null);
     var kill_sig: c_int = SIG.KILL;
-    _ = procctl(logic.P_PID, 0, logic.PROC_PDEATHSIG_CTL, &kill_sig);
+    _ = procctl(logic.P_PID, c.getpid(), logic.PROC_PDEATHSIG_CTL, &kill_sig);
 
     // Keep 0..n-1, status (n), sync (n+1) and the exec pipe (n+2); close the rest, among them
     // the owning jail descriptor and any directory: jail_attach refuses open directories.
@@ -586,7 +597,7 @@ fn payload(spec: *const Spec, layout: Layout, jid: i32, pipe: Pipe) noreturn {
 
     if (spec.flags.new_session and c.setsid() < 0) p.die(errno(), "setsid", .{});
     var nnp: c_int = logic.PROC_NO_NEW_PRIVS_ENABLE;
-    if (procctl(logic.P_PID, 0, logic.PROC_NO_NEW_PRIVS_CTL, &nnp) != 0) p.die(errno(), "no_new_privs", .{});
+    if (procctl(logic.P_PID, c.getpid(), logic.PROC_NO_NEW_PRIVS_CTL, &nnp) != 0) p.die(errno(), "no_new_privs", .{});
     const groups = [_]u32{spec.gid};
     if (setgroups(1, &groups) != 0) p.die(errno(), "setgroups {d}", .{spec.gid});
     if (c.setgid(spec.gid) != 0) p.die(errno(), "setgid {d}", .{spec.gid});
