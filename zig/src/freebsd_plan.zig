@@ -302,7 +302,8 @@ pub fn Supervisor(comptime Sys: type) type {
                 },
                 .ensure => |m| {
                     const e = sys.ensure(m.root, m.rel, m.create, m.like);
-                    if (e == eno(.LOOP) or e == eno(.NOTDIR))
+                    // FreeBSD's open(2) fails with EMLINK on a symlink under O_NOFOLLOW.
+                    if (e == eno(.LOOP) or e == eno(.MLINK) or e == eno(.NOTDIR))
                         return fail(f, e, "mount point /{s} in {s} is or passes a symlink or a non-directory", .{ m.rel, m.root }, "");
                     if (e != 0) return fail(f, e, "mount point /{s} in {s}", .{ m.rel, m.root }, "");
                 },
@@ -845,4 +846,16 @@ test "Input.fromSpec copies what the plan needs from a decoded spec" {
     try testing.expectEqual([4]u8{ 10, 0, 0, 5 }, in.ip4[0]);
     try testing.expectEqual(@as(u64, 4096), in.limits.memory_bytes_max);
     try testing.expectEqual(@as(u64, 2000), in.limits.cpu_millis);
+}
+
+test "a symlinked mount point is refused with a text that says so" {
+    const m = [_]Mount{.{ .src = "/data", .dst = "/srv" }};
+    const p = try newPlan(.{ .root_dir = "/r", .jail_name = "lj-y", .no_tmp = true, .mounts = &m });
+    defer testing.allocator.destroy(p);
+    var fake = Fake{ .fail_on = "ensure /r srv", .fail_errno = eno(.MLINK) };
+    defer fake.deinit();
+    try testing.expectEqual(@as(u8, 127), Sup.lifecycle(&fake, p));
+    var want: [256]u8 = undefined;
+    const w = try std.fmt.bufPrint(&want, "unmount /r/dev\nreport E {d} mount point /srv in /r is or passes a symlink or a non-directory: EMLINK\n", .{eno(.MLINK)});
+    try testing.expect(std.mem.endsWith(u8, fake.log.items, w));
 }
