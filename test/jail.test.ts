@@ -274,7 +274,7 @@ describe("limits and lifetime", () => {
       const p = Bun.spawn(
         [
           process.execPath,
-          join(projectDir, "src/cli/main.ts"),
+          join(projectDir, "src/cli/lj.ts"),
           "spawn",
           "--world",
           "test",

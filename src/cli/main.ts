@@ -4,9 +4,9 @@
  * message (plus a hint) and turned into its sysexits code; stacks only with --debug.
  */
 import { type CommandDef, defineCommand, runCommand, showUsage } from "citty";
-import { consola } from "consola";
 import pkg from "../../package.json" with { type: "json" };
-import { ExitCode, isLjError } from "../errors.ts";
+import { ExitCode } from "../errors.ts";
+import { reportError } from "./report.ts";
 
 export const main = defineCommand({
   meta: {
@@ -24,23 +24,6 @@ export const main = defineCommand({
 function beforeDashDash(argv: string[]): string[] {
   const i = argv.indexOf("--");
   return i < 0 ? argv : argv.slice(0, i);
-}
-
-export function reportError(prog: string, e: unknown, debug: boolean): number {
-  if (isLjError(e)) {
-    process.stderr.write(`${prog}: ${e.message}\n`);
-    if (e.hint) process.stderr.write(`  hint: ${e.hint}\n`);
-    if (debug && e.stack) process.stderr.write(`${e.stack}\n`);
-    return e.exitCode;
-  }
-  const err = e as { name?: string; code?: string; message?: string };
-  if (err?.name === "CLIError" || err?.code === "E_UNKNOWN_COMMAND" || err?.code === "E_NO_COMMAND") {
-    process.stderr.write(`${prog}: ${err.message}\n  hint: ${prog} --help lists the commands\n`);
-    return ExitCode.usage;
-  }
-  process.stderr.write(`${prog}: internal error: ${err?.message ?? String(e)}\n`);
-  if (debug && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
-  return ExitCode.software;
 }
 
 async function findSub(cmd: CommandDef, args: string[]): Promise<[CommandDef, CommandDef | undefined]> {
@@ -90,7 +73,7 @@ export async function runCli(argv: string[], prog = "lj"): Promise<number> {
 }
 
 if (import.meta.main) {
-  consola.options.stdout = process.stderr;
-  const code = await runCli(process.argv.slice(2));
-  process.exit(code);
+  import("./lj.ts").then(({ runEntry }) =>
+    runEntry(process.argv.slice(2)).then((code) => process.exit(code)),
+  );
 }

@@ -1,26 +1,40 @@
-import { defineCommand } from "citty";
 import { LjError } from "../errors.ts";
+import { type Jail, type JailResult, spawnJail } from "../jail/spawn.ts";
 import type { JailSpec } from "../jail/spec.ts";
-import { type JailResult, spawnJail } from "../jail/spawn.ts";
-import { defaultWorld, META_FILE, type WorldMeta, worldMounts, worldPath } from "../store/worlds.ts";
-import { parseSpawnArgs, SPAWN_USAGE, specFromArgs, type SpawnArgs } from "./spawn-args.ts";
+import type { WorldMeta } from "../store/worlds.ts";
+import { parseSpawnArgs, SPAWN_USAGE, type SpawnArgs, specFromArgs } from "./spawn-args.ts";
 
-const SIGNAL_NAMES: Record<number, string> = { 1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 6: "SIGABRT", 9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM" };
+const SIGNAL_NAMES: Record<number, string> = {
+  1: "SIGHUP",
+  2: "SIGINT",
+  3: "SIGQUIT",
+  6: "SIGABRT",
+  9: "SIGKILL",
+  11: "SIGSEGV",
+  13: "SIGPIPE",
+  15: "SIGTERM",
+};
 export const signalName = (n: number) => SIGNAL_NAMES[n] ?? `signal ${n}`;
 
 /** Resolves -d / --world / --overlay into the jail's root. */
 export async function rootFor(a: SpawnArgs): Promise<Pick<JailSpec, "root" | "layers" | "mounts">> {
   if (a.address) {
-    throw new LjError("unavailable", "no-private-net", "private jail addresses (-i) are not available on Linux yet", {
-      hint: "use --net none (loopback only) or --net host",
-    });
+    throw new LjError(
+      "unavailable",
+      "no-private-net",
+      "private jail addresses (-i) are not available on Linux yet",
+      {
+        hint: "use --net none (loopback only) or --net host",
+      },
+    );
   }
   if (a.root) {
     // A world directory given with -d still needs what its metadata binds in (a host world's /usr).
-    const meta = Bun.file(`${a.root}/${META_FILE}`);
+    const meta = Bun.file(`${a.root}/.lj-world.json`);
     const extra = (await meta.exists()) ? (((await meta.json()) as WorldMeta).mounts ?? []) : [];
     return { root: a.root, mounts: [...extra, ...a.mounts] };
   }
+  const { defaultWorld, worldMounts, worldPath } = await import("../store/worlds.ts");
   const world = a.world ?? (await defaultWorld());
   const base = worldPath(world);
   const extra = await worldMounts(world);
@@ -29,18 +43,30 @@ export async function rootFor(a: SpawnArgs): Promise<Pick<JailSpec, "root" | "la
 
 export async function runSpawn(raw: string[]): Promise<number> {
   const a = parseSpawnArgs(raw);
-  const spec: JailSpec = { ...specFromArgs(a), ...(await rootFor(a)), stdio: ["inherit", "inherit", "inherit"] };
-  const jail = spawnJail(spec);
-  // A terminal delivers ^C and ^\ to the jail's process group itself; forwarding them too
-  // would deliver them twice.
+  const spec: JailSpec = {
+    ...specFromArgs(a),
+    ...(await rootFor(a)),
+    stdio: ["inherit", "inherit", "inherit"],
+  };
+  // Handlers go in before the jail exists: a signal that arrives while it starts is kept and
+  // delivered once there is a jail to deliver it to. A terminal delivers ^C and ^\ to the
+  // jail's process group itself; forwarding those too would deliver them twice.
+  let jail: Jail | undefined;
+  const pending: NodeJS.Signals[] = [];
   const tty = process.stdin.isTTY;
-  const forwarded: NodeJS.Signals[] = tty ? ["SIGHUP", "SIGTERM"] : ["SIGINT", "SIGHUP", "SIGQUIT", "SIGTERM"];
+  const forwarded: NodeJS.Signals[] = tty
+    ? ["SIGHUP", "SIGTERM"]
+    : ["SIGINT", "SIGHUP", "SIGQUIT", "SIGTERM"];
   const handlers = forwarded.map((sig) => {
-    const h = () => jail.kill(sig);
+    const h = () => (jail ? jail.kill(sig) : pending.push(sig));
     process.on(sig, h);
     return [sig, h] as const;
   });
   if (tty) for (const sig of ["SIGINT", "SIGQUIT"] as const) process.on(sig, () => {});
+  // Bun arms the OS handlers from its event loop: give it one turn before the jail starts.
+  await new Promise((r) => setImmediate(r));
+  jail = spawnJail(spec);
+  for (const sig of pending) jail.kill(sig);
   let result: JailResult;
   try {
     result = await jail.exited;
@@ -66,11 +92,12 @@ export async function runSpawn(raw: string[]): Promise<number> {
   return result.status;
 }
 
-export const spawnCommand = defineCommand({
+/** The citty command, for `lj --help` and the command tree (lj.ts runs spawns directly). */
+export const spawnCommand = {
   meta: { name: "spawn", description: "Run one process in a fresh, ephemeral jail" },
-  async run({ rawArgs }) {
+  async run({ rawArgs }: { rawArgs: string[] }) {
     process.exitCode = await runSpawn(rawArgs);
   },
-});
+};
 
 export { SPAWN_USAGE };

@@ -4,9 +4,15 @@ import * as fsp from "node:fs/promises";
 import { arch, machine, release } from "node:os";
 import { basename, join } from "node:path";
 import { createInterface } from "node:readline";
-import { extractInto, removeTree } from "../build/archive.ts";
 import { LjError, usageError } from "../errors.ts";
 import { paths } from "./paths.ts";
+
+// The archive code (tar-stream, zlib) is loaded only when a world is created or removed: a
+// spawn that merely looks a world up stays cheap to start.
+const archive = () => import("../build/archive.ts");
+const removeTree = async (p: string) => (await archive()).removeTree(p);
+const extractInto: typeof import("../build/archive.ts").extractInto = async (...args) =>
+  (await archive()).extractInto(...args);
 
 /**
  * Worlds are base systems under $LIGHTJAIL_ROOT/worlds/NAME, used as the lowest (read-only)

@@ -9,7 +9,7 @@ import type { JailSpec } from "../../src/jail/spec.ts";
 import { createWorld, worldMounts, worldPath } from "../../src/store/worlds.ts";
 
 export const projectDir = resolve(import.meta.dir, "..", "..");
-export const cliPath = join(projectDir, "src", "cli", "main.ts");
+export const cliPath = join(projectDir, "src", "cli", "lj.ts");
 
 export interface JailEnv {
   root: string;
