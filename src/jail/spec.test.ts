@@ -27,7 +27,9 @@ describe("validateSpec", () => {
     expect(invalid({ ...base, env: { "A=B": "1" } })).toContain('invalid environment variable name "A=B"');
     expect(invalid({ ...base, hostname: "bad host" })).toContain("invalid hostname");
     expect(invalid({ ...base, uid: -1 })).toContain("uid must be an integer");
-    expect(invalid({ ...base, mounts: [{ src: "/a", dst: "/" }] })).toContain("cannot replace the jail's root");
+    expect(invalid({ ...base, mounts: [{ src: "/a", dst: "/" }] })).toContain(
+      "cannot replace the jail's root",
+    );
     expect(invalid({ ...base, mounts: [{ src: "/a", dst: "/x/../../etc" }] })).toContain('contains ".."');
     expect(invalid({ ...base, limits: { memoryBytes: 1000 } })).toContain("below 1 MB");
     expect(invalid({ ...base, limits: { pids: -3 } })).toContain("limit pids must be a positive number");
@@ -38,7 +40,12 @@ describe("validateSpec", () => {
 });
 
 describe("encodeSpec", () => {
-  const ctx = { stage: "/s", cgroups: [], stdio: [0, STDIO_PIPE, -1] as [number, number, number], newSession: true };
+  const ctx = {
+    stage: "/s",
+    cgroups: [],
+    stdio: [0, STDIO_PIPE, -1] as [number, number, number],
+    newSession: true,
+  };
 
   function records(buf: Uint8Array): { tag: number; payload: Uint8Array }[] {
     const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
@@ -58,7 +65,14 @@ describe("encodeSpec", () => {
   test("strings carry their NUL, layers keep their order, ints are little-endian", () => {
     const r = records(
       encodeSpec(
-        { ...base, layers: ["/w", "/o1"], argv: ["sh", "-c", "x"], env: { A: "1" }, uid: 65534, limits: { memoryBytes: 2 ** 33 } },
+        {
+          ...base,
+          layers: ["/w", "/o1"],
+          argv: ["sh", "-c", "x"],
+          env: { A: "1" },
+          uid: 65534,
+          limits: { memoryBytes: 2 ** 33 },
+        },
         ctx,
       ),
     );
