@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { cgroupLayout } from "../src/jail/cgroup.ts";
+import { cgroupLayout, ownerId } from "../src/jail/cgroup.ts";
 import { leftoverMounts } from "../src/jail/gc.ts";
 import { type JailResult, runJail, spawnJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
@@ -170,6 +170,18 @@ describe("isolation", () => {
     expect(rest.at(-1)).toBe("1"); // only the header line: no routes
   });
 
+  rootTest("network host shares the host's interfaces", async () => {
+    const ifaces = (text: string) =>
+      text
+        .split("\n")
+        .slice(2)
+        .map((l) => l.split(":")[0]!.trim())
+        .filter(Boolean)
+        .sort();
+    const r = await sh("cat /proc/net/dev", { net: "host" });
+    expect(ifaces(r.stdout)).toEqual(ifaces(readFileSync("/proc/net/dev", "utf8")));
+  });
+
   rootTest("the environment is exactly what was given", async () => {
     const r = await runJail({ ...env.base, argv: ["/usr/bin/env"], env: { A: "1", B: "two words" } });
     expect(r.stdout).toBe("A=1\nB=two words\n");
@@ -301,6 +313,61 @@ describe("limits and lifetime", () => {
     });
   }
 
+  rootTest(
+    "one Bun process runs 200 jails at once without blocking its event loop",
+    async () => {
+      const jails = Array.from({ length: 200 }, () =>
+        spawnJail({
+          ...env.base,
+          argv: ["/bin/sh", "-c", "read line; echo got $line"],
+          stdio: ["pipe", "pipe", "ignore"],
+        }),
+      );
+      // While all 200 wait on their stdin, timers keep firing on time.
+      const t = performance.now();
+      await Bun.sleep(50);
+      expect(performance.now() - t).toBeLessThan(1000);
+      const outputs = jails.map((j) => new Response(j.stdout).text());
+      jails.forEach((j, i) => {
+        j.stdin!.write(`${i}\n`);
+        j.stdin!.end();
+      });
+      expect(await Promise.all(outputs)).toEqual(jails.map((_, i) => `got ${i}\n`));
+      const results = await Promise.all(jails.map((j) => j.exited));
+      expect(results.every((r) => r.status === 0)).toBe(true);
+      await Promise.all(jails.map((j) => j.closed));
+    },
+    60_000,
+  );
+
+  rootTest("SIGKILL of the owner leaves only cgroups, and lj gc removes them", async () => {
+    const script = `
+      import { spawnJail } from ${JSON.stringify(join(projectDir, "src/jail/spawn.ts"))};
+      const j = spawnJail({ layers: ${JSON.stringify(env.base.layers)}, mounts: ${JSON.stringify(env.base.mounts)},
+        argv: ["/bin/sh", "-c", "echo up; sleep 765432"], limits: { memoryBytes: 64 << 20, pids: 16 },
+        stdio: ["ignore", "inherit", "ignore"] });
+      await j.exited;`;
+    const owner = Bun.spawn([process.execPath, "-e", script], {
+      stdio: ["ignore", "pipe", "inherit"],
+      env: { ...process.env, LIGHTJAIL_ROOT: env.root },
+    });
+    const reader = owner.stdout.getReader();
+    await reader.read(); // "up": the jail runs inside its cgroups
+    const mine = () => cgroupEntries().filter((d) => d.split("/").at(-1)!.startsWith(`${owner.pid}.`));
+    expect(mine().length).toBeGreaterThan(0);
+    owner.kill("SIGKILL");
+    await owner.exited;
+    await until("the jail to die", () => hostPidsWith("sleep\x00765432").length === 0);
+    expect(mine().length).toBeGreaterThan(0); // nobody was left to remove them
+    const gc = await lj(["gc", "--json"], { LIGHTJAIL_ROOT: env.root });
+    expect(gc.code).toBe(0);
+    const report = JSON.parse(gc.stdout) as { removed: { kind: string; what: string }[] };
+    for (const dir of mine()) expect(report.removed).toContainEqual({ kind: "cgroup", what: dir });
+    expect(mine()).toEqual([]);
+    const again = await lj(["gc"], { LIGHTJAIL_ROOT: env.root });
+    expect(again.code).toBe(0);
+  });
+
   rootTest("a timeout kills the jail and says so", async () => {
     const r = await sh("sleep 30", { timeoutMs: 300 });
     expect(r.reason).toBe("timeout");
@@ -343,7 +410,7 @@ describe("no leftovers", () => {
       const results: JailResult[] = await Promise.all(jails.map((j) => j.exited));
       await Promise.all(jails.map((j) => j.closed));
       expect(results.every((r) => r.status === 0)).toBe(true);
-      expect(cgroupEntries()).toEqual([]);
+      expect(cgroupEntries().filter((d) => d.split("/").at(-1)!.startsWith(`${ownerId()}.`))).toEqual([]);
       expect(leftoverMounts(env.root)).toEqual([]);
       expect(readFileSync("/proc/self/mountinfo", "utf8").split("\n").length).toBe(mountsBefore);
       expect(readdirSync("/sys/class/net").sort()).toEqual(netBefore);

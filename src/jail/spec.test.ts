@@ -100,3 +100,17 @@ describe("encodeSpec", () => {
     expect(capMask(["cap_kill", "SETUID"])).toBe((1n << 5n) | (1n << 7n));
   });
 });
+
+describe("status lines", () => {
+  test("setup errors, ends and teardown errors are told apart", async () => {
+    const { parseStatus } = await import("./spawn.ts");
+    expect(parseStatus("E 2 exec /x: ENOENT\n")).toEqual({ error: { errno: 2, text: "exec /x: ENOENT" } });
+    expect(parseStatus("X 3\n")).toEqual({ exitCode: 3 });
+    expect(parseStatus("S 9\n")).toEqual({ signal: 9 });
+    expect(parseStatus("X 0\nE 16 teardown: unmount /s: EBUSY\n")).toEqual({
+      exitCode: 0,
+      teardownError: "teardown: unmount /s: EBUSY",
+    });
+    expect(parseStatus("")).toEqual({});
+  });
+});
