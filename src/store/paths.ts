@@ -23,4 +23,13 @@ export const paths = {
   tmp: () => join(ljRoot(), "tmp"),
   plugins: () => join(ljRoot(), "plugins"),
   config: () => join(ljRoot(), "config.toml"),
+  /** PaaS state: database, API token, git repositories, app logs, service data. */
+  paas: () => join(ljRoot(), "paas"),
+  paasDb: () => join(ljRoot(), "paas", "state.db"),
+  paasToken: () => join(ljRoot(), "paas", "token"),
+  paasGit: () => join(ljRoot(), "paas", "git"),
+  paasLogs: () => join(ljRoot(), "paas", "logs"),
+  /** Uploaded sources being extracted and built; emptied at every server start. */
+  paasIncoming: () => join(ljRoot(), "paas", "incoming"),
+  paasServices: () => join(ljRoot(), "paas", "services"),
 };
