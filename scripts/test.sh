@@ -7,7 +7,7 @@ export PATH="$here/.tools/bin:$PATH"
 cd "$here"
 "$here/scripts/check.sh" || { echo "checks failed"; exit 1; }
 log=$(mktemp)
-bun test "$@" 2>&1 | tee "$log"
+bun test --timeout 120000 "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # bun prints " N pass" / " N fail" / " N skip"; CI reads one plain closing line.
 pass=$(grep -E '^ *[0-9]+ pass$' "$log" | tail -n1 | tr -dc 0-9)

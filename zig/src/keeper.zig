@@ -41,10 +41,16 @@ pub fn main() noreturn {
     var act = linux.Sigaction{ .handler = .{ .handler = forward }, .mask = linux.sigemptyset(), .flags = linux.SA.RESTART };
     for (forwarded) |sig| _ = linux.sigaction(sig, &act, null);
 
+    // Until the payload's pid is known, a forwarded signal would have nowhere to go: hold the
+    // signals pending (not lost) across the fork.
+    var held = linux.sigemptyset();
+    for (forwarded) |sig| linux.sigaddset(&held, sig);
+    _ = linux.sigprocmask(linux.SIG.BLOCK, &held, null);
     const rc = linux.syscall5(.clone, linux.SIG.CHLD, 0, 0, 0, 0);
     if (errno(rc)) |e| fatal(e, "fork payload");
     if (rc == 0) payload(args);
     payload_pid.store(@intCast(rc), .release);
+    _ = linux.sigprocmask(linux.SIG.UNBLOCK, &held, null);
 
     // The keeper itself keeps only the right to signal the payload.
     _ = caps_mod.restrict(1 << caps_mod.CAP_KILL, 0);
@@ -119,6 +125,8 @@ fn fatal(e: linux.E, what: []const u8) noreturn {
 fn payload(a: Args) noreturn {
     const dfl = linux.Sigaction{ .handler = .{ .handler = linux.SIG.DFL }, .mask = linux.sigemptyset(), .flags = 0 };
     for (forwarded) |sig| _ = linux.sigaction(sig, &dfl, null);
+    const none = linux.sigemptyset();
+    _ = linux.sigprocmask(linux.SIG.SETMASK, &none, null);
 
     // Keep the status pipe out of the way (close-on-exec) to report a failed exec.
     const sfd_rc = linux.fcntl(status_fd, F_DUPFD_CLOEXEC, @intCast(4 + a.npass));

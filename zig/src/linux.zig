@@ -13,6 +13,7 @@ const F_DUPFD_CLOEXEC: i32 = 1030;
 const abi = @import("abi.zig");
 const spec_mod = @import("spec.zig");
 const errtext = @import("errtext.zig");
+const netns_pool = @import("netns_pool.zig");
 
 const Spec = spec_mod.Spec;
 const keeper_elf = @embedFile("keeper_bin");
@@ -179,11 +180,17 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
         .sync_owner = sync.w,
         .stdio = .{ stdio[0].r, stdio[1].w, stdio[2].w },
         .keeper = kfd,
+        .netns = -1,
     };
 
     regions_lock.lock();
     defer regions_lock.unlock();
     sweepRegions();
+    if (!spec.flags.net_host) ctx.fds.netns = netns_pool.take();
+    // The child gets its own copy of the descriptor table: ours goes whatever happens.
+    defer if (ctx.fds.netns >= 0) {
+        _ = linux.close(ctx.fds.netns);
+    };
     const region = claimRegion(map) orelse return fail(err, .AGAIN, "too many jails starting at once", .{});
 
     // No handler of Bun's may run on the child's stack before the child resets them all.
@@ -247,7 +254,15 @@ pub fn unmount(path: [*:0]const u8, err: errtext.CBuf) c_int {
 // ---------------------------------------------------------------------------------------
 // Child side. Everything below runs in the cloned child: raw syscalls only.
 
-const ChildFds = struct { status: i32, sync: i32, sync_owner: i32, stdio: [3]i32, keeper: i32 };
+const ChildFds = struct {
+    status: i32,
+    sync: i32,
+    sync_owner: i32,
+    stdio: [3]i32,
+    keeper: i32,
+    /// A fresh network namespace from the pool (loopback already up), or -1.
+    netns: i32,
+};
 
 fn childEntry(arg: usize) callconv(.c) u8 {
     const ctx: *ChildCtx = @ptrFromInt(arg);
@@ -302,7 +317,10 @@ fn child(spec: *const Spec, fds: ChildFds) noreturn {
 
     joinCgroups(&c);
     var ns: usize = linux.CLONE.NEWNS | linux.CLONE.NEWUTS | linux.CLONE.NEWIPC | linux.CLONE.NEWCGROUP;
-    if (!spec.flags.net_host) ns |= linux.CLONE.NEWNET;
+    if (fds.netns >= 0) {
+        c.check(linux.syscall2(.setns, @bitCast(@as(isize, fds.netns)), linux.CLONE.NEWNET), "enter network namespace", .{});
+        _ = linux.close(fds.netns);
+    } else if (!spec.flags.net_host) ns |= linux.CLONE.NEWNET;
     c.check(linux.unshare(ns), "unshare namespaces", .{});
     c.check(linux.mount(null, "/", null, linux.MS.REC | linux.MS.PRIVATE, 0), "make / private", .{});
 
@@ -319,7 +337,7 @@ fn child(spec: *const Spec, fds: ChildFds) noreturn {
     _ = linux.close(rootfd);
 
     if (spec.hostname) |h| c.check(linux.syscall2(.sethostname, @intFromPtr(h.ptr), h.len), "sethostname {s}", .{h});
-    if (!spec.flags.net_host) loopbackUp(&c);
+    if (!spec.flags.net_host and fds.netns < 0) loopbackUp(&c);
 
     c.check(linux.chdir(root.ptr), "chdir {s}", .{root});
     c.check(linux.syscall2(.pivot_root, @intFromPtr("."), @intFromPtr(".")), "pivot_root {s}", .{root});
