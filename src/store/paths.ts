@@ -32,4 +32,12 @@ export const paths = {
   /** Uploaded sources being extracted and built; emptied at every server start. */
   paasIncoming: () => join(ljRoot(), "paas", "incoming"),
   paasServices: () => join(ljRoot(), "paas", "services"),
+  /** Overlays (seed rule): <type>s/<repo url>[/<subdir>]/@<world>/<version>; see src/store/overlays.ts. */
+  overlayType: (type: string) => join(ljRoot(), `${type}s`),
+  /** Immutable app slugs: slugs/<app>/<id>/app, with <id>.json and <id>.log beside. */
+  slugs: () => join(ljRoot(), "slugs"),
+  /** Per-app dependency caches, keyed by lockfile: cache/apps/<app>/<plugin>/. */
+  appCache: () => join(ljRoot(), "cache", "apps"),
+  /** Scratch space for git clones and failed build logs. */
+  buildTmp: () => join(ljRoot(), "tmp", "build"),
 };
