@@ -72,7 +72,7 @@ describe("lj spawn arguments", () => {
     expect(usage(["--nope"])).toBe("unknown option --nope");
     expect(usage(["-m"])).toBe("-m needs a value");
     expect(usage(["-m", "0", "-p", "x"])).toContain("-m needs a positive whole number");
-    expect(usage(["--net", "bridge", "-p", "x"])).toContain("--net takes none or host");
+    expect(usage(["--net", "bridge", "-p", "x"])).toContain("--net takes none, host or private");
     expect(usage(["--env", "NOVALUE", "-p", "x"])).toContain("--env takes K=V");
     expect(usage(["--mount", "/a", "-p", "x"])).toContain("--mount takes SRC:DST[:ro]");
     expect(usage(["-p", "x", "--", "y"])).toContain("not both");
@@ -80,5 +80,16 @@ describe("lj spawn arguments", () => {
     expect(usage(["-d", "/w", "--world", "x", "-p", "y"])).toContain("cannot be combined");
     expect(usage(["-0", "--user", "5", "-p", "y"])).toContain("either -0 or --user");
     expect(usage(["stray"])).toContain('unexpected argument "stray"');
+    expect(usage(["--egress", "-p", "x"])).toContain("--egress needs -i ADDR");
+    expect(usage(["-i", "auto", "--net", "host", "-p", "x"])).toContain("cannot be combined with --net host");
+  });
+
+  test("-i, --egress and -f become a private address on Linux", () => {
+    if (process.platform !== "linux") return;
+    const s = specFromArgs(parseSpawnArgs(["-i", "10.233.0.9", "--egress", "-f", "eth0", "-p", "x"]));
+    expect([s.net, s.address, s.egress, s.iface]).toEqual(["private", "10.233.0.9", true, "eth0"]);
+    const auto = specFromArgs(parseSpawnArgs(["--net", "private", "-p", "x"]));
+    expect([auto.net, auto.address, auto.egress]).toEqual(["private", "auto", undefined]);
+    expect(specFromArgs(parseSpawnArgs(["-p", "x"])).address).toBeUndefined();
   });
 });

@@ -19,6 +19,7 @@ export interface SpawnArgs {
   memoryMb?: number;
   address?: string;
   iface?: string;
+  egress: boolean;
   world?: string;
   overlays: string[];
   upper?: string;
@@ -62,8 +63,14 @@ Limits and network:
   --pids N            process limit
   --cpus N            CPU quota in CPUs (e.g. 0.5)
   --timeout S         kill the jail after S seconds
-  --net none|host     own namespace with loopback only (default), or the host's network
-  -i ADDR -f IFACE    a private address (FreeBSD: alias on IFACE, default lo0)
+  --net none|host|private  own namespace with loopback only (default), the host's
+                      network, or a private address (same as -i auto)
+  -i ADDR[/PREFIX]|auto  Linux: a private address in the jail subnet (LJ_SUBNET, default
+                      10.233.0.0/16) on a veth; the host reaches it, its gateway is the host,
+                      other jails are filtered out. FreeBSD: an alias on IFACE (default lo0)
+  --egress            Linux, with -i: outbound NAT through the host (default: none)
+  -f IFACE            FreeBSD: the interface for -i. Linux: the uplink for --egress, one of
+                      the configured uplinks (LJ_UPLINKS, [net] uplinks in config.toml)
 
 Output:
   --json              print the result as JSON on stdout when the jail ends
@@ -105,6 +112,7 @@ export function parseSpawnArgs(raw: string[]): SpawnArgs {
     caps: [],
     readOnly: false,
     json: false,
+    egress: false,
   };
   let i = 0;
   const value = (flag: string): string => {
@@ -160,12 +168,18 @@ export function parseSpawnArgs(raw: string[]): SpawnArgs {
         break;
       case "--net": {
         const v = val(arg);
-        if (v !== "none" && v !== "host") {
-          throw usageError(`--net takes none or host, got "${v}"`, "private addresses come with -i ADDR");
+        if (v !== "none" && v !== "host" && v !== "private") {
+          throw usageError(
+            `--net takes none, host or private, got "${v}"`,
+            "private addresses come with -i ADDR",
+          );
         }
         a.net = v;
         break;
       }
+      case "--egress":
+        a.egress = true;
+        break;
       case "--env": {
         const v = val(arg);
         const eq = v.indexOf("=");
@@ -216,6 +230,10 @@ export function parseSpawnArgs(raw: string[]): SpawnArgs {
   if (a.readOnly && !a.root) throw usageError("--read-only applies to -d DIR");
   if (a.nobody && a.user) throw usageError("give either -0 or --user, not both");
   if (a.iface && !a.address) throw usageError("-f IFACE needs -i ADDR");
+  if (a.address && a.net && a.net !== "private") {
+    throw usageError(`-i ADDR cannot be combined with --net ${a.net}`);
+  }
+  if (a.egress && !a.address && a.net !== "private") throw usageError("--egress needs -i ADDR (or -i auto)");
   return a;
 }
 
@@ -229,7 +247,7 @@ export function specFromArgs(a: SpawnArgs): Omit<JailSpec, "layers" | "root"> {
     hostname: a.name,
     name: a.name,
     ...ids,
-    net: a.net ?? "none",
+    ...netFromArgs(a),
     mounts: a.mounts,
     limits: {
       memoryBytes: a.memoryMb ? a.memoryMb * 1024 * 1024 : undefined,
@@ -240,5 +258,25 @@ export function specFromArgs(a: SpawnArgs): Omit<JailSpec, "layers" | "root"> {
     upper: a.upper,
     rootReadonly: a.readOnly,
     timeoutMs: a.timeoutS ? a.timeoutS * 1000 : undefined,
+  };
+}
+
+/**
+ * -i/-f/--egress: on FreeBSD an ip4.addr alias on IFACE (the seed's meaning); on Linux a
+ * private address on a veth (src/jail/net.ts), -f naming the configured uplink for egress.
+ */
+function netFromArgs(a: SpawnArgs): Pick<JailSpec, "net" | "address" | "egress" | "iface" | "addresses"> {
+  if (process.platform === "freebsd") {
+    return {
+      net: a.net ?? "none",
+      ...(a.address ? { addresses: [a.address], iface: a.iface ?? "lo0" } : {}),
+    };
+  }
+  if (!a.address && a.net !== "private") return { net: a.net ?? "none" };
+  return {
+    net: "private",
+    address: a.address ?? "auto",
+    ...(a.egress ? { egress: true } : {}),
+    ...(a.iface ? { iface: a.iface } : {}),
   };
 }

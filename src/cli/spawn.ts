@@ -18,16 +18,6 @@ export const signalName = (n: number) => SIGNAL_NAMES[n] ?? `signal ${n}`;
 
 /** Resolves -d / --world / --overlay into the jail's root. */
 export async function rootFor(a: SpawnArgs): Promise<Pick<JailSpec, "root" | "layers" | "mounts">> {
-  if (a.address) {
-    throw new LjError(
-      "unavailable",
-      "no-private-net",
-      "private jail addresses (-i) are not available on Linux yet",
-      {
-        hint: "use --net none (loopback only) or --net host",
-      },
-    );
-  }
   if (a.root) {
     // A world directory given with -d still needs what its metadata binds in (a host world's /usr).
     const meta = Bun.file(`${a.root}/.lj-world.json`);

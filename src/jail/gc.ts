@@ -9,6 +9,7 @@ import { readFileSync } from "node:fs";
 import { paths } from "../store/paths.ts";
 import { findLeftoverCgroups, reclaimCgroup } from "./cgroup.ts";
 import { shimUnmount } from "./ffi.ts";
+import { collectNetLeftovers } from "./net.ts";
 
 export interface GcReport {
   removed: { kind: string; what: string }[];
@@ -66,6 +67,8 @@ const collectors: GcCollector[] = [
       }
     },
   },
+  // Leases of dead owners, their veths and their nftables elements (src/jail/net.ts).
+  { kind: "net", collect: collectNetLeftovers },
 ];
 
 /** Other subsystems (networking: veths, addresses, filter rules) add their own collectors. */

@@ -11,6 +11,7 @@ import { LjError } from "../errors.ts";
 import { paths } from "../store/paths.ts";
 import { cgroupDirsFor, newJailId, oomKilled, removeCgroups } from "./cgroup.ts";
 import { shimReap, shimSpawn } from "./ffi.ts";
+import { attachNet, type JailNet, releaseNet, reserveNet } from "./net.ts";
 import {
   type CgroupDir,
   encodeSpec,
@@ -41,6 +42,8 @@ export interface Jail {
   id: string;
   /** Host pid of the jail's pid 1 (the keeper). */
   pid: number;
+  /** The jail's private address (net "private"), reachable from the host. */
+  address?: string;
   stdin: FileSink | null;
   stdout: ReadableStream<Uint8Array> | null;
   stderr: ReadableStream<Uint8Array> | null;
@@ -128,6 +131,9 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
   validateSpec(spec);
   const started = performance.now();
   const id = newJailId();
+  // Network (net "private" only): the address is leased before the jail exists, so a spawn
+  // that cannot get one fails here and leaves nothing behind. none/host do no extra work.
+  const net: JailNet | null = spec.net === "private" ? reserveNet(spec, id) : null;
   const stdio = (spec.stdio ?? ["ignore", "inherit", "inherit"]).map(stdioFd) as [number, number, number];
   const cgroups: CgroupDir[] = cgroupDirsFor(id, spec.limits);
   let work: string | undefined;
@@ -143,10 +149,18 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
     stdio,
     newSession: spec.newSession ?? (spec.stdio?.[0] ?? "ignore") !== "inherit",
   });
-  const fds = shimSpawn(encoded);
+  let fds: ReturnType<typeof shimSpawn>;
+  try {
+    fds = shimSpawn(encoded);
+  } catch (e) {
+    if (net) void releaseNet(net);
+    throw e;
+  }
 
   let syncFd = fds.syncFd;
   let timedOut = false;
+  let netFailure: string | undefined;
+  let attached: Promise<void> | null = null;
   let alive = true;
   const release = (go: boolean) => {
     if (syncFd < 0) return;
@@ -180,6 +194,7 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
     return wait;
   });
   const closed = reaped.then(async () => {
+    if (net) await attached?.then(() => releaseNet(net)); // veth, route, filter and NAT elements, lease
     await removeCgroups(cgroups);
     if (work) await rm(work, { recursive: true, force: true });
   });
@@ -192,8 +207,9 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
     const wait = keeperKilled ? await reaped : null;
     const oom = cgroups.length > 0 && (await oomKilled(cgroups));
     const base = { id, durationMs: performance.now() - started };
-    if (report.error) {
-      return { ...base, exitCode: null, signal: null, reason: "setup", status: SETUP_FAILED_STATUS, error: report.error.text };
+    if (report.error || netFailure) {
+      const error = report.error?.text ?? netFailure;
+      return { ...base, exitCode: null, signal: null, reason: "setup", status: SETUP_FAILED_STATUS, error };
     }
     let signal = report.signal ?? null;
     let exitCode = report.exitCode ?? null;
@@ -207,17 +223,38 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
     return { ...base, exitCode: signal !== null ? null : exitCode, signal, reason, status };
   })();
 
-  if (!opts.hold) release(true);
+  // Network: wire the held jail, then let it go (at once, or when the caller's start() asks).
+  // A failure kills the jail, which then reports a setup error naming the step.
+  let wanted = !opts.hold;
+  let wired = !net;
+  attached = net
+    ? attachNet(net, fds.pid).then(
+        () => {
+          wired = true;
+          if (wanted) release(true);
+        },
+        (e: Error) => {
+          netFailure = `network: ${e.message}`;
+          kill("SIGKILL");
+        },
+      )
+    : null;
+  const start = () => {
+    wanted = true;
+    if (wired) release(true);
+  };
+  if (!opts.hold) start();
 
   return {
     id,
     pid: fds.pid,
+    ...(net ? { address: net.address } : {}),
     stdin: fds.stdinFd >= 0 ? Bun.file(fds.stdinFd).writer() : null,
     stdout: fds.stdoutFd >= 0 ? Bun.file(fds.stdoutFd).stream() : null,
     stderr: fds.stderrFd >= 0 ? Bun.file(fds.stderrFd).stream() : null,
     exited,
     closed,
-    start: () => release(true),
+    start,
     kill,
   };
 }

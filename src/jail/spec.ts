@@ -61,7 +61,14 @@ export interface JailSpec {
   tmpBytes?: number;
   /** FreeBSD: addresses for ip4.addr/ip6.addr and the interface they alias on. */
   addresses?: string[];
+  /** FreeBSD: the interface the addresses alias on. Linux (net "private"): the uplink for egress. */
   iface?: string;
+  /** Linux, net "private": "auto" (default) or ADDR[/PREFIX] inside the jail subnet. */
+  address?: string;
+  /** Linux, net "private": outbound NAT through the host (off by default). */
+  egress?: boolean;
+  /** Linux, net "private": addresses this jail may open connections to (app -> service). */
+  links?: string[];
   /** Name used for the jail (FreeBSD jail name, error texts). */
   name?: string;
 }
@@ -235,8 +242,16 @@ export function validateSpec(spec: JailSpec): void {
   checkId("uid", spec.uid);
   checkId("gid", spec.gid);
   if (spec.net && !["none", "host", "private"].includes(spec.net)) {
-    throw invalid(`unknown network mode "${spec.net}"`, "use none or host");
+    throw invalid(`unknown network mode "${spec.net}"`, "use none, host or private");
   }
+  if (spec.net !== "private" && (spec.address !== undefined || spec.egress || spec.links?.length)) {
+    throw invalid('an address, egress or links need net "private"');
+  }
+  const addr = spec.address;
+  if (addr !== undefined && addr !== "auto" && !/^\d+\.\d+\.\d+\.\d+(\/\d+)?$/.test(addr)) {
+    throw invalid(`invalid jail address "${spec.address}"`, "ADDR[/PREFIX] or auto");
+  }
+  if ((spec.links?.length ?? 0) > 256) throw invalid("more than 256 links");
   for (const m of spec.mounts ?? []) {
     checkPath("mount source", m.src);
     checkPath("mount target", m.dst);

@@ -1,0 +1,559 @@
+/**
+ * Jail networking on Linux (net: "private"). Each jail gets a veth pair: the host end
+ * (ljv<address in hex>) carries the subnet's gateway address with the jail's address as its
+ * point-to-point peer, the jail end (eth0) carries the jail's address with the gateway as
+ * peer and default route. Every packet between jails therefore crosses the host, where one
+ * nftables table, `inet lightjail`, decides: a jail may talk to its gateway, to the jails it
+ * was linked to, and (with egress) to everything else through NAT; nothing else. Per-jail
+ * state is only set elements, so adding or removing a jail is one atomic nft transaction and
+ * the rules themselves never change after the first jail of a process.
+ *
+ * Costs per jail: one `ip -batch` on the host, one in the jail (via nsenter), one `nft -f`
+ * (in parallel with the first) and one sysctl write; teardown one `ip` and one `nft`.
+ */
+import { existsSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import { LjError } from "../errors.ts";
+import {
+  acquireLease,
+  claimStale,
+  dropLease,
+  forgetLink,
+  formatIp,
+  type Lease,
+  leasePath,
+  linkFile,
+  listLeases,
+  listLinks,
+  type NetConfig,
+  netConfig,
+  ownerAlive,
+  parseIp,
+  readLease,
+  recordLink,
+  vethAddress,
+} from "./net-alloc.ts";
+import type { JailSpec } from "./spec.ts";
+
+export { DEFAULT_SUBNET, netConfig } from "./net-alloc.ts";
+
+const TABLE = "inet lightjail";
+const VETH_GLOB = '"ljv*"';
+
+/** What spawnJail keeps for a jail with a private address. */
+export interface JailNet {
+  address: string;
+  gateway: string;
+  lease: Lease;
+  /** Kernel state left by a stale lease of the same address, removed before ours goes in. */
+  staleNft: string[];
+  staleVeth: boolean;
+}
+
+const netError = (message: string, hint?: string) => new LjError("isolation", "net-setup", message, { hint });
+
+function defaultRouteIfaces(): string[] {
+  try {
+    return readFileSync("/proc/net/route", "utf8")
+      .split("\n")
+      .slice(1)
+      .map((l) => l.trim().split(/\s+/))
+      .filter((f) => f[1] === "00000000" && f[7] === "00000000" && f[0])
+      .map((f) => f[0]!);
+  } catch {
+    return [];
+  }
+}
+
+/** Checks the network fields of a spec against the configuration (synchronously). */
+export function checkNetSpec(spec: JailSpec, cfg: NetConfig = netConfig()): void {
+  if (spec.net !== "private") return;
+  if (spec.iface !== undefined) {
+    if (!spec.egress) {
+      throw new LjError("usage", "iface-without-egress", `-f ${spec.iface} selects the uplink for --egress`, {
+        hint: "add --egress, or leave -f out",
+      });
+    }
+    if (!cfg.uplinks.includes(spec.iface)) {
+      throw new LjError("usage", "unknown-uplink", `interface ${spec.iface} is not a configured uplink`, {
+        hint: cfg.uplinks.length
+          ? `configured uplinks: ${cfg.uplinks.join(", ")}`
+          : "no uplink is configured on Linux: set [net] uplinks in config.toml or LJ_UPLINKS",
+      });
+    }
+    if (!existsSync(`/sys/class/net/${spec.iface}`)) {
+      throw new LjError("unavailable", "no-uplink", `uplink interface ${spec.iface} does not exist`);
+    }
+  }
+  for (const l of spec.links ?? []) {
+    if (parseIp(l) === null)
+      throw new LjError("usage", "invalid-spec", `link target "${l}" is not an IPv4 address`);
+  }
+}
+
+/** Element lines (without add/delete) that describe a lease in the table. */
+function elements(lease: Lease): string[] {
+  const a = lease.address;
+  const out = [`jails { "${lease.veth}" . ${a} }`];
+  if (lease.egress) out.push(`egress { ${a} }`);
+  if (lease.egress && lease.uplink) out.push(`egress_via { ${a} . "${lease.uplink}" }`);
+  else if (lease.egress) out.push(`egress_any { ${a} }`);
+  for (const to of lease.links) out.push(`links { ${a} . ${to} }`);
+  return out;
+}
+
+/** Removing an element that may be gone fails a transaction; adding it first never does. */
+function removal(el: string): string[] {
+  return [`add element ${TABLE} ${el}`, `delete element ${TABLE} ${el}`];
+}
+
+/** Links of other jails to this address, and this address's recorded links: gone with it. */
+function linkRemovals(address: string): string[] {
+  const out: string[] = [];
+  for (const l of listLinks()) {
+    if (l.from !== address && l.to !== address) continue;
+    out.push(...removal(`links { ${l.from} . ${l.to} }`));
+    forgetLink(l.from, l.to);
+  }
+  return out;
+}
+
+export function baseScript(cfg: NetConfig): string {
+  const { subnet } = cfg;
+  const r = (chain: string, rule: string) => `add rule ${TABLE} ${chain} ${rule}`;
+  return [
+    `table ${TABLE} {`,
+    "  set jails { type ifname . ipv4_addr; }",
+    "  set egress { type ipv4_addr; }",
+    "  set egress_any { type ipv4_addr; }",
+    "  set egress_via { type ipv4_addr . ifname; }",
+    "  set links { type ipv4_addr . ipv4_addr; }",
+    "  set gateways { type ipv4_addr; }",
+    "  set subnets { type ipv4_addr; flags interval; }",
+    "  set guard { type ifname; }",
+    "  chain input { type filter hook input priority filter; policy accept; }",
+    "  chain forward { type filter hook forward priority filter; policy accept; }",
+    "  chain output { type filter hook output priority filter; policy accept; }",
+    "  chain postrouting { type nat hook postrouting priority srcnat; policy accept; }",
+    "  chain from_jail {}",
+    "  chain jail_in {}",
+    "  chain jail_fwd {}",
+    "  chain to_jail {}",
+    "}",
+    ...["input", "forward", "output", "postrouting", "from_jail", "jail_in", "jail_fwd", "to_jail"].map(
+      (c) => `flush chain ${TABLE} ${c}`,
+    ),
+    `add element ${TABLE} gateways { ${formatIp(subnet.gateway)} }`,
+    `add element ${TABLE} subnets { ${formatIp(subnet.network)}/${subnet.prefix} }`,
+    // Whatever enters from a jail: IPv4 only, and only from the address its veth was given.
+    r("from_jail", "meta nfproto != ipv4 drop"),
+    r("from_jail", "iifname . ip saddr != @jails drop"),
+    r("from_jail", "ct state established,related accept"),
+    r("input", `iifname ${VETH_GLOB} jump from_jail`),
+    r("input", `iifname ${VETH_GLOB} jump jail_in`),
+    // To the host itself: the gateway address; the host's other addresses only with egress.
+    r("jail_in", "ip daddr @gateways accept"),
+    r("jail_in", "ip saddr @egress accept"),
+    r("jail_in", "drop"),
+    r("forward", `iifname ${VETH_GLOB} jump from_jail`),
+    r("forward", `iifname ${VETH_GLOB} jump jail_fwd`),
+    r("forward", `oifname ${VETH_GLOB} jump to_jail`),
+    // Uplinks lightjail switched forwarding on for forward nothing but jail traffic.
+    r("forward", "iifname @guard drop"),
+    // Between jails: only linked pairs; never into the subnet otherwise, never out unless egress.
+    r("jail_fwd", "ip saddr . ip daddr @links accept"),
+    r("jail_fwd", `oifname ${VETH_GLOB} drop`),
+    r("jail_fwd", "ip daddr @subnets drop"),
+    r("jail_fwd", "ip saddr @egress_any accept"),
+    r("jail_fwd", "ip saddr . oifname @egress_via accept"),
+    r("jail_fwd", "drop"),
+    r("to_jail", "ct state established,related accept"),
+    r("to_jail", "drop"),
+    // The subnet exists only on this machine: never let a packet for it out another way.
+    r("output", `ip daddr @subnets ip daddr != @gateways oifname != ${VETH_GLOB} reject`),
+    r("postrouting", `oifname ${VETH_GLOB} return`),
+    r("postrouting", "ip saddr @egress_any masquerade"),
+    r("postrouting", "ip saddr . oifname @egress_via masquerade"),
+    "",
+  ].join("\n");
+}
+
+async function run(argv: string[], input?: string): Promise<{ ok: boolean; err: string }> {
+  const p = Bun.spawn(argv, {
+    stdin: input === undefined ? "ignore" : new Blob([input]),
+    stdout: "ignore",
+    stderr: "pipe",
+  });
+  const [err, code] = await Promise.all([new Response(p.stderr).text(), p.exited]);
+  return { ok: code === 0, err: err.trim() };
+}
+
+async function runOrThrow(what: string, argv: string[], input?: string): Promise<void> {
+  let r: { ok: boolean; err: string };
+  try {
+    r = await run(argv, input);
+  } catch (e) {
+    throw netError(
+      `${what}: cannot run ${argv[0]}: ${(e as Error).message}`,
+      "install iproute2, nftables and util-linux",
+    );
+  }
+  if (!r.ok) throw netError(`${what}: ${r.err || "failed"}`);
+}
+
+let baseFor: string | null = null;
+let basePending: Promise<void> | null = null;
+
+function ensureBase(cfg: NetConfig): Promise<void> {
+  if (baseFor === cfg.subnet.cidr && basePending) return basePending;
+  baseFor = cfg.subnet.cidr;
+  basePending = runOrThrow("nftables table inet lightjail", ["nft", "-f", "-"], baseScript(cfg)).catch(
+    (e) => {
+      baseFor = null;
+      basePending = null;
+      throw e;
+    },
+  );
+  return basePending;
+}
+
+/** Applies a per-jail transaction; a missing table (deleted by hand) is recreated once. */
+async function nftJail(cfg: NetConfig, lines: string[]): Promise<void> {
+  if (lines.length === 0) return;
+  await ensureBase(cfg);
+  const script = `${lines.join("\n")}\n`;
+  const r = await run(["nft", "-f", "-"], script);
+  if (r.ok) return;
+  baseFor = null;
+  basePending = null;
+  await ensureBase(cfg);
+  await runOrThrow("nftables jail rules", ["nft", "-f", "-"], script);
+}
+
+function staleCleanup(stale: Lease): { nft: string[]; veth: boolean } {
+  return {
+    nft: [...elements(stale).flatMap(removal), ...linkRemovals(stale.address)],
+    veth: existsSync(`/sys/class/net/${stale.veth}`),
+  };
+}
+
+/**
+ * Reserves the jail's address (synchronously: `jail.address` is known when spawnJail returns).
+ * Leftovers of a dead owner's jail at the same address are removed in the same transactions
+ * that install ours.
+ */
+export function reserveNet(spec: JailSpec, jailId: string, cfg: NetConfig = netConfig()): JailNet {
+  checkNetSpec(spec, cfg);
+  const staleNft: string[] = [];
+  let staleVeth = false;
+  const lease = acquireLease(
+    {
+      address: spec.address ?? "auto",
+      jail: jailId,
+      egress: !!spec.egress,
+      uplink: spec.iface,
+      links: spec.links ?? [],
+    },
+    cfg,
+    (stale) => {
+      const c = staleCleanup(stale);
+      staleNft.push(...c.nft);
+      staleVeth ||= c.veth;
+    },
+  );
+  for (const to of lease.links) recordLink(lease.address, to);
+  return { address: lease.address, gateway: formatIp(cfg.subnet.gateway), lease, staleNft, staleVeth };
+}
+
+function readSysctl(path: string): string | null {
+  try {
+    return readFileSync(path, "utf8").trim();
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The jail's child unshares its network namespace a moment after it exists: until then
+ * /proc/PID/ns/net is the host's, and wiring it would put "eth0" on the host. Wait for it.
+ */
+async function jailNetns(pid: number): Promise<string> {
+  const host = readlinkSync("/proc/self/ns/net");
+  const path = `/proc/${pid}/ns/net`;
+  for (let i = 0, delay = 0; ; i++, delay = Math.min(delay + 1, 5)) {
+    let ns: string;
+    try {
+      ns = readlinkSync(path);
+    } catch {
+      throw netError(`the jail (pid ${pid}) ended before its network was set up`);
+    }
+    if (ns !== host) return path;
+    if (i > 2000) throw netError(`the jail (pid ${pid}) never got its own network namespace`);
+    await Bun.sleep(delay);
+  }
+}
+
+/** Wires a held jail (pid = its keeper) to its address. Throws with the failing step. */
+export async function attachNet(net: JailNet, pid: number, cfg: NetConfig = netConfig()): Promise<void> {
+  const { lease, gateway: gw, address: addr } = net;
+  const veth = lease.veth;
+  const v6 = existsSync("/proc/sys/net/ipv6");
+  const inner = [
+    ...(v6 ? ["link set eth0 addrgenmode none"] : []),
+    `addr add ${addr} peer ${gw} dev eth0`,
+    "link set eth0 up",
+    `route add default via ${gw}`,
+  ];
+  // Egress needs forwarding on the uplink; where lightjail turns it on, `guard` keeps that
+  // uplink from forwarding anything but jail traffic. The guard goes in before the switch.
+  const uplinks = lease.egress ? (lease.uplink ? [lease.uplink] : defaultRouteIfaces()) : [];
+  const switchOn = uplinks.filter((u) => readSysctl(`/proc/sys/net/ipv4/conf/${u}/forwarding`) === "0");
+  const nft = [
+    ...net.staleNft,
+    ...switchOn.map((u) => `add element ${TABLE} guard { "${u}" }`),
+    ...elements(lease).map((el) => `add element ${TABLE} ${el}`),
+  ];
+  const nftDone = nftJail(cfg, nft);
+  nftDone.catch(() => {}); // awaited below; not unhandled if the namespace wait throws first
+  const netns = await jailNetns(pid);
+  const host = [
+    ...(net.staleVeth ? [`link del ${veth}`] : []),
+    `link add ${veth} type veth peer name eth0 netns ${netns}`,
+    ...(v6 ? [`link set ${veth} addrgenmode none`] : []),
+    `addr add ${gw} peer ${addr} dev ${veth}`,
+    `link set ${veth} up`,
+  ];
+  await Promise.all([
+    nftDone,
+    runOrThrow(`host end of ${veth}`, ["ip", "-batch", "-"], `${host.join("\n")}\n`),
+  ]);
+  net.staleNft = [];
+  net.staleVeth = false;
+  try {
+    writeFileSync(`/proc/sys/net/ipv4/conf/${veth}/forwarding`, "1");
+    for (const u of switchOn) writeFileSync(`/proc/sys/net/ipv4/conf/${u}/forwarding`, "1");
+  } catch (e) {
+    throw netError(`enable forwarding for ${veth}: ${(e as Error).message}`);
+  }
+  await runOrThrow(
+    `jail end of ${veth}`,
+    ["nsenter", `--net=${netns}`, "ip", "-batch", "-"],
+    `${inner.join("\n")}\n`,
+  );
+}
+
+/** Removes everything a jail's address put on the host: veth (and its route), rules, lease. */
+export async function releaseNet(net: JailNet, cfg: NetConfig = netConfig()): Promise<void> {
+  const { lease } = net;
+  const lines = [...net.staleNft, ...elements(lease).flatMap(removal), ...linkRemovals(lease.address)];
+  await Promise.all([
+    existsSync(`/sys/class/net/${lease.veth}`) ? run(["ip", "link", "del", lease.veth]) : null,
+    nftJail(cfg, lines).catch(() => {}),
+  ]);
+  dropLease(lease.address, lease.owner);
+}
+
+/** Cleans up after a lease whose owner died (gc, or an allocation that wants the address). */
+async function reclaimLease(stale: Lease, cfg: NetConfig): Promise<void> {
+  const c = staleCleanup(stale);
+  await Promise.all([c.veth ? run(["ip", "link", "del", stale.veth]) : null, nftJail(cfg, c.nft)]);
+}
+
+export interface JailLink {
+  from: string;
+  to: string;
+  /** Removes the link (also removed when either jail ends). */
+  unlink(): Promise<void>;
+}
+
+type Addressed = { address?: string } | string;
+
+function addressOf(x: Addressed, what: string): string {
+  const a = typeof x === "string" ? x : x.address;
+  if (!a || parseIp(a) === null) {
+    throw new LjError("usage", "no-address", `${what} has no private address`, {
+      hint: 'spawn it with net: "private"',
+    });
+  }
+  return a;
+}
+
+/**
+ * Lets `from` open connections to `to` (app -> service); replies flow, the reverse does not.
+ * Both ends are jails (or their addresses) of this machine's subnet.
+ */
+export async function linkJails(from: Addressed, to: Addressed): Promise<JailLink> {
+  const a = addressOf(from, "the linking jail");
+  const b = addressOf(to, "the linked jail");
+  const cfg = netConfig();
+  recordLink(a, b);
+  await nftJail(cfg, [`add element ${TABLE} links { ${a} . ${b} }`]);
+  return {
+    from: a,
+    to: b,
+    async unlink() {
+      forgetLink(a, b);
+      await nftJail(cfg, removal(`links { ${a} . ${b} }`));
+    },
+  };
+}
+
+export interface WaitForPortOptions {
+  timeoutMs?: number;
+}
+
+/**
+ * Resolves once something inside the jail accepts TCP connections on `port` at its address;
+ * rejects on timeout or when the jail ends first (a health check's building block).
+ */
+export async function waitForPort(
+  jail: { address?: string; exited?: Promise<unknown> } | string,
+  port: number,
+  opts: WaitForPortOptions = {},
+): Promise<void> {
+  const host = addressOf(jail, "the jail");
+  const deadline = performance.now() + (opts.timeoutMs ?? 10_000);
+  let ended = false;
+  if (typeof jail !== "string")
+    jail.exited?.then(
+      () => (ended = true),
+      () => (ended = true),
+    );
+  for (let delay = 2; ; delay = Math.min(delay * 2, 50)) {
+    const ok = await new Promise<boolean>((resolve) => {
+      Bun.connect({
+        hostname: host,
+        port,
+        socket: {
+          open(s) {
+            s.end();
+            resolve(true);
+          },
+          data() {},
+          error() {
+            resolve(false);
+          },
+          connectError() {
+            resolve(false);
+          },
+        },
+      }).catch(() => resolve(false));
+    });
+    if (ok) return;
+    if (ended)
+      throw new LjError("unavailable", "jail-ended", `the jail at ${host} ended before port ${port} opened`);
+    if (performance.now() + delay > deadline) {
+      throw new LjError(
+        "unavailable",
+        "port-timeout",
+        `nothing accepted connections on ${host}:${port} in time`,
+      );
+    }
+    await Bun.sleep(delay);
+  }
+}
+
+export interface NetLeftoverReport {
+  removed: { kind: string; what: string }[];
+  errors: { kind: string; what: string; error: string }[];
+}
+
+async function listedElements(): Promise<Record<string, string[][]>> {
+  const p = Bun.spawn(["nft", "-j", "list", "table", "inet", "lightjail"], {
+    stdout: "pipe",
+    stderr: "ignore",
+  });
+  const [text, code] = await Promise.all([new Response(p.stdout).text(), p.exited]);
+  const out: Record<string, string[][]> = {};
+  if (code !== 0) return out;
+  type Elem = string | { concat?: (string | object)[]; prefix?: object };
+  const doc = JSON.parse(text) as { nftables: { set?: { name: string; elem?: Elem[] } }[] };
+  for (const item of doc.nftables) {
+    if (!item.set) continue;
+    out[item.set.name] = (item.set.elem ?? []).map((e) =>
+      typeof e === "string" ? [e] : (e.concat ?? []).map((x) => (typeof x === "string" ? x : "")),
+    );
+  }
+  return out;
+}
+
+/**
+ * gc: leases of dead owners, veths nobody holds, and set elements for addresses no live lease
+ * has (a crash between steps). Live jails are never touched.
+ */
+export async function collectNetLeftovers(report: NetLeftoverReport): Promise<void> {
+  let cfg: NetConfig;
+  try {
+    cfg = netConfig();
+  } catch (e) {
+    report.errors.push({ kind: "net", what: "config", error: (e as Error).message });
+    return;
+  }
+  for (const l of listLeases()) {
+    if (ownerAlive(l.owner)) continue;
+    const stale = claimStale(l.address);
+    if (!stale) continue;
+    try {
+      await reclaimLease(stale, cfg);
+      report.removed.push({ kind: "net-lease", what: `${stale.address} (${stale.veth})` });
+    } catch (e) {
+      report.errors.push({ kind: "net-lease", what: stale.address, error: (e as Error).message });
+    }
+  }
+  // Only this root's subnet: another root on the machine owns its own addresses.
+  const { subnet } = cfg;
+  const inSubnet = (a: string | undefined) => {
+    const ip = a === undefined ? null : parseIp(a);
+    return ip !== null && ip >= subnet.first && ip <= subnet.last;
+  };
+  const live = new Map<string, Lease>();
+  for (const l of listLeases()) if (ownerAlive(l.owner)) live.set(l.address, l);
+  for (const dev of existsSync("/sys/class/net") ? readdirSync("/sys/class/net") : []) {
+    const addr = vethAddress(dev);
+    if (!addr || !inSubnet(addr) || live.get(addr)?.veth === dev) continue;
+    const r = await run(["ip", "link", "del", dev]);
+    if (r.ok) report.removed.push({ kind: "net-veth", what: dev });
+    else if (existsSync(`/sys/class/net/${dev}`))
+      report.errors.push({ kind: "net-veth", what: dev, error: r.err });
+  }
+  for (const l of listLinks()) {
+    if (live.has(l.from) && live.has(l.to)) continue;
+    if (ownerAlive(l.owner) && live.has(l.from)) continue;
+    forgetLink(l.from, l.to);
+  }
+  const sets = await listedElements();
+  const lines: string[] = [];
+  const what: string[] = [];
+  const dead = (a: string | undefined) => inSubnet(a) && !live.has(a!);
+  for (const [set, elems] of Object.entries(sets)) {
+    for (const e of elems) {
+      let el: string | null = null;
+      if (set === "jails" && dead(e[1])) el = `jails { "${e[0]}" . ${e[1]} }`;
+      if ((set === "egress_any" || set === "egress") && dead(e[0])) el = `${set} { ${e[0]} }`;
+      if (set === "egress_via" && dead(e[0])) el = `egress_via { ${e[0]} . "${e[1]}" }`;
+      if (set === "links" && (dead(e[0]) || (dead(e[1]) && !linkHeld(e[0]!, e[1]!))))
+        el = `links { ${e[0]} . ${e[1]} }`;
+      if (el) {
+        lines.push(...removal(el));
+        what.push(el);
+      }
+    }
+  }
+  if (lines.length) {
+    try {
+      await nftJail(cfg, lines);
+      for (const w of what) report.removed.push({ kind: "net-rule", what: w });
+    } catch (e) {
+      report.errors.push({ kind: "net-rule", what: what.join(", "), error: (e as Error).message });
+    }
+  }
+}
+
+/** A link to an address nobody holds yet stays while the jail that made it lives. */
+function linkHeld(from: string, to: string): boolean {
+  return existsSync(linkFile(from, to));
+}
+
+/** The lease of an address (diagnostics, tests). */
+export function leaseOf(address: string): Lease | null {
+  return readLease(leasePath(address));
+}

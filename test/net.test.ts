@@ -1,0 +1,447 @@
+/**
+ * Jail networking on Linux, end to end with real jails: addresses, reachability, filtering,
+ * links, egress through NAT and complete teardown. All traffic stays on this machine: the
+ * jails' subnet, a dummy interface and an "outside" network namespace the tests create.
+ */
+import { afterAll, beforeAll, describe, expect } from "bun:test";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { linkJails, waitForPort } from "../src/jail/net.ts";
+import { netDirs, parseIp, vethName } from "../src/jail/net-alloc.ts";
+import { type Jail, spawnJail } from "../src/jail/spawn.ts";
+import type { JailSpec } from "../src/jail/spec.ts";
+import { type JailEnv, lj, makeJailEnv, projectDir } from "./helpers/jail-env.ts";
+import { isRoot, rootTest } from "./helpers/root.ts";
+
+// A subnet of its own, so that a real lightjail on this machine (default 10.233.0.0/16) and
+// these tests never meet.
+const SUBNET = "10.235.0.0/24";
+const PREFIX = "10.235.0.";
+const GATEWAY = "10.235.0.1";
+const DUMMY = "ljtdum0"; // a host interface with another local address (a veth: no dummy module here)
+const DUMMY_ADDR = "198.18.7.1";
+const OUT_NS = "ljt-outside"; // an "outside world" namespace behind a test uplink
+const UPLINK = "ljtup0";
+const UPLINK_ADDR = "198.18.8.1";
+const OUTSIDE_ADDR = "198.18.8.2";
+
+let env: JailEnv;
+
+function sh(cmd: string): { code: number; out: string } {
+  const p = Bun.spawnSync(["sh", "-c", cmd], { stderr: "pipe" });
+  return { code: p.exitCode, out: p.stdout.toString() + p.stderr.toString() };
+}
+
+beforeAll(async () => {
+  if (!isRoot()) return;
+  process.env.LJ_SUBNET = SUBNET;
+  process.env.LJ_UPLINKS = UPLINK;
+  env = await makeJailEnv();
+  sh(
+    `ip link del ${DUMMY} 2>/dev/null; ip link del ${UPLINK} 2>/dev/null; ip netns del ${OUT_NS} 2>/dev/null`,
+  );
+  const setup = [
+    `ip link add ${DUMMY} type veth peer name ${DUMMY}p`,
+    `ip link set ${DUMMY}p up`,
+    `ip addr add ${DUMMY_ADDR}/32 dev ${DUMMY}`,
+    `ip link set ${DUMMY} up`,
+    `ip netns add ${OUT_NS}`,
+    `ip link add ${UPLINK} type veth peer name eth0 netns ${OUT_NS}`,
+    `ip addr add ${UPLINK_ADDR}/24 dev ${UPLINK}`,
+    `ip link set ${UPLINK} up`,
+    `ip -n ${OUT_NS} addr add ${OUTSIDE_ADDR}/24 dev eth0`,
+    `ip -n ${OUT_NS} link set eth0 up`,
+    `ip -n ${OUT_NS} link set lo up`,
+  ];
+  for (const c of setup) {
+    const r = sh(c);
+    if (r.code !== 0) throw new Error(`${c}: ${r.out}`);
+  }
+});
+
+afterAll(() => {
+  if (!isRoot()) return;
+  sh(`ip link del ${DUMMY}; ip link del ${UPLINK}; ip netns del ${OUT_NS}`);
+  env?.cleanup();
+});
+
+const spec = (argv: string[], extra: Partial<JailSpec> = {}): JailSpec => ({
+  ...env.base,
+  net: "private",
+  argv,
+  ...extra,
+  mounts: [...(env.base.mounts ?? []), ...(extra.mounts ?? [])],
+});
+
+/** A jail serving HTTP on port 8080 at its address. */
+async function server(extra: Partial<JailSpec> = {}): Promise<Jail> {
+  const j = spawnJail(
+    spec(["/usr/bin/python3", "-m", "http.server", "--bind", "0.0.0.0", "8080"], {
+      stdio: ["ignore", "ignore", "ignore"],
+      ...extra,
+    }),
+  );
+  await waitForPort(j, 8080, { timeoutMs: 10_000 });
+  return j;
+}
+
+/** From inside a jail: "OK <first line>" or "ERR <reason>" for a TCP connection to host:port. */
+async function tryConnect(host: string, port: number, extra: Partial<JailSpec> = {}): Promise<string> {
+  const py = [
+    "import socket,sys",
+    "try:",
+    `  s=socket.create_connection(("${host}",${port}),timeout=1.5)`,
+    "  s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')",
+    "  print('OK', s.recv(64).decode(errors='replace').splitlines()[0])",
+    "except Exception as e:",
+    "  print('ERR', type(e).__name__)",
+  ].join("\n");
+  return (await runToEnd(spec(["/usr/bin/python3", "-c", py], extra))).trim();
+}
+
+/** Runs a jail and waits until it is gone for good (network released), returning its stdout. */
+async function runToEnd(s: JailSpec): Promise<string> {
+  const j = spawnJail({ ...s, stdio: ["ignore", "pipe", "pipe"] });
+  const [out, err] = await Promise.all([
+    new Response(j.stdout!).text(),
+    new Response(j.stderr!).text(),
+    j.exited,
+  ]);
+  await j.closed;
+  expect(err).toBe("");
+  return out;
+}
+
+async function stop(...jails: Jail[]): Promise<void> {
+  for (const j of jails) j.kill("SIGKILL");
+  await Promise.all(jails.map((j) => j.closed));
+}
+
+/**
+ * Connects from inside a jail's network namespace (the host's python3 entering only the
+ * jail's netns): "OK <first line>" or "ERR <reason>".
+ */
+async function connectFrom(j: Jail, host: string, port: number, source?: string): Promise<string> {
+  const py = [
+    "import socket",
+    "try:",
+    `  s=socket.create_connection(("${host}",${port}),timeout=1.5${source ? `,source_address=("${source}",0)` : ""})`,
+    "  s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')",
+    "  print('OK', s.recv(64).decode(errors='replace').splitlines()[0])",
+    "except Exception as e:",
+    "  print('ERR', type(e).__name__)",
+  ].join("\n");
+  const p = Bun.spawn(["nsenter", `--net=/proc/${j.pid}/ns/net`, "/usr/bin/python3", "-c", py], {
+    stdout: "pipe",
+    stderr: "inherit",
+  });
+  const out = await new Response(p.stdout).text();
+  await p.exited;
+  return out.trim();
+}
+
+/** Resolves once the jail's eth0 is configured (its default route is in place). */
+async function waitUntilWired(j: Jail): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (sh(`nsenter --net=/proc/${j.pid}/ns/net ip route show default`).out.includes("via")) return;
+    await Bun.sleep(10);
+  }
+  throw new Error("jail network never came up");
+}
+
+/** Everything the subnet may leave on the host: must all be empty. */
+function leftovers(): string[] {
+  const out: string[] = [];
+  for (const dev of readdirSync("/sys/class/net")) if (dev.startsWith("ljv")) out.push(`veth ${dev}`);
+  const rules = sh("nft list table inet lightjail").out;
+  for (const line of rules.split("\n"))
+    if (line.includes(PREFIX) && !line.includes(GATEWAY) && !line.includes(`${PREFIX}0/24`))
+      out.push(`nft ${line.trim()}`);
+  for (const line of sh("ip route").out.split("\n")) if (line.includes(PREFIX)) out.push(`route ${line}`);
+  if (existsSync(netDirs.leases())) for (const f of readdirSync(netDirs.leases())) out.push(`lease ${f}`);
+  if (existsSync(netDirs.links())) for (const f of readdirSync(netDirs.links())) out.push(`link ${f}`);
+  return out;
+}
+
+async function noLeftovers(): Promise<void> {
+  expect(leftovers()).toEqual([]);
+}
+
+/** Host pid of a jail's payload: the keeper's child. */
+function payloadPid(j: Jail): number {
+  const kids = readFileSync(`/proc/${j.pid}/task/${j.pid}/children`, "utf8").trim().split(/\s+/);
+  return Number(kids[0]);
+}
+
+describe("addresses", () => {
+  rootTest(
+    "50 concurrent spawns get 50 distinct addresses, each on its own eth0; freed addresses are reused",
+    async () => {
+      const jails = Array.from({ length: 50 }, () =>
+        spawnJail(
+          spec(["/bin/sh", "-c", "ip -4 -o addr show dev eth0 | awk '{print $4}'; exec sleep 30"], {
+            stdio: ["ignore", "pipe", "ignore"],
+          }),
+        ),
+      );
+      const addrs = jails.map((j) => j.address!);
+      expect(new Set(addrs).size).toBe(50);
+      for (const a of addrs) expect(a.startsWith(PREFIX)).toBe(true);
+      // Each jail sees exactly the address the API reports.
+      const seen = await Promise.all(
+        jails.map(async (j) => {
+          const reader = j.stdout!.getReader();
+          let text = "";
+          while (!text.includes("\n")) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            text += new TextDecoder().decode(value);
+          }
+          reader.releaseLock();
+          return text.trim();
+        }),
+      );
+      expect(seen).toEqual(addrs);
+      await stop(...jails);
+      await noLeftovers();
+      const again = await runToEnd(spec(["/bin/sh", "-c", "ip -4 -o addr show dev eth0 | awk '{print $4}'"]));
+      expect(again.trim()).toBe(`${PREFIX}2`);
+    },
+    60_000,
+  );
+
+  rootTest("an explicit address is honoured, and a second jail cannot take it", async () => {
+    const a = await server({ address: `${PREFIX}77/24` });
+    expect(a.address).toBe(`${PREFIX}77`);
+    expect(() => spawnJail(spec(["true"], { address: `${PREFIX}77` }))).toThrow(/in use/);
+    expect(() => spawnJail(spec(["true"], { address: "10.99.0.5" }))).toThrow(/outside the jail subnet/);
+    expect(() => spawnJail(spec(["true"], { address: GATEWAY }))).toThrow(/reserved/);
+    await stop(a);
+    await noLeftovers();
+  });
+});
+
+describe("reachability and filtering", () => {
+  rootTest("the host reaches a listener inside the jail at ADDR:PORT", async () => {
+    const j = await server();
+    const res = await fetch(`http://${j.address}:8080/`);
+    expect(res.status).toBe(200);
+    await res.text();
+    await stop(j);
+    await noLeftovers();
+  });
+
+  rootTest("a jail reaches a server on its gateway, and nothing else of the host", async () => {
+    const peers: string[] = [];
+    const srv = Bun.listen({
+      hostname: "0.0.0.0",
+      port: 0,
+      socket: {
+        open(s) {
+          peers.push(s.remoteAddress);
+          s.write("HELLO\n");
+          s.end();
+        },
+        data() {},
+      },
+    });
+    const loop = Bun.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: { open: (s) => void s.end("LOOP\n"), data() {} },
+    });
+    try {
+      expect(await tryConnect(GATEWAY, srv.port)).toBe("OK HELLO");
+      expect(peers[0]?.startsWith(PREFIX)).toBe(true);
+      // The same listener answers on every host address; the filter stands in the way.
+      expect(await tryConnect(DUMMY_ADDR, srv.port)).toMatch(/^ERR (TimeoutError|timeout)/);
+      const hostAddr = sh(
+        "ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | grep -v ^198.18 | grep -v ^10.235 | head -1",
+      ).out.trim();
+      if (hostAddr) expect(await tryConnect(hostAddr, srv.port)).toMatch(/^ERR (TimeoutError|timeout)/);
+      // 127.0.0.1 is the jail's own loopback: nothing listens there.
+      expect(await tryConnect("127.0.0.1", loop.port)).toBe("ERR ConnectionRefusedError");
+      expect(peers.length).toBe(1);
+    } finally {
+      srv.stop(true);
+      loop.stop(true);
+    }
+    await noLeftovers();
+  });
+
+  rootTest(
+    "jails cannot reach each other unless linked; a link is one-way and ends with a jail",
+    async () => {
+      const a = await server();
+      const b = await server();
+      expect(await connectFrom(b, a.address!, 8080)).toMatch(/^ERR/);
+      expect(await connectFrom(a, b.address!, 8080)).toMatch(/^ERR/);
+      const link = await linkJails(b, a);
+      expect(await connectFrom(b, a.address!, 8080)).toBe("OK HTTP/1.0 200 OK");
+      expect(await connectFrom(a, b.address!, 8080)).toMatch(/^ERR/);
+      await link.unlink();
+      expect(await connectFrom(b, a.address!, 8080)).toMatch(/^ERR/);
+      // Spawned with a link: reaches its service; the link goes when the jail does.
+      const app = await server({ links: [a.address!] });
+      expect(await connectFrom(app, a.address!, 8080)).toBe("OK HTTP/1.0 200 OK");
+      expect(readdirSync(netDirs.links())).toEqual([`${app.address}_${a.address}`]);
+      await stop(app);
+      expect(readdirSync(netDirs.links())).toEqual([]);
+      await stop(a, b);
+      await noLeftovers();
+    },
+    30_000,
+  );
+
+  rootTest(
+    "a jail cannot pose as another: spoofed source addresses are dropped",
+    async () => {
+      const a = await server();
+      const b = await server();
+      const link = await linkJails(b, a);
+      // From a third jail's namespace, with b's address as an extra source: the filter knows
+      // which veth each address lives behind.
+      const c = spawnJail(spec(["/bin/sleep", "30"]));
+      await waitUntilWired(c);
+      const add = sh(`nsenter --net=/proc/${c.pid}/ns/net ip addr add ${b.address}/32 dev eth0`);
+      expect(add.code).toBe(0);
+      expect(await connectFrom(c, a.address!, 8080, b.address!)).toMatch(/^ERR/);
+      await link.unlink();
+      await stop(a, b, c);
+      await noLeftovers();
+    },
+    30_000,
+  );
+
+  rootTest(
+    "egress is off by default and, with --egress via an uplink, leaves through NAT",
+    async () => {
+      const outside = Bun.spawn(
+        [
+          "ip",
+          "netns",
+          "exec",
+          OUT_NS,
+          process.execPath,
+          "-e",
+          `Bun.listen({hostname:"${OUTSIDE_ADDR}",port:7070,socket:{open(s){s.end("FROM "+s.remoteAddress+"\\n")},data(){}}});console.log("up")`,
+        ],
+        { stdout: "pipe", stderr: "inherit" },
+      );
+      try {
+        const r = outside.stdout.getReader();
+        await r.read();
+        r.releaseLock();
+        expect(await tryConnect(OUTSIDE_ADDR, 7070)).toMatch(/^ERR/);
+        expect(await tryConnect(OUTSIDE_ADDR, 7070, { egress: true, iface: UPLINK })).toBe(
+          `OK FROM ${UPLINK_ADDR}`,
+        );
+        // egress also opens the host's own addresses.
+        expect(await tryConnect(DUMMY_ADDR, 9, { egress: true, iface: UPLINK })).toBe(
+          "ERR ConnectionRefusedError",
+        );
+        expect(() => spawnJail(spec(["true"], { egress: true, iface: "lo" }))).toThrow(
+          /not a configured uplink/,
+        );
+        expect(() => spawnJail(spec(["true"], { iface: UPLINK }))).toThrow(/--egress/);
+      } finally {
+        outside.kill();
+        await outside.exited;
+      }
+      await noLeftovers();
+    },
+    30_000,
+  );
+});
+
+describe("teardown", () => {
+  rootTest("nothing is left after the payload is SIGKILLed", async () => {
+    const j = await server({ egress: true, iface: UPLINK });
+    expect(existsSync(`/sys/class/net/${vethName(parseIp(j.address!)!)}`)).toBe(true);
+    process.kill(payloadPid(j), "SIGKILL");
+    const r = await j.exited;
+    expect(r.signal).toBe(9);
+    await j.closed;
+    await noLeftovers();
+  });
+
+  rootTest(
+    "after the owner is SIGKILLed, lj gc removes lease, veth and rules",
+    async () => {
+      const script = join(env.root, "owner.ts");
+      const ownerSpec = {
+        ...env.base,
+        net: "private",
+        egress: true,
+        links: [`${PREFIX}9`],
+        argv: ["/bin/sh", "-c", "echo up; exec sleep 60"],
+        stdio: ["ignore", "pipe", "inherit"],
+      };
+      await Bun.write(
+        script,
+        `import { spawnJail } from ${JSON.stringify(join(projectDir, "src/jail/spawn.ts"))};
+const j = spawnJail(${JSON.stringify(ownerSpec)});
+for await (const _ of j.stdout) break; // the payload runs: its network is in place
+console.log(j.address);
+await j.exited;`,
+      );
+      const owner = Bun.spawn([process.execPath, script], {
+        stdout: "pipe",
+        stderr: "inherit",
+        env: process.env,
+      });
+      const reader = owner.stdout.getReader();
+      const { value } = await reader.read();
+      const address = new TextDecoder().decode(value).trim();
+      expect(address.startsWith(PREFIX)).toBe(true);
+      expect(leftovers().length).toBeGreaterThan(0);
+      owner.kill("SIGKILL");
+      await owner.exited;
+      const gc = await lj(["gc"]);
+      expect(gc.stderr).toBe("");
+      expect(gc.code).toBe(0);
+      expect(gc.stdout).toContain(`net-lease ${address}`);
+      await noLeftovers();
+      const again = await lj(["gc"]);
+      expect(again.stdout).not.toContain("net-");
+    },
+    30_000,
+  );
+});
+
+describe("cli", () => {
+  rootTest(
+    "lj spawn -i auto: the jail has its address; -f without a configured uplink is refused",
+    async () => {
+      const r = await lj([
+        "spawn",
+        "--world",
+        "test",
+        "-i",
+        "auto",
+        "-p",
+        "ip -4 -o addr show dev eth0 | awk '{print $4}'; ip route | head -1",
+      ]);
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      expect(r.stdout).toBe(`${PREFIX}2\ndefault via ${GATEWAY} dev eth0 \n`);
+      const bad = await lj([
+        "spawn",
+        "--world",
+        "test",
+        "-i",
+        "auto",
+        "--egress",
+        "-f",
+        "eth9",
+        "-p",
+        "true",
+      ]);
+      expect(bad.code).toBe(64);
+      expect(bad.stdout).toBe("");
+      expect(bad.stderr).toContain("not a configured uplink");
+      await noLeftovers();
+    },
+    30_000,
+  );
+});
