@@ -1,0 +1,221 @@
+/**
+ * The HTTP router: requests for APP.<domain> go to the app's healthy web instances, round
+ * robin, with bodies streamed both ways and WebSocket upgrades bridged. While no instance is up
+ * it answers 503 with a page that says so. Every request gets one access-log line.
+ */
+import { appendFileSync, mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import type { Server, ServerWebSocket } from "bun";
+
+export interface Target {
+  address: string;
+  port: number;
+}
+
+export interface RouterOptions {
+  domain: string;
+  /** Web targets of an app; null when there is no such app. */
+  targets(app: string): Target[] | null;
+  /** Access log file (appended in batches). */
+  accessLog?: string;
+  /** Also tell the app's own log. */
+  appLog?(app: string, line: string): void;
+}
+
+const HOP = [
+  "connection",
+  "keep-alive",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "host",
+];
+
+export interface WsData {
+  kind: "router-ws";
+  url: string;
+  headers: Record<string, string>;
+  protocols: string[];
+  upstream?: WebSocket;
+  queue: (string | Uint8Array)[];
+}
+
+const page = (status: number, title: string, text: string) =>
+  new Response(
+    `<!doctype html><html><head><meta charset="utf-8"><title>${title}</title></head><body style="font-family:sans-serif;margin:4em"><h1>${title}</h1><p>${text}</p><p><small>lightjail router</small></p></body></html>\n`,
+    {
+      status,
+      headers: {
+        "content-type": "text/html; charset=utf-8",
+        ...(status === 503 ? { "retry-after": "2" } : {}),
+      },
+    },
+  );
+
+const escapeHtml = (s: string) => s.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
+
+export class Router {
+  private rr = new Map<string, number>();
+  private accessBuf: string[] = [];
+  private flushTimer: ReturnType<typeof setTimeout> | null = null;
+  private readonly suffix: string;
+
+  constructor(private readonly opts: RouterOptions) {
+    this.suffix = `.${opts.domain.toLowerCase()}`;
+    if (opts.accessLog) mkdirSync(dirname(opts.accessLog), { recursive: true });
+  }
+
+  /** The app a Host header names, or null when the request is not for the router. */
+  appFor(host: string | null): string | null {
+    if (!host) return null;
+    let h = host.toLowerCase();
+    if (h.startsWith("[")) return null;
+    const colon = h.lastIndexOf(":");
+    if (colon >= 0) h = h.slice(0, colon);
+    if (!h.endsWith(this.suffix)) return null;
+    const app = h.slice(0, -this.suffix.length);
+    return /^[a-z0-9][a-z0-9-]{0,62}$/.test(app) ? app : null;
+  }
+
+  private pick(app: string, skip?: Target): Target | null | undefined {
+    const all = this.opts.targets(app);
+    if (all === null) return undefined;
+    const ts = skip && all.length > 1 ? all.filter((t) => t !== skip) : all;
+    if (ts.length === 0) return null;
+    const n = (this.rr.get(app) ?? 0) + 1;
+    this.rr.set(app, n);
+    return ts[n % ts.length]!;
+  }
+
+  async fetch(req: Request, server: Server<WsData>, app: string): Promise<Response | undefined> {
+    const started = performance.now();
+    const url = new URL(req.url);
+    const first = this.pick(app);
+    if (first === undefined) {
+      this.access(app, req, url, 404, started, null);
+      return page(404, "No such app", `There is no app called <b>${escapeHtml(app)}</b> here.`);
+    }
+    if (first === null) {
+      this.access(app, req, url, 503, started, null);
+      return page(
+        503,
+        "Application unavailable",
+        `No instance of <b>${escapeHtml(app)}</b> is up right now. It may be starting or crashing; try again in a moment, or see <code>lj ps ${escapeHtml(app)}</code> and <code>lj logs ${escapeHtml(app)}</code>.`,
+      );
+    }
+    let target: Target = first;
+    const headers = new Headers(req.headers);
+    const forwardedFor = server.requestIP(req)?.address;
+    const wsUpgrade = req.headers.get("upgrade")?.toLowerCase() === "websocket";
+    for (const h of HOP) headers.delete(h);
+    headers.set("x-forwarded-host", req.headers.get("host") ?? "");
+    headers.set("x-forwarded-proto", url.protocol.replace(":", ""));
+    if (forwardedFor) {
+      const prior = req.headers.get("x-forwarded-for");
+      headers.set("x-forwarded-for", prior ? `${prior}, ${forwardedFor}` : forwardedFor);
+    }
+    if (wsUpgrade) {
+      const wsHeaders: Record<string, string> = {};
+      headers.forEach((v, k) => {
+        if (!k.startsWith("sec-websocket")) wsHeaders[k] = v;
+      });
+      const protocols = (req.headers.get("sec-websocket-protocol") ?? "")
+        .split(",")
+        .map((s) => s.trim())
+        .filter(Boolean);
+      const ok = server.upgrade(req, {
+        data: {
+          kind: "router-ws",
+          url: `ws://${target.address}:${target.port}${url.pathname}${url.search}`,
+          headers: wsHeaders,
+          protocols,
+          queue: [],
+        },
+      });
+      this.access(app, req, url, ok ? 101 : 400, started, target);
+      return ok ? undefined : new Response("WebSocket upgrade failed\n", { status: 400 });
+    }
+    headers.set("host", req.headers.get("host") ?? "");
+    // A body can be sent once: only requests without one are retried on another instance.
+    const retryable = req.body === null;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const res = await fetch(`http://${target.address}:${target.port}${url.pathname}${url.search}`, {
+          method: req.method,
+          headers,
+          body: req.body,
+          redirect: "manual",
+          decompress: false,
+          signal: req.signal,
+        } as RequestInit);
+        const out = new Headers(res.headers);
+        for (const h of HOP) out.delete(h);
+        this.access(app, req, url, res.status, started, target);
+        return new Response(res.body, { status: res.status, statusText: res.statusText, headers: out });
+      } catch (e) {
+        const next: Target | null | undefined = retryable && attempt === 0 ? this.pick(app, target) : null;
+        if (!next || next === target) {
+          this.access(app, req, url, 502, started, target);
+          return page(
+            502,
+            "Bad gateway",
+            `The instance of <b>${escapeHtml(app)}</b> did not answer (${escapeHtml((e as Error).message)}).`,
+          );
+        }
+        target = next;
+      }
+    }
+  }
+
+  private access(app: string, req: Request, url: URL, status: number, started: number, t: Target | null) {
+    const ms = (performance.now() - started).toFixed(1);
+    const to = t ? `${t.address}:${t.port}` : "-";
+    const line = `${req.method} ${url.pathname}${url.search} ${status} ${ms}ms -> ${to}`;
+    this.opts.appLog?.(app, line);
+    if (!this.opts.accessLog) return;
+    this.accessBuf.push(`${new Date().toISOString()} ${app} ${line}\n`);
+    this.flushTimer ??= setTimeout(() => this.flush(), 500);
+  }
+
+  flush(): void {
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = null;
+    if (!this.opts.accessLog || this.accessBuf.length === 0) return;
+    try {
+      appendFileSync(this.opts.accessLog, this.accessBuf.join(""), { mode: 0o600 });
+    } catch {}
+    this.accessBuf = [];
+  }
+
+  /** Bun.serve websocket handlers for bridged upgrades. */
+  readonly websocket = {
+    open(ws: ServerWebSocket<WsData>) {
+      const d = ws.data;
+      const up = new WebSocket(d.url, { headers: d.headers, protocols: d.protocols } as unknown as string[]);
+      up.binaryType = "arraybuffer";
+      d.upstream = up;
+      up.onopen = () => {
+        for (const m of d.queue) up.send(m);
+        d.queue = [];
+      };
+      up.onmessage = (ev) => {
+        ws.send(typeof ev.data === "string" ? ev.data : new Uint8Array(ev.data as ArrayBuffer));
+      };
+      up.onclose = (ev) => ws.close(ev.code === 1005 || ev.code === 1006 ? 1000 : ev.code, ev.reason);
+      up.onerror = () => ws.close(1011, "upstream error");
+    },
+    message(ws: ServerWebSocket<WsData>, msg: string | Buffer) {
+      const d = ws.data;
+      const m = typeof msg === "string" ? msg : new Uint8Array(msg);
+      if (d.upstream?.readyState === WebSocket.OPEN) d.upstream.send(m);
+      else d.queue.push(m);
+    },
+    close(ws: ServerWebSocket<WsData>, code: number, reason: string) {
+      const up = ws.data.upstream;
+      if (up && up.readyState <= WebSocket.OPEN) up.close(code === 1005 ? 1000 : code, reason);
+    },
+  };
+}

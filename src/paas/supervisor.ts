@@ -1,0 +1,278 @@
+/**
+ * The process manager. An Instance is one process of an app (web.1, worker.2) in its own jail;
+ * it restarts its jail with exponential backoff when it ends unexpectedly and calls a run of
+ * quick crashes a crash loop. A ProcessSet is every instance of one release of one app: a deploy
+ * starts a new set, health-checks it, makes it the app's active set, then stops the old one.
+ */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { LjError } from "../errors.ts";
+import { cgroupDirsFor, cgroupLayout } from "../jail/cgroup.ts";
+import { waitForPort } from "../jail/net.ts";
+import { type Jail, spawnJail } from "../jail/spawn.ts";
+import type { JailSpec } from "../jail/spec.ts";
+import { pumpLines } from "./logs.ts";
+
+export type InstanceState = "starting" | "up" | "crashed" | "crash-loop" | "stopped";
+
+export interface InstanceInfo {
+  name: string;
+  type: string;
+  release: number;
+  state: InstanceState;
+  restarts: number;
+  address: string | null;
+  port: number | null;
+  memoryBytes: number | null;
+  startedAt: string | null;
+  lastExit: string | null;
+}
+
+export interface SupervisorHooks {
+  log(source: string, line: string): void;
+  /** The instance's state changed (the router re-reads its targets). */
+  changed(): void;
+}
+
+export const WEB_PORT = 5000;
+const BACKOFF_START_MS = 250;
+const BACKOFF_MAX_MS = 30_000;
+/** A process that ran this long before ending is not crash-looping: backoff starts over. */
+const STABLE_MS = 30_000;
+const LOOP_CRASHES = 5;
+const LOOP_WINDOW_MS = 60_000;
+const STOP_GRACE_MS = 5_000;
+
+export class Instance {
+  jail: Jail | null = null;
+  state: InstanceState = "starting";
+  restarts = 0;
+  startedAt: number | null = null;
+  lastExit: string | null = null;
+  private wanted = true;
+  private crashes: number[] = [];
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private backoff = BACKOFF_START_MS;
+  private healthy: Promise<void> | null = null;
+
+  constructor(
+    readonly type: string,
+    readonly index: number,
+    readonly release: number,
+    private readonly spec: () => JailSpec,
+    private readonly hooks: SupervisorHooks,
+    private readonly healthTimeoutMs: number,
+    /** The port a health check waits for; null: up once started. */
+    readonly port: number | null = type === "web" ? WEB_PORT : null,
+  ) {}
+
+  get name(): string {
+    return `${this.type}.${this.index}`;
+  }
+
+  start(): void {
+    if (!this.wanted) return;
+    let jail: Jail;
+    try {
+      jail = spawnJail(this.spec());
+    } catch (e) {
+      this.lastExit = `could not start: ${(e as Error).message}`;
+      this.hooks.log("lj", `${this.name}: ${this.lastExit}`);
+      this.crashed();
+      return;
+    }
+    this.jail = jail;
+    this.startedAt = Date.now();
+    this.setState("starting");
+    void pumpLines(jail.stdout, (l) => this.hooks.log(this.name, l));
+    void pumpLines(jail.stderr, (l) => this.hooks.log(this.name, l));
+    this.healthy = this.checkHealth(jail);
+    this.healthy.catch(() => {});
+    void jail.exited.then((r) => {
+      if (this.jail !== jail) return;
+      this.jail = null;
+      const how =
+        r.reason === "setup"
+          ? `could not start: ${r.error}`
+          : r.reason === "oom"
+            ? "killed: out of memory"
+            : r.signal !== null
+              ? `killed by signal ${r.signal}`
+              : `exited with status ${r.exitCode}`;
+      this.lastExit = how;
+      if (!this.wanted) return;
+      this.hooks.log("lj", `${this.name} (v${this.release}) ${how}`);
+      this.crashed();
+    });
+  }
+
+  /** Web processes (and services) are up once their port accepts connections; others once started. */
+  private async checkHealth(jail: Jail): Promise<void> {
+    if (this.port !== null) await waitForPort(jail, this.port, { timeoutMs: this.healthTimeoutMs });
+    if (this.jail === jail && this.wanted) this.setState("up");
+  }
+
+  /** Resolves when this instance's current jail passed its health check. */
+  waitHealthy(): Promise<void> {
+    if (!this.healthy)
+      return Promise.reject(
+        new LjError("unavailable", "not-started", `${this.name} never started`, {
+          hint: this.lastExit ?? undefined,
+        }),
+      );
+    return this.healthy.catch((e: Error) => {
+      throw new LjError(
+        "unavailable",
+        "health-check-failed",
+        `${this.name} failed its health check: ${e.message}`,
+        {
+          hint: this.lastExit
+            ? `last exit: ${this.lastExit}; see \`lj logs\``
+            : "see `lj logs` for its output",
+        },
+      );
+    });
+  }
+
+  private crashed(): void {
+    const t = Date.now();
+    if (this.startedAt !== null && t - this.startedAt > STABLE_MS) this.backoff = BACKOFF_START_MS;
+    this.crashes = this.crashes.filter((c) => t - c < LOOP_WINDOW_MS);
+    this.crashes.push(t);
+    const looping = this.crashes.length >= LOOP_CRASHES;
+    if (looping && this.state !== "crash-loop") {
+      this.hooks.log("lj", `${this.name} is crash-looping: ${this.crashes.length} crashes in a minute`);
+    }
+    this.setState(looping ? "crash-loop" : "crashed");
+    const delay = this.backoff;
+    this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX_MS);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      if (!this.wanted) return;
+      this.restarts++;
+      this.start();
+    }, delay);
+  }
+
+  private setState(s: InstanceState): void {
+    if (this.state === s) return;
+    this.state = s;
+    this.hooks.changed();
+  }
+
+  /** SIGTERM, then SIGKILL after a grace period; resolves once the jail is gone for good. */
+  async stop(graceMs = STOP_GRACE_MS): Promise<void> {
+    this.wanted = false;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const jail = this.jail;
+    this.setState("stopped");
+    if (!jail) return;
+    jail.kill("SIGTERM");
+    const killer = setTimeout(() => jail.kill("SIGKILL"), graceMs);
+    await jail.exited;
+    clearTimeout(killer);
+    jail.kill("SIGKILL"); // anything the payload left behind in the jail
+    await jail.closed;
+  }
+
+  memoryBytes(): number | null {
+    const jail = this.jail;
+    if (!jail) return null;
+    try {
+      const layout = cgroupLayout();
+      if (!layout) return null;
+      const dirs = cgroupDirsFor(jail.id, { memoryBytes: 1 });
+      const d = dirs[0];
+      if (!d) return null;
+      const file = layout.version === 2 ? "memory.current" : "memory.usage_in_bytes";
+      return Number(readFileSync(join(d.dir, file), "utf8").trim());
+    } catch {
+      return null;
+    }
+  }
+
+  info(): InstanceInfo {
+    return {
+      name: this.name,
+      type: this.type,
+      release: this.release,
+      state: this.state,
+      restarts: this.restarts,
+      address: this.jail?.address ?? null,
+      port: this.port,
+      memoryBytes: this.memoryBytes(),
+      startedAt: this.startedAt && this.jail ? new Date(this.startedAt).toISOString() : null,
+      lastExit: this.lastExit,
+    };
+  }
+}
+
+export type SpecFactory = (type: string, index: number) => JailSpec;
+
+/** All instances of one release of one app. */
+export class ProcessSet {
+  readonly instances: Instance[] = [];
+
+  constructor(
+    readonly app: string,
+    readonly release: number,
+    private readonly specFor: SpecFactory,
+    private readonly hooks: SupervisorHooks,
+    private readonly healthTimeoutMs: number,
+  ) {}
+
+  /** Starts instances up to `counts` (and stops the surplus); returns the new instances. */
+  async scale(counts: Record<string, number>): Promise<Instance[]> {
+    const started: Instance[] = [];
+    const stopping: Promise<void>[] = [];
+    for (const [type, count] of Object.entries(counts)) {
+      const mine = this.instances.filter((i) => i.type === type).sort((a, b) => a.index - b.index);
+      for (let index = mine.length + 1; index <= count; index++) {
+        const inst = new Instance(
+          type,
+          index,
+          this.release,
+          () => this.specFor(type, index),
+          this.hooks,
+          this.healthTimeoutMs,
+        );
+        this.instances.push(inst);
+        inst.start();
+        started.push(inst);
+      }
+      for (const extra of mine.slice(count)) {
+        this.instances.splice(this.instances.indexOf(extra), 1);
+        stopping.push(extra.stop());
+      }
+    }
+    for (const inst of [...this.instances]) {
+      if (counts[inst.type] === undefined) {
+        this.instances.splice(this.instances.indexOf(inst), 1);
+        stopping.push(inst.stop());
+      }
+    }
+    await Promise.all(stopping);
+    this.hooks.changed();
+    return started;
+  }
+
+  /** Resolves when every instance passed its health check; throws the first failure. */
+  async healthy(instances: Instance[] = this.instances): Promise<void> {
+    await Promise.all(instances.map((i) => i.waitHealthy()));
+  }
+
+  webTargets(): Instance[] {
+    return this.instances.filter((i) => i.type === "web" && i.state === "up" && i.jail?.address);
+  }
+
+  async stop(): Promise<void> {
+    const all = this.instances.splice(0);
+    await Promise.all(all.map((i) => i.stop()));
+    this.hooks.changed();
+  }
+
+  info(): InstanceInfo[] {
+    return this.instances.map((i) => i.info());
+  }
+}

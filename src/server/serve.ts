@@ -1,0 +1,89 @@
+/**
+ * `lj serve`: one Bun.serve for the API, git and the router. A request whose Host is
+ * APP.<domain> goes to the router; everything else to the API. On start the PaaS brings back
+ * every app's desired state.
+ */
+
+import { join } from "node:path";
+import type { Server } from "bun";
+import { type BuildFn, Paas, type PaasOptions } from "../paas/paas.ts";
+import { Router, type WsData } from "../paas/router.ts";
+import { ServiceManager } from "../paas/services.ts";
+import { paths } from "../store/paths.ts";
+import { createApi } from "./api.ts";
+import { loadOrCreateToken } from "./auth.ts";
+
+export interface ServeOptions extends PaasOptions {
+  hostname?: string;
+  port?: number;
+  /** Apps answer at APP.<domain>; default "localhost". */
+  domain?: string;
+  maxUploadBytes?: number;
+  build?: BuildFn;
+}
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  token: string;
+  tokenCreated: boolean;
+  domain: string;
+  paas: Paas;
+  server: Server<WsData>;
+  stop(): Promise<void>;
+}
+
+export async function startServer(o: ServeOptions = {}): Promise<RunningServer> {
+  const { token, created } = loadOrCreateToken();
+  const domain = o.domain ?? "localhost";
+  const paas = new Paas(o);
+  const services = new ServiceManager(paas);
+  paas.services = services;
+  const router = new Router({
+    domain,
+    targets: (app) => paas.targets(app),
+    accessLog: join(paths.paasLogs(), "access.log"),
+    appLog: (app, line) => paas.logs.write(app, "router", line),
+  });
+  let selfUrl = "";
+  const api = createApi({
+    paas,
+    services,
+    token,
+    domain,
+    selfUrl: () => selfUrl,
+    maxUploadBytes: o.maxUploadBytes,
+  });
+  const server = Bun.serve<WsData>({
+    hostname: o.hostname ?? "127.0.0.1",
+    port: o.port ?? 0,
+    maxRequestBodySize: (o.maxUploadBytes ?? 256 * 1024 * 1024) + 1024 * 1024,
+    idleTimeout: 120,
+    fetch(req, srv) {
+      const app = router.appFor(req.headers.get("host"));
+      if (app) return router.fetch(req, srv, app);
+      return api.fetch(req, { server: srv });
+    },
+    websocket: router.websocket,
+  });
+  const host = server.hostname === "0.0.0.0" || server.hostname === "::" ? "127.0.0.1" : server.hostname;
+  selfUrl = `http://${host}:${server.port}`;
+  await paas.prepare();
+  await services.recover();
+  await paas.recover();
+  return {
+    url: selfUrl,
+    port: server.port!,
+    token,
+    tokenCreated: created,
+    domain,
+    paas,
+    server,
+    async stop() {
+      server.stop(true);
+      router.flush();
+      await paas.close();
+      await services.close();
+    },
+  };
+}
