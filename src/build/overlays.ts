@@ -1,0 +1,402 @@
+/**
+ * Overlay builds: the install script of a plugin runs in a jail over the world and the
+ * plugin's parent overlays (read-only, in order), writing into a fresh upper layer. The build
+ * happens in a temporary sibling and is renamed into place only on success, with metadata
+ * recording the exact parents and input hashes, so identical inputs are a cache hit.
+ */
+import { createHash } from "node:crypto";
+import { lstatSync, readdirSync, readFileSync } from "node:fs";
+import * as fsp from "node:fs/promises";
+import { dirname, join, relative } from "node:path";
+import { LjError } from "../errors.ts";
+import { BUILD_CAPS } from "../jail/spec.ts";
+import { type Discovery, discover, findPlugin, loadHooks, type PluginInfo } from "../plugins/registry.ts";
+import {
+  type OverlayMeta,
+  overlayBase,
+  readOverlayMeta,
+  staleTemps,
+  versionDir,
+  worldDir,
+} from "../store/overlays.ts";
+import { paths } from "../store/paths.ts";
+import { defaultWorld, readWorldMeta, worldMounts, worldPath } from "../store/worlds.ts";
+import { removeTree } from "./archive.ts";
+import { BASE_PATH, runStreamed, scriptArgv } from "./run.ts";
+import type { BuildLog, OverlayRef } from "./types.ts";
+
+export interface BuiltOverlay extends OverlayRef {
+  id: string;
+  /** True when an identical build already existed (nothing ran). */
+  cached: boolean;
+  /** The version directory: meta.json, build.log and root/ (the layer, = path). */
+  dir: string;
+  meta: OverlayMeta;
+  /** The parents it was built on, bottom to top (each already built). */
+  parents: BuiltOverlay[];
+}
+
+export interface EnsureOverlayOptions {
+  world?: string;
+  /** Rebuild this overlay even when an identical or same-version build exists. */
+  force?: boolean;
+  log?: BuildLog;
+  discovery?: Discovery;
+  /** Where the recipe came from (defaults from the plugin's origin). */
+  source?: OverlayMeta["source"];
+}
+
+/** The plugin's parents, recursively, bottom to top (each once); throws on a cycle. */
+export function resolveChain(plugin: PluginInfo, d: Discovery): PluginInfo[] {
+  const out: PluginInfo[] = [];
+  const seen = new Set<string>();
+  const visit = (p: PluginInfo, stack: string[]) => {
+    const label = `${p.manifest.type}/${p.manifest.name}`;
+    if (stack.includes(label)) {
+      throw new LjError("config", "from-cycle", `cycle in "from": ${[...stack, label].join(" -> ")}`, {
+        hint: `${p.manifest.file}: key "from" must not lead back to the plugin itself`,
+      });
+    }
+    for (const ref of p.manifest.from) {
+      let parent: PluginInfo;
+      try {
+        parent = findPlugin(d, ref);
+      } catch (e) {
+        if (e instanceof LjError) {
+          throw new LjError(e.kind, e.code, `${p.manifest.file}: key "from": ${e.message}`, {
+            hint: e.hint,
+            cause: e,
+          });
+        }
+        throw e;
+      }
+      visit(parent, [...stack, label]);
+      const key = `${parent.manifest.type}/${parent.manifest.name}`;
+      if (!seen.has(key)) {
+        seen.add(key);
+        out.push(parent);
+      }
+    }
+  };
+  visit(plugin, []);
+  return out;
+}
+
+const SKIP = new Set([".git", "node_modules", "test", "tests", ".lj-source.json"]);
+
+/** Hashes every recipe file of a plugin directory (not its tests or docs). */
+function hashTree(dir: string): string {
+  const h = createHash("sha256");
+  const walk = (d: string) => {
+    for (const n of readdirSync(d).sort()) {
+      if (SKIP.has(n) || n.endsWith(".md")) continue;
+      const p = join(d, n);
+      const st = lstatSync(p);
+      const rel = relative(dir, p);
+      if (st.isDirectory()) walk(p);
+      else if (st.isFile())
+        h.update(`F ${rel} ${st.mode & 0o111 ? "x" : "-"}\n`)
+          .update(readFileSync(p))
+          .update("\n");
+      else if (st.isSymbolicLink()) h.update(`L ${rel}\n`);
+    }
+  };
+  walk(dir);
+  return h.digest("hex");
+}
+
+const sha = (s: string) => createHash("sha256").update(s).digest("hex");
+
+function defaultSource(p: PluginInfo): OverlayMeta["source"] {
+  if (p.origin === "builtin") return { kind: "builtin", path: p.dir };
+  if (p.source)
+    return {
+      kind: "git",
+      url: p.source.url,
+      ...(p.source.subdir ? { subdir: p.source.subdir } : {}),
+      ...(p.source.commit ? { commit: p.source.commit } : {}),
+    };
+  return { kind: "user", path: p.dir };
+}
+
+/** Ensures a plugin's overlay (and its parents') exist for a world, building what is missing. */
+export async function ensureOverlay(
+  plugin: PluginInfo,
+  opts: EnsureOverlayOptions = {},
+): Promise<BuiltOverlay> {
+  const d = opts.discovery ?? discover();
+  const world = opts.world ?? plugin.manifest.world ?? (await defaultWorld());
+  worldPath(world);
+  const chain = resolveChain(plugin, d);
+  const built: BuiltOverlay[] = [];
+  for (const parent of chain) {
+    // Each parent is built over the world and its own parents (which precede it in the chain).
+    const own = resolveChain(parent, d).map(
+      (p) => built.find((b) => b.type === p.manifest.type && b.name === p.manifest.name)!,
+    );
+    built.push(await buildOne(parent, own, { ...opts, force: false, source: undefined }, world));
+  }
+  return buildOne(plugin, built, opts, world);
+}
+
+async function buildOne(
+  plugin: PluginInfo,
+  parents: BuiltOverlay[],
+  opts: EnsureOverlayOptions,
+  world: string,
+): Promise<BuiltOverlay> {
+  const m = plugin.manifest;
+  const label = `${m.type}/${m.name}@${m.version}`;
+  const log = opts.log ?? (() => {});
+  const wmeta = await readWorldMeta(world);
+  const hooks = await loadHooks(m);
+  const hookEnv = (await hooks.installEnv?.({ world, version: m.version })) ?? {};
+  const inputs: Record<string, string> = {
+    recipe: hashTree(m.dir),
+    world: sha(`${world}\n${wmeta?.createdAt ?? ""}\n${wmeta?.source ?? ""}`),
+    parents: sha(parents.map((p) => `${p.type}/${p.name}@${p.version}#${p.id}`).join("\n")),
+    settings: sha(
+      JSON.stringify({
+        store: plugin.storeKey,
+        install: m.install,
+        copy: m.copy,
+        hookEnv,
+        inline: m.inlineScript ?? null,
+      }),
+    ),
+  };
+  const inputsHash = sha(JSON.stringify(inputs));
+  const final = versionDir(m.type, plugin.storeKey, world, m.version);
+  const existing = readOverlayMeta(final);
+  if (existing && !opts.force) {
+    if (existing.inputsHash === inputsHash) {
+      log(`${label}: up to date (cache hit, built ${existing.builtAt}, inputs ${inputsHash.slice(0, 12)})`);
+      return result(plugin, existing, final, parents, true);
+    }
+    const changed = Object.keys(inputs).filter((k) => existing.inputs[k] !== inputs[k]);
+    throw new LjError(
+      "conflict",
+      "version-exists",
+      `${label} over world ${world} is already built from other inputs (changed: ${changed.join(", ")}); versions are immutable`,
+      {
+        hint: `bump "version" in ${m.file}, or pass --force to rebuild it`,
+      },
+    );
+  }
+
+  const wdir = worldDir(m.type, plugin.storeKey, world);
+  await fsp.mkdir(wdir, { recursive: true });
+  await staleTemps(wdir);
+  const tmp = await fsp.mkdtemp(join(wdir, `.tmp-${m.version}-`));
+  await fsp.chmod(tmp, 0o755);
+  await fsp.writeFile(join(tmp, "owner.pid"), String(process.pid));
+  const upper = join(tmp, "root");
+  await fsp.mkdir(upper, { mode: 0o755 });
+  const logFile = join(tmp, "build.log");
+  const started = performance.now();
+  try {
+    log(
+      `${label}: building over world ${world}${parents.length ? ` + ${parents.map((p) => `${p.type}/${p.name}@${p.version}`).join(" + ")}` : ""}`,
+    );
+    for (const c of m.copy) {
+      const dst = join(upper, c.dst);
+      await fsp.mkdir(dirname(dst), { recursive: true });
+      await fsp.cp(join(m.dir, c.src), dst, { recursive: true });
+    }
+    const argv = await installArgv(m, tmp);
+    if (argv) {
+      const wm = await worldMounts(world);
+      const env: Record<string, string> = {
+        PATH: BASE_PATH,
+        HOME: "/root",
+        LANG: "C.UTF-8",
+        DEBIAN_FRONTEND: "noninteractive",
+        LJ_OVERLAY_TYPE: m.type,
+        LJ_OVERLAY_NAME: m.name,
+        LJ_OVERLAY_VERSION: m.version,
+        LJ_WORLD: world,
+        LJ_PLUGIN_DIR: "/tmp/lj/plugin",
+        ...m.install.env,
+        ...hookEnv,
+      };
+      const { result: r, tail } = await runStreamed(
+        {
+          argv,
+          env,
+          cwd: "/",
+          layers: [worldPath(world), ...parents.map((p) => p.path)],
+          upper,
+          mounts: [
+            ...wm,
+            { src: m.dir, dst: "/tmp/lj/plugin", readonly: true },
+            ...(m.inlineScript !== undefined
+              ? [{ src: join(tmp, "install"), dst: "/tmp/lj/install", readonly: true }]
+              : []),
+          ],
+          net: m.install.net,
+          caps: [...BUILD_CAPS],
+          uid: 0,
+          gid: 0,
+          hostname: "ljbuild",
+          limits: {
+            memoryBytes: m.install.memoryMb * 1024 * 1024,
+            cpus: m.install.cpus,
+            pids: m.install.pids,
+          },
+          timeoutMs: m.install.timeoutS * 1000,
+        },
+        { log, logFile, label: m.name },
+      );
+      if (r.status !== 0) {
+        const why =
+          r.reason === "timeout"
+            ? `timed out after ${m.install.timeoutS}s`
+            : r.reason === "oom"
+              ? `ran out of memory (limit ${m.install.memoryMb} MB)`
+              : r.reason === "setup"
+                ? `could not start: ${r.error}`
+                : r.signal
+                  ? `was killed by signal ${r.signal}`
+                  : `exited with status ${r.exitCode}`;
+        const kept = await keepFailedLog(logFile, m.type, m.name, m.version);
+        throw new LjError(
+          "internal",
+          "install-failed",
+          `${label}: the install script ${why}; nothing was published\n${tail
+            .slice(-15)
+            .map((l) => `  | ${l}`)
+            .join("\n")}`,
+          {
+            hint: `full log: ${kept}; fix the script and run the build again`,
+          },
+        );
+      }
+    } else {
+      await fsp.writeFile(logFile, `${label}: no install script; the overlay holds only copied files\n`);
+    }
+    await scrubUpper(upper);
+    const meta: OverlayMeta = {
+      version: 1,
+      id: inputsHash.slice(0, 16),
+      name: m.name,
+      type: m.type,
+      overlayVersion: m.version,
+      world,
+      storeKey: plugin.storeKey,
+      source: opts.source ?? defaultSource(plugin),
+      parents: parents.map((p) => ({
+        type: p.type,
+        name: p.name,
+        version: p.version,
+        id: p.id,
+        path: p.path,
+      })),
+      inputsHash,
+      inputs,
+      sizeBytes: await treeSize(upper),
+      builtAt: new Date().toISOString(),
+      durationMs: Math.round(performance.now() - started),
+      env: m.env,
+    };
+    await fsp.writeFile(join(tmp, "meta.json"), `${JSON.stringify(meta, null, 2)}\n`);
+    await fsp.rm(join(tmp, "install"), { force: true });
+    await fsp.rm(join(tmp, "owner.pid"), { force: true });
+    await publish(tmp, final, opts.force === true);
+    log(
+      `${label}: published ${final} (${(meta.sizeBytes / 1048576).toFixed(1)} MiB in ${(meta.durationMs / 1000).toFixed(1)}s)`,
+    );
+    return result(plugin, meta, final, parents, false);
+  } catch (e) {
+    await removeTree(tmp).catch(() => {});
+    throw e;
+  }
+}
+
+function result(
+  plugin: PluginInfo,
+  meta: OverlayMeta,
+  dir: string,
+  parents: BuiltOverlay[],
+  cached: boolean,
+): BuiltOverlay {
+  return {
+    type: plugin.manifest.type,
+    name: plugin.manifest.name,
+    version: plugin.manifest.version,
+    path: join(dir, "root"),
+    id: meta.id,
+    cached,
+    dir,
+    meta,
+    parents,
+  };
+}
+
+/** The install command, or null for a plugin without one (the script is mounted, never copied in). */
+async function installArgv(m: PluginInfo["manifest"], tmp: string): Promise<string[] | null> {
+  if (m.inlineScript !== undefined) {
+    await fsp.writeFile(join(tmp, "install"), m.inlineScript, { mode: 0o755 });
+    return scriptArgv(m.inlineScript, "/tmp/lj/install");
+  }
+  if (!m.install.script) return null;
+  const text = readFileSync(join(m.dir, m.install.script), "utf8");
+  return scriptArgv(text, `/tmp/lj/plugin/${m.install.script}`);
+}
+
+/** Mount points and scratch the jail itself created never belong to the overlay. */
+async function scrubUpper(upper: string): Promise<void> {
+  for (const d of ["tmp", "proc", "dev", "sys", "run"]) {
+    const p = join(upper, d);
+    try {
+      const st = await fsp.lstat(p);
+      if (st.isDirectory()) await removeTree(p);
+    } catch {}
+  }
+}
+
+async function publish(tmp: string, final: string, replace: boolean): Promise<void> {
+  let old: string | undefined;
+  if (replace && readOverlayMeta(final)) {
+    old = join(dirname(final), `.rm-${Date.now()}-${process.pid}`);
+    await fsp.rename(final, old);
+  }
+  try {
+    await fsp.rename(tmp, final);
+  } catch (e) {
+    if (old) await fsp.rename(old, final).catch(() => {});
+    throw new LjError("conflict", "overlay-exists", `cannot publish ${final}: ${(e as Error).message}`, {
+      hint: "another build published it first; run the build again",
+    });
+  }
+  if (old) await removeTree(old);
+}
+
+async function keepFailedLog(logFile: string, type: string, name: string, version: string): Promise<string> {
+  const dir = join(paths.buildTmp(), "failed");
+  await fsp.mkdir(dir, { recursive: true });
+  const dst = join(dir, `${type}-${name}-${version}-${Date.now()}.log`);
+  await fsp.copyFile(logFile, dst).catch(() => {});
+  return dst;
+}
+
+export async function treeSize(p: string): Promise<number> {
+  let total = 0;
+  const walk = async (d: string) => {
+    let names: string[];
+    try {
+      names = await fsp.readdir(d);
+    } catch {
+      return;
+    }
+    for (const n of names) {
+      const q = join(d, n);
+      const st = await fsp.lstat(q);
+      if (st.isDirectory()) await walk(q);
+      else total += st.size;
+    }
+  };
+  await walk(p);
+  return total;
+}
+
+export { overlayBase };
