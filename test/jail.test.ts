@@ -443,3 +443,40 @@ describe("bad input", () => {
     expect(noDir.stderr).toContain("/no/such/dir");
   });
 });
+
+describe("user namespaces", () => {
+  rootTest("with --userns, root in the jail is an unprivileged uid on the host", async () => {
+    const { chmodSync, mkdtempSync, statSync, writeFileSync, rmSync } = await import("node:fs");
+    chmodSync(env.root, 0o755); // the mapped uid must be able to reach the layers
+    const r = await sh(
+      "cat /proc/self/uid_map; id -u; cat /proc/self/status | grep CapEff; echo x > /tmp/f && echo wrote",
+      {
+        userns: true,
+      },
+    );
+    expect(r).toMatchObject({ status: 0, stderr: "" });
+    const [map, uid, caps, wrote] = lines(r.stdout);
+    expect(map!.trim().split(/\s+/)).toEqual(["0", "100000", "65536"]);
+    expect(uid).toBe("0");
+    expect(caps).toBe("CapEff:\t0000000000000000");
+    expect(wrote).toBe("wrote");
+    // Files the host keeps from root stay out of reach, even through a bind mount.
+    const secretDir = mkdtempSync(join(env.root, "secret-"));
+    chmodSync(secretDir, 0o755);
+    const secret = join(secretDir, "key");
+    writeFileSync(secret, "s3cret", { mode: 0o600 });
+    const denied = await sh("cat /secret 2>&1; echo done", {
+      userns: true,
+      mounts: [{ src: secret, dst: "/secret", readonly: true }],
+    });
+    expect(denied.stdout).toContain("Permission denied");
+    expect(denied.stdout).not.toContain("s3cret");
+    // What the jail writes to an upper directory belongs to the mapped uid on the host.
+    const upper = join(env.root, "upper-userns");
+    const w = await sh("echo hi > /made-here", { userns: true, upper });
+    expect(w.status).toBe(0);
+    expect(statSync(join(upper, "made-here")).uid).toBe(100000);
+    rmSync(upper, { recursive: true, force: true });
+    rmSync(secretDir, { recursive: true, force: true });
+  });
+});

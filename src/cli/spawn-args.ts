@@ -32,6 +32,7 @@ export interface SpawnArgs {
   caps: string[];
   cwd?: string;
   readOnly: boolean;
+  userns: boolean;
   json: boolean;
 }
 
@@ -56,6 +57,7 @@ Process:
   --env K=V           set a variable (repeatable); the jail gets exactly these
   --cwd DIR           working directory inside the jail (default /)
   --cap NAME          keep a capability, e.g. CHOWN (repeatable; default none)
+  --userns            Linux: a user namespace, root inside is uid 100000 outside
   --mount SRC:DST[:ro]  bind a host path into the jail (repeatable)
 
 Limits and network:
@@ -94,11 +96,16 @@ function positiveNumber(flag: string, v: string | undefined): number {
 function parseMount(v: string): BindMount {
   const parts = v.split(":");
   const readonly = parts.length === 3 && parts[2] === "ro";
-  if (parts.length < 2 || parts.length > 3 || (parts.length === 3 && parts[2] !== "ro" && parts[2] !== "rw")) {
+  if (
+    parts.length < 2 ||
+    parts.length > 3 ||
+    (parts.length === 3 && parts[2] !== "ro" && parts[2] !== "rw")
+  ) {
     throw usageError(`--mount takes SRC:DST[:ro], got "${v}"`);
   }
   const [src, dst] = parts as [string, string];
-  if (!src || !dst.startsWith("/")) throw usageError(`--mount target must be an absolute path inside the jail, got "${v}"`);
+  if (!src || !dst.startsWith("/"))
+    throw usageError(`--mount target must be an absolute path inside the jail, got "${v}"`);
   return { src: resolve(src), dst, readonly };
 }
 
@@ -111,6 +118,7 @@ export function parseSpawnArgs(raw: string[]): SpawnArgs {
     mounts: [],
     caps: [],
     readOnly: false,
+    userns: false,
     json: false,
     egress: false,
   };
@@ -162,6 +170,9 @@ export function parseSpawnArgs(raw: string[]): SpawnArgs {
         break;
       case "--upper":
         a.upper = resolve(val(arg));
+        break;
+      case "--userns":
+        a.userns = true;
         break;
       case "--read-only":
         a.readOnly = true;
@@ -218,15 +229,18 @@ export function parseSpawnArgs(raw: string[]): SpawnArgs {
       case "--debug":
         break;
       default:
-        if (arg.startsWith("-")) throw usageError(`unknown option ${arg}`, "lj spawn --help lists the options");
+        if (arg.startsWith("-"))
+          throw usageError(`unknown option ${arg}`, "lj spawn --help lists the options");
         throw usageError(`unexpected argument "${arg}"`, "put the command after --, or use -p 'SCRIPT'");
     }
   }
-  if (a.script !== undefined && a.argv.length > 0) throw usageError("give either -p 'SCRIPT' or -- CMD, not both");
+  if (a.script !== undefined && a.argv.length > 0)
+    throw usageError("give either -p 'SCRIPT' or -- CMD, not both");
   if (a.script === undefined && a.argv.length === 0) {
     throw usageError("nothing to run", "lj spawn -d DIR -p 'SCRIPT', or lj spawn --world NAME -- CMD ARGS");
   }
-  if (a.root && (a.world || a.overlays.length)) throw usageError("-d cannot be combined with --world or --overlay");
+  if (a.root && (a.world || a.overlays.length))
+    throw usageError("-d cannot be combined with --world or --overlay");
   if (a.readOnly && !a.root) throw usageError("--read-only applies to -d DIR");
   if (a.nobody && a.user) throw usageError("give either -0 or --user, not both");
   if (a.iface && !a.address) throw usageError("-f IFACE needs -i ADDR");
@@ -257,6 +271,7 @@ export function specFromArgs(a: SpawnArgs): Omit<JailSpec, "layers" | "root"> {
     caps: a.caps,
     upper: a.upper,
     rootReadonly: a.readOnly,
+    userns: a.userns || undefined,
     timeoutMs: a.timeoutS ? a.timeoutS * 1000 : undefined,
   };
 }

@@ -3,7 +3,7 @@
  * at once; the jail's setup runs in its own process, and its end arrives through the status
  * pipe, read asynchronously, so one Bun process can keep hundreds of jails running.
  */
-import { closeSync, mkdirSync, writeSync } from "node:fs";
+import { chownSync, closeSync, mkdirSync, writeSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { FileSink } from "bun";
@@ -67,12 +67,13 @@ export interface SpawnOptions {
 
 export const SETUP_FAILED_STATUS = 125;
 
-let stageReady = false;
+let stageReady: string | undefined;
 function stageDir(): string {
   const dir = paths.stage();
-  if (!stageReady) {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    stageReady = true;
+  if (stageReady !== dir) {
+    // Searchable (not listable) by others: a user-namespaced jail's root mounts on it.
+    mkdirSync(dir, { recursive: true, mode: 0o711 });
+    stageReady = dir;
   }
   return dir;
 }
@@ -85,7 +86,17 @@ function stdioFd(mode: StdioMode, i: number): number {
   throw new LjError("usage", "invalid-spec", `invalid stdio setting ${String(mode)}`);
 }
 
-const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGUSR1: 10, SIGUSR2: 12, SIGTERM: 15, SIGCONT: 18, SIGWINCH: 28 };
+const SIGNALS: Record<string, number> = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGQUIT: 3,
+  SIGKILL: 9,
+  SIGUSR1: 10,
+  SIGUSR2: 12,
+  SIGTERM: 15,
+  SIGCONT: 18,
+  SIGWINCH: 28,
+};
 
 export function signalNumber(sig: NodeJS.Signals | number): number {
   if (typeof sig === "number") return sig;
@@ -95,7 +106,10 @@ export function signalNumber(sig: NodeJS.Signals | number): number {
 }
 
 interface StatusReport {
+  /** The jail could not be set up (an "E" line before the end). */
   error?: { errno: number; text: string };
+  /** Cleanup after the end left something behind (FreeBSD: an "E" line after X/S). */
+  teardownError?: string;
   exitCode?: number;
   signal?: number;
 }
@@ -105,9 +119,12 @@ export function parseStatus(text: string): StatusReport {
   for (const line of text.split("\n")) {
     if (line.length < 2) continue;
     const rest = line.slice(2);
-    if (line[0] === "E" && !r.error) {
+    const ended = r.exitCode !== undefined || r.signal !== undefined;
+    if (line[0] === "E") {
       const sp = rest.indexOf(" ");
-      r.error = { errno: Number(rest.slice(0, sp)), text: rest.slice(sp + 1) };
+      const e = { errno: Number(rest.slice(0, sp)), text: rest.slice(sp + 1) };
+      if (ended) r.teardownError ??= e.text;
+      else r.error ??= e;
     } else if (line[0] === "X") r.exitCode = Number(rest);
     else if (line[0] === "S") r.signal = Number(rest);
   }
@@ -141,6 +158,12 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
     work = join(dirname(spec.upper), `.${basename(spec.upper)}.work`);
     mkdirSync(spec.upper, { recursive: true });
     mkdirSync(work, { recursive: true });
+    if (spec.userns) {
+      // The namespace's root writes these: hand them to the uid it is on the host.
+      const m = typeof spec.userns === "object" ? spec.userns : {};
+      const uid = m.uidBase ?? 100000;
+      for (const d of [spec.upper, work]) chownSync(d, uid, m.gidBase ?? uid);
+    }
   }
   const encoded = encodeSpec(spec, {
     stage: stageDir(),
@@ -205,7 +228,13 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
     const keeperKilled = report.exitCode === undefined && report.signal === undefined && !report.error;
     // Only a jail whose keeper was killed needs its wait status to tell how it ended.
     const wait = keeperKilled ? await reaped : null;
-    const oom = cgroups.length > 0 && (await oomKilled(cgroups));
+    // The kernel counts an OOM kill just after it sends the SIGKILL: a killed jail is checked
+    // once more after it is reaped, when the killer has certainly finished.
+    let oom = cgroups.length > 0 && (await oomKilled(cgroups));
+    if (!oom && cgroups.length > 0 && (report.signal === 9 || keeperKilled)) {
+      await reaped;
+      oom = await oomKilled(cgroups);
+    }
     const base = { id, durationMs: performance.now() - started };
     if (report.error || netFailure) {
       const error = report.error?.text ?? netFailure;
@@ -260,9 +289,7 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
 }
 
 /** Runs a jail to completion, collecting its output. */
-export async function runJail(
-  spec: JailSpec,
-): Promise<JailResult & { stdout: string; stderr: string }> {
+export async function runJail(spec: JailSpec): Promise<JailResult & { stdout: string; stderr: string }> {
   const jail = spawnJail({ ...spec, stdio: [spec.stdio?.[0] ?? "ignore", "pipe", "pipe"] });
   const [stdout, stderr, result] = await Promise.all([
     jail.stdout ? new Response(jail.stdout).text() : "",

@@ -71,6 +71,12 @@ export interface JailSpec {
   links?: string[];
   /** Name used for the jail (FreeBSD jail name, error texts). */
   name?: string;
+  /**
+   * Linux: run in a new user namespace, so root inside is an unprivileged uid outside
+   * (inside ids 0..count-1 map to hostBase..). `true` uses the defaults: 100000 and 65536.
+   * The path to the root directory and the layers must be searchable by that uid.
+   */
+  userns?: boolean | { uidBase?: number; gidBase?: number; count?: number };
 }
 
 const CAPS = [
@@ -177,6 +183,7 @@ const Tag = {
   ip4: 22,
   ip6: 23,
   iface: 24,
+  idmap: 25,
 } as const;
 
 export const Flag = {
@@ -186,6 +193,7 @@ export const Flag = {
   noSeccomp: 1 << 3,
   rootReadonly: 1 << 4,
   noTmp: 1 << 5,
+  userns: 1 << 6,
 } as const;
 
 export const CgroupKind = { unified: 0, memory: 1, pids: 2, cpu: 3, joinOnly: 4 } as const;
@@ -241,6 +249,16 @@ export function validateSpec(spec: JailSpec): void {
   }
   checkId("uid", spec.uid);
   checkId("gid", spec.gid);
+  if (typeof spec.userns === "object") {
+    const { uidBase = 100000, gidBase = uidBase, count = 65536 } = spec.userns;
+    checkId("user namespace uid base", uidBase);
+    checkId("user namespace gid base", gidBase);
+    if (!Number.isInteger(count) || count < 1 || count > 1 << 24)
+      throw invalid("user namespace id count out of range");
+    if ((spec.uid ?? 0) >= count || (spec.gid ?? 0) >= count) {
+      throw invalid("uid/gid must be inside the user namespace's mapped range");
+    }
+  }
   if (spec.net && !["none", "host", "private"].includes(spec.net)) {
     throw invalid(`unknown network mode "${spec.net}"`, "use none, host or private");
   }
@@ -403,6 +421,7 @@ export function encodeSpec(spec: JailSpec, ctx: EncodeContext): Uint8Array {
   if (ctx.newSession) flags |= Flag.newSession;
   if (spec.seccomp === false) flags |= Flag.noSeccomp;
   if (spec.rootReadonly) flags |= Flag.rootReadonly;
+  if (spec.userns) flags |= Flag.userns;
   e.u32(Tag.flags, flags);
   const caps = capMask(spec.caps);
   if (caps) e.u64s(Tag.caps, caps);
@@ -442,5 +461,15 @@ export function encodeSpec(spec: JailSpec, ctx: EncodeContext): Uint8Array {
     e.record(ip.tag, ip.bytes);
   }
   if (spec.iface) e.str(Tag.iface, spec.iface);
+  if (spec.userns) {
+    const m = typeof spec.userns === "object" ? spec.userns : {};
+    const uidBase = m.uidBase ?? 100000;
+    const b = new Uint8Array(12);
+    const dv = new DataView(b.buffer);
+    dv.setUint32(0, uidBase, true);
+    dv.setUint32(4, m.gidBase ?? uidBase, true);
+    dv.setUint32(8, m.count ?? 65536, true);
+    e.record(Tag.idmap, b);
+  }
   return e.finish();
 }

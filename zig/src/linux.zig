@@ -119,6 +119,9 @@ fn claimRegion(addr: usize) ?*Region {
 const ChildCtx = struct {
     spec: Spec,
     fds: ChildFds,
+    /// User-namespaced jails wait on this futex word until the owner has written their id
+    /// maps and placed them in their cgroups: 1 = go, 2 = abort.
+    userns_go: u32 align(4) = 0,
 };
 
 pub fn spawnRaw(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) c_int {
@@ -186,7 +189,10 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
     regions_lock.lock();
     defer regions_lock.unlock();
     sweepRegions();
-    if (!spec.flags.net_host) ctx.fds.netns = netns_pool.take();
+    // A pooled namespace belongs to the host's user namespace, which a user-namespaced jail
+    // cannot enter: it makes its own.
+    if (!spec.flags.net_host and !spec.flags.userns) ctx.fds.netns = netns_pool.take();
+    ctx.userns_go = 0;
     // The child gets its own copy of the descriptor table: ours goes whatever happens.
     defer if (ctx.fds.netns >= 0) {
         _ = linux.close(ctx.fds.netns);
@@ -197,7 +203,9 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
     const all = linux.sigfillset();
     var old: linux.sigset_t = undefined;
     _ = linux.sigprocmask(linux.SIG.SETMASK, &all, &old);
-    const flags: u32 = linux.CLONE.VM | linux.CLONE.NEWPID | linux.CLONE.CHILD_CLEARTID | linux.SIG.CHLD;
+    var flags: u32 = linux.CLONE.VM | linux.CLONE.NEWPID | linux.CLONE.CHILD_CLEARTID | linux.SIG.CHLD;
+    // With the user namespace made in the same clone, it owns the new pid namespace.
+    if (spec.flags.userns) flags |= linux.CLONE.NEWUSER;
     const rc = linux.clone(childEntry, map + region_size, flags, @intFromPtr(ctx), null, 0, &region.ctid);
     _ = linux.sigprocmask(linux.SIG.SETMASK, &old, null);
     if (errno(rc)) |e| {
@@ -205,6 +213,7 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
         return fail(err, e, "clone jail", .{});
     }
     mapped = false; // the child owns the region until it executes the keeper
+    if (spec.flags.userns) try releaseUserns(ctx, @intCast(rc), err);
 
     // Parent: keep our ends, close the child's.
     _ = linux.close(status.w);
@@ -225,6 +234,56 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
         out.stderr_fd = stdio[2].r;
     }
     return 0;
+}
+
+/// For a user-namespaced jail: write its id maps and put it in its cgroups (its child has no
+/// rights over either), then let it go. On failure the child is killed and reaped here.
+fn releaseUserns(ctx: *ChildCtx, pid: i32, err: errtext.CBuf) !void {
+    const s = &ctx.spec;
+    var ok = true;
+    var what: []const u8 = "";
+    var e: linux.E = .SUCCESS;
+    var pb: [64]u8 = undefined;
+    var line: [64]u8 = undefined;
+    // setgroups stays allowed: the child must drop the supplementary groups it inherited from
+    // the owner (host groups would otherwise open group-readable host files to it).
+    const files = [_]struct { name: []const u8, base: u32 }{
+        .{ .name = "uid_map", .base = s.host_uid_base },
+        .{ .name = "gid_map", .base = s.host_gid_base },
+    };
+    for (files) |f| {
+        const path = std.fmt.bufPrintZ(&pb, "/proc/{d}/{s}", .{ pid, f.name }) catch unreachable;
+        const text = std.fmt.bufPrint(&line, "0 {d} {d}\n", .{ f.base, s.id_count }) catch unreachable;
+        const fd = linux.open(path.ptr, .{ .ACCMODE = .WRONLY, .CLOEXEC = true }, 0);
+        if (errno(fd)) |fe| {
+            ok = false;
+            e = fe;
+            what = f.name;
+            break;
+        }
+        const w = linux.write(@intCast(fd), text.ptr, text.len);
+        _ = linux.close(@intCast(fd));
+        if (errno(w)) |we| {
+            ok = false;
+            e = we;
+            what = f.name;
+            break;
+        }
+    }
+    var cg = CgFailure{};
+    var pidbuf: [16]u8 = undefined;
+    if (ok and !setupCgroups(s, std.fmt.bufPrint(&pidbuf, "{d}", .{pid}) catch unreachable, &cg)) {
+        ok = false;
+        e = cg.e;
+    }
+    @atomicStore(u32, &ctx.userns_go, if (ok) 1 else 2, .release);
+    _ = linux.futex(&ctx.userns_go, .{ .cmd = .WAKE, .private = true }, 1, .{ .timeout = null }, null, 0);
+    if (ok) return;
+    _ = linux.kill(pid, linux.SIG.KILL);
+    var st: u32 = 0;
+    _ = linux.wait4(pid, &st, W_ALL, null);
+    if (cg.e != .SUCCESS) return fail(err, e, "{s} {s}", .{ cg.what, cg.path() });
+    return fail(err, e, "write /proc/{d}/{s} for the user namespace", .{ pid, what });
 }
 
 pub fn reap(pid: i32, nohang: bool, status: *i32, err: errtext.CBuf) c_int {
@@ -266,6 +325,18 @@ const ChildFds = struct {
 
 fn childEntry(arg: usize) callconv(.c) u8 {
     const ctx: *ChildCtx = @ptrFromInt(arg);
+    if (ctx.spec.flags.userns) {
+        // Nothing works in a user namespace without id maps: wait for the owner to write them.
+        while (@atomicLoad(u32, &ctx.userns_go, .acquire) == 0) {
+            _ = linux.futex(&ctx.userns_go, .{ .cmd = .WAIT, .private = true }, 0, .{ .timeout = null }, null, 0);
+        }
+        if (@atomicLoad(u32, &ctx.userns_go, .acquire) != 1) linux.exit_group(127);
+        // Become the namespace's root for real (the maps do not change our credentials), with
+        // none of the owner's supplementary groups.
+        if (linux.E.init(linux.setgroups(0, &[_]u32{})) != .SUCCESS or
+            linux.E.init(linux.setresgid(0, 0, 0)) != .SUCCESS or
+            linux.E.init(linux.setresuid(0, 0, 0)) != .SUCCESS) linux.exit_group(127);
+    }
     // Bun's handlers live in memory we share: restore defaults before letting signals in.
     const dfl = linux.Sigaction{ .handler = .{ .handler = linux.SIG.DFL }, .mask = linux.sigemptyset(), .flags = 0 };
     var sig: u8 = 1;
@@ -315,7 +386,10 @@ fn child(spec: *const Spec, fds: ChildFds) noreturn {
     // Our copy of the owner's end would hide the owner's death from the sync read.
     _ = linux.close(fds.sync_owner);
 
-    joinCgroups(&c);
+    if (!spec.flags.userns) {
+        var f = CgFailure{};
+        if (!setupCgroups(spec, "0", &f)) c.die(f.e, "{s} {s}", .{ f.what, f.path() });
+    }
     var ns: usize = linux.CLONE.NEWNS | linux.CLONE.NEWUTS | linux.CLONE.NEWIPC | linux.CLONE.NEWCGROUP;
     if (fds.netns >= 0) {
         c.check(linux.syscall2(.setns, @bitCast(@as(isize, fds.netns)), linux.CLONE.NEWNET), "enter network namespace", .{});
@@ -365,59 +439,76 @@ fn child(spec: *const Spec, fds: ChildFds) noreturn {
     execKeeper(&c, fds.keeper);
 }
 
-fn joinCgroups(c: *const Child) void {
-    const s = c.spec;
+/// Why a cgroup step failed: the errno, what was being done, and the file.
+const CgFailure = struct {
+    e: linux.E = .SUCCESS,
+    what: []const u8 = "",
+    buf: [path_max]u8 = undefined,
+    len: usize = 0,
+    fn path(f: *const CgFailure) []const u8 {
+        return f.buf[0..f.len];
+    }
+};
+
+/// Creates the jail's cgroups, writes its limits and moves `procs` ("0": the caller; else a
+/// pid) into them. Runs in the jail's child, or in the owner for a user-namespaced jail (whose
+/// child has no rights over the host's cgroups).
+fn setupCgroups(s: *const Spec, procs: []const u8, f: *CgFailure) bool {
     for (s.cgroups.slice()) |cg| {
         const rc = linux.mkdir(cg.dir.ptr, 0o755);
-        if (errno(rc)) |e| if (e != .EXIST) c.die(e, "create cgroup {s}", .{cg.dir});
+        if (errno(rc)) |e| if (e != .EXIST) {
+            f.e = e;
+            f.what = "create cgroup";
+            f.len = (std.fmt.bufPrint(&f.buf, "{s}", .{cg.dir}) catch "").len;
+            return false;
+        };
         var v: [32]u8 = undefined;
-        switch (cg.kind) {
-            .unified => {
-                if (s.memory_bytes_max > 0) {
-                    writeCg(c, cg.dir, "memory.max", num(&v, s.memory_bytes_max), true);
-                    writeCg(c, cg.dir, "memory.swap.max", "0", false);
-                    writeCg(c, cg.dir, "memory.oom.group", "1", false);
-                }
-                if (s.pids_max > 0) writeCg(c, cg.dir, "pids.max", num(&v, s.pids_max), true);
-                if (s.cpu_millis > 0) {
-                    const q = std.fmt.bufPrint(&v, "{d} 100000", .{s.cpu_millis * 100}) catch unreachable;
-                    writeCg(c, cg.dir, "cpu.max", q, true);
-                }
-            },
-            .memory => if (s.memory_bytes_max > 0) {
-                writeCg(c, cg.dir, "memory.limit_in_bytes", num(&v, s.memory_bytes_max), true);
-                writeCg(c, cg.dir, "memory.memsw.limit_in_bytes", num(&v, s.memory_bytes_max), false);
-            },
-            .pids => if (s.pids_max > 0) writeCg(c, cg.dir, "pids.max", num(&v, s.pids_max), true),
-            .cpu => if (s.cpu_millis > 0) {
-                writeCg(c, cg.dir, "cpu.cfs_period_us", "100000", true);
-                writeCg(c, cg.dir, "cpu.cfs_quota_us", num(&v, s.cpu_millis * 100), true);
-            },
-            else => {},
-        }
-        writeCg(c, cg.dir, "cgroup.procs", "0", true);
+        const ok = switch (cg.kind) {
+            .unified => (s.memory_bytes_max == 0 or (writeCg(cg.dir, "memory.max", num(&v, s.memory_bytes_max), true, f) and
+                writeCg(cg.dir, "memory.swap.max", "0", false, f) and
+                writeCg(cg.dir, "memory.oom.group", "1", false, f))) and
+                (s.pids_max == 0 or writeCg(cg.dir, "pids.max", num(&v, s.pids_max), true, f)) and
+                (s.cpu_millis == 0 or writeCg(cg.dir, "cpu.max", std.fmt.bufPrint(&v, "{d} 100000", .{s.cpu_millis * 100}) catch unreachable, true, f)),
+            .memory => s.memory_bytes_max == 0 or (writeCg(cg.dir, "memory.limit_in_bytes", num(&v, s.memory_bytes_max), true, f) and
+                writeCg(cg.dir, "memory.memsw.limit_in_bytes", num(&v, s.memory_bytes_max), false, f)),
+            .pids => s.pids_max == 0 or writeCg(cg.dir, "pids.max", num(&v, s.pids_max), true, f),
+            .cpu => s.cpu_millis == 0 or (writeCg(cg.dir, "cpu.cfs_period_us", "100000", true, f) and
+                writeCg(cg.dir, "cpu.cfs_quota_us", num(&v, s.cpu_millis * 100), true, f)),
+            else => true,
+        };
+        if (!ok or !writeCg(cg.dir, "cgroup.procs", procs, true, f)) return false;
     }
+    return true;
 }
 
 fn num(buf: *[32]u8, v: u64) []const u8 {
     return std.fmt.bufPrint(buf, "{d}", .{v}) catch unreachable;
 }
 
-fn writeCg(c: *const Child, dir: [:0]const u8, file: []const u8, value: []const u8, required: bool) void {
-    var p = Path{};
-    const path = p.join(c, .{ dir, "/", file });
+fn writeCg(dir: [:0]const u8, file: []const u8, value: []const u8, required: bool, f: *CgFailure) bool {
+    const path = std.fmt.bufPrintZ(&f.buf, "{s}/{s}", .{ dir, file }) catch {
+        f.e = .NAMETOOLONG;
+        f.what = "cgroup path";
+        return false;
+    };
+    f.len = path.len;
     const rc = linux.open(path.ptr, .{ .ACCMODE = .WRONLY, .CLOEXEC = true }, 0);
     if (errno(rc)) |e| {
-        if (!required and (e == .NOENT or e == .ACCES)) return;
-        c.die(e, "open {s}", .{path});
+        if (!required and (e == .NOENT or e == .ACCES)) return true;
+        f.e = e;
+        f.what = "open";
+        return false;
     }
     const fd: i32 = @intCast(rc);
     const w = linux.write(fd, value.ptr, value.len);
     _ = linux.close(fd);
     if (errno(w)) |e| {
-        if (!required) return;
-        c.die(e, "write {s} to {s}", .{ value, path });
+        if (!required) return true;
+        f.e = e;
+        f.what = "write to";
+        return false;
     }
+    return true;
 }
 
 /// Mounts the jail's root and returns its path (in the child's private mount namespace).
@@ -465,6 +556,8 @@ fn assembleRoot(c: *const Child, p: *Path) [:0]const u8 {
     escapeOpt(&w, upper) catch c.die(.NAMETOOLONG, too_long, .{});
     w.writeAll(",workdir=") catch c.die(.NAMETOOLONG, too_long, .{});
     escapeOpt(&w, work) catch c.die(.NAMETOOLONG, too_long, .{});
+    // Inside a user namespace overlayfs keeps its metadata in user.* xattrs.
+    if (s.flags.userns) w.writeAll(",userxattr") catch c.die(.NAMETOOLONG, too_long, .{});
     data_buf[w.end] = 0;
     c.check(linux.mount("overlay", root.ptr, "overlay", linux.MS.NOSUID | linux.MS.NODEV, @intFromPtr(&data_buf)), "mount overlay on {s} (layers: {s}, upper {s})", .{ root, lowers[0], upper });
     return root;
@@ -587,19 +680,30 @@ fn mountDev(c: *const Child, rootfd: i32) void {
     const drc = openIn(rootfd, "dev", @as(u32, @bitCast(O{ .DIRECTORY = true })));
     c.check(drc, "open /dev", .{});
     const dfd: i32 = @intCast(drc);
-    const nodes = [_]struct { name: [*:0]const u8, major: u32, minor: u32 }{
-        .{ .name = "null", .major = 1, .minor = 3 },
-        .{ .name = "zero", .major = 1, .minor = 5 },
-        .{ .name = "full", .major = 1, .minor = 7 },
-        .{ .name = "random", .major = 1, .minor = 8 },
-        .{ .name = "urandom", .major = 1, .minor = 9 },
-        .{ .name = "tty", .major = 5, .minor = 0 },
+    const nodes = [_]struct { name: [:0]const u8, host: [*:0]const u8, major: u32, minor: u32 }{
+        .{ .name = "null", .host = "/dev/null", .major = 1, .minor = 3 },
+        .{ .name = "zero", .host = "/dev/zero", .major = 1, .minor = 5 },
+        .{ .name = "full", .host = "/dev/full", .major = 1, .minor = 7 },
+        .{ .name = "random", .host = "/dev/random", .major = 1, .minor = 8 },
+        .{ .name = "urandom", .host = "/dev/urandom", .major = 1, .minor = 9 },
+        .{ .name = "tty", .host = "/dev/tty", .major = 5, .minor = 0 },
     };
     for (nodes) |n| {
+        if (c.spec.flags.userns) {
+            // No mknod in a user namespace: bind the host's nodes onto empty files instead.
+            const frc = linux.openat(dfd, n.name.ptr, .{ .CREAT = true, .EXCL = true, .CLOEXEC = true, .NOFOLLOW = true }, 0o666);
+            c.check(frc, "create /dev/{s}", .{n.name});
+            _ = linux.close(@intCast(frc));
+            var rel: [32]u8 = undefined;
+            var node = target(c, rootfd, std.fmt.bufPrintZ(&rel, "dev/{s}", .{n.name}) catch unreachable);
+            c.check(linux.mount(n.host, node.path(), null, linux.MS.BIND, 0), "bind {s}", .{n.host});
+            node.close();
+            continue;
+        }
         const devnum = (n.major << 8) | n.minor;
-        c.check(linux.mknodat(dfd, n.name, linux.S.IFCHR | 0o666, devnum), "mknod /dev/{s}", .{n.name});
+        c.check(linux.mknodat(dfd, n.name.ptr, linux.S.IFCHR | 0o666, devnum), "mknod /dev/{s}", .{n.name});
         // mknod honours the umask; the nodes must be usable by any uid.
-        c.check(linux.syscall4(.fchmodat, @bitCast(@as(isize, dfd)), @intFromPtr(n.name), 0o666, 0), "chmod /dev/{s}", .{n.name});
+        c.check(linux.syscall4(.fchmodat, @bitCast(@as(isize, dfd)), @intFromPtr(n.name.ptr), 0o666, 0), "chmod /dev/{s}", .{n.name});
     }
     const links = [_][2][*:0]const u8{
         .{ "/proc/self/fd", "fd" },       .{ "/proc/self/fd/0", "stdin" }, .{ "/proc/self/fd/1", "stdout" },

@@ -34,6 +34,7 @@ pub const Tag = enum(u16) {
     ip4 = 22, // 4 bytes, network order, repeated (FreeBSD ip4.addr)
     ip6 = 23, // 16 bytes, repeated
     iface = 24, // string: interface the FreeBSD address aliases live on
+    idmap = 25, // u32 host_uid_base, u32 host_gid_base, u32 count (user namespace, Linux)
     _,
 };
 
@@ -50,7 +51,9 @@ pub const Flags = packed struct(u32) {
     root_readonly: bool = false,
     /// Give the payload a writable /tmp tmpfs (default on; off keeps the world's /tmp).
     no_tmp: bool = false,
-    _pad: u26 = 0,
+    /// Run in a new user namespace: root inside maps to an unprivileged host uid (idmap).
+    userns: bool = false,
+    _pad: u25 = 0,
 };
 
 pub const MountFlags = packed struct(u32) {
@@ -107,6 +110,9 @@ pub const Spec = struct {
     ip4: Bounded([4]u8, max_addrs) = .{},
     ip6: Bounded([16]u8, max_addrs) = .{},
     iface: ?[:0]const u8 = null,
+    host_uid_base: u32 = 100000,
+    host_gid_base: u32 = 100000,
+    id_count: u32 = 65536,
 };
 
 /// A fixed-capacity list: the decoder must not allocate.
@@ -214,6 +220,12 @@ fn record(out: *Spec, tag: Tag, p: []const u8) DecodeError!void {
             try out.ip6.append(p[0..16].*);
         },
         .iface => out.iface = try str(p),
+        .idmap => {
+            if (p.len != 12) return error.BadLength;
+            out.host_uid_base = readInt(u32, p[0..4]);
+            out.host_gid_base = readInt(u32, p[4..8]);
+            out.id_count = readInt(u32, p[8..12]);
+        },
         // Unknown tags from a newer encoder are skipped: old shims keep working.
         _ => {},
     }
