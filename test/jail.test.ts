@@ -480,3 +480,28 @@ describe("user namespaces", () => {
     rmSync(secretDir, { recursive: true, force: true });
   });
 });
+
+describe("gc of mounts", () => {
+  rootTest("lj gc detaches mounts a dead owner left under the run directory, and no live one", async () => {
+    const { mkdirSync } = await import("node:fs");
+    const { ownerId } = await import("../src/jail/cgroup.ts");
+    const run = join(env.root, "run");
+    const dead = join(run, "stage", "1.1.1", "root"); // pid 1 never started at time 1
+    const live = join(run, "stage", `${ownerId()}.999`, "root");
+    for (const d of [dead, live]) {
+      mkdirSync(d, { recursive: true });
+      expect(Bun.spawnSync(["mount", "-t", "tmpfs", "lj-gc-test", d]).exitCode).toBe(0);
+    }
+    try {
+      expect(leftoverMounts(run)).toEqual([dead]);
+      const gc = await lj(["gc", "--json"], { LIGHTJAIL_ROOT: env.root });
+      expect(gc.code).toBe(0);
+      expect(JSON.parse(gc.stdout).removed).toContainEqual({ kind: "mount", what: dead });
+      expect(leftoverMounts(run)).toEqual([]);
+      expect(readFileSync("/proc/self/mountinfo", "utf8")).toContain(live);
+    } finally {
+      Bun.spawnSync(["umount", "-l", live]);
+      Bun.spawnSync(["umount", "-l", dead]);
+    }
+  });
+});

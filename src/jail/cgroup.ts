@@ -108,6 +108,7 @@ export function newJailId(): string {
 /** The cgroup directories a jail with these limits creates and joins. */
 export function cgroupDirsFor(id: string, limits: JailLimits | undefined): CgroupDir[] {
   if (!limits || !(limits.memoryBytes || limits.pids || limits.cpus)) return [];
+  if (process.platform === "freebsd") return []; // the shim enforces limits with RCTL
   const l = cgroupLayout();
   if (!l) {
     throw new LjError("unavailable", "no-cgroups", "limits need cgroups, and none are mounted", {
@@ -179,6 +180,7 @@ export interface CgroupLeftover {
 
 /** Jail cgroups whose owner process is gone. */
 export function findLeftoverCgroups(): CgroupLeftover[] {
+  if (process.platform !== "linux") return [];
   const l = detectLayout();
   if (!l) return [];
   const bases = [l.unified, l.memory, l.pids, l.cpu].filter((b): b is string => !!b && existsSync(b));

@@ -7,7 +7,7 @@
  */
 import { readFileSync } from "node:fs";
 import { paths } from "../store/paths.ts";
-import { findLeftoverCgroups, reclaimCgroup } from "./cgroup.ts";
+import { findLeftoverCgroups, processStartTime, reclaimCgroup } from "./cgroup.ts";
 import { shimUnmount } from "./ffi.ts";
 import { collectNetLeftovers } from "./net.ts";
 
@@ -24,19 +24,37 @@ export interface GcCollector {
 const unescapeMount = (s: string) =>
   s.replace(/\\(\d{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
 
-/** Mounts under the run directory in the host's mount table, deepest first. */
-export function leftoverMounts(root = paths.run()): string[] {
-  let text = "";
+/** Mount points of the host's mount table (Linux: mountinfo; FreeBSD: `mount -p`). */
+function mountPoints(): string[] {
+  if (process.platform === "freebsd") {
+    const out = Bun.spawnSync(["mount", "-p"]).stdout.toString();
+    return out.split("\n").map((l) => unescapeMount(l.split(/\s+/)[1] ?? ""));
+  }
   try {
-    text = readFileSync("/proc/self/mountinfo", "utf8");
+    return readFileSync("/proc/self/mountinfo", "utf8")
+      .split("\n")
+      .map((l) => unescapeMount(l.split(" ")[4] ?? ""));
   } catch {
     return [];
   }
+}
+
+/** True when a jail id ("<owner pid>.<owner start>.<n>") names an owner that is still alive. */
+function ownerAlive(id: string): boolean {
+  const m = /^(\d+)\.(\d+)\.\d+$/.exec(id);
+  return !!m && processStartTime(Number(m[1])) === m[2];
+}
+
+/**
+ * Mounts under the run directory in the host's mount table, deepest first, except those of
+ * live jails (FreeBSD keeps each jail's root on run/stage/<jail id>; Linux jails mount only
+ * inside their own mount namespace, so there should never be any).
+ */
+export function leftoverMounts(root = paths.run()): string[] {
   const prefix = root.endsWith("/") ? root : `${root}/`;
-  return text
-    .split("\n")
-    .map((l) => unescapeMount(l.split(" ")[4] ?? ""))
+  return mountPoints()
     .filter((p) => p.startsWith(prefix))
+    .filter((p) => !ownerAlive(p.slice(prefix.length).split("/")[1] ?? ""))
     .sort((a, b) => b.length - a.length);
 }
 

@@ -165,13 +165,21 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
       for (const d of [spec.upper, work]) chownSync(d, uid, m.gidBase ?? uid);
     }
   }
-  const encoded = encodeSpec(spec, {
-    stage: stageDir(),
-    work,
-    cgroups,
-    stdio,
-    newSession: spec.newSession ?? (spec.stdio?.[0] ?? "ignore") !== "inherit",
-  });
+  // FreeBSD has no mount namespaces: each jail assembles its root on a stage of its own, and
+  // jail names may not contain dots.
+  const freebsd = process.platform === "freebsd";
+  const stage = freebsd ? join(stageDir(), id) : stageDir();
+  if (freebsd) mkdirSync(stage, { mode: 0o700 });
+  const encoded = encodeSpec(
+    freebsd && !spec.name ? { ...spec, name: `lj_${id.replaceAll(".", "_")}` } : spec,
+    {
+      stage,
+      work,
+      cgroups,
+      stdio,
+      newSession: spec.newSession ?? (spec.stdio?.[0] ?? "ignore") !== "inherit",
+    },
+  );
   let fds: ReturnType<typeof shimSpawn>;
   try {
     fds = shimSpawn(encoded);
@@ -220,6 +228,7 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
     if (net) await attached?.then(() => releaseNet(net)); // veth, route, filter and NAT elements, lease
     await removeCgroups(cgroups);
     if (work) await rm(work, { recursive: true, force: true });
+    if (freebsd) await rm(stage, { recursive: true, force: true });
   });
 
   const exited = (async (): Promise<JailResult> => {
