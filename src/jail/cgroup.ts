@@ -6,7 +6,7 @@
  * time, so `lj gc` can tell leftovers of a dead owner from a live jail.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
-import { readFile, rmdir } from "node:fs/promises";
+import { mkdir, readFile, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
 import { type CgroupDir, CgroupKind, type JailLimits } from "./spec.ts";
@@ -132,6 +132,55 @@ function need(base: string | undefined, controller: string, id: string, kind: nu
     );
   }
   return { kind, dir: join(base, id) };
+}
+
+async function writeIfPresent(file: string, value: string): Promise<void> {
+  try {
+    await writeFile(file, value);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== "ENOENT" && code !== "EACCES" && code !== "EINVAL") throw e;
+  }
+}
+
+/**
+ * Creates a jail's cgroups, writes its limits and moves its first process in. Runs off the
+ * event loop while the jail sets itself up; the jail's payload starts only after this is done.
+ * (Moving a process between cgroup v1 hierarchies waits for an RCU grace period: doing it here,
+ * in parallel, keeps that wait out of a spawn's latency.)
+ */
+export async function joinCgroups(dirs: CgroupDir[], limits: JailLimits, pid: number): Promise<void> {
+  const mem = limits.memoryBytes ? String(Math.floor(limits.memoryBytes)) : undefined;
+  const pids = limits.pids ? String(Math.floor(limits.pids)) : undefined;
+  const quota = limits.cpus ? Math.round(limits.cpus * 100_000) : undefined;
+  await Promise.all(
+    dirs.map(async (d) => {
+      try {
+        await mkdir(d.dir);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      }
+      const at = (f: string) => join(d.dir, f);
+      if (d.kind === CgroupKind.unified) {
+        if (mem) {
+          await writeFile(at("memory.max"), mem);
+          await writeIfPresent(at("memory.swap.max"), "0");
+          await writeIfPresent(at("memory.oom.group"), "1");
+        }
+        if (pids) await writeFile(at("pids.max"), pids);
+        if (quota) await writeFile(at("cpu.max"), `${quota} 100000`);
+      } else if (d.kind === CgroupKind.memory && mem) {
+        await writeFile(at("memory.limit_in_bytes"), mem);
+        await writeIfPresent(at("memory.memsw.limit_in_bytes"), mem);
+      } else if (d.kind === CgroupKind.pids && pids) {
+        await writeFile(at("pids.max"), pids);
+      } else if (d.kind === CgroupKind.cpu && quota) {
+        await writeFile(at("cpu.cfs_period_us"), "100000");
+        await writeFile(at("cpu.cfs_quota_us"), String(quota));
+      }
+      await writeFile(at("cgroup.procs"), String(pid));
+    }),
+  );
 }
 
 /** True when the kernel's OOM killer fired inside the jail's memory cgroup. */

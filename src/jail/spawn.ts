@@ -9,7 +9,7 @@ import { basename, dirname, join } from "node:path";
 import type { FileSink } from "bun";
 import { LjError } from "../errors.ts";
 import { paths } from "../store/paths.ts";
-import { cgroupDirsFor, newJailId, oomKilled, removeCgroups } from "./cgroup.ts";
+import { cgroupDirsFor, joinCgroups, newJailId, oomKilled, removeCgroups } from "./cgroup.ts";
 import { shimReap, shimSpawn } from "./ffi.ts";
 import { attachNet, type JailNet, releaseNet, reserveNet } from "./net.ts";
 import {
@@ -131,6 +131,22 @@ export function parseStatus(text: string): StatusReport {
   return r;
 }
 
+const statusDecoder = new TextDecoder();
+
+/** Reads the status pipe to EOF, calling `onEnd` as soon as an exit or signal line is in. */
+async function readStatus(fd: number, onEnd: (text: string) => void): Promise<string> {
+  let text = "";
+  let told = false;
+  for await (const chunk of Bun.file(fd).stream()) {
+    text += statusDecoder.decode(chunk, { stream: true });
+    if (!told && /^[XS] \d+\n/m.test(text)) {
+      told = true;
+      onEnd(text);
+    }
+  }
+  return text;
+}
+
 async function reapJail(pid: number): Promise<number | null> {
   // The status pipe closes as the keeper exits; it becomes reapable a moment later.
   for (let delay = 0; ; delay = Math.min(delay * 2 || 1, 50)) {
@@ -175,7 +191,6 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
     {
       stage,
       work,
-      cgroups,
       stdio,
       newSession: spec.newSession ?? (spec.stdio?.[0] ?? "ignore") !== "inherit",
     },
@@ -190,7 +205,7 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
 
   let syncFd = fds.syncFd;
   let timedOut = false;
-  let netFailure: string | undefined;
+  let prepFailure: string | undefined;
   let attached: Promise<void> | null = null;
   let alive = true;
   const release = (go: boolean) => {
@@ -216,7 +231,15 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
       }, spec.timeoutMs)
     : undefined;
 
-  const statusText = Bun.file(fds.statusFd).text();
+  // The whole status text arrives at EOF; on Linux the end of the payload is known a little
+  // earlier, from its "X"/"S" line (the keeper still has to exit and the kernel to tear the
+  // namespaces down before EOF). FreeBSD reports after its teardown, so it waits for EOF.
+  let endLine: (text: string) => void = () => {};
+  const ended = new Promise<string>((resolve) => {
+    endLine = resolve;
+  });
+  const statusText = readStatus(fds.statusFd, process.platform === "linux" ? endLine : () => {});
+  statusText.then(endLine);
   const reaped = statusText.then(async () => {
     closeSync(fds.statusFd);
     release(false);
@@ -225,14 +248,17 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
     return wait;
   });
   const closed = reaped.then(async () => {
-    if (net) await attached?.then(() => releaseNet(net)); // veth, route, filter and NAT elements, lease
+    if (net) {
+      await attached?.catch(() => {});
+      await releaseNet(net); // veth, route, filter and NAT elements, lease
+    }
     await removeCgroups(cgroups);
     if (work) await rm(work, { recursive: true, force: true });
     if (freebsd) await rm(stage, { recursive: true, force: true });
   });
 
   const exited = (async (): Promise<JailResult> => {
-    const report = parseStatus(await statusText);
+    const report = parseStatus(await ended);
     if (timer) clearTimeout(timer);
     const keeperKilled = report.exitCode === undefined && report.signal === undefined && !report.error;
     // Only a jail whose keeper was killed needs its wait status to tell how it ended.
@@ -245,8 +271,8 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
       oom = await oomKilled(cgroups);
     }
     const base = { id, durationMs: performance.now() - started };
-    if (report.error || netFailure) {
-      const error = report.error?.text ?? netFailure;
+    if (report.error || prepFailure) {
+      const error = report.error?.text ?? prepFailure;
       return { ...base, exitCode: null, signal: null, reason: "setup", status: SETUP_FAILED_STATUS, error };
     }
     let signal = report.signal ?? null;
@@ -261,22 +287,29 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
     return { ...base, exitCode: signal !== null ? null : exitCode, signal, reason, status };
   })();
 
-  // Network: wire the held jail, then let it go (at once, or when the caller's start() asks).
-  // A failure kills the jail, which then reports a setup error naming the step.
+  // While the jail sets itself up, the owner places it in its cgroups and (net "private")
+  // wires its network, off the event loop; then it lets the payload go, at once or when the
+  // caller's start() asks. A failure kills the jail, which then reports a setup error naming
+  // the step.
   let wanted = !opts.hold;
-  let wired = !net;
-  attached = net
-    ? attachNet(net, fds.pid).then(
-        () => {
-          wired = true;
-          if (wanted) release(true);
-        },
-        (e: Error) => {
-          netFailure = `network: ${e.message}`;
-          kill("SIGKILL");
-        },
-      )
-    : null;
+  let wired = !net && cgroups.length === 0;
+  const fail = (what: string) => (e: Error) => {
+    prepFailure ??= `${what}: ${e.message}`;
+    kill("SIGKILL");
+    throw e;
+  };
+  attached = net ? attachNet(net, fds.pid).catch(fail("network")) : null;
+  const placed =
+    cgroups.length > 0 ? joinCgroups(cgroups, spec.limits ?? {}, fds.pid).catch(fail("cgroups")) : null;
+  if (!wired) {
+    Promise.all([attached, placed]).then(
+      () => {
+        wired = true;
+        if (wanted) release(true);
+      },
+      () => {},
+    );
+  }
   const start = () => {
     wanted = true;
     if (wired) release(true);

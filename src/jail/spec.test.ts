@@ -42,7 +42,6 @@ describe("validateSpec", () => {
 describe("encodeSpec", () => {
   const ctx = {
     stage: "/s",
-    cgroups: [],
     stdio: [0, STDIO_PIPE, -1] as [number, number, number],
     newSession: true,
   };

@@ -174,7 +174,7 @@ const Tag = {
   caps: 13,
   rlimit: 14,
   mount: 15,
-  cgroup: 16,
+
   limits: 17,
   stdio: 18,
   passFd: 19,
@@ -383,7 +383,6 @@ export interface EncodeContext {
   stage: string;
   /** overlayfs work directory for a given upper layer (same filesystem). */
   work?: string;
-  cgroups: CgroupDir[];
   stdio: [number, number, number];
   newSession: boolean;
 }
@@ -438,7 +437,6 @@ export function encodeSpec(spec: JailSpec, ctx: EncodeContext): Uint8Array {
     const flagsM = (m.readonly ? 1 : 0) | 2;
     e.prefixed(Tag.mount, flagsM, `${m.src}\0${m.dst}\0`);
   }
-  for (const cg of ctx.cgroups) e.prefixed(Tag.cgroup, cg.kind, `${cg.dir}\0`);
   const lim = spec.limits ?? {};
   if (lim.memoryBytes || lim.pids || lim.cpus) {
     e.u64s(

@@ -34,6 +34,8 @@ fn forward(sig: i32) callconv(.c) void {
 pub fn main() noreturn {
     _ = linux.prctl(@intFromEnum(linux.PR.SET_DUMPABLE), 0, 0, 0, 0);
     const args = parseArgs() orelse fatal(linux.E.INVAL, "keeper: bad arguments");
+    // By now the owner has placed the jail in its cgroups: root the jail's view there.
+    if (errno(linux.unshare(linux.CLONE.NEWCGROUP))) |e| fatal(e, "unshare cgroup namespace");
 
     // Only stdio, status and the passed descriptors may reach the payload.
     _ = linux.syscall3(.close_range, @intCast(4 + args.npass), std.math.maxInt(u32), 0);

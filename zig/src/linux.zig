@@ -120,7 +120,7 @@ const ChildCtx = struct {
     spec: Spec,
     fds: ChildFds,
     /// User-namespaced jails wait on this futex word until the owner has written their id
-    /// maps and placed them in their cgroups: 1 = go, 2 = abort.
+    /// maps: 1 = go, 2 = abort.
     userns_go: u32 align(4) = 0,
 };
 
@@ -236,8 +236,8 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
     return 0;
 }
 
-/// For a user-namespaced jail: write its id maps and put it in its cgroups (its child has no
-/// rights over either), then let it go. On failure the child is killed and reaped here.
+/// For a user-namespaced jail: write its id maps (its child cannot), then let it go. On
+/// failure the child is killed and reaped here.
 fn releaseUserns(ctx: *ChildCtx, pid: i32, err: errtext.CBuf) !void {
     const s = &ctx.spec;
     var ok = true;
@@ -270,19 +270,12 @@ fn releaseUserns(ctx: *ChildCtx, pid: i32, err: errtext.CBuf) !void {
             break;
         }
     }
-    var cg = CgFailure{};
-    var pidbuf: [16]u8 = undefined;
-    if (ok and !setupCgroups(s, std.fmt.bufPrint(&pidbuf, "{d}", .{pid}) catch unreachable, &cg)) {
-        ok = false;
-        e = cg.e;
-    }
     @atomicStore(u32, &ctx.userns_go, if (ok) 1 else 2, .release);
     _ = linux.futex(&ctx.userns_go, .{ .cmd = .WAKE, .private = true }, 1, .{ .timeout = null }, null, 0);
     if (ok) return;
     _ = linux.kill(pid, linux.SIG.KILL);
     var st: u32 = 0;
     _ = linux.wait4(pid, &st, W_ALL, null);
-    if (cg.e != .SUCCESS) return fail(err, e, "{s} {s}", .{ cg.what, cg.path() });
     return fail(err, e, "write /proc/{d}/{s} for the user namespace", .{ pid, what });
 }
 
@@ -386,11 +379,9 @@ fn child(spec: *const Spec, fds: ChildFds) noreturn {
     // Our copy of the owner's end would hide the owner's death from the sync read.
     _ = linux.close(fds.sync_owner);
 
-    if (!spec.flags.userns) {
-        var f = CgFailure{};
-        if (!setupCgroups(spec, "0", &f)) c.die(f.e, "{s} {s}", .{ f.what, f.path() });
-    }
-    var ns: usize = linux.CLONE.NEWNS | linux.CLONE.NEWUTS | linux.CLONE.NEWIPC | linux.CLONE.NEWCGROUP;
+    // The cgroup namespace comes later, in the keeper: the owner moves this process into the
+    // jail's cgroups while it sets up, and the namespace must be rooted there.
+    var ns: usize = linux.CLONE.NEWNS | linux.CLONE.NEWUTS | linux.CLONE.NEWIPC;
     if (fds.netns >= 0) {
         c.check(linux.syscall2(.setns, @bitCast(@as(isize, fds.netns)), linux.CLONE.NEWNET), "enter network namespace", .{});
         _ = linux.close(fds.netns);
@@ -437,78 +428,6 @@ fn child(spec: *const Spec, fds: ChildFds) noreturn {
     }
 
     execKeeper(&c, fds.keeper);
-}
-
-/// Why a cgroup step failed: the errno, what was being done, and the file.
-const CgFailure = struct {
-    e: linux.E = .SUCCESS,
-    what: []const u8 = "",
-    buf: [path_max]u8 = undefined,
-    len: usize = 0,
-    fn path(f: *const CgFailure) []const u8 {
-        return f.buf[0..f.len];
-    }
-};
-
-/// Creates the jail's cgroups, writes its limits and moves `procs` ("0": the caller; else a
-/// pid) into them. Runs in the jail's child, or in the owner for a user-namespaced jail (whose
-/// child has no rights over the host's cgroups).
-fn setupCgroups(s: *const Spec, procs: []const u8, f: *CgFailure) bool {
-    for (s.cgroups.slice()) |cg| {
-        const rc = linux.mkdir(cg.dir.ptr, 0o755);
-        if (errno(rc)) |e| if (e != .EXIST) {
-            f.e = e;
-            f.what = "create cgroup";
-            f.len = (std.fmt.bufPrint(&f.buf, "{s}", .{cg.dir}) catch "").len;
-            return false;
-        };
-        var v: [32]u8 = undefined;
-        const ok = switch (cg.kind) {
-            .unified => (s.memory_bytes_max == 0 or (writeCg(cg.dir, "memory.max", num(&v, s.memory_bytes_max), true, f) and
-                writeCg(cg.dir, "memory.swap.max", "0", false, f) and
-                writeCg(cg.dir, "memory.oom.group", "1", false, f))) and
-                (s.pids_max == 0 or writeCg(cg.dir, "pids.max", num(&v, s.pids_max), true, f)) and
-                (s.cpu_millis == 0 or writeCg(cg.dir, "cpu.max", std.fmt.bufPrint(&v, "{d} 100000", .{s.cpu_millis * 100}) catch unreachable, true, f)),
-            .memory => s.memory_bytes_max == 0 or (writeCg(cg.dir, "memory.limit_in_bytes", num(&v, s.memory_bytes_max), true, f) and
-                writeCg(cg.dir, "memory.memsw.limit_in_bytes", num(&v, s.memory_bytes_max), false, f)),
-            .pids => s.pids_max == 0 or writeCg(cg.dir, "pids.max", num(&v, s.pids_max), true, f),
-            .cpu => s.cpu_millis == 0 or (writeCg(cg.dir, "cpu.cfs_period_us", "100000", true, f) and
-                writeCg(cg.dir, "cpu.cfs_quota_us", num(&v, s.cpu_millis * 100), true, f)),
-            else => true,
-        };
-        if (!ok or !writeCg(cg.dir, "cgroup.procs", procs, true, f)) return false;
-    }
-    return true;
-}
-
-fn num(buf: *[32]u8, v: u64) []const u8 {
-    return std.fmt.bufPrint(buf, "{d}", .{v}) catch unreachable;
-}
-
-fn writeCg(dir: [:0]const u8, file: []const u8, value: []const u8, required: bool, f: *CgFailure) bool {
-    const path = std.fmt.bufPrintZ(&f.buf, "{s}/{s}", .{ dir, file }) catch {
-        f.e = .NAMETOOLONG;
-        f.what = "cgroup path";
-        return false;
-    };
-    f.len = path.len;
-    const rc = linux.open(path.ptr, .{ .ACCMODE = .WRONLY, .CLOEXEC = true }, 0);
-    if (errno(rc)) |e| {
-        if (!required and (e == .NOENT or e == .ACCES)) return true;
-        f.e = e;
-        f.what = "open";
-        return false;
-    }
-    const fd: i32 = @intCast(rc);
-    const w = linux.write(fd, value.ptr, value.len);
-    _ = linux.close(fd);
-    if (errno(w)) |e| {
-        if (!required) return true;
-        f.e = e;
-        f.what = "write to";
-        return false;
-    }
-    return true;
 }
 
 /// Mounts the jail's root and returns its path (in the child's private mount namespace).

@@ -25,7 +25,7 @@ pub const Tag = enum(u16) {
     caps = 13, // u64 mask of capabilities the payload keeps
     rlimit = 14, // u32 resource, u32 reserved, u64 soft, u64 hard
     mount = 15, // u32 MountFlags, then src NUL dst NUL
-    cgroup = 16, // u32 CgroupKind, then dir NUL (created by the jail, joined, removed by the owner)
+    // 16 was the cgroup record: the owner now places a Linux jail in its cgroups itself.
     limits = 17, // u64 memory_bytes_max, u64 pids_max, u64 cpu_millis (0 = unlimited)
     stdio = 18, // 3 x i32: fd, or stdio_null, or stdio_pipe
     pass_fd = 19, // i32, repeated: appears in the payload as 3, 4, ...
@@ -63,8 +63,6 @@ pub const MountFlags = packed struct(u32) {
     _pad: u30 = 0,
 };
 
-pub const CgroupKind = enum(u32) { unified = 0, memory = 1, pids = 2, cpu = 3, join_only = 4, _ };
-
 pub const stdio_null: i32 = -1;
 pub const stdio_pipe: i32 = -2;
 
@@ -73,13 +71,11 @@ pub const max_env = 1024;
 pub const max_lowers = 64;
 pub const max_mounts = 64;
 pub const max_rlimits = 16;
-pub const max_cgroups = 8;
 pub const max_pass_fds = 16;
 pub const max_addrs = 8;
 
 pub const Mount = struct { flags: MountFlags, src: [:0]const u8, dst: [:0]const u8 };
 pub const Rlimit = struct { resource: u32, soft: u64, hard: u64 };
-pub const Cgroup = struct { kind: CgroupKind, dir: [:0]const u8 };
 
 /// Strings point into the caller's buffer; the buffer must outlive the Spec.
 pub const Spec = struct {
@@ -99,7 +95,6 @@ pub const Spec = struct {
     caps: u64 = 0,
     rlimits: Bounded(Rlimit, max_rlimits) = .{},
     mounts: Bounded(Mount, max_mounts) = .{},
-    cgroups: Bounded(Cgroup, max_cgroups) = .{},
     memory_bytes_max: u64 = 0,
     pids_max: u64 = 0,
     cpu_millis: u64 = 0,
@@ -190,10 +185,6 @@ fn record(out: *Spec, tag: Tag, p: []const u8) DecodeError!void {
             if (p.len < 4) return error.BadLength;
             const pair = try strPair(p[4..]);
             try out.mounts.append(.{ .flags = @bitCast(readInt(u32, p[0..4])), .src = pair[0], .dst = pair[1] });
-        },
-        .cgroup => {
-            if (p.len < 4) return error.BadLength;
-            try out.cgroups.append(.{ .kind = @enumFromInt(readInt(u32, p[0..4])), .dir = try str(p[4..]) });
         },
         .limits => {
             if (p.len != 24) return error.BadLength;
@@ -302,7 +293,6 @@ test "decode a full spec" {
     e.int(.uid, u32, 65534);
     e.int(.flags, u32, @bitCast(Flags{ .net_host = true }));
     e.raw(.mount, "\x01\x00\x00\x00/src\x00/dst\x00");
-    e.raw(.cgroup, "\x01\x00\x00\x00/sys/fs/cgroup/memory/lj/1\x00");
     var stdio: [12]u8 = undefined;
     for ([_]i32{ 0, stdio_pipe, stdio_null }, 0..) |v, i| std.mem.writeInt(i32, stdio[i * 4 ..][0..4], v, .little);
     e.raw(.stdio, &stdio);
@@ -317,7 +307,6 @@ test "decode a full spec" {
     try std.testing.expect(s.flags.net_host);
     try std.testing.expect(s.mounts.slice()[0].flags.readonly);
     try std.testing.expectEqualStrings("/dst", s.mounts.slice()[0].dst);
-    try std.testing.expectEqual(CgroupKind.memory, s.cgroups.slice()[0].kind);
     try std.testing.expectEqual([3]i32{ 0, stdio_pipe, stdio_null }, s.stdio);
 }
 
