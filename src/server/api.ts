@@ -6,7 +6,7 @@ import type { Server } from "bun";
 import { type Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
-import { extractTar } from "../build/archive.ts";
+import { type ExtractLimits, extractTar } from "../build/archive.ts";
 import { isLjError, LjError } from "../errors.ts";
 import { formatLogLine, type LogLine } from "../paas/logs.ts";
 import type { Paas } from "../paas/paas.ts";
@@ -23,6 +23,8 @@ export interface ApiOptions {
   domain: string;
   /** Largest compressed upload accepted (bytes). */
   maxUploadBytes?: number;
+  /** Tighter archive limits than the app policy's defaults. */
+  archiveLimits?: Partial<ExtractLimits>;
 }
 
 type Env = { Bindings: { server?: Server<unknown> } };
@@ -186,7 +188,10 @@ export function createApi(o: ApiOptions): Hono<Env> {
     noIdleTimeout(c);
     const dir = paas.incomingDir();
     const source = c.req.query("source") ?? "tarball";
-    const extracted = await extractTar(capped(body, maxUpload), dir, { policy: "app" });
+    const extracted = await extractTar(capped(body, maxUpload), dir, {
+      policy: "app",
+      limits: o.archiveLimits,
+    });
     const run = paas.deploy(name, dir, source);
     run.log(
       `-----> Received ${extracted.entries} entries (${extracted.fileBytes} bytes, ${extracted.compression})`,

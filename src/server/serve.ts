@@ -6,6 +6,7 @@
 
 import { join } from "node:path";
 import type { Server } from "bun";
+import type { ExtractLimits } from "../build/archive.ts";
 import { type BuildFn, Paas, type PaasOptions } from "../paas/paas.ts";
 import { Router, type WsData } from "../paas/router.ts";
 import { ServiceManager } from "../paas/services.ts";
@@ -19,6 +20,7 @@ export interface ServeOptions extends PaasOptions {
   /** Apps answer at APP.<domain>; default "localhost". */
   domain?: string;
   maxUploadBytes?: number;
+  archiveLimits?: Partial<ExtractLimits>;
   build?: BuildFn;
 }
 
@@ -53,11 +55,13 @@ export async function startServer(o: ServeOptions = {}): Promise<RunningServer> 
     domain,
     selfUrl: () => selfUrl,
     maxUploadBytes: o.maxUploadBytes,
+    archiveLimits: o.archiveLimits,
   });
   const server = Bun.serve<WsData>({
     hostname: o.hostname ?? "127.0.0.1",
     port: o.port ?? 0,
-    maxRequestBodySize: (o.maxUploadBytes ?? 256 * 1024 * 1024) + 1024 * 1024,
+    // Bun's own cap answers without a body: ours (in the upload route) comes first and says why.
+    maxRequestBodySize: (o.maxUploadBytes ?? 256 * 1024 * 1024) + 64 * 1024 * 1024,
     idleTimeout: 120,
     fetch(req, srv) {
       const app = router.appFor(req.headers.get("host"));

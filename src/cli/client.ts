@@ -1,0 +1,156 @@
+/**
+ * The API client behind `lj apps|deploy|config|ps|...`: finds the server (--remote, LJ_REMOTE,
+ * the client config file, or the local server's record) and the token (LJ_TOKEN, the config
+ * file, or the local server's token file when readable), and turns error bodies into LjErrors.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { LjError } from "../errors.ts";
+import { paths } from "../store/paths.ts";
+
+export const DEFAULT_PORT = 7080;
+
+export const clientArgs = {
+  remote: {
+    type: "string",
+    description: "server URL (default: LJ_REMOTE, the client config, or the local server)",
+  },
+  json: { type: "boolean", description: "print JSON" },
+} as const;
+
+export function clientConfigFile(): string {
+  const base = process.env.XDG_CONFIG_HOME || join(homedir(), ".config");
+  return join(base, "lightjail", "client.json");
+}
+
+function readJson(file: string): Record<string, string> {
+  try {
+    return JSON.parse(readFileSync(file, "utf8"));
+  } catch {
+    return {};
+  }
+}
+
+/** Where a local `lj serve` says it listens (written at its start). */
+export const serverRecordFile = () => join(paths.paas(), "server.json");
+
+export interface Client {
+  remote: string;
+  token: string;
+  request(method: string, path: string, body?: unknown, init?: RequestInit): Promise<Response>;
+  json<T = Record<string, unknown>>(method: string, path: string, body?: unknown): Promise<T>;
+}
+
+export async function failure(res: Response): Promise<LjError> {
+  const text = await res.text();
+  let e: { code?: string; message?: string; hint?: string } | undefined;
+  try {
+    e = (JSON.parse(text) as { error?: typeof e }).error;
+  } catch {}
+  const kind =
+    res.status === 404
+      ? "not-found"
+      : res.status === 409
+        ? "conflict"
+        : res.status === 401 || res.status === 403
+          ? "permission"
+          : res.status === 503
+            ? "unavailable"
+            : res.status === 422
+              ? "invalid"
+              : res.status < 500
+                ? "usage"
+                : "internal";
+  return new LjError(
+    kind,
+    e?.code ?? `http-${res.status}`,
+    e?.message ?? `HTTP ${res.status}: ${text.slice(0, 200)}`,
+    {
+      hint: e?.hint,
+      httpStatus: res.status,
+    },
+  );
+}
+
+export function client(args: { remote?: string }): Client {
+  const cfg = readJson(clientConfigFile());
+  const local = readJson(serverRecordFile());
+  const remote = (
+    args.remote ||
+    process.env.LJ_REMOTE ||
+    cfg.remote ||
+    local.url ||
+    `http://127.0.0.1:${DEFAULT_PORT}`
+  ).replace(/\/+$/, "");
+  let token = process.env.LJ_TOKEN || cfg.token || "";
+  if (!token && existsSync(paths.paasToken())) {
+    try {
+      token = readFileSync(paths.paasToken(), "utf8").trim();
+    } catch {}
+  }
+  const request = async (method: string, path: string, body?: unknown, init: RequestInit = {}) => {
+    const headers: Record<string, string> = {
+      authorization: `Bearer ${token}`,
+      ...(init.headers as Record<string, string>),
+    };
+    let payload = init.body;
+    if (body !== undefined) {
+      headers["content-type"] = "application/json";
+      payload = JSON.stringify(body);
+    }
+    try {
+      return await fetch(`${remote}${path}`, { ...init, method, headers, body: payload } as RequestInit);
+    } catch (e) {
+      throw new LjError(
+        "unavailable",
+        "no-server",
+        `cannot reach the lightjail server at ${remote}: ${(e as Error).message}`,
+        {
+          hint: "start it with `lj serve`, or pass --remote URL (or set LJ_REMOTE)",
+        },
+      );
+    }
+  };
+  return {
+    remote,
+    token,
+    request,
+    async json<T>(method: string, path: string, body?: unknown): Promise<T> {
+      const res = await request(method, path, body);
+      if (!res.ok) throw await failure(res);
+      return (await res.json()) as T;
+    },
+  };
+}
+
+export function out(line = ""): void {
+  process.stdout.write(`${line}\n`);
+}
+
+export function printJson(v: unknown): void {
+  process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
+}
+
+/** Left-aligned columns. */
+export function table(rows: string[][]): void {
+  if (rows.length === 0) return;
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
+  for (const r of rows)
+    out(
+      r
+        .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!)))
+        .join("  ")
+        .trimEnd(),
+    );
+}
+
+/** Streams a response body to stdout as it arrives. */
+export async function pipeToStdout(res: Response): Promise<void> {
+  if (!res.body) return;
+  for await (const chunk of res.body) process.stdout.write(chunk);
+}
+
+export function mb(bytes: number | null | undefined): string {
+  return bytes === null || bytes === undefined ? "-" : `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+}

@@ -1,0 +1,64 @@
+import { writeFileSync } from "node:fs";
+import { defineCommand } from "citty";
+import { LjError } from "../errors.ts";
+import { DEFAULT_PORT, serverRecordFile } from "./client.ts";
+
+export const serveCommand = defineCommand({
+  meta: { name: "serve", description: "Run the PaaS server: API, git push endpoint and the HTTP router" },
+  args: {
+    host: { type: "string", description: "address to listen on", default: "127.0.0.1" },
+    port: {
+      type: "string",
+      description: `port (0 picks one; default ${DEFAULT_PORT})`,
+      default: String(DEFAULT_PORT),
+    },
+    domain: { type: "string", description: "apps answer at APP.<domain>", default: "localhost" },
+    "health-timeout": {
+      type: "string",
+      description: "seconds a new web process has to accept connections",
+      default: "30",
+    },
+    "keep-releases": { type: "string", description: "releases kept per app", default: "10" },
+    "max-upload": { type: "string", description: "largest source upload in MB", default: "256" },
+    json: { type: "boolean", description: "print the listening address as JSON" },
+  },
+  async run({ args }) {
+    const port = Number(args.port);
+    if (!Number.isInteger(port) || port < 0 || port > 65535)
+      throw new LjError("usage", "bad-port", `invalid port ${args.port}`);
+    const { startServer } = await import("../server/serve.ts");
+    const s = await startServer({
+      hostname: args.host,
+      port,
+      domain: args.domain,
+      healthTimeoutMs: Number(args["health-timeout"]) * 1000,
+      keepReleases: Number(args["keep-releases"]),
+      maxUploadBytes: Number(args["max-upload"]) * 1024 * 1024,
+    });
+    writeFileSync(serverRecordFile(), JSON.stringify({ url: s.url, pid: process.pid, domain: s.domain }), {
+      mode: 0o600,
+    });
+    if (args.json) {
+      process.stdout.write(
+        `${JSON.stringify({ url: s.url, port: s.port, domain: s.domain, ...(s.tokenCreated ? { token: s.token } : {}) })}\n`,
+      );
+    } else {
+      process.stdout.write(`lightjail server listening on ${s.url}\n`);
+      process.stdout.write(`apps answer at http://APP.${s.domain}:${s.port}/\n`);
+      process.stdout.write(`git push: git remote add lj ${s.url}/git/APP.git\n`);
+      if (s.tokenCreated) {
+        process.stdout.write(`\nAPI token (shown once; stored mode 0600 for local clients):\n  ${s.token}\n`);
+        process.stdout.write(
+          "export LJ_TOKEN=... on other machines, or put it in ~/.config/lightjail/client.json\n\n",
+        );
+      }
+    }
+    await new Promise<void>((resolve) => {
+      const stop = () => resolve();
+      process.once("SIGINT", stop);
+      process.once("SIGTERM", stop);
+    });
+    process.stderr.write("stopping: ending every app process (desired state stays for the next start)\n");
+    await s.stop();
+  },
+});

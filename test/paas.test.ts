@@ -1,0 +1,631 @@
+/**
+ * The PaaS server end to end with real jails, real HTTP and the real git client, over a
+ * test-only build (test/fixtures/paas/fake-build.ts: copies the source, reads the Procfile) so
+ * that everything around builds is exercised without language plugins. test/paas-e2e.test.ts
+ * does the same through the real buildApp.
+ */
+import { afterAll, beforeAll, describe, expect } from "bun:test";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { gzipSync } from "node:zlib";
+import { type RunningServer, startServer } from "../src/server/serve.ts";
+import { paths } from "../src/store/paths.ts";
+import { fakeBuild } from "./fixtures/paas/fake-build.ts";
+import {
+  api,
+  appCopy,
+  auth,
+  createApp,
+  deployDir,
+  deployTar,
+  makeTar,
+  textVia,
+  until,
+  viaRouter,
+} from "./fixtures/paas/helpers.ts";
+import { type JailEnv, lj, makeJailEnv } from "./helpers/jail-env.ts";
+import { isRoot, rootTest } from "./helpers/root.ts";
+
+let env: JailEnv;
+let s: RunningServer;
+
+beforeAll(async () => {
+  if (!isRoot()) return;
+  process.env.LJ_SUBNET = "10.237.0.0/24";
+  env = await makeJailEnv();
+  s = await startServer({
+    build: fakeBuild,
+    healthTimeoutMs: 8000,
+    keepReleases: 4,
+    maxUploadBytes: 1024 * 1024,
+    archiveLimits: { maxEntries: 200, maxTotalBytes: 4 * 1024 * 1024, maxPathBytes: 200 },
+  });
+});
+
+afterAll(async () => {
+  if (!isRoot()) return;
+  await s?.stop();
+  env?.cleanup();
+});
+
+/** A child process run without blocking the event loop (the server lives in this process). */
+async function run(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const p = Bun.spawn(argv, {
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { ...process.env, GIT_TERMINAL_PROMPT: "0" },
+  });
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(p.stdout).text(),
+    new Response(p.stderr).text(),
+    p.exited,
+  ]);
+  return { code, stdout, stderr };
+}
+
+const cli = (args: string[]) =>
+  lj([...args], { LJ_REMOTE: s.url, LJ_TOKEN: s.token, LIGHTJAIL_ROOT: env.root });
+
+describe("auth and errors", () => {
+  rootTest(
+    "missing or wrong token: 401 on the API and on git; health needs none; the token file is 0600",
+    async () => {
+      expect((await fetch(`${s.url}/api/v1/health`)).status).toBe(200);
+      const none = await fetch(`${s.url}/api/v1/apps`);
+      expect(none.status).toBe(401);
+      expect(((await none.json()) as { error: { code: string } }).error.code).toBe("auth-required");
+      const wrong = await fetch(`${s.url}/api/v1/apps`, { headers: auth(s, "lj_wrong") });
+      expect(wrong.status).toBe(401);
+      expect(((await wrong.json()) as { error: { code: string } }).error.code).toBe("bad-token");
+      await createApp(s, "authapp");
+      const g = await fetch(`${s.url}/git/authapp.git/info/refs?service=git-receive-pack`);
+      expect(g.status).toBe(401);
+      expect(g.headers.get("www-authenticate")).toContain("Basic");
+      const gw = await fetch(`${s.url}/git/authapp.git/info/refs?service=git-receive-pack`, {
+        headers: { authorization: `Basic ${btoa("x:nope")}` },
+      });
+      expect(gw.status).toBe(401);
+      // The real git client, with a wrong password and with none.
+      const dir = appCopy("node-hello");
+      await run(["git", "init", "-q", "-b", "main", dir]);
+      await run(["git", "-C", dir, "add", "-A"]);
+      await run(["git", "-C", dir, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "x"]);
+      const u = new URL(s.url);
+      const push = await run(["git", "-C", dir, "push", `http://x:bad@${u.host}/git/authapp.git`, "main"]);
+      expect(push.code).not.toBe(0);
+      expect(push.stderr).toMatch(/Authentication failed|401/);
+      const anon = await run(["git", "-C", dir, "push", `http://${u.host}/git/authapp.git`, "main"]);
+      expect(anon.code).not.toBe(0);
+      expect(anon.stderr).toMatch(/could not read Username|Authentication failed|401/);
+      expect((statSync(paths.paasToken()).mode & 0o777).toString(8)).toBe("600");
+    },
+  );
+
+  rootTest(
+    "errors are {error:{code,message,hint}} with proper statuses; JSON bodies are size-limited",
+    async () => {
+      const r = await fetch(`${s.url}/api/v1/apps/nope`, { headers: auth(s) });
+      expect(r.status).toBe(404);
+      const j = (await r.json()) as { error: { code: string; message: string; hint: string } };
+      expect(j.error.code).toBe("app-not-found");
+      expect(j.error.hint).toContain("lj apps create");
+      const bad = await fetch(`${s.url}/api/v1/apps`, {
+        method: "POST",
+        headers: { ...auth(s), "content-type": "application/json" },
+        body: JSON.stringify({ name: "Bad_Name" }),
+      });
+      expect(bad.status).toBe(400);
+      const big = await fetch(`${s.url}/api/v1/apps`, {
+        method: "POST",
+        headers: { ...auth(s), "content-type": "application/json" },
+        body: JSON.stringify({ name: "x".repeat(100_000) }),
+      });
+      expect(big.status).toBe(413);
+      await createApp(s, "dupe");
+      const dupe = await fetch(`${s.url}/api/v1/apps`, {
+        method: "POST",
+        headers: { ...auth(s), "content-type": "application/json" },
+        body: JSON.stringify({ name: "dupe" }),
+      });
+      expect(dupe.status).toBe(409);
+    },
+  );
+});
+
+describe("deploys", () => {
+  rootTest(
+    "a node app deployed by tarball answers through the router; python and a static site too",
+    async () => {
+      await createApp(s, "node1");
+      const d = await deployDir(s, "node1", appCopy("node-hello"));
+      expect(d.deploy?.status).toBe("succeeded");
+      expect(d.log).toContain("Health check passed");
+      expect(d.log).toContain("deploy 1 succeeded: release v1");
+      expect(await textVia(s, "node1")).toEqual({ status: 200, text: "hello from node web.1 v1\n" });
+      // A streamed request body goes through the router.
+      const post = await viaRouter(s, "node1", "/", { method: "POST", body: "x".repeat(300_000) });
+      expect(await post.text()).toBe("got 300000 bytes\n");
+      await createApp(s, "py1");
+      const py = await deployDir(s, "py1", appCopy("py-hello"));
+      expect(
+        `${py.log}${s.paas.logs
+          .tail("py1", 20)
+          .map((l) => `${l.source}: ${l.line}\n`)
+          .join("")}`,
+      ).toContain("succeeded");
+      expect(await textVia(s, "py1")).toEqual({ status: 200, text: "hello from python web.1\n" });
+      await createApp(s, "site1");
+      expect((await deployDir(s, "site1", appCopy("static"))).deploy?.status).toBe("succeeded");
+      const site = await textVia(s, "site1", "/index.html");
+      expect(site.status).toBe(200);
+      expect(site.text).toContain("<h1>static site</h1>");
+      // Unknown apps: 404 page; the access log has the requests.
+      expect((await textVia(s, "ghost")).status).toBe(404);
+      s.paas.logs.flush();
+      const logs = await (
+        await fetch(`${s.url}/api/v1/apps/node1/logs?lines=50`, { headers: auth(s) })
+      ).text();
+      expect(logs).toContain("router: GET / 200");
+      expect(logs).toContain("web.1: listening on 5000");
+    },
+    60_000,
+  );
+
+  rootTest(
+    "git push with the real git client: build log as remote: lines, a failed build rejects the push",
+    async () => {
+      await createApp(s, "gitapp");
+      const dir = appCopy("node-hello");
+      const git = (...a: string[]) =>
+        run(["git", "-C", dir, "-c", "user.email=t@t", "-c", "user.name=t", ...a]);
+      await git("init", "-q", "-b", "main");
+      await git("add", "-A");
+      await git("commit", "-qm", "first");
+      const u = new URL(s.url);
+      await git("remote", "add", "lj", `http://lj:${s.token}@${u.host}/git/gitapp.git`);
+      const push = await git("push", "lj", "main");
+      const err = push.stderr;
+      expect(push.code).toBe(0);
+      expect(err).toContain("remote: -----> Building gitapp from git:");
+      expect(err).toContain("remote: =====> deploy");
+      expect(await textVia(s, "gitapp")).toEqual({ status: 200, text: "hello from node web.1 v1\n" });
+      // A broken build: the push is rejected, v1 keeps serving, the ref does not move.
+      writeFileSync(join(dir, "FAIL_BUILD"), "");
+      await git("add", "-A");
+      await git("commit", "-qm", "broken");
+      const bad = await git("push", "lj", "main");
+      expect(bad.code).not.toBe(0);
+      expect(bad.stderr).toContain("remote: -----> Deploy failed: the build script failed");
+      expect(bad.stderr).toContain("pre-receive hook declined");
+      expect(await textVia(s, "gitapp")).toEqual({ status: 200, text: "hello from node web.1 v1\n" });
+      const refs = Bun.spawnSync([
+        "git",
+        "--git-dir",
+        join(paths.paasGit(), "gitapp.git"),
+        "rev-parse",
+        "main",
+      ]);
+      expect(refs.stdout.toString().trim()).toBe((await git("rev-parse", "HEAD~1")).stdout.trim());
+    },
+    60_000,
+  );
+
+  rootTest(
+    "a failed build and a failed health check leave the previous release serving",
+    async () => {
+      await createApp(s, "keep");
+      expect((await deployDir(s, "keep", appCopy("node-hello"))).deploy?.status).toBe("succeeded");
+      const broken = await deployDir(s, "keep", appCopy("node-hello", { FAIL_BUILD: "" }));
+      expect(broken.deploy?.status).toBe("failed");
+      expect(broken.log).toContain("Release v1 is still serving");
+      // Listens on the wrong port: never healthy.
+      const deaf = await deployDir(
+        s,
+        "keep",
+        appCopy("node-hello", { Procfile: "web: PORT=6000 node server.js\n" }),
+      );
+      expect(deaf.deploy?.status).toBe("failed");
+      expect(deaf.deploy?.error).toContain("health check");
+      // Crashes at once.
+      const crash = await deployDir(s, "keep", appCopy("node-hello", { Procfile: "web: exit 7\n" }));
+      expect(crash.deploy?.status).toBe("failed");
+      expect(await textVia(s, "keep")).toEqual({ status: 200, text: "hello from node web.1 v1\n" });
+      const rels = await api<{ releases: { version: number }[] }>(s, "GET", "/apps/keep/releases");
+      expect(rels.releases.map((r) => r.version)).toEqual([1]);
+      const ps = await api<{ processes: { release: number; state: string }[] }>(s, "GET", "/apps/keep/ps");
+      expect(ps.processes).toEqual([expect.objectContaining({ release: 1, state: "up" })]);
+    },
+    60_000,
+  );
+
+  rootTest(
+    "two deploys of one app run one after the other; another app's deploy is not held up",
+    async () => {
+      await createApp(s, "serial");
+      await createApp(s, "other");
+      const slow = appCopy("node-hello", { SLOW_BUILD: "1500" });
+      const [a, b, o] = await Promise.all([
+        deployDir(s, "serial", slow),
+        (async () => {
+          await Bun.sleep(200);
+          return deployDir(s, "serial", appCopy("node-hello"));
+        })(),
+        (async () => {
+          await Bun.sleep(300);
+          const t0 = performance.now();
+          const r = await deployDir(s, "other", appCopy("node-hello"));
+          return { ...r, ms: performance.now() - t0 };
+        })(),
+      ]);
+      expect(a.deploy?.status).toBe("succeeded");
+      expect(b.deploy?.status).toBe("succeeded");
+      expect(b.log).toContain("Waiting for the deploy before this one to finish");
+      expect([a.deploy?.release, b.deploy?.release]).toEqual([1, 2]);
+      expect(o.deploy?.status).toBe("succeeded");
+      expect(o.ms).toBeLessThan(1500);
+      expect(await textVia(s, "serial")).toEqual({ status: 200, text: "hello from node web.1 v2\n" });
+    },
+    60_000,
+  );
+});
+
+describe("archive safety", () => {
+  const cases: [string, () => Promise<Buffer>, RegExp][] = [
+    ["absolute path", () => makeTar([{ name: "/etc/evil", body: "x" }]), /absolute-path/],
+    ["dot-dot", () => makeTar([{ name: "a/../../evil", body: "x" }]), /dot-dot/],
+    [
+      "symlink escaping the tree",
+      () => makeTar([{ name: "l", type: "symlink", linkname: "../../etc" }]),
+      /symlink-escape/,
+    ],
+    [
+      "absolute symlink",
+      () => makeTar([{ name: "l", type: "symlink", linkname: "/etc/passwd" }]),
+      /symlink-escape/,
+    ],
+    [
+      "write through a symlink",
+      () =>
+        makeTar([
+          { name: "d", type: "symlink", linkname: "." },
+          { name: "d/x", body: "x" },
+        ]),
+      /through-symlink|symlink/,
+    ],
+    [
+      "hardlink out",
+      () => makeTar([{ name: "h", type: "link", linkname: "/etc/passwd" }]),
+      /hardlink|absolute/,
+    ],
+    ["device node", () => makeTar([{ name: "dev", type: "character-device" }]), /entry-type/],
+    ["fifo", () => makeTar([{ name: "fifo", type: "fifo" }]), /entry-type/],
+    [
+      "too many entries",
+      () => makeTar(Array.from({ length: 250 }, (_, i) => ({ name: `f${i}`, body: "x" }))),
+      /too-many-entries/,
+    ],
+    ["path too long", () => makeTar([{ name: `${"a/".repeat(120)}f`, body: "x" }]), /path-too-long|too-deep/],
+    [
+      "too many bytes",
+      async () => gzipSync(await makeTar([{ name: "big", body: Buffer.alloc(5 * 1024 * 1024, 1) }])),
+      /too-many-bytes|file-too-large|compression-ratio/,
+    ],
+    [
+      "gzip bomb",
+      async () => gzipSync(await makeTar([{ name: "zeros", body: Buffer.alloc(3 * 1024 * 1024) }])),
+      /compression-ratio/,
+    ],
+    [
+      "duplicate names",
+      () =>
+        makeTar([
+          { name: "a", body: "1" },
+          { name: "a", body: "2" },
+        ]),
+      /duplicate/,
+    ],
+    ["backslash", () => makeTar([{ name: "a\\..\\..\\x", body: "1" }]), /bad-name/],
+    [
+      "truncated archive",
+      async () => (await makeTar([{ name: "a", body: "x".repeat(5000) }])).subarray(0, 1000),
+      /malformed/,
+    ],
+  ];
+
+  rootTest(
+    "every malicious tarball is rejected with its entry and rule, nothing is written, the release keeps serving",
+    async () => {
+      await createApp(s, "safe");
+      expect((await deployDir(s, "safe", appCopy("node-hello"))).deploy?.status).toBe("succeeded");
+      for (const [what, make, rule] of cases) {
+        const r = await deployTar(s, "safe", await make());
+        expect({ what, status: r.status }).toEqual({ what, status: 422 });
+        expect({ what, code: r.error?.code }).toEqual({ what, code: expect.stringMatching(rule) });
+        expect(r.error?.message).toContain("rejected");
+        expect(readdirSync(paths.paasIncoming())).toEqual([]);
+      }
+      expect(await textVia(s, "safe")).toEqual({ status: 200, text: "hello from node web.1 v1\n" });
+      const deploys = await api<{ deploys: unknown[] }>(s, "GET", "/apps/safe/deploys");
+      expect(deploys.deploys.length).toBe(1);
+    },
+    60_000,
+  );
+
+  rootTest(
+    "setuid/setgid bits and ownership are stripped; an inside symlink is kept",
+    async () => {
+      await createApp(s, "modes");
+      const server = readFileSync(join(import.meta.dir, "fixtures/paas/apps/node-hello/server.js"), "utf8");
+      const t = await makeTar([
+        { name: "Procfile", body: "web: node server.js\n" },
+        { name: "server.js", body: server },
+        { name: "suid", body: "#!/bin/sh\n", mode: 0o6755 },
+        { name: "link", type: "symlink", linkname: "server.js" },
+      ]);
+      const d = await deployTar(s, "modes", t);
+      expect(d.deploy?.status).toBe("succeeded");
+      const r = await fetch(`${s.url}/api/v1/apps/modes/run`, {
+        method: "POST",
+        headers: { ...auth(s), "content-type": "application/json" },
+        body: JSON.stringify({ command: "stat -c '%a %u' suid; readlink link" }),
+      });
+      const frames = (await r.text())
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l));
+      expect(frames.map((f) => f.out ?? "").join("")).toBe("755 0\nserver.js\n");
+      expect(frames.at(-1)).toEqual(expect.objectContaining({ exit: 0 }));
+    },
+    30_000,
+  );
+
+  rootTest("an upload over the size cap is refused with 413", async () => {
+    await createApp(s, "huge");
+    // Random bytes do not compress: the compressed stream passes the 1 MiB cap first.
+    const t = gzipSync(
+      await makeTar([
+        { name: "noise", body: Buffer.from(crypto.getRandomValues(new Uint8Array(3 * 1024 * 1024)).buffer) },
+      ]),
+    );
+    const r = await deployTar(s, "huge", t);
+    expect(r.status).toBe(413);
+    expect(r.error?.code).toBe("upload-too-large");
+    // Chunked, without a length: counted as it streams.
+    const chunked = await fetch(`${s.url}/api/v1/apps/huge/source`, {
+      method: "PUT",
+      headers: auth(s),
+      body: new Blob([t]).stream(),
+    });
+    expect(chunked.status).toBe(413);
+    expect(((await chunked.json()) as { error: { code: string } }).error.code).toBe("upload-too-large");
+    expect(existsSync(paths.paasIncoming()) ? readdirSync(paths.paasIncoming()) : []).toEqual([]);
+  });
+});
+
+describe("running apps", () => {
+  rootTest(
+    "config change makes a release with the new env; rollback brings back the old one at once",
+    async () => {
+      await createApp(s, "cfg");
+      expect((await deployDir(s, "cfg", appCopy("node-hello"))).deploy?.status).toBe("succeeded");
+      const c = await cli(["config", "set", "cfg", "GREETING=hi there", "--json"]);
+      expect(c.stderr).toBe("");
+      expect(c.code).toBe(0);
+      expect(JSON.parse(c.stdout).release).toBe(2);
+      expect(JSON.parse((await textVia(s, "cfg", "/env")).text)).toEqual(
+        expect.objectContaining({ GREETING: "hi there", release: "v2" }),
+      );
+      const get = await cli(["config", "get", "cfg", "GREETING"]);
+      expect(get).toEqual({ code: 0, stdout: "hi there\n", stderr: "" });
+      const rb = await cli(["rollback", "cfg", "v1"]);
+      expect(rb).toEqual({ code: 0, stdout: "rolled back cfg to v1: now release v3\n", stderr: "" });
+      expect(JSON.parse((await textVia(s, "cfg", "/env")).text)).toEqual(
+        expect.objectContaining({ GREETING: null, release: "v3" }),
+      );
+      const rels = await cli(["releases", "cfg"]);
+      expect(rels.code).toBe(0);
+      expect(rels.stdout).toContain("rollback to v1");
+      expect(rels.stdout).toContain("config change: GREETING");
+      // Releases beyond the kept count (4 here) are pruned.
+      for (let i = 0; i < 3; i++) await api(s, "PATCH", "/apps/cfg/config", { N: String(i) });
+      const kept = await api<{ releases: { version: number }[] }>(s, "GET", "/apps/cfg/releases");
+      expect(kept.releases.map((r) => r.version)).toEqual([6, 5, 4, 3]);
+      const gone = await cli(["rollback", "cfg", "v1"]);
+      expect(gone.code).toBe(66);
+      expect(gone.stderr).toContain("has no release v1");
+    },
+    60_000,
+  );
+
+  rootTest(
+    "scale to 2: both instances serve; scale to 0: 503 page; lj ps shows them",
+    async () => {
+      await createApp(s, "scaled");
+      expect((await deployDir(s, "scaled", appCopy("node-hello"))).deploy?.status).toBe("succeeded");
+      const sc = await cli(["scale", "scaled", "web=2"]);
+      expect(sc.code).toBe(0);
+      expect(sc.stdout).toContain("web.2 up");
+      const seen = new Set<string>();
+      for (let i = 0; i < 10; i++) seen.add((await textVia(s, "scaled")).text);
+      expect([...seen].sort()).toEqual(["hello from node web.1 v1\n", "hello from node web.2 v1\n"]);
+      const ps = await cli(["ps", "scaled"]);
+      expect(ps.code).toBe(0);
+      expect(ps.stdout).toMatch(/web\.1\s+v1\s+up\s+0\s+\d+\.\d MB/);
+      expect(ps.stdout).toMatch(/web\.2\s+v1\s+up/);
+      await cli(["scale", "scaled", "web=0"]);
+      const down = await textVia(s, "scaled");
+      expect(down.status).toBe(503);
+      expect(down.text).toContain("No instance of <b>scaled</b> is up");
+      await cli(["scale", "scaled", "web=1"]);
+      expect((await textVia(s, "scaled")).status).toBe(200);
+    },
+    60_000,
+  );
+
+  rootTest(
+    "a killed instance is restarted by the supervisor",
+    async () => {
+      await createApp(s, "phoenix");
+      expect((await deployDir(s, "phoenix", appCopy("node-hello"))).deploy?.status).toBe("succeeded");
+      expect((await textVia(s, "phoenix", "/crash")).text).toBe("bye\n");
+      const ps = await until(async () => {
+        const r = await api<{ processes: { restarts: number; state: string; lastExit: string }[] }>(
+          s,
+          "GET",
+          "/apps/phoenix/ps",
+        );
+        return r.processes[0]?.restarts === 1 && r.processes[0].state === "up" ? r : null;
+      });
+      expect(ps.processes[0]!.lastExit).toBe("exited with status 3");
+      expect(await textVia(s, "phoenix")).toEqual({ status: 200, text: "hello from node web.1 v1\n" });
+      // SIGKILL from outside, as the OOM killer would.
+      const jail = (
+        s.paas as unknown as { sets: Map<string, { instances: { jail: { kill(s: string): void } }[] }> }
+      ).sets.get("phoenix")!.instances[0]!.jail;
+      jail.kill("SIGKILL");
+      await until(async () => {
+        const r = await api<{ processes: { restarts: number; state: string }[] }>(
+          s,
+          "GET",
+          "/apps/phoenix/ps",
+        );
+        return r.processes[0]?.restarts === 2 && r.processes[0].state === "up";
+      });
+      expect((await textVia(s, "phoenix")).status).toBe(200);
+    },
+    60_000,
+  );
+
+  rootTest(
+    "lj run runs a one-off command in a fresh jail of the release and streams its output",
+    async () => {
+      await createApp(s, "oneoff");
+      expect((await deployDir(s, "oneoff", appCopy("node-hello"))).deploy?.status).toBe("succeeded");
+      const r = await cli([
+        "run",
+        "oneoff",
+        "--",
+        "sh",
+        "-c",
+        "echo out $LJ_PROCESS; echo err >&2; head -c 1 package.json; exit 4",
+      ]);
+      expect(r).toEqual({ code: 4, stdout: "out run.1\n{", stderr: "err\n" });
+      const logs = await cli(["logs", "oneoff", "-n", "200"]);
+      expect(logs.code).toBe(0);
+      expect(logs.stdout).toMatch(/lj: deploy \d+ succeeded: v1/);
+    },
+    30_000,
+  );
+
+  rootTest(
+    "apps list/info/destroy and a CLI deploy that respects .gitignore",
+    async () => {
+      const dir = appCopy("node-hello", {
+        ".gitignore": "secret.txt\nbuild/\n",
+        "secret.txt": "do not ship",
+      });
+      const c = await cli(["apps", "create", "cliapp"]);
+      expect(c.code).toBe(0);
+      expect(c.stdout).toContain("created cliapp");
+      const d = await cli(["deploy", dir, "--app", "cliapp"]);
+      expect(d.stderr).toContain("uploaded 4 files");
+      expect(d.stdout).toContain("deployed cliapp v1");
+      expect(d.code).toBe(0);
+      const ls = await lj(["run", "cliapp", "--", "ls -a"], { LJ_REMOTE: s.url, LJ_TOKEN: s.token });
+      expect(ls.stdout.split("\n").filter(Boolean).sort()).toEqual([
+        ".",
+        "..",
+        ".gitignore",
+        "Procfile",
+        "package.json",
+        "server.js",
+      ]);
+      const list = await cli(["apps", "list", "--json"]);
+      expect(JSON.parse(list.stdout).apps.map((a: { name: string }) => a.name)).toContain("cliapp");
+      const info = await cli(["apps", "info", "cliapp"]);
+      expect(info.stdout).toContain("release:   v1");
+      const failed = await cli(["deploy", appCopy("node-hello", { FAIL_BUILD: "" }), "--app", "cliapp"]);
+      expect(failed.code).toBe(65);
+      expect(failed.stderr).toContain("failed: the build script failed");
+      const gone = await cli(["apps", "destroy", "cliapp"]);
+      expect(gone.code).toBe(0);
+      expect((await textVia(s, "cliapp")).status).toBe(404);
+      const again = await cli(["apps", "info", "cliapp"]);
+      expect(again.code).toBe(66);
+    },
+    60_000,
+  );
+});
+
+describe("server restarts", () => {
+  rootTest(
+    "after SIGKILL of the server, a new server brings every app back with no leftovers",
+    async () => {
+      // A server of its own (its own root), run as a separate process.
+      const root = mkdtempSync(join(tmpdir(), "lj-restart-"));
+      const envs = { ...process.env, LIGHTJAIL_ROOT: root, LJ_SUBNET: "10.238.0.0/24" };
+      const mk = Bun.spawnSync(
+        [
+          process.execPath,
+          join(import.meta.dir, "..", "src/cli/lj.ts"),
+          "world",
+          "create",
+          "test",
+          "--from",
+          "host",
+        ],
+        {
+          env: envs,
+        },
+      );
+      expect(mk.exitCode).toBe(0);
+      const start = async () => {
+        const p = Bun.spawn([process.execPath, join(import.meta.dir, "fixtures/paas/serve-fake.ts")], {
+          env: envs,
+          stdout: "pipe",
+          stderr: "inherit",
+        });
+        const reader = p.stdout.getReader();
+        let text = "";
+        while (!text.includes("\n")) {
+          const { value, done } = await reader.read();
+          if (done) throw new Error("server ended before listening");
+          text += new TextDecoder().decode(value);
+        }
+        return { p, srv: JSON.parse(text) as { url: string; token: string } };
+      };
+      const a = await start();
+      await createApp(a.srv, "lazarus");
+      expect((await deployDir(a.srv, "lazarus", appCopy("node-hello"))).deploy?.status).toBe("succeeded");
+      await api(a.srv, "PATCH", "/apps/lazarus/formation", { web: 2 });
+      await api(a.srv, "PATCH", "/apps/lazarus/config", { GREETING: "still here" });
+      expect(JSON.parse((await textVia(a.srv, "lazarus", "/env")).text).GREETING).toBe("still here");
+      a.p.kill("SIGKILL");
+      await a.p.exited;
+      const b = await start();
+      const ps = await until(async () => {
+        const r = await api<{ processes: { state: string; release: number }[] }>(
+          b.srv,
+          "GET",
+          "/apps/lazarus/ps",
+        );
+        return r.processes.length === 2 && r.processes.every((x) => x.state === "up") ? r : null;
+      });
+      expect(ps.processes.map((x) => x.release)).toEqual([2, 2]);
+      expect(JSON.parse((await textVia(b.srv, "lazarus", "/env")).text).GREETING).toBe("still here");
+      // Only the new server's jails hold addresses; the dead one's are gone.
+      const leases = readdirSync(join(root, "run", "net", "leases"));
+      expect(leases.length).toBe(2);
+      const cg = Bun.spawnSync(["sh", "-c", `ls /sys/fs/cgroup | grep -c '^${a.p.pid}\\.' || true`])
+        .stdout.toString()
+        .trim();
+      expect(cg).toBe("0");
+      b.p.kill("SIGTERM");
+      await b.p.exited;
+      expect(readdirSync(join(root, "run", "net", "leases"))).toEqual([]);
+      Bun.spawnSync(["rm", "-rf", root]);
+    },
+    90_000,
+  );
+});
