@@ -1,0 +1,105 @@
+/**
+ * The PaaS end to end through the real app builds (src/build/app.ts and the built-in
+ * language plugins): a node app with a real npm dependency by git push, another by tarball, a
+ * python app and a static site, all answering through the router.
+ */
+import { afterAll, beforeAll, describe, expect } from "bun:test";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { type RunningServer, startServer } from "../src/server/serve.ts";
+import { appCopy, createApp, deployDir, textVia } from "./fixtures/paas/helpers.ts";
+import { type JailEnv, makeJailEnv } from "./helpers/jail-env.ts";
+import { isRoot, rootTest } from "./helpers/root.ts";
+
+let env: JailEnv;
+let s: RunningServer;
+
+beforeAll(async () => {
+  if (!isRoot()) return;
+  process.env.LJ_SUBNET = "10.240.0.0/24";
+  env = await makeJailEnv();
+  s = await startServer({ healthTimeoutMs: 15_000 });
+});
+
+afterAll(async () => {
+  if (!isRoot()) return;
+  await s?.stop();
+  env?.cleanup();
+});
+
+async function run(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const p = Bun.spawn(argv, {
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { ...process.env, GIT_TERMINAL_PROMPT: "0" },
+  });
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(p.stdout).text(),
+    new Response(p.stderr).text(),
+    p.exited,
+  ]);
+  return { code, stdout, stderr };
+}
+
+describe("real builds", () => {
+  rootTest(
+    "a node app with an npm dependency by git push; a redeploy with unchanged dependencies hits the cache",
+    async () => {
+      await createApp(s, "nodedeps");
+      const dir = appCopy("node-deps");
+      const git = (...a: string[]) =>
+        run(["git", "-C", dir, "-c", "user.email=t@t", "-c", "user.name=t", ...a]);
+      await git("init", "-q", "-b", "main");
+      await git("add", "-A");
+      await git("commit", "-qm", "first");
+      const u = new URL(s.url);
+      await git("remote", "add", "lj", `http://lj:${s.token}@${u.host}/git/nodedeps.git`);
+      const push = await git("push", "lj", "main");
+      expect(push.stderr).toContain("remote: detected language/node");
+      expect(push.stderr).toContain("remote: =====> deploy");
+      expect(push.code).toBe(0);
+      expect(await textVia(s, "nodedeps")).toEqual({ status: 200, text: "node with ms: 2m (v1)\n" });
+      writeFileSync(join(dir, "README"), "a change that is not a dependency\n");
+      await git("add", "-A");
+      await git("commit", "-qm", "second");
+      const t0 = performance.now();
+      const again = await git("push", "lj", "main");
+      const ms = performance.now() - t0;
+      expect(again.code).toBe(0);
+      expect(again.stderr).toMatch(/remote: cache hit/);
+      expect(await textVia(s, "nodedeps")).toEqual({ status: 200, text: "node with ms: 2m (v2)\n" });
+      expect(ms).toBeLessThan(5000);
+    },
+    180_000,
+  );
+
+  rootTest(
+    "a node app by tarball and a python app answer through the router",
+    async () => {
+      await createApp(s, "nodetar");
+      const n = await deployDir(s, "nodetar", appCopy("node-hello"));
+      expect(n.log).toContain("succeeded");
+      expect(await textVia(s, "nodetar")).toEqual({ status: 200, text: "hello from node web.1 v1\n" });
+      await createApp(s, "pyapp");
+      const p = await deployDir(s, "pyapp", appCopy("py-hello"));
+      expect(p.log).toContain("detected language/python");
+      expect(p.log).toContain("succeeded");
+      expect(await textVia(s, "pyapp")).toEqual({ status: 200, text: "hello from python web.1\n" });
+    },
+    180_000,
+  );
+
+  rootTest(
+    "a static site built by the static plugin answers through the router",
+    async () => {
+      await createApp(s, "site");
+      const st = await deployDir(s, "site", appCopy("static-plain"));
+      expect(st.log).toContain("detected language/static");
+      expect(st.log).toContain("succeeded");
+      const page = await textVia(s, "site", "/");
+      expect(page.status).toBe(200);
+      expect(page.text).toContain("a static site, built by the static plugin");
+    },
+    180_000,
+  );
+});
