@@ -6,7 +6,8 @@
  *          the same Bun process running `bwrap --unshare-all` and `unshare ... chroot`, and a
  *          plain Bun.spawn(["/bin/true"]) as the floor;
  *   rate   sequential and 2-way parallel jails per second;
- *   cold   the `lj spawn -d WORLD -p true` command line against the `bwrap` command line.
+ *   cold   the `ljspawn -d WORLD -p true` command line (native, what `./lj spawn` runs on
+ *          Linux) and the Bun CLI, against the `bwrap` command line.
  *
  * Rounds interleave the runners so a noisy neighbour hurts all of them alike. Prints a table
  * and, as its last line, one JSON object with the medians and the ratios. Needs root.
@@ -71,8 +72,10 @@ const runners: Record<string, () => Promise<void>> = {
   "unshare+chroot (same process)": () => proc([...unshare, "/bin/true"]),
   "Bun.spawn /bin/true": () => proc(["/bin/true"]),
 };
+const native = resolve(import.meta.dir, "..", "zig", "zig-out", "bin", "ljspawn");
 const coldRunners: Record<string, () => Promise<void>> = {
-  "lj spawn CLI (cold)": () => proc([process.execPath, cli, "spawn", "-d", world, "-p", "true"]),
+  "ljspawn native CLI (cold)": () => proc([native, "-d", world, "-p", "true"]),
+  "lj spawn Bun CLI (cold)": () => proc([process.execPath, cli, "spawn", "-d", world, "-p", "true"]),
   "bwrap CLI (cold)": () => proc([...bwrap, "/bin/sh", "-c", "true"]),
 };
 
@@ -120,7 +123,8 @@ const result = {
     bwrap_over_lightjail: med["bwrap (same process)"]! / lj,
     unshare_chroot_over_lightjail: med["unshare+chroot (same process)"]! / lj,
     lightjail_over_bun_spawn: lj / med["Bun.spawn /bin/true"]!,
-    lj_cli_over_bwrap_cli: med["lj spawn CLI (cold)"]! / med["bwrap CLI (cold)"]!,
+    ljspawn_native_cli_over_bwrap_cli: med["ljspawn native CLI (cold)"]! / med["bwrap CLI (cold)"]!,
+    lj_bun_cli_over_bwrap_cli: med["lj spawn Bun CLI (cold)"]! / med["bwrap CLI (cold)"]!,
   },
   targets: {
     bwrap_over_lightjail: ">= 2.5",

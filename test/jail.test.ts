@@ -10,7 +10,7 @@ import { cgroupLayout, ownerId } from "../src/jail/cgroup.ts";
 import { leftoverMounts } from "../src/jail/gc.ts";
 import { type JailResult, runJail, spawnJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
-import { buildProbe, type JailEnv, lj, makeJailEnv, projectDir } from "./helpers/jail-env.ts";
+import { buildProbe, cliPath, type JailEnv, lj, makeJailEnv, projectDir } from "./helpers/jail-env.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
 
 let env: JailEnv;
@@ -504,4 +504,56 @@ describe("gc of mounts", () => {
       Bun.spawnSync(["umount", "-l", dead]);
     }
   });
+});
+
+describe("native ljspawn", () => {
+  const native = join(projectDir, "zig", "zig-out", "bin", "ljspawn");
+  const run = async (cmd: string[], args: string[]) => {
+    const p = Bun.spawn([...cmd, ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, LIGHTJAIL_ROOT: env.root },
+    });
+    const [stdout, stderr, code] = await Promise.all([
+      new Response(p.stdout).text(),
+      new Response(p.stderr).text(),
+      p.exited,
+    ]);
+    return { code, stdout, stderr: stderr.replaceAll(/^(lj|ljspawn): /gm, "PROG: ") };
+  };
+  const cases: string[][] = [
+    ["--world", "test", "-n", "box", "-p", "hostname; id -u; echo err >&2; exit 3"],
+    ["--world", "test", "-0", "--env", "A=1", "--", "/usr/bin/env"],
+    ["--world", "test", "-p", "kill -TERM $$"],
+    ["--world", "test", "-m", "48", "-p", 'x=$(head -c 200000000 /dev/zero | tr "\\0" a)'],
+    ["--world", "test", "--timeout", "0.2", "--", "sleep", "5"],
+    ["--world", "test", "--", "/no/such/program"],
+    ["--world", "test", "--json", "--", "sh", "-c", "exit 4"],
+    [
+      "--world",
+      "test",
+      "--mount",
+      `${projectDir}/package.json:/pkg.json:ro`,
+      "-p",
+      "head -c 1 /pkg.json; touch /pkg.json 2>&1 | grep -c Read-only",
+    ],
+    ["--frobnicate"],
+    ["--world", "nope", "--", "true"],
+    ["--world", "test", "-m", "zero", "--", "true"],
+  ];
+  for (const args of cases) {
+    rootTest(`ljspawn ${args.join(" ")} behaves exactly like lj spawn`, async () => {
+      const fast = await run([native], args);
+      const ts = await run([process.execPath, cliPath, "spawn"], args);
+      if (args.includes("--json")) {
+        expect(JSON.parse(fast.stdout)).toMatchObject({
+          status: JSON.parse(ts.stdout).status,
+          reason: JSON.parse(ts.stdout).reason,
+          exitCode: JSON.parse(ts.stdout).exitCode,
+        });
+        expect(fast.code).toBe(ts.code);
+      } else {
+        expect(fast).toEqual(ts);
+      }
+    });
+  }
 });

@@ -29,6 +29,19 @@ pub fn build(b: *std.Build) void {
         });
         lib_mod.addAnonymousImport("keeper_bin", .{ .root_source_file = keeper.getEmittedBin() });
         b.installArtifact(keeper);
+
+        // The native ljspawn: the command's fast path, without a JavaScript runtime.
+        const ljspawn = b.addExecutable(.{
+            .name = "ljspawn",
+            .root_module = b.createModule(.{
+                .root_source_file = b.path("src/ljspawn.zig"),
+                .target = target,
+                .optimize = optimize,
+                .link_libc = false,
+            }),
+        });
+        ljspawn.root_module.addAnonymousImport("keeper_bin", .{ .root_source_file = keeper.getEmittedBin() });
+        b.installArtifact(ljspawn);
     }
 
     const lib = b.addLibrary(.{ .name = "lightjail", .linkage = .dynamic, .root_module = lib_mod });

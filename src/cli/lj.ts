@@ -10,7 +10,7 @@ export async function runEntry(argv: string[], prog = "lj"): Promise<number> {
   if (argv[0] === "spawn" && !flags.includes("--help") && !flags.includes("-h")) {
     const { runSpawn } = await import("./spawn.ts");
     try {
-      return await runSpawn(argv.slice(1));
+      return await runSpawn(argv.slice(1), prog);
     } catch (e) {
       const { reportError } = await import("./report.ts");
       return reportError(prog, e, flags.includes("--debug"));

@@ -31,7 +31,7 @@ export async function rootFor(a: SpawnArgs): Promise<Pick<JailSpec, "root" | "la
   return { layers: [base, ...a.overlays], mounts: [...extra, ...a.mounts] };
 }
 
-export async function runSpawn(raw: string[]): Promise<number> {
+export async function runSpawn(raw: string[], prog = "lj"): Promise<number> {
   const a = parseSpawnArgs(raw);
   const spec: JailSpec = {
     ...specFromArgs(a),
@@ -72,11 +72,11 @@ export async function runSpawn(raw: string[]): Promise<number> {
   }
   if (!a.json) {
     if (result.reason === "oom") {
-      process.stderr.write(`lj spawn: killed: the jail exceeded its memory limit of ${a.memoryMb} MB\n`);
+      process.stderr.write(`${prog}: killed: the jail exceeded its memory limit of ${a.memoryMb} MB\n`);
     } else if (result.reason === "timeout") {
-      process.stderr.write(`lj spawn: killed: timeout of ${a.timeoutS} s reached\n`);
+      process.stderr.write(`${prog}: killed: timeout of ${a.timeoutS} s reached\n`);
     } else if (result.signal !== null && result.signal !== 2 && result.signal !== 13) {
-      process.stderr.write(`lj spawn: the jailed process was killed by ${signalName(result.signal)}\n`);
+      process.stderr.write(`${prog}: the jailed process was killed by ${signalName(result.signal)}\n`);
     }
   }
   return result.status;

@@ -816,20 +816,21 @@ test "plan rejects bad names, escaping mount targets and a read-only root withou
 
 test "Input.fromSpec copies what the plan needs from a decoded spec" {
     const spec_mod = @import("spec.zig");
-    var e = spec_mod.TestEncoder.init();
-    e.string(.stage, "/s");
-    e.string(.lower, "/w");
-    e.string(.lower, "/o");
-    e.string(.argv, "/bin/sh");
-    e.string(.jail_name, "lj-x");
-    e.int(.flags, u32, @bitCast(spec_mod.Flags{ .no_tmp = true }));
-    e.raw(.mount, "\x01\x00\x00\x00/src\x00/dst\x00");
-    e.raw(.ip4, "\x0a\x00\x00\x05");
+    var e = try spec_mod.Encoder.init(testing.allocator);
+    defer e.deinit();
+    try e.string(.stage, "/s");
+    try e.string(.lower, "/w");
+    try e.string(.lower, "/o");
+    try e.string(.argv, "/bin/sh");
+    try e.string(.jail_name, "lj-x");
+    try e.int(.flags, u32, @bitCast(spec_mod.Flags{ .no_tmp = true }));
+    try e.pair(.mount, 1, "/src", "/dst");
+    try e.raw(.ip4, "\x0a\x00\x00\x05");
     var lim: [24]u8 = undefined;
     std.mem.writeInt(u64, lim[0..8], 4096, .little);
     std.mem.writeInt(u64, lim[8..16], 0, .little);
     std.mem.writeInt(u64, lim[16..24], 2000, .little);
-    e.raw(.limits, &lim);
+    try e.raw(.limits, &lim);
     var s = spec_mod.Spec{};
     var df: spec_mod.DecodeFailure = undefined;
     try spec_mod.decode(e.bytes(), &s, &df);

@@ -43,7 +43,12 @@ fn keeperFd(err: errtext.CBuf) !i32 {
     // Kernels before 6.3 do not know MFD_EXEC; their memfds are executable anyway.
     if (errno(rc) == .INVAL) rc = linux.memfd_create("lj-keeper", linux.MFD.CLOEXEC | linux.MFD.ALLOW_SEALING);
     if (errno(rc)) |e| return fail(err, e, "memfd_create keeper", .{});
-    const fd: i32 = @intCast(rc);
+    // Keep it clear of the descriptors a jail's child places (0-2, 3, passed ones from 4).
+    const low: i32 = @intCast(rc);
+    const high = linux.fcntl(low, F_DUPFD_CLOEXEC, 64);
+    _ = linux.close(low);
+    if (errno(high)) |e| return fail(err, e, "move keeper memfd", .{});
+    const fd: i32 = @intCast(high);
     var off: usize = 0;
     while (off < keeper_elf.len) {
         const w = linux.write(fd, keeper_elf[off..].ptr, keeper_elf.len - off);
@@ -84,6 +89,10 @@ threadlocal var last_errno: u16 = 0;
 /// region that also holds its copy of the spec; the region is unmapped once the kernel reports
 /// (CLONE_CHILD_CLEARTID) that the child has executed the keeper or died.
 const region_size = 1 << 20;
+
+/// One-shot callers (the native ljspawn) turn the network namespace pool off: it would only
+/// make namespaces to throw away.
+pub var netns_pool_enabled = true;
 
 const Region = struct {
     /// Non-zero while the child may still use the region; the kernel zeroes it at exec/exit.
@@ -191,7 +200,7 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
     sweepRegions();
     // A pooled namespace belongs to the host's user namespace, which a user-namespaced jail
     // cannot enter: it makes its own.
-    if (!spec.flags.net_host and !spec.flags.userns) ctx.fds.netns = netns_pool.take();
+    if (!spec.flags.net_host and !spec.flags.userns and netns_pool_enabled) ctx.fds.netns = netns_pool.take();
     ctx.userns_go = 0;
     // The child gets its own copy of the descriptor table: ours goes whatever happens.
     defer if (ctx.fds.netns >= 0) {

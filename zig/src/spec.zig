@@ -247,56 +247,75 @@ fn strPair(p: []const u8) DecodeError![2][:0]const u8 {
 // ---------------------------------------------------------------------------------------
 // Tests: an encoder mirroring src/jail/spec.ts, so both sides agree on the bytes.
 
-pub const TestEncoder = struct {
-    buf: [8192]u8 = undefined,
-    len: usize = 0,
+/// Writes specs (the native ljspawn, and the tests; TypeScript has its own in src/jail/spec.ts).
+pub const Encoder = struct {
+    list: std.ArrayList(u8) = .empty,
+    gpa: std.mem.Allocator,
 
-    pub fn init() TestEncoder {
-        var e = TestEncoder{};
-        @memcpy(e.buf[0..4], magic);
-        std.mem.writeInt(u32, e.buf[4..8], version, .little);
-        e.len = 8;
+    pub fn init(gpa: std.mem.Allocator) !Encoder {
+        var e = Encoder{ .gpa = gpa };
+        try e.list.appendSlice(gpa, magic);
+        try e.list.appendSlice(gpa, &std.mem.toBytes(std.mem.nativeToLittle(u32, version)));
         return e;
     }
-    pub fn raw(self: *TestEncoder, tag: Tag, payload: []const u8) void {
-        std.mem.writeInt(u16, self.buf[self.len..][0..2], @intFromEnum(tag), .little);
-        std.mem.writeInt(u16, self.buf[self.len + 2 ..][0..2], 0, .little);
-        std.mem.writeInt(u32, self.buf[self.len + 4 ..][0..4], @intCast(payload.len), .little);
-        @memcpy(self.buf[self.len + 8 ..][0..payload.len], payload);
-        self.len += 8 + payload.len;
+    pub fn deinit(self: *Encoder) void {
+        self.list.deinit(self.gpa);
     }
-    pub fn string(self: *TestEncoder, tag: Tag, s: []const u8) void {
-        var tmp: [1024]u8 = undefined;
-        @memcpy(tmp[0..s.len], s);
-        tmp[s.len] = 0;
-        self.raw(tag, tmp[0 .. s.len + 1]);
+    fn header(self: *Encoder, tag: Tag, len: usize) !void {
+        var h: [8]u8 = undefined;
+        std.mem.writeInt(u16, h[0..2], @intFromEnum(tag), .little);
+        std.mem.writeInt(u16, h[2..4], 0, .little);
+        std.mem.writeInt(u32, h[4..8], @intCast(len), .little);
+        try self.list.appendSlice(self.gpa, &h);
     }
-    pub fn int(self: *TestEncoder, tag: Tag, comptime T: type, v: T) void {
+    pub fn raw(self: *Encoder, tag: Tag, payload: []const u8) !void {
+        try self.header(tag, payload.len);
+        try self.list.appendSlice(self.gpa, payload);
+    }
+    /// A string record: the NUL goes inside the payload.
+    pub fn string(self: *Encoder, tag: Tag, s: []const u8) !void {
+        try self.header(tag, s.len + 1);
+        try self.list.appendSlice(self.gpa, s);
+        try self.list.append(self.gpa, 0);
+    }
+    pub fn int(self: *Encoder, tag: Tag, comptime T: type, v: T) !void {
         var tmp: [@sizeOf(T)]u8 = undefined;
         std.mem.writeInt(T, &tmp, v, .little);
-        self.raw(tag, &tmp);
+        try self.raw(tag, &tmp);
     }
-    pub fn bytes(self: *const TestEncoder) []const u8 {
-        return self.buf[0..self.len];
+    /// A u32 head followed by two strings (mount records).
+    pub fn pair(self: *Encoder, tag: Tag, head: u32, a: []const u8, b: []const u8) !void {
+        try self.header(tag, 4 + a.len + 1 + b.len + 1);
+        var h: [4]u8 = undefined;
+        std.mem.writeInt(u32, &h, head, .little);
+        try self.list.appendSlice(self.gpa, &h);
+        try self.list.appendSlice(self.gpa, a);
+        try self.list.append(self.gpa, 0);
+        try self.list.appendSlice(self.gpa, b);
+        try self.list.append(self.gpa, 0);
+    }
+    pub fn bytes(self: *const Encoder) []const u8 {
+        return self.list.items;
     }
 };
 
 test "decode a full spec" {
-    var e = TestEncoder.init();
-    e.string(.stage, "/lj/run/stage");
-    e.string(.lower, "/lj/worlds/w");
-    e.string(.lower, "/lj/languages/x");
-    e.string(.argv, "/bin/sh");
-    e.string(.argv, "-c");
-    e.string(.env, "A=1");
-    e.string(.hostname, "box");
-    e.int(.uid, u32, 65534);
-    e.int(.flags, u32, @bitCast(Flags{ .net_host = true }));
-    e.raw(.mount, "\x01\x00\x00\x00/src\x00/dst\x00");
+    var e = try Encoder.init(std.testing.allocator);
+    defer e.deinit();
+    try e.string(.stage, "/lj/run/stage");
+    try e.string(.lower, "/lj/worlds/w");
+    try e.string(.lower, "/lj/languages/x");
+    try e.string(.argv, "/bin/sh");
+    try e.string(.argv, "-c");
+    try e.string(.env, "A=1");
+    try e.string(.hostname, "box");
+    try e.int(.uid, u32, 65534);
+    try e.int(.flags, u32, @bitCast(Flags{ .net_host = true }));
+    try e.pair(.mount, 1, "/src", "/dst");
     var stdio: [12]u8 = undefined;
     for ([_]i32{ 0, stdio_pipe, stdio_null }, 0..) |v, i| std.mem.writeInt(i32, stdio[i * 4 ..][0..4], v, .little);
-    e.raw(.stdio, &stdio);
-    e.raw(@enumFromInt(99), "future"); // unknown tags are skipped
+    try e.raw(.stdio, &stdio);
+    try e.raw(@enumFromInt(99), "future"); // unknown tags are skipped
     var s = Spec{};
     var f: DecodeFailure = undefined;
     try decode(e.bytes(), &s, &f);
@@ -315,26 +334,30 @@ test "decode rejects malformed input with the failing tag" {
     var f: DecodeFailure = undefined;
     try std.testing.expectError(error.BadHeader, decode("LJS2\x01\x00\x00\x00", &s, &f));
 
-    var e = TestEncoder.init();
-    e.string(.stage, "/s");
-    e.raw(.argv, "no-nul");
+    var e = try Encoder.init(std.testing.allocator);
+    defer e.deinit();
+    try e.string(.stage, "/s");
+    try e.raw(.argv, "no-nul");
     s = .{};
     try std.testing.expectError(error.BadString, decode(e.bytes(), &s, &f));
     try std.testing.expectEqual(@as(u16, @intFromEnum(Tag.argv)), f.tag);
 
-    e = TestEncoder.init();
-    e.string(.stage, "/s");
+    e.deinit();
+    e = try Encoder.init(std.testing.allocator);
+    try e.string(.stage, "/s");
     s = .{};
     try std.testing.expectError(error.MissingArgv, decode(e.bytes(), &s, &f));
 
-    e = TestEncoder.init();
-    e.string(.argv, "x");
-    e.raw(.uid, "\x01\x02");
+    e.deinit();
+    e = try Encoder.init(std.testing.allocator);
+    try e.string(.argv, "x");
+    try e.raw(.uid, "\x01\x02");
     s = .{};
     try std.testing.expectError(error.BadLength, decode(e.bytes(), &s, &f));
 
-    e = TestEncoder.init();
-    e.string(.argv, "x");
+    e.deinit();
+    e = try Encoder.init(std.testing.allocator);
+    try e.string(.argv, "x");
     const full = e.bytes();
     s = .{};
     try std.testing.expectError(error.Truncated, decode(full[0 .. full.len - 1], &s, &f));

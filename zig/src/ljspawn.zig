@@ -1,0 +1,542 @@
+//! The native `ljspawn`: the seed's command, without a JavaScript runtime to start.
+//!
+//! A cold `lj spawn` pays for starting Bun and loading the CLI before the jail even begins;
+//! this front end calls the Linux backend directly. It handles the common flags (the seed's
+//! `-d -p -n -0 -m`, worlds, overlays, limits, mounts, environment) exactly as `lj spawn`
+//! does, and hands everything else (private addresses, user namespaces, and any argument it
+//! does not accept) to the TypeScript CLI, which then also words every usage error. So there
+//! is one definition of the command's behaviour, and this file is its fast path.
+const std = @import("std");
+const linux = std.os.linux;
+const abi = @import("abi.zig");
+const spec_mod = @import("spec.zig");
+const errtext = @import("errtext.zig");
+const backend = @import("linux.zig");
+
+const Allocator = std.mem.Allocator;
+const W_ALL: u32 = 0x40000000;
+
+const Mount = struct { src: []const u8, dst: []const u8, readonly: bool };
+
+const Args = struct {
+    root: ?[]const u8 = null,
+    script: ?[]const u8 = null,
+    argv: []const []const u8 = &.{},
+    name: ?[]const u8 = null,
+    uid: u32 = 0,
+    gid: u32 = 0,
+    memory_mb: u64 = 0,
+    world: ?[]const u8 = null,
+    overlays: std.ArrayList([]const u8) = .empty,
+    upper: ?[]const u8 = null,
+    read_only: bool = false,
+    net_host: bool = false,
+    env: std.ArrayList([]const u8) = .empty,
+    mounts: std.ArrayList(Mount) = .empty,
+    pids: u64 = 0,
+    cpu_millis: u64 = 0,
+    timeout_ms: u64 = 0,
+    caps: u64 = 0,
+    cwd: []const u8 = "/",
+    json: bool = false,
+};
+
+/// Not for the fast path: let the TypeScript CLI handle (or reject) these arguments.
+const Delegate = error{Delegate};
+
+fn positive(v: []const u8) Delegate!u64 {
+    const n = std.fmt.parseInt(u64, v, 10) catch return error.Delegate;
+    if (n == 0) return error.Delegate;
+    return n;
+}
+
+fn millis(v: []const u8) Delegate!u64 {
+    const f = std.fmt.parseFloat(f64, v) catch return error.Delegate;
+    if (!(f > 0) or !std.math.isFinite(f)) return error.Delegate;
+    return @intFromFloat(@round(f * 1000));
+}
+
+const cap_names = [_][]const u8{ "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP" };
+
+fn parse(gpa: Allocator, raw: []const []const u8) (Delegate || Allocator.Error)!Args {
+    var a = Args{};
+    var i: usize = 0;
+    while (i < raw.len) : (i += 1) {
+        const arg = raw[i];
+        if (std.mem.eql(u8, arg, "--")) {
+            a.argv = raw[i + 1 ..];
+            break;
+        }
+        // Flags that take no value.
+        if (std.mem.eql(u8, arg, "-0")) {
+            a.uid = 65534;
+            a.gid = 65534;
+            continue;
+        }
+        if (std.mem.eql(u8, arg, "--read-only")) {
+            a.read_only = true;
+            continue;
+        }
+        if (std.mem.eql(u8, arg, "--json")) {
+            a.json = true;
+            continue;
+        }
+        if (std.mem.eql(u8, arg, "--debug")) continue;
+        // Flags with a value (as the next argument, or --flag=value).
+        var flag = arg;
+        var value: []const u8 = undefined;
+        if (std.mem.startsWith(u8, arg, "--") and std.mem.indexOfScalar(u8, arg, '=') != null) {
+            const eq = std.mem.indexOfScalar(u8, arg, '=').?;
+            flag = arg[0..eq];
+            value = arg[eq + 1 ..];
+        } else {
+            if (i + 1 >= raw.len) return error.Delegate;
+            i += 1;
+            value = raw[i];
+        }
+        if (eql(flag, "-d")) {
+            a.root = value;
+        } else if (eql(flag, "-p")) {
+            a.script = value;
+        } else if (eql(flag, "-n")) {
+            a.name = value;
+        } else if (eql(flag, "-m")) {
+            a.memory_mb = try positive(value);
+        } else if (eql(flag, "--world")) {
+            a.world = value;
+        } else if (eql(flag, "--overlay")) {
+            try a.overlays.append(gpa, value);
+        } else if (eql(flag, "--upper")) {
+            a.upper = value;
+        } else if (eql(flag, "--net")) {
+            if (eql(value, "host")) a.net_host = true else if (!eql(value, "none")) return error.Delegate;
+        } else if (eql(flag, "--env")) {
+            const eq = std.mem.indexOfScalar(u8, value, '=') orelse return error.Delegate;
+            if (eq == 0) return error.Delegate;
+            try a.env.append(gpa, value);
+        } else if (eql(flag, "--mount")) {
+            var it = std.mem.splitScalar(u8, value, ':');
+            const src = it.next() orelse return error.Delegate;
+            const dst = it.next() orelse return error.Delegate;
+            const mode = it.next();
+            if (it.next() != null or src.len == 0 or dst.len == 0 or dst[0] != '/') return error.Delegate;
+            if (mode != null and !eql(mode.?, "ro") and !eql(mode.?, "rw")) return error.Delegate;
+            try a.mounts.append(gpa, .{ .src = src, .dst = dst, .readonly = mode != null and eql(mode.?, "ro") });
+        } else if (eql(flag, "--pids")) {
+            a.pids = try positive(value);
+        } else if (eql(flag, "--cpus")) {
+            a.cpu_millis = try millis(value);
+        } else if (eql(flag, "--timeout")) {
+            a.timeout_ms = try millis(value);
+        } else if (eql(flag, "--cwd")) {
+            a.cwd = value;
+        } else if (eql(flag, "--cap")) {
+            const name = if (std.ascii.startsWithIgnoreCase(value, "CAP_")) value[4..] else value;
+            const idx = for (cap_names, 0..) |c, n| {
+                if (std.ascii.eqlIgnoreCase(c, name)) break n;
+            } else return error.Delegate;
+            a.caps |= @as(u64, 1) << @intCast(idx);
+        } else if (eql(flag, "--user")) {
+            var it = std.mem.splitScalar(u8, value, ':');
+            a.uid = std.fmt.parseInt(u32, it.next().?, 10) catch return error.Delegate;
+            a.gid = if (it.next()) |g| std.fmt.parseInt(u32, g, 10) catch return error.Delegate else a.uid;
+        } else {
+            // -i, -f, --egress, --userns, --help and anything unknown.
+            return error.Delegate;
+        }
+    }
+    const has_cmd = a.argv.len > 0;
+    if ((a.script != null) == has_cmd) return error.Delegate;
+    if (a.root != null and (a.world != null or a.overlays.items.len > 0)) return error.Delegate;
+    if (a.read_only and a.root == null) return error.Delegate;
+    return a;
+}
+
+fn eql(a: []const u8, b: []const u8) bool {
+    return std.mem.eql(u8, a, b);
+}
+
+// ---------------------------------------------------------------------------------------
+// Where things are: the same layout as src/store/paths.ts and src/store/worlds.ts.
+
+fn ljRoot() []const u8 {
+    const v = std.posix.getenv("LIGHTJAIL_ROOT") orelse return "/usr/local/lj";
+    return if (v.len == 0) "/usr/local/lj" else v;
+}
+
+const Fail = error{Failed};
+
+fn fail(comptime fmt: []const u8, args: anytype) Fail {
+    var buf: [1024]u8 = undefined;
+    const msg = std.fmt.bufPrint(&buf, "ljspawn: " ++ fmt ++ "\n", args) catch "ljspawn: error\n";
+    _ = linux.write(2, msg.ptr, msg.len);
+    return error.Failed;
+}
+
+/// The world's directory: --world, else `lj world default`, else the only world there is.
+/// A world that is missing, or no default, goes to the TypeScript CLI for its error and hint.
+fn worldDir(gpa: Allocator, name: ?[]const u8) (Delegate || Allocator.Error)![]const u8 {
+    const worlds = try std.fs.path.join(gpa, &.{ ljRoot(), "worlds" });
+    const chosen = name orelse blk: {
+        if (std.fs.cwd().readFileAlloc(gpa, try std.fs.path.join(gpa, &.{ worlds, ".default" }), 256)) |d| {
+            break :blk std.mem.trim(u8, d, " \n\t");
+        } else |_| {}
+        var dir = std.fs.cwd().openDir(worlds, .{ .iterate = true }) catch return error.Delegate;
+        defer dir.close();
+        var it = dir.iterate();
+        var only: ?[]const u8 = null;
+        while (it.next() catch return error.Delegate) |e| {
+            if (e.kind != .directory or e.name[0] == '.') continue;
+            if (only != null) return error.Delegate;
+            only = try gpa.dupe(u8, e.name);
+        }
+        break :blk only orelse return error.Delegate;
+    };
+    if (chosen.len == 0 or std.mem.indexOfScalar(u8, chosen, '/') != null or chosen[0] == '.') return error.Delegate;
+    const path = try std.fs.path.join(gpa, &.{ worlds, chosen });
+    var d = std.fs.cwd().openDir(path, .{}) catch return error.Delegate;
+    d.close();
+    return path;
+}
+
+/// The read-only bind mounts a world declares in .lj-world.json (a host world binds /usr).
+fn worldMounts(gpa: Allocator, dir: []const u8, out: *std.ArrayList(Mount)) !void {
+    const meta_path = try std.fs.path.join(gpa, &.{ dir, ".lj-world.json" });
+    const text = std.fs.cwd().readFileAlloc(gpa, meta_path, 1 << 20) catch return;
+    const Meta = struct { mounts: []const struct { src: []const u8, dst: []const u8, readonly: bool = true } = &.{} };
+    const meta = std.json.parseFromSliceLeaky(Meta, gpa, text, .{ .ignore_unknown_fields = true }) catch return error.Delegate;
+    for (meta.mounts) |m| try out.append(gpa, .{ .src = m.src, .dst = m.dst, .readonly = m.readonly });
+}
+
+// ---------------------------------------------------------------------------------------
+// cgroups, as src/jail/cgroup.ts lays them out.
+
+const Cg = struct { dir: []const u8, kind: enum { unified, memory, pids, cpu } };
+
+fn processStartTime(gpa: Allocator) ![]const u8 {
+    const stat = try std.fs.cwd().readFileAlloc(gpa, "/proc/self/stat", 4096);
+    const close = std.mem.lastIndexOfScalar(u8, stat, ')') orelse return error.Delegate;
+    var it = std.mem.tokenizeScalar(u8, stat[close + 2 ..], ' ');
+    var n: usize = 0;
+    while (it.next()) |f| : (n += 1) if (n == 19) return f;
+    return error.Delegate;
+}
+
+fn cgroupDirs(gpa: Allocator, a: *const Args, out: *std.ArrayList(Cg)) !void {
+    if (a.memory_mb == 0 and a.pids == 0 and a.cpu_millis == 0) return;
+    const id = try std.fmt.allocPrint(gpa, "{d}.{s}.1", .{ linux.getpid(), try processStartTime(gpa) });
+    const info = try std.fs.cwd().readFileAlloc(gpa, "/proc/self/mountinfo", 1 << 20);
+    var lines = std.mem.splitScalar(u8, info, '\n');
+    while (lines.next()) |line| {
+        const sep = std.mem.indexOf(u8, line, " - ") orelse continue;
+        var left = std.mem.tokenizeScalar(u8, line[0..sep], ' ');
+        var k: usize = 0;
+        var point: []const u8 = "";
+        while (left.next()) |f| : (k += 1) if (k == 4) {
+            point = f;
+        };
+        var right = std.mem.tokenizeScalar(u8, line[sep + 3 ..], ' ');
+        const fstype = right.next() orelse continue;
+        _ = right.next();
+        const opts = right.next() orelse "";
+        if (!eql(fstype, "cgroup")) continue;
+        var o = std.mem.splitScalar(u8, opts, ',');
+        while (o.next()) |opt| {
+            const kind: @FieldType(Cg, "kind") = if (eql(opt, "memory") and a.memory_mb > 0) .memory else if (eql(opt, "pids") and a.pids > 0) .pids else if (eql(opt, "cpu") and a.cpu_millis > 0) .cpu else continue;
+            try out.append(gpa, .{ .dir = try std.fs.path.join(gpa, &.{ point, "lightjail", id }), .kind = kind });
+        }
+    }
+    // Only a v2 hierarchy: the TypeScript CLI enables its controllers first.
+    if (out.items.len == 0) return error.Delegate;
+}
+
+fn writeFile(path: []const u8, value: []const u8) !void {
+    const f = try std.fs.cwd().openFile(path, .{ .mode = .write_only });
+    defer f.close();
+    try f.writeAll(value);
+}
+
+fn joinCgroups(gpa: Allocator, a: *const Args, dirs: []const Cg, pid: i32) !void {
+    var v: [32]u8 = undefined;
+    for (dirs) |cg| {
+        const base = std.fs.path.dirname(cg.dir).?;
+        std.fs.cwd().makePath(base) catch {};
+        std.fs.cwd().makeDir(cg.dir) catch |e| if (e != error.PathAlreadyExists) return fail("create cgroup {s}: {s}", .{ cg.dir, @errorName(e) });
+        const at = struct {
+            fn f(g: Allocator, d: []const u8, name: []const u8) ![]const u8 {
+                return std.fs.path.join(g, &.{ d, name });
+            }
+        }.f;
+        switch (cg.kind) {
+            .memory => {
+                const bytes = std.fmt.bufPrint(&v, "{d}", .{a.memory_mb * 1024 * 1024}) catch unreachable;
+                try writeFile(try at(gpa, cg.dir, "memory.limit_in_bytes"), bytes);
+                writeFile(try at(gpa, cg.dir, "memory.memsw.limit_in_bytes"), bytes) catch {};
+            },
+            .pids => try writeFile(try at(gpa, cg.dir, "pids.max"), std.fmt.bufPrint(&v, "{d}", .{a.pids}) catch unreachable),
+            .cpu => {
+                try writeFile(try at(gpa, cg.dir, "cpu.cfs_period_us"), "100000");
+                try writeFile(try at(gpa, cg.dir, "cpu.cfs_quota_us"), std.fmt.bufPrint(&v, "{d}", .{a.cpu_millis * 100}) catch unreachable);
+            },
+            .unified => {},
+        }
+        try writeFile(try at(gpa, cg.dir, "cgroup.procs"), std.fmt.bufPrint(&v, "{d}", .{pid}) catch unreachable);
+    }
+}
+
+fn oomKilled(gpa: Allocator, dirs: []const Cg) bool {
+    for (dirs) |cg| {
+        if (cg.kind != .memory) continue;
+        const p = std.fs.path.join(gpa, &.{ cg.dir, "memory.oom_control" }) catch return false;
+        const text = std.fs.cwd().readFileAlloc(gpa, p, 4096) catch return false;
+        if (std.mem.indexOf(u8, text, "oom_kill ")) |at| {
+            const n = std.mem.trim(u8, std.mem.sliceTo(text[at + 9 ..], '\n'), " ");
+            if (!eql(n, "0")) return true;
+        }
+    }
+    return false;
+}
+
+fn signalName(sig: u32, buf: *[16]u8) []const u8 {
+    return switch (sig) {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        6 => "SIGABRT",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        15 => "SIGTERM",
+        else => std.fmt.bufPrint(buf, "signal {d}", .{sig}) catch "a signal",
+    };
+}
+
+// ---------------------------------------------------------------------------------------
+
+var keeper_pid = std.atomic.Value(i32).init(0);
+
+fn forward(sig: i32) callconv(.c) void {
+    const pid = keeper_pid.load(.acquire);
+    if (pid > 0) _ = linux.kill(pid, sig);
+}
+
+fn encode(gpa: Allocator, a: *const Args, root: ?[]const u8, layers: []const []const u8, mounts: []const Mount, stage: []const u8, work: ?[]const u8) ![]const u8 {
+    var e = try spec_mod.Encoder.init(gpa);
+    if (root) |r| try e.string(.root_dir, r);
+    for (layers) |l| try e.string(.lower, l);
+    if (a.upper) |u| {
+        try e.string(.upper, u);
+        try e.string(.work, work.?);
+    }
+    try e.string(.stage, stage);
+    if (a.name) |n| {
+        try e.string(.hostname, n);
+        try e.string(.jail_name, n);
+    }
+    if (a.script) |s| {
+        try e.string(.argv, "/bin/sh");
+        try e.string(.argv, "-c");
+        try e.string(.argv, s);
+    } else for (a.argv) |x| try e.string(.argv, x);
+    for (a.env.items) |kv| try e.string(.env, kv);
+    try e.string(.cwd, a.cwd);
+    try e.int(.uid, u32, a.uid);
+    try e.int(.gid, u32, a.gid);
+    // stdin is inherited: the payload stays in the caller's session (job control works).
+    try e.int(.flags, u32, @bitCast(spec_mod.Flags{ .net_host = a.net_host, .root_readonly = a.read_only }));
+    if (a.caps != 0) try e.int(.caps, u64, a.caps);
+    for (mounts) |m| try e.pair(.mount, if (m.readonly) 3 else 2, m.src, m.dst);
+    if (a.memory_mb > 0 or a.pids > 0 or a.cpu_millis > 0) {
+        var lim: [24]u8 = undefined;
+        std.mem.writeInt(u64, lim[0..8], a.memory_mb * 1024 * 1024, .little);
+        std.mem.writeInt(u64, lim[8..16], a.pids, .little);
+        std.mem.writeInt(u64, lim[16..24], a.cpu_millis, .little);
+        try e.raw(.limits, &lim);
+    }
+    var stdio: [12]u8 = undefined;
+    for (0..3) |i| std.mem.writeInt(i32, stdio[i * 4 ..][0..4], @intCast(i), .little);
+    try e.raw(.stdio, &stdio);
+    return e.bytes();
+}
+
+fn absolute(gpa: Allocator, p: []const u8) ![]const u8 {
+    return std.fs.path.resolve(gpa, &.{p});
+}
+
+fn delegate(raw: []const []const u8) noreturn {
+    // <repo>/zig/zig-out/bin/ljspawn -> <repo>/.tools/bin/bun <repo>/src/cli/lj.ts spawn ...
+    var self: [std.fs.max_path_bytes]u8 = undefined;
+    const exe = std.fs.selfExePath(&self) catch "/";
+    const repo = std.fs.path.dirname(std.fs.path.dirname(std.fs.path.dirname(std.fs.path.dirname(exe) orelse "/") orelse "/") orelse "/") orelse "/";
+    var bun_buf: [std.fs.max_path_bytes]u8 = undefined;
+    var cli_buf: [std.fs.max_path_bytes]u8 = undefined;
+    const bun = std.posix.getenv("LJ_BUN") orelse (std.fmt.bufPrintZ(&bun_buf, "{s}/.tools/bin/bun", .{repo}) catch "bun");
+    const cli = std.fmt.bufPrintZ(&cli_buf, "{s}/src/cli/ljspawn.ts", .{repo}) catch unreachable;
+    var argv: [4096]?[*:0]const u8 = undefined;
+    argv[0] = "bun";
+    argv[1] = cli.ptr;
+    const n = @min(raw.len, argv.len - 3);
+    for (std.os.argv[1 .. 1 + n], 0..) |x, k| argv[2 + k] = x;
+    argv[2 + n] = null;
+    const envp: [*:null]const ?[*:0]const u8 = @ptrCast(std.os.environ.ptr);
+    const bunz: [*:0]const u8 = @ptrCast(bun.ptr);
+    _ = linux.execve(bunz, @ptrCast(&argv), envp);
+    _ = fail("cannot run the TypeScript CLI ({s}) for these arguments", .{bun}) catch {};
+    linux.exit_group(70);
+}
+
+pub fn main() u8 {
+    var arena = std.heap.ArenaAllocator.init(std.heap.page_allocator);
+    const gpa = arena.allocator();
+    const raw = std.process.argsAlloc(gpa) catch return 70;
+    const args: []const []const u8 = raw[1..];
+    return run(gpa, args) catch |e| switch (e) {
+        error.Delegate => delegate(args),
+        error.Failed => 71,
+        else => blk: {
+            _ = fail("{s}", .{@errorName(e)}) catch {};
+            break :blk 70;
+        },
+    };
+}
+
+fn run(gpa: Allocator, raw: []const []const u8) !u8 {
+    var a = try parse(gpa, raw);
+    // One-shot process: a pool of network namespaces would only be thrown away.
+    backend.netns_pool_enabled = false;
+
+    var layers: std.ArrayList([]const u8) = .empty;
+    var mounts: std.ArrayList(Mount) = .empty;
+    var root: ?[]const u8 = null;
+    if (a.root) |r| {
+        root = try absolute(gpa, r);
+        try worldMounts(gpa, root.?, &mounts);
+    } else {
+        const w = try worldDir(gpa, a.world);
+        try layers.append(gpa, w);
+        try worldMounts(gpa, w, &mounts);
+        for (a.overlays.items) |o| try layers.append(gpa, try absolute(gpa, o));
+    }
+    for (a.mounts.items) |m| try mounts.append(gpa, .{ .src = try absolute(gpa, m.src), .dst = m.dst, .readonly = m.readonly });
+    var work: ?[]const u8 = null;
+    if (a.upper) |u| {
+        a.upper = try absolute(gpa, u);
+        work = try std.fmt.allocPrint(gpa, "{s}/.{s}.work", .{ std.fs.path.dirname(a.upper.?).?, std.fs.path.basename(a.upper.?) });
+        try std.fs.cwd().makePath(a.upper.?);
+        try std.fs.cwd().makePath(work.?);
+    }
+    const stage = try std.fs.path.join(gpa, &.{ ljRoot(), "run", "stage" });
+    std.fs.cwd().makePath(stage) catch |e| return fail("create {s}: {s}", .{ stage, @errorName(e) });
+    var cgs: std.ArrayList(Cg) = .empty;
+    try cgroupDirs(gpa, &a, &cgs);
+
+    const bytes = try encode(gpa, &a, root, layers.items, mounts.items, stage, work);
+    var out: abi.SpawnOut = undefined;
+    var errbuf: [1024]u8 = undefined;
+    const rc = backend.spawnRaw(bytes, &out, .{ .ptr = &errbuf, .len = errbuf.len });
+    if (rc != 0) return fail("{s}", .{std.mem.sliceTo(&errbuf, 0)});
+    keeper_pid.store(out.pid, .release);
+
+    const tty = std.posix.isatty(0);
+    var act = linux.Sigaction{ .handler = .{ .handler = forward }, .mask = linux.sigemptyset(), .flags = linux.SA.RESTART };
+    const sigs = [_]u8{ linux.SIG.HUP, linux.SIG.TERM, linux.SIG.INT, linux.SIG.QUIT };
+    for (sigs, 0..) |sig, k| {
+        // A terminal delivers ^C and ^\ to the jail's process group itself.
+        if (tty and k >= 2) {
+            const ign = linux.Sigaction{ .handler = .{ .handler = linux.SIG.IGN }, .mask = linux.sigemptyset(), .flags = 0 };
+            _ = linux.sigaction(sig, &ign, null);
+        } else _ = linux.sigaction(sig, &act, null);
+    }
+
+    joinCgroups(gpa, &a, cgs.items, out.pid) catch |e| {
+        _ = linux.kill(out.pid, linux.SIG.KILL);
+        return e;
+    };
+    _ = linux.write(out.sync_fd, "g", 1);
+    _ = linux.close(out.sync_fd);
+
+    // Read the status pipe to its end, with the timeout as the poll deadline.
+    var status_text: std.ArrayList(u8) = .empty;
+    var timed_out = false;
+    const deadline: i64 = if (a.timeout_ms > 0) std.time.milliTimestamp() + @as(i64, @intCast(a.timeout_ms)) else 0;
+    while (true) {
+        if (deadline != 0) {
+            var pfd = [_]std.posix.pollfd{.{ .fd = out.status_fd, .events = std.posix.POLL.IN, .revents = 0 }};
+            const left = deadline - std.time.milliTimestamp();
+            const ready = if (left <= 0) 0 else std.posix.poll(&pfd, @intCast(left)) catch 1;
+            if (ready == 0 and !timed_out) {
+                timed_out = true;
+                _ = linux.kill(out.pid, linux.SIG.KILL);
+            }
+        }
+        var buf: [512]u8 = undefined;
+        const n = linux.read(out.status_fd, &buf, buf.len);
+        const e = linux.E.init(n);
+        if (e == .INTR or e == .AGAIN) continue;
+        if (e != .SUCCESS or n == 0) break;
+        try status_text.appendSlice(gpa, buf[0..n]);
+    }
+    var wst: u32 = 0;
+    while (linux.E.init(linux.wait4(out.pid, &wst, W_ALL, null)) == .INTR) {}
+    const oom = oomKilled(gpa, cgs.items);
+    for (cgs.items) |cg| {
+        var tries: usize = 0;
+        while (tries < 100) : (tries += 1) {
+            std.fs.cwd().deleteDir(cg.dir) catch |err| if (err == error.DirNotEmpty or err == error.FileBusy) {
+                std.Thread.sleep(2 * std.time.ns_per_ms);
+                continue;
+            };
+            break;
+        }
+    }
+    if (work) |w| std.fs.cwd().deleteTree(w) catch {};
+
+    // The end, as src/jail/spawn.ts reports it.
+    var exit_code: ?u32 = null;
+    var signal: ?u32 = null;
+    var setup_error: ?[]const u8 = null;
+    var lines = std.mem.splitScalar(u8, status_text.items, '\n');
+    while (lines.next()) |line| {
+        if (line.len < 3) continue;
+        const rest = line[2..];
+        switch (line[0]) {
+            'E' => if (setup_error == null and exit_code == null and signal == null) {
+                setup_error = rest[(std.mem.indexOfScalar(u8, rest, ' ') orelse 0) + 1 ..];
+            },
+            'X' => exit_code = std.fmt.parseInt(u32, rest, 10) catch null,
+            'S' => signal = std.fmt.parseInt(u32, rest, 10) catch null,
+            else => {},
+        }
+    }
+    if (setup_error == null and exit_code == null and signal == null) {
+        signal = if (linux.W.IFSIGNALED(wst)) linux.W.TERMSIG(wst) else 9;
+    }
+    const reason: []const u8 = if (setup_error != null) "setup" else if (timed_out) "timeout" else if (oom) "oom" else if (signal != null) "signal" else "exit";
+    const status: u32 = if (setup_error != null) 125 else if (signal) |s| 128 + s else exit_code.?;
+    if (a.json) {
+        var jb: [2048]u8 = undefined;
+        var w = std.Io.Writer.fixed(&jb);
+        w.print("{{\"status\":{d},\"reason\":\"{s}\",\"exitCode\":", .{ status, reason }) catch {};
+        if (signal == null and setup_error == null) w.print("{d}", .{exit_code.?}) catch {} else w.writeAll("null") catch {};
+        w.writeAll(",\"signal\":") catch {};
+        if (signal) |s| w.print("{d}", .{s}) catch {} else w.writeAll("null") catch {};
+        if (setup_error) |se| w.print(",\"error\":{f}", .{std.json.fmt(se, .{})}) catch {};
+        w.writeAll("}\n") catch {};
+        _ = linux.write(1, &jb, w.end);
+    }
+    if (setup_error) |se| {
+        _ = fail("jail setup failed: {s}", .{se}) catch {};
+        return 71;
+    }
+    var namebuf: [16]u8 = undefined;
+    if (!a.json) {
+        if (oom) {
+            _ = fail("killed: the jail exceeded its memory limit of {d} MB", .{a.memory_mb}) catch {};
+        } else if (timed_out) {
+            _ = fail("killed: timeout of {d} s reached", .{@as(f64, @floatFromInt(a.timeout_ms)) / 1000}) catch {};
+        } else if (signal) |s| if (s != 2 and s != 13) {
+            _ = fail("the jailed process was killed by {s}", .{signalName(s, &namebuf)}) catch {};
+        };
+    }
+    return @intCast(status & 0xff);
+}
