@@ -26,7 +26,10 @@ if (!worlds.find((w) => w.name === name)) {
   await createWorld(name, "host");
   await setDefaultWorld(name);
 }
-const base: Pick<JailSpec, "layers" | "mounts"> = { layers: [worldPath(name)], mounts: await worldMounts(name) };
+const base: Pick<JailSpec, "layers" | "mounts"> = {
+  layers: [worldPath(name)],
+  mounts: await worldMounts(name),
+};
 const sh = (script: string, extra: Partial<JailSpec> = {}) =>
   runJail({ ...base, argv: ["/bin/sh", "-c", script], hostname: "demo", ...extra });
 
@@ -43,19 +46,32 @@ const probes: [string, string][] = [
   ["write to the world's /usr", "touch /usr/lj-demo"],
   ["mount a filesystem", "mount -t tmpfs none /mnt"],
   ["change a kernel setting", "echo 1 > /proc/sys/kernel/panic"],
-  ["reach the network", "cat < /dev/tcp/127.0.0.1/22 2>/dev/null || (command -v getent >/dev/null && getent hosts deb.debian.org)"],
+  [
+    "reach the network",
+    "cat < /dev/tcp/127.0.0.1/22 2>/dev/null || (command -v getent >/dev/null && getent hosts deb.debian.org)",
+  ],
 ];
 for (const [what, cmd] of probes) {
   const r = await sh(`${cmd} >/dev/null 2>&1`);
   console.log(r.status === 0 ? no(`${what}: allowed`) : ok(`${what}: refused`));
 }
 const w = await sh("echo hello > /etc/motd && cat /etc/motd");
-console.log(ok(`writes land in a throwaway layer: the jail read back "${w.stdout.trim()}", the world is untouched`));
+console.log(
+  ok(`writes land in a throwaway layer: the jail read back "${w.stdout.trim()}", the world is untouched`),
+);
 
 console.log(`\n${bold("3. Limits")}`);
-const mem = await sh('x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo done', { limits: { memoryBytes: 48 << 20 } });
-console.log(mem.reason === "oom" ? ok("a 200 MB hog in a 48 MB jail was killed, and reported as the memory limit") : no(`memory hog: ${mem.reason}`));
-const bomb = await sh("i=0; while [ $i -lt 500 ]; do sleep 30 & i=$((i+1)); echo $i; done", { limits: { pids: 32 } });
+const mem = await sh('x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo done', {
+  limits: { memoryBytes: 48 << 20 },
+});
+console.log(
+  mem.reason === "oom"
+    ? ok("a 200 MB hog in a 48 MB jail was killed, and reported as the memory limit")
+    : no(`memory hog: ${mem.reason}`),
+);
+const bomb = await sh("i=0; while [ $i -lt 500 ]; do sleep 30 & i=$((i+1)); echo $i; done", {
+  limits: { pids: 32 },
+});
 const forked = bomb.stdout.trim().split("\n").at(-1);
 console.log(ok(`a fork loop stopped at ${forked} processes (limit 32); everything died with the jail`));
 const nobody = await sh("id -un", { uid: 65534, gid: 65534 });
@@ -66,6 +82,10 @@ const n = 100;
 const t = performance.now();
 for (let i = 0; i < n; i++) await runJail({ ...base, argv: ["/bin/true"] });
 const each = (performance.now() - t) / n;
-console.log(ok(`${n} jails, one after another: ${each.toFixed(2)} ms each (${Math.round(1000 / each)} jails/s)`));
+console.log(
+  ok(`${n} jails, one after another: ${each.toFixed(2)} ms each (${Math.round(1000 / each)} jails/s)`),
+);
 
-console.log(`\nTry it yourself: ${bold("sudo ./lj spawn -n box -p 'hostname; ps aux'")}  ${dim("(./lj spawn --help)")}`);
+console.log(
+  `\nTry it yourself: ${bold("sudo ./lj spawn -n box -p 'hostname; ps aux'")}  ${dim("(./lj spawn --help)")}`,
+);

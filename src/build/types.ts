@@ -51,7 +51,5 @@ export interface Slug {
   sizeBytes: number;
 }
 
-export interface BuildLog {
-  /** One line of build output (already decoded, without the newline). */
-  (line: string): void;
-}
+/** Receives one line of build output (already decoded, without the newline). */
+export type BuildLog = (line: string) => void;
