@@ -163,10 +163,14 @@ describe("deploys", () => {
       // Unknown apps: 404 page; the access log has the requests.
       expect((await textVia(s, "ghost")).status).toBe(404);
       s.paas.logs.flush();
+      s.router.flush();
       const logs = await (
         await fetch(`${s.url}/api/v1/apps/node1/logs?lines=50`, { headers: auth(s) })
       ).text();
-      expect(logs).toContain("router: GET / 200");
+      expect(logs).not.toContain("router: GET / 200"); // only router errors reach the app's log
+      const access = readFileSync(join(paths.paasLogs(), "access.log"), "utf8");
+      expect(access).toMatch(/ node1 GET \/ 200 [\d.]+ms -> 10\.237\.0\.\d+:5000\n/);
+      expect(access).toMatch(/ ghost GET \/ 404 /);
       expect(logs).toContain("web.1: listening on 5000");
     },
     60_000,

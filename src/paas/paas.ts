@@ -141,7 +141,9 @@ export class Paas {
 
   createApp(name: string): AppRow {
     checkAppName(name);
-    return this.db.createApp(name);
+    const row = this.db.createApp(name);
+    this.onChange();
+    return row;
   }
 
   appInfo(name: string): AppInfo {

@@ -18,8 +18,9 @@ export interface RouterOptions {
   targets(app: string): Target[] | null;
   /** Access log file (appended in batches). */
   accessLog?: string;
-  /** Also tell the app's own log. */
+  /** The app's own log: router errors (5xx) always, every request with appLogAll. */
   appLog?(app: string, line: string): void;
+  appLogAll?: boolean;
 }
 
 const HOP = [
@@ -80,8 +81,19 @@ export class Router {
     return /^[a-z0-9][a-z0-9-]{0,62}$/.test(app) ? app : null;
   }
 
+  /** Targets per app, cached until the supervisor says something changed (`invalidate`). */
+  private cache = new Map<string, Target[] | null>();
+
+  invalidate(): void {
+    this.cache.clear();
+  }
+
   private pick(app: string, skip?: Target): Target | null | undefined {
-    const all = this.opts.targets(app);
+    let all = this.cache.get(app);
+    if (all === undefined) {
+      all = this.opts.targets(app);
+      this.cache.set(app, all);
+    }
     if (all === null) return undefined;
     const ts = skip && all.length > 1 ? all.filter((t) => t !== skip) : all;
     if (ts.length === 0) return null;
@@ -92,14 +104,16 @@ export class Router {
 
   async fetch(req: Request, server: Server<WsData>, app: string): Promise<Response | undefined> {
     const started = performance.now();
-    const url = new URL(req.url);
+    const raw = req.url;
+    const slash = raw.indexOf("/", raw.indexOf("//") + 2);
+    const path = slash < 0 ? "/" : raw.slice(slash);
     const first = this.pick(app);
     if (first === undefined) {
-      this.access(app, req, url, 404, started, null);
+      this.access(app, req.method, path, 404, started, null);
       return page(404, "No such app", `There is no app called <b>${escapeHtml(app)}</b> here.`);
     }
     if (first === null) {
-      this.access(app, req, url, 503, started, null);
+      this.access(app, req.method, path, 503, started, null);
       return page(
         503,
         "Application unavailable",
@@ -110,9 +124,10 @@ export class Router {
     const headers = new Headers(req.headers);
     const forwardedFor = server.requestIP(req)?.address;
     const wsUpgrade = req.headers.get("upgrade")?.toLowerCase() === "websocket";
-    for (const h of HOP) headers.delete(h);
-    headers.set("x-forwarded-host", req.headers.get("host") ?? "");
-    headers.set("x-forwarded-proto", url.protocol.replace(":", ""));
+    for (const h of HOP) if (headers.has(h)) headers.delete(h);
+    const host = req.headers.get("host") ?? "";
+    headers.set("x-forwarded-host", host);
+    headers.set("x-forwarded-proto", raw.startsWith("https:") ? "https" : "http");
     if (forwardedFor) {
       const prior = req.headers.get("x-forwarded-for");
       headers.set("x-forwarded-for", prior ? `${prior}, ${forwardedFor}` : forwardedFor);
@@ -129,36 +144,44 @@ export class Router {
       const ok = server.upgrade(req, {
         data: {
           kind: "router-ws",
-          url: `ws://${target.address}:${target.port}${url.pathname}${url.search}`,
+          url: `ws://${target.address}:${target.port}${path}`,
           headers: wsHeaders,
           protocols,
           queue: [],
         },
       });
-      this.access(app, req, url, ok ? 101 : 400, started, target);
+      this.access(app, req.method, path, ok ? 101 : 400, started, target);
       return ok ? undefined : new Response("WebSocket upgrade failed\n", { status: 400 });
     }
-    headers.set("host", req.headers.get("host") ?? "");
+    headers.set("host", host);
+    const hasBody = req.method !== "GET" && req.method !== "HEAD" && req.body !== null;
     // A body can be sent once: only requests without one are retried on another instance.
-    const retryable = req.body === null;
     for (let attempt = 0; ; attempt++) {
       try {
-        const res = await fetch(`http://${target.address}:${target.port}${url.pathname}${url.search}`, {
+        const res = await fetch(`http://${target.address}:${target.port}${path}`, {
           method: req.method,
           headers,
-          body: req.body,
+          body: hasBody ? req.body : undefined,
           redirect: "manual",
           decompress: false,
-          signal: req.signal,
         } as RequestInit);
-        const out = new Headers(res.headers);
+        this.access(app, req.method, path, res.status, started, target);
+        const rh = res.headers;
+        if (
+          !rh.has("connection") &&
+          !rh.has("keep-alive") &&
+          !rh.has("transfer-encoding") &&
+          !rh.has("upgrade")
+        ) {
+          return res; // streamed through as is: the common case, and the fast one
+        }
+        const out = new Headers(rh);
         for (const h of HOP) out.delete(h);
-        this.access(app, req, url, res.status, started, target);
         return new Response(res.body, { status: res.status, statusText: res.statusText, headers: out });
       } catch (e) {
-        const next: Target | null | undefined = retryable && attempt === 0 ? this.pick(app, target) : null;
+        const next: Target | null | undefined = !hasBody && attempt === 0 ? this.pick(app, target) : null;
         if (!next || next === target) {
-          this.access(app, req, url, 502, started, target);
+          this.access(app, req.method, path, 502, started, target);
           return page(
             502,
             "Bad gateway",
@@ -170,14 +193,34 @@ export class Router {
     }
   }
 
-  private access(app: string, req: Request, url: URL, status: number, started: number, t: Target | null) {
+  /** Time to the header: the log line is written when the upstream answered. */
+  private access(
+    app: string,
+    method: string,
+    path: string,
+    status: number,
+    started: number,
+    t: Target | null,
+  ) {
     const ms = (performance.now() - started).toFixed(1);
-    const to = t ? `${t.address}:${t.port}` : "-";
-    const line = `${req.method} ${url.pathname}${url.search} ${status} ${ms}ms -> ${to}`;
-    this.opts.appLog?.(app, line);
+    const line = `${method} ${path} ${status} ${ms}ms -> ${t ? `${t.address}:${t.port}` : "-"}`;
+    // The app's own log gets what its owner needs to see; every request goes to the access log.
+    if (status >= 500 || this.opts.appLogAll) this.opts.appLog?.(app, line);
     if (!this.opts.accessLog) return;
-    this.accessBuf.push(`${new Date().toISOString()} ${app} ${line}\n`);
+    this.accessBuf.push(`${this.now()} ${app} ${line}\n`);
     this.flushTimer ??= setTimeout(() => this.flush(), 500);
+  }
+
+  private stamp = "";
+  private stampAt = 0;
+  /** ISO time, recomputed at most every 10 ms (formatting dates per request is measurable). */
+  private now(): string {
+    const t = performance.now();
+    if (t - this.stampAt > 10) {
+      this.stamp = new Date().toISOString();
+      this.stampAt = t;
+    }
+    return this.stamp;
   }
 
   flush(): void {

@@ -31,6 +31,7 @@ export interface RunningServer {
   tokenCreated: boolean;
   domain: string;
   paas: Paas;
+  router: Router;
   server: Server<WsData>;
   stop(): Promise<void>;
 }
@@ -47,6 +48,7 @@ export async function startServer(o: ServeOptions = {}): Promise<RunningServer> 
     accessLog: join(paths.paasLogs(), "access.log"),
     appLog: (app, line) => paas.logs.write(app, "router", line),
   });
+  paas.onChange = () => router.invalidate();
   let selfUrl = "";
   const api = createApi({
     paas,
@@ -82,6 +84,7 @@ export async function startServer(o: ServeOptions = {}): Promise<RunningServer> 
     tokenCreated: created,
     domain,
     paas,
+    router,
     server,
     async stop() {
       server.stop(true);
