@@ -1,5 +1,5 @@
 #!/bin/sh
-# Installs lj-static-server (a small forking HTTP server for static files, in Perl) into the
+# Installs /opt/lj/bin/lj-static-server (a small forking HTTP server for static files, in Perl) into the
 # overlay. Perl comes from the world: perl-base on Debian (always present), pkg perl5 on
 # FreeBSD.
 set -eu
@@ -13,6 +13,7 @@ if ! command -v perl >/dev/null 2>&1; then
     exit 1
   fi
 fi
-mkdir -p /usr/local/bin
-install -m 755 "$LJ_PLUGIN_DIR/server.pl" /usr/local/bin/lj-static-server
-echo "installed /usr/local/bin/lj-static-server ($(perl -e 'print $^V'))"
+# /opt/lj, not /usr/local: a host world shares the host's /usr read-only.
+mkdir -p /opt/lj/bin
+install -m 755 "$LJ_PLUGIN_DIR/server.pl" /opt/lj/bin/lj-static-server
+echo "installed /opt/lj/bin/lj-static-server ($(perl -e 'print $^V'))"
