@@ -2,15 +2,12 @@
 //! (builds that run a package manager as root keep CHOWN, DAC_OVERRIDE, FOWNER, ...).
 const std = @import("std");
 const linux = std.os.linux;
+const sys = @import("sys.zig");
+const errno = sys.errno;
 
 pub const CAP_KILL = 5;
 pub const CAP_SETPCAP = 8;
 const cap_last_possible = 63;
-
-fn errno(rc: usize) ?linux.E {
-    const e = linux.E.init(rc);
-    return if (e == .SUCCESS) null else e;
-}
 
 /// Drops every capability not in `keep` from the bounding set (needs CAP_SETPCAP, so call it
 /// while still privileged), so no later exec can regain them.

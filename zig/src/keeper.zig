@@ -11,8 +11,10 @@
 //! fds:  0-2 stdio, 3 status, 4..4+NPASS-1 descriptors passed to the payload as 3, 4, ...
 const std = @import("std");
 const linux = std.os.linux;
-const W_ALL: u32 = 0x40000000; // __WALL: wait for clone children too
-const F_DUPFD_CLOEXEC: i32 = 1030;
+const sys = @import("sys.zig");
+const errno = sys.errno;
+const W_ALL = sys.W_ALL;
+const F_DUPFD_CLOEXEC = sys.F_DUPFD_CLOEXEC;
 const abi = @import("abi.zig");
 const seccomp = @import("seccomp.zig");
 const caps_mod = @import("caps.zig");
@@ -104,11 +106,6 @@ fn report(status: u32) void {
         std.fmt.bufPrint(&buf, "{c} {d}\n", .{ abi.status_exit, linux.W.EXITSTATUS(status) });
     const text = line catch return;
     _ = linux.write(status_fd, text.ptr, text.len);
-}
-
-fn errno(rc: usize) ?linux.E {
-    const e = linux.E.init(rc);
-    return if (e == .SUCCESS) null else e;
 }
 
 fn fatalOn(fd: i32, e: linux.E, what: []const u8, detail: []const u8) noreturn {

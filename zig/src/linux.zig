@@ -8,8 +8,10 @@
 //! sealed memfd, which drops every trace of the Bun process.
 const std = @import("std");
 const linux = std.os.linux;
-const W_ALL: u32 = 0x40000000; // __WALL: wait for clone children too
-const F_DUPFD_CLOEXEC: i32 = 1030;
+const sys = @import("sys.zig");
+const errno = sys.errno;
+const W_ALL = sys.W_ALL;
+const F_DUPFD_CLOEXEC = sys.F_DUPFD_CLOEXEC;
 const abi = @import("abi.zig");
 const spec_mod = @import("spec.zig");
 const errtext = @import("errtext.zig");
@@ -20,11 +22,6 @@ const keeper_elf = @embedFile("keeper_bin");
 
 const O = linux.O;
 const path_max = 4096;
-
-fn errno(rc: usize) ?linux.E {
-    const e = linux.E.init(rc);
-    return if (e == .SUCCESS) null else e;
-}
 
 fn eno(e: linux.E) u16 {
     return @intFromEnum(e);

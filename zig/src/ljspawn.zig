@@ -8,13 +8,14 @@
 //! is one definition of the command's behaviour, and this file is its fast path.
 const std = @import("std");
 const linux = std.os.linux;
+const sys = @import("sys.zig");
+const W_ALL = sys.W_ALL;
 const abi = @import("abi.zig");
 const spec_mod = @import("spec.zig");
 const errtext = @import("errtext.zig");
 const backend = @import("linux.zig");
 
 const Allocator = std.mem.Allocator;
-const W_ALL: u32 = 0x40000000;
 
 const Mount = struct { src: []const u8, dst: []const u8, readonly: bool };
 

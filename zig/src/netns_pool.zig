@@ -12,8 +12,9 @@
 //! Not thread-safe by itself: callers hold the spawn lock.
 const std = @import("std");
 const linux = std.os.linux;
+const sys = @import("sys.zig");
+const W_ALL = sys.W_ALL;
 
-const W_ALL: u32 = 0x40000000;
 const pool_size = 6;
 
 const State = enum(u8) { empty, making, ready };
