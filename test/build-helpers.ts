@@ -9,7 +9,11 @@ import { createWorld } from "../src/store/worlds.ts";
 
 export async function sh(cmd: string[], cwd?: string): Promise<string> {
   const p = Bun.spawn(cmd, { cwd, stdio: ["ignore", "pipe", "pipe"] });
-  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  const [out, err, code] = await Promise.all([
+    new Response(p.stdout).text(),
+    new Response(p.stderr).text(),
+    p.exited,
+  ]);
   if (code !== 0) throw new Error(`${cmd.join(" ")} failed (${code}): ${err}`);
   return out.trim();
 }
@@ -43,7 +47,8 @@ export async function gitServer(dir: string) {
       const out = new Uint8Array(await new Response(p.stdout).arrayBuffer());
       await p.exited;
       let i = 0;
-      for (; i < out.length - 3; i++) if (out[i] === 13 && out[i + 1] === 10 && out[i + 2] === 13 && out[i + 3] === 10) break;
+      for (; i < out.length - 3; i++)
+        if (out[i] === 13 && out[i + 1] === 10 && out[i + 2] === 13 && out[i + 3] === 10) break;
       const head = new TextDecoder().decode(out.subarray(0, i));
       const headers = new Headers();
       let status = 200;

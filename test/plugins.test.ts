@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { planApp } from "../src/build/app.ts";
 import { resolveChain } from "../src/build/overlays.ts";
-import { LjError } from "../src/errors.ts";
+import type { LjError } from "../src/errors.ts";
 import { parseJailfile } from "../src/plugins/jailfile.ts";
 import { parseManifest } from "../src/plugins/manifest.ts";
 import { discover, findPlugin, sourceKey, splitUrl } from "../src/plugins/registry.ts";
@@ -65,7 +65,12 @@ describe("plugin.toml", () => {
     expect(m.install).toMatchObject({ script: "i.sh", net: "none", memoryMb: 100, cpus: 2, env: { A: "1" } });
     expect(m.detect).toEqual({ files: ["*.sql"], contains: { "x.txt": "^pg" }, priority: 3 });
     expect(m.build?.cache).toEqual(["vendor"]);
-    expect(m.service).toMatchObject({ port: 5432, dataDir: "/data", health: { command: "ok" }, env: { URL: "pg://${HOST}:${PORT}" } });
+    expect(m.service).toMatchObject({
+      port: 5432,
+      dataDir: "/data",
+      health: { command: "ok" },
+      env: { URL: "pg://${HOST}:${PORT}" },
+    });
   });
 
   test("errors name the file, the line, the key and what was expected", () => {
@@ -73,14 +78,18 @@ describe("plugin.toml", () => {
     expect(e.exitCode).toBe(78);
     expect(e.message).toBe('/p/plugin.toml:3: key "version": expected a version like 1.0.0, got number 3');
     e = bad(`name = "x"\ntype = "language"\nversion = "1"\n\n[install]\nscirpt = "a.sh"\n`);
-    expect(e.message).toContain('/p/plugin.toml:6: key "install.scirpt": expected one of the known keys (script,');
+    expect(e.message).toContain(
+      '/p/plugin.toml:6: key "install.scirpt": expected one of the known keys (script,',
+    );
     e = bad(`type = "language"\nversion = "1"\n`);
     expect(e.message).toContain('key "name": expected a lowercase name');
     e = bad(`name = "x"\ntype = "language"\nversion = "1"\nfrom = ["language/ruby@not a range!"]\n`);
     expect(e.message).toMatch(/plugin.toml:4: key "from": expected a semver range/);
     e = bad(`name = "x"\ntype = "service"\nversion = "1"\n`);
     expect(e.message).toContain('key "service": expected a [service] table');
-    e = bad(`name = "x"\ntype = "language"\nversion = "1"\n[service]\nstart = "s"\nport = 99999\ndata_dir = "/d"\n[service.health]\ncommand = "c"\n`);
+    e = bad(
+      `name = "x"\ntype = "language"\nversion = "1"\n[service]\nstart = "s"\nport = 99999\ndata_dir = "/d"\n[service.health]\ncommand = "c"\n`,
+    );
     expect(e.message).toMatch(/:6: key "service.port": expected a port number/);
     e = bad(`name = "x"\ntype = "language"\nversion = "1"\n[detect]\nfiles = "package.json"\n`);
     expect(e.message).toMatch(/:5: key "detect.files": expected an array of strings/);
@@ -114,21 +123,34 @@ describe("Jailfile", () => {
       }
       return "";
     };
-    expect(err("name x\nversion 1\nfrum y\n#!/bin/sh\n")).toStartWith('/r/Jailfile:3: unknown directive "frum"');
+    expect(err("name x\nversion 1\nfrum y\n#!/bin/sh\n")).toStartWith(
+      '/r/Jailfile:3: unknown directive "frum"',
+    );
     expect(err("name x\nversion 1\n")).toContain("no install script: expected a line starting with #!");
     expect(err("version 1\n#!/bin/sh\n")).toContain('missing directive "name"');
-    expect(err("name x\nname y\nversion 1\n#!/bin/sh\n")).toStartWith('/r/Jailfile:2: directive "name" given twice');
-    expect(err("name x\nversion 1\ncopy ../etc/passwd /x\n#!/bin/sh\n")).toContain("copy: the source must be inside");
+    expect(err("name x\nname y\nversion 1\n#!/bin/sh\n")).toStartWith(
+      '/r/Jailfile:2: directive "name" given twice',
+    );
+    expect(err("name x\nversion 1\ncopy ../etc/passwd /x\n#!/bin/sh\n")).toContain(
+      "copy: the source must be inside",
+    );
   });
 });
 
 describe("storage paths (seed layout)", () => {
   test("repo URL and subdirectory map to <type>s/<repo url>/<subdir>", () => {
-    expect(sourceKey("https://github.com/myfreeweb/lightjail.git", "overlays/ruby")).toBe("github.com/myfreeweb/lightjail/overlays/ruby");
-    expect(sourceKey("git@github.com:myfreeweb/lightjail.git", "overlays/ruby")).toBe("github.com/myfreeweb/lightjail/overlays/ruby");
+    expect(sourceKey("https://github.com/myfreeweb/lightjail.git", "overlays/ruby")).toBe(
+      "github.com/myfreeweb/lightjail/overlays/ruby",
+    );
+    expect(sourceKey("git@github.com:myfreeweb/lightjail.git", "overlays/ruby")).toBe(
+      "github.com/myfreeweb/lightjail/overlays/ruby",
+    );
     expect(sourceKey("http://user@127.0.0.1:8080/repo.git")).toBe("127.0.0.1:8080/repo");
     expect(sourceKey("/srv/git/x")).toBe("_local/srv/git/x");
-    expect(splitUrl("https://github.com/myfreeweb/lightjail//overlays/ruby")).toEqual({ url: "https://github.com/myfreeweb/lightjail", subdir: "overlays/ruby" });
+    expect(splitUrl("https://github.com/myfreeweb/lightjail//overlays/ruby")).toEqual({
+      url: "https://github.com/myfreeweb/lightjail",
+      subdir: "overlays/ruby",
+    });
     expect(splitUrl("https://h/x.git")).toEqual({ url: "https://h/x.git" });
     expect(() => sourceKey("https://h/x", "a/../b")).toThrow(/not allowed/);
     expect(() => sourceKey("https://h/x", "@bookworm")).toThrow(/"@bookworm" is not allowed/);
@@ -143,7 +165,12 @@ describe("storage paths (seed layout)", () => {
 
 describe("discovery", () => {
   test("built-in languages and services, user plugins and a new type folder", () => {
-    userPlugin("tool", "hello", `name = "hello"\ntype = "tool"\nversion = "0.1.0"\ndescription = "a tool"\n[install]\nscript = "i.sh"\n`, { "i.sh": "echo hi\n" });
+    userPlugin(
+      "tool",
+      "hello",
+      `name = "hello"\ntype = "tool"\nversion = "0.1.0"\ndescription = "a tool"\n[install]\nscript = "i.sh"\n`,
+      { "i.sh": "echo hi\n" },
+    );
     const d = discover();
     const names = d.plugins.map((p) => `${p.origin}:${p.manifest.type}/${p.manifest.name}`);
     for (const n of ["node", "python", "ruby", "static"]) expect(names).toContain(`builtin:language/${n}`);
@@ -156,8 +183,12 @@ describe("discovery", () => {
     userPlugin("language", "ruby", `name = "ruby"\ntype = "language"\nversion = "2.0.0"\n`);
     const d = discover();
     expect(findPlugin(d, { type: "language", name: "ruby" }).manifest.version).toBe("2.0.0");
-    expect(findPlugin(d, { type: "language", name: "ruby", constraint: "^1" }).manifest.version).toBe("1.0.0");
-    expect(() => findPlugin(d, { type: "language", name: "ruby", constraint: "^9" })).toThrow(/no version of language\/ruby satisfies \^9/);
+    expect(findPlugin(d, { type: "language", name: "ruby", constraint: "^1" }).manifest.version).toBe(
+      "1.0.0",
+    );
+    expect(() => findPlugin(d, { type: "language", name: "ruby", constraint: "^9" })).toThrow(
+      /no version of language\/ruby satisfies \^9/,
+    );
     rmSync(join(root, "plugins", "languages", "ruby"), { recursive: true });
   });
 
@@ -167,14 +198,20 @@ describe("discovery", () => {
     expect(r.stdout).toMatch(/tool\s+hello\s+0\.1\.0\s+user/);
     r = await lj(["plugins", "info", "language/node"], env());
     expect(r.code).toBe(0);
-    expect(JSON.parse(r.stdout)).toMatchObject({ name: "node", origin: "builtin", store: join(root, "languages", "_builtin", "node") });
+    expect(JSON.parse(r.stdout)).toMatchObject({
+      name: "node",
+      origin: "builtin",
+      store: join(root, "languages", "_builtin", "node"),
+    });
     r = await lj(["build", "--type", "gadget", "x"], env());
     expect(r.code).toBe(66);
     expect(r.stderr).toContain('unknown overlay type "gadget"');
     userPlugin("tool", "broken", `name = "broken"\ntype = "tool"\nversion = "1.0"\n[install]\nscript = 5\n`);
     r = await lj(["plugins", "info", "tool/broken"], env());
     expect(r.code).toBe(78);
-    expect(r.stderr).toContain(`${join(root, "plugins/tools/broken/plugin.toml")}:5: key "install.script": expected a script path`);
+    expect(r.stderr).toContain(
+      `${join(root, "plugins/tools/broken/plugin.toml")}:5: key "install.script": expected a script path`,
+    );
     r = await lj(["plugins", "list"], env());
     expect(r.code).toBe(0);
     expect(r.stderr).toContain("broken plugin");
@@ -191,7 +228,9 @@ describe("discovery", () => {
   test("a cycle in from is a config error naming the chain", async () => {
     userPlugin("tool", "a", `name = "a"\ntype = "tool"\nversion = "1.0.0"\nfrom = ["tool/b"]\n`);
     userPlugin("tool", "b", `name = "b"\ntype = "tool"\nversion = "1.0.0"\nfrom = ["tool/a"]\n`);
-    expect(() => resolveChain(findPlugin(discover(), { type: "tool", name: "a" }), discover())).toThrow("cycle in \"from\": tool/a -> tool/b -> tool/a");
+    expect(() => resolveChain(findPlugin(discover(), { type: "tool", name: "a" }), discover())).toThrow(
+      'cycle in "from": tool/a -> tool/b -> tool/a',
+    );
     const r = await lj(["build", "tool/a", "--world", "test"], env());
     expect(r.code).toBe(78);
     expect(r.stderr).toContain("cycle");
@@ -224,10 +263,19 @@ describe("plans", () => {
     mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, "package.json"), "{}");
     writeFileSync(join(dir, "Procfile"), "web: node web.js\nworker: node worker.js\n");
-    writeFileSync(join(dir, "lj.toml"), `plugin = "static"\n[env]\nA = "1"\n[limits]\nmemory_mb = 256\n[processes]\nclock = "node clock.js"\n`);
+    writeFileSync(
+      join(dir, "lj.toml"),
+      `plugin = "static"\n[env]\nA = "1"\n[limits]\nmemory_mb = 256\n[processes]\nclock = "node clock.js"\n`,
+    );
     const p = await planApp(dir, { world: "test" });
-    expect(p.detected).toEqual([{ plugin: "static", type: "language", reasons: ['lj.toml sets plugin = "static"'] }]);
-    expect(p.processes).toEqual({ web: { command: "node web.js" }, worker: { command: "node worker.js" }, clock: { command: "node clock.js" } });
+    expect(p.detected).toEqual([
+      { plugin: "static", type: "language", reasons: ['lj.toml sets plugin = "static"'] },
+    ]);
+    expect(p.processes).toEqual({
+      web: { command: "node web.js" },
+      worker: { command: "node worker.js" },
+      clock: { command: "node clock.js" },
+    });
     expect(p.env.A).toBe("1");
     expect(p.limits.memoryMb).toBe(256);
     const r = await lj(["plan", dir, "--json", "--world", "test"], env());
@@ -269,7 +317,11 @@ describe("plans", () => {
     const p = await lj(["plan", join(dir, "test/app"), "--json", "--world", "test"], env());
     expect(p.code).toBe(0);
     const plan = JSON.parse(p.stdout);
-    expect(plan.detected[0]).toEqual({ plugin: "hello", type: "language", reasons: ["hello.txt present", "hello scaffold"] });
+    expect(plan.detected[0]).toEqual({
+      plugin: "hello",
+      type: "language",
+      reasons: ["hello.txt present", "hello scaffold"],
+    });
     expect(plan.env.GREETING).toBe("hello from the test app");
     const again = await lj(["plugins", "new", "--type", "language", "hello"], env());
     expect(again.code).toBe(73);
