@@ -21,6 +21,7 @@ const symbols = {
     returns: FFIType.i32,
   },
   lj_unmount: { args: [FFIType.ptr, FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
+  lj_cleanup: { args: [FFIType.ptr, FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
 } as const;
 
 type Shim = ReturnType<typeof dlopen<typeof symbols>>["symbols"];
@@ -122,5 +123,15 @@ export function shimUnmount(path: string): void {
   const p = Buffer.from(`${path}\0`);
   const err = new Uint8Array(ERR_LEN);
   const rc = s.lj_unmount(ptr(p), ptr(err), ERR_LEN);
+  if (rc !== 0) throw new ShimError(rc, errText(err));
+}
+
+/** Removes the kernel-side leftovers of a dead owner's jail by name (FreeBSD: the jail and its
+ * RCTL rules; a no-op on Linux, where nothing outlives a jail's namespaces). */
+export function shimCleanup(name: string): void {
+  const s = load();
+  const p = Buffer.from(`${name}\0`);
+  const err = new Uint8Array(ERR_LEN);
+  const rc = s.lj_cleanup(ptr(p), ptr(err), ERR_LEN);
   if (rc !== 0) throw new ShimError(rc, errText(err));
 }

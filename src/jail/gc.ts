@@ -5,11 +5,12 @@
  * and on FreeBSD (no mount namespaces) mounts under the run directory. Each collector finds
  * leftovers of dead owners only: live jails are never touched.
  */
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { paths } from "../store/paths.ts";
 import { findLeftoverCgroups, processStartTime, reclaimCgroup } from "./cgroup.ts";
-import { shimUnmount } from "./ffi.ts";
+import { shimCleanup, shimUnmount } from "./ffi.ts";
 import { collectNetLeftovers } from "./net.ts";
+import { freebsdJailName } from "./spec.ts";
 
 export interface GcReport {
   removed: { kind: string; what: string }[];
@@ -58,7 +59,33 @@ export function leftoverMounts(root = paths.run()): string[] {
     .sort((a, b) => b.length - a.length);
 }
 
+/** FreeBSD: the names of jails whose owner died, from their stage directories. */
+function deadFreebsdJails(): string[] {
+  let ids: string[] = [];
+  try {
+    ids = readdirSync(paths.stage());
+  } catch {
+    return [];
+  }
+  return ids.filter((id) => /^\d+\.\d+\.\d+$/.test(id) && !ownerAlive(id)).map(freebsdJailName);
+}
+
 const collectors: GcCollector[] = [
+  {
+    // First the jails themselves (their processes die with them), then what they mounted.
+    kind: "jail",
+    async collect(report) {
+      if (process.platform !== "freebsd") return;
+      for (const name of deadFreebsdJails()) {
+        try {
+          shimCleanup(name);
+          report.removed.push({ kind: "jail", what: name });
+        } catch (e) {
+          report.errors.push({ kind: "jail", what: name, error: String((e as Error).message) });
+        }
+      }
+    },
+  },
   {
     kind: "cgroup",
     async collect(report) {

@@ -15,6 +15,7 @@ import { attachNet, type JailNet, releaseNet, reserveNet } from "./net.ts";
 import {
   type CgroupDir,
   encodeSpec,
+  freebsdJailName,
   type JailSpec,
   STDIO_NULL,
   STDIO_PIPE,
@@ -186,15 +187,12 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
   const freebsd = process.platform === "freebsd";
   const stage = freebsd ? join(stageDir(), id) : stageDir();
   if (freebsd) mkdirSync(stage, { mode: 0o700 });
-  const encoded = encodeSpec(
-    freebsd && !spec.name ? { ...spec, name: `lj_${id.replaceAll(".", "_")}` } : spec,
-    {
-      stage,
-      work,
-      stdio,
-      newSession: spec.newSession ?? (spec.stdio?.[0] ?? "ignore") !== "inherit",
-    },
-  );
+  const encoded = encodeSpec(freebsd && !spec.name ? { ...spec, name: freebsdJailName(id) } : spec, {
+    stage,
+    work,
+    stdio,
+    newSession: spec.newSession ?? (spec.stdio?.[0] ?? "ignore") !== "inherit",
+  });
   let fds: ReturnType<typeof shimSpawn>;
   try {
     fds = shimSpawn(encoded);

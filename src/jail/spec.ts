@@ -471,3 +471,6 @@ export function encodeSpec(spec: JailSpec, ctx: EncodeContext): Uint8Array {
   }
   return e.finish();
 }
+
+/** The jail name FreeBSD jails get when the spec names none (jail names may not hold dots). */
+export const freebsdJailName = (id: string) => `lj_${id.replaceAll(".", "_")}`;

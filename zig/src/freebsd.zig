@@ -32,6 +32,7 @@ const eno = logic.eno;
 extern "c" fn jail_set(iov: [*]logic.Iovec, niov: c_uint, flags: c_int) c_int;
 extern "c" fn jail_attach(jid: c_int) c_int;
 extern "c" fn jail_remove(jid: c_int) c_int;
+extern "c" fn jail_get(iov: [*]logic.Iovec, niov: c_uint, flags: c_int) c_int;
 const sys_nmount = @extern(*const fn ([*]logic.Iovec, c_uint, c_int) callconv(.c) c_int, .{ .name = "nmount" });
 extern "c" fn rctl_add_rule(inbuf: [*]const u8, inlen: usize, outbuf: ?[*]u8, outlen: usize) c_int;
 extern "c" fn rctl_remove_rule(inbuf: [*]const u8, inlen: usize, outbuf: ?[*]u8, outlen: usize) c_int;
@@ -183,6 +184,32 @@ pub fn reap(pid: i32, nohang: bool, status: *i32, err: errtext.CBuf) c_int {
 /// Garbage collection of a leftover mount. A stage root holds a stack of mounts on one path
 /// (nullfs world, unionfs layers), so this unmounts until the path is no mount point; busy
 /// mounts are forced (their owner is gone).
+/// Removes what a jail of a dead owner left behind: the jail itself (jail_remove kills what
+/// still runs in it) and its RCTL rules. FreeBSD 14 keeps both when the supervisor is
+/// SIGKILLed; FreeBSD 15's owning descriptors make this a no-op there.
+pub fn cleanup(name: [*:0]const u8, err: errtext.CBuf) c_int {
+    const n = std.mem.span(name);
+    var l = logic.IovList(2){};
+    l.str("name", n);
+    var msg: [256]u8 = undefined;
+    l.errmsg(&msg);
+    const iov = l.slice();
+    const jid = jail_get(iov.ptr, @intCast(iov.len), 0);
+    if (jid >= 0) {
+        if (jail_remove(jid) != 0) return err.set(errno(), "remove jail {s}", .{n});
+    } else if (errno() != eno(.NOENT)) {
+        return err.set(errno(), "find jail {s}: {s}", .{ n, std.mem.sliceTo(&msg, 0) });
+    }
+    var fb: [300]u8 = undefined;
+    const filter = std.fmt.bufPrintZ(&fb, "jail:{s}", .{n}) catch return err.set(eno(.NAMETOOLONG), "jail name {s}", .{n});
+    if (rctl_remove_rule(filter.ptr, filter.len + 1, null, 0) != 0) {
+        const e = errno();
+        // No such rules, or RACCT off (then there never were any).
+        if (e != eno(.SRCH) and e != eno(.NOSYS)) return err.set(e, "remove RCTL rules {s}", .{filter});
+    }
+    return 0;
+}
+
 pub fn unmount(path: [*:0]const u8, err: errtext.CBuf) c_int {
     var n: usize = 0;
     while (n < plan_mod.max_steps) : (n += 1) {

@@ -43,6 +43,12 @@ export fn lj_unmount(path: [*:0]const u8, err_ptr: [*]u8, err_len: usize) c_int 
     return backend.unmount(path, .{ .ptr = err_ptr, .len = err_len });
 }
 
+/// Removes the kernel-side leftovers of a jail whose owner died (FreeBSD: the jail by name and
+/// its RCTL rules; Linux: nothing survives its namespaces).
+export fn lj_cleanup(name: [*:0]const u8, err_ptr: [*]u8, err_len: usize) c_int {
+    return backend.cleanup(name, .{ .ptr = err_ptr, .len = err_len });
+}
+
 test {
     _ = spec_mod;
     _ = errtext;
