@@ -105,7 +105,7 @@ export async function debianWorld(root: string): Promise<string> {
 
 export async function freePort(): Promise<number> {
   const s = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: () => new Response() });
-  const p = s.port;
+  const p = s.port ?? 0;
   s.stop(true);
   return p;
 }
