@@ -201,6 +201,9 @@ describe("limits and lifetime", () => {
       limits: { memoryBytes: 48 * 1024 * 1024 },
     });
     expect(hog).toMatchObject({ reason: "oom", signal: 9, status: 137 });
+    // A SIGKILL that is not the memory limit's is not reported as one.
+    const killed = await sh("kill -KILL $$", { limits: { memoryBytes: 48 * 1024 * 1024 } });
+    expect(killed).toMatchObject({ reason: "signal", signal: 9, status: 137 });
     const cli = await lj(
       ["spawn", "--world", "test", "-m", "48", "-p", 'x=$(head -c 200000000 /dev/zero | tr "\\0" a)'],
       {

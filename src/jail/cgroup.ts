@@ -183,20 +183,25 @@ export async function joinCgroups(dirs: CgroupDir[], limits: JailLimits, pid: nu
   );
 }
 
-/** True when the kernel's OOM killer fired inside the jail's memory cgroup. */
-export async function oomKilled(dirs: CgroupDir[]): Promise<boolean> {
+const counter = (text: string, name: string) =>
+  Number(new RegExp(`^${name} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
+
+/**
+ * True when the jail ran out of memory: the kernel's OOM killer fired in its memory cgroup.
+ * For a jail that died by SIGKILL (which nobody else sent) hitting the limit is evidence
+ * enough: under heavy load the v1 kill counter has been seen to lag behind the kill itself.
+ */
+export async function oomKilled(dirs: CgroupDir[], diedBySigkill = false): Promise<boolean> {
   for (const d of dirs) {
-    const file =
-      d.kind === CgroupKind.unified
-        ? "memory.events"
-        : d.kind === CgroupKind.memory
-          ? "memory.oom_control"
-          : null;
-    if (!file) continue;
     try {
-      const text = await readFile(join(d.dir, file), "utf8");
-      const m = /^oom_kill (\d+)$/m.exec(text);
-      if (m && Number(m[1]) > 0) return true;
+      if (d.kind === CgroupKind.unified) {
+        const events = await readFile(join(d.dir, "memory.events"), "utf8");
+        if (counter(events, "oom_kill") > 0 || (diedBySigkill && counter(events, "oom") > 0)) return true;
+      } else if (d.kind === CgroupKind.memory) {
+        const control = await readFile(join(d.dir, "memory.oom_control"), "utf8");
+        if (counter(control, "oom_kill") > 0) return true;
+        if (diedBySigkill && Number(await readFile(join(d.dir, "memory.failcnt"), "utf8")) > 0) return true;
+      }
     } catch {
       // The directory may never have been created (setup failed before it).
     }

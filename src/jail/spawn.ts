@@ -216,8 +216,10 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
     closeSync(syncFd);
     syncFd = -1;
   };
+  let killedByOwner = false;
   const kill = (signal: NodeJS.Signals | number = "SIGKILL") => {
     if (!alive) return;
+    if (signalNumber(signal) === 9) killedByOwner = true;
     try {
       process.kill(fds.pid, signalNumber(signal));
     } catch {}
@@ -263,10 +265,11 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
     const wait = keeperKilled ? await reaped : null;
     // The kernel counts an OOM kill just after it sends the SIGKILL: a killed jail is checked
     // once more after it is reaped, when the killer has certainly finished.
+    const sigkilled = !killedByOwner && (report.signal === 9 || keeperKilled);
     let oom = cgroups.length > 0 && (await oomKilled(cgroups));
-    if (!oom && cgroups.length > 0 && (report.signal === 9 || keeperKilled)) {
+    if (!oom && cgroups.length > 0 && sigkilled) {
       await reaped;
-      oom = await oomKilled(cgroups);
+      oom = await oomKilled(cgroups, true);
     }
     const base = { id, durationMs: performance.now() - started };
     if (report.error || prepFailure) {
