@@ -560,3 +560,63 @@ describe("native ljspawn", () => {
     });
   }
 });
+
+describe("jail pools", () => {
+  rootTest(
+    "a pool's jails run the payload given at start, each in a fresh jail, and close cleanly",
+    async () => {
+      const { JailPool } = await import("../src/jail/pool.ts");
+      const pool = new JailPool(
+        {
+          ...env.base,
+          argv: ["/bin/false"],
+          hostname: "pooled",
+          limits: { memoryBytes: 64 * 1024 * 1024, pids: 32 },
+          stdio: ["ignore", "pipe", "pipe"],
+        },
+        { size: 2 },
+      );
+      const run = async (script: string, extra: Record<string, unknown> = {}) => {
+        const j = pool.spawn({ argv: ["/bin/sh", "-c", script], env: { WHO: "payload" }, ...extra });
+        const [out, r] = await Promise.all([new Response(j.stdout).text(), j.exited]);
+        await j.closed;
+        return { out, r };
+      };
+      const first = await run(
+        "echo $(hostname) $WHO $(env | cut -d= -f1 | sort | tr '\\n' ' ')$$; touch /tmp/mark; id -u",
+      );
+      expect(first.r.status).toBe(0);
+      expect(first.out).toBe("pooled payload PWD WHO 2\n0\n"); // the payload's env, plus the shell's PWD
+      const second = await run("test -e /tmp/mark && echo reused || echo fresh", { uid: 65534, gid: 65534 });
+      expect(second.out).toBe("fresh\n");
+      const limited = await run('x=$(head -c 200000000 /dev/zero | tr "\\0" a)');
+      expect(limited.r.reason).toBe("oom");
+      const timed = pool.spawn({ argv: ["sleep", "30"] });
+      const slow = await runJail({ ...env.base, argv: ["sleep", "0.3"] }); // the pool jail waits meanwhile
+      expect(slow.status).toBe(0);
+      timed.kill("SIGTERM");
+      expect((await timed.exited).signal).toBe(15);
+      await pool.close();
+      expect(cgroupEntries().filter((d) => d.split("/").at(-1)!.startsWith(`${ownerId()}.`))).toEqual([]);
+      expect(() => pool.spawn({ argv: ["true"] })).toThrow("closed");
+    },
+  );
+});
+
+describe("descriptors", () => {
+  rootTest("a jail waiting to start holds no other jail's pipes: stdin EOF still arrives", async () => {
+    const reader = spawnJail({
+      ...env.base,
+      argv: ["/bin/sh", "-c", "cat >/dev/null; echo eof"],
+      stdio: ["pipe", "pipe", "ignore"],
+    });
+    // Made after the first, so a child that kept copies of the owner's descriptors would
+    // hold the first jail's stdin open while it waits.
+    const waiting = spawnJail({ ...env.base, argv: ["/bin/true"] }, { hold: true });
+    reader.stdin!.end();
+    expect(await new Response(reader.stdout).text()).toBe("eof\n");
+    expect((await reader.exited).status).toBe(0);
+    waiting.start();
+    expect((await waiting.exited).status).toBe(0);
+  });
+});

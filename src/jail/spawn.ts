@@ -16,10 +16,13 @@ import {
   type CgroupDir,
   encodeSpec,
   freebsdJailName,
+  type JailPayload,
   type JailSpec,
+  payloadMessage,
   STDIO_NULL,
   STDIO_PIPE,
   type StdioMode,
+  validatePayload,
   validateSpec,
 } from "./spec.ts";
 
@@ -45,7 +48,7 @@ export interface Jail {
   pid: number;
   /** The jail's private address (net "private"), reachable from the host. */
   address?: string;
-  stdin: FileSink | null;
+  stdin: JailStdin | null;
   stdout: ReadableStream<Uint8Array> | null;
   stderr: ReadableStream<Uint8Array> | null;
   exited: Promise<JailResult>;
@@ -55,8 +58,11 @@ export interface Jail {
    * end is already known); leak checks and shutdown do.
    */
   closed: Promise<void>;
-  /** Releases a jail spawned with `hold` (after wiring its network, say). */
-  start(): void;
+  /**
+   * Releases a jail spawned with `hold` (after wiring its network, say). With a payload, the
+   * jail runs that instead of the spec's argv (how a JailPool's pre-made jails are used).
+   */
+  start(payload?: JailPayload): void;
   /** SIGKILL destroys the whole jail; other signals go to the payload. */
   kill(signal?: NodeJS.Signals | number): void;
 }
@@ -161,6 +167,31 @@ async function reapJail(pid: number): Promise<number | null> {
   }
 }
 
+/** The jail's stdin. `end()` flushes and closes it, so the payload reads EOF. */
+export interface JailStdin {
+  write(data: Parameters<FileSink["write"]>[0]): number | Promise<number>;
+  flush(): number | Promise<number>;
+  end(): Promise<void>;
+}
+
+function stdinWriter(fd: number): JailStdin {
+  const sink = Bun.file(fd).writer();
+  let closed = false;
+  return {
+    write: (data) => sink.write(data),
+    flush: () => sink.flush(),
+    async end() {
+      if (closed) return;
+      closed = true;
+      await sink.end();
+      // Bun does not close a descriptor it did not open: without this, no EOF.
+      try {
+        closeSync(fd);
+      } catch {}
+    },
+  };
+}
+
 export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
   validateSpec(spec);
   const started = performance.now();
@@ -206,15 +237,25 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
   let prepFailure: string | undefined;
   let attached: Promise<void> | null = null;
   let alive = true;
+  let payload: Uint8Array | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
   const release = (go: boolean) => {
     if (syncFd < 0) return;
     try {
-      if (go) writeSync(syncFd, "g");
+      if (go && payload) writeSync(syncFd, payload);
+      else if (go) writeSync(syncFd, "g");
     } catch {
       // The jail died during setup; its status pipe says why.
     }
     closeSync(syncFd);
     syncFd = -1;
+    // The timeout counts the payload's time, not the jail's setup (or its wait in a pool).
+    if (go && spec.timeoutMs) {
+      timer = setTimeout(() => {
+        timedOut = true;
+        kill("SIGKILL");
+      }, spec.timeoutMs);
+    }
   };
   let killedByOwner = false;
   const kill = (signal: NodeJS.Signals | number = "SIGKILL") => {
@@ -224,12 +265,6 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
       process.kill(fds.pid, signalNumber(signal));
     } catch {}
   };
-  const timer = spec.timeoutMs
-    ? setTimeout(() => {
-        timedOut = true;
-        kill("SIGKILL");
-      }, spec.timeoutMs)
-    : undefined;
 
   // The whole status text arrives at EOF; on Linux the end of the payload is known a little
   // earlier, from its "X"/"S" line (the keeper still has to exit and the kernel to tear the
@@ -311,7 +346,14 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
       () => {},
     );
   }
-  const start = () => {
+  let startCalled = false;
+  const start = (what?: JailPayload) => {
+    if (startCalled) return;
+    startCalled = true;
+    if (what) {
+      validatePayload(what);
+      payload = payloadMessage(what);
+    }
     wanted = true;
     if (wired) release(true);
   };
@@ -321,7 +363,7 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
     id,
     pid: fds.pid,
     ...(net ? { address: net.address } : {}),
-    stdin: fds.stdinFd >= 0 ? Bun.file(fds.stdinFd).writer() : null,
+    stdin: fds.stdinFd >= 0 ? stdinWriter(fds.stdinFd) : null,
     stdout: fds.stdoutFd >= 0 ? Bun.file(fds.stdoutFd).stream() : null,
     stderr: fds.stderrFd >= 0 ? Bun.file(fds.stderrFd).stream() : null,
     exited,

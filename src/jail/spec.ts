@@ -474,3 +474,35 @@ export function encodeSpec(spec: JailSpec, ctx: EncodeContext): Uint8Array {
 
 /** The jail name FreeBSD jails get when the spec names none (jail names may not hold dots). */
 export const freebsdJailName = (id: string) => `lj_${id.replaceAll(".", "_")}`;
+
+/** What a pre-made jail runs, decided when it is started (see JailPool). */
+export type JailPayload = Pick<
+  JailSpec,
+  "argv" | "env" | "cwd" | "uid" | "gid" | "caps" | "newSession" | "seccomp"
+>;
+
+export function validatePayload(p: JailPayload): void {
+  validateSpec({ ...p, layers: ["/"] });
+}
+
+/** The sync-pipe message that starts a held jail with this payload: 'p', u32 length, records. */
+export function payloadMessage(p: JailPayload): Uint8Array {
+  const e = new Encoder();
+  for (const a of p.argv) e.str(Tag.argv, a);
+  for (const [k, v] of Object.entries(p.env ?? {})) e.str(Tag.env, `${k}=${v}`);
+  e.str(Tag.cwd, p.cwd ?? "/");
+  e.u32(Tag.uid, p.uid ?? 0);
+  e.u32(Tag.gid, p.gid ?? p.uid ?? 0);
+  const caps = capMask(p.caps);
+  if (caps) e.u64s(Tag.caps, caps);
+  let flags = 0;
+  if (p.newSession ?? true) flags |= Flag.newSession;
+  if (p.seccomp === false) flags |= Flag.noSeccomp;
+  e.u32(Tag.flags, flags);
+  const body = e.finish();
+  const msg = new Uint8Array(5 + body.length);
+  msg[0] = "p".charCodeAt(0);
+  new DataView(msg.buffer).setUint32(1, body.length, true);
+  msg.set(body, 5);
+  return msg;
+}

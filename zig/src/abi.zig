@@ -28,3 +28,7 @@ pub const status_exit = 'X';
 pub const status_signal = 'S';
 /// The owner writes this byte to the sync pipe to release the payload.
 pub const sync_go: u8 = 'g';
+/// Or this one, then a u32 (little-endian) length and a payload spec (argv, env, cwd, uid, gid,
+/// caps, payload flags) that replaces the spawn-time payload: how pre-made jails are started.
+pub const sync_payload: u8 = 'p';
+pub const payload_max = 256 * 1024;

@@ -128,6 +128,9 @@ const ChildCtx = struct {
     /// User-namespaced jails wait on this futex word until the owner has written their id
     /// maps: 1 = go, 2 = abort.
     userns_go: u32 align(4) = 0,
+    /// Free room in the region for a payload sent at start (pre-made jails).
+    scratch: [*]u8 = undefined,
+    scratch_len: usize = 0,
 };
 
 pub fn spawnRaw(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) c_int {
@@ -168,6 +171,12 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
     spec_mod.decode(copy[0..bytes.len], &ctx.spec, &failure) catch |e|
         return fail(err, .INVAL, "invalid jail spec (record {d}): {s}", .{ failure.tag, @errorName(e) });
     const spec = &ctx.spec;
+    // Between the spec and the stack (which grows down from the top, and needs far less than
+    // this reserve) lies room for a payload sent at start.
+    const stack_reserve = 256 * 1024;
+    const scratch_at = std.mem.alignForward(usize, @intFromPtr(copy) + bytes.len, 16);
+    ctx.scratch = @ptrFromInt(scratch_at);
+    ctx.scratch_len = (map + region_size - stack_reserve) - scratch_at;
 
     var status = Pipe{};
     var sync = Pipe{};
@@ -353,7 +362,7 @@ fn childEntry(arg: usize) callconv(.c) u8 {
     }
     const none = linux.sigemptyset();
     _ = linux.sigprocmask(linux.SIG.SETMASK, &none, null);
-    child(&ctx.spec, ctx.fds);
+    child(&ctx.spec, ctx.fds, ctx.scratch[0..ctx.scratch_len]);
 }
 
 const Child = struct {
@@ -385,14 +394,17 @@ const Path = struct {
     }
 };
 
-fn child(spec: *const Spec, fds: ChildFds) noreturn {
+fn child(spec: *Spec, fds: ChildFds, scratch: []u8) noreturn {
     var c = Child{ .spec = spec, .status_fd = fds.status };
     // Die with the owner, even if it is SIGKILLed. The sync read below catches an owner that
     // died before this line ran.
     _ = linux.prctl(@intFromEnum(linux.PR.SET_PDEATHSIG), linux.SIG.KILL, 0, 0, 0);
 
-    // Our copy of the owner's end would hide the owner's death from the sync read.
-    _ = linux.close(fds.sync_owner);
+    // The child starts with a copy of every descriptor the owner has: other jails' pipes among
+    // them. Holding those (a pre-made jail may wait a long time) would keep other jails from
+    // seeing EOF on their stdin, so everything this jail does not use goes now. That includes
+    // our copy of the sync pipe's write end, which would hide the owner's death.
+    closeInherited(spec, fds);
 
     // The cgroup namespace comes later, in the keeper: the owner moves this process into the
     // jail's cgroups while it sets up, and the namespace must be rooted there.
@@ -433,13 +445,20 @@ fn child(spec: *const Spec, fds: ChildFds) noreturn {
 
     placeFds(&c, fds);
 
-    // Hold here until the owner has wired the jail (network) and says go; EOF means it died.
+    // Hold here until the owner has placed and wired the jail and says go (with, for a
+    // pre-made jail, what to run); EOF means it died.
     var go: [1]u8 = undefined;
-    while (true) {
-        const n = linux.read(fds.sync, &go, 1);
-        if (errno(n) == .INTR) continue;
-        if (errno(n) != null or n != 1 or go[0] != abi.sync_go) c.die(.CANCELED, "jail owner went away before start", .{});
-        break;
+    if (!readFull(fds.sync, &go) or (go[0] != abi.sync_go and go[0] != abi.sync_payload))
+        c.die(.CANCELED, "jail owner went away before start", .{});
+    if (go[0] == abi.sync_payload) {
+        var lenb: [4]u8 = undefined;
+        if (!readFull(fds.sync, &lenb)) c.die(.CANCELED, "jail owner went away before start", .{});
+        const len = std.mem.readInt(u32, &lenb, .little);
+        if (len > scratch.len or len > abi.payload_max) c.die(.@"2BIG", "payload of {d} bytes is too large", .{len});
+        if (!readFull(fds.sync, scratch[0..len])) c.die(.CANCELED, "jail owner went away before start", .{});
+        var failure: spec_mod.DecodeFailure = undefined;
+        spec_mod.decodePayload(scratch[0..len], spec, &failure) catch |e|
+            c.die(.INVAL, "invalid payload (record {d}): {s}", .{ failure.tag, @errorName(e) });
     }
 
     execKeeper(&c, fds.keeper);
@@ -730,6 +749,47 @@ fn placeFds(c: *Child, fds: ChildFds) void {
     // until then, so close-on-exec rather than close).
     const CLOSE_RANGE_CLOEXEC = 1 << 2;
     _ = linux.syscall3(.close_range, n, std.math.maxInt(u32), CLOSE_RANGE_CLOEXEC);
+}
+
+fn closeInherited(spec: *const Spec, fds: ChildFds) void {
+    var keep: [8 + spec_mod.max_pass_fds]i32 = undefined;
+    var n: usize = 0;
+    for ([_]i32{ fds.status, fds.sync, fds.keeper, fds.netns }) |fd| {
+        keep[n] = fd;
+        n += 1;
+    }
+    for (0..3) |i| {
+        keep[n] = if (fds.stdio[i] >= 0) fds.stdio[i] else spec.stdio[i];
+        n += 1;
+    }
+    for (spec.pass_fds.slice()) |fd| {
+        keep[n] = fd;
+        n += 1;
+    }
+    std.mem.sort(i32, keep[0..n], {}, std.sort.asc(i32));
+    var low: u32 = 0;
+    for (keep[0..n]) |fd| {
+        if (fd < 0) continue;
+        const k: u32 = @intCast(fd);
+        if (k > low) _ = linux.syscall3(.close_range, low, k - 1, 0);
+        if (k + 1 > low) low = k + 1;
+    }
+    _ = linux.syscall3(.close_range, low, std.math.maxInt(u32), 0);
+}
+
+/// Reads exactly buf.len bytes (pipes hand large writes over in pieces); false on EOF or error.
+fn readFull(fd: i32, buf: []u8) bool {
+    var off: usize = 0;
+    while (off < buf.len) {
+        const n = linux.read(fd, buf[off..].ptr, buf.len - off);
+        if (errno(n)) |e| {
+            if (e == .INTR) continue;
+            return false;
+        }
+        if (n == 0) return false;
+        off += n;
+    }
+    return true;
 }
 
 fn execKeeper(c: *const Child, kfd: i32) noreturn {

@@ -127,7 +127,7 @@ pub fn Bounded(comptime T: type, comptime cap: usize) type {
     };
 }
 
-pub const DecodeError = error{ BadHeader, Truncated, BadString, BadLength, TooMany, MissingArgv, RootConflict, MissingStage };
+pub const DecodeError = error{ BadHeader, Truncated, BadString, BadLength, TooMany, MissingArgv, RootConflict, MissingStage, BadPayload };
 
 /// What went wrong, for the error text: the record tag that failed, when known.
 pub const DecodeFailure = struct { err: DecodeError, tag: u16 };
@@ -150,6 +150,39 @@ pub fn decode(buf: []const u8, out: *Spec, failure: *DecodeFailure) DecodeError!
     if (out.argv.len == 0) return fail(failure, error.MissingArgv, @intFromEnum(Tag.argv));
     if (out.root_dir != null and out.lowers.len != 0) return fail(failure, error.RootConflict, @intFromEnum(Tag.root_dir));
     if (out.root_dir == null and out.stage == null) return fail(failure, error.MissingStage, @intFromEnum(Tag.stage));
+}
+
+/// Decodes a payload record set (argv, env, cwd, uid, gid, caps and the payload's flags) over
+/// an already decoded spec: what a pre-made jail runs is decided when it is started.
+pub fn decodePayload(buf: []const u8, out: *Spec, failure: *DecodeFailure) DecodeError!void {
+    failure.* = .{ .err = error.BadHeader, .tag = 0 };
+    if (buf.len < 8 or !std.mem.eql(u8, buf[0..4], magic) or readInt(u32, buf[4..8]) != version)
+        return error.BadHeader;
+    out.argv.len = 0;
+    out.env.len = 0;
+    out.cwd = "/";
+    out.caps = 0;
+    var pos: usize = 8;
+    while (pos < buf.len) {
+        if (buf.len - pos < 8) return fail(failure, error.Truncated, 0);
+        const tag: Tag = @enumFromInt(readInt(u16, buf[pos..][0..2]));
+        const len = readInt(u32, buf[pos + 4 ..][0..4]);
+        pos += 8;
+        if (buf.len - pos < len) return fail(failure, error.Truncated, @intFromEnum(tag));
+        const p = buf[pos..][0..len];
+        pos += len;
+        switch (tag) {
+            .argv, .env, .cwd, .uid, .gid, .caps => record(out, tag, p) catch |e| return fail(failure, e, @intFromEnum(tag)),
+            .flags => {
+                // Only the payload's own flags; how the jail is built was fixed at spawn.
+                const f: Flags = @bitCast(int(u32, p) catch |e| return fail(failure, e, @intFromEnum(tag)));
+                out.flags.new_session = f.new_session;
+                out.flags.no_seccomp = f.no_seccomp;
+            },
+            else => return fail(failure, error.BadPayload, @intFromEnum(tag)),
+        }
+    }
+    if (out.argv.len == 0) return fail(failure, error.MissingArgv, @intFromEnum(Tag.argv));
 }
 
 fn fail(failure: *DecodeFailure, err: DecodeError, tag: u16) DecodeError {
@@ -361,4 +394,38 @@ test "decode rejects malformed input with the failing tag" {
     const full = e.bytes();
     s = .{};
     try std.testing.expectError(error.Truncated, decode(full[0 .. full.len - 1], &s, &f));
+}
+
+test "a payload replaces what runs, and only that" {
+    var e = try Encoder.init(std.testing.allocator);
+    defer e.deinit();
+    try e.string(.stage, "/s");
+    try e.string(.lower, "/w");
+    try e.string(.argv, "/placeholder");
+    try e.string(.env, "OLD=1");
+    var s = Spec{};
+    var f: DecodeFailure = undefined;
+    try decode(e.bytes(), &s, &f);
+
+    var p = try Encoder.init(std.testing.allocator);
+    defer p.deinit();
+    try p.string(.argv, "/bin/echo");
+    try p.string(.argv, "hi");
+    try p.string(.env, "A=2");
+    try p.int(.uid, u32, 65534);
+    try p.int(.flags, u32, @bitCast(Flags{ .new_session = true, .net_host = true }));
+    try decodePayload(p.bytes(), &s, &f);
+    try std.testing.expectEqual(@as(usize, 2), s.argv.len);
+    try std.testing.expectEqualStrings("hi", std.mem.span(s.argv.slice()[1]));
+    try std.testing.expectEqual(@as(usize, 1), s.env.len);
+    try std.testing.expectEqual(@as(u32, 65534), s.uid);
+    try std.testing.expect(s.flags.new_session);
+    try std.testing.expect(!s.flags.net_host); // the jail's network was fixed at spawn
+    try std.testing.expectEqualStrings("/w", s.lowers.slice()[0]);
+
+    var bad = try Encoder.init(std.testing.allocator);
+    defer bad.deinit();
+    try bad.string(.argv, "/x");
+    try bad.string(.lower, "/elsewhere");
+    try std.testing.expectError(error.BadPayload, decodePayload(bad.bytes(), &s, &f));
 }
