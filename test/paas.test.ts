@@ -562,6 +562,59 @@ describe("running apps", () => {
   );
 });
 
+describe("services", () => {
+  rootTest(
+    "postgres: create, link (DATABASE_URL, app restarted, reachable), survives a redeploy, unlink, destroy; an unknown type is refused",
+    async () => {
+      await createApp(s, "dbapp");
+      expect((await deployDir(s, "dbapp", appCopy("node-hello"))).deploy?.status).toBe("succeeded");
+      const c = await cli(["services", "create", "postgres", "pg1"]);
+      expect(c.stderr).toBe("");
+      expect(c.stdout).toMatch(/^created postgres service pg1 \(up at 10\.237\.0\.\d+:5432\)\n$/);
+      expect(c.code).toBe(0);
+      const l = await cli(["services", "link", "pg1", "dbapp"]);
+      expect(l).toEqual({ code: 0, stdout: "linked pg1 to dbapp\n", stderr: "" });
+      const env = JSON.parse((await textVia(s, "dbapp", "/env")).text);
+      expect(env.DATABASE_URL).toMatch(/^postgres:\/\/postgres:[\w-]+@10\.237\.0\.\d+:5432\/postgres$/);
+      const psql = (sql: string) =>
+        cli(["run", "dbapp", "--", `${"/usr/lib/postgresql/15/bin/psql"} "$DATABASE_URL" -tAc "${sql}"`]);
+      expect(await psql("create table t(x int); insert into t values (42)")).toEqual({
+        code: 0,
+        stdout: "CREATE TABLE\nINSERT 0 1\n",
+        stderr: "",
+      });
+      // Another app, not linked, cannot reach it.
+      await createApp(s, "nodb");
+      expect((await deployDir(s, "nodb", appCopy("node-hello"))).deploy?.status).toBe("succeeded");
+      const addr = /@([\d.]+):/.exec(env.DATABASE_URL)![1];
+      const probe = await cli([
+        "run",
+        "nodb",
+        "--",
+        `python3 -c "import socket; socket.create_connection(('${addr}', 5432), timeout=1.5)"`,
+      ]);
+      expect(probe.code).not.toBe(0);
+      // A redeploy keeps the data and the link.
+      expect((await deployDir(s, "dbapp", appCopy("node-hello"))).deploy?.status).toBe("succeeded");
+      expect(await psql("select x from t")).toEqual({ code: 0, stdout: "42\n", stderr: "" });
+      const info = await cli(["services", "info", "pg1", "--json"]);
+      expect(JSON.parse(info.stdout).service).toEqual(
+        expect.objectContaining({ links: ["dbapp"], state: "up", type: "postgres" }),
+      );
+      expect(JSON.stringify(JSON.parse(info.stdout).service.credentials)).not.toContain("password");
+      expect((await cli(["services", "unlink", "pg1", "dbapp"])).code).toBe(0);
+      expect(JSON.parse((await textVia(s, "dbapp", "/env")).text).DATABASE_URL).toBeNull();
+      expect((await cli(["services", "destroy", "pg1"])).code).toBe(0);
+      expect((await cli(["services", "list"])).stdout).toBe("no services\n");
+      expect(existsSync(join(paths.paasServices(), "pg1"))).toBe(false);
+      const bad = await cli(["services", "create", "mysql", "x"]);
+      expect(bad.code).toBe(64);
+      expect(bad.stderr).toContain("unknown service type mysql");
+    },
+    120_000,
+  );
+});
+
 describe("server restarts", () => {
   rootTest(
     "after SIGKILL of the server, a new server brings every app back with no leftovers",
@@ -605,6 +658,23 @@ describe("server restarts", () => {
       await api(a.srv, "PATCH", "/apps/lazarus/formation", { web: 2 });
       await api(a.srv, "PATCH", "/apps/lazarus/config", { GREETING: "still here" });
       expect(JSON.parse((await textVia(a.srv, "lazarus", "/env")).text).GREETING).toBe("still here");
+      await api(a.srv, "POST", "/services", { type: "postgres", name: "keep" });
+      await api(a.srv, "POST", "/services/keep/links", { app: "lazarus" });
+      const sql = async (srv: { url: string; token: string }, q: string) => {
+        const r = await fetch(`${srv.url}/api/v1/apps/lazarus/run`, {
+          method: "POST",
+          headers: { ...auth(srv), "content-type": "application/json" },
+          body: JSON.stringify({ command: `/usr/lib/postgresql/15/bin/psql "$DATABASE_URL" -tAc "${q}"` }),
+        });
+        const frames = (await r.text())
+          .trim()
+          .split("\n")
+          .map((l) => JSON.parse(l) as { out?: string; err?: string });
+        return frames.map((f) => f.out ?? f.err ?? "").join("");
+      };
+      expect(await sql(a.srv, "create table t(x text); insert into t values ('durable')")).toBe(
+        "CREATE TABLE\nINSERT 0 1\n",
+      );
       a.p.kill("SIGKILL");
       await a.p.exited;
       const b = await start();
@@ -618,9 +688,13 @@ describe("server restarts", () => {
       });
       expect(ps.processes.map((x) => x.release)).toEqual([2, 2]);
       expect(JSON.parse((await textVia(b.srv, "lazarus", "/env")).text).GREETING).toBe("still here");
+      expect(JSON.parse((await textVia(b.srv, "lazarus", "/env")).text).DATABASE_URL).toContain(
+        "postgres://",
+      );
+      expect(await sql(b.srv, "select x from t")).toBe("durable\n");
       // Only the new server's jails hold addresses; the dead one's are gone.
-      const leases = readdirSync(join(root, "run", "net", "leases"));
-      expect(leases.length).toBe(2);
+      // (the one-off jail's lease goes a moment after its output ends)
+      await until(() => readdirSync(join(root, "run", "net", "leases")).length === 3, 5000, "three leases"); // two web instances and the service
       const cg = Bun.spawnSync(["sh", "-c", `ls /sys/fs/cgroup | grep -c '^${a.p.pid}\\.' || true`])
         .stdout.toString()
         .trim();

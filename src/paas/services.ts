@@ -1,76 +1,89 @@
 /**
  * Backing services (postgres, redis): each runs in its own jail on a private address, with a
  * persistent data directory under the root that outlives restarts and redeploys, a health
- * check (its port accepts connections) and credentials generated when it is created. Linking
- * a service to an app lets the app's jails reach it and sets the variables its kind declares
- * (DATABASE_URL, REDIS_URL), then restarts the app's processes with them.
+ * check (its port accepts connections) and a password generated when it is created. Linking
+ * a service to an app lets the app's jails reach it and sets the variables its plugin's
+ * manifest declares ([service.env]: DATABASE_URL, REDIS_URL), then restarts the app's
+ * processes with them.
  *
- * The kinds are described here until service plugins (plugins/services/<name>/) can supply
- * them; they run the host world's binaries.
+ * A service runs from its plugin's overlay (plugins/services/<type>/) over the default world.
+ * Where that overlay cannot be built (a host world shares the host's read-only /usr, so apt
+ * cannot install into it) and the world already has the server's binaries, the service runs
+ * them directly ("world" runtime); the choice is recorded per service.
  */
-import { chownSync, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
 import { runJail } from "../jail/spawn.ts";
 import type { JailSpec } from "../jail/spec.ts";
+import type { ServiceSection } from "../plugins/manifest.ts";
+import { discover, findPlugin } from "../plugins/registry.ts";
 import { paths } from "../store/paths.ts";
 import { defaultWorld, worldMounts, worldPath } from "../store/worlds.ts";
 import type { ServiceRow } from "./db.ts";
 import type { Paas, ServiceBinding } from "./paas.ts";
 import { Instance } from "./supervisor.ts";
 
-const SERVICE_UID = 65534;
+const NOBODY = 65534;
+const PLUGIN_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"];
 
-interface ServiceKind {
+/** How a service's jail is made, recorded at create (service.json). */
+type Runtime =
+  | { kind: "overlay"; world: string; layers: string[]; start: string; dataDir: string }
+  | { kind: "world"; world: string };
+
+interface ServiceRecord {
+  type: string;
+  name: string;
+  runtime: Runtime;
   port: number;
-  /** Host paths that must exist for this kind to run (checked at create). */
-  needs: string[];
-  credentials(name: string): Record<string, string>;
-  /** One-time setup of the data directory, in a jail (runs as SERVICE_UID). */
-  init?: (creds: Record<string, string>) => string;
-  run(creds: Record<string, string>): string;
-  env(creds: Record<string, string>, address: string): Record<string, string>;
+  env: Record<string, string>;
 }
 
-const secret = () => Buffer.from(crypto.getRandomValues(new Uint8Array(18))).toString("base64url");
+/** Services the world's own binaries can run when the plugin's overlay cannot be built. */
+interface WorldRecipe {
+  needs: () => string | null;
+  init?: (bin: string) => string;
+  run: (bin: string) => string;
+}
 
-function pgBin(): string {
+function pgBin(): string | null {
   for (const v of ["17", "16", "15", "14", "13"]) {
     if (existsSync(`/usr/lib/postgresql/${v}/bin/postgres`)) return `/usr/lib/postgresql/${v}/bin`;
   }
-  return "/usr/lib/postgresql/15/bin";
+  return null;
 }
 
-const KINDS: Record<string, ServiceKind> = {
+const WORLD_RECIPES: Record<string, WorldRecipe> = {
   postgres: {
-    port: 5432,
-    needs: [join(pgBin(), "postgres")],
-    credentials: (name) => ({ user: "app", password: secret(), database: name.replace(/-/g, "_") }),
-    init: (c) =>
+    needs: pgBin,
+    init: (bin) =>
       [
         "set -e",
-        "printf '%s' \"$PGPASS\" > /tmp/pw",
-        `${pgBin()}/initdb -D /data/pg -U ${c.user} --pwfile=/tmp/pw --auth=scram-sha-256 -E UTF8 >/dev/null`,
+        "printf '%s\\n' \"$PASSWORD\" > /tmp/pw",
+        `${bin}/initdb -D /data/pg -U postgres --pwfile=/tmp/pw --auth-local=trust --auth-host=scram-sha-256 -E UTF8 >/dev/null`,
         'echo "host all all 0.0.0.0/0 scram-sha-256" >> /data/pg/pg_hba.conf',
-        `${pgBin()}/postgres --single -D /data/pg postgres <<EOF >/dev/null\nCREATE DATABASE ${c.database};\nEOF`,
       ].join("\n"),
-    run: () => `exec ${pgBin()}/postgres -D /data/pg -c listen_addresses='*' -p 5432 -k /tmp`,
-    env: (c, a) => ({ DATABASE_URL: `postgres://${c.user}:${c.password}@${a}:5432/${c.database}` }),
+    run: (bin) => `exec ${bin}/postgres -D /data/pg -c listen_addresses='*' -p "$PORT" -k /tmp`,
   },
   redis: {
-    port: 6379,
-    needs: ["/usr/bin/redis-server"],
-    credentials: () => ({ password: secret() }),
-    run: (c) =>
-      `exec /usr/bin/redis-server --bind 0.0.0.0 --port 6379 --dir /data --appendonly yes --requirepass ${c.password}`,
-    env: (c, a) => ({ REDIS_URL: `redis://:${c.password}@${a}:6379` }),
+    needs: () => (existsSync("/usr/bin/redis-server") ? "/usr/bin" : null),
+    run: (bin) =>
+      `exec ${bin}/redis-server --bind 0.0.0.0 --port "$PORT" --dir /data --appendonly yes --requirepass "$PASSWORD"`,
   },
 };
+
+const secret = () => Buffer.from(crypto.getRandomValues(new Uint8Array(18))).toString("base64url");
+
+function expand(template: string, vars: Record<string, string>): string {
+  return template.replace(/\$\{([A-Z_]+)\}/g, (m, k: string) => vars[k] ?? m);
+}
 
 export interface ServiceInfo extends ServiceRow {
   state: string;
   address: string | null;
   port: number;
+  runtime: string;
   env: Record<string, string>;
 }
 
@@ -79,56 +92,113 @@ export class ServiceManager {
 
   constructor(private readonly paas: Paas) {}
 
-  private dataDir(name: string): string {
+  private dir(name: string): string {
     return join(paths.paasServices(), name);
   }
 
-  private async spec(
-    row: ServiceRow,
-    argv: string[],
-    extraEnv: Record<string, string> = {},
-  ): Promise<JailSpec> {
-    const world = await defaultWorld();
+  private record(name: string): ServiceRecord {
+    return JSON.parse(readFileSync(join(this.dir(name), "service.json"), "utf8")) as ServiceRecord;
+  }
+
+  private log(name: string, line: string): void {
+    this.paas.logs.write(`service-${name}`, "lj", line);
+  }
+
+  private section(type: string): ServiceSection {
+    const p = findPlugin(discover(), { type: "service", name: type });
+    if (!p.manifest.service)
+      throw new LjError("config", "not-a-service", `plugin ${type} has no [service] table`);
+    return p.manifest.service;
+  }
+
+  /** Builds (or finds) the plugin's overlay; falls back to the world's binaries. */
+  private async chooseRuntime(type: string, name: string, world: string): Promise<Runtime> {
+    const svc = this.section(type);
+    try {
+      const { ensureOverlay } = await import("../build/overlays.ts");
+      const plugin = findPlugin(discover(), { type: "service", name: type });
+      const top = await ensureOverlay(plugin, { world, log: (l) => this.log(name, l) });
+      const layers: string[] = [];
+      const walk = (o: typeof top) => {
+        for (const p of o.parents) walk(p);
+        if (!layers.includes(o.path)) layers.push(o.path);
+      };
+      walk(top);
+      return { kind: "overlay", world, layers, start: svc.start, dataDir: svc.dataDir };
+    } catch (e) {
+      const recipe = WORLD_RECIPES[type];
+      if (!recipe?.needs()) {
+        throw new LjError(
+          "unavailable",
+          "service-unavailable",
+          `cannot run ${type}: ${(e as Error).message}`,
+          {
+            cause: e,
+            hint: "use a world where the plugin's install script can install it (e.g. --from debootstrap:bookworm)",
+          },
+        );
+      }
+      this.log(
+        name,
+        `overlay for ${type} not built (${(e as Error).message.split("\n")[0]}); using the world's ${type}`,
+      );
+      return { kind: "world", world };
+    }
+  }
+
+  private async spec(rec: ServiceRecord, password: string, init = false): Promise<JailSpec> {
+    const rt = rec.runtime;
+    const base = {
+      env: {
+        PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        LANG: "C.UTF-8",
+        PORT: String(rec.port),
+        PASSWORD: password,
+        NAME: rec.name,
+      },
+      hostname: rec.name,
+      net: "private" as const,
+      limits: { memoryBytes: 1024 * 1024 * 1024, pids: 512 },
+      stdio: ["ignore", "pipe", "pipe"] as JailSpec["stdio"],
+      name: `service.${rec.name}`,
+    };
+    const data = join(this.dir(rec.name), "data");
+    const mounts = await worldMounts(rt.world);
+    if (rt.kind === "overlay") {
+      return {
+        ...base,
+        argv: ["/bin/sh", "-c", `exec ${rt.start}`],
+        env: { ...base.env, DATA_DIR: rt.dataDir, HOME: "/root" },
+        layers: [worldPath(rt.world), ...rt.layers],
+        mounts: [...mounts, { src: data, dst: rt.dataDir }],
+        caps: PLUGIN_CAPS,
+      };
+    }
+    const recipe = WORLD_RECIPES[rec.type]!;
+    const bin = recipe.needs()!;
     return {
-      argv,
-      layers: [worldPath(world)],
-      mounts: [...(await worldMounts(world)), { src: this.dataDir(row.name), dst: "/data" }],
-      env: { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: "/data", LANG: "C.UTF-8", ...extraEnv },
+      ...base,
+      argv: ["/bin/sh", "-c", init ? recipe.init!(bin) : recipe.run(bin)],
+      env: { ...base.env, DATA_DIR: "/data", HOME: "/data" },
+      layers: [worldPath(rt.world)],
+      mounts: [...mounts, { src: data, dst: "/data" }],
       cwd: "/data",
-      uid: SERVICE_UID,
-      gid: SERVICE_UID,
-      hostname: row.name,
-      net: "private",
-      limits: { memoryBytes: 512 * 1024 * 1024, pids: 256 },
-      stdio: ["ignore", "pipe", "pipe"],
-      name: `service.${row.name}`,
+      uid: NOBODY,
+      gid: NOBODY,
     };
   }
 
-  private kind(type: string): ServiceKind {
-    const k = KINDS[type];
-    if (!k) {
-      throw new LjError("usage", "unknown-service", `unknown service type ${type}`, {
-        hint: `types: ${Object.keys(KINDS).join(", ")}`,
-      });
-    }
-    return k;
-  }
-
   private async start(row: ServiceRow): Promise<Instance> {
-    const k = this.kind(row.type);
-    const spec = await this.spec(row, ["/bin/sh", "-c", k.run(row.credentials)]);
+    const rec = this.record(row.name);
+    const spec = await this.spec(rec, row.credentials.password ?? "");
     const inst = new Instance(
       "service",
       1,
       0,
       () => spec,
-      {
-        log: (_src, line) => this.paas.logs.write(`service-${row.name}`, row.name, line),
-        changed: () => {},
-      },
-      30_000,
-      k.port,
+      { log: (_src, line) => this.paas.logs.write(`service-${row.name}`, row.name, line), changed: () => {} },
+      120_000,
+      rec.port,
     );
     this.running.set(row.name, inst);
     inst.start();
@@ -137,46 +207,45 @@ export class ServiceManager {
   }
 
   async create(type: string, name: string): Promise<ServiceInfo> {
-    const k = this.kind(type);
     if (!/^[a-z][a-z0-9-]{0,30}$/.test(name)) {
-      throw new LjError("usage", "bad-service-name", `invalid service name ${JSON.stringify(name)}`);
+      throw new LjError("usage", "bad-service-name", `invalid service name ${JSON.stringify(name)}`, {
+        hint: "use 1-31 lower-case letters, digits and dashes, starting with a letter",
+      });
     }
     if (this.paas.db.findService(name))
       throw new LjError("conflict", "service-exists", `service ${name} already exists`);
-    for (const n of k.needs) {
-      if (!existsSync(n)) {
-        throw new LjError(
-          "unavailable",
-          "service-unavailable",
-          `${type} is not installed on this host (${n} is missing)`,
-          {
-            hint: `install it (e.g. apt-get install ${type === "redis" ? "redis-server" : "postgresql"})`,
-          },
-        );
-      }
-    }
-    const creds = k.credentials(name);
-    const dir = this.dataDir(name);
-    rmSync(dir, { recursive: true, force: true });
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    chownSync(dir, SERVICE_UID, SERVICE_UID);
-    const row: ServiceRow = { name, type, credentials: creds, createdAt: "", links: [] };
+    let svc: ServiceSection;
     try {
-      if (k.init) {
-        const r = await runJail({
-          ...(await this.spec(row, ["/bin/sh", "-c", k.init(creds)], { PGPASS: creds.password ?? "" })),
-          timeoutMs: 120_000,
-        });
-        if (r.status !== 0) {
-          throw new LjError(
-            "internal",
-            "service-init",
-            `initialising ${type} failed: ${(r.stderr || r.stdout).trim().slice(-500)}`,
-          );
+      svc = this.section(type);
+    } catch (e) {
+      throw new LjError("usage", "unknown-service", `unknown service type ${type}: ${(e as Error).message}`, {
+        hint: "`lj plugins list` shows the service plugins (postgres, redis, ...)",
+      });
+    }
+    const dir = this.dir(name);
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(join(dir, "data"), { recursive: true, mode: 0o700 });
+    const password = secret();
+    try {
+      const world = await defaultWorld();
+      const runtime = await this.chooseRuntime(type, name, world);
+      const rec: ServiceRecord = { type, name, runtime, port: svc.port, env: svc.env };
+      writeFileSync(join(dir, "service.json"), JSON.stringify(rec, null, 2), { mode: 0o600 });
+      if (runtime.kind === "world") {
+        chownSync(join(dir, "data"), NOBODY, NOBODY);
+        const init = WORLD_RECIPES[type]?.init;
+        if (init) {
+          const r = await runJail({ ...(await this.spec(rec, password, true)), timeoutMs: 120_000 });
+          if (r.status !== 0) {
+            throw new LjError(
+              "internal",
+              "service-init",
+              `initialising ${type} failed: ${(r.stderr || r.stdout).trim().slice(-500)}`,
+            );
+          }
         }
       }
-      writeFileSync(join(dir, ".lj-service.json"), JSON.stringify({ type, name }), { mode: 0o600 });
-      this.paas.db.createService(name, type, creds);
+      this.paas.db.createService(name, type, { password });
       await this.start(this.paas.db.service(name));
     } catch (e) {
       await this.running.get(name)?.stop();
@@ -188,17 +257,31 @@ export class ServiceManager {
     return this.info(name);
   }
 
+  private envOf(row: ServiceRow, address: string): Record<string, string> {
+    const rec = this.record(row.name);
+    const vars = {
+      HOST: address,
+      PORT: String(rec.port),
+      PASSWORD: row.credentials.password ?? "",
+      NAME: row.name,
+    };
+    return Object.fromEntries(Object.entries(rec.env).map(([k, v]) => [k, expand(v, vars)]));
+  }
+
   info(name: string): ServiceInfo {
     const row = this.paas.db.service(name);
     const inst = this.running.get(name);
     const address = inst?.jail?.address ?? null;
-    const k = KINDS[row.type]!;
+    const rec = this.record(name);
+    const { password: _hidden, ...credentials } = row.credentials;
     return {
       ...row,
+      credentials,
       state: inst?.state ?? "stopped",
       address,
-      port: k.port,
-      env: address ? k.env(row.credentials, address) : {},
+      port: rec.port,
+      runtime: rec.runtime.kind,
+      env: address ? this.envOf(row, address) : {},
     };
   }
 
@@ -210,9 +293,8 @@ export class ServiceManager {
     const out: ServiceBinding = { env: {}, addresses: [] };
     for (const s of this.paas.db.linkedServices(app)) {
       const address = this.running.get(s.name)?.jail?.address;
-      const k = KINDS[s.type];
-      if (!address || !k) continue;
-      Object.assign(out.env, k.env(s.credentials, address));
+      if (!address) continue;
+      Object.assign(out.env, this.envOf(s, address));
       out.addresses.push(address);
     }
     return out;
@@ -239,7 +321,7 @@ export class ServiceManager {
     for (const app of row.links) await this.paas.restart(app).catch(() => {});
     await this.running.get(name)?.stop();
     this.running.delete(name);
-    rmSync(this.dataDir(name), { recursive: true, force: true });
+    rmSync(this.dir(name), { recursive: true, force: true });
   }
 
   /** Starts every service (before apps, so their links resolve). */
@@ -248,9 +330,7 @@ export class ServiceManager {
       this.paas.db
         .services()
         .map((s) =>
-          this.start(s).catch((e: Error) =>
-            this.paas.logs.write(`service-${s.name}`, "lj", `could not start ${s.name}: ${e.message}`),
-          ),
+          this.start(s).catch((e: Error) => this.log(s.name, `could not start ${s.name}: ${e.message}`)),
         ),
     );
   }
