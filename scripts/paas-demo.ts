@@ -27,7 +27,7 @@ const env: Record<string, string> = {
   LJ_SUBNET: process.env.LJ_SUBNET ?? "10.242.0.0/24",
   GIT_TERMINAL_PROMPT: "0",
 };
-let server: ReturnType<typeof Bun.spawn> | null = null;
+let server: { kill(sig: string): void; exited: Promise<number> } | null = null;
 let failed = false;
 
 function step(title: string) {
