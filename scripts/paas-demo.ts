@@ -27,7 +27,7 @@ const env: Record<string, string> = {
   LJ_SUBNET: process.env.LJ_SUBNET ?? "10.242.0.0/24",
   GIT_TERMINAL_PROMPT: "0",
 };
-let server: { kill(sig: string): void; exited: Promise<number> } | null = null;
+let server: { kill(sig?: number | NodeJS.Signals): void; exited: Promise<number> } | null = null;
 let failed = false;
 
 function step(title: string) {
@@ -67,12 +67,13 @@ try {
   await lj(["world", "create", "demo", "--from", "host"]);
 
   step("Start the server on loopback");
-  server = Bun.spawn([process.execPath, cli, "serve", "--port", "0", "--json"], {
+  const srv = Bun.spawn([process.execPath, cli, "serve", "--port", "0", "--json"], {
     env,
     stdout: "pipe",
     stderr: "inherit",
   });
-  const reader = server.stdout.getReader();
+  server = srv;
+  const reader = srv.stdout.getReader();
   let line = "";
   while (!line.includes("\n")) {
     const { value, done } = await reader.read();
