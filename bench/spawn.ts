@@ -5,7 +5,8 @@
  *          a world, pivot_root, /proc, /dev, cgroup memory+pids limits, network none), against
  *          the same Bun process running `bwrap --unshare-all` and `unshare ... chroot`, and a
  *          plain Bun.spawn(["/bin/true"]) as the floor;
- *   rate   sequential and 2-way parallel jails per second;
+ *   pooled the same jail made ahead of time by a JailPool and started with its payload;
+ *   rate   sequential and 2-way parallel jails per second (and sequential, pooled);
  *   cold   the `ljspawn -d WORLD -p true` command line (native, what `./lj spawn` runs on
  *          Linux) and the Bun CLI, against the `bwrap` command line.
  *
@@ -15,6 +16,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { JailPool } from "../src/jail/pool.ts";
 import { spawnJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
 import { makeMiniWorld } from "./mini-world.ts";
@@ -66,8 +68,16 @@ async function proc(argv: string[]): Promise<void> {
   if ((await p.exited) !== 0) throw new Error(`${argv[0]} failed`);
 }
 
+// The same jails made ahead of time (JailPool), started with their payload on demand.
+const pool = new JailPool(jailSpec, { size: 4 });
+async function pooled(): Promise<void> {
+  const r = await pool.spawn({ argv: ["/bin/true"] }).exited;
+  if (r.status !== 0) throw new Error(`pooled jail failed: ${JSON.stringify(r)}`);
+}
+
 const runners: Record<string, () => Promise<void>> = {
   "lightjail API": jail,
+  "lightjail API, pooled jails": pooled,
   "bwrap (same process)": () => proc([...bwrap, "/bin/true"]),
   "unshare+chroot (same process)": () => proc([...unshare, "/bin/true"]),
   "Bun.spawn /bin/true": () => proc(["/bin/true"]),
@@ -99,7 +109,7 @@ const median = (xs: number[]) => {
 for (const fn of Object.values(runners)) for (let i = 0; i < 5; i++) await fn();
 for (const fn of Object.values(coldRunners)) await fn();
 
-const rate = { sequential: [] as number[], parallel2: [] as number[] };
+const rate = { sequential: [] as number[], parallel2: [] as number[], pooled_sequential: [] as number[] };
 for (let round = 0; round < ROUNDS; round++) {
   for (const [name, fn] of Object.entries(runners)) await measure(name, fn, PER_ROUND);
   for (const [name, fn] of Object.entries(coldRunners)) await measure(name, fn, COLD_PER_ROUND);
@@ -112,15 +122,23 @@ for (let round = 0; round < ROUNDS; round++) {
   };
   await Promise.all([lane(), lane()]);
   rate.parallel2.push((PER_ROUND * 2 * 1000) / (performance.now() - t));
+  t = performance.now();
+  for (let i = 0; i < PER_ROUND * 2; i++) await pooled();
+  rate.pooled_sequential.push((PER_ROUND * 2 * 1000) / (performance.now() - t));
 }
 
 const med = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, median(v)]));
 const lj = med["lightjail API"]!;
 const result = {
   medians_ms: med,
-  jails_per_s: { sequential: median(rate.sequential), parallel2: median(rate.parallel2) },
+  jails_per_s: {
+    sequential: median(rate.sequential),
+    parallel2: median(rate.parallel2),
+    pooled_sequential: median(rate.pooled_sequential),
+  },
   ratios: {
     bwrap_over_lightjail: med["bwrap (same process)"]! / lj,
+    bwrap_over_lightjail_pooled: med["bwrap (same process)"]! / med["lightjail API, pooled jails"]!,
     unshare_chroot_over_lightjail: med["unshare+chroot (same process)"]! / lj,
     lightjail_over_bun_spawn: lj / med["Bun.spawn /bin/true"]!,
     ljspawn_native_cli_over_bwrap_cli: med["ljspawn native CLI (cold)"]! / med["bwrap CLI (cold)"]!,
@@ -140,6 +158,8 @@ console.log(pad("runner", 34), "median ms");
 for (const [k, v] of Object.entries(med)) console.log(pad(k, 34), v.toFixed(3));
 console.log(pad("jails/s sequential", 34), result.jails_per_s.sequential.toFixed(0));
 console.log(pad("jails/s 2-way parallel", 34), result.jails_per_s.parallel2.toFixed(0));
+console.log(pad("jails/s sequential, pooled", 34), result.jails_per_s.pooled_sequential.toFixed(0));
 for (const [k, v] of Object.entries(result.ratios)) console.log(pad(k, 34), v.toFixed(2));
+await pool.close();
 rmSync(root, { recursive: true, force: true });
 console.log(JSON.stringify(result));
