@@ -56,7 +56,9 @@ install_zig() {
 }
 
 if [ "$(id -u)" = 0 ]; then
-  need_root_pkgs ca-certificates git iproute2 nftables bubblewrap debootstrap xz-utils util-linux procps
+  # python3, perl and nodejs: the host world shares the host's /usr, and tests run sample apps with them.
+  need_root_pkgs ca-certificates git iproute2 nftables bubblewrap debootstrap xz-utils util-linux procps \
+    python3 perl nodejs
 fi
 install_bun
 install_zig
