@@ -562,6 +562,59 @@ describe("running apps", () => {
   );
 });
 
+describe("router", () => {
+  rootTest(
+    "WebSocket upgrades are bridged to the app",
+    async () => {
+      await createApp(s, "ws");
+      expect((await deployDir(s, "ws", appCopy("node-ws"))).deploy?.status).toBe("succeeded");
+      const u = new URL(s.url);
+      // Bun's WebSocket client sends the Host header we give it.
+      const ws = new WebSocket(`ws://${u.host}/chat`, {
+        headers: { host: "ws.localhost" },
+      } as unknown as string[]);
+      const got = await new Promise<string>((resolve, reject) => {
+        ws.onopen = () => ws.send("ping");
+        ws.onmessage = (e) => resolve(String(e.data));
+        ws.onerror = () => reject(new Error("websocket error"));
+      });
+      ws.close();
+      expect(got).toBe("echo ping via ws.localhost");
+    },
+    30_000,
+  );
+
+  rootTest(
+    "a crash-looping instance is reported as such",
+    async () => {
+      await createApp(s, "loop");
+      const dir = appCopy("node-hello", {
+        Procfile:
+          "web: node -e \"require('http').createServer().listen(process.env.PORT); setTimeout(() => process.exit(1), 600)\"\n",
+      });
+      expect((await deployDir(s, "loop", dir)).deploy?.status).toBe("succeeded");
+      const ps = await until(
+        async () => {
+          const r = await api<{ processes: { state: string; restarts: number }[] }>(
+            s,
+            "GET",
+            "/apps/loop/ps",
+          );
+          return r.processes[0]?.state === "crash-loop" ? r : null;
+        },
+        30_000,
+        "crash-loop",
+      );
+      expect(ps.processes[0]!.restarts).toBeGreaterThanOrEqual(4);
+      const logs = await cli(["logs", "loop", "-n", "100"]);
+      expect(logs.stdout).toMatch(/lj: web\.1 is crash-looping: \d+ crashes in a minute/);
+      expect(logs.stdout).toContain("lj: web.1 (v1) exited with status 1");
+      await cli(["scale", "loop", "web=0"]);
+    },
+    60_000,
+  );
+});
+
 describe("services", () => {
   rootTest(
     "postgres: create, link (DATABASE_URL, app restarted, reachable), survives a redeploy, unlink, destroy; an unknown type is refused",

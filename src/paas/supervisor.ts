@@ -54,6 +54,8 @@ export class Instance {
   private timer: ReturnType<typeof setTimeout> | null = null;
   private backoff = BACKOFF_START_MS;
   private healthy: Promise<void> | null = null;
+  /** In a crash loop (said once in the log) until a run lasts STABLE_MS. */
+  private looping = false;
 
   constructor(
     readonly type: string,
@@ -136,13 +138,17 @@ export class Instance {
 
   private crashed(): void {
     const t = Date.now();
-    if (this.startedAt !== null && t - this.startedAt > STABLE_MS) this.backoff = BACKOFF_START_MS;
+    if (this.startedAt !== null && t - this.startedAt > STABLE_MS) {
+      this.backoff = BACKOFF_START_MS;
+      this.looping = false;
+    }
     this.crashes = this.crashes.filter((c) => t - c < LOOP_WINDOW_MS);
     this.crashes.push(t);
     const looping = this.crashes.length >= LOOP_CRASHES;
-    if (looping && this.state !== "crash-loop") {
+    if (looping && !this.looping) {
       this.hooks.log("lj", `${this.name} is crash-looping: ${this.crashes.length} crashes in a minute`);
     }
+    this.looping = looping;
     this.setState(looping ? "crash-loop" : "crashed");
     const delay = this.backoff;
     this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX_MS);
