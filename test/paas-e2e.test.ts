@@ -4,10 +4,11 @@
  * python app and a static site, all answering through the router.
  */
 import { afterAll, beforeAll, describe, expect } from "bun:test";
-import { writeFileSync } from "node:fs";
+import { readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type RunningServer, startServer } from "../src/server/serve.ts";
-import { appCopy, createApp, deployDir, textVia } from "./fixtures/paas/helpers.ts";
+import { paths } from "../src/store/paths.ts";
+import { api, appCopy, createApp, deployDir, textVia } from "./fixtures/paas/helpers.ts";
 import { type JailEnv, makeJailEnv } from "./helpers/jail-env.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
 
@@ -18,7 +19,7 @@ beforeAll(async () => {
   if (!isRoot()) return;
   process.env.LJ_SUBNET = "10.240.0.0/24";
   env = await makeJailEnv();
-  s = await startServer({ healthTimeoutMs: 15_000 });
+  s = await startServer({ healthTimeoutMs: 15_000, keepReleases: 2 });
 });
 
 afterAll(async () => {
@@ -69,6 +70,22 @@ describe("real builds", () => {
       expect(again.stderr).toMatch(/remote: cache hit/);
       expect(await textVia(s, "nodedeps")).toEqual({ status: 200, text: "node with ms: 2m (v2)\n" });
       expect(ms).toBeLessThan(5000);
+      // A config change makes v3 with v2's slug; with 2 releases kept, v1 and its slug go.
+      await api(s, "PATCH", "/apps/nodedeps/config", { GREETING: "hi" });
+      const rels = await api<{ releases: { version: number; slug: { id: string } }[] }>(
+        s,
+        "GET",
+        "/apps/nodedeps/releases",
+      );
+      expect(rels.releases.map((r) => r.version)).toEqual([3, 2]);
+      const slugDir = join(paths.slugs(), "nodedeps");
+      expect(readdirSync(slugDir).sort()).toEqual(
+        [
+          rels.releases[0]!.slug.id,
+          `${rels.releases[0]!.slug.id}.json`,
+          `${rels.releases[0]!.slug.id}.log`,
+        ].sort(),
+      );
     },
     180_000,
   );

@@ -5,7 +5,7 @@
  * router to them, stop the old ones. Changes to one app are serialised by a per-app lock.
  */
 import { existsSync, mkdirSync, rmSync } from "node:fs";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import type { BuildLog, Slug } from "../build/types.ts";
 import { LjError } from "../errors.ts";
 import { gc } from "../jail/gc.ts";
@@ -71,6 +71,19 @@ export interface AppInfo extends AppRow {
   release: ReleaseRow | null;
   processes: InstanceInfo[];
   services: string[];
+}
+
+/**
+ * Removes a slug no kept release uses: slugs/<app>/<id>/ with its <id>.json and <id>.log (the
+ * overlay store counts slug records as overlay users, so their overlays become collectable).
+ * Only slugs in this root's slug store are touched.
+ */
+function removeSlug(app: string, slug: Slug): void {
+  const dir = join(paths.slugs(), app);
+  if (dirname(slug.path) !== dir || basename(slug.path) !== slug.id) return;
+  rmSync(slug.path, { recursive: true, force: true });
+  rmSync(`${slug.path}.json`, { force: true });
+  rmSync(`${slug.path}.log`, { force: true });
 }
 
 export class Paas {
@@ -167,6 +180,7 @@ export class Paas {
       this.logs.forget(name);
       rmSync(join(paths.paasLogs(), `${name}.log`), { force: true });
       rmSync(join(paths.paasGit(), `${name}.git`), { recursive: true, force: true });
+      rmSync(join(paths.slugs(), name), { recursive: true, force: true });
     });
   }
 
@@ -355,7 +369,11 @@ export class Paas {
       await old.stop();
     }
     const dropped = this.db.pruneReleases(app, this.opts.keepReleases ?? 10);
-    if (dropped.length) log(`-----> Pruned releases ${dropped.map((r) => `v${r.version}`).join(", ")}`);
+    if (dropped.length) {
+      log(`-----> Pruned releases ${dropped.map((r) => `v${r.version}`).join(", ")}`);
+      const kept = new Set(this.db.releases(app).map((r) => r.slug.path));
+      for (const r of dropped) if (!kept.has(r.slug.path)) removeSlug(app, r.slug);
+    }
     return rel;
   }
 
