@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { LjError } from "../errors.ts";
 import { cgroupDirsFor, cgroupLayout } from "../jail/cgroup.ts";
 import { waitForPort } from "../jail/net.ts";
+import { parseIp, vethName } from "../jail/net-alloc.ts";
 import { type Jail, spawnJail } from "../jail/spawn.ts";
 import type { JailSpec } from "../jail/spec.ts";
 import { pumpLines } from "./logs.ts";
@@ -110,7 +111,11 @@ export class Instance {
 
   /** Web processes (and services) are up once their port accepts connections; others once started. */
   private async checkHealth(jail: Jail): Promise<void> {
-    if (this.port !== null) await waitForPort(jail, this.port, { timeoutMs: this.healthTimeoutMs });
+    if (this.port !== null) {
+      const deadline = performance.now() + this.healthTimeoutMs;
+      await wired(jail, deadline);
+      await waitForPort(jail, this.port, { timeoutMs: Math.max(1, deadline - performance.now()) });
+    }
     if (this.jail === jail && this.wanted) this.setState("up");
   }
 
@@ -211,6 +216,30 @@ export class Instance {
       startedAt: this.startedAt && this.jail ? new Date(this.startedAt).toISOString() : null,
       lastExit: this.lastExit,
     };
+  }
+}
+
+/**
+ * Resolves once the jail's veth is up at both ends. Until then a connection to its address
+ * follows the host's default route, and where that leads to something accepting any TCP
+ * connection (as on our VMs), a port check would pass before the jail even has its address.
+ */
+async function wired(jail: Jail, deadline: number): Promise<void> {
+  const ip = jail.address ? parseIp(jail.address) : null;
+  if (ip === null) return;
+  const state = `/sys/class/net/${vethName(ip)}/operstate`;
+  let ended = false;
+  void jail.exited.then(() => (ended = true));
+  for (let delay = 1; ; delay = Math.min(delay * 2, 20)) {
+    try {
+      if (readFileSync(state, "utf8").trim() === "up") return;
+    } catch {}
+    if (ended)
+      throw new LjError("unavailable", "jail-ended", `the jail at ${jail.address} ended before it was wired`);
+    if (performance.now() > deadline) {
+      throw new LjError("unavailable", "net-timeout", `the jail at ${jail.address} was not wired in time`);
+    }
+    await Bun.sleep(delay);
   }
 }
 
