@@ -20,6 +20,7 @@ import {
   deployDir,
   deployTar,
   makeTar,
+  tarGz,
   textVia,
   until,
   viaRouter,
@@ -271,6 +272,38 @@ describe("deploys", () => {
       expect(await textVia(s, "serial")).toEqual({ status: 200, text: "hello from node web.1 v2\n" });
     },
     60_000,
+  );
+});
+
+describe("deploy logs", () => {
+  rootTest(
+    "the deploy log streams while the deploy runs, and is stored",
+    async () => {
+      await createApp(s, "streamy");
+      const body = await tarGz(appCopy("node-hello", { SLOW_BUILD: "1500" }));
+      const r = await fetch(`${s.url}/api/v1/apps/streamy/source`, { method: "PUT", headers: auth(s), body });
+      const id = r.headers.get("x-deploy-id");
+      const reader = r.body!.getReader();
+      let early = "";
+      while (!early.includes("SLOW_BUILD present"))
+        early += new TextDecoder().decode((await reader.read()).value);
+      const mid = await api<{ status: string }>(s, "GET", `/deploys/${id}`);
+      expect(mid.status).toBe("running");
+      // A second reader follows the same deploy live.
+      const follow = await fetch(`${s.url}/api/v1/deploys/${id}/log?follow=1`, { headers: auth(s) });
+      let rest = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        rest += new TextDecoder().decode(value);
+      }
+      expect(rest).toContain(`=====> deploy ${id} succeeded: release v1 is serving`);
+      expect(await follow.text()).toContain(`=====> deploy ${id} succeeded`);
+      const stored = await api<{ status: string; log: string[] }>(s, "GET", `/deploys/${id}`);
+      expect(stored.status).toBe("succeeded");
+      expect(stored.log.join("\n")).toBe((early + rest).trimEnd());
+    },
+    30_000,
   );
 });
 
