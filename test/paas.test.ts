@@ -535,6 +535,64 @@ describe("running apps", () => {
   );
 
   rootTest(
+    "per-type limits: lj scale web:memory=96 web:pids=32 restarts web with them",
+    async () => {
+      await createApp(s, "limits");
+      expect((await deployDir(s, "limits", appCopy("node-hello"))).deploy?.status).toBe("succeeded");
+      const r = await cli(["scale", "limits", "web:memory=96", "web:pids=32", "--json"]);
+      expect(r.code).toBe(0);
+      expect(JSON.parse(r.stdout).formation.web).toEqual({ count: 1, memoryMb: 96, pids: 32 });
+      const jail = (
+        s.paas as unknown as { sets: Map<string, { instances: { jail: { id: string } }[] }> }
+      ).sets.get("limits")!.instances[0]!.jail;
+      const { cgroupDirsFor } = await import("../src/jail/cgroup.ts");
+      const dirs = cgroupDirsFor(jail.id, { memoryBytes: 1, pids: 1 });
+      const read = (f: string) =>
+        dirs.map((d) => {
+          try {
+            return readFileSync(join(d.dir, f), "utf8").trim();
+          } catch {
+            return null;
+          }
+        });
+      const mem = [...read("memory.max"), ...read("memory.limit_in_bytes")].filter(Boolean);
+      const pids = read("pids.max").filter(Boolean);
+      expect(mem).toContain(String(96 * 1024 * 1024));
+      expect(pids).toContain("32");
+      expect((await textVia(s, "limits")).status).toBe(200);
+    },
+    30_000,
+  );
+
+  rootTest(
+    "lj logs -f follows new lines as they come",
+    async () => {
+      await createApp(s, "follow");
+      expect((await deployDir(s, "follow", appCopy("node-hello"))).deploy?.status).toBe("succeeded");
+      const p = Bun.spawn(
+        [process.execPath, join(import.meta.dir, "..", "src/cli/lj.ts"), "logs", "follow", "-f", "-n", "1"],
+        {
+          env: { ...process.env, LJ_REMOTE: s.url, LJ_TOKEN: s.token },
+          stdout: "pipe",
+          stderr: "pipe",
+        },
+      );
+      const reader = p.stdout.getReader();
+      let out = "";
+      const readUntil = async (text: string) => {
+        while (!out.includes(text)) out += new TextDecoder().decode((await reader.read()).value);
+      };
+      await readUntil("\n"); // the one line of history
+      await cli(["config", "set", "follow", "X=1"]);
+      await readUntil("Released v2: config change: X");
+      p.kill();
+      await p.exited;
+      expect(out).toContain("lj: -----> Starting v2 processes: web=1");
+    },
+    30_000,
+  );
+
+  rootTest(
     "lj run runs a one-off command in a fresh jail of the release and streams its output",
     async () => {
       await createApp(s, "oneoff");
