@@ -121,23 +121,26 @@ export class Router {
       );
     }
     let target: Target = first;
-    const headers = new Headers(req.headers);
+    // The incoming request's own headers are edited in place: copying them costs per request.
+    const headers = req.headers;
     const forwardedFor = server.requestIP(req)?.address;
-    const wsUpgrade = req.headers.get("upgrade")?.toLowerCase() === "websocket";
-    for (const h of HOP) if (headers.has(h)) headers.delete(h);
-    const host = req.headers.get("host") ?? "";
-    headers.set("x-forwarded-host", host);
-    headers.set("x-forwarded-proto", raw.startsWith("https:") ? "https" : "http");
-    if (forwardedFor) {
-      const prior = req.headers.get("x-forwarded-for");
-      headers.set("x-forwarded-for", prior ? `${prior}, ${forwardedFor}` : forwardedFor);
-    }
+    const wsUpgrade = headers.get("upgrade")?.toLowerCase() === "websocket";
+    const host = headers.get("host") ?? "";
+    const protocolHeader = headers.get("sec-websocket-protocol");
+    const prior = headers.get("x-forwarded-for");
+    const forwarded = {
+      "x-forwarded-host": host,
+      "x-forwarded-proto": raw.startsWith("https:") ? "https" : "http",
+      ...(forwardedFor ? { "x-forwarded-for": prior ? `${prior}, ${forwardedFor}` : forwardedFor } : {}),
+    };
     if (wsUpgrade) {
+      // The upgrade needs the request's own headers intact; the bridge gets a filtered copy.
       const wsHeaders: Record<string, string> = {};
       headers.forEach((v, k) => {
-        if (!k.startsWith("sec-websocket")) wsHeaders[k] = v;
+        if (!k.startsWith("sec-websocket") && !HOP.includes(k)) wsHeaders[k] = v;
       });
-      const protocols = (req.headers.get("sec-websocket-protocol") ?? "")
+      Object.assign(wsHeaders, forwarded);
+      const protocols = (protocolHeader ?? "")
         .split(",")
         .map((s) => s.trim())
         .filter(Boolean);
@@ -153,6 +156,8 @@ export class Router {
       this.access(app, req.method, path, ok ? 101 : 400, started, target);
       return ok ? undefined : new Response("WebSocket upgrade failed\n", { status: 400 });
     }
+    for (const h of HOP) if (headers.has(h)) headers.delete(h);
+    for (const [k, v] of Object.entries(forwarded)) headers.set(k, v);
     headers.set("host", host);
     const hasBody = req.method !== "GET" && req.method !== "HEAD" && req.body !== null;
     // A body can be sent once: only requests without one are retried on another instance.
