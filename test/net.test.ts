@@ -157,7 +157,9 @@ function leftovers(): string[] {
   for (const line of rules.split("\n"))
     if (line.includes(PREFIX) && !line.includes(GATEWAY) && !line.includes(`${PREFIX}0/24`))
       out.push(`nft ${line.trim()}`);
-  for (const line of sh("ip route").out.split("\n")) if (line.includes(PREFIX)) out.push(`route ${line}`);
+  // The subnet's own unreachable route stays by design (it keeps jail addresses on the machine).
+  for (const line of sh("ip route").out.split("\n"))
+    if (line.includes(PREFIX) && !line.startsWith(`unreachable ${PREFIX}0/24`)) out.push(`route ${line}`);
   if (existsSync(netDirs.leases())) for (const f of readdirSync(netDirs.leases())) out.push(`lease ${f}`);
   if (existsSync(netDirs.links())) for (const f of readdirSync(netDirs.links())) out.push(`link ${f}`);
   return out;
@@ -443,5 +445,19 @@ describe("cli", () => {
       await noLeftovers();
     },
     30_000,
+  );
+});
+
+describe("containment", () => {
+  rootTest(
+    "an address of the jail subnet without a live jail is unreachable, never routed off the machine",
+    async () => {
+      const j = await server();
+      await stop(j);
+      // The jail is gone: its address must not follow the host's default route.
+      const route = sh(`ip -4 route get ${j.address}`);
+      expect(route.code).not.toBe(0);
+      expect(route.out).toMatch(/unreachable|No route/);
+    },
   );
 });

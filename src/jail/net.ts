@@ -316,6 +316,10 @@ export async function attachNet(net: JailNet, pid: number, cfg: NetConfig = netC
   nftDone.catch(() => {}); // awaited below; not unhandled if the namespace wait throws first
   const netns = await jailNetns(pid);
   const host = [
+    // The whole subnet is unreachable from the host except through a live jail's veth (its
+    // /32 peer route wins): a connection to an address whose jail is gone, or not wired yet,
+    // fails here instead of following the default route off the machine.
+    `route replace unreachable ${cfg.subnet.cidr}`,
     ...(net.staleVeth ? [`link del ${veth}`] : []),
     `link add ${veth} type veth peer name eth0 netns ${netns}`,
     ...(v6 ? [`link set ${veth} addrgenmode none`] : []),
