@@ -6,7 +6,7 @@
  *      lightjail router, and through nginx as a reverse proxy to the same instance (when nginx
  *      is installed; with LJ_BENCH_INSTALL=1 the bench apt-installs it), printed as ratios.
  * The server runs as its own process (`lj serve`); the load generator is this process.
- * Usage: sudo bun bench/deploy.ts [--seconds 5] [--connections 32]
+ * Usage: sudo bun bench/deploy.ts [--seconds 3] [--rounds 3] [--connections 32]
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -18,7 +18,9 @@ const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? Number(process.argv[i + 1]) : dflt;
 };
-const SECONDS = arg("seconds", 5);
+const SECONDS = arg("seconds", 3);
+/** Targets are measured in alternating rounds (medians reported): background load drifts. */
+const ROUNDS = arg("rounds", 3);
 const CONNECTIONS = arg("connections", 32);
 
 if (process.getuid?.() !== 0) {
@@ -143,9 +145,10 @@ try {
     return { rps: lat.length / SECONDS, p99: lat[Math.floor(lat.length * 0.99)] ?? Number.NaN, errors };
   };
 
-  const results: Record<string, { rps: number; p99: number; errors: number }> = {};
-  results.direct = await load(direct);
-  results.router = await load(url, { host: "bench.localhost" });
+  const targets: [string, () => Promise<{ rps: number; p99: number; errors: number }>][] = [
+    ["direct", () => load(direct)],
+    ["router", () => load(url, { host: "bench.localhost" })],
+  ];
 
   let nginx = Bun.which("nginx");
   if (!nginx && process.env.LJ_BENCH_INSTALL === "1") {
@@ -177,7 +180,20 @@ http {
       await sh([nginx!, "-c", join(ndir, "nginx.conf"), "-p", ndir, "-s", "stop"]);
     });
     await Bun.sleep(200);
-    results.nginx = await load(`http://127.0.0.1:${port}/`);
+    targets.push(["nginx", () => load(`http://127.0.0.1:${port}/`)]);
+  }
+  const runs: Record<string, { rps: number; p99: number; errors: number }[]> = {};
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const [name, fn] of targets) (runs[name] ??= []).push(await fn());
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const results: Record<string, { rps: number; p99: number; errors: number }> = {};
+  for (const [name, rs] of Object.entries(runs)) {
+    results[name] = {
+      rps: median(rs.map((r) => r.rps)),
+      p99: median(rs.map((r) => r.p99)),
+      errors: rs.reduce((n, r) => n + r.errors, 0),
+    };
   }
 
   const f = (n: number) => n.toFixed(0);
@@ -185,7 +201,7 @@ http {
   console.log(`  cold deploy:                          ${(cold / 1000).toFixed(2)} s`);
   console.log(`  redeploy, unchanged dependencies:     ${(redeploy / 1000).toFixed(2)} s  (target < 5 s)`);
   console.log(
-    `router (${CONNECTIONS} keep-alive connections, ${SECONDS} s each, load generator in this process):`,
+    `router (${CONNECTIONS} keep-alive connections, medians of ${ROUNDS} alternating ${SECONDS} s rounds, load generator in this process):`,
   );
   for (const [k, v] of Object.entries(results)) {
     console.log(
