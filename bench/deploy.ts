@@ -184,7 +184,10 @@ http {
   }
   const runs: Record<string, { rps: number; p99: number; errors: number }[]> = {};
   for (let round = 0; round < ROUNDS; round++) {
-    for (const [name, fn] of targets) (runs[name] ??= []).push(await fn());
+    for (const [name, fn] of targets) {
+      runs[name] ??= [];
+      runs[name].push(await fn());
+    }
   }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const results: Record<string, { rps: number; p99: number; errors: number }> = {};
