@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { type RunningServer, startServer } from "../src/server/serve.ts";
 import { paths } from "../src/store/paths.ts";
 import { api, appCopy, createApp, deployDir, textVia } from "./fixtures/paas/helpers.ts";
-import { type JailEnv, makeJailEnv } from "./helpers/jail-env.ts";
+import { type JailEnv, makeJailEnv, runCommand } from "./helpers/jail-env.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
 
 let env: JailEnv;
@@ -28,19 +28,7 @@ afterAll(async () => {
   env?.cleanup();
 });
 
-async function run(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const p = Bun.spawn(argv, {
-    stdout: "pipe",
-    stderr: "pipe",
-    env: { ...process.env, GIT_TERMINAL_PROMPT: "0" },
-  });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(p.stdout).text(),
-    new Response(p.stderr).text(),
-    p.exited,
-  ]);
-  return { code, stdout, stderr };
-}
+const run = (argv: string[]) => runCommand(argv);
 
 describe("real builds", () => {
   rootTest(

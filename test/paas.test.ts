@@ -25,7 +25,7 @@ import {
   until,
   viaRouter,
 } from "./fixtures/paas/helpers.ts";
-import { type JailEnv, lj, makeJailEnv } from "./helpers/jail-env.ts";
+import { type JailEnv, lj, makeJailEnv, runCommand } from "./helpers/jail-env.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
 
 let env: JailEnv;
@@ -50,20 +50,7 @@ afterAll(async () => {
   env?.cleanup();
 });
 
-/** A child process run without blocking the event loop (the server lives in this process). */
-async function run(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const p = Bun.spawn(argv, {
-    stdout: "pipe",
-    stderr: "pipe",
-    env: { ...process.env, GIT_TERMINAL_PROMPT: "0" },
-  });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(p.stdout).text(),
-    new Response(p.stderr).text(),
-    p.exited,
-  ]);
-  return { code, stdout, stderr };
-}
+const run = (argv: string[]) => runCommand(argv);
 
 const cli = (args: string[]) =>
   lj([...args], { LJ_REMOTE: s.url, LJ_TOKEN: s.token, LIGHTJAIL_ROOT: env.root });

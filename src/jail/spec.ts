@@ -79,58 +79,22 @@ export interface JailSpec {
   userns?: boolean | { uidBase?: number; gidBase?: number; count?: number };
 }
 
-const CAPS = [
-  "CHOWN",
-  "DAC_OVERRIDE",
-  "DAC_READ_SEARCH",
-  "FOWNER",
-  "FSETID",
-  "KILL",
-  "SETGID",
-  "SETUID",
-  "SETPCAP",
-  "LINUX_IMMUTABLE",
-  "NET_BIND_SERVICE",
-  "NET_BROADCAST",
-  "NET_ADMIN",
-  "NET_RAW",
-  "IPC_LOCK",
-  "IPC_OWNER",
-  "SYS_MODULE",
-  "SYS_RAWIO",
-  "SYS_CHROOT",
-  "SYS_PTRACE",
-  "SYS_PACCT",
-  "SYS_ADMIN",
-  "SYS_BOOT",
-  "SYS_NICE",
-  "SYS_RESOURCE",
-  "SYS_TIME",
-  "SYS_TTY_CONFIG",
-  "MKNOD",
-  "LEASE",
-  "AUDIT_WRITE",
-  "AUDIT_CONTROL",
-  "SETFCAP",
-] as const;
-
-/** Capabilities a jail may keep: never the ones that open the host (modules, raw I/O, admin). */
-const GRANTABLE = new Set([
-  "CHOWN",
-  "DAC_OVERRIDE",
-  "DAC_READ_SEARCH",
-  "FOWNER",
-  "FSETID",
-  "KILL",
-  "SETGID",
-  "SETUID",
-  "NET_BIND_SERVICE",
-  "NET_RAW",
-  "SYS_CHROOT",
-  "AUDIT_WRITE",
-  "SETFCAP",
-  "SETPCAP",
-]);
+/**
+ * Linux capabilities in kernel order (index = capability number), split into those a jail may
+ * keep and those it never may (they open the host: modules, raw I/O, administration, time).
+ */
+const CAPS = (
+  "CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP LINUX_IMMUTABLE " +
+  "NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER SYS_MODULE SYS_RAWIO " +
+  "SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE SYS_RESOURCE SYS_TIME " +
+  "SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP"
+).split(" ");
+const GRANTABLE = new Set(
+  (
+    "CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID NET_BIND_SERVICE NET_RAW " +
+    "SYS_CHROOT AUDIT_WRITE SETFCAP SETPCAP"
+  ).split(" "),
+);
 
 /** The capabilities a package manager needs when a build runs as root. */
 export const BUILD_CAPS = [
@@ -286,7 +250,7 @@ export function validateSpec(spec: JailSpec): void {
   if (lim.memoryBytes !== undefined && lim.memoryBytes < 1 << 20) throw invalid("memory limit below 1 MB");
   for (const c of spec.caps ?? []) {
     const name = c.toUpperCase().replace(/^CAP_/, "");
-    if (!(CAPS as readonly string[]).includes(name)) throw invalid(`unknown capability "${c}"`);
+    if (!CAPS.includes(name)) throw invalid(`unknown capability "${c}"`);
     if (!GRANTABLE.has(name)) throw invalid(`capability ${name} cannot be granted to a jail`);
   }
   for (const name of Object.keys(spec.rlimits ?? {})) {
@@ -299,7 +263,7 @@ export function validateSpec(spec: JailSpec): void {
 export function capMask(caps: string[] = []): bigint {
   let m = 0n;
   for (const c of caps) {
-    const i = (CAPS as readonly string[]).indexOf(c.toUpperCase().replace(/^CAP_/, ""));
+    const i = CAPS.indexOf(c.toUpperCase().replace(/^CAP_/, ""));
     if (i >= 0) m |= 1n << BigInt(i);
   }
   return m;

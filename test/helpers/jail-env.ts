@@ -55,11 +55,20 @@ export async function buildProbe(dir: string): Promise<string> {
   return out;
 }
 
-/** Runs `lj` as a user would, capturing exit code, stdout and stderr together. */
-export async function lj(args: string[], env: Record<string, string> = {}) {
-  const p = Bun.spawn([process.execPath, cliPath, ...args], {
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs a command without blocking the event loop (servers under test live in this process),
+ * capturing exit code, stdout and stderr together. git never prompts.
+ */
+export async function runCommand(argv: string[], env: Record<string, string> = {}): Promise<RunResult> {
+  const p = Bun.spawn(argv, {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, ...env },
+    env: { ...process.env, GIT_TERMINAL_PROMPT: "0", ...env },
   });
   const [stdout, stderr, code] = await Promise.all([
     new Response(p.stdout).text(),
@@ -68,3 +77,7 @@ export async function lj(args: string[], env: Record<string, string> = {}) {
   ]);
   return { code, stdout, stderr };
 }
+
+/** Runs `lj` as a user would. */
+export const lj = (args: string[], env: Record<string, string> = {}) =>
+  runCommand([process.execPath, cliPath, ...args], env);
