@@ -21,7 +21,13 @@ need_root_pkgs() {
   say "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null || true
+  # Packages with daemons (redis, postgres) must not start them on the host: jails run them.
+  local policy=/usr/sbin/policy-rc.d had_policy=0
+  [ -e "$policy" ] && had_policy=1
+  [ "$had_policy" = 1 ] || printf '#!/bin/sh\nexit 101\n' >"$policy"
+  chmod 755 "$policy"
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ "$had_policy" = 1 ] || rm -f "$policy"
 }
 
 install_bun() {
@@ -56,9 +62,10 @@ install_zig() {
 }
 
 if [ "$(id -u)" = 0 ]; then
-  # python3, perl and nodejs: the host world shares the host's /usr, and tests run sample apps with them.
+  # The host world shares the host's /usr: tests run sample apps with python3, perl and node, and
+  # PaaS services with the host's postgres and redis binaries.
   need_root_pkgs ca-certificates git iproute2 nftables bubblewrap debootstrap xz-utils util-linux procps \
-    python3 perl nodejs
+    python3 perl nodejs postgresql redis-server
 fi
 install_bun
 install_zig

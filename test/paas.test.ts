@@ -746,6 +746,32 @@ describe("services", () => {
   );
 });
 
+describe("services: redis", () => {
+  rootTest(
+    "redis: create, link (REDIS_URL), data written through the app survives a redeploy",
+    async () => {
+      await createApp(s, "cacheapp");
+      expect((await deployDir(s, "cacheapp", appCopy("node-hello"))).deploy?.status).toBe("succeeded");
+      const c = await cli(["services", "create", "redis", "r1"]);
+      expect(c.stderr).toBe("");
+      expect(c.stdout).toMatch(/^created redis service r1 \(up at 10\.237\.0\.\d+:6379\)\n$/);
+      expect((await cli(["services", "link", "r1", "cacheapp"])).code).toBe(0);
+      const env = JSON.parse((await textVia(s, "cacheapp", "/env")).text);
+      expect(env.REDIS_URL).toMatch(/^redis:\/\/default:[\w-]+@10\.237\.0\.\d+:6379\/0$/);
+      const redis = (args: string) =>
+        cli(["run", "cacheapp", "--", `redis-cli --no-auth-warning -u "$REDIS_URL" ${args}`]);
+      expect(await redis("set greeting durable")).toEqual({ code: 0, stdout: "OK\n", stderr: "" });
+      // Without the password the service refuses.
+      const anon = await cli(["run", "cacheapp", "--", 'redis-cli -h "${REDIS_URL##*@}" get greeting']);
+      expect(anon.stdout + anon.stderr).not.toContain("durable");
+      expect((await deployDir(s, "cacheapp", appCopy("node-hello"))).deploy?.status).toBe("succeeded");
+      expect(await redis("get greeting")).toEqual({ code: 0, stdout: "durable\n", stderr: "" });
+      expect((await cli(["services", "destroy", "r1"])).code).toBe(0);
+    },
+    120_000,
+  );
+});
+
 describe("server restarts", () => {
   rootTest(
     "after SIGKILL of the server, a new server brings every app back with no leftovers",
@@ -791,11 +817,13 @@ describe("server restarts", () => {
       expect(JSON.parse((await textVia(a.srv, "lazarus", "/env")).text).GREETING).toBe("still here");
       await api(a.srv, "POST", "/services", { type: "postgres", name: "keep" });
       await api(a.srv, "POST", "/services/keep/links", { app: "lazarus" });
-      const sql = async (srv: { url: string; token: string }, q: string) => {
+      await api(a.srv, "POST", "/services", { type: "redis", name: "fast" });
+      await api(a.srv, "POST", "/services/fast/links", { app: "lazarus" });
+      const runIn = async (srv: { url: string; token: string }, command: string) => {
         const r = await fetch(`${srv.url}/api/v1/apps/lazarus/run`, {
           method: "POST",
           headers: { ...auth(srv), "content-type": "application/json" },
-          body: JSON.stringify({ command: `/usr/lib/postgresql/15/bin/psql "$DATABASE_URL" -tAc "${q}"` }),
+          body: JSON.stringify({ command }),
         });
         const frames = (await r.text())
           .trim()
@@ -803,6 +831,11 @@ describe("server restarts", () => {
           .map((l) => JSON.parse(l) as { out?: string; err?: string });
         return frames.map((f) => f.out ?? f.err ?? "").join("");
       };
+      const sql = (srv: { url: string; token: string }, q: string) =>
+        runIn(srv, `/usr/lib/postgresql/15/bin/psql "$DATABASE_URL" -tAc "${q}"`);
+      const redis = (srv: { url: string; token: string }, args: string) =>
+        runIn(srv, `redis-cli --no-auth-warning -u "$REDIS_URL" ${args}`);
+      expect(await redis(a.srv, "set survivor yes")).toBe("OK\n");
       expect(await sql(a.srv, "create table t(x text); insert into t values ('durable')")).toBe(
         "CREATE TABLE\nINSERT 0 1\n",
       );
@@ -823,9 +856,10 @@ describe("server restarts", () => {
         "postgres://",
       );
       expect(await sql(b.srv, "select x from t")).toBe("durable\n");
+      expect(await redis(b.srv, "get survivor")).toBe("yes\n");
       // Only the new server's jails hold addresses; the dead one's are gone.
       // (the one-off jail's lease goes a moment after its output ends)
-      await until(() => readdirSync(join(root, "run", "net", "leases")).length === 3, 5000, "three leases"); // two web instances and the service
+      await until(() => readdirSync(join(root, "run", "net", "leases")).length === 4, 5000, "four leases"); // two web instances and the two services
       const cg = Bun.spawnSync(["sh", "-c", `ls /sys/fs/cgroup | grep -c '^${a.p.pid}\\.' || true`])
         .stdout.toString()
         .trim();
