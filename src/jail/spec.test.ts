@@ -113,3 +113,20 @@ describe("status lines", () => {
     expect(parseStatus("")).toEqual({});
   });
 });
+
+describe("platforms", () => {
+  test("the backend follows process.platform, and other platforms are refused clearly", async () => {
+    const { supportedPlatform } = await import("./ffi.ts");
+    expect(supportedPlatform("linux")).toBe("linux");
+    expect(supportedPlatform("freebsd")).toBe("freebsd");
+    let err: unknown;
+    try {
+      supportedPlatform("darwin");
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(LjError);
+    expect((err as LjError).message).toBe("lightjail runs on Linux and FreeBSD, not on darwin");
+    expect((err as LjError).exitCode).toBe(69);
+  });
+});
