@@ -642,6 +642,20 @@ describe("running apps", () => {
 
 describe("router", () => {
   rootTest(
+    "responses stream through without the app's hop-by-hop headers",
+    async () => {
+      await createApp(s, "hops");
+      expect((await deployDir(s, "hops", appCopy("node-hello"))).deploy?.status).toBe("succeeded");
+      // The app (node's http server) answers with Connection and Keep-Alive of its own.
+      const r = await viaRouter(s, "hops", "/");
+      expect(r.status).toBe(200);
+      expect(await r.text()).toMatch(/^hello from node web\.1 /);
+      expect(r.headers.get("keep-alive")).toBeNull();
+    },
+    30_000,
+  );
+
+  rootTest(
     "WebSocket upgrades are bridged to the app",
     async () => {
       await createApp(s, "ws");

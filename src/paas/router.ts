@@ -171,18 +171,11 @@ export class Router {
           decompress: false,
         } as RequestInit);
         this.access(app, req.method, path, res.status, started, target);
+        // Streamed through as is, minus the hop-by-hop headers (removed in place: Bun's fetch
+        // responses have mutable headers, and a copy costs per request).
         const rh = res.headers;
-        if (
-          !rh.has("connection") &&
-          !rh.has("keep-alive") &&
-          !rh.has("transfer-encoding") &&
-          !rh.has("upgrade")
-        ) {
-          return res; // streamed through as is: the common case, and the fast one
-        }
-        const out = new Headers(rh);
-        for (const h of HOP) out.delete(h);
-        return new Response(res.body, { status: res.status, statusText: res.statusText, headers: out });
+        for (const h of HOP) if (rh.has(h)) rh.delete(h);
+        return res;
       } catch (e) {
         const next: Target | null | undefined = !hasBody && attempt === 0 ? this.pick(app, target) : null;
         if (!next || next === target) {
