@@ -166,3 +166,38 @@ rootTest(
   },
   300_000,
 );
+
+rootTest(
+  "the PaaS runs a redis service from its plugin's overlay over a Debian world",
+  async () => {
+    const { setDefaultWorld } = await import("../src/store/worlds.ts");
+    const { startServer } = await import("../src/server/serve.ts");
+    await setDefaultWorld(world);
+    process.env.LJ_SUBNET = "10.243.0.0/24";
+    const s = await startServer({ hostname: "127.0.0.1", port: 0, healthTimeoutMs: 60_000 });
+    try {
+      const call = async (method: string, path: string, body?: unknown) => {
+        const r = await fetch(`${s.url}/api/v1${path}`, {
+          method,
+          headers: { authorization: `Bearer ${s.token}`, "content-type": "application/json" },
+          body: body === undefined ? undefined : JSON.stringify(body),
+        });
+        return (await r.json()) as {
+          service: { runtime: string; state: string; env: Record<string, string> };
+        };
+      };
+      const created = await call("POST", "/services", { type: "redis", name: "cache" });
+      expect(created.service).toMatchObject({ runtime: "overlay", state: "up" });
+      const url = created.service.env.REDIS_URL!;
+      expect(url).toMatch(/^redis:\/\/default:[\w-]+@10\.243\.0\.\d+:6379\/0$/);
+      // The host reaches the service's address; the client is the host's redis-cli.
+      const ping = Bun.spawnSync(["redis-cli", "--no-auth-warning", "-u", url, "ping"]);
+      expect(ping.stdout.toString()).toBe("PONG\n");
+      await call("DELETE", "/services/cache");
+    } finally {
+      await s.stop();
+      delete process.env.LJ_SUBNET;
+    }
+  },
+  300_000,
+);
