@@ -221,6 +221,9 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
   const encoded = encodeSpec(freebsd && !spec.name ? { ...spec, name: freebsdJailName(id) } : spec, {
     stage,
     work,
+    // The jail places itself (its placer works while it builds its root); a user-namespaced
+    // jail has no rights over the host's cgroups, so its owner places it.
+    cgroups: spec.userns ? [] : cgroups,
     stdio,
     newSession: spec.newSession ?? (spec.stdio?.[0] ?? "ignore") !== "inherit",
   });
@@ -323,12 +326,13 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
     return { ...base, exitCode: signal !== null ? null : exitCode, signal, reason, status };
   })();
 
-  // While the jail sets itself up, the owner places it in its cgroups and (net "private")
-  // wires its network, off the event loop; then it lets the payload go, at once or when the
-  // caller's start() asks. A failure kills the jail, which then reports a setup error naming
-  // the step.
+  // While the jail sets itself up, the owner wires its network (net "private") and places a
+  // user-namespaced jail in its cgroups, off the event loop; then it lets the payload go, at
+  // once or when the caller's start() asks. A failure kills the jail, which then reports a
+  // setup error naming the step.
   let wanted = !opts.hold;
-  let wired = !net && cgroups.length === 0;
+  const ownerPlaces = spec.userns ? cgroups : [];
+  let wired = !net && ownerPlaces.length === 0;
   const fail = (what: string) => (e: Error) => {
     prepFailure ??= `${what}: ${e.message}`;
     kill("SIGKILL");
@@ -336,7 +340,9 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
   };
   attached = net ? attachNet(net, fds.pid).catch(fail("network")) : null;
   const placed =
-    cgroups.length > 0 ? joinCgroups(cgroups, spec.limits ?? {}, fds.pid).catch(fail("cgroups")) : null;
+    ownerPlaces.length > 0
+      ? joinCgroups(ownerPlaces, spec.limits ?? {}, fds.pid).catch(fail("cgroups"))
+      : null;
   if (!wired) {
     Promise.all([attached, placed]).then(
       () => {

@@ -139,6 +139,7 @@ const Tag = {
   rlimit: 14,
   mount: 15,
 
+  cgroup: 16,
   limits: 17,
   stdio: 18,
   passFd: 19,
@@ -347,6 +348,8 @@ export interface EncodeContext {
   stage: string;
   /** overlayfs work directory for a given upper layer (same filesystem). */
   work?: string;
+  /** Linux: cgroups the jail's own placer creates, limits and joins while the jail sets up. */
+  cgroups?: CgroupDir[];
   stdio: [number, number, number];
   newSession: boolean;
 }
@@ -401,6 +404,7 @@ export function encodeSpec(spec: JailSpec, ctx: EncodeContext): Uint8Array {
     const flagsM = (m.readonly ? 1 : 0) | 2;
     e.prefixed(Tag.mount, flagsM, `${m.src}\0${m.dst}\0`);
   }
+  for (const cg of ctx.cgroups ?? []) e.prefixed(Tag.cgroup, cg.kind, `${cg.dir}\0`);
   const lim = spec.limits ?? {};
   if (lim.memoryBytes || lim.pids || lim.cpus) {
     e.u64s(

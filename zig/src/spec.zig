@@ -25,7 +25,7 @@ pub const Tag = enum(u16) {
     caps = 13, // u64 mask of capabilities the payload keeps
     rlimit = 14, // u32 resource, u32 reserved, u64 soft, u64 hard
     mount = 15, // u32 MountFlags, then src NUL dst NUL
-    // 16 was the cgroup record: the owner now places a Linux jail in its cgroups itself.
+    cgroup = 16, // u32 CgroupKind, then dir NUL (Linux: created, limited and joined by the jail's placer)
     limits = 17, // u64 memory_bytes_max, u64 pids_max, u64 cpu_millis (0 = unlimited)
     stdio = 18, // 3 x i32: fd, or stdio_null, or stdio_pipe
     pass_fd = 19, // i32, repeated: appears in the payload as 3, 4, ...
@@ -72,10 +72,13 @@ pub const max_lowers = 64;
 pub const max_mounts = 64;
 pub const max_rlimits = 16;
 pub const max_pass_fds = 16;
+pub const max_cgroups = 8;
 pub const max_addrs = 8;
 
 pub const Mount = struct { flags: MountFlags, src: [:0]const u8, dst: [:0]const u8 };
 pub const Rlimit = struct { resource: u32, soft: u64, hard: u64 };
+pub const CgroupKind = enum(u32) { unified = 0, memory = 1, pids = 2, cpu = 3, _ };
+pub const Cgroup = struct { kind: CgroupKind, dir: [:0]const u8 };
 
 /// Strings point into the caller's buffer; the buffer must outlive the Spec.
 pub const Spec = struct {
@@ -95,6 +98,7 @@ pub const Spec = struct {
     caps: u64 = 0,
     rlimits: Bounded(Rlimit, max_rlimits) = .{},
     mounts: Bounded(Mount, max_mounts) = .{},
+    cgroups: Bounded(Cgroup, max_cgroups) = .{},
     memory_bytes_max: u64 = 0,
     pids_max: u64 = 0,
     cpu_millis: u64 = 0,
@@ -219,6 +223,10 @@ fn record(out: *Spec, tag: Tag, p: []const u8) DecodeError!void {
             const pair = try strPair(p[4..]);
             try out.mounts.append(.{ .flags = @bitCast(readInt(u32, p[0..4])), .src = pair[0], .dst = pair[1] });
         },
+        .cgroup => {
+            if (p.len < 4) return error.BadLength;
+            try out.cgroups.append(.{ .kind = @enumFromInt(readInt(u32, p[0..4])), .dir = try str(p[4..]) });
+        },
         .limits => {
             if (p.len != 24) return error.BadLength;
             out.memory_bytes_max = readInt(u64, p[0..8]);
@@ -316,6 +324,15 @@ pub const Encoder = struct {
         std.mem.writeInt(T, &tmp, v, .little);
         try self.raw(tag, &tmp);
     }
+    /// A u32 head followed by one string (cgroup records).
+    pub fn headed(self: *Encoder, tag: Tag, head: u32, a: []const u8) !void {
+        try self.header(tag, 4 + a.len + 1);
+        var h: [4]u8 = undefined;
+        std.mem.writeInt(u32, &h, head, .little);
+        try self.list.appendSlice(self.gpa, &h);
+        try self.list.appendSlice(self.gpa, a);
+        try self.list.append(self.gpa, 0);
+    }
     /// A u32 head followed by two strings (mount records).
     pub fn pair(self: *Encoder, tag: Tag, head: u32, a: []const u8, b: []const u8) !void {
         try self.header(tag, 4 + a.len + 1 + b.len + 1);
@@ -345,6 +362,7 @@ test "decode a full spec" {
     try e.int(.uid, u32, 65534);
     try e.int(.flags, u32, @bitCast(Flags{ .net_host = true }));
     try e.pair(.mount, 1, "/src", "/dst");
+    try e.headed(.cgroup, 1, "/sys/fs/cgroup/memory/lj/1");
     var stdio: [12]u8 = undefined;
     for ([_]i32{ 0, stdio_pipe, stdio_null }, 0..) |v, i| std.mem.writeInt(i32, stdio[i * 4 ..][0..4], v, .little);
     try e.raw(.stdio, &stdio);
@@ -359,6 +377,8 @@ test "decode a full spec" {
     try std.testing.expect(s.flags.net_host);
     try std.testing.expect(s.mounts.slice()[0].flags.readonly);
     try std.testing.expectEqualStrings("/dst", s.mounts.slice()[0].dst);
+    try std.testing.expectEqual(CgroupKind.memory, s.cgroups.slice()[0].kind);
+    try std.testing.expectEqualStrings("/sys/fs/cgroup/memory/lj/1", s.cgroups.slice()[0].dir);
     try std.testing.expectEqual([3]i32{ 0, stdio_pipe, stdio_null }, s.stdio);
 }
 
