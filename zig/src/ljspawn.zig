@@ -212,7 +212,7 @@ fn worldMounts(gpa: Allocator, dir: []const u8, out: *std.ArrayList(Mount)) !voi
 // ---------------------------------------------------------------------------------------
 // cgroups, as src/jail/cgroup.ts lays them out.
 
-const Cg = struct { dir: []const u8, kind: enum { unified, memory, pids, cpu } };
+const Cg = struct { dir: []const u8, kind: spec_mod.CgroupKind };
 
 fn processStartTime(gpa: Allocator) ![]const u8 {
     const stat = try std.fs.cwd().readFileAlloc(gpa, "/proc/self/stat", 4096);
@@ -244,45 +244,13 @@ fn cgroupDirs(gpa: Allocator, a: *const Args, out: *std.ArrayList(Cg)) !void {
         var o = std.mem.splitScalar(u8, opts, ',');
         while (o.next()) |opt| {
             const kind: @FieldType(Cg, "kind") = if (eql(opt, "memory") and a.memory_mb > 0) .memory else if (eql(opt, "pids") and a.pids > 0) .pids else if (eql(opt, "cpu") and a.cpu_millis > 0) .cpu else continue;
-            try out.append(gpa, .{ .dir = try std.fs.path.join(gpa, &.{ point, "lightjail", id }), .kind = kind });
+            const base = try std.fs.path.join(gpa, &.{ point, "lightjail" });
+            std.fs.cwd().makePath(base) catch |e| return fail("create cgroup {s}: {s}", .{ base, @errorName(e) });
+            try out.append(gpa, .{ .dir = try std.fs.path.join(gpa, &.{ base, id }), .kind = kind });
         }
     }
     // Only a v2 hierarchy: the TypeScript CLI enables its controllers first.
     if (out.items.len == 0) return error.Delegate;
-}
-
-fn writeFile(path: []const u8, value: []const u8) !void {
-    const f = try std.fs.cwd().openFile(path, .{ .mode = .write_only });
-    defer f.close();
-    try f.writeAll(value);
-}
-
-fn joinCgroups(gpa: Allocator, a: *const Args, dirs: []const Cg, pid: i32) !void {
-    var v: [32]u8 = undefined;
-    for (dirs) |cg| {
-        const base = std.fs.path.dirname(cg.dir).?;
-        std.fs.cwd().makePath(base) catch {};
-        std.fs.cwd().makeDir(cg.dir) catch |e| if (e != error.PathAlreadyExists) return fail("create cgroup {s}: {s}", .{ cg.dir, @errorName(e) });
-        const at = struct {
-            fn f(g: Allocator, d: []const u8, name: []const u8) ![]const u8 {
-                return std.fs.path.join(g, &.{ d, name });
-            }
-        }.f;
-        switch (cg.kind) {
-            .memory => {
-                const bytes = std.fmt.bufPrint(&v, "{d}", .{a.memory_mb * 1024 * 1024}) catch unreachable;
-                try writeFile(try at(gpa, cg.dir, "memory.limit_in_bytes"), bytes);
-                writeFile(try at(gpa, cg.dir, "memory.memsw.limit_in_bytes"), bytes) catch {};
-            },
-            .pids => try writeFile(try at(gpa, cg.dir, "pids.max"), std.fmt.bufPrint(&v, "{d}", .{a.pids}) catch unreachable),
-            .cpu => {
-                try writeFile(try at(gpa, cg.dir, "cpu.cfs_period_us"), "100000");
-                try writeFile(try at(gpa, cg.dir, "cpu.cfs_quota_us"), std.fmt.bufPrint(&v, "{d}", .{a.cpu_millis * 100}) catch unreachable);
-            },
-            .unified => {},
-        }
-        try writeFile(try at(gpa, cg.dir, "cgroup.procs"), std.fmt.bufPrint(&v, "{d}", .{pid}) catch unreachable);
-    }
 }
 
 fn oomKilled(gpa: Allocator, dirs: []const Cg) bool {
@@ -321,7 +289,7 @@ fn forward(sig: i32) callconv(.c) void {
     if (pid > 0) _ = linux.kill(pid, sig);
 }
 
-fn encode(gpa: Allocator, a: *const Args, root: ?[]const u8, layers: []const []const u8, mounts: []const Mount, stage: []const u8, work: ?[]const u8) ![]const u8 {
+fn encode(gpa: Allocator, a: *const Args, root: ?[]const u8, layers: []const []const u8, mounts: []const Mount, cgroups: []const Cg, stage: []const u8, work: ?[]const u8) ![]const u8 {
     var e = try spec_mod.Encoder.init(gpa);
     if (root) |r| try e.string(.root_dir, r);
     for (layers) |l| try e.string(.lower, l);
@@ -347,6 +315,8 @@ fn encode(gpa: Allocator, a: *const Args, root: ?[]const u8, layers: []const []c
     try e.int(.flags, u32, @bitCast(spec_mod.Flags{ .net_host = a.net_host, .root_readonly = a.read_only }));
     if (a.caps != 0) try e.int(.caps, u64, a.caps);
     for (mounts) |m| try e.pair(.mount, if (m.readonly) 3 else 2, m.src, m.dst);
+    // The jail's placer creates, limits and joins these while the jail builds its root.
+    for (cgroups) |cg| try e.headed(.cgroup, @intFromEnum(cg.kind), cg.dir);
     if (a.memory_mb > 0 or a.pids > 0 or a.cpu_millis > 0) {
         var lim: [24]u8 = undefined;
         std.mem.writeInt(u64, lim[0..8], a.memory_mb * 1024 * 1024, .little);
@@ -431,7 +401,7 @@ fn run(gpa: Allocator, raw: []const []const u8) !u8 {
     var cgs: std.ArrayList(Cg) = .empty;
     try cgroupDirs(gpa, &a, &cgs);
 
-    const bytes = try encode(gpa, &a, root, layers.items, mounts.items, stage, work);
+    const bytes = try encode(gpa, &a, root, layers.items, mounts.items, cgs.items, stage, work);
     var out: abi.SpawnOut = undefined;
     var errbuf: [1024]u8 = undefined;
     const rc = backend.spawnRaw(bytes, &out, .{ .ptr = &errbuf, .len = errbuf.len });
@@ -449,10 +419,6 @@ fn run(gpa: Allocator, raw: []const []const u8) !u8 {
         } else _ = linux.sigaction(sig, &act, null);
     }
 
-    joinCgroups(gpa, &a, cgs.items, out.pid) catch |e| {
-        _ = linux.kill(out.pid, linux.SIG.KILL);
-        return e;
-    };
     _ = linux.write(out.sync_fd, "g", 1);
     _ = linux.close(out.sync_fd);
 
