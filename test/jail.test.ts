@@ -453,12 +453,17 @@ describe("user namespaces", () => {
     chmodSync(env.root, 0o755); // the mapped uid must be able to reach the layers
     const r = await sh(
       "cat /proc/self/uid_map; id -u; cat /proc/self/status | grep CapEff; echo x > /tmp/f && echo wrote",
-      {
-        userns: true,
-      },
+      { userns: true },
     );
     expect(r).toMatchObject({ status: 0, stderr: "" });
     const [map, uid, caps, wrote] = lines(r.stdout);
+    // The owner places a user-namespaced jail in its cgroups (the jail has no rights there).
+    const limited = spawnJail({ ...env.base, argv: ["sleep", "30"], userns: true, limits: { pids: 32 } });
+    await until("the jail to be placed", () =>
+      /:pids:\/lightjail\/\d+\.\d+\.\d+$/m.test(readFileSync(`/proc/${limited.pid}/cgroup`, "utf8")),
+    );
+    limited.kill("SIGKILL");
+    await limited.closed;
     expect(map!.trim().split(/\s+/)).toEqual(["0", "100000", "65536"]);
     expect(uid).toBe("0");
     expect(caps).toBe("CapEff:\t0000000000000000");
