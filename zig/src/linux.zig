@@ -410,8 +410,9 @@ fn child(spec: *Spec, fds: ChildFds, scratch: []u8) noreturn {
     const placing = spec.cgroups.len > 0;
     if (placing) startPlacer(&c, &placer);
 
-    // The cgroup namespace comes later, in the keeper: the owner moves this process into the
-    // jail's cgroups while it sets up, and the namespace must be rooted there.
+    // The cgroup namespace comes later, in the keeper: the placer (or, for a user-namespaced
+    // jail, the owner) moves this process into the jail's cgroups meanwhile, and the namespace
+    // must be rooted there.
     var ns: usize = linux.CLONE.NEWNS | linux.CLONE.NEWUTS | linux.CLONE.NEWIPC;
     if (fds.netns >= 0) {
         c.check(linux.syscall2(.setns, @bitCast(@as(isize, fds.netns)), linux.CLONE.NEWNET), "enter network namespace", .{});
