@@ -192,6 +192,55 @@ function stdinWriter(fd: number): JailStdin {
   };
 }
 
+/** How a jail ended, from its status lines and what its owner saw. */
+function resultOf(
+  report: StatusReport,
+  seen: {
+    id: string;
+    durationMs: number;
+    wait: number | null;
+    oom: boolean;
+    timedOut: boolean;
+    prepFailure?: string;
+  },
+): JailResult {
+  const base = { id: seen.id, durationMs: seen.durationMs };
+  if (report.error || seen.prepFailure) {
+    const error = report.error?.text ?? seen.prepFailure;
+    return { ...base, exitCode: null, signal: null, reason: "setup", status: SETUP_FAILED_STATUS, error };
+  }
+  let signal = report.signal ?? null;
+  const exitCode = report.exitCode ?? null;
+  if (exitCode === null && signal === null) {
+    // The keeper itself was killed (timeout, kill(), or the OOM killer): take its wait status.
+    signal = seen.wait !== null && (seen.wait & 0x7f) !== 0 ? seen.wait & 0x7f : 9;
+  }
+  const reason: EndReason = seen.timedOut
+    ? "timeout"
+    : seen.oom
+      ? "oom"
+      : signal !== null
+        ? "signal"
+        : "exit";
+  const status = signal !== null ? 128 + signal : (exitCode ?? 0);
+  return { ...base, exitCode: signal !== null ? null : exitCode, signal, reason, status };
+}
+
+/** Creates the upper layer and its overlayfs work directory (a sibling), owned by the jail. */
+function prepareUpper(spec: JailSpec): string | undefined {
+  if (!spec.upper) return undefined;
+  const work = join(dirname(spec.upper), `.${basename(spec.upper)}.work`);
+  mkdirSync(spec.upper, { recursive: true });
+  mkdirSync(work, { recursive: true });
+  if (spec.userns) {
+    // The namespace's root writes these: hand them to the uid it is on the host.
+    const m = typeof spec.userns === "object" ? spec.userns : {};
+    const uid = m.uidBase ?? 100000;
+    for (const d of [spec.upper, work]) chownSync(d, uid, m.gidBase ?? uid);
+  }
+  return work;
+}
+
 export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
   validateSpec(spec);
   const started = performance.now();
@@ -201,18 +250,7 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
   const net: JailNet | null = spec.net === "private" ? reserveNet(spec, id) : null;
   const stdio = (spec.stdio ?? ["ignore", "inherit", "inherit"]).map(stdioFd) as [number, number, number];
   const cgroups: CgroupDir[] = cgroupDirsFor(id, spec.limits);
-  let work: string | undefined;
-  if (spec.upper) {
-    work = join(dirname(spec.upper), `.${basename(spec.upper)}.work`);
-    mkdirSync(spec.upper, { recursive: true });
-    mkdirSync(work, { recursive: true });
-    if (spec.userns) {
-      // The namespace's root writes these: hand them to the uid it is on the host.
-      const m = typeof spec.userns === "object" ? spec.userns : {};
-      const uid = m.uidBase ?? 100000;
-      for (const d of [spec.upper, work]) chownSync(d, uid, m.gidBase ?? uid);
-    }
-  }
+  const work = prepareUpper(spec);
   // FreeBSD has no mount namespaces: each jail assembles its root on a stage of its own, and
   // jail names may not contain dots.
   const freebsd = process.platform === "freebsd";
@@ -309,21 +347,14 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
       await reaped;
       oom = await oomKilled(cgroups, true);
     }
-    const base = { id, durationMs: performance.now() - started };
-    if (report.error || prepFailure) {
-      const error = report.error?.text ?? prepFailure;
-      return { ...base, exitCode: null, signal: null, reason: "setup", status: SETUP_FAILED_STATUS, error };
-    }
-    let signal = report.signal ?? null;
-    let exitCode = report.exitCode ?? null;
-    if (exitCode === null && signal === null) {
-      // The keeper itself was killed (timeout, kill(), or the OOM killer): take its wait status.
-      signal = wait !== null && (wait & 0x7f) !== 0 ? wait & 0x7f : 9;
-      exitCode = null;
-    }
-    const reason: EndReason = timedOut ? "timeout" : oom ? "oom" : signal !== null ? "signal" : "exit";
-    const status = signal !== null ? 128 + signal : (exitCode ?? 0);
-    return { ...base, exitCode: signal !== null ? null : exitCode, signal, reason, status };
+    return resultOf(report, {
+      id,
+      durationMs: performance.now() - started,
+      wait,
+      oom,
+      timedOut,
+      prepFailure,
+    });
   })();
 
   // While the jail sets itself up, the owner wires its network (net "private") and places a
