@@ -461,3 +461,23 @@ describe("containment", () => {
     },
   );
 });
+
+describe("health of an address", () => {
+  rootTest(
+    "waitForPort does not take another jail's answer at a reused address for the ended one's",
+    async () => {
+      const gone = spawnJail(spec(["true"], { address: `${PREFIX}88` }));
+      await gone.closed; // ended, its address free again
+      const other = await server({ address: `${PREFIX}88/24` });
+      try {
+        // Something answers at .88:8080, but not the jail that was asked about.
+        await expect(waitForPort(gone, 8080, { timeoutMs: 2000 })).rejects.toThrow(
+          "ended before port 8080 opened",
+        );
+        await waitForPort(other, 8080, { timeoutMs: 2000 });
+      } finally {
+        await stop(other);
+      }
+    },
+  );
+});

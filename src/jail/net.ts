@@ -442,9 +442,11 @@ export async function waitForPort(
         },
       }).catch(() => resolve(false));
     });
-    if (ok) return;
+    // A jail that ended gives its address back: whatever answers there now is someone else
+    // (the address is reused only after the jail is gone, so its end is known by then).
     if (ended)
       throw new LjError("unavailable", "jail-ended", `the jail at ${host} ended before port ${port} opened`);
+    if (ok) return;
     if (performance.now() + delay > deadline) {
       throw new LjError(
         "unavailable",

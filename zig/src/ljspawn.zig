@@ -253,7 +253,9 @@ fn cgroupDirs(gpa: Allocator, a: *const Args, out: *std.ArrayList(Cg)) !void {
     if (out.items.len == 0) return error.Delegate;
 }
 
-fn oomKilled(gpa: Allocator, dirs: []const Cg) bool {
+/// As src/jail/cgroup.ts decides it: the OOM killer fired in the jail's memory cgroup or, for a
+/// jail that died by a SIGKILL nobody else sent, it had hit its limit (the kill counter can lag).
+fn oomKilled(gpa: Allocator, dirs: []const Cg, sigkilled: bool) bool {
     for (dirs) |cg| {
         if (cg.kind != .memory) continue;
         const p = std.fs.path.join(gpa, &.{ cg.dir, "memory.oom_control" }) catch return false;
@@ -261,6 +263,11 @@ fn oomKilled(gpa: Allocator, dirs: []const Cg) bool {
         if (std.mem.indexOf(u8, text, "oom_kill ")) |at| {
             const n = std.mem.trim(u8, std.mem.sliceTo(text[at + 9 ..], '\n'), " ");
             if (!eql(n, "0")) return true;
+        }
+        if (sigkilled) {
+            const fp = std.fs.path.join(gpa, &.{ cg.dir, "memory.failcnt" }) catch return false;
+            const fc = std.fs.cwd().readFileAlloc(gpa, fp, 64) catch return false;
+            if (!eql(std.mem.trim(u8, fc, " \n"), "0")) return true;
         }
     }
     return false;
@@ -445,19 +452,6 @@ fn run(gpa: Allocator, raw: []const []const u8) !u8 {
     }
     var wst: u32 = 0;
     while (linux.E.init(linux.wait4(out.pid, &wst, W_ALL, null)) == .INTR) {}
-    const oom = oomKilled(gpa, cgs.items);
-    for (cgs.items) |cg| {
-        var tries: usize = 0;
-        while (tries < 100) : (tries += 1) {
-            std.fs.cwd().deleteDir(cg.dir) catch |err| if (err == error.DirNotEmpty or err == error.FileBusy) {
-                std.Thread.sleep(2 * std.time.ns_per_ms);
-                continue;
-            };
-            break;
-        }
-    }
-    if (work) |w| std.fs.cwd().deleteTree(w) catch {};
-
     // The end, as src/jail/spawn.ts reports it.
     var exit_code: ?u32 = null;
     var signal: ?u32 = null;
@@ -478,6 +472,19 @@ fn run(gpa: Allocator, raw: []const []const u8) !u8 {
     if (setup_error == null and exit_code == null and signal == null) {
         signal = if (linux.W.IFSIGNALED(wst)) linux.W.TERMSIG(wst) else 9;
     }
+    const oom = oomKilled(gpa, cgs.items, !timed_out and signal != null and signal.? == 9);
+    for (cgs.items) |cg| {
+        var tries: usize = 0;
+        while (tries < 100) : (tries += 1) {
+            std.fs.cwd().deleteDir(cg.dir) catch |err| if (err == error.DirNotEmpty or err == error.FileBusy) {
+                std.Thread.sleep(2 * std.time.ns_per_ms);
+                continue;
+            };
+            break;
+        }
+    }
+    if (work) |w| std.fs.cwd().deleteTree(w) catch {};
+
     const reason: []const u8 = if (setup_error != null) "setup" else if (timed_out) "timeout" else if (oom) "oom" else if (signal != null) "signal" else "exit";
     const status: u32 = if (setup_error != null) 125 else if (signal) |s| 128 + s else exit_code.?;
     if (a.json) {
