@@ -8,7 +8,7 @@ import { readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type RunningServer, startServer } from "../src/server/serve.ts";
 import { paths } from "../src/store/paths.ts";
-import { api, appCopy, createApp, deployDir, textVia } from "./fixtures/paas/helpers.ts";
+import { api, appCopy, createApp, deployDir, gitRemote, textVia } from "./fixtures/paas/helpers.ts";
 import { type JailEnv, makeJailEnv, runCommand } from "./helpers/jail-env.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
 
@@ -36,13 +36,7 @@ describe("real builds", () => {
     async () => {
       await createApp(s, "nodedeps");
       const dir = appCopy("node-deps");
-      const git = (...a: string[]) =>
-        run(["git", "-C", dir, "-c", "user.email=t@t", "-c", "user.name=t", ...a]);
-      await git("init", "-q", "-b", "main");
-      await git("add", "-A");
-      await git("commit", "-qm", "first");
-      const u = new URL(s.url);
-      await git("remote", "add", "lj", `http://lj:${s.token}@${u.host}/git/nodedeps.git`);
+      const git = await gitRemote(s, "nodedeps", dir);
       const push = await git("push", "lj", "main");
       expect(push.stderr).toContain("remote: detected language/node");
       expect(push.stderr).toContain("remote: =====> deploy");

@@ -19,6 +19,7 @@ import {
   createApp,
   deployDir,
   deployTar,
+  gitRemote,
   makeTar,
   tarGz,
   textVia,
@@ -169,13 +170,7 @@ describe("deploys", () => {
     async () => {
       await createApp(s, "gitapp");
       const dir = appCopy("node-hello");
-      const git = (...a: string[]) =>
-        run(["git", "-C", dir, "-c", "user.email=t@t", "-c", "user.name=t", ...a]);
-      await git("init", "-q", "-b", "main");
-      await git("add", "-A");
-      await git("commit", "-qm", "first");
-      const u = new URL(s.url);
-      await git("remote", "add", "lj", `http://lj:${s.token}@${u.host}/git/gitapp.git`);
+      const git = await gitRemote(s, "gitapp", dir);
       const push = await git("push", "lj", "main");
       const err = push.stderr;
       expect(push.code).toBe(0);
