@@ -557,7 +557,14 @@ const Placer = struct {
     stack: [16 * 1024]u8 align(16) = undefined,
 };
 
+/// No core dump, ever, from a process that shares the owner's memory (it would hold Bun's).
+fn noCoreDumps() void {
+    const zero = [2]u64{ 0, 0 };
+    _ = linux.syscall4(.prlimit64, 0, @intFromEnum(linux.rlimit_resource.CORE), @intFromPtr(&zero), 0);
+}
+
 fn placerEntry(arg: usize) callconv(.c) u8 {
+    noCoreDumps();
     const p: *Placer = @ptrFromInt(arg);
     // "1": the jail's first process, as seen from inside its pid namespace (where we are).
     p.ok = setupCgroups(p.spec, "1", &p.failure);
