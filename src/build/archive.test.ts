@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { gzipSync } from "node:zlib";
 import * as tar from "tar-stream";
+import { makeTar } from "../../test/helpers/tar.ts";
 import { LjError } from "../errors.ts";
 import {
   ArchiveError,
@@ -23,45 +24,6 @@ import {
   removeTree,
   type TarSource,
 } from "./archive.ts";
-
-interface E {
-  name: string;
-  type?: tar.Header["type"];
-  body?: string | Buffer;
-  mode?: number;
-  linkname?: string;
-  uid?: number;
-  gid?: number;
-}
-
-/** Build a tar in memory with tar-stream (hostile names are written verbatim). */
-async function makeTar(entries: E[]): Promise<Buffer> {
-  const pack = tar.pack();
-  const out: Buffer[] = [];
-  const done = (async () => {
-    for await (const c of pack) out.push(c as Buffer);
-  })();
-  for (const e of entries) {
-    const type = e.type ?? "file";
-    const body = e.body === undefined ? undefined : Buffer.from(e.body);
-    await new Promise<void>((res, rej) => {
-      const header: Parameters<tar.Pack["entry"]>[0] = {
-        name: e.name,
-        type,
-        mode: e.mode ?? (type === "directory" ? 0o755 : 0o644),
-        linkname: e.linkname,
-        uid: e.uid ?? 0,
-        gid: e.gid ?? 0,
-        size: body?.byteLength ?? 0,
-      };
-      if (type === "file") pack.entry(header, body ?? Buffer.alloc(0), (err) => (err ? rej(err) : res()));
-      else pack.entry(header, (err) => (err ? rej(err) : res()));
-    });
-  }
-  pack.finalize();
-  await done;
-  return Buffer.concat(out);
-}
 
 let work: string;
 let dest: string;
