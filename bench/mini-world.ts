@@ -1,9 +1,19 @@
 /**
  * A tiny self-contained world for benchmarks: /bin/true and /bin/sh with exactly the shared
- * libraries they load, copied from the host. Every runner (lightjail, bwrap, unshare+chroot)
- * gets the same root, so the comparison measures the sandboxes, not the filesystems.
+ * libraries they load, copied from the host, and a dynamic linker cache as every real world
+ * has (without one, the loader probes some thirty missing paths per program). Every runner
+ * (lightjail, bwrap, unshare+chroot) gets the same root, so the comparison measures the
+ * sandboxes, not the filesystems.
  */
-import { copyFileSync, existsSync, lstatSync, mkdirSync, readlinkSync, symlinkSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readlinkSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { dirname, join } from "node:path";
 
 function libsOf(bin: string): string[] {
@@ -43,9 +53,16 @@ function place(root: string, path: string): void {
 export function makeMiniWorld(root: string): string {
   mkdirSync(root, { recursive: true });
   for (const d of ["proc", "dev", "tmp", "etc"]) mkdirSync(join(root, d), { recursive: true });
+  const libDirs = new Set<string>();
   for (const bin of ["/bin/true", "/bin/sh"]) {
     place(root, bin);
-    for (const lib of libsOf(bin)) place(root, lib);
+    for (const lib of libsOf(bin)) {
+      place(root, lib);
+      libDirs.add(dirname(lib));
+    }
   }
+  writeFileSync(join(root, "etc", "ld.so.conf"), `${[...libDirs].join("\n")}\n`);
+  const ldconfig = Bun.spawnSync(["ldconfig", "-r", root], { stderr: "pipe" });
+  if (ldconfig.exitCode !== 0) throw new Error(`ldconfig -r ${root}: ${ldconfig.stderr.toString().trim()}`);
   return root;
 }

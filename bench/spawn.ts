@@ -10,8 +10,9 @@
  *   cold   the `ljspawn -d WORLD -p true` command line (native, what `./lj spawn` runs on
  *          Linux) and the Bun CLI, against the `bwrap` command line.
  *
- * Rounds interleave the runners so a noisy neighbour hurts all of them alike. Prints a table
- * and, as its last line, one JSON object with the medians and the ratios. Needs root.
+ * Rounds interleave the runners so a noisy neighbour hurts all of them alike. Then traced jails
+ * (spec `trace`) show where a warm jail's time goes, step by step. Prints a table and, as its
+ * last line, one JSON object with the medians, the ratios and the trace. Needs root.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -127,6 +128,17 @@ for (let round = 0; round < ROUNDS; round++) {
   rate.pooled_sequential.push((PER_ROUND * 2 * 1000) / (performance.now() - t));
 }
 
+// Where the time goes: the median of every step over traced jails.
+const steps: Record<string, number[]> = {};
+for (let i = 0; i < PER_ROUND * 5; i++) {
+  const r = await spawnJail({ ...jailSpec, trace: true }).exited;
+  for (const s of r.trace ?? []) {
+    steps[s.step] ??= [];
+    steps[s.step]!.push(s.ms);
+  }
+}
+const trace = Object.fromEntries(Object.entries(steps).map(([k, v]) => [k, median(v)]));
+
 const med = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, median(v)]));
 const lj = med["lightjail API"]!;
 const result = {
@@ -149,6 +161,7 @@ const result = {
     sequential_jails_per_s: ">= 400",
     lj_cli_over_bwrap_cli: "<= 2",
   },
+  trace_ms: trace,
   rounds: ROUNDS,
   per_round: PER_ROUND,
 };
@@ -160,6 +173,8 @@ console.log(pad("jails/s sequential", 34), result.jails_per_s.sequential.toFixed
 console.log(pad("jails/s 2-way parallel", 34), result.jails_per_s.parallel2.toFixed(0));
 console.log(pad("jails/s sequential, pooled", 34), result.jails_per_s.pooled_sequential.toFixed(0));
 for (const [k, v] of Object.entries(result.ratios)) console.log(pad(k, 34), v.toFixed(2));
+console.log("\nwhere a warm jail's time goes (median ms per step, traced jails)");
+for (const [k, v] of Object.entries(trace)) console.log(pad(`  ${k}`, 34), v.toFixed(3));
 await pool.close();
 rmSync(root, { recursive: true, force: true });
 console.log(JSON.stringify(result));

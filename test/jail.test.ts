@@ -281,6 +281,21 @@ describe("limits and lifetime", () => {
     expect(ok).toEqual({ code: 3, stdout: "out\n", stderr: "err\n" });
   });
 
+  rootTest("a traced jail reports every step, in order, adding up to its duration", async () => {
+    const r = await runJail({ ...env.base, argv: ["/bin/true"], limits: { pids: 16 }, trace: true });
+    expect(r.status).toBe(0);
+    const names = (r.trace ?? []).map((s) => s.step);
+    for (const step of ["owner, spawn call", "/proc", "pivot_root", "cgroups placed", "keeper started"]) {
+      expect(names).toContain(step);
+    }
+    expect(names.slice(-3)).toEqual(["identity, filter", "payload ran", "owner noticed the end"]);
+    for (const s of r.trace ?? []) expect(s.ms).toBeGreaterThanOrEqual(0);
+    const sum = (r.trace ?? []).reduce((a, s) => a + s.ms, 0);
+    expect(Math.abs(sum - r.durationMs)).toBeLessThan(0.01);
+    // Untraced jails carry no trace (and write no marks).
+    expect((await sh("true")).trace).toBeUndefined();
+  });
+
   for (const sig of ["SIGINT", "SIGHUP", "SIGQUIT", "SIGTERM"] as const) {
     rootTest(`${sig} sent to lj spawn reaches the jailed process`, async () => {
       const name = sig.slice(3);

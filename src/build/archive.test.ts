@@ -13,7 +13,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { gzipSync } from "node:zlib";
-import * as tar from "tar-stream";
 import { makeTar } from "../../test/helpers/tar.ts";
 import { LjError } from "../errors.ts";
 import {

@@ -6,7 +6,7 @@
  * time, so `lj gc` can tell leftovers of a dead owner from a live jail.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
-import { mkdir, readFile, rmdir, writeFile } from "node:fs/promises";
+import { mkdir, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
 import { type CgroupDir, CgroupKind, type JailLimits } from "./spec.ts";
@@ -191,16 +191,18 @@ const counter = (text: string, name: string) =>
  * For a jail that died by SIGKILL (which nobody else sent) hitting the limit is evidence
  * enough: under heavy load the v1 kill counter has been seen to lag behind the kill itself.
  */
-export async function oomKilled(dirs: CgroupDir[], diedBySigkill = false): Promise<boolean> {
+export function oomKilled(dirs: CgroupDir[], diedBySigkill = false): boolean {
+  // Synchronous: a cgroup file is read from kernel memory in microseconds, far less than a
+  // round trip through the thread pool would add to every jail's end.
   for (const d of dirs) {
     try {
       if (d.kind === CgroupKind.unified) {
-        const events = await readFile(join(d.dir, "memory.events"), "utf8");
+        const events = readFileSync(join(d.dir, "memory.events"), "utf8");
         if (counter(events, "oom_kill") > 0 || (diedBySigkill && counter(events, "oom") > 0)) return true;
       } else if (d.kind === CgroupKind.memory) {
-        const control = await readFile(join(d.dir, "memory.oom_control"), "utf8");
+        const control = readFileSync(join(d.dir, "memory.oom_control"), "utf8");
         if (counter(control, "oom_kill") > 0) return true;
-        if (diedBySigkill && Number(await readFile(join(d.dir, "memory.failcnt"), "utf8")) > 0) return true;
+        if (diedBySigkill && Number(readFileSync(join(d.dir, "memory.failcnt"), "utf8")) > 0) return true;
       }
     } catch {
       // The directory may never have been created (setup failed before it).

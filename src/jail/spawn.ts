@@ -40,6 +40,14 @@ export interface JailResult {
   /** Why the jail could not be set up, naming the failing step and path. */
   error?: string;
   durationMs: number;
+  /** With `spec.trace`: how long each step took, in order; they add up to `durationMs`. */
+  trace?: TraceStep[];
+}
+
+export interface TraceStep {
+  /** What had just been done when the step ended ("/proc", "payload ran", ...). */
+  step: string;
+  ms: number;
 }
 
 export interface Jail {
@@ -119,13 +127,20 @@ interface StatusReport {
   teardownError?: string;
   exitCode?: number;
   signal?: number;
+  /** Traced jails: each step's name and its CLOCK_MONOTONIC time in nanoseconds. */
+  marks: [string, number][];
 }
 
 export function parseStatus(text: string): StatusReport {
-  const r: StatusReport = {};
+  const r: StatusReport = { marks: [] };
   for (const line of text.split("\n")) {
     if (line.length < 2) continue;
     const rest = line.slice(2);
+    if (line[0] === "T") {
+      const sp = rest.lastIndexOf(" ");
+      r.marks.push([rest.slice(0, sp), Number(rest.slice(sp + 1))]);
+      continue;
+    }
     const ended = r.exitCode !== undefined || r.signal !== undefined;
     if (line[0] === "E") {
       const sp = rest.indexOf(" ");
@@ -192,6 +207,21 @@ function stdinWriter(fd: number): JailStdin {
   };
 }
 
+/**
+ * A traced jail's timeline: the owner's work until the shim's first mark, each step between
+ * marks (timed on the jail's side), and the owner noticing the end after the last one.
+ */
+function traceSteps(marks: [string, number][], ownerMs: number, totalMs: number): TraceStep[] | undefined {
+  if (marks.length === 0) return undefined;
+  const steps: TraceStep[] = [{ step: "owner, spawn call", ms: ownerMs }];
+  for (let i = 1; i < marks.length; i++) {
+    steps.push({ step: marks[i]![0], ms: (marks[i]![1] - marks[i - 1]![1]) / 1e6 });
+  }
+  const jailMs = (marks[marks.length - 1]![1] - marks[0]![1]) / 1e6;
+  steps.push({ step: "owner noticed the end", ms: totalMs - ownerMs - jailMs });
+  return steps;
+}
+
 /** How a jail ended, from its status lines and what its owner saw. */
 function resultOf(
   report: StatusReport,
@@ -202,9 +232,11 @@ function resultOf(
     oom: boolean;
     timedOut: boolean;
     prepFailure?: string;
+    ownerMs: number;
   },
 ): JailResult {
-  const base = { id: seen.id, durationMs: seen.durationMs };
+  const trace = traceSteps(report.marks, seen.ownerMs, seen.durationMs);
+  const base = { id: seen.id, durationMs: seen.durationMs, ...(trace ? { trace } : {}) };
   if (report.error || seen.prepFailure) {
     const error = report.error?.text ?? seen.prepFailure;
     return { ...base, exitCode: null, signal: null, reason: "setup", status: SETUP_FAILED_STATUS, error };
@@ -266,6 +298,7 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
     newSession: spec.newSession ?? (spec.stdio?.[0] ?? "ignore") !== "inherit",
   });
   let fds: ReturnType<typeof shimSpawn>;
+  const ownerMs = performance.now() - started;
   try {
     fds = shimSpawn(encoded);
   } catch (e) {
@@ -339,13 +372,15 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
     const keeperKilled = report.exitCode === undefined && report.signal === undefined && !report.error;
     // Only a jail whose keeper was killed needs its wait status to tell how it ended.
     const wait = keeperKilled ? await reaped : null;
-    // The kernel counts an OOM kill just after it sends the SIGKILL: a killed jail is checked
-    // once more after it is reaped, when the killer has certainly finished.
+    // A payload that exited 0 succeeded, whatever its children met. Otherwise ask the memory
+    // cgroup; the kernel counts an OOM kill just after it sends the SIGKILL, so a killed jail
+    // is checked once more after it is reaped, when the killer has certainly finished.
     const sigkilled = !killedByOwner && (report.signal === 9 || keeperKilled);
-    let oom = cgroups.length > 0 && (await oomKilled(cgroups));
+    const succeeded = report.exitCode === 0 && !report.error;
+    let oom = cgroups.length > 0 && !succeeded && oomKilled(cgroups);
     if (!oom && cgroups.length > 0 && sigkilled) {
       await reaped;
-      oom = await oomKilled(cgroups, true);
+      oom = oomKilled(cgroups, true);
     }
     return resultOf(report, {
       id,
@@ -354,6 +389,7 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
       oom,
       timedOut,
       prepFailure,
+      ownerMs,
     });
   })();
 

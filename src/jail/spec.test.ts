@@ -103,14 +103,30 @@ describe("encodeSpec", () => {
 describe("status lines", () => {
   test("setup errors, ends and teardown errors are told apart", async () => {
     const { parseStatus } = await import("./spawn.ts");
-    expect(parseStatus("E 2 exec /x: ENOENT\n")).toEqual({ error: { errno: 2, text: "exec /x: ENOENT" } });
-    expect(parseStatus("X 3\n")).toEqual({ exitCode: 3 });
-    expect(parseStatus("S 9\n")).toEqual({ signal: 9 });
+    expect(parseStatus("E 2 exec /x: ENOENT\n")).toEqual({
+      error: { errno: 2, text: "exec /x: ENOENT" },
+      marks: [],
+    });
+    expect(parseStatus("X 3\n")).toEqual({ exitCode: 3, marks: [] });
+    expect(parseStatus("S 9\n")).toEqual({ signal: 9, marks: [] });
     expect(parseStatus("X 0\nE 16 teardown: unmount /s: EBUSY\n")).toEqual({
       exitCode: 0,
       teardownError: "teardown: unmount /s: EBUSY",
+      marks: [],
     });
-    expect(parseStatus("")).toEqual({});
+    expect(parseStatus("")).toEqual({ marks: [] });
+  });
+
+  test("a traced jail's marks keep their order and their multi-word names", async () => {
+    const { parseStatus } = await import("./spawn.ts");
+    expect(parseStatus("T spawn call 100\nT /proc 250\nT payload ran 1000\nX 0\n")).toEqual({
+      exitCode: 0,
+      marks: [
+        ["spawn call", 100],
+        ["/proc", 250],
+        ["payload ran", 1000],
+      ],
+    });
   });
 });
 

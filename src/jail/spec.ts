@@ -77,6 +77,11 @@ export interface JailSpec {
    * The path to the root directory and the layers must be searchable by that uid.
    */
   userns?: boolean | { uidBase?: number; gidBase?: number; count?: number };
+  /**
+   * Linux: time every step of the jail's life (setup, keeper, payload) and report it in the
+   * result's `trace`. Costs a few status-pipe writes; for benchmarks and diagnosis.
+   */
+  trace?: boolean;
 }
 
 /**
@@ -159,6 +164,7 @@ export const Flag = {
   rootReadonly: 1 << 4,
   noTmp: 1 << 5,
   userns: 1 << 6,
+  trace: 1 << 7,
 } as const;
 
 export const CgroupKind = { unified: 0, memory: 1, pids: 2, cpu: 3, joinOnly: 4 } as const;
@@ -388,6 +394,7 @@ export function encodeSpec(spec: JailSpec, ctx: EncodeContext): Uint8Array {
   if (spec.seccomp === false) flags |= Flag.noSeccomp;
   if (spec.rootReadonly) flags |= Flag.rootReadonly;
   if (spec.userns) flags |= Flag.userns;
+  if (spec.trace) flags |= Flag.trace;
   e.u32(Tag.flags, flags);
   const caps = capMask(spec.caps);
   if (caps) e.u64s(Tag.caps, caps);

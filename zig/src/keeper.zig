@@ -22,6 +22,12 @@ const caps_mod = @import("caps.zig");
 const status_fd: i32 = 3;
 const flag_new_session: u32 = 1 << 2;
 const flag_no_seccomp: u32 = 1 << 3;
+const flag_trace: u32 = 1 << 7;
+
+var tracing = false;
+fn mark(fd: i32, step: []const u8) void {
+    if (tracing) sys.traceMark(fd, step);
+}
 
 var payload_pid: std.atomic.Value(i32) = .init(0);
 
@@ -36,6 +42,8 @@ fn forward(sig: i32) callconv(.c) void {
 pub fn main() noreturn {
     _ = linux.prctl(@intFromEnum(linux.PR.SET_DUMPABLE), 0, 0, 0, 0);
     const args = parseArgs() orelse fatal(linux.E.INVAL, "keeper: bad arguments");
+    tracing = args.flags & flag_trace != 0;
+    mark(status_fd, "keeper started");
     // By now the owner has placed the jail in its cgroups: root the jail's view there.
     if (errno(linux.unshare(linux.CLONE.NEWCGROUP))) |e| fatal(e, "unshare cgroup namespace");
 
@@ -54,6 +62,7 @@ pub fn main() noreturn {
     if (errno(rc)) |e| fatal(e, "fork payload");
     if (rc == 0) payload(args);
     payload_pid.store(@intCast(rc), .release);
+    mark(status_fd, "payload forked");
     _ = linux.sigprocmask(linux.SIG.UNBLOCK, &held, null);
 
     // The keeper itself keeps only the right to signal the payload.
@@ -68,6 +77,7 @@ pub fn main() noreturn {
             fatal(e, "wait for payload");
         }
         if (@as(i32, @intCast(r)) != payload_pid.load(.acquire)) continue; // an orphan: reaped
+        mark(status_fd, "payload ran");
         report(status);
         linux.exit_group(0);
     }
@@ -150,6 +160,7 @@ fn payload(a: Args) noreturn {
     if (a.flags & flag_no_seccomp == 0) if (seccomp.install()) |e| fatalOn(sfd, e, "install seccomp filter", "");
 
     if (errno(linux.chdir(a.cwd))) |e| fatalOn(sfd, e, "chdir ", std.mem.span(a.cwd));
+    mark(sfd, "identity, filter");
     const e = execvpe(a.argv);
     fatalOn(sfd, e, "exec ", std.mem.span(a.argv[0].?));
 }

@@ -214,6 +214,7 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
     };
     const region = claimRegion(map) orelse return fail(err, .AGAIN, "too many jails starting at once", .{});
 
+    if (spec.flags.trace) sys.traceMark(status.w, "spawn call");
     // No handler of Bun's may run on the child's stack before the child resets them all.
     const all = linux.sigfillset();
     var old: linux.sigset_t = undefined;
@@ -382,6 +383,11 @@ const Child = struct {
     fn check(c: *const Child, rc: usize, comptime fmt: []const u8, args: anytype) void {
         if (errno(rc)) |e| c.die(e, fmt, args);
     }
+
+    /// A step of a traced jail's setup (spec flag `trace`).
+    fn mark(c: *const Child, step: []const u8) void {
+        if (c.spec.flags.trace) sys.traceMark(c.status_fd, step);
+    }
 };
 
 const Path = struct {
@@ -396,6 +402,7 @@ const Path = struct {
 
 fn child(spec: *Spec, fds: ChildFds, scratch: []u8) noreturn {
     var c = Child{ .spec = spec, .status_fd = fds.status };
+    c.mark("child started");
     // Die with the owner, even if it is SIGKILLed. The sync read below catches an owner that
     // died before this line ran.
     _ = linux.prctl(@intFromEnum(linux.PR.SET_PDEATHSIG), linux.SIG.KILL, 0, 0, 0);
@@ -420,26 +427,32 @@ fn child(spec: *Spec, fds: ChildFds, scratch: []u8) noreturn {
     } else if (!spec.flags.net_host) ns |= linux.CLONE.NEWNET;
     c.check(linux.unshare(ns), "unshare namespaces", .{});
     c.check(linux.mount(null, "/", null, linux.MS.REC | linux.MS.PRIVATE, 0), "make / private", .{});
+    c.mark("namespaces");
 
     var root_path = Path{};
     const root = assembleRoot(&c, &root_path);
     const rootfd_rc = linux.open(root.ptr, .{ .PATH = true, .DIRECTORY = true, .CLOEXEC = true }, 0);
     c.check(rootfd_rc, "open root {s}", .{root});
     const rootfd: i32 = @intCast(rootfd_rc);
+    c.mark("overlay root");
 
     mountProc(&c, rootfd);
+    c.mark("/proc");
     mountDev(&c, rootfd);
+    c.mark("/dev");
     if (!spec.flags.no_tmp) mountTmp(&c, rootfd);
     for (spec.mounts.slice()) |m| bindMount(&c, rootfd, m);
     _ = linux.close(rootfd);
 
     if (spec.hostname) |h| c.check(linux.syscall2(.sethostname, @intFromPtr(h.ptr), h.len), "sethostname {s}", .{h});
     if (!spec.flags.net_host and fds.netns < 0) loopbackUp(&c);
+    c.mark("/tmp, mounts, hostname");
 
     c.check(linux.chdir(root.ptr), "chdir {s}", .{root});
     c.check(linux.syscall2(.pivot_root, @intFromPtr("."), @intFromPtr(".")), "pivot_root {s}", .{root});
     c.check(linux.umount2(".", linux.MNT.DETACH), "detach old root", .{});
     c.check(linux.chdir("/"), "chdir /", .{});
+    c.mark("pivot_root");
     if (spec.root_dir != null and spec.flags.root_readonly)
         c.check(linux.mount(null, "/", null, linux.MS.REMOUNT | linux.MS.BIND | linux.MS.RDONLY, 0), "remount / read-only", .{});
 
@@ -450,7 +463,9 @@ fn child(spec: *Spec, fds: ChildFds, scratch: []u8) noreturn {
 
     placeFds(&c, fds);
 
+    c.mark("rlimits, descriptors");
     if (placing) awaitPlacer(&c, &placer);
+    c.mark("cgroups placed");
 
     // Hold here until the owner has placed and wired the jail and says go (with, for a
     // pre-made jail, what to run); EOF means it died.
@@ -468,6 +483,7 @@ fn child(spec: *Spec, fds: ChildFds, scratch: []u8) noreturn {
             c.die(.INVAL, "invalid payload (record {d}): {s}", .{ failure.tag, @errorName(e) });
     }
 
+    c.mark("released");
     execKeeper(&c, fds.keeper);
 }
 

@@ -53,7 +53,9 @@ pub const Flags = packed struct(u32) {
     no_tmp: bool = false,
     /// Run in a new user namespace: root inside maps to an unprivileged host uid (idmap).
     userns: bool = false,
-    _pad: u25 = 0,
+    /// Write a "T step nanoseconds" line on the status pipe at every step (benchmarks).
+    trace: bool = false,
+    _pad: u24 = 0,
 };
 
 pub const MountFlags = packed struct(u32) {
