@@ -281,6 +281,22 @@ describe("limits and lifetime", () => {
     expect(ok).toEqual({ code: 3, stdout: "out\n", stderr: "err\n" });
   });
 
+  rootTest("cgroup moves are made cheap (favordynmods on the cgroup2 mount), unless opted out", async () => {
+    const { favorDynamicMoves } = await import("../src/jail/cgroup.ts");
+    expect((await sh("true", { limits: { pids: 16 } })).status).toBe(0);
+    const mountinfo = readFileSync("/proc/self/mountinfo", "utf8");
+    const v2 = mountinfo.split("\n").find((l) => l.includes(" - cgroup2 "));
+    // Every host here (hybrid v1 or v2) has a cgroup2 mount, and its kernel knows the option.
+    expect(v2).toBeDefined();
+    expect(v2!.split(" - ")[1]!.split(" ")[2]!.split(",")).toContain("favordynmods");
+    process.env.LJ_CGROUP_FAVORDYNMODS = "0";
+    try {
+      expect(favorDynamicMoves()).toBeNull();
+    } finally {
+      delete process.env.LJ_CGROUP_FAVORDYNMODS;
+    }
+  });
+
   rootTest("a traced jail reports every step, in order, adding up to its duration", async () => {
     const r = await runJail({ ...env.base, argv: ["/bin/true"], limits: { pids: 16 }, trace: true });
     expect(r.status).toBe(0);
@@ -288,7 +304,13 @@ describe("limits and lifetime", () => {
     for (const step of ["owner, spawn call", "/proc", "pivot_root", "cgroups placed", "keeper started"]) {
       expect(names).toContain(step);
     }
-    expect(names.slice(-3)).toEqual(["identity, filter", "payload ran", "owner noticed the end"]);
+    expect(names.slice(-5)).toEqual([
+      "cgroup namespace, filter, go",
+      "payload identity",
+      "payload executed",
+      "payload ran",
+      "owner noticed the end",
+    ]);
     for (const s of r.trace ?? []) expect(s.ms).toBeGreaterThanOrEqual(0);
     const sum = (r.trace ?? []).reduce((a, s) => a + s.ms, 0);
     expect(Math.abs(sum - r.durationMs)).toBeLessThan(0.01);
@@ -610,6 +632,8 @@ describe("jail pools", () => {
       expect(first.out).toMatch(/^pooled payload PWD WHO [23]\n0\n$/);
       const second = await run("test -e /tmp/mark && echo reused || echo fresh", { uid: 65534, gid: 65534 });
       expect(second.out).toBe("fresh\n");
+      // The pool's jails wait with the filter installed: a payload cannot drop it.
+      expect(() => pool.spawn({ argv: ["true"], seccomp: false })).toThrow("seccomp filter");
       const limited = await run('x=$(head -c 200000000 /dev/zero | tr "\\0" a)');
       expect(limited.r.reason).toBe("oom");
       const timed = pool.spawn({ argv: ["sleep", "30"] });
@@ -617,6 +641,7 @@ describe("jail pools", () => {
       expect(slow.status).toBe(0);
       timed.kill("SIGTERM");
       expect((await timed.exited).signal).toBe(15);
+      await timed.closed; // its cgroups go once the kernel has torn the jail down
       await pool.close();
       expect(cgroupEntries().filter((d) => d.split("/").at(-1)!.startsWith(`${ownerId()}.`))).toEqual([]);
       expect(() => pool.spawn({ argv: ["true"] })).toThrow("closed");

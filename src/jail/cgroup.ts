@@ -53,11 +53,32 @@ export function detectLayout(mountinfo = readFileSync("/proc/self/mountinfo", "u
   return null;
 }
 
+/**
+ * Moving a process between cgroups takes the kernel's threadgroup lock for writing, which
+ * normally waits for an RCU grace period (about a millisecond on a VM) and stalls forks and
+ * exits machine-wide meanwhile; every jail with limits moves one. The cgroup2 mount option
+ * `favordynmods` (Linux 6.0+) makes that lock cheap to take for writing, for slightly dearer
+ * forks: the trade a host that starts jails all the time wants. It is global to the kernel, so
+ * one cgroup2 mount carrying it (the v2 root, or a hybrid host's unified hierarchy) covers v1
+ * controllers too. Opt out with LJ_CGROUP_FAVORDYNMODS=0; kernels without it are left as is.
+ */
+export function favorDynamicMoves(mountinfo = readFileSync("/proc/self/mountinfo", "utf8")): string | null {
+  if (process.env.LJ_CGROUP_FAVORDYNMODS === "0") return null;
+  const v2 = parseMountinfo(mountinfo).find((m) => m.fstype === "cgroup2");
+  if (!v2) return null;
+  if (v2.superOpts.split(",").includes("favordynmods")) return v2.point;
+  const r = Bun.spawnSync(["mount", "-o", "remount,favordynmods", v2.point], {
+    stdio: ["ignore", "ignore", "ignore"],
+  });
+  return r.exitCode === 0 ? v2.point : null;
+}
+
 /** Creates the lightjail base cgroups once per process (and enables v2 controllers). */
 export function cgroupLayout(): CgroupLayout | null {
   if (layout) return layout;
   const found = detectLayout();
   if (!found) return null;
+  favorDynamicMoves();
   if (found.version === 2 && found.unified) {
     const parent = join(found.unified, "..");
     mkdirSync(found.unified, { recursive: true });

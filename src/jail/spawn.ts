@@ -273,6 +273,20 @@ function prepareUpper(spec: JailSpec): string | undefined {
   return work;
 }
 
+/** A jail made with the seccomp filter waits with it installed: its payload cannot drop it. */
+export function checkPayloadFilter(spec: JailSpec, payload: JailPayload): void {
+  if (payload.seccomp === false && spec.seccomp !== false) {
+    throw new LjError(
+      "usage",
+      "invalid-payload",
+      "this jail was made with the seccomp filter; its payload cannot turn it off",
+      {
+        hint: "make the jail (or the pool's template) with seccomp: false",
+      },
+    );
+  }
+}
+
 export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
   validateSpec(spec);
   const started = performance.now();
@@ -425,6 +439,7 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
     startCalled = true;
     if (what) {
       validatePayload(what);
+      checkPayloadFilter(spec, what);
       payload = payloadMessage(what);
     }
     wanted = true;

@@ -2,13 +2,16 @@
 //! shim and executed from a sealed memfd), so nothing of the Bun process (its memory, its
 //! environment, /proc/1/exe pointing at the host's bun) is visible inside the jail.
 //!
-//! It forks the payload, forwards signals to it, reaps every orphan, reports the payload's
-//! end on the status descriptor (fd 3), and exits: the kernel then kills whatever is left in
-//! the pid namespace. It is non-dumpable, so even root inside the jail cannot read its memory,
-//! its environment, or open its executable.
+//! The jail's setup executes it as soon as the root is built; it then waits on the sync pipe
+//! for its owner's go (a pre-made jail waits here, its filter already installed, so starting
+//! it costs one clone and the payload's exec). It starts the payload, forwards signals to it,
+//! reaps every orphan, reports the payload's end on the status descriptor (fd 3), and exits:
+//! the kernel then kills whatever is left in the pid namespace. It is non-dumpable, so even
+//! root inside the jail cannot read its memory, its environment, or open its executable.
 //!
 //! argv: lj-keeper UID GID CAPS_HEX FLAGS NPASS CWD -- ARGV...   envp: the payload's.
-//! fds:  0-2 stdio, 3 status, 4..4+NPASS-1 descriptors passed to the payload as 3, 4, ...
+//! fds:  0-2 stdio, 3 status, 4..4+NPASS-1 descriptors passed to the payload as 3, 4, ...,
+//!       4+NPASS the sync pipe: "g" runs ARGV, "p" + u32 length + records runs that payload.
 const std = @import("std");
 const linux = std.os.linux;
 const sys = @import("sys.zig");
@@ -18,10 +21,12 @@ const F_DUPFD_CLOEXEC = sys.F_DUPFD_CLOEXEC;
 const abi = @import("abi.zig");
 const seccomp = @import("seccomp.zig");
 const caps_mod = @import("caps.zig");
+const spec_mod = @import("spec.zig");
 
 const status_fd: i32 = 3;
 const flag_new_session: u32 = 1 << 2;
 const flag_no_seccomp: u32 = 1 << 3;
+const flag_userns: u32 = 1 << 6;
 const flag_trace: u32 = 1 << 7;
 
 var tracing = false;
@@ -41,28 +46,43 @@ fn forward(sig: i32) callconv(.c) void {
 
 pub fn main() noreturn {
     _ = linux.prctl(@intFromEnum(linux.PR.SET_DUMPABLE), 0, 0, 0, 0);
-    const args = parseArgs() orelse fatal(linux.E.INVAL, "keeper: bad arguments");
-    tracing = args.flags & flag_trace != 0;
+    const parsed = parseArgs() orelse fatal(linux.E.INVAL, "keeper: bad arguments");
+    tracing = parsed.flags & flag_trace != 0;
     mark(status_fd, "keeper started");
-    // By now the owner has placed the jail in its cgroups: root the jail's view there.
-    if (errno(linux.unshare(linux.CLONE.NEWCGROUP))) |e| fatal(e, "unshare cgroup namespace");
+    const sync_fd: i32 = @intCast(4 + parsed.npass);
+    // Only stdio, status, the passed descriptors and the sync pipe are left.
+    _ = linux.syscall3(.close_range, @intCast(sync_fd + 1), std.math.maxInt(u32), 0);
 
-    // Only stdio, status and the passed descriptors may reach the payload.
-    _ = linux.syscall3(.close_range, @intCast(4 + args.npass), std.math.maxInt(u32), 0);
-
+    // Signals for the payload are held pending (not lost) from here until it exists.
     var act = linux.Sigaction{ .handler = .{ .handler = forward }, .mask = linux.sigemptyset(), .flags = linux.SA.RESTART };
     for (forwarded) |sig| _ = linux.sigaction(sig, &act, null);
-
-    // Until the payload's pid is known, a forwarded signal would have nowhere to go: hold the
-    // signals pending (not lost) across the fork.
     var held = linux.sigemptyset();
     for (forwarded) |sig| linux.sigaddset(&held, sig);
     _ = linux.sigprocmask(linux.SIG.BLOCK, &held, null);
-    const rc = linux.syscall5(.clone, linux.SIG.CHLD, 0, 0, 0, 0);
-    if (errno(rc)) |e| fatal(e, "fork payload");
-    if (rc == 0) payload(args);
+
+    // The jail's placer has put it in its cgroups before executing us; a user-namespaced jail
+    // is placed by its owner, who says go only after that. Then root the jail's view of the
+    // cgroup tree there, and install the filter (which forbids new namespaces): before the
+    // wait when we can, so a pre-made jail has nothing left to do but start its payload.
+    const made_filtered = parsed.flags & flag_no_seccomp == 0;
+    const userns = parsed.flags & flag_userns != 0;
+    if (!userns) {
+        unshareCgroup();
+        if (made_filtered) installFilter();
+    }
+    const args = awaitStart(sync_fd, parsed, made_filtered and !userns);
+    _ = linux.close(sync_fd);
+    const wants_filter = args.flags & flag_no_seccomp == 0;
+    if (userns) unshareCgroup();
+    if (wants_filter and (userns or !made_filtered)) installFilter();
+    mark(status_fd, "cgroup namespace, filter, go");
+
+    // vfork-style: the payload's process borrows our memory until it executes (no page
+    // tables to copy, no copy-on-write faults after), on a stack of its own; we sleep until then.
+    const rc = linux.clone(payloadEntry, @intFromPtr(&payload_stack) + payload_stack.len, linux.CLONE.VM | linux.CLONE.VFORK | linux.SIG.CHLD, @intFromPtr(&args), null, 0, null);
+    if (errno(rc)) |e| fatal(e, "start payload");
     payload_pid.store(@intCast(rc), .release);
-    mark(status_fd, "payload forked");
+    mark(status_fd, "payload executed");
     _ = linux.sigprocmask(linux.SIG.UNBLOCK, &held, null);
 
     // The keeper itself keeps only the right to signal the payload.
@@ -91,7 +111,76 @@ const Args = struct {
     npass: u32,
     cwd: [*:0]const u8,
     argv: [*:null]const ?[*:0]const u8,
+    envp: [*:null]const ?[*:0]const u8,
 };
+
+fn unshareCgroup() void {
+    if (errno(linux.unshare(linux.CLONE.NEWCGROUP))) |e| fatal(e, "unshare cgroup namespace");
+}
+
+/// The seccomp filter, on the keeper itself: the payload inherits it, and the keeper needs
+/// none of what it denies.
+fn installFilter() void {
+    if (errno(linux.prctl(@intFromEnum(linux.PR.SET_NO_NEW_PRIVS), 1, 0, 0, 0))) |e| fatal(e, "no_new_privs");
+    if (seccomp.install()) |e| fatal(e, "install seccomp filter");
+}
+
+var payload_buf: [abi.payload_max]u8 = undefined;
+var payload_spec: spec_mod.Spec = .{};
+var payload_argv: [spec_mod.max_argv:null]?[*:0]const u8 = undefined;
+var payload_envp: [spec_mod.max_env:null]?[*:0]const u8 = undefined;
+
+/// Waits for the owner's go. "g" runs what the keeper was executed with; "p" brings a payload
+/// of its own (a pre-made jail). EOF: the owner died or gave up on the jail.
+fn awaitStart(fd: i32, given: Args, filtered: bool) Args {
+    const gone = "jail owner went away before start";
+    var go: [1]u8 = undefined;
+    if (!readFull(fd, &go)) fatal(.CANCELED, gone);
+    if (go[0] == abi.sync_go) return given;
+    if (go[0] != abi.sync_payload) fatal(.PROTO, "unknown start message");
+    var lenb: [4]u8 = undefined;
+    if (!readFull(fd, &lenb)) fatal(.CANCELED, gone);
+    const len = std.mem.readInt(u32, &lenb, .little);
+    if (len > payload_buf.len) fatalFmt(.@"2BIG", "payload of {d} bytes is too large", .{len});
+    if (!readFull(fd, payload_buf[0..len])) fatal(.CANCELED, gone);
+    var failure: spec_mod.DecodeFailure = undefined;
+    spec_mod.decodePayload(payload_buf[0..len], &payload_spec, &failure) catch |e|
+        fatalFmt(.INVAL, "invalid payload (record {d}): {s}", .{ failure.tag, @errorName(e) });
+    const p = &payload_spec;
+    if (filtered and p.flags.no_seccomp) fatal(.PERM, "this jail was made with the seccomp filter; its payload cannot turn it off");
+    for (p.argv.slice(), 0..) |v, i| payload_argv[i] = v;
+    payload_argv[p.argv.len] = null;
+    for (p.env.slice(), 0..) |v, i| payload_envp[i] = v;
+    payload_envp[p.env.len] = null;
+    var flags = given.flags & ~(flag_new_session | flag_no_seccomp);
+    if (p.flags.new_session) flags |= flag_new_session;
+    if (p.flags.no_seccomp) flags |= flag_no_seccomp;
+    return .{
+        .uid = p.uid,
+        .gid = p.gid,
+        .caps = p.caps,
+        .flags = flags,
+        .npass = given.npass,
+        .cwd = p.cwd.ptr,
+        .argv = &payload_argv,
+        .envp = &payload_envp,
+    };
+}
+
+/// Reads exactly buf.len bytes; false on EOF or error.
+fn readFull(fd: i32, buf: []u8) bool {
+    var off: usize = 0;
+    while (off < buf.len) {
+        const n = linux.read(fd, buf[off..].ptr, buf.len - off);
+        if (errno(n)) |e| {
+            if (e == .INTR) continue;
+            return false;
+        }
+        if (n == 0) return false;
+        off += n;
+    }
+    return true;
+}
 
 fn parseArgs() ?Args {
     const argv = std.os.argv;
@@ -105,6 +194,7 @@ fn parseArgs() ?Args {
         .npass = std.fmt.parseInt(u32, std.mem.span(argv[5]), 10) catch return null,
         .cwd = argv[6],
         .argv = @ptrCast(argv.ptr + 8),
+        .envp = @ptrCast(std.os.environ.ptr),
     };
 }
 
@@ -130,7 +220,20 @@ fn fatal(e: linux.E, what: []const u8) noreturn {
     fatalOn(status_fd, e, what, "");
 }
 
-/// In the forked payload: descriptors, session, identity, capabilities, filter, then exec.
+fn fatalFmt(e: linux.E, comptime fmt: []const u8, args: anytype) noreturn {
+    var buf: [200]u8 = undefined;
+    fatalOn(status_fd, e, std.fmt.bufPrint(&buf, fmt, args) catch "keeper", "");
+}
+
+var payload_stack: [64 * 1024]u8 align(16) = undefined;
+
+fn payloadEntry(arg: usize) callconv(.c) u8 {
+    const a: *const Args = @ptrFromInt(arg);
+    payload(a.*);
+}
+
+/// In the payload's process (sharing the keeper's memory until it executes, so it writes
+/// nothing but its own stack): descriptors, session, identity, capabilities, filter, exec.
 fn payload(a: Args) noreturn {
     const dfl = linux.Sigaction{ .handler = .{ .handler = linux.SIG.DFL }, .mask = linux.sigemptyset(), .flags = 0 };
     for (forwarded) |sig| _ = linux.sigaction(sig, &dfl, null);
@@ -157,25 +260,24 @@ fn payload(a: Args) noreturn {
     if (errno(linux.setresuid(a.uid, a.uid, a.uid))) |e| fatalOn(sfd, e, "setuid", "");
     if (caps_mod.restrict(a.caps, a.caps)) |e| fatalOn(sfd, e, "set capabilities", "");
     if (errno(linux.prctl(@intFromEnum(linux.PR.SET_NO_NEW_PRIVS), 1, 0, 0, 0))) |e| fatalOn(sfd, e, "no_new_privs", "");
-    if (a.flags & flag_no_seccomp == 0) if (seccomp.install()) |e| fatalOn(sfd, e, "install seccomp filter", "");
 
     if (errno(linux.chdir(a.cwd))) |e| fatalOn(sfd, e, "chdir ", std.mem.span(a.cwd));
-    mark(sfd, "identity, filter");
-    const e = execvpe(a.argv);
+    mark(sfd, "payload identity");
+    const e = execvpe(a.argv, a.envp);
     fatalOn(sfd, e, "exec ", std.mem.span(a.argv[0].?));
 }
 
 const default_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// execve, searching PATH (from the payload's own environment) for names without a slash.
-fn execvpe(argv: [*:null]const ?[*:0]const u8) linux.E {
-    const envp: [*:null]const ?[*:0]const u8 = @ptrCast(std.os.environ.ptr);
+fn execvpe(argv: [*:null]const ?[*:0]const u8, envp: [*:null]const ?[*:0]const u8) linux.E {
     const file = std.mem.span(argv[0].?);
     if (file.len == 0) return .NOENT;
     if (std.mem.indexOfScalar(u8, file, '/') != null) return errno(linux.execve(argv[0].?, argv, envp)) orelse .NOEXEC;
 
     var search: []const u8 = default_path;
-    for (std.os.environ) |kv| {
+    var i: usize = 0;
+    while (envp[i]) |kv| : (i += 1) {
         const s = std.mem.span(kv);
         if (std.mem.startsWith(u8, s, "PATH=")) search = s[5..];
     }

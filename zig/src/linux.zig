@@ -128,9 +128,6 @@ const ChildCtx = struct {
     /// User-namespaced jails wait on this futex word until the owner has written their id
     /// maps: 1 = go, 2 = abort.
     userns_go: u32 align(4) = 0,
-    /// Free room in the region for a payload sent at start (pre-made jails).
-    scratch: [*]u8 = undefined,
-    scratch_len: usize = 0,
 };
 
 pub fn spawnRaw(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) c_int {
@@ -171,12 +168,6 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
     spec_mod.decode(copy[0..bytes.len], &ctx.spec, &failure) catch |e|
         return fail(err, .INVAL, "invalid jail spec (record {d}): {s}", .{ failure.tag, @errorName(e) });
     const spec = &ctx.spec;
-    // Between the spec and the stack (which grows down from the top, and needs far less than
-    // this reserve) lies room for a payload sent at start.
-    const stack_reserve = 256 * 1024;
-    const scratch_at = std.mem.alignForward(usize, @intFromPtr(copy) + bytes.len, 16);
-    ctx.scratch = @ptrFromInt(scratch_at);
-    ctx.scratch_len = (map + region_size - stack_reserve) - scratch_at;
 
     var status = Pipe{};
     var sync = Pipe{};
@@ -363,7 +354,7 @@ fn childEntry(arg: usize) callconv(.c) u8 {
     }
     const none = linux.sigemptyset();
     _ = linux.sigprocmask(linux.SIG.SETMASK, &none, null);
-    child(&ctx.spec, ctx.fds, ctx.scratch[0..ctx.scratch_len]);
+    child(&ctx.spec, ctx.fds);
 }
 
 const Child = struct {
@@ -400,7 +391,7 @@ const Path = struct {
     }
 };
 
-fn child(spec: *Spec, fds: ChildFds, scratch: []u8) noreturn {
+fn child(spec: *Spec, fds: ChildFds) noreturn {
     var c = Child{ .spec = spec, .status_fd = fds.status };
     c.mark("child started");
     // Die with the owner, even if it is SIGKILLed. The sync read below catches an owner that
@@ -467,23 +458,9 @@ fn child(spec: *Spec, fds: ChildFds, scratch: []u8) noreturn {
     if (placing) awaitPlacer(&c, &placer);
     c.mark("cgroups placed");
 
-    // Hold here until the owner has placed and wired the jail and says go (with, for a
-    // pre-made jail, what to run); EOF means it died.
-    var go: [1]u8 = undefined;
-    if (!readFull(fds.sync, &go) or (go[0] != abi.sync_go and go[0] != abi.sync_payload))
-        c.die(.CANCELED, "jail owner went away before start", .{});
-    if (go[0] == abi.sync_payload) {
-        var lenb: [4]u8 = undefined;
-        if (!readFull(fds.sync, &lenb)) c.die(.CANCELED, "jail owner went away before start", .{});
-        const len = std.mem.readInt(u32, &lenb, .little);
-        if (len > scratch.len or len > abi.payload_max) c.die(.@"2BIG", "payload of {d} bytes is too large", .{len});
-        if (!readFull(fds.sync, scratch[0..len])) c.die(.CANCELED, "jail owner went away before start", .{});
-        var failure: spec_mod.DecodeFailure = undefined;
-        spec_mod.decodePayload(scratch[0..len], spec, &failure) catch |e|
-            c.die(.INVAL, "invalid payload (record {d}): {s}", .{ failure.tag, @errorName(e) });
-    }
-
-    c.mark("released");
+    // The keeper waits for the owner's go (the owner places a user-namespaced jail and wires
+    // its network meanwhile; a pre-made jail waits for its payload) on the sync pipe, which
+    // placeFds put after the passed descriptors.
     execKeeper(&c, fds.keeper);
 }
 
@@ -857,12 +834,12 @@ fn loopbackUp(c: *const Child) void {
     _ = linux.close(fd);
 }
 
-/// stdio to 0-2, status to 3, passed descriptors to 4..: first lift every source above the
-/// targets (a source may sit on another's target), then place them.
+/// stdio to 0-2, status to 3, passed descriptors to 4.., then the sync pipe (the keeper's): first
+/// lift every source above the targets (a source may sit on another's target), then place them.
 fn placeFds(c: *Child, fds: ChildFds) void {
     const s = c.spec;
-    const n = 4 + s.pass_fds.len;
-    var src: [4 + spec_mod.max_pass_fds]i32 = undefined;
+    const n = 5 + s.pass_fds.len;
+    var src: [5 + spec_mod.max_pass_fds]i32 = undefined;
     for (0..3) |i| {
         src[i] = if (fds.stdio[i] >= 0) fds.stdio[i] else switch (s.stdio[i]) {
             spec_mod.stdio_null => blk: {
@@ -875,7 +852,8 @@ fn placeFds(c: *Child, fds: ChildFds) void {
     }
     src[3] = fds.status;
     for (s.pass_fds.slice(), 0..) |fd, i| src[4 + i] = fd;
-    var high: [4 + spec_mod.max_pass_fds]i32 = undefined;
+    src[4 + s.pass_fds.len] = fds.sync;
+    var high: [5 + spec_mod.max_pass_fds]i32 = undefined;
     for (0..n) |i| {
         const rc = linux.fcntl(src[i], F_DUPFD_CLOEXEC, 64);
         c.check(rc, "duplicate descriptor {d}", .{src[i]});
@@ -914,21 +892,6 @@ fn closeInherited(spec: *const Spec, fds: ChildFds) void {
         if (k + 1 > low) low = k + 1;
     }
     _ = linux.syscall3(.close_range, low, std.math.maxInt(u32), 0);
-}
-
-/// Reads exactly buf.len bytes (pipes hand large writes over in pieces); false on EOF or error.
-fn readFull(fd: i32, buf: []u8) bool {
-    var off: usize = 0;
-    while (off < buf.len) {
-        const n = linux.read(fd, buf[off..].ptr, buf.len - off);
-        if (errno(n)) |e| {
-            if (e == .INTR) continue;
-            return false;
-        }
-        if (n == 0) return false;
-        off += n;
-    }
-    return true;
 }
 
 fn execKeeper(c: *const Child, kfd: i32) noreturn {
