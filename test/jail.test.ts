@@ -182,6 +182,22 @@ describe("isolation", () => {
     expect(ifaces(r.stdout)).toEqual(ifaces(readFileSync("/proc/net/dev", "utf8")));
   });
 
+  rootTest("core dumps are off unless the jail's rlimits allow them", async () => {
+    const soft = async (extra: Partial<JailSpec> = {}) =>
+      (await sh("grep 'Max core file size' /proc/self/limits", extra)).stdout.trim().split(/\s+/)[4];
+    // Even when the owner itself would dump core.
+    const setOwnerCore = (v: string) =>
+      expect(Bun.spawnSync(["prlimit", `--pid=${process.pid}`, `--core=${v}`]).exitCode).toBe(0);
+    setOwnerCore("4096:");
+    try {
+      expect(readFileSync("/proc/self/limits", "utf8")).toMatch(/Max core file size\s+4096/);
+      expect(await soft()).toBe("0");
+      expect(await soft({ rlimits: { core: [8192, 8192] } })).toBe("8192");
+    } finally {
+      setOwnerCore("0:");
+    }
+  });
+
   rootTest("the environment is exactly what was given", async () => {
     const r = await runJail({ ...env.base, argv: ["/usr/bin/env"], env: { A: "1", B: "two words" } });
     expect(r.stdout).toBe("A=1\nB=two words\n");

@@ -334,6 +334,10 @@ const ChildFds = struct {
 
 fn childEntry(arg: usize) callconv(.c) u8 {
     const ctx: *ChildCtx = @ptrFromInt(arg);
+    // Until it executes the keeper this process holds the owner's memory: it must never dump
+    // core. The soft limit stays 0 for the jail (its rlimits may raise it): a core dump is
+    // handed to the host's core_pattern, which may be a program running outside any jail.
+    noCoreDumps();
     if (ctx.spec.flags.userns) {
         // Nothing works in a user namespace without id maps: wait for the owner to write them.
         while (@atomicLoad(u32, &ctx.userns_go, .acquire) == 0) {
@@ -550,10 +554,14 @@ const Placer = struct {
     stack: [16 * 1024]u8 align(16) = undefined,
 };
 
-/// No core dump, ever, from a process that shares the owner's memory (it would hold Bun's).
+/// No core dump from a process that shares the owner's memory (it would hold Bun's): a soft
+/// limit of 0, the hard one kept so a jail's own rlimits can still allow dumps.
 fn noCoreDumps() void {
-    const zero = [2]u64{ 0, 0 };
-    _ = linux.syscall4(.prlimit64, 0, @intFromEnum(linux.rlimit_resource.CORE), @intFromPtr(&zero), 0);
+    var lim: [2]u64 = undefined;
+    const core = @intFromEnum(linux.rlimit_resource.CORE);
+    if (errno(linux.syscall4(.prlimit64, 0, core, 0, @intFromPtr(&lim))) != null) lim[1] = 0;
+    lim[0] = 0;
+    _ = linux.syscall4(.prlimit64, 0, core, @intFromPtr(&lim), 0);
 }
 
 fn placerEntry(arg: usize) callconv(.c) u8 {
