@@ -29,9 +29,11 @@ const flag_no_seccomp: u32 = 1 << 3;
 const flag_userns: u32 = 1 << 6;
 const flag_trace: u32 = 1 << 7;
 
-var tracing = false;
-fn mark(fd: i32, step: []const u8) void {
-    if (tracing) sys.traceMark(fd, step);
+/// Marks of a traced jail, written with the report. The payload's process appends its own
+/// while it borrows our memory (we are suspended until it executes).
+var trace = sys.Trace{};
+fn mark(step: []const u8) void {
+    trace.mark(step);
 }
 
 var payload_pid: std.atomic.Value(i32) = .init(0);
@@ -47,8 +49,8 @@ fn forward(sig: i32) callconv(.c) void {
 pub fn main() noreturn {
     _ = linux.prctl(@intFromEnum(linux.PR.SET_DUMPABLE), 0, 0, 0, 0);
     const parsed = parseArgs() orelse fatal(linux.E.INVAL, "keeper: bad arguments");
-    tracing = parsed.flags & flag_trace != 0;
-    mark(status_fd, "keeper started");
+    trace.on = parsed.flags & flag_trace != 0;
+    mark("keeper started");
     const sync_fd: i32 = @intCast(4 + parsed.npass);
     // Only stdio, status, the passed descriptors and the sync pipe are left.
     _ = linux.syscall3(.close_range, @intCast(sync_fd + 1), std.math.maxInt(u32), 0);
@@ -75,14 +77,14 @@ pub fn main() noreturn {
     const wants_filter = args.flags & flag_no_seccomp == 0;
     if (userns) unshareCgroup();
     if (wants_filter and (userns or !made_filtered)) installFilter();
-    mark(status_fd, "cgroup namespace, filter, go");
+    mark("cgroup namespace, filter, go");
 
     // vfork-style: the payload's process borrows our memory until it executes (no page
     // tables to copy, no copy-on-write faults after), on a stack of its own; we sleep until then.
     const rc = linux.clone(payloadEntry, @intFromPtr(&payload_stack) + payload_stack.len, linux.CLONE.VM | linux.CLONE.VFORK | linux.SIG.CHLD, @intFromPtr(&args), null, 0, null);
     if (errno(rc)) |e| fatal(e, "start payload");
     payload_pid.store(@intCast(rc), .release);
-    mark(status_fd, "payload executed");
+    mark("payload executed");
     _ = linux.sigprocmask(linux.SIG.UNBLOCK, &held, null);
 
     // The keeper itself keeps only the right to signal the payload.
@@ -97,7 +99,7 @@ pub fn main() noreturn {
             fatal(e, "wait for payload");
         }
         if (@as(i32, @intCast(r)) != payload_pid.load(.acquire)) continue; // an orphan: reaped
-        mark(status_fd, "payload ran");
+        mark("payload ran");
         report(status);
         linux.exit_group(0);
     }
@@ -205,14 +207,14 @@ fn report(status: u32) void {
     else
         std.fmt.bufPrint(&buf, "{c} {d}\n", .{ abi.status_exit, linux.W.EXITSTATUS(status) });
     const text = line catch return;
-    _ = linux.write(status_fd, text.ptr, text.len);
+    trace.flush(status_fd, text);
 }
 
 fn fatalOn(fd: i32, e: linux.E, what: []const u8, detail: []const u8) noreturn {
     var buf: [600]u8 = undefined;
     const name = std.enums.tagName(linux.E, e) orelse "?";
     const line = std.fmt.bufPrint(&buf, "{c} {d} {s}{s}: E{s}\n", .{ abi.status_error, @intFromEnum(e), what, detail, name }) catch "E 5 keeper\n";
-    _ = linux.write(fd, line.ptr, line.len);
+    trace.flush(fd, line);
     linux.exit_group(127);
 }
 
@@ -262,7 +264,7 @@ fn payload(a: Args) noreturn {
     if (errno(linux.prctl(@intFromEnum(linux.PR.SET_NO_NEW_PRIVS), 1, 0, 0, 0))) |e| fatalOn(sfd, e, "no_new_privs", "");
 
     if (errno(linux.chdir(a.cwd))) |e| fatalOn(sfd, e, "chdir ", std.mem.span(a.cwd));
-    mark(sfd, "payload identity");
+    mark("payload identity");
     const e = execvpe(a.argv, a.envp);
     fatalOn(sfd, e, "exec ", std.mem.span(a.argv[0].?));
 }

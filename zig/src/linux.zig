@@ -83,8 +83,10 @@ threadlocal var last_errno: u16 = 0;
 /// Spawning clones with CLONE_VM, like posix_spawn: the Bun thread pays neither for copying
 /// Bun's page tables nor for creating namespaces (the child unshares them itself), so a spawn
 /// costs the event loop tens of microseconds. The child runs on its own stack in a private
-/// region that also holds its copy of the spec; the region is unmapped once the kernel reports
-/// (CLONE_CHILD_CLEARTID) that the child has executed the keeper or died.
+/// region that also holds its copy of the spec; the region is free again once the kernel reports
+/// (CLONE_CHILD_CLEARTID) that the child has executed the keeper or died. A few free regions are
+/// kept for the next jails: their pages are already faulted in, which a fresh mapping would
+/// pay for page by page (dearly on a virtual machine).
 const region_size = 1 << 20;
 
 /// One-shot callers (the native ljspawn) turn the network namespace pool off: it would only
@@ -100,14 +102,37 @@ const Region = struct {
 var regions: [1024]Region = [_]Region{.{}} ** 1024;
 var regions_lock: std.Thread.Mutex = .{};
 
-/// Unmaps the regions of children that have executed the keeper or died.
+var spare: [8]usize = undefined;
+var spare_len: usize = 0;
+
+/// Keeps a free region for reuse, or unmaps it. Callers hold regions_lock.
+fn releaseRegion(addr: usize) void {
+    if (spare_len < spare.len) {
+        spare[spare_len] = addr;
+        spare_len += 1;
+    } else _ = linux.munmap(@ptrFromInt(addr), region_size);
+}
+
+/// Frees the regions of children that have executed the keeper or died.
 fn sweepRegions() void {
     for (&regions) |*r| {
         if (r.addr != 0 and @atomicLoad(i32, &r.ctid, .acquire) == 0) {
-            _ = linux.munmap(@ptrFromInt(r.addr), region_size);
+            releaseRegion(r.addr);
             r.addr = 0;
         }
     }
+}
+
+/// A region for a new child: a spare one, or a fresh mapping (an mmap return value).
+fn acquireRegion() usize {
+    regions_lock.lock();
+    defer regions_lock.unlock();
+    sweepRegions();
+    if (spare_len > 0) {
+        spare_len -= 1;
+        return spare[spare_len];
+    }
+    return linux.mmap(null, region_size, linux.PROT.READ | linux.PROT.WRITE, .{ .TYPE = .PRIVATE, .ANONYMOUS = true, .NORESERVE = true }, -1, 0);
 }
 
 fn claimRegion(addr: usize) ?*Region {
@@ -128,6 +153,9 @@ const ChildCtx = struct {
     /// User-namespaced jails wait on this futex word until the owner has written their id
     /// maps: 1 = go, 2 = abort.
     userns_go: u32 align(4) = 0,
+    /// When the owner called the shim (traced jails).
+    spawn_ns: u64 = 0,
+    clone_ns: u64 = 0,
 };
 
 pub fn spawnRaw(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) c_int {
@@ -150,15 +178,18 @@ const Pipe = struct {
 };
 
 fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
+    const entered_ns = sys.monotonicNs();
     out.* = .{ .pid = -1, .status_fd = -1, .sync_fd = -1, .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1, .reserved = .{ -1, -1 } };
     const kfd = try keeperFd(err);
     if (bytes.len > region_size / 4) return fail(err, .@"2BIG", "jail spec of {d} bytes is too large", .{bytes.len});
 
-    const map = linux.mmap(null, region_size, linux.PROT.READ | linux.PROT.WRITE, .{ .TYPE = .PRIVATE, .ANONYMOUS = true, .NORESERVE = true }, -1, 0);
+    const map = acquireRegion();
     if (errno(map)) |e| return fail(err, e, "map jail setup stack", .{});
     var mapped = true;
     defer if (mapped) {
-        _ = linux.munmap(@ptrFromInt(map), region_size);
+        regions_lock.lock();
+        defer regions_lock.unlock();
+        releaseRegion(map);
     };
     const ctx: *ChildCtx = @ptrFromInt(map);
     const copy: [*]u8 = @ptrFromInt(map + std.mem.alignForward(usize, @sizeOf(ChildCtx), 16));
@@ -168,6 +199,7 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
     spec_mod.decode(copy[0..bytes.len], &ctx.spec, &failure) catch |e|
         return fail(err, .INVAL, "invalid jail spec (record {d}): {s}", .{ failure.tag, @errorName(e) });
     const spec = &ctx.spec;
+    ctx.spawn_ns = entered_ns;
 
     var status = Pipe{};
     var sync = Pipe{};
@@ -205,7 +237,7 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
     };
     const region = claimRegion(map) orelse return fail(err, .AGAIN, "too many jails starting at once", .{});
 
-    if (spec.flags.trace) sys.traceMark(status.w, "spawn call");
+    ctx.clone_ns = if (spec.flags.trace) sys.monotonicNs() else 0;
     // No handler of Bun's may run on the child's stack before the child resets them all.
     const all = linux.sigfillset();
     var old: linux.sigset_t = undefined;
@@ -358,10 +390,11 @@ fn childEntry(arg: usize) callconv(.c) u8 {
     }
     const none = linux.sigemptyset();
     _ = linux.sigprocmask(linux.SIG.SETMASK, &none, null);
-    child(&ctx.spec, ctx.fds);
+    child(&ctx.spec, ctx.fds, .{ ctx.spawn_ns, ctx.clone_ns });
 }
 
 const Child = struct {
+    trace: *sys.Trace,
     spec: *const Spec,
     status_fd: i32,
 
@@ -371,7 +404,7 @@ const Child = struct {
         const t = errtext.format(&text, eno(e), fmt, args);
         var line: [720]u8 = undefined;
         const l = std.fmt.bufPrint(&line, "{c} {d} {s}\n", .{ abi.status_error, eno(e), t }) catch "E 5 jail setup\n";
-        _ = linux.write(c.status_fd, l.ptr, l.len);
+        c.trace.flush(c.status_fd, l);
         linux.exit_group(127);
     }
 
@@ -381,7 +414,7 @@ const Child = struct {
 
     /// A step of a traced jail's setup (spec flag `trace`).
     fn mark(c: *const Child, step: []const u8) void {
-        if (c.spec.flags.trace) sys.traceMark(c.status_fd, step);
+        c.trace.mark(step);
     }
 };
 
@@ -395,8 +428,11 @@ const Path = struct {
     }
 };
 
-fn child(spec: *Spec, fds: ChildFds) noreturn {
-    var c = Child{ .spec = spec, .status_fd = fds.status };
+fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64) noreturn {
+    var trace = sys.Trace{ .on = spec.flags.trace };
+    trace.markAt("spawn call", owner_ns[0]);
+    trace.markAt("shim: spec, pipes, clone", owner_ns[1]);
+    var c = Child{ .spec = spec, .status_fd = fds.status, .trace = &trace };
     c.mark("child started");
     // Die with the owner, even if it is SIGKILLed. The sync read below catches an owner that
     // died before this line ran.
@@ -465,6 +501,7 @@ fn child(spec: *Spec, fds: ChildFds) noreturn {
     // The keeper waits for the owner's go (the owner places a user-namespaced jail and wires
     // its network meanwhile; a pre-made jail waits for its payload) on the sync pipe, which
     // placeFds put after the passed descriptors.
+    if (trace.on) trace.flush(c.status_fd, "");
     execKeeper(&c, fds.keeper);
 }
 

@@ -6,16 +6,44 @@ const linux = std.os.linux;
 pub const W_ALL: u32 = 0x40000000;
 pub const F_DUPFD_CLOEXEC: i32 = 1030;
 
-/// Writes "T step nanoseconds" (CLOCK_MONOTONIC) on `fd`: a traced jail's timeline, read by
-/// its owner from the status pipe.
-pub fn traceMark(fd: i32, step: []const u8) void {
+pub fn monotonicNs() u64 {
     var ts: linux.timespec = undefined;
     _ = linux.clock_gettime(.MONOTONIC, &ts);
-    const ns = @as(u64, @intCast(ts.sec)) * std.time.ns_per_s + @as(u64, @intCast(ts.nsec));
-    var buf: [64]u8 = undefined;
-    const line = std.fmt.bufPrint(&buf, "T {s} {d}\n", .{ step, ns }) catch return;
-    _ = linux.write(fd, line.ptr, line.len);
+    return @as(u64, @intCast(ts.sec)) * std.time.ns_per_s + @as(u64, @intCast(ts.nsec));
 }
+
+/// A traced jail's timeline: "T step nanoseconds" lines (CLOCK_MONOTONIC), gathered in memory
+/// and written to the status pipe in one go when the process hands over (the child before it
+/// executes the keeper, the keeper with its report), so tracing does not wake the owner at
+/// every step and the steps measure what untraced jails do.
+pub const Trace = struct {
+    on: bool = false,
+    buf: [1536]u8 = undefined,
+    len: usize = 0,
+
+    pub fn markAt(t: *Trace, step: []const u8, ns: u64) void {
+        if (!t.on) return;
+        const line = std.fmt.bufPrint(t.buf[t.len..], "T {s} {d}\n", .{ step, ns }) catch return;
+        t.len += line.len;
+    }
+
+    pub fn mark(t: *Trace, step: []const u8) void {
+        if (t.on) t.markAt(step, monotonicNs());
+    }
+
+    /// Writes the marks so far followed by `tail` (a status line, or nothing) in one write.
+    pub fn flush(t: *Trace, fd: i32, tail: []const u8) void {
+        const room = t.buf.len - t.len;
+        if (tail.len <= room) {
+            @memcpy(t.buf[t.len..][0..tail.len], tail);
+            _ = linux.write(fd, &t.buf, t.len + tail.len);
+        } else {
+            _ = linux.write(fd, &t.buf, t.len);
+            _ = linux.write(fd, tail.ptr, tail.len);
+        }
+        t.len = 0;
+    }
+};
 
 /// The errno of a raw syscall return value, or null on success.
 pub fn errno(rc: usize) ?linux.E {
