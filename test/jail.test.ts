@@ -60,7 +60,9 @@ describe("isolation", () => {
     const r = await sh("echo $$; ls /proc | grep -E '^[0-9]+$' | sort -n | tr '\\n' ' '");
     expect(r.status).toBe(0);
     const [self, visible] = lines(r.stdout);
-    expect(Number(self)).toBe(2); // the payload: the keeper is 1
+    // The payload: the keeper is 1, and its short-lived helpers (the old root's detacher, the
+    // cgroup placer) took the pids before it.
+    expect([2, 3, 4]).toContain(Number(self));
     const pids = visible!.trim().split(" ").map(Number);
     expect(pids[0]).toBe(1);
     expect(pids.length).toBeLessThanOrEqual(6); // keeper, sh, ls, grep, sort, tr: nothing of the host
@@ -83,6 +85,27 @@ describe("isolation", () => {
     expect(r.stdout).not.toContain("SHADOW");
     expect(r.stdout).toContain("No such file");
     expect(lines(r.stdout).at(-1)).toBe("end");
+    // Not one of the host's mounts is left in the payload's mount table: the old root was
+    // detached before it started (its first instruction reads the table).
+    const mounts = await runJail({ ...env.base, argv: ["/bin/cat", "/proc/self/mountinfo"] });
+    const points = lines(mounts.stdout).map((l) => l.split(" ")[4]);
+    expect(points[0]).toBe("/");
+    expect(points.filter((p) => p === "/")).toHaveLength(1);
+    const given = (env.base.mounts ?? []).map((m) => m.dst);
+    for (const p of points) if (!given.includes(p!)) expect(p).toMatch(/^\/(proc|dev|tmp)?(\/|$)/);
+    expect(mounts.stdout).not.toContain("cgroup");
+  });
+
+  rootTest("a read-only -d root cannot be written, and keeps no host mount either", async () => {
+    const r = await runJail({
+      root: env.base.layers![0]!,
+      rootReadonly: true,
+      mounts: env.base.mounts,
+      argv: ["/bin/sh", "-c", "touch /lj-ro-probe 2>&1; cat /proc/self/mountinfo"],
+    });
+    expect(r.stdout).toContain("Read-only file system");
+    expect(existsSync(join(env.base.layers![0]!, "lj-ro-probe"))).toBe(false);
+    expect(r.stdout).not.toContain("cgroup");
   });
 
   rootTest("the world stays read-only and unchanged; writes land in a throwaway upper", async () => {
@@ -320,8 +343,10 @@ describe("limits and lifetime", () => {
     for (const step of ["owner, spawn call", "/proc", "pivot_root", "cgroups placed", "keeper started"]) {
       expect(names).toContain(step);
     }
-    expect(names.slice(-5)).toEqual([
+    // The keeper waits for the old root's detach before anything of the payload runs.
+    expect(names.slice(-6)).toEqual([
       "cgroup namespace, filter, go",
+      "old root detached",
       "payload identity",
       "payload executed",
       "payload ran",
@@ -644,8 +669,8 @@ describe("jail pools", () => {
         "echo $(hostname) $WHO $(env | cut -d= -f1 | sort | tr '\\n' ' ')$$; touch /tmp/mark; id -u",
       );
       expect(first.r.status).toBe(0);
-      // The payload's env (plus the shell's PWD); its pid follows the keeper's and the cgroup placer's.
-      expect(first.out).toMatch(/^pooled payload PWD WHO [23]\n0\n$/);
+      // The payload's env (plus the shell's PWD); its pid follows the keeper's and its helpers'.
+      expect(first.out).toMatch(/^pooled payload PWD WHO [234]\n0\n$/);
       const second = await run("test -e /tmp/mark && echo reused || echo fresh", { uid: 65534, gid: 65534 });
       expect(second.out).toBe("fresh\n");
       // The pool's jails wait with the filter installed: a payload cannot drop it.

@@ -9,7 +9,9 @@
 //! the kernel then kills whatever is left in the pid namespace. It is non-dumpable, so even
 //! root inside the jail cannot read its memory, its environment, or open its executable.
 //!
-//! argv: lj-keeper UID GID CAPS_HEX FLAGS NPASS CWD -- ARGV...   envp: the payload's.
+//! argv: lj-keeper UID GID CAPS_HEX FLAGS NPASS CWD DETACHER -- ARGV...   envp: the payload's.
+//!       DETACHER: pid of the process still detaching the host's root (0: none), awaited
+//!       before the payload starts.
 //! fds:  0-2 stdio, 3 status, 4..4+NPASS-1 descriptors passed to the payload as 3, 4, ...,
 //!       4+NPASS the sync pipe: "g" runs ARGV, "p" + u32 length + records runs that payload.
 const std = @import("std");
@@ -78,6 +80,7 @@ pub fn main() noreturn {
     if (userns) unshareCgroup();
     if (wants_filter and (userns or !made_filtered)) installFilter();
     mark("cgroup namespace, filter, go");
+    if (args.detacher > 0) awaitDetacher(args.detacher);
 
     // vfork-style: the payload's process borrows our memory until it executes (no page
     // tables to copy, no copy-on-write faults after), on a stack of its own; we sleep until then.
@@ -112,9 +115,26 @@ const Args = struct {
     flags: u32,
     npass: u32,
     cwd: [*:0]const u8,
+    detacher: i32,
     argv: [*:null]const ?[*:0]const u8,
     envp: [*:null]const ?[*:0]const u8,
 };
+
+/// Nothing of the jail may run while the host's root is still attached: wait for the detacher
+/// (which reported its own failure on the status pipe).
+fn awaitDetacher(pid: i32) void {
+    while (true) {
+        var status: u32 = 0;
+        const r = linux.wait4(pid, &status, W_ALL, null);
+        if (errno(r)) |e| {
+            if (e == .INTR) continue;
+            fatal(e, "wait for the old root's detach");
+        }
+        if (!linux.W.IFEXITED(status) or linux.W.EXITSTATUS(status) != 0) linux.exit_group(127);
+        mark("old root detached");
+        return;
+    }
+}
 
 fn unshareCgroup() void {
     if (errno(linux.unshare(linux.CLONE.NEWCGROUP))) |e| fatal(e, "unshare cgroup namespace");
@@ -164,6 +184,7 @@ fn awaitStart(fd: i32, given: Args, filtered: bool) Args {
         .flags = flags,
         .npass = given.npass,
         .cwd = p.cwd.ptr,
+        .detacher = given.detacher,
         .argv = &payload_argv,
         .envp = &payload_envp,
     };
@@ -186,8 +207,8 @@ fn readFull(fd: i32, buf: []u8) bool {
 
 fn parseArgs() ?Args {
     const argv = std.os.argv;
-    if (argv.len < 9) return null;
-    if (!std.mem.eql(u8, std.mem.span(argv[7]), "--")) return null;
+    if (argv.len < 10) return null;
+    if (!std.mem.eql(u8, std.mem.span(argv[8]), "--")) return null;
     return .{
         .uid = std.fmt.parseInt(u32, std.mem.span(argv[1]), 10) catch return null,
         .gid = std.fmt.parseInt(u32, std.mem.span(argv[2]), 10) catch return null,
@@ -195,7 +216,8 @@ fn parseArgs() ?Args {
         .flags = std.fmt.parseInt(u32, std.mem.span(argv[4]), 10) catch return null,
         .npass = std.fmt.parseInt(u32, std.mem.span(argv[5]), 10) catch return null,
         .cwd = argv[6],
-        .argv = @ptrCast(argv.ptr + 8),
+        .detacher = std.fmt.parseInt(i32, std.mem.span(argv[7]), 10) catch return null,
+        .argv = @ptrCast(argv.ptr + 9),
         .envp = @ptrCast(std.os.environ.ptr),
     };
 }

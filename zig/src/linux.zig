@@ -96,6 +96,9 @@ pub var netns_pool_enabled = true;
 const Region = struct {
     /// Non-zero while the child may still use the region; the kernel zeroes it at exec/exit.
     ctid: i32 align(4) = 0,
+    /// Non-zero while the child's detacher (which outlives the child's exec) runs on its stack
+    /// in the region; set by the child, zeroed by the kernel when the detacher exits.
+    detach_ctid: i32 align(4) = 0,
     addr: usize = 0,
 };
 
@@ -116,7 +119,7 @@ fn releaseRegion(addr: usize) void {
 /// Frees the regions of children that have executed the keeper or died.
 fn sweepRegions() void {
     for (&regions) |*r| {
-        if (r.addr != 0 and @atomicLoad(i32, &r.ctid, .acquire) == 0) {
+        if (r.addr != 0 and @atomicLoad(i32, &r.ctid, .acquire) == 0 and @atomicLoad(i32, &r.detach_ctid, .acquire) == 0) {
             releaseRegion(r.addr);
             r.addr = 0;
         }
@@ -140,6 +143,7 @@ fn claimRegion(addr: usize) ?*Region {
         if (r.addr == 0) {
             r.addr = addr;
             r.ctid = 1;
+            r.detach_ctid = 0;
             return r;
         }
     }
@@ -153,6 +157,8 @@ const ChildCtx = struct {
     /// User-namespaced jails wait on this futex word until the owner has written their id
     /// maps: 1 = go, 2 = abort.
     userns_go: u32 align(4) = 0,
+    /// The region's detacher word (see Region).
+    detach_ctid: *i32 = undefined,
     /// When the owner called the shim (traced jails).
     spawn_ns: u64 = 0,
     clone_ns: u64 = 0,
@@ -236,6 +242,7 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
         _ = linux.close(ctx.fds.netns);
     };
     const region = claimRegion(map) orelse return fail(err, .AGAIN, "too many jails starting at once", .{});
+    ctx.detach_ctid = &region.detach_ctid;
 
     ctx.clone_ns = if (spec.flags.trace) sys.monotonicNs() else 0;
     // No handler of Bun's may run on the child's stack before the child resets them all.
@@ -390,7 +397,7 @@ fn childEntry(arg: usize) callconv(.c) u8 {
     }
     const none = linux.sigemptyset();
     _ = linux.sigprocmask(linux.SIG.SETMASK, &none, null);
-    child(&ctx.spec, ctx.fds, .{ ctx.spawn_ns, ctx.clone_ns });
+    child(&ctx.spec, ctx.fds, .{ ctx.spawn_ns, ctx.clone_ns }, .{ .ctid = ctx.detach_ctid, .stack_top = arg + region_size / 2 });
 }
 
 const Child = struct {
@@ -428,7 +435,7 @@ const Path = struct {
     }
 };
 
-fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64) noreturn {
+fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64, detach: Detacher) noreturn {
     var trace = sys.Trace{ .on = spec.flags.trace };
     trace.markAt("spawn call", owner_ns[0]);
     trace.markAt("shim: spec, pipes, clone", owner_ns[1]);
@@ -481,11 +488,16 @@ fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64) noreturn {
 
     c.check(linux.chdir(root.ptr), "chdir {s}", .{root});
     c.check(linux.syscall2(.pivot_root, @intFromPtr("."), @intFromPtr(".")), "pivot_root {s}", .{root});
-    c.check(linux.umount2(".", linux.MNT.DETACH), "detach old root", .{});
+    // Detaching the old root waits for an RCU grace period (a fifth of a millisecond here): a
+    // detacher does it while we finish and the keeper starts, and the keeper waits for it
+    // before anything of the jail's runs. (A read-only `-d` root is remounted first, in place.)
+    var detacher_pid: i32 = 0;
+    if (spec.root_dir != null and spec.flags.root_readonly) {
+        c.check(linux.umount2(".", linux.MNT.DETACH), "detach old root", .{});
+        c.check(linux.mount(null, "/", null, linux.MS.REMOUNT | linux.MS.BIND | linux.MS.RDONLY, 0), "remount / read-only", .{});
+    } else detacher_pid = startDetacher(&c, detach);
     c.check(linux.chdir("/"), "chdir /", .{});
     c.mark("pivot_root");
-    if (spec.root_dir != null and spec.flags.root_readonly)
-        c.check(linux.mount(null, "/", null, linux.MS.REMOUNT | linux.MS.BIND | linux.MS.RDONLY, 0), "remount / read-only", .{});
 
     for (spec.rlimits.slice()) |r| {
         const lim = [2]u64{ r.soft, r.hard };
@@ -502,7 +514,38 @@ fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64) noreturn {
     // its network meanwhile; a pre-made jail waits for its payload) on the sync pipe, which
     // placeFds put after the passed descriptors.
     if (trace.on) trace.flush(c.status_fd, "");
-    execKeeper(&c, fds.keeper);
+    execKeeper(&c, fds.keeper, detacher_pid);
+}
+
+/// Where the detacher runs: a stack in the middle of the region (the child's own stack grows
+/// down from the top and never gets that deep), and the region's word that keeps the region
+/// from being reused until the detacher has exited.
+const Detacher = struct { ctid: *i32, stack_top: usize };
+
+fn detacherEntry(arg: usize) callconv(.c) u8 {
+    noCoreDumps();
+    // Our working directory is the old root, stacked on the new one by pivot_root.
+    const rc = linux.umount2(".", linux.MNT.DETACH);
+    if (errno(rc)) |e| {
+        var line: [80]u8 = undefined;
+        const l = std.fmt.bufPrint(&line, "{c} {d} detach old root: E{s}\n", .{ abi.status_error, @intFromEnum(e), std.enums.tagName(linux.E, e) orelse "?" }) catch "E 5 detach old root\n";
+        _ = linux.write(@intCast(arg), l.ptr, l.len);
+        linux.exit(127);
+    }
+    linux.exit(0);
+}
+
+/// Starts the detacher (its pid, as this pid namespace sees it; pid 1 reaps it).
+fn startDetacher(c: *const Child, d: Detacher) i32 {
+    @atomicStore(i32, d.ctid, 1, .release);
+    // No exit signal and its own descriptor table and working directory (copies of ours).
+    const flags: u32 = linux.CLONE.VM | linux.CLONE.CHILD_CLEARTID;
+    const rc = linux.clone(detacherEntry, d.stack_top, flags, @as(usize, @intCast(c.status_fd)), null, 0, d.ctid);
+    if (errno(rc)) |e| {
+        @atomicStore(i32, d.ctid, 0, .release);
+        c.die(e, "start the old root's detacher", .{});
+    }
+    return @intCast(rc);
 }
 
 /// Why a cgroup step failed: the errno, what was being done, and the file.
@@ -939,16 +982,17 @@ fn closeInherited(spec: *const Spec, fds: ChildFds) void {
     _ = linux.syscall3(.close_range, low, std.math.maxInt(u32), 0);
 }
 
-fn execKeeper(c: *const Child, kfd: i32) noreturn {
+fn execKeeper(c: *const Child, kfd: i32, detacher: i32) noreturn {
     const s = c.spec;
-    var nb: [5][24]u8 = undefined;
+    var nb: [6][24]u8 = undefined;
     const uid = std.fmt.bufPrintZ(&nb[0], "{d}", .{s.uid}) catch unreachable;
     const gid = std.fmt.bufPrintZ(&nb[1], "{d}", .{s.gid}) catch unreachable;
     const caps = std.fmt.bufPrintZ(&nb[2], "{x}", .{s.caps}) catch unreachable;
     const flags = std.fmt.bufPrintZ(&nb[3], "{d}", .{@as(u32, @bitCast(s.flags))}) catch unreachable;
     const npass = std.fmt.bufPrintZ(&nb[4], "{d}", .{s.pass_fds.len}) catch unreachable;
-    var argv: [spec_mod.max_argv + 9:null]?[*:0]const u8 = undefined;
-    const head = [_][*:0]const u8{ "lj-keeper", uid.ptr, gid.ptr, caps.ptr, flags.ptr, npass.ptr, s.cwd.ptr, "--" };
+    const det = std.fmt.bufPrintZ(&nb[5], "{d}", .{detacher}) catch unreachable;
+    var argv: [spec_mod.max_argv + 10:null]?[*:0]const u8 = undefined;
+    const head = [_][*:0]const u8{ "lj-keeper", uid.ptr, gid.ptr, caps.ptr, flags.ptr, npass.ptr, s.cwd.ptr, det.ptr, "--" };
     for (head, 0..) |h, i| argv[i] = h;
     for (s.argv.slice(), 0..) |a, i| argv[head.len + i] = a;
     argv[head.len + s.argv.len] = null;
