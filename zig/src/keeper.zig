@@ -9,9 +9,9 @@
 //! the kernel then kills whatever is left in the pid namespace. It is non-dumpable, so even
 //! root inside the jail cannot read its memory, its environment, or open its executable.
 //!
-//! argv: lj-keeper UID GID CAPS_HEX FLAGS NPASS CWD DETACHER -- ARGV...   envp: the payload's.
-//!       DETACHER: pid of the process still detaching the host's root (0: none), awaited
-//!       before the payload starts.
+//! argv: lj-keeper UID GID CAPS_HEX FLAGS NPASS CWD PLACER DETACHER -- ARGV...
+//!       envp: the payload's. PLACER, DETACHER: pids of the setup's helpers still placing the
+//!       jail in its cgroups and detaching the host's root (0: none), awaited before use.
 //! fds:  0-2 stdio, 3 status, 4..4+NPASS-1 descriptors passed to the payload as 3, 4, ...,
 //!       4+NPASS the sync pipe: "g" runs ARGV, "p" + u32 length + records runs that payload.
 const std = @import("std");
@@ -71,6 +71,7 @@ pub fn main() noreturn {
     const made_filtered = parsed.flags & flag_no_seccomp == 0;
     const userns = parsed.flags & flag_userns != 0;
     if (!userns) {
+        if (parsed.placer > 0) awaitHelper(parsed.placer, "cgroups placed");
         unshareCgroup();
         if (made_filtered) installFilter();
     }
@@ -80,7 +81,7 @@ pub fn main() noreturn {
     if (userns) unshareCgroup();
     if (wants_filter and (userns or !made_filtered)) installFilter();
     mark("cgroup namespace, filter, go");
-    if (args.detacher > 0) awaitDetacher(args.detacher);
+    if (args.detacher > 0) awaitHelper(args.detacher, "old root detached");
 
     // vfork-style: the payload's process borrows our memory until it executes (no page
     // tables to copy, no copy-on-write faults after), on a stack of its own; we sleep until then.
@@ -115,23 +116,25 @@ const Args = struct {
     flags: u32,
     npass: u32,
     cwd: [*:0]const u8,
+    placer: i32,
     detacher: i32,
     argv: [*:null]const ?[*:0]const u8,
     envp: [*:null]const ?[*:0]const u8,
 };
 
-/// Nothing of the jail may run while the host's root is still attached: wait for the detacher
-/// (which reported its own failure on the status pipe).
-fn awaitDetacher(pid: i32) void {
+/// Waits for one of the setup's helpers: nothing of the jail may run before the host's root is
+/// detached, nor before the jail is in its cgroups. A helper that failed has reported why on
+/// the status pipe; the jail then ends without starting.
+fn awaitHelper(pid: i32, done: []const u8) void {
     while (true) {
         var status: u32 = 0;
         const r = linux.wait4(pid, &status, W_ALL, null);
         if (errno(r)) |e| {
             if (e == .INTR) continue;
-            fatal(e, "wait for the old root's detach");
+            fatal(e, "wait for the jail's setup");
         }
         if (!linux.W.IFEXITED(status) or linux.W.EXITSTATUS(status) != 0) linux.exit_group(127);
-        mark("old root detached");
+        mark(done);
         return;
     }
 }
@@ -184,6 +187,7 @@ fn awaitStart(fd: i32, given: Args, filtered: bool) Args {
         .flags = flags,
         .npass = given.npass,
         .cwd = p.cwd.ptr,
+        .placer = given.placer,
         .detacher = given.detacher,
         .argv = &payload_argv,
         .envp = &payload_envp,
@@ -207,8 +211,8 @@ fn readFull(fd: i32, buf: []u8) bool {
 
 fn parseArgs() ?Args {
     const argv = std.os.argv;
-    if (argv.len < 10) return null;
-    if (!std.mem.eql(u8, std.mem.span(argv[8]), "--")) return null;
+    if (argv.len < 11) return null;
+    if (!std.mem.eql(u8, std.mem.span(argv[9]), "--")) return null;
     return .{
         .uid = std.fmt.parseInt(u32, std.mem.span(argv[1]), 10) catch return null,
         .gid = std.fmt.parseInt(u32, std.mem.span(argv[2]), 10) catch return null,
@@ -216,8 +220,9 @@ fn parseArgs() ?Args {
         .flags = std.fmt.parseInt(u32, std.mem.span(argv[4]), 10) catch return null,
         .npass = std.fmt.parseInt(u32, std.mem.span(argv[5]), 10) catch return null,
         .cwd = argv[6],
-        .detacher = std.fmt.parseInt(i32, std.mem.span(argv[7]), 10) catch return null,
-        .argv = @ptrCast(argv.ptr + 9),
+        .placer = std.fmt.parseInt(i32, std.mem.span(argv[7]), 10) catch return null,
+        .detacher = std.fmt.parseInt(i32, std.mem.span(argv[8]), 10) catch return null,
+        .argv = @ptrCast(argv.ptr + 10),
         .envp = @ptrCast(std.os.environ.ptr),
     };
 }
