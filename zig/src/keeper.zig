@@ -9,9 +9,7 @@
 //! the kernel then kills whatever is left in the pid namespace. It is non-dumpable, so even
 //! root inside the jail cannot read its memory, its environment, or open its executable.
 //!
-//! argv: lj-keeper UID GID CAPS_HEX FLAGS NPASS CWD PLACER DETACHER -- ARGV...
-//!       envp: the payload's. PLACER, DETACHER: pids of the setup's helpers still placing the
-//!       jail in its cgroups and detaching the host's root (0: none), awaited before use.
+//! argv: lj-keeper UID GID CAPS_HEX FLAGS NPASS CWD -- ARGV...   envp: the payload's.
 //! fds:  0-2 stdio, 3 status, 4..4+NPASS-1 descriptors passed to the payload as 3, 4, ...,
 //!       4+NPASS the sync pipe: "g" runs ARGV, "p" + u32 length + records runs that payload.
 const std = @import("std");
@@ -71,7 +69,6 @@ pub fn main() noreturn {
     const made_filtered = parsed.flags & flag_no_seccomp == 0;
     const userns = parsed.flags & flag_userns != 0;
     if (!userns) {
-        if (parsed.placer > 0) awaitHelper(parsed.placer, "cgroups placed");
         unshareCgroup();
         if (made_filtered) installFilter();
     }
@@ -81,7 +78,6 @@ pub fn main() noreturn {
     if (userns) unshareCgroup();
     if (wants_filter and (userns or !made_filtered)) installFilter();
     mark("cgroup namespace, filter, go");
-    if (args.detacher > 0) awaitHelper(args.detacher, "old root detached");
 
     // vfork-style: the payload's process borrows our memory until it executes (no page
     // tables to copy, no copy-on-write faults after), on a stack of its own; we sleep until then.
@@ -116,28 +112,9 @@ const Args = struct {
     flags: u32,
     npass: u32,
     cwd: [*:0]const u8,
-    placer: i32,
-    detacher: i32,
     argv: [*:null]const ?[*:0]const u8,
     envp: [*:null]const ?[*:0]const u8,
 };
-
-/// Waits for one of the setup's helpers: nothing of the jail may run before the host's root is
-/// detached, nor before the jail is in its cgroups. A helper that failed has reported why on
-/// the status pipe; the jail then ends without starting.
-fn awaitHelper(pid: i32, done: []const u8) void {
-    while (true) {
-        var status: u32 = 0;
-        const r = linux.wait4(pid, &status, W_ALL, null);
-        if (errno(r)) |e| {
-            if (e == .INTR) continue;
-            fatal(e, "wait for the jail's setup");
-        }
-        if (!linux.W.IFEXITED(status) or linux.W.EXITSTATUS(status) != 0) linux.exit_group(127);
-        mark(done);
-        return;
-    }
-}
 
 fn unshareCgroup() void {
     if (errno(linux.unshare(linux.CLONE.NEWCGROUP))) |e| fatal(e, "unshare cgroup namespace");
@@ -187,8 +164,6 @@ fn awaitStart(fd: i32, given: Args, filtered: bool) Args {
         .flags = flags,
         .npass = given.npass,
         .cwd = p.cwd.ptr,
-        .placer = given.placer,
-        .detacher = given.detacher,
         .argv = &payload_argv,
         .envp = &payload_envp,
     };
@@ -211,8 +186,8 @@ fn readFull(fd: i32, buf: []u8) bool {
 
 fn parseArgs() ?Args {
     const argv = std.os.argv;
-    if (argv.len < 11) return null;
-    if (!std.mem.eql(u8, std.mem.span(argv[9]), "--")) return null;
+    if (argv.len < 9) return null;
+    if (!std.mem.eql(u8, std.mem.span(argv[7]), "--")) return null;
     return .{
         .uid = std.fmt.parseInt(u32, std.mem.span(argv[1]), 10) catch return null,
         .gid = std.fmt.parseInt(u32, std.mem.span(argv[2]), 10) catch return null,
@@ -220,9 +195,7 @@ fn parseArgs() ?Args {
         .flags = std.fmt.parseInt(u32, std.mem.span(argv[4]), 10) catch return null,
         .npass = std.fmt.parseInt(u32, std.mem.span(argv[5]), 10) catch return null,
         .cwd = argv[6],
-        .placer = std.fmt.parseInt(i32, std.mem.span(argv[7]), 10) catch return null,
-        .detacher = std.fmt.parseInt(i32, std.mem.span(argv[8]), 10) catch return null,
-        .argv = @ptrCast(argv.ptr + 10),
+        .argv = @ptrCast(argv.ptr + 8),
         .envp = @ptrCast(std.os.environ.ptr),
     };
 }

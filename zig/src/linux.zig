@@ -96,9 +96,6 @@ pub var netns_pool_enabled = true;
 const Region = struct {
     /// Non-zero while the child may still use the region; the kernel zeroes it at exec/exit.
     ctid: i32 align(4) = 0,
-    /// Non-zero while one of the child's helpers (which outlive the child's exec) runs on its
-    /// stack in the region; set by the child, zeroed by the kernel when the helper exits.
-    helper_ctids: [2]i32 align(4) = .{ 0, 0 },
     addr: usize = 0,
 };
 
@@ -119,7 +116,7 @@ fn releaseRegion(addr: usize) void {
 /// Frees the regions of children that have executed the keeper or died.
 fn sweepRegions() void {
     for (&regions) |*r| {
-        if (r.addr != 0 and @atomicLoad(i32, &r.ctid, .acquire) == 0 and @atomicLoad(i32, &r.helper_ctids[0], .acquire) == 0 and @atomicLoad(i32, &r.helper_ctids[1], .acquire) == 0) {
+        if (r.addr != 0 and @atomicLoad(i32, &r.ctid, .acquire) == 0) {
             releaseRegion(r.addr);
             r.addr = 0;
         }
@@ -143,7 +140,6 @@ fn claimRegion(addr: usize) ?*Region {
         if (r.addr == 0) {
             r.addr = addr;
             r.ctid = 1;
-            r.helper_ctids = .{ 0, 0 };
             return r;
         }
     }
@@ -157,9 +153,6 @@ const ChildCtx = struct {
     /// User-namespaced jails wait on this futex word until the owner has written their id
     /// maps: 1 = go, 2 = abort.
     userns_go: u32 align(4) = 0,
-    /// The region's helper words (see Region), and what the placer needs.
-    helper_ctids: *[2]i32 = undefined,
-    placer: PlacerArg = undefined,
     /// When the owner called the shim (traced jails).
     spawn_ns: u64 = 0,
     clone_ns: u64 = 0,
@@ -243,7 +236,6 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
         _ = linux.close(ctx.fds.netns);
     };
     const region = claimRegion(map) orelse return fail(err, .AGAIN, "too many jails starting at once", .{});
-    ctx.helper_ctids = &region.helper_ctids;
 
     ctx.clone_ns = if (spec.flags.trace) sys.monotonicNs() else 0;
     // No handler of Bun's may run on the child's stack before the child resets them all.
@@ -398,8 +390,7 @@ fn childEntry(arg: usize) callconv(.c) u8 {
     }
     const none = linux.sigemptyset();
     _ = linux.sigprocmask(linux.SIG.SETMASK, &none, null);
-    ctx.placer = .{ .spec = &ctx.spec, .status_fd = ctx.fds.status };
-    child(&ctx.spec, ctx.fds, .{ ctx.spawn_ns, ctx.clone_ns }, .{ .ctids = ctx.helper_ctids, .region = arg, .placer = &ctx.placer });
+    child(&ctx.spec, ctx.fds, .{ ctx.spawn_ns, ctx.clone_ns });
 }
 
 const Child = struct {
@@ -437,7 +428,7 @@ const Path = struct {
     }
 };
 
-fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64, helpers: Helpers) noreturn {
+fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64) noreturn {
     var trace = sys.Trace{ .on = spec.flags.trace };
     trace.markAt("spawn call", owner_ns[0]);
     trace.markAt("shim: spec, pipes, clone", owner_ns[1]);
@@ -453,9 +444,9 @@ fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64, helpers: Helpers) noretur
     // our copy of the sync pipe's write end, which would hide the owner's death.
     closeInherited(spec, fds);
 
-    // The placer creates the jail's cgroups and moves it in while we build the root; the
-    // keeper waits for it.
-    const placer_pid = if (spec.cgroups.len > 0) helpers.start(&c, .placer, placerEntry, @intFromPtr(helpers.placer)) else 0;
+    var placer = Placer{ .spec = spec };
+    const placing = spec.cgroups.len > 0;
+    if (placing) startPlacer(&c, &placer);
 
     // The cgroup namespace comes later, in the keeper: the placer (or, for a user-namespaced
     // jail, the owner) moves this process into the jail's cgroups meanwhile, and the namespace
@@ -490,16 +481,11 @@ fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64, helpers: Helpers) noretur
 
     c.check(linux.chdir(root.ptr), "chdir {s}", .{root});
     c.check(linux.syscall2(.pivot_root, @intFromPtr("."), @intFromPtr(".")), "pivot_root {s}", .{root});
-    // Detaching the old root waits for an RCU grace period (a fifth of a millisecond here): a
-    // detacher does it while we finish and the keeper starts, and the keeper waits for it
-    // before anything of the jail's runs. (A read-only `-d` root is remounted first, in place.)
-    var detacher_pid: i32 = 0;
-    if (spec.root_dir != null and spec.flags.root_readonly) {
-        c.check(linux.umount2(".", linux.MNT.DETACH), "detach old root", .{});
-        c.check(linux.mount(null, "/", null, linux.MS.REMOUNT | linux.MS.BIND | linux.MS.RDONLY, 0), "remount / read-only", .{});
-    } else detacher_pid = helpers.start(&c, .detacher, detacherEntry, @as(usize, @intCast(c.status_fd)));
+    c.check(linux.umount2(".", linux.MNT.DETACH), "detach old root", .{});
     c.check(linux.chdir("/"), "chdir /", .{});
     c.mark("pivot_root");
+    if (spec.root_dir != null and spec.flags.root_readonly)
+        c.check(linux.mount(null, "/", null, linux.MS.REMOUNT | linux.MS.BIND | linux.MS.RDONLY, 0), "remount / read-only", .{});
 
     for (spec.rlimits.slice()) |r| {
         const lim = [2]u64{ r.soft, r.hard };
@@ -509,78 +495,14 @@ fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64, helpers: Helpers) noretur
     placeFds(&c, fds);
 
     c.mark("rlimits, descriptors");
+    if (placing) awaitPlacer(&c, &placer);
+    c.mark("cgroups placed");
 
     // The keeper waits for the owner's go (the owner places a user-namespaced jail and wires
     // its network meanwhile; a pre-made jail waits for its payload) on the sync pipe, which
     // placeFds put after the passed descriptors.
     if (trace.on) trace.flush(c.status_fd, "");
-    execKeeper(&c, fds.keeper, .{ placer_pid, detacher_pid });
-}
-
-// Helpers: short-lived children of the jail's first process (sharing its memory, with their
-// own descriptor table and working directory) for the two slow kernel steps of a jail's setup,
-// so their waits overlap the rest of it and the keeper's start. Both wait for an RCU grace
-// period: moving a process into a cgroup v1 hierarchy (the placer: it creates the jail's
-// cgroups, writes the limits and moves the jail in), and detaching the host's root after
-// pivot_root (the detacher). They outlive the child's exec: their stacks lie in the region,
-// which is not reused until the kernel has cleared their words (CLONE_CHILD_CLEARTID). The
-// keeper waits for each (they are its children) before anything of the jail's runs; a helper
-// that fails reports on the status pipe and exits non-zero, and the jail never starts.
-
-const HelperKind = enum(u1) { placer, detacher };
-const helper_stack = 32 * 1024;
-/// Above the spec and its copy, below the deepest the child's own stack (from the top) goes.
-const helper_stacks_at = region_size * 5 / 8;
-comptime {
-    std.debug.assert(@sizeOf(ChildCtx) + 16 + region_size / 4 <= helper_stacks_at);
-}
-
-const PlacerArg = struct { spec: *const Spec, status_fd: i32 };
-
-const Helpers = struct {
-    ctids: *[2]i32,
-    region: usize,
-    placer: *const PlacerArg,
-
-    /// Starts a helper; returns its pid as this pid namespace sees it.
-    fn start(h: Helpers, c: *const Child, which: HelperKind, entry: *const fn (usize) callconv(.c) u8, arg: usize) i32 {
-        const i = @intFromEnum(which);
-        @atomicStore(i32, &h.ctids[i], 1, .release);
-        const top = h.region + helper_stacks_at + (@as(usize, i) + 1) * helper_stack;
-        // No exit signal: the keeper, pid 1 once we execute it, reaps it.
-        const rc = linux.clone(entry, top, linux.CLONE.VM | linux.CLONE.CHILD_CLEARTID, arg, null, 0, &h.ctids[i]);
-        if (errno(rc)) |e| {
-            @atomicStore(i32, &h.ctids[i], 0, .release);
-            c.die(e, "start the {s}", .{@tagName(which)});
-        }
-        return @intCast(rc);
-    }
-};
-
-/// A helper's failure: "E errno text" on the status pipe, then exit 127.
-fn helperFail(fd: i32, e: linux.E, comptime fmt: []const u8, args: anytype) noreturn {
-    var text: [700]u8 = undefined;
-    const t = errtext.format(&text, eno(e), fmt, args);
-    var line: [720]u8 = undefined;
-    const l = std.fmt.bufPrint(&line, "{c} {d} {s}\n", .{ abi.status_error, eno(e), t }) catch "E 5 jail setup\n";
-    _ = linux.write(fd, l.ptr, l.len);
-    linux.exit(127);
-}
-
-fn placerEntry(arg: usize) callconv(.c) u8 {
-    noCoreDumps();
-    const p: *const PlacerArg = @ptrFromInt(arg);
-    var failure = CgFailure{};
-    // "1": the jail's first process, as seen from inside its pid namespace (where we are).
-    if (!setupCgroups(p.spec, "1", &failure)) helperFail(p.status_fd, failure.e, "{s} {s}", .{ failure.what, failure.path() });
-    linux.exit(0);
-}
-
-fn detacherEntry(arg: usize) callconv(.c) u8 {
-    noCoreDumps();
-    // Our working directory is the old root, stacked on the new one by pivot_root.
-    if (errno(linux.umount2(".", linux.MNT.DETACH))) |e| helperFail(@intCast(arg), e, "detach old root", .{});
-    linux.exit(0);
+    execKeeper(&c, fds.keeper);
 }
 
 /// Why a cgroup step failed: the errno, what was being done, and the file.
@@ -654,6 +576,21 @@ fn writeCg(dir: [:0]const u8, file: []const u8, value: []const u8, required: boo
     return true;
 }
 
+// ---------------------------------------------------------------------------------------
+// The placer: moving a process into a cgroup v1 hierarchy waits for an RCU grace period
+// (about a millisecond here). The jail's child starts a placer (a thread-like child sharing its
+// memory) that creates the cgroups, writes the limits and moves the jail in, while the jail
+// builds its root; the jail waits for it only before it lets the payload run.
+
+const Placer = struct {
+    /// Cleared by the kernel when the placer exits (CLONE_CHILD_CLEARTID).
+    ctid: i32 align(4) = 0,
+    failure: CgFailure = .{},
+    ok: bool = false,
+    spec: *const Spec,
+    stack: [16 * 1024]u8 align(16) = undefined,
+};
+
 /// No core dump from a process that shares the owner's memory (it would hold Bun's): a soft
 /// limit of 0, the hard one kept so a jail's own rlimits can still allow dumps.
 fn noCoreDumps() void {
@@ -662,6 +599,30 @@ fn noCoreDumps() void {
     if (errno(linux.syscall4(.prlimit64, 0, core, 0, @intFromPtr(&lim))) != null) lim[1] = 0;
     lim[0] = 0;
     _ = linux.syscall4(.prlimit64, 0, core, @intFromPtr(&lim), 0);
+}
+
+fn placerEntry(arg: usize) callconv(.c) u8 {
+    noCoreDumps();
+    const p: *Placer = @ptrFromInt(arg);
+    // "1": the jail's first process, as seen from inside its pid namespace (where we are).
+    p.ok = setupCgroups(p.spec, "1", &p.failure);
+    return 0;
+}
+
+fn startPlacer(c: *const Child, p: *Placer) void {
+    p.ctid = 1;
+    // No exit signal: the keeper, pid 1 once we execute it, reaps the placer like any orphan.
+    // Its own descriptor table: the jail rearranges its descriptors meanwhile.
+    const flags: u32 = linux.CLONE.VM | linux.CLONE.CHILD_CLEARTID;
+    const rc = linux.clone(placerEntry, @intFromPtr(&p.stack) + p.stack.len, flags, @intFromPtr(p), null, 0, &p.ctid);
+    if (errno(rc)) |e| c.die(e, "start the cgroup placer", .{});
+}
+
+fn awaitPlacer(c: *const Child, p: *Placer) void {
+    while (@atomicLoad(i32, &p.ctid, .acquire) != 0) {
+        _ = linux.futex(&p.ctid, .{ .cmd = .WAIT, .private = false }, @bitCast(@atomicLoad(i32, &p.ctid, .acquire)), .{ .timeout = null }, null, 0);
+    }
+    if (!p.ok) c.die(p.failure.e, "{s} {s}", .{ p.failure.what, p.failure.path() });
 }
 
 /// Mounts the jail's root and returns its path (in the child's private mount namespace).
@@ -978,18 +939,16 @@ fn closeInherited(spec: *const Spec, fds: ChildFds) void {
     _ = linux.syscall3(.close_range, low, std.math.maxInt(u32), 0);
 }
 
-fn execKeeper(c: *const Child, kfd: i32, helpers: [2]i32) noreturn {
+fn execKeeper(c: *const Child, kfd: i32) noreturn {
     const s = c.spec;
-    var nb: [7][24]u8 = undefined;
+    var nb: [5][24]u8 = undefined;
     const uid = std.fmt.bufPrintZ(&nb[0], "{d}", .{s.uid}) catch unreachable;
     const gid = std.fmt.bufPrintZ(&nb[1], "{d}", .{s.gid}) catch unreachable;
     const caps = std.fmt.bufPrintZ(&nb[2], "{x}", .{s.caps}) catch unreachable;
     const flags = std.fmt.bufPrintZ(&nb[3], "{d}", .{@as(u32, @bitCast(s.flags))}) catch unreachable;
     const npass = std.fmt.bufPrintZ(&nb[4], "{d}", .{s.pass_fds.len}) catch unreachable;
-    const placer = std.fmt.bufPrintZ(&nb[5], "{d}", .{helpers[0]}) catch unreachable;
-    const detacher = std.fmt.bufPrintZ(&nb[6], "{d}", .{helpers[1]}) catch unreachable;
-    var argv: [spec_mod.max_argv + 11:null]?[*:0]const u8 = undefined;
-    const head = [_][*:0]const u8{ "lj-keeper", uid.ptr, gid.ptr, caps.ptr, flags.ptr, npass.ptr, s.cwd.ptr, placer.ptr, detacher.ptr, "--" };
+    var argv: [spec_mod.max_argv + 9:null]?[*:0]const u8 = undefined;
+    const head = [_][*:0]const u8{ "lj-keeper", uid.ptr, gid.ptr, caps.ptr, flags.ptr, npass.ptr, s.cwd.ptr, "--" };
     for (head, 0..) |h, i| argv[i] = h;
     for (s.argv.slice(), 0..) |a, i| argv[head.len + i] = a;
     argv[head.len + s.argv.len] = null;
