@@ -11,6 +11,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { startServe } from "../scripts/serve-process.ts";
 
 const project = resolve(import.meta.dir, "..");
 const cli = join(project, "src", "cli", "lj.ts");
@@ -55,24 +56,15 @@ async function cleanup() {
 
 try {
   await must([process.execPath, cli, "world", "create", "bench", "--from", "host"]);
-  const server = Bun.spawn([process.execPath, cli, "serve", "--port", "0", "--json"], {
-    env,
-    stdout: "pipe",
-    stderr: "inherit",
-  });
+  const {
+    proc: server,
+    url,
+    token,
+  } = await startServe([process.execPath, cli, "serve", "--port", "0", "--json"], env);
   cleanups.push(async () => {
     server.kill("SIGTERM");
     await server.exited;
   });
-  const reader = server.stdout.getReader();
-  let line = "";
-  while (!line.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("lj serve ended before listening");
-    line += new TextDecoder().decode(value);
-  }
-  reader.releaseLock();
-  const { url, token } = JSON.parse(line) as { url: string; token: string };
   const auth = { authorization: `Bearer ${token}` };
   const host = new URL(url).host;
   await fetch(`${url}/api/v1/apps`, {

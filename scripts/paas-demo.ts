@@ -7,6 +7,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { startServe } from "./serve-process.ts";
 
 const project = resolve(import.meta.dir, "..");
 const cli = join(project, "src", "cli", "lj.ts");
@@ -67,21 +68,9 @@ try {
   await lj(["world", "create", "demo", "--from", "host"]);
 
   step("Start the server on loopback");
-  const srv = Bun.spawn([process.execPath, cli, "serve", "--port", "0", "--json"], {
-    env,
-    stdout: "pipe",
-    stderr: "inherit",
-  });
-  server = srv;
-  const reader = srv.stdout.getReader();
-  let line = "";
-  while (!line.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("lj serve ended before listening");
-    line += new TextDecoder().decode(value);
-  }
-  reader.releaseLock();
-  const { url, token } = JSON.parse(line) as { url: string; token: string };
+  const started = await startServe([process.execPath, cli, "serve", "--port", "0", "--json"], env);
+  server = started.proc;
+  const { url, token } = started;
   env.LJ_REMOTE = url;
   env.LJ_TOKEN = token;
   const host = new URL(url).host;

@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFile
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
+import { startServe } from "../scripts/serve-process.ts";
 import { type RunningServer, startServer } from "../src/server/serve.ts";
 import { paths } from "../src/store/paths.ts";
 import { fakeBuild } from "./fixtures/paas/fake-build.ts";
@@ -804,19 +805,11 @@ describe("server restarts", () => {
       );
       expect(mk.exitCode).toBe(0);
       const start = async () => {
-        const p = Bun.spawn([process.execPath, join(import.meta.dir, "fixtures/paas/serve-fake.ts")], {
-          env: envs,
-          stdout: "pipe",
-          stderr: "inherit",
-        });
-        const reader = p.stdout.getReader();
-        let text = "";
-        while (!text.includes("\n")) {
-          const { value, done } = await reader.read();
-          if (done) throw new Error("server ended before listening");
-          text += new TextDecoder().decode(value);
-        }
-        return { p, srv: JSON.parse(text) as { url: string; token: string } };
+        const { proc, url, token } = await startServe(
+          [process.execPath, join(import.meta.dir, "fixtures/paas/serve-fake.ts")],
+          envs,
+        );
+        return { p: proc, srv: { url, token } };
       };
       const a = await start();
       await createApp(a.srv, "lazarus");
