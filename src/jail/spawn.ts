@@ -287,7 +287,21 @@ export function checkPayloadFilter(spec: JailSpec, payload: JailPayload): void {
   }
 }
 
-export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
+/** What the owner decides and prepares before the shim makes the jail. */
+interface Prepared {
+  id: string;
+  started: number;
+  /** The owner's share of the spawn before the shim's call (traces start there). */
+  ownerMs: number;
+  net: JailNet | null;
+  cgroups: CgroupDir[];
+  work: string | undefined;
+  /** FreeBSD: the jail's own stage directory, removed at the end. */
+  freebsdStage: string | undefined;
+  encoded: Uint8Array;
+}
+
+function prepare(spec: JailSpec): Prepared {
   validateSpec(spec);
   const started = performance.now();
   const id = newJailId();
@@ -311,85 +325,168 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
     stdio,
     newSession: spec.newSession ?? (spec.stdio?.[0] ?? "ignore") !== "inherit",
   });
-  let fds: ReturnType<typeof shimSpawn>;
   const ownerMs = performance.now() - started;
+  return { id, started, ownerMs, net, cgroups, work, freebsdStage: freebsd ? stage : undefined, encoded };
+}
+
+export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
+  const prep = prepare(spec);
+  let fds: ReturnType<typeof shimSpawn>;
   try {
-    fds = shimSpawn(encoded);
+    fds = shimSpawn(prep.encoded);
   } catch (e) {
-    if (net) void releaseNet(net);
+    if (prep.net) void releaseNet(prep.net);
     throw e;
   }
+  return new RunningJail(spec, prep, fds, opts);
+}
 
-  let syncFd = fds.syncFd;
-  let timedOut = false;
-  let prepFailure: string | undefined;
-  let attached: Promise<void> | null = null;
-  let alive = true;
-  let payload: Uint8Array | undefined;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const release = (go: boolean) => {
-    if (syncFd < 0) return;
-    try {
-      if (go && payload) writeSync(syncFd, payload);
-      else if (go) writeSync(syncFd, "g");
-    } catch {
-      // The jail died during setup; its status pipe says why.
+/**
+ * A jail from its spawn to its end: the go (or the payload) on the sync pipe, the end from the
+ * status pipe, the result, and the cleanup of what the owner made for it.
+ */
+class RunningJail implements Jail {
+  readonly id: string;
+  readonly pid: number;
+  readonly address?: string;
+  readonly stdin: JailStdin | null;
+  readonly stdout: ReadableStream<Uint8Array> | null;
+  readonly stderr: ReadableStream<Uint8Array> | null;
+  readonly exited: Promise<JailResult>;
+  readonly closed: Promise<void>;
+
+  private syncFd: number;
+  private alive = true;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private timedOut = false;
+  private killedByOwner = false;
+  /** Why the owner's own part of the setup (network, cgroups) failed. */
+  private prepFailure: string | undefined;
+  /** A pre-made jail's payload, sent instead of the go byte. */
+  private payload: Uint8Array | undefined;
+  private startCalled = false;
+  /** The caller wants the payload to run (at once, or since start()). */
+  private wanted = false;
+  /** The owner's wiring (network, cgroups of a user-namespaced jail) is done. */
+  private wired: boolean;
+  private attached: Promise<void> | null = null;
+
+  constructor(
+    private readonly spec: JailSpec,
+    private readonly prep: Prepared,
+    fds: ReturnType<typeof shimSpawn>,
+    opts: SpawnOptions,
+  ) {
+    this.id = prep.id;
+    this.pid = fds.pid;
+    if (prep.net) this.address = prep.net.address;
+    this.syncFd = fds.syncFd;
+    this.stdin = fds.stdinFd >= 0 ? stdinWriter(fds.stdinFd) : null;
+    this.stdout = fds.stdoutFd >= 0 ? Bun.file(fds.stdoutFd).stream() : null;
+    this.stderr = fds.stderrFd >= 0 ? Bun.file(fds.stderrFd).stream() : null;
+
+    // The whole status text arrives at EOF; on Linux the end of the payload is known a little
+    // earlier, from its "X"/"S" line (the keeper still has to exit and the kernel to tear the
+    // namespaces down before EOF). FreeBSD reports after its teardown, so it waits for EOF.
+    let endLine: (text: string) => void = () => {};
+    const ended = new Promise<string>((resolve) => {
+      endLine = resolve;
+    });
+    const statusText = readStatus(fds.statusFd, process.platform === "linux" ? endLine : () => {});
+    statusText.then(endLine);
+    const reaped = statusText.then(async () => {
+      closeSync(fds.statusFd);
+      this.release(false);
+      const wait = await reapJail(this.pid);
+      this.alive = false;
+      return wait;
+    });
+    this.closed = reaped.then(() => this.cleanUp());
+    this.exited = this.result(ended, reaped);
+
+    const ownerPlaces = spec.userns ? prep.cgroups : [];
+    this.wired = !prep.net && ownerPlaces.length === 0;
+    if (!this.wired) this.wire(ownerPlaces);
+    if (!opts.hold) this.start();
+  }
+
+  readonly start = (what?: JailPayload): void => {
+    if (this.startCalled) return;
+    this.startCalled = true;
+    if (what) {
+      validatePayload(what);
+      checkPayloadFilter(this.spec, what);
+      this.payload = payloadMessage(what);
     }
-    closeSync(syncFd);
-    syncFd = -1;
-    // The timeout counts the payload's time, not the jail's setup (or its wait in a pool).
-    if (go && spec.timeoutMs) {
-      timer = setTimeout(() => {
-        timedOut = true;
-        kill("SIGKILL");
-      }, spec.timeoutMs);
-    }
+    this.wanted = true;
+    if (this.wired) this.release(true);
   };
-  let killedByOwner = false;
-  const kill = (signal: NodeJS.Signals | number = "SIGKILL") => {
-    if (!alive) return;
-    if (signalNumber(signal) === 9) killedByOwner = true;
+
+  readonly kill = (signal: NodeJS.Signals | number = "SIGKILL"): void => {
+    if (!this.alive) return;
+    if (signalNumber(signal) === 9) this.killedByOwner = true;
     try {
-      process.kill(fds.pid, signalNumber(signal));
+      process.kill(this.pid, signalNumber(signal));
     } catch {}
   };
 
-  // The whole status text arrives at EOF; on Linux the end of the payload is known a little
-  // earlier, from its "X"/"S" line (the keeper still has to exit and the kernel to tear the
-  // namespaces down before EOF). FreeBSD reports after its teardown, so it waits for EOF.
-  let endLine: (text: string) => void = () => {};
-  const ended = new Promise<string>((resolve) => {
-    endLine = resolve;
-  });
-  const statusText = readStatus(fds.statusFd, process.platform === "linux" ? endLine : () => {});
-  statusText.then(endLine);
-  const reaped = statusText.then(async () => {
-    closeSync(fds.statusFd);
-    release(false);
-    const wait = await reapJail(fds.pid);
-    alive = false;
-    return wait;
-  });
-  const closed = reaped.then(async () => {
-    if (net) {
-      await attached?.catch(() => {});
-      await releaseNet(net); // veth, route, filter and NAT elements, lease
+  /** Lets the payload go (the go byte, or a pre-made jail's payload), or gives up on it. */
+  private release(go: boolean): void {
+    if (this.syncFd < 0) return;
+    try {
+      if (go && this.payload) writeSync(this.syncFd, this.payload);
+      else if (go) writeSync(this.syncFd, "g");
+    } catch {
+      // The jail died during setup; its status pipe says why.
     }
-    await removeCgroups(cgroups);
-    if (work) await rm(work, { recursive: true, force: true });
-    if (freebsd) await rm(stage, { recursive: true, force: true });
-  });
+    closeSync(this.syncFd);
+    this.syncFd = -1;
+    // The timeout counts the payload's time, not the jail's setup (or its wait in a pool).
+    if (go && this.spec.timeoutMs) {
+      this.timer = setTimeout(() => {
+        this.timedOut = true;
+        this.kill("SIGKILL");
+      }, this.spec.timeoutMs);
+    }
+  }
 
-  const exited = (async (): Promise<JailResult> => {
+  /**
+   * While the jail sets itself up, the owner wires its network (net "private") and places a
+   * user-namespaced jail in its cgroups, off the event loop; then the payload may go. A
+   * failure kills the jail, which then reports a setup error naming the step.
+   */
+  private wire(ownerPlaces: CgroupDir[]): void {
+    const fail = (what: string) => (e: Error) => {
+      this.prepFailure ??= `${what}: ${e.message}`;
+      this.kill("SIGKILL");
+      throw e;
+    };
+    const { net } = this.prep;
+    this.attached = net ? attachNet(net, this.pid).catch(fail("network")) : null;
+    const placed =
+      ownerPlaces.length > 0
+        ? joinCgroups(ownerPlaces, this.spec.limits ?? {}, this.pid).catch(fail("cgroups"))
+        : null;
+    Promise.all([this.attached, placed]).then(
+      () => {
+        this.wired = true;
+        if (this.wanted) this.release(true);
+      },
+      () => {},
+    );
+  }
+
+  private async result(ended: Promise<string>, reaped: Promise<number | null>): Promise<JailResult> {
     const report = parseStatus(await ended);
-    if (timer) clearTimeout(timer);
+    if (this.timer) clearTimeout(this.timer);
+    const { cgroups } = this.prep;
     const keeperKilled = report.exitCode === undefined && report.signal === undefined && !report.error;
     // Only a jail whose keeper was killed needs its wait status to tell how it ended.
     const wait = keeperKilled ? await reaped : null;
     // A payload that exited 0 succeeded, whatever its children met. Otherwise ask the memory
     // cgroup; the kernel counts an OOM kill just after it sends the SIGKILL, so a killed jail
     // is checked once more after it is reaped, when the killer has certainly finished.
-    const sigkilled = !killedByOwner && (report.signal === 9 || keeperKilled);
+    const sigkilled = !this.killedByOwner && (report.signal === 9 || keeperKilled);
     const succeeded = report.exitCode === 0 && !report.error;
     let oom = cgroups.length > 0 && !succeeded && oomKilled(cgroups);
     if (!oom && cgroups.length > 0 && sigkilled) {
@@ -397,68 +494,27 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
       oom = oomKilled(cgroups, true);
     }
     return resultOf(report, {
-      id,
-      durationMs: performance.now() - started,
+      id: this.id,
+      durationMs: performance.now() - this.prep.started,
       wait,
       oom,
-      timedOut,
-      prepFailure,
-      ownerMs,
+      timedOut: this.timedOut,
+      prepFailure: this.prepFailure,
+      ownerMs: this.prep.ownerMs,
     });
-  })();
-
-  // While the jail sets itself up, the owner wires its network (net "private") and places a
-  // user-namespaced jail in its cgroups, off the event loop; then it lets the payload go, at
-  // once or when the caller's start() asks. A failure kills the jail, which then reports a
-  // setup error naming the step.
-  let wanted = !opts.hold;
-  const ownerPlaces = spec.userns ? cgroups : [];
-  let wired = !net && ownerPlaces.length === 0;
-  const fail = (what: string) => (e: Error) => {
-    prepFailure ??= `${what}: ${e.message}`;
-    kill("SIGKILL");
-    throw e;
-  };
-  attached = net ? attachNet(net, fds.pid).catch(fail("network")) : null;
-  const placed =
-    ownerPlaces.length > 0
-      ? joinCgroups(ownerPlaces, spec.limits ?? {}, fds.pid).catch(fail("cgroups"))
-      : null;
-  if (!wired) {
-    Promise.all([attached, placed]).then(
-      () => {
-        wired = true;
-        if (wanted) release(true);
-      },
-      () => {},
-    );
   }
-  let startCalled = false;
-  const start = (what?: JailPayload) => {
-    if (startCalled) return;
-    startCalled = true;
-    if (what) {
-      validatePayload(what);
-      checkPayloadFilter(spec, what);
-      payload = payloadMessage(what);
-    }
-    wanted = true;
-    if (wired) release(true);
-  };
-  if (!opts.hold) start();
 
-  return {
-    id,
-    pid: fds.pid,
-    ...(net ? { address: net.address } : {}),
-    stdin: fds.stdinFd >= 0 ? stdinWriter(fds.stdinFd) : null,
-    stdout: fds.stdoutFd >= 0 ? Bun.file(fds.stdoutFd).stream() : null,
-    stderr: fds.stderrFd >= 0 ? Bun.file(fds.stderrFd).stream() : null,
-    exited,
-    closed,
-    start,
-    kill,
-  };
+  /** Once the jail is gone: its network, cgroups and scratch directories. */
+  private async cleanUp(): Promise<void> {
+    const { net, cgroups, work, freebsdStage } = this.prep;
+    if (net) {
+      await this.attached?.catch(() => {});
+      await releaseNet(net); // veth, route, filter and NAT elements, lease
+    }
+    await removeCgroups(cgroups);
+    if (work) await rm(work, { recursive: true, force: true });
+    if (freebsdStage) await rm(freebsdStage, { recursive: true, force: true });
+  }
 }
 
 /** Runs a jail to completion, collecting its output. */
