@@ -41,6 +41,39 @@ function noIdleTimeout(c: Context<Env>): void {
   c.env?.server?.timeout?.(c.req.raw, 0);
 }
 
+/** Text frames pushed by callbacks (log lines, a process's output), read as they come. */
+class FrameQueue implements AsyncIterable<string> {
+  private frames: string[] = [];
+  private wake: (() => void) | null = null;
+  private ended = false;
+
+  constructor(first: string[] = []) {
+    this.frames.push(...first);
+  }
+
+  push(frame: string): void {
+    this.frames.push(frame);
+    this.wake?.();
+  }
+
+  /** No more frames: the reader finishes once it has the ones queued. */
+  end(): void {
+    this.ended = true;
+    this.wake?.();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<string> {
+    for (;;) {
+      while (this.frames.length) yield this.frames.shift()!;
+      if (this.ended) return;
+      await new Promise<void>((r) => {
+        this.wake = r;
+      });
+      this.wake = null;
+    }
+  }
+}
+
 function streamOf(gen: AsyncIterable<string>, onCancel?: () => void): ReadableStream<Uint8Array> {
   const enc = new TextEncoder();
   const it = gen[Symbol.asyncIterator]();
@@ -266,25 +299,9 @@ export function createApi(o: ApiOptions): Hono<Env> {
     const past = paas.logs.tail(name, n).map(fmt);
     if (c.req.query("follow") !== "1") return c.text(past.join(""), 200, textStream);
     noIdleTimeout(c);
-    const queue: string[] = [...past];
-    let wake: (() => void) | null = null;
-    const stop = paas.logs.follow(name, (l) => {
-      queue.push(fmt(l));
-      wake?.();
-    });
-    return new Response(
-      streamOf(
-        (async function* () {
-          for (;;) {
-            while (queue.length) yield queue.shift()!;
-            await new Promise<void>((r) => (wake = r));
-            wake = null;
-          }
-        })(),
-        stop,
-      ),
-      { headers: textStream },
-    );
+    const queue = new FrameQueue(past);
+    const stop = paas.logs.follow(name, (l) => queue.push(fmt(l)));
+    return new Response(streamOf(queue, stop), { headers: textStream });
   });
 
   // Releases
@@ -317,36 +334,21 @@ export function createApi(o: ApiOptions): Hono<Env> {
       throw new LjError("usage", "bad-request", 'body must be {"command": "..."}');
     noIdleTimeout(c);
     const jail = paas.runOnce(c.req.param("app"), command);
-    const queue: string[] = [];
-    let wake: (() => void) | null = null;
-    let ended = false;
+    const queue = new FrameQueue();
     const pump = async (s: ReadableStream<Uint8Array> | null, key: string) => {
       if (!s) return;
       const dec = new TextDecoder();
-      for await (const chunk of s) {
+      for await (const chunk of s)
         queue.push(`${JSON.stringify({ [key]: dec.decode(chunk, { stream: true }) })}\n`);
-        wake?.();
-      }
     };
     void Promise.all([pump(jail.stdout, "out"), pump(jail.stderr, "err"), jail.exited]).then(([, , r]) => {
       queue.push(
         `${JSON.stringify({ exit: r.status, reason: r.reason, ...(r.error ? { error: r.error } : {}) })}\n`,
       );
-      ended = true;
-      wake?.();
+      queue.end();
     });
     return new Response(
-      streamOf(
-        (async function* () {
-          for (;;) {
-            while (queue.length) yield queue.shift()!;
-            if (ended) return;
-            await new Promise<void>((r) => (wake = r));
-            wake = null;
-          }
-        })(),
-        () => jail.kill("SIGKILL"),
-      ),
+      streamOf(queue, () => jail.kill("SIGKILL")),
       { headers: { "content-type": "application/x-ndjson" } },
     );
   });
