@@ -298,18 +298,58 @@ describe("reachability and filtering", () => {
   rootTest(
     "a jail cannot pose as another: spoofed source addresses are dropped",
     async () => {
-      const a = await server();
+      // a receives UDP datagrams and prints each with its source; b may talk to a (linked).
+      const a = spawnJail(
+        spec(
+          [
+            "/usr/bin/python3",
+            "-u",
+            "-c",
+            [
+              "import socket",
+              "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)",
+              "s.bind(('0.0.0.0',9999))",
+              "print('ready')",
+              "while True:",
+              "  d,src=s.recvfrom(100)",
+              "  print(d.decode(),src[0])",
+            ].join("\n"),
+          ],
+          { stdio: ["ignore", "pipe", "inherit"] },
+        ),
+      );
+      const received: string[] = [];
+      const reading = (async () => {
+        for await (const chunk of a.stdout!) received.push(...new TextDecoder().decode(chunk).split("\n"));
+      })();
       const b = await server();
       const link = await linkJails(b, a);
-      // From a third jail's namespace, with b's address as an extra source: the filter knows
-      // which veth each address lives behind.
       const c = spawnJail(spec(["/bin/sleep", "30"]));
-      await waitUntilWired(c);
-      const add = sh(`nsenter --net=/proc/${c.pid}/ns/net ip addr add ${b.address}/32 dev eth0`);
-      expect(add.code).toBe(0);
-      expect(await connectFrom(c, a.address!, 8080, b.address!)).toMatch(/^ERR/);
-      await link.unlink();
-      await stop(a, b, c);
+      try {
+        await waitUntilWired(c);
+        for (let i = 0; i < 500 && !received.includes("ready"); i++) await Bun.sleep(10);
+        expect(received).toContain("ready");
+        // Sends one datagram from inside a jail's network namespace, from `source`.
+        const send = (j: Jail, source: string, text: string) =>
+          sh(
+            `nsenter --net=/proc/${j.pid}/ns/net /usr/bin/python3 -c "import socket; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('${source}',0)); s.sendto(b'${text}',('${a.address}',9999))"`,
+          );
+        // c takes b's address as an extra one and sends as b: the filter knows b's address lives
+        // behind b's veth, and drops it. The same datagram from b itself arrives.
+        expect(sh(`nsenter --net=/proc/${c.pid}/ns/net ip addr add ${b.address}/32 dev eth0`).code).toBe(0);
+        const forged = send(c, b.address!, "forged");
+        expect(forged.out).toBe("");
+        expect(forged.code).toBe(0);
+        await Bun.sleep(500);
+        expect(send(b, b.address!, "genuine").code).toBe(0);
+        for (let i = 0; i < 300 && !received.some((l) => l.startsWith("genuine")); i++) await Bun.sleep(10);
+        expect(received).toContain(`genuine ${b.address}`);
+        expect(received.filter((l) => l.startsWith("forged"))).toEqual([]);
+      } finally {
+        await link.unlink();
+        await stop(a, b, c);
+        await reading;
+      }
       await noLeftovers();
     },
     30_000,
