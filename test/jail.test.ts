@@ -623,6 +623,19 @@ describe("native ljspawn", () => {
     ["--world", "nope", "--", "true"],
     ["--world", "test", "-m", "zero", "--", "true"],
   ];
+  rootTest("--trace shows where a jail's time went, from either ljspawn", async () => {
+    for (const cmd of [[native], [process.execPath, cliPath, "spawn"]]) {
+      const human = await run(cmd, ["--world", "test", "--trace", "--", "true"]);
+      expect(human.code).toBe(0);
+      expect(human.stderr).toContain("PROG: where the time went (ms)");
+      expect(human.stderr).toMatch(/\n {2}payload ran +\d+\.\d{3}\n/);
+      expect(human.stderr).toMatch(/\n {2}total +\d+\.\d{3}\n$/);
+      const json = await run(cmd, ["--world", "test", "--trace", "--json", "--", "true"]);
+      const r = JSON.parse(json.stdout) as JailResult;
+      expect(r.trace?.map((t) => t.step)).toContain("pivot_root");
+    }
+  });
+
   for (const args of cases) {
     rootTest(`ljspawn ${args.join(" ")} behaves exactly like lj spawn`, async () => {
       const fast = await run([native], args);

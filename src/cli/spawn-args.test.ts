@@ -25,6 +25,11 @@ describe("lj spawn arguments", () => {
     expect(spec.net).toBe("none");
   });
 
+  test("--trace asks the jail for its timeline", () => {
+    expect(specFromArgs(parseSpawnArgs(["-d", "/w", "--trace", "-p", "true"])).trace).toBe(true);
+    expect(specFromArgs(parseSpawnArgs(["-d", "/w", "-p", "true"])).trace).toBeUndefined();
+  });
+
   test("everything after -- belongs to the payload", () => {
     const a = parseSpawnArgs(["--world", "w", "--env", "A=1=2", "--", "ls", "-d", "--help"]);
     expect(a.argv).toEqual(["ls", "-d", "--help"]);

@@ -34,6 +34,7 @@ export interface SpawnArgs {
   readOnly: boolean;
   userns: boolean;
   json: boolean;
+  trace: boolean;
 }
 
 export const SPAWN_USAGE = `Usage: lj spawn [options] (-p 'SCRIPT' | -- CMD [ARGS...])
@@ -76,6 +77,8 @@ Limits and network:
 
 Output:
   --json              print the result as JSON on stdout when the jail ends
+  --trace             time every step of the jail (setup, keeper, payload) and print
+                      where the time went on stderr (with --json: in the result)
   --debug             show stack traces for errors`;
 
 function positiveInt(flag: string, v: string | undefined): number {
@@ -120,6 +123,7 @@ export function parseSpawnArgs(raw: string[]): SpawnArgs {
     readOnly: false,
     userns: false,
     json: false,
+    trace: false,
     egress: false,
   };
   let i = 0;
@@ -226,6 +230,9 @@ export function parseSpawnArgs(raw: string[]): SpawnArgs {
       case "--json":
         a.json = true;
         break;
+      case "--trace":
+        a.trace = true;
+        break;
       case "--debug":
         break;
       default:
@@ -271,6 +278,7 @@ export function specFromArgs(a: SpawnArgs): Omit<JailSpec, "layers" | "root"> {
     caps: a.caps,
     upper: a.upper,
     rootReadonly: a.readOnly,
+    ...(a.trace ? { trace: true } : {}),
     userns: a.userns || undefined,
     timeoutMs: a.timeoutS ? a.timeoutS * 1000 : undefined,
   };

@@ -70,6 +70,12 @@ export async function runSpawn(raw: string[], prog = "lj"): Promise<number> {
   if (result.reason === "setup") {
     throw new LjError("isolation", "jail-setup", `jail setup failed: ${result.error}`);
   }
+  if (!a.json && result.trace) {
+    const width = Math.max(...result.trace.map((s) => s.step.length));
+    process.stderr.write(`${prog}: where the time went (ms)\n`);
+    for (const s of result.trace) process.stderr.write(`  ${s.step.padEnd(width)}  ${s.ms.toFixed(3)}\n`);
+    process.stderr.write(`  ${"total".padEnd(width)}  ${result.durationMs.toFixed(3)}\n`);
+  }
   if (!a.json) {
     if (result.reason === "oom") {
       process.stderr.write(`${prog}: killed: the jail exceeded its memory limit of ${a.memoryMb} MB\n`);
