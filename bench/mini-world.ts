@@ -15,6 +15,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { dirname, join } from "node:path";
+import type { JailSpec } from "../src/jail/spec.ts";
 
 function libsOf(bin: string): string[] {
   const out = Bun.spawnSync(["ldd", bin]).stdout.toString();
@@ -65,4 +66,15 @@ export function makeMiniWorld(root: string): string {
   const ldconfig = Bun.spawnSync(["ldconfig", "-r", root], { stderr: "pipe" });
   if (ldconfig.exitCode !== 0) throw new Error(`ldconfig -r ${root}: ${ldconfig.stderr.toString().trim()}`);
   return root;
+}
+
+/** The benchmarks' jail: /bin/true in a full jail over `world`, with memory and pids limits. */
+export function benchJailSpec(world: string): JailSpec {
+  return {
+    argv: ["/bin/true"],
+    layers: [world],
+    limits: { memoryBytes: 256 * 1024 * 1024, pids: 64 },
+    net: "none",
+    stdio: ["ignore", "ignore", "ignore"],
+  };
 }

@@ -6,19 +6,12 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnJail } from "../src/jail/spawn.ts";
-import type { JailSpec } from "../src/jail/spec.ts";
-import { makeMiniWorld } from "./mini-world.ts";
+import { benchJailSpec, makeMiniWorld } from "./mini-world.ts";
 
 const root = mkdtempSync(join(tmpdir(), "lj-ab-side-"));
 process.env.LIGHTJAIL_ROOT = root;
 const world = makeMiniWorld(join(root, "worlds", "mini"));
-const spec: JailSpec = {
-  argv: ["/bin/true"],
-  layers: [world],
-  limits: { memoryBytes: 256 * 1024 * 1024, pids: 64 },
-  net: "none",
-  stdio: ["ignore", "ignore", "ignore"],
-};
+const spec = benchJailSpec(world);
 const bwrap = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", world, "/"];
 const bwrapTail = ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "/bin/true"];
 const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[xs.length >> 1]!;

@@ -19,8 +19,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { JailPool } from "../src/jail/pool.ts";
 import { spawnJail } from "../src/jail/spawn.ts";
-import type { JailSpec } from "../src/jail/spec.ts";
-import { makeMiniWorld } from "./mini-world.ts";
+import { benchJailSpec, makeMiniWorld } from "./mini-world.ts";
 
 if (process.getuid?.() !== 0) {
   console.error("bench/spawn.ts needs root (namespaces, mounts, cgroups)");
@@ -36,13 +35,7 @@ process.env.LIGHTJAIL_ROOT = root;
 const world = makeMiniWorld(join(root, "worlds", "mini"));
 const cli = resolve(import.meta.dir, "..", "src", "cli", "lj.ts");
 
-const jailSpec: JailSpec = {
-  argv: ["/bin/true"],
-  layers: [world],
-  limits: { memoryBytes: 256 * 1024 * 1024, pids: 64 },
-  net: "none",
-  stdio: ["ignore", "ignore", "ignore"],
-};
+const jailSpec = benchJailSpec(world);
 const bwrap = [
   "bwrap",
   "--unshare-all",
