@@ -9,7 +9,7 @@ step() { printf '\033[1;34m[check]\033[0m %s\n' "$*" >&2; }
 step "tsc --noEmit"
 bun x tsc --noEmit -p .
 step "biome check"
-bun x biome check .
+bun x biome check --error-on-warnings .
 step "zig fmt --check"
 zig fmt --check zig/src zig/build.zig
 step "zig build test"

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { type RunningServer, startServer } from "../src/server/serve.ts";
 import { paths } from "../src/store/paths.ts";
 import { api, appCopy, createApp, deployDir, gitRemote, textVia } from "./fixtures/paas/helpers.ts";
-import { type JailEnv, makeJailEnv, runCommand } from "./helpers/jail-env.ts";
+import { type JailEnv, makeJailEnv } from "./helpers/jail-env.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
 
 let env: JailEnv;
@@ -27,8 +27,6 @@ afterAll(async () => {
   await s?.stop();
   env?.cleanup();
 });
-
-const run = (argv: string[]) => runCommand(argv);
 
 describe("real builds", () => {
   rootTest(
