@@ -24,10 +24,6 @@ const caps_mod = @import("caps.zig");
 const spec_mod = @import("spec.zig");
 
 const status_fd: i32 = 3;
-const flag_new_session: u32 = 1 << 2;
-const flag_no_seccomp: u32 = 1 << 3;
-const flag_userns: u32 = 1 << 6;
-const flag_trace: u32 = 1 << 7;
 
 /// Marks of a traced jail, written with the report. The payload's process appends its own
 /// while it borrows our memory (we are suspended until it executes).
@@ -49,7 +45,7 @@ fn forward(sig: i32) callconv(.c) void {
 pub fn main() noreturn {
     _ = linux.prctl(@intFromEnum(linux.PR.SET_DUMPABLE), 0, 0, 0, 0);
     const parsed = parseArgs() orelse fatal(linux.E.INVAL, "keeper: bad arguments");
-    trace.on = parsed.flags & flag_trace != 0;
+    trace.on = parsed.flags.trace;
     mark("keeper started");
     const sync_fd: i32 = @intCast(4 + parsed.npass);
     // Only stdio, status, the passed descriptors and the sync pipe are left.
@@ -66,15 +62,15 @@ pub fn main() noreturn {
     // is placed by its owner, who says go only after that. Then root the jail's view of the
     // cgroup tree there, and install the filter (which forbids new namespaces): before the
     // wait when we can, so a pre-made jail has nothing left to do but start its payload.
-    const made_filtered = parsed.flags & flag_no_seccomp == 0;
-    const userns = parsed.flags & flag_userns != 0;
+    const made_filtered = !parsed.flags.no_seccomp;
+    const userns = parsed.flags.userns;
     if (!userns) {
         unshareCgroup();
         if (made_filtered) installFilter();
     }
     const args = awaitStart(sync_fd, parsed, made_filtered and !userns);
     _ = linux.close(sync_fd);
-    const wants_filter = args.flags & flag_no_seccomp == 0;
+    const wants_filter = !args.flags.no_seccomp;
     if (userns) unshareCgroup();
     if (wants_filter and (userns or !made_filtered)) installFilter();
     mark("cgroup namespace, filter, go");
@@ -109,7 +105,8 @@ const Args = struct {
     uid: u32,
     gid: u32,
     caps: u64,
-    flags: u32,
+    /// The jail's flags (spec.Flags), as the jail's setup passed them.
+    flags: spec_mod.Flags,
     npass: u32,
     cwd: [*:0]const u8,
     argv: [*:null]const ?[*:0]const u8,
@@ -154,9 +151,9 @@ fn awaitStart(fd: i32, given: Args, filtered: bool) Args {
     payload_argv[p.argv.len] = null;
     for (p.env.slice(), 0..) |v, i| payload_envp[i] = v;
     payload_envp[p.env.len] = null;
-    var flags = given.flags & ~(flag_new_session | flag_no_seccomp);
-    if (p.flags.new_session) flags |= flag_new_session;
-    if (p.flags.no_seccomp) flags |= flag_no_seccomp;
+    var flags = given.flags;
+    flags.new_session = p.flags.new_session;
+    flags.no_seccomp = p.flags.no_seccomp;
     return .{
         .uid = p.uid,
         .gid = p.gid,
@@ -192,7 +189,7 @@ fn parseArgs() ?Args {
         .uid = std.fmt.parseInt(u32, std.mem.span(argv[1]), 10) catch return null,
         .gid = std.fmt.parseInt(u32, std.mem.span(argv[2]), 10) catch return null,
         .caps = std.fmt.parseInt(u64, std.mem.span(argv[3]), 16) catch return null,
-        .flags = std.fmt.parseInt(u32, std.mem.span(argv[4]), 10) catch return null,
+        .flags = @bitCast(std.fmt.parseInt(u32, std.mem.span(argv[4]), 10) catch return null),
         .npass = std.fmt.parseInt(u32, std.mem.span(argv[5]), 10) catch return null,
         .cwd = argv[6],
         .argv = @ptrCast(argv.ptr + 8),
@@ -252,7 +249,7 @@ fn payload(a: Args) noreturn {
     }
     _ = linux.close(@intCast(3 + a.npass));
 
-    if (a.flags & flag_new_session != 0) _ = linux.setsid();
+    if (a.flags.new_session) _ = linux.setsid();
 
     if (caps_mod.dropBounding(a.caps)) |e| fatalOn(sfd, e, "drop capability bounding set", "");
     const groups = [_]u32{a.gid};

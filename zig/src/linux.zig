@@ -153,7 +153,7 @@ const ChildCtx = struct {
     /// User-namespaced jails wait on this futex word until the owner has written their id
     /// maps: 1 = go, 2 = abort.
     userns_go: u32 align(4) = 0,
-    /// When the owner called the shim (traced jails).
+    /// Traced jails: when the owner called the shim, and when the shim was about to clone.
     spawn_ns: u64 = 0,
     clone_ns: u64 = 0,
 };
@@ -369,7 +369,7 @@ fn childEntry(arg: usize) callconv(.c) u8 {
     // Until it executes the keeper this process holds the owner's memory: it must never dump
     // core. The soft limit stays 0 for the jail (its rlimits may raise it): a core dump is
     // handed to the host's core_pattern, which may be a program running outside any jail.
-    noCoreDumps();
+    sys.noCoreDumps();
     if (ctx.spec.flags.userns) {
         // Nothing works in a user namespace without id maps: wait for the owner to write them.
         while (@atomicLoad(u32, &ctx.userns_go, .acquire) == 0) {
@@ -434,8 +434,8 @@ fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64) noreturn {
     trace.markAt("shim: spec, pipes, clone", owner_ns[1]);
     var c = Child{ .spec = spec, .status_fd = fds.status, .trace = &trace };
     c.mark("child started");
-    // Die with the owner, even if it is SIGKILLed. The sync read below catches an owner that
-    // died before this line ran.
+    // Die with the owner, even if it is SIGKILLed. The keeper's read of the sync pipe catches
+    // an owner that died before this line ran.
     _ = linux.prctl(@intFromEnum(linux.PR.SET_PDEATHSIG), linux.SIG.KILL, 0, 0, 0);
 
     // The child starts with a copy of every descriptor the owner has: other jails' pipes among
@@ -591,18 +591,8 @@ const Placer = struct {
     stack: [16 * 1024]u8 align(16) = undefined,
 };
 
-/// No core dump from a process that shares the owner's memory (it would hold Bun's): a soft
-/// limit of 0, the hard one kept so a jail's own rlimits can still allow dumps.
-fn noCoreDumps() void {
-    var lim: [2]u64 = undefined;
-    const core = @intFromEnum(linux.rlimit_resource.CORE);
-    if (errno(linux.syscall4(.prlimit64, 0, core, 0, @intFromPtr(&lim))) != null) lim[1] = 0;
-    lim[0] = 0;
-    _ = linux.syscall4(.prlimit64, 0, core, @intFromPtr(&lim), 0);
-}
-
+/// The placer inherits the child's core limit of 0 (set before it is started).
 fn placerEntry(arg: usize) callconv(.c) u8 {
-    noCoreDumps();
     const p: *Placer = @ptrFromInt(arg);
     // "1": the jail's first process, as seen from inside its pid namespace (where we are).
     p.ok = setupCgroups(p.spec, "1", &p.failure);

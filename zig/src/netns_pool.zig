@@ -84,9 +84,7 @@ fn refill() void {
 
 /// The maker: a child sharing our memory and descriptor table.
 fn maker(arg: usize) callconv(.c) u8 {
-    // It shares Bun's memory: never dump it.
-    const zero = [2]u64{ 0, 0 };
-    _ = linux.syscall4(.prlimit64, 0, @intFromEnum(linux.rlimit_resource.CORE), @intFromPtr(&zero), 0);
+    sys.noCoreDumps();
     const s: *Slot = @ptrFromInt(arg);
     if (linux.E.init(linux.unshare(linux.CLONE.NEWNET)) != .SUCCESS) return 1;
     const sock = linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0);

@@ -53,7 +53,8 @@ pub const Flags = packed struct(u32) {
     no_tmp: bool = false,
     /// Run in a new user namespace: root inside maps to an unprivileged host uid (idmap).
     userns: bool = false,
-    /// Write a "T step nanoseconds" line on the status pipe at every step (benchmarks).
+    /// Time every step; the marks ("T step nanoseconds") reach the status pipe with the
+    /// setup's hand-over and the keeper's report (benchmarks, `lj spawn --trace`).
     trace: bool = false,
     _pad: u24 = 0,
 };

@@ -6,6 +6,16 @@ const linux = std.os.linux;
 pub const W_ALL: u32 = 0x40000000;
 pub const F_DUPFD_CLOEXEC: i32 = 1030;
 
+/// No core dump from a process that shares the owner's memory (it would hold Bun's): a soft
+/// limit of 0, the hard one kept so a jail's own rlimits can still allow dumps.
+pub fn noCoreDumps() void {
+    var lim: [2]u64 = undefined;
+    const core = @intFromEnum(linux.rlimit_resource.CORE);
+    if (errno(linux.syscall4(.prlimit64, 0, core, 0, @intFromPtr(&lim))) != null) lim[1] = 0;
+    lim[0] = 0;
+    _ = linux.syscall4(.prlimit64, 0, core, @intFromPtr(&lim), 0);
+}
+
 pub fn monotonicNs() u64 {
     var ts: linux.timespec = undefined;
     _ = linux.clock_gettime(.MONOTONIC, &ts);
