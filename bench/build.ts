@@ -57,26 +57,17 @@ try {
   const runs: number[] = [];
   for (let i = 0; i < 5; i++) runs.push(await lj(target));
   const cached = median(runs);
-  const coldApp = await lj([
+  const buildApp = [
     "build-app",
     join(project, "test/fixtures/apps/node-ms"),
     "--app",
     "bench",
     "--world",
     "host",
-  ]);
+  ];
+  const coldApp = await lj(buildApp);
   const warm: number[] = [];
-  for (let i = 0; i < 3; i++)
-    warm.push(
-      await lj([
-        "build-app",
-        join(project, "test/fixtures/apps/node-ms"),
-        "--app",
-        "bench",
-        "--world",
-        "host",
-      ]),
-    );
+  for (let i = 0; i < 3; i++) warm.push(await lj(buildApp));
   const warmApp = median(warm);
   console.log(`overlay: ${label}`);
   console.log(`  cold build            ${fmt(cold)}`);

@@ -76,9 +76,10 @@ export function favorDynamicMoves(mountinfo = readFileSync("/proc/self/mountinfo
 /** Creates the lightjail base cgroups once per process (and enables v2 controllers). */
 export function cgroupLayout(): CgroupLayout | null {
   if (layout) return layout;
-  const found = detectLayout();
+  const mountinfo = readFileSync("/proc/self/mountinfo", "utf8");
+  const found = detectLayout(mountinfo);
   if (!found) return null;
-  favorDynamicMoves();
+  favorDynamicMoves(mountinfo);
   if (found.version === 2 && found.unified) {
     const parent = join(found.unified, "..");
     mkdirSync(found.unified, { recursive: true });

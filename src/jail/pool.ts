@@ -9,7 +9,7 @@
  * pool is closed, and dies with the pool's owner like any other.)
  */
 import { LjError } from "../errors.ts";
-import { checkPayloadFilter, type Jail, spawnJail } from "./spawn.ts";
+import { type Jail, spawnJail } from "./spawn.ts";
 import type { JailPayload, JailSpec } from "./spec.ts";
 
 export interface JailPoolOptions {
@@ -60,13 +60,17 @@ export class JailPool {
   /** Starts a ready jail with this payload, and makes another in its place. */
   spawn(payload: JailPayload): Jail {
     if (this.closed) throw new LjError("usage", "pool-closed", "this jail pool is closed");
-    checkPayloadFilter(this.template, payload);
     for (;;) {
       const entry = this.ready.shift();
       if (!entry) break;
       if (entry.dead) continue;
       const newSession = payload.newSession ?? (this.template.stdio?.[0] ?? "ignore") !== "inherit";
-      entry.jail.start({ ...payload, newSession });
+      try {
+        entry.jail.start({ ...payload, newSession });
+      } catch (e) {
+        this.ready.unshift(entry); // a refused payload leaves the jail waiting for the next
+        throw e;
+      }
       this.fill();
       return entry.jail;
     }

@@ -274,7 +274,7 @@ function prepareUpper(spec: JailSpec): string | undefined {
 }
 
 /** A jail made with the seccomp filter waits with it installed: its payload cannot drop it. */
-export function checkPayloadFilter(spec: JailSpec, payload: JailPayload): void {
+function checkPayloadFilter(spec: JailSpec, payload: JailPayload): void {
   if (payload.seccomp === false && spec.seccomp !== false) {
     throw new LjError(
       "usage",
@@ -364,9 +364,8 @@ class RunningJail implements Jail {
   private prepFailure: string | undefined;
   /** A pre-made jail's payload, sent instead of the go byte. */
   private payload: Uint8Array | undefined;
-  private startCalled = false;
   /** The caller wants the payload to run (at once, or since start()). */
-  private wanted = false;
+  private started = false;
   /** The owner's wiring (network, cgroups of a user-namespaced jail) is done. */
   private wired: boolean;
   private attached: Promise<void> | null = null;
@@ -410,15 +409,15 @@ class RunningJail implements Jail {
     if (!opts.hold) this.start();
   }
 
+  /** A payload that is refused leaves the jail as it was, still waiting to start. */
   readonly start = (what?: JailPayload): void => {
-    if (this.startCalled) return;
-    this.startCalled = true;
+    if (this.started) return;
     if (what) {
       validatePayload(what);
       checkPayloadFilter(this.spec, what);
       this.payload = payloadMessage(what);
     }
-    this.wanted = true;
+    this.started = true;
     if (this.wired) this.release(true);
   };
 
@@ -470,7 +469,7 @@ class RunningJail implements Jail {
     Promise.all([this.attached, placed]).then(
       () => {
         this.wired = true;
-        if (this.wanted) this.release(true);
+        if (this.started) this.release(true);
       },
       () => {},
     );
