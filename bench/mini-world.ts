@@ -78,3 +78,10 @@ export function benchJailSpec(world: string): JailSpec {
     stdio: ["ignore", "ignore", "ignore"],
   };
 }
+
+/** The peer: `bwrap` with every namespace, the same world read-only, /proc, /dev and /tmp;
+ * the command to run follows. */
+export function bwrapPeer(world: string): string[] {
+  const mounts = ["--ro-bind", world, "/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"];
+  return ["bwrap", "--unshare-all", "--die-with-parent", ...mounts];
+}

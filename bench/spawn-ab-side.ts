@@ -6,14 +6,13 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnJail } from "../src/jail/spawn.ts";
-import { benchJailSpec, makeMiniWorld } from "./mini-world.ts";
+import { benchJailSpec, bwrapPeer, makeMiniWorld } from "./mini-world.ts";
 
 const root = mkdtempSync(join(tmpdir(), "lj-ab-side-"));
 process.env.LIGHTJAIL_ROOT = root;
 const world = makeMiniWorld(join(root, "worlds", "mini"));
 const spec = benchJailSpec(world);
-const bwrap = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", world, "/"];
-const bwrapTail = ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "/bin/true"];
+const bwrap = [...bwrapPeer(world), "/bin/true"];
 const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[xs.length >> 1]!;
 
 const jail: number[] = [];
@@ -27,7 +26,7 @@ for (let round = 0; round < 4; round++) {
   }
   for (let i = 0; i < 20; i++) {
     const t = performance.now();
-    await Bun.spawn([...bwrap, ...bwrapTail], { stdio: ["ignore", "ignore", "inherit"] }).exited;
+    await Bun.spawn(bwrap, { stdio: ["ignore", "ignore", "inherit"] }).exited;
     peer.push(performance.now() - t);
   }
 }

@@ -19,7 +19,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { JailPool } from "../src/jail/pool.ts";
 import { spawnJail } from "../src/jail/spawn.ts";
-import { benchJailSpec, makeMiniWorld } from "./mini-world.ts";
+import { benchJailSpec, bwrapPeer, makeMiniWorld } from "./mini-world.ts";
 
 if (process.getuid?.() !== 0) {
   console.error("bench/spawn.ts needs root (namespaces, mounts, cgroups)");
@@ -36,20 +36,7 @@ const world = makeMiniWorld(join(root, "worlds", "mini"));
 const cli = resolve(import.meta.dir, "..", "src", "cli", "lj.ts");
 
 const jailSpec = benchJailSpec(world);
-const bwrap = [
-  "bwrap",
-  "--unshare-all",
-  "--die-with-parent",
-  "--ro-bind",
-  world,
-  "/",
-  "--proc",
-  "/proc",
-  "--dev",
-  "/dev",
-  "--tmpfs",
-  "/tmp",
-];
+const bwrap = bwrapPeer(world);
 const unshare = ["unshare", "--mount", "--pid", "--net", "--uts", "--ipc", "--fork", "chroot", world];
 
 async function jail(): Promise<void> {
