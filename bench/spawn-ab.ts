@@ -3,14 +3,16 @@
  *
  *   bun bench/spawn-ab.ts REV_OR_SO_A REV_OR_SO_B [ROUNDS]
  *
- * Each side is a git revision (built into a temporary worktree) or a path to a built
- * liblightjail.so. The rounds alternate A and B, each in a fresh Bun process (LJ_SHIM picks the
- * library) that measures full jails and `bwrap` from the same process, so a noisy hour hurts
- * both alike; the verdict is the mean bwrap/lightjail ratio and jails per second of each side.
+ * Each side is a git revision (checked out into a temporary worktree, its shim built, and
+ * measured with its own TypeScript) or a path to a built liblightjail.so (measured with this
+ * checkout's TypeScript). The rounds alternate A and B, each in a fresh Bun process (LJ_SHIM
+ * picks the library) that measures full jails and `bwrap` from the same process, so a noisy
+ * hour hurts both alike; the verdict is the mean bwrap/lightjail ratio and jails per second of
+ * each side.
  * Per-step traces can mislead (a wait moved elsewhere still counts): this is the arbiter.
  * Needs root.
  */
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -32,13 +34,26 @@ function run(argv: string[], cwd = project): void {
   if (r.exitCode !== 0) throw new Error(`${argv.join(" ")}: ${r.stderr.toString().trim()}`);
 }
 
-/** A built library for a side: the path as given, or the revision built in a worktree. */
-function library(side: string, name: string): string {
-  if (side.endsWith(".so") && existsSync(side)) return resolve(side);
+interface Side {
+  /** The built shim. */
+  lib: string;
+  /** The side's measuring script: this checkout's, or the revision's own. */
+  script: string;
+}
+
+/** A side: the library as given, or the revision checked out and built in a worktree. */
+function prepareSide(side: string, name: string): Side {
+  const here = join(import.meta.dir, "spawn-ab-side.ts");
+  if (side.endsWith(".so") && existsSync(side)) return { lib: resolve(side), script: here };
   const tree = join(temp, name);
   run(["git", "worktree", "add", "--detach", tree, side]);
+  symlinkSync(join(project, "node_modules"), join(tree, "node_modules"));
   run([join(project, ".tools", "bin", "zig"), "build", "-Doptimize=ReleaseSafe"], join(tree, "zig"));
-  return join(tree, "zig", "zig-out", "lib", "liblightjail.so");
+  const own = join(tree, "bench", "spawn-ab-side.ts");
+  return {
+    lib: join(tree, "zig", "zig-out", "lib", "liblightjail.so"),
+    script: existsSync(own) ? own : here,
+  };
 }
 
 interface Sample {
@@ -48,14 +63,13 @@ interface Sample {
   perSecond: number;
 }
 
-const one = join(import.meta.dir, "spawn-ab-side.ts");
 try {
-  const libs = { A: library(a, "a"), B: library(b, "b") };
+  const sides = { A: prepareSide(a, "a"), B: prepareSide(b, "b") };
   const samples: Record<"A" | "B", Sample[]> = { A: [], B: [] };
   for (let round = 0; round < ROUNDS; round++) {
     for (const side of ["A", "B"] as const) {
-      const p = Bun.spawnSync([process.execPath, one], {
-        env: { ...process.env, LJ_SHIM: libs[side] },
+      const p = Bun.spawnSync([process.execPath, sides[side].script], {
+        env: { ...process.env, LJ_SHIM: sides[side].lib },
         stdout: "pipe",
         stderr: "inherit",
       });

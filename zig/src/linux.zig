@@ -15,7 +15,7 @@ const F_DUPFD_CLOEXEC = sys.F_DUPFD_CLOEXEC;
 const abi = @import("abi.zig");
 const spec_mod = @import("spec.zig");
 const errtext = @import("errtext.zig");
-const netns_pool = @import("netns_pool.zig");
+const ns_pool = @import("ns_pool.zig");
 
 const Spec = spec_mod.Spec;
 const keeper_elf = @embedFile("keeper_bin");
@@ -89,9 +89,9 @@ threadlocal var last_errno: u16 = 0;
 /// pay for page by page (dearly on a virtual machine).
 const region_size = 1 << 20;
 
-/// One-shot callers (the native ljspawn) turn the network namespace pool off: it would only
-/// make namespaces to throw away.
-pub var netns_pool_enabled = true;
+/// One-shot callers (the native ljspawn) turn the namespace pool off: it would only make
+/// namespaces to throw away.
+pub var ns_pool_enabled = true;
 
 const Region = struct {
     /// Non-zero while the child may still use the region; the kernel zeroes it at exec/exit.
@@ -221,20 +221,21 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
         .sync_owner = sync.w,
         .stdio = .{ stdio[0].r, stdio[1].w, stdio[2].w },
         .keeper = kfd,
-        .netns = -1,
+        .ns = .{},
     };
 
     regions_lock.lock();
     defer regions_lock.unlock();
     sweepRegions();
-    // A pooled namespace belongs to the host's user namespace, which a user-namespaced jail
+    // Pooled namespaces belong to the host's user namespace, which a user-namespaced jail
     // cannot enter: it makes its own.
-    if (!spec.flags.net_host and !spec.flags.userns and netns_pool_enabled) ctx.fds.netns = netns_pool.take();
+    var ns: ns_pool.Set = .{};
+    if (!spec.flags.net_host and !spec.flags.userns and ns_pool_enabled) ns = ns_pool.take(spec, copy[0..bytes.len], buildPooledRoot);
+    ctx.fds.ns = ns;
     ctx.userns_go = 0;
-    // The child gets its own copy of the descriptor table: ours goes whatever happens.
-    defer if (ctx.fds.netns >= 0) {
-        _ = linux.close(ctx.fds.netns);
-    };
+    // The child gets its own copy of the descriptor table: ours go whatever happens (closed
+    // through a copy of the set: the region is the child's now).
+    defer ns.close();
     const region = claimRegion(map) orelse return fail(err, .AGAIN, "too many jails starting at once", .{});
 
     ctx.clone_ns = if (spec.flags.trace) sys.monotonicNs() else 0;
@@ -360,8 +361,8 @@ const ChildFds = struct {
     sync_owner: i32,
     stdio: [3]i32,
     keeper: i32,
-    /// A fresh network namespace from the pool (loopback already up), or -1.
-    netns: i32,
+    /// Fresh namespaces from the pool (loopback up; maybe the root built), or -1 each.
+    ns: ns_pool.Set,
 };
 
 fn childEntry(arg: usize) callconv(.c) u8 {
@@ -452,16 +453,26 @@ fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64) noreturn {
     // jail, the owner) moves this process into the jail's cgroups meanwhile, and the namespace
     // must be rooted there.
     var ns: usize = linux.CLONE.NEWNS | linux.CLONE.NEWUTS | linux.CLONE.NEWIPC;
-    if (fds.netns >= 0) {
-        c.check(linux.syscall2(.setns, @bitCast(@as(isize, fds.netns)), linux.CLONE.NEWNET), "enter network namespace", .{});
-        _ = linux.close(fds.netns);
-    } else if (!spec.flags.net_host) ns |= linux.CLONE.NEWNET;
-    c.check(linux.unshare(ns), "unshare namespaces", .{});
-    c.check(linux.mount(null, "/", null, linux.MS.REC | linux.MS.PRIVATE, 0), "make / private", .{});
+    if (!spec.flags.net_host) ns |= linux.CLONE.NEWNET;
+    const pooled = [_]struct { fd: i32, kind: usize, what: []const u8 }{
+        .{ .fd = fds.ns.mnt, .kind = linux.CLONE.NEWNS, .what = "mount" },
+        .{ .fd = fds.ns.net, .kind = linux.CLONE.NEWNET, .what = "network" },
+        .{ .fd = fds.ns.ipc, .kind = linux.CLONE.NEWIPC, .what = "IPC" },
+        .{ .fd = fds.ns.uts, .kind = linux.CLONE.NEWUTS, .what = "UTS" },
+    };
+    for (pooled) |p| if (p.fd >= 0) {
+        c.check(linux.syscall2(.setns, @bitCast(@as(isize, p.fd)), p.kind), "enter pooled {s} namespace", .{p.what});
+        _ = linux.close(p.fd);
+        ns &= ~p.kind;
+    };
+    // A pooled mount namespace is private already, with the root built in it.
+    const root_built = fds.ns.mnt >= 0;
+    if (ns != 0) c.check(linux.unshare(ns), "unshare namespaces", .{});
+    if (!root_built) c.check(linux.mount(null, "/", null, linux.MS.REC | linux.MS.PRIVATE, 0), "make / private", .{});
     c.mark("namespaces");
 
     var root_path = Path{};
-    const root = assembleRoot(&c, &root_path);
+    const root = if (root_built) builtRoot(&c, &root_path) else assembleRoot(&c, &root_path);
     const rootfd_rc = linux.open(root.ptr, .{ .PATH = true, .DIRECTORY = true, .CLOEXEC = true }, 0);
     c.check(rootfd_rc, "open root {s}", .{root});
     const rootfd: i32 = @intCast(rootfd_rc);
@@ -469,15 +480,17 @@ fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64) noreturn {
 
     mountProc(&c, rootfd);
     c.mark("/proc");
-    mountDev(&c, rootfd);
-    c.mark("/dev");
-    if (!spec.flags.no_tmp) mountTmp(&c, rootfd);
+    if (!root_built) {
+        mountDev(&c, rootfd);
+        if (!spec.flags.no_tmp) mountTmp(&c, rootfd);
+    }
+    c.mark("/dev, /tmp");
     for (spec.mounts.slice()) |m| bindMount(&c, rootfd, m);
     _ = linux.close(rootfd);
 
     if (spec.hostname) |h| c.check(linux.syscall2(.sethostname, @intFromPtr(h.ptr), h.len), "sethostname {s}", .{h});
-    if (!spec.flags.net_host and fds.netns < 0) loopbackUp(&c);
-    c.mark("/tmp, mounts, hostname");
+    if (!spec.flags.net_host and fds.ns.net < 0) loopbackUp(&c);
+    c.mark("mounts, hostname");
 
     c.check(linux.chdir(root.ptr), "chdir {s}", .{root});
     c.check(linux.syscall2(.pivot_root, @intFromPtr("."), @intFromPtr(".")), "pivot_root {s}", .{root});
@@ -665,6 +678,26 @@ fn assembleRoot(c: *const Child, p: *Path) [:0]const u8 {
     data_buf[w.end] = 0;
     c.check(linux.mount("overlay", root.ptr, "overlay", linux.MS.NOSUID | linux.MS.NODEV, @intFromPtr(&data_buf)), "mount overlay on {s} (layers: {s}, upper {s})", .{ root, lowers[0], upper });
     return root;
+}
+
+/// Where assembleRoot mounts the root, for a jail whose root the namespace pool built.
+fn builtRoot(c: *const Child, p: *Path) [:0]const u8 {
+    return p.join(c, .{ c.spec.stage.?, "/root" });
+}
+
+/// The namespace pool's root builder, run by a maker in its fresh mount namespace: what a
+/// jail's child would do before /proc (the root, /dev, /tmp). Failures end the maker.
+fn buildPooledRoot(spec: *const Spec) void {
+    var trace = sys.Trace{};
+    const c = Child{ .spec = spec, .status_fd = -1, .trace = &trace };
+    var root_path = Path{};
+    const root = assembleRoot(&c, &root_path);
+    const rc = linux.open(root.ptr, .{ .PATH = true, .DIRECTORY = true, .CLOEXEC = true }, 0);
+    c.check(rc, "open root {s}", .{root});
+    const rootfd: i32 = @intCast(rc);
+    mountDev(&c, rootfd);
+    if (!spec.flags.no_tmp) mountTmp(&c, rootfd);
+    _ = linux.close(rootfd);
 }
 
 /// overlayfs splits options on ',' and layers on ':'; a backslash escapes either.
@@ -904,9 +937,9 @@ fn placeFds(c: *Child, fds: ChildFds) void {
 }
 
 fn closeInherited(spec: *const Spec, fds: ChildFds) void {
-    var keep: [8 + spec_mod.max_pass_fds]i32 = undefined;
+    var keep: [10 + spec_mod.max_pass_fds]i32 = undefined;
     var n: usize = 0;
-    for ([_]i32{ fds.status, fds.sync, fds.keeper, fds.netns }) |fd| {
+    for ([_]i32{ fds.status, fds.sync, fds.keeper, fds.ns.net, fds.ns.ipc, fds.ns.uts, fds.ns.mnt }) |fd| {
         keep[n] = fd;
         n += 1;
     }

@@ -381,7 +381,7 @@ pub fn main() u8 {
 fn run(gpa: Allocator, raw: []const []const u8) !u8 {
     var a = try parse(gpa, raw);
     // One-shot process: a pool of network namespaces would only be thrown away.
-    backend.netns_pool_enabled = false;
+    backend.ns_pool_enabled = false;
 
     var layers: std.ArrayList([]const u8) = .empty;
     var mounts: std.ArrayList(Mount) = .empty;

@@ -1,0 +1,257 @@
+//! A small pool of fresh namespace sets, made ahead of time: network (loopback up), IPC and
+//! UTS namespaces and, when the jails being spawned share one recipe for their root, a mount
+//! namespace with that root already built (the stage tmpfs, the overlay over the jail's
+//! layers, /dev and /tmp). A jail's child then enters them with `setns` and has only /proc
+//! (which belongs to its pid namespace), its bind mounts, the pivot and its limits left to do.
+//!
+//! Making a network namespace is the most expensive step of a Linux jail (the kernel
+//! initialises every protocol's per-namespace state), and assembling the root is the next. The
+//! makers run at SCHED_IDLE: on the CPUs' spare time, never ahead of a jail being set up.
+//!
+//! Each set is used by exactly one jail: never shared, never reused, so it isolates exactly
+//! like namespaces the jail would have made itself. The Bun process's own namespaces are never
+//! touched: every set is made by a short-lived child that shares our memory and descriptor
+//! table (so the references it opens are ours), unshares, builds, opens, and exits. Makers are
+//! started from the spawn path, cost it one clone each, and are collected on a later call.
+//!
+//! The root recipe (the key) follows the jails: when a jail's root does not match it and no
+//! maker is at work, the pool adopts that jail's recipe. A set whose root does not match the
+//! jail that takes it still gives its other namespaces; its mount namespace is dropped.
+//!
+//! Not thread-safe by itself: callers hold the spawn lock.
+const std = @import("std");
+const linux = std.os.linux;
+const sys = @import("sys.zig");
+const W_ALL = sys.W_ALL;
+const spec_mod = @import("spec.zig");
+const Spec = spec_mod.Spec;
+
+const pool_size = 6;
+
+/// Descriptors of one set of namespaces (-1: not made, the jail makes its own).
+pub const Set = struct {
+    net: i32 = -1,
+    ipc: i32 = -1,
+    uts: i32 = -1,
+    /// The mount namespace with the root built at `<stage>/root`.
+    mnt: i32 = -1,
+
+    pub fn close(s: *Set) void {
+        for ([_]i32{ s.net, s.ipc, s.uts, s.mnt }) |fd| if (fd >= 0) {
+            _ = linux.close(fd);
+        };
+        s.* = .{};
+    }
+};
+
+const State = enum(u8) { empty, making, ready };
+
+const Slot = struct {
+    state: State = .empty,
+    pid: i32 = 0,
+    /// Cleared by the kernel when the maker exits (CLONE_CHILD_CLEARTID).
+    ctid: i32 align(4) = 0,
+    /// Set by the maker once every namespace it made is open.
+    done: bool = false,
+    set: Set = .{},
+    /// The key generation the root was built for (0: no root).
+    root_gen: u32 = 0,
+    /// The root builder's path buffers and overlay options live here.
+    stack: [96 * 1024]u8 align(16) = undefined,
+};
+
+var slots: [pool_size]Slot = [_]Slot{.{}} ** pool_size;
+/// Set when a maker failed to make namespaces (no permission, say): jails then make their own.
+var broken = false;
+
+/// Builds a jail's root (in the calling process's mount namespace) for the spec; on failure
+/// the process exits. Supplied by the backend (linux.zig).
+pub const RootBuilder = *const fn (spec: *const Spec) void;
+
+/// The root recipe: a copy of the spec of the jail that set it, decoded, and the identity of
+/// each of its layers then (a layer replaced since must not be served from an old root).
+const Key = struct {
+    gen: u32 = 0,
+    bytes: [16 * 1024]u8 = undefined,
+    spec: Spec = .{},
+    layer_ids: [spec_mod.max_lowers]FileId = undefined,
+    /// A maker that failed to build this key's root: stop building it.
+    failed: bool = false,
+};
+var key: Key = .{};
+
+const FileId = struct { dev: u64, ino: u64 };
+
+fn fileId(path: [*:0]const u8) ?FileId {
+    var st: linux.Stat = undefined;
+    if (linux.E.init(linux.stat(path, &st)) != .SUCCESS) return null;
+    return .{ .dev = st.dev, .ino = st.ino };
+}
+
+/// Whether a jail's root may come from the pool at all: overlay roots over layers, on a fresh
+/// tmpfs, with no bind mounts (their sources resolve in the jail's own copy of the host's
+/// mounts, which must be as recent as the spawn).
+fn poolable(s: *const Spec) bool {
+    return s.root_dir == null and s.upper == null and !s.flags.userns and s.mounts.len == 0 and
+        s.lowers.len > 0 and s.stage != null;
+}
+
+fn sameRoot(a: *const Spec, b: *const Spec) bool {
+    if (a.lowers.len != b.lowers.len) return false;
+    for (a.lowers.slice(), b.lowers.slice()) |x, y| if (!std.mem.eql(u8, x, y)) return false;
+    return std.mem.eql(u8, a.stage.?, b.stage.?) and a.upper_bytes_max == b.upper_bytes_max and
+        a.tmp_bytes_max == b.tmp_bytes_max and a.flags.no_tmp == b.flags.no_tmp;
+}
+
+/// The key's layers are still the directories they were when it was set.
+fn layersUnchanged() bool {
+    for (key.spec.lowers.slice(), 0..) |l, i| {
+        const now = fileId(l.ptr) orelse return false;
+        if (now.dev != key.layer_ids[i].dev or now.ino != key.layer_ids[i].ino) return false;
+    }
+    return true;
+}
+
+/// Makes `spec` (encoded as `bytes`) the recipe, when no maker is using the current one.
+fn adopt(spec: *const Spec, bytes: []const u8) void {
+    for (&slots) |*s| if (s.state == .making) return;
+    key.gen +%= 1;
+    if (key.gen == 0) key.gen = 1;
+    key.failed = false;
+    key.spec = .{};
+    if (!poolable(spec) or bytes.len > key.bytes.len) {
+        key.spec.stage = null; // no roots until a poolable jail comes
+        return;
+    }
+    @memcpy(key.bytes[0..bytes.len], bytes);
+    var failure: spec_mod.DecodeFailure = undefined;
+    spec_mod.decode(key.bytes[0..bytes.len], &key.spec, &failure) catch {
+        key.spec = .{};
+        return;
+    };
+    for (key.spec.lowers.slice(), 0..) |l, i| {
+        key.layer_ids[i] = fileId(l.ptr) orelse {
+            key.spec.stage = null;
+            return;
+        };
+    }
+}
+
+fn keyHasRoot() bool {
+    return key.spec.stage != null and !key.failed;
+}
+
+/// Collects finished makers, hands out a ready set (the caller owns its descriptors; an empty
+/// set when none is ready), and starts makers for empty slots. `spec` is the jail's, decoded
+/// from `bytes`.
+pub fn take(spec: *const Spec, bytes: []const u8, build: RootBuilder) Set {
+    if (broken) return .{};
+    collect();
+    const wants_root = poolable(spec);
+    var same = wants_root and key.spec.stage != null and sameRoot(spec, &key.spec);
+    if (same and !layersUnchanged()) {
+        same = false;
+        key.spec.stage = null; // stale: adopted anew below once the makers are done
+    }
+    // A recipe whose root a maker failed to build stays the key, unbuilt, until another comes.
+    const key_fits = same and !key.failed;
+    var got: Set = .{};
+    for (&slots) |*s| {
+        if (s.state == .ready) {
+            got = s.set;
+            if (got.mnt >= 0 and !(key_fits and s.root_gen == key.gen)) {
+                _ = linux.close(got.mnt);
+                got.mnt = -1;
+            }
+            s.state = .empty;
+            s.set = .{};
+            break;
+        }
+    }
+    if (wants_root and !same) adopt(spec, bytes);
+    refill(build);
+    return got;
+}
+
+fn collect() void {
+    for (&slots) |*s| {
+        if (s.state != .making or @atomicLoad(i32, &s.ctid, .acquire) != 0) continue;
+        var status: u32 = 0;
+        _ = linux.wait4(s.pid, &status, W_ALL | linux.W.NOHANG, null);
+        if (s.done) {
+            s.state = .ready;
+            continue;
+        }
+        // The maker died on the way: namespaces it could not make mean none can be made; a
+        // root it could not build means this recipe cannot be pooled.
+        if (s.set.net < 0) broken = true else key.failed = true;
+        s.set.close();
+        s.state = .empty;
+    }
+}
+
+var builder: RootBuilder = undefined;
+
+fn refill(build: RootBuilder) void {
+    builder = build;
+    // Bun's handlers must not run on a maker's stack: makers run with every signal blocked.
+    const all = linux.sigfillset();
+    var old: linux.sigset_t = undefined;
+    _ = linux.sigprocmask(linux.SIG.SETMASK, &all, &old);
+    defer _ = linux.sigprocmask(linux.SIG.SETMASK, &old, null);
+    const with_root = keyHasRoot();
+    for (&slots) |*s| {
+        if (s.state != .empty) continue;
+        s.set = .{};
+        s.done = false;
+        s.root_gen = if (with_root) key.gen else 0;
+        s.ctid = 1;
+        // No exit signal: Bun never hears of these children; collect() reaps them.
+        const flags: u32 = linux.CLONE.VM | linux.CLONE.FILES | linux.CLONE.CHILD_CLEARTID;
+        const pid = linux.clone(maker, @intFromPtr(&s.stack) + s.stack.len, flags, @intFromPtr(s), null, 0, &s.ctid);
+        if (linux.E.init(pid) != .SUCCESS) return;
+        s.pid = @intCast(pid);
+        s.state = .making;
+    }
+}
+
+fn openNs(name: [*:0]const u8) i32 {
+    const fd = linux.open(name, .{ .CLOEXEC = true }, 0);
+    if (linux.E.init(fd) != .SUCCESS) linux.exit_group(1);
+    return @intCast(fd);
+}
+
+/// The maker: a child sharing our memory and descriptor table. Until `done` it may exit at any
+/// point; collect() then closes what it had opened.
+fn maker(arg: usize) callconv(.c) u8 {
+    sys.noCoreDumps();
+    const s: *Slot = @ptrFromInt(arg);
+
+    const with_root = s.root_gen != 0;
+    var ns: usize = linux.CLONE.NEWNET | linux.CLONE.NEWIPC | linux.CLONE.NEWUTS;
+    if (with_root) ns |= linux.CLONE.NEWNS;
+    if (linux.E.init(linux.unshare(ns)) != .SUCCESS) return 1;
+    if (!loopbackUp()) return 1;
+    s.set.net = openNs("/proc/self/ns/net");
+    s.set.ipc = openNs("/proc/self/ns/ipc");
+    s.set.uts = openNs("/proc/self/ns/uts");
+    if (with_root) {
+        if (linux.E.init(linux.mount(null, "/", null, linux.MS.REC | linux.MS.PRIVATE, 0)) != .SUCCESS) return 1;
+        builder(&key.spec);
+        s.set.mnt = openNs("/proc/self/ns/mnt");
+    }
+    @atomicStore(bool, &s.done, true, .release);
+    return 0;
+}
+
+fn loopbackUp() bool {
+    const sock = linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0);
+    if (linux.E.init(sock) != .SUCCESS) return false;
+    defer _ = linux.close(@intCast(sock));
+    var req = std.mem.zeroes(linux.ifreq);
+    @memcpy(req.ifrn.name[0..2], "lo");
+    if (linux.E.init(linux.ioctl(@intCast(sock), linux.SIOCGIFFLAGS, @intFromPtr(&req))) != .SUCCESS) return false;
+    req.ifru.flags.UP = true;
+    req.ifru.flags.RUNNING = true;
+    return linux.E.init(linux.ioctl(@intCast(sock), linux.SIOCSIFFLAGS, @intFromPtr(&req))) == .SUCCESS;
+}
