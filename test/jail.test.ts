@@ -717,3 +717,43 @@ describe("descriptors", () => {
     expect((await waiting.exited).status).toBe(0);
   });
 });
+
+describe("namespace pool", () => {
+  rootTest(
+    "roots built ahead of time are fresh for every jail and follow a layer replaced at its path",
+    async () => {
+      const { makeMiniWorld } = await import("../bench/mini-world.ts");
+      const { mkdirSync, rmSync, writeFileSync } = await import("node:fs");
+      const mini = makeMiniWorld(join(env.root, "pool-world"));
+      const layer = join(env.root, "pool-layer");
+      const writeLayer = (v: string) => {
+        rmSync(layer, { recursive: true, force: true });
+        mkdirSync(join(layer, "etc"), { recursive: true });
+        writeFileSync(join(layer, "etc", "v"), `${v}\n`);
+      };
+      // Each jail reads the layer's file, reports what an earlier jail left, and leaves marks.
+      const script =
+        "read v < /etc/v; echo $v; for f in /etc/mark /tmp/mark /dev/mark; do test -e $f && echo seen $f; done; " +
+        "echo x > /etc/mark; echo x > /tmp/mark; echo x > /dev/mark";
+      const round = async () => {
+        const outs: string[] = [];
+        let pooled = 0;
+        for (let i = 0; i < 8; i++) {
+          const r = await runJail({ layers: [mini, layer], argv: ["/bin/sh", "-c", script], trace: true });
+          expect(r.status).toBe(0);
+          outs.push(r.stdout);
+          if (r.trace?.some((s) => s.step === "root from the namespace pool")) pooled += 1;
+        }
+        return { outs, pooled };
+      };
+      writeLayer("one");
+      const first = await round();
+      expect(first.outs).toEqual(Array(8).fill("one\n"));
+      expect(first.pooled).toBeGreaterThan(0); // later jails took roots the pool had built
+      writeLayer("two"); // the same path, a new directory: roots over the old one must go
+      const second = await round();
+      expect(second.outs).toEqual(Array(8).fill("two\n"));
+      expect(second.pooled).toBeGreaterThan(0);
+    },
+  );
+});

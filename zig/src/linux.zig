@@ -476,7 +476,7 @@ fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64) noreturn {
     const rootfd_rc = linux.open(root.ptr, .{ .PATH = true, .DIRECTORY = true, .CLOEXEC = true }, 0);
     c.check(rootfd_rc, "open root {s}", .{root});
     const rootfd: i32 = @intCast(rootfd_rc);
-    c.mark("overlay root");
+    c.mark(if (root_built) "root from the namespace pool" else "overlay root");
 
     mountProc(&c, rootfd);
     c.mark("/proc");
