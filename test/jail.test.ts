@@ -3,7 +3,7 @@
  * is a property a jail must keep; each fails if that property breaks.
  */
 import { afterAll, beforeAll, describe, expect } from "bun:test";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { cgroupLayout, ownerId } from "../src/jail/cgroup.ts";
@@ -723,7 +723,6 @@ describe("namespace pool", () => {
     "roots built ahead of time are fresh for every jail and follow a layer replaced at its path",
     async () => {
       const { makeMiniWorld } = await import("../bench/mini-world.ts");
-      const { mkdirSync, rmSync, writeFileSync } = await import("node:fs");
       const mini = makeMiniWorld(join(env.root, "pool-world"));
       const layer = join(env.root, "pool-layer");
       const writeLayer = (v: string) => {

@@ -473,9 +473,7 @@ fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64) noreturn {
 
     var root_path = Path{};
     const root = if (root_built) builtRoot(&c, &root_path) else assembleRoot(&c, &root_path);
-    const rootfd_rc = linux.open(root.ptr, .{ .PATH = true, .DIRECTORY = true, .CLOEXEC = true }, 0);
-    c.check(rootfd_rc, "open root {s}", .{root});
-    const rootfd: i32 = @intCast(rootfd_rc);
+    const rootfd = openRoot(&c, root);
     c.mark(if (root_built) "root from the namespace pool" else "overlay root");
 
     mountProc(&c, rootfd);
@@ -489,7 +487,9 @@ fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64) noreturn {
     _ = linux.close(rootfd);
 
     if (spec.hostname) |h| c.check(linux.syscall2(.sethostname, @intFromPtr(h.ptr), h.len), "sethostname {s}", .{h});
-    if (!spec.flags.net_host and fds.ns.net < 0) loopbackUp(&c);
+    if (!spec.flags.net_host and fds.ns.net < 0) {
+        if (sys.loopbackUp()) |f| c.die(f.e, "{s}", .{f.step});
+    }
     c.mark("mounts, hostname");
 
     c.check(linux.chdir(root.ptr), "chdir {s}", .{root});
@@ -680,6 +680,13 @@ fn assembleRoot(c: *const Child, p: *Path) [:0]const u8 {
     return root;
 }
 
+/// The assembled root, for the mounts made in it (resolved inside it, see Target).
+fn openRoot(c: *const Child, root: [:0]const u8) i32 {
+    const rc = linux.open(root.ptr, .{ .PATH = true, .DIRECTORY = true, .CLOEXEC = true }, 0);
+    c.check(rc, "open root {s}", .{root});
+    return @intCast(rc);
+}
+
 /// Where assembleRoot mounts the root, for a jail whose root the namespace pool built.
 fn builtRoot(c: *const Child, p: *Path) [:0]const u8 {
     return p.join(c, .{ c.spec.stage.?, "/root" });
@@ -691,10 +698,7 @@ fn buildPooledRoot(spec: *const Spec) void {
     var trace = sys.Trace{};
     const c = Child{ .spec = spec, .status_fd = -1, .trace = &trace };
     var root_path = Path{};
-    const root = assembleRoot(&c, &root_path);
-    const rc = linux.open(root.ptr, .{ .PATH = true, .DIRECTORY = true, .CLOEXEC = true }, 0);
-    c.check(rc, "open root {s}", .{root});
-    const rootfd: i32 = @intCast(rc);
+    const rootfd = openRoot(&c, assembleRoot(&c, &root_path));
     mountDev(&c, rootfd);
     if (!spec.flags.no_tmp) mountTmp(&c, rootfd);
     _ = linux.close(rootfd);
@@ -887,19 +891,6 @@ fn bindMount(c: *const Child, rootfd: i32, m: spec_mod.Mount) void {
         c.check(linux.mount(null, top.path(), null, linux.MS.REMOUNT | linux.MS.BIND | linux.MS.RDONLY | linux.MS.NOSUID | linux.MS.NODEV, 0), "remount {s} read-only", .{m.dst});
         top.close();
     }
-}
-
-fn loopbackUp(c: *const Child) void {
-    const rc = linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0);
-    c.check(rc, "socket for loopback", .{});
-    const fd: i32 = @intCast(rc);
-    var req = std.mem.zeroes(linux.ifreq);
-    @memcpy(req.ifrn.name[0..2], "lo");
-    c.check(linux.ioctl(fd, linux.SIOCGIFFLAGS, @intFromPtr(&req)), "get loopback flags", .{});
-    req.ifru.flags.UP = true;
-    req.ifru.flags.RUNNING = true;
-    c.check(linux.ioctl(fd, linux.SIOCSIFFLAGS, @intFromPtr(&req)), "bring loopback up", .{});
-    _ = linux.close(fd);
 }
 
 /// stdio to 0-2, status to 3, passed descriptors to 4.., then the sync pipe (the keeper's): first

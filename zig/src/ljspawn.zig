@@ -380,7 +380,7 @@ pub fn main() u8 {
 
 fn run(gpa: Allocator, raw: []const []const u8) !u8 {
     var a = try parse(gpa, raw);
-    // One-shot process: a pool of network namespaces would only be thrown away.
+    // One-shot process: a pool of namespace sets would only be thrown away.
     backend.ns_pool_enabled = false;
 
     var layers: std.ArrayList([]const u8) = .empty;

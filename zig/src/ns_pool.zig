@@ -6,7 +6,8 @@
 //!
 //! Making a network namespace is the most expensive step of a Linux jail (the kernel
 //! initialises every protocol's per-namespace state), and assembling the root is the next. The
-//! makers run at SCHED_IDLE: on the CPUs' spare time, never ahead of a jail being set up.
+//! makers run at normal priority: at SCHED_IDLE a starved maker holds the kernel's network
+//! locks while jails that found the pool empty wait for them.
 //!
 //! Each set is used by exactly one jail: never shared, never reused, so it isolates exactly
 //! like namespaces the jail would have made itself. The Bun process's own namespaces are never
@@ -118,11 +119,8 @@ fn adopt(spec: *const Spec, bytes: []const u8) void {
     key.gen +%= 1;
     if (key.gen == 0) key.gen = 1;
     key.failed = false;
-    key.spec = .{};
-    if (!poolable(spec) or bytes.len > key.bytes.len) {
-        key.spec.stage = null; // no roots until a poolable jail comes
-        return;
-    }
+    key.spec = .{}; // no stage: no roots until the recipe is in place
+    if (!poolable(spec) or bytes.len > key.bytes.len) return;
     @memcpy(key.bytes[0..bytes.len], bytes);
     var failure: spec_mod.DecodeFailure = undefined;
     spec_mod.decode(key.bytes[0..bytes.len], &key.spec, &failure) catch {
@@ -231,7 +229,7 @@ fn maker(arg: usize) callconv(.c) u8 {
     var ns: usize = linux.CLONE.NEWNET | linux.CLONE.NEWIPC | linux.CLONE.NEWUTS;
     if (with_root) ns |= linux.CLONE.NEWNS;
     if (linux.E.init(linux.unshare(ns)) != .SUCCESS) return 1;
-    if (!loopbackUp()) return 1;
+    if (sys.loopbackUp() != null) return 1;
     s.set.net = openNs("/proc/self/ns/net");
     s.set.ipc = openNs("/proc/self/ns/ipc");
     s.set.uts = openNs("/proc/self/ns/uts");
@@ -242,16 +240,4 @@ fn maker(arg: usize) callconv(.c) u8 {
     }
     @atomicStore(bool, &s.done, true, .release);
     return 0;
-}
-
-fn loopbackUp() bool {
-    const sock = linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0);
-    if (linux.E.init(sock) != .SUCCESS) return false;
-    defer _ = linux.close(@intCast(sock));
-    var req = std.mem.zeroes(linux.ifreq);
-    @memcpy(req.ifrn.name[0..2], "lo");
-    if (linux.E.init(linux.ioctl(@intCast(sock), linux.SIOCGIFFLAGS, @intFromPtr(&req))) != .SUCCESS) return false;
-    req.ifru.flags.UP = true;
-    req.ifru.flags.RUNNING = true;
-    return linux.E.init(linux.ioctl(@intCast(sock), linux.SIOCSIFFLAGS, @intFromPtr(&req))) == .SUCCESS;
 }

@@ -55,6 +55,22 @@ pub const Trace = struct {
     }
 };
 
+/// Brings the loopback interface of the caller's network namespace up. On failure: the errno
+/// and the step that failed.
+pub fn loopbackUp() ?struct { e: linux.E, step: []const u8 } {
+    const rc = linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0);
+    if (errno(rc)) |e| return .{ .e = e, .step = "socket for loopback" };
+    const fd: i32 = @intCast(rc);
+    defer _ = linux.close(fd);
+    var req = std.mem.zeroes(linux.ifreq);
+    @memcpy(req.ifrn.name[0..2], "lo");
+    if (errno(linux.ioctl(fd, linux.SIOCGIFFLAGS, @intFromPtr(&req)))) |e| return .{ .e = e, .step = "get loopback flags" };
+    req.ifru.flags.UP = true;
+    req.ifru.flags.RUNNING = true;
+    if (errno(linux.ioctl(fd, linux.SIOCSIFFLAGS, @intFromPtr(&req)))) |e| return .{ .e = e, .step = "bring loopback up" };
+    return null;
+}
+
 /// The errno of a raw syscall return value, or null on success.
 pub fn errno(rc: usize) ?linux.E {
     const e = linux.E.init(rc);
