@@ -734,10 +734,12 @@ describe("namespace pool", () => {
       const script =
         "read v < /etc/v; echo $v; for f in /etc/mark /tmp/mark /dev/mark; do test -e $f && echo seen $f; done; " +
         "echo x > /etc/mark; echo x > /tmp/mark; echo x > /dev/mark";
+      // At least 8 jails, and more (up to 40) until two have taken a root the pool built: on a
+      // loaded machine a maker can take longer than a jail, so the first few may find none.
       const round = async () => {
         const outs: string[] = [];
         let pooled = 0;
-        for (let i = 0; i < 8; i++) {
+        while (outs.length < 8 || (pooled < 2 && outs.length < 40)) {
           const r = await runJail({ layers: [mini, layer], argv: ["/bin/sh", "-c", script], trace: true });
           expect(r.status).toBe(0);
           outs.push(r.stdout);
@@ -747,12 +749,12 @@ describe("namespace pool", () => {
       };
       writeLayer("one");
       const first = await round();
-      expect(first.outs).toEqual(Array(8).fill("one\n"));
-      expect(first.pooled).toBeGreaterThan(0); // later jails took roots the pool had built
+      expect(first.outs).toEqual(Array(first.outs.length).fill("one\n"));
+      expect(first.pooled).toBeGreaterThanOrEqual(2); // later jails took roots the pool had built
       writeLayer("two"); // the same path, a new directory: roots over the old one must go
       const second = await round();
-      expect(second.outs).toEqual(Array(8).fill("two\n"));
-      expect(second.pooled).toBeGreaterThan(0);
+      expect(second.outs).toEqual(Array(second.outs.length).fill("two\n"));
+      expect(second.pooled).toBeGreaterThanOrEqual(2);
     },
   );
 });

@@ -15,9 +15,11 @@
 //! table (so the references it opens are ours), unshares, builds, opens, and exits. Makers are
 //! started from the spawn path, cost it one clone each, and are collected on a later call.
 //!
-//! The root recipe (the key) follows the jails: when a jail's root does not match it and no
-//! maker is at work, the pool adopts that jail's recipe. A set whose root does not match the
-//! jail that takes it still gives its other namespaces; its mount namespace is dropped.
+//! The root recipe (the key) follows the jails: when a jail's root does not match it, the pool
+//! adopts that jail's recipe. Each maker builds from its own copy of the recipe, so the key
+//! moves on at once; a set whose root does not match the jail that takes it still gives its
+//! other namespaces, and its mount namespace is dropped. A jail takes a set with its own root
+//! before any other.
 //!
 //! Not thread-safe by itself: callers hold the spawn lock.
 const std = @import("std");
@@ -57,6 +59,8 @@ const Slot = struct {
     set: Set = .{},
     /// The key generation the root was built for (0: no root).
     root_gen: u32 = 0,
+    /// The maker's own copy of the recipe, so that the key can move on while it builds.
+    recipe: Recipe = .{},
     /// The root builder's path buffers and overlay options live here.
     stack: [96 * 1024]u8 align(16) = undefined,
 };
@@ -69,12 +73,32 @@ var broken = false;
 /// the process exits. Supplied by the backend (linux.zig).
 pub const RootBuilder = *const fn (spec: *const Spec) void;
 
-/// The root recipe: a copy of the spec of the jail that set it, decoded, and the identity of
-/// each of its layers then (a layer replaced since must not be served from an old root).
+/// An encoded spec and its decoding (whose strings point into `bytes`).
+const Recipe = struct {
+    bytes: [16 * 1024]u8 = undefined,
+    len: usize = 0,
+    spec: Spec = .{},
+
+    /// Copies and decodes `src`; false when it does not fit or does not decode.
+    fn set(r: *Recipe, src: []const u8) bool {
+        r.spec = .{};
+        if (src.len > r.bytes.len) return false;
+        @memcpy(r.bytes[0..src.len], src);
+        r.len = src.len;
+        var failure: spec_mod.DecodeFailure = undefined;
+        spec_mod.decode(r.bytes[0..src.len], &r.spec, &failure) catch {
+            r.spec = .{};
+            return false;
+        };
+        return true;
+    }
+};
+
+/// The root recipe: a copy of the spec of the jail that set it, and the identity of each of
+/// its layers then (a layer replaced since must not be served from an old root).
 const Key = struct {
     gen: u32 = 0,
-    bytes: [16 * 1024]u8 = undefined,
-    spec: Spec = .{},
+    recipe: Recipe = .{},
     layer_ids: [spec_mod.max_lowers]FileId = undefined,
     /// A maker that failed to build this key's root: stop building it.
     failed: bool = false,
@@ -106,37 +130,33 @@ fn sameRoot(a: *const Spec, b: *const Spec) bool {
 
 /// The key's layers are still the directories they were when it was set.
 fn layersUnchanged() bool {
-    for (key.spec.lowers.slice(), 0..) |l, i| {
+    for (key.recipe.spec.lowers.slice(), 0..) |l, i| {
         const now = fileId(l.ptr) orelse return false;
         if (now.dev != key.layer_ids[i].dev or now.ino != key.layer_ids[i].ino) return false;
     }
     return true;
 }
 
-/// Makes `spec` (encoded as `bytes`) the recipe, when no maker is using the current one.
+/// Makes `spec` (encoded as `bytes`) the recipe. Makers at work build from their own copies;
+/// the roots they bring are dropped, being of an older generation.
 fn adopt(spec: *const Spec, bytes: []const u8) void {
-    for (&slots) |*s| if (s.state == .making) return;
     key.gen +%= 1;
     if (key.gen == 0) key.gen = 1;
     key.failed = false;
-    key.spec = .{}; // no stage: no roots until the recipe is in place
-    if (!poolable(spec) or bytes.len > key.bytes.len) return;
-    @memcpy(key.bytes[0..bytes.len], bytes);
-    var failure: spec_mod.DecodeFailure = undefined;
-    spec_mod.decode(key.bytes[0..bytes.len], &key.spec, &failure) catch {
-        key.spec = .{};
+    if (!poolable(spec) or !key.recipe.set(bytes)) {
+        key.recipe.spec = .{}; // no stage: no roots
         return;
-    };
-    for (key.spec.lowers.slice(), 0..) |l, i| {
+    }
+    for (key.recipe.spec.lowers.slice(), 0..) |l, i| {
         key.layer_ids[i] = fileId(l.ptr) orelse {
-            key.spec.stage = null;
+            key.recipe.spec.stage = null;
             return;
         };
     }
 }
 
 fn keyHasRoot() bool {
-    return key.spec.stage != null and !key.failed;
+    return key.recipe.spec.stage != null and !key.failed;
 }
 
 /// Collects finished makers, hands out a ready set (the caller owns its descriptors; an empty
@@ -146,25 +166,32 @@ pub fn take(spec: *const Spec, bytes: []const u8, build: RootBuilder) Set {
     if (broken) return .{};
     collect();
     const wants_root = poolable(spec);
-    var same = wants_root and key.spec.stage != null and sameRoot(spec, &key.spec);
+    var same = wants_root and key.recipe.spec.stage != null and sameRoot(spec, &key.recipe.spec);
     if (same and !layersUnchanged()) {
         same = false;
-        key.spec.stage = null; // stale: adopted anew below once the makers are done
+        key.recipe.spec.stage = null; // stale: adopted anew below
     }
     // A recipe whose root a maker failed to build stays the key, unbuilt, until another comes.
     const key_fits = same and !key.failed;
-    var got: Set = .{};
+    // A ready set with this jail's root first, else any ready set (its root then dropped).
+    var pick: ?*Slot = null;
     for (&slots) |*s| {
-        if (s.state == .ready) {
-            got = s.set;
-            if (got.mnt >= 0 and !(key_fits and s.root_gen == key.gen)) {
-                _ = linux.close(got.mnt);
-                got.mnt = -1;
-            }
-            s.state = .empty;
-            s.set = .{};
+        if (s.state != .ready) continue;
+        if (key_fits and s.root_gen == key.gen and s.set.mnt >= 0) {
+            pick = s;
             break;
         }
+        if (pick == null) pick = s;
+    }
+    var got: Set = .{};
+    if (pick) |s| {
+        got = s.set;
+        if (got.mnt >= 0 and !(key_fits and s.root_gen == key.gen)) {
+            _ = linux.close(got.mnt);
+            got.mnt = -1;
+        }
+        s.state = .empty;
+        s.set = .{};
     }
     if (wants_root and !same) adopt(spec, bytes);
     refill(build);
@@ -181,8 +208,8 @@ fn collect() void {
             continue;
         }
         // The maker died on the way: namespaces it could not make mean none can be made; a
-        // root it could not build means this recipe cannot be pooled.
-        if (s.set.net < 0) broken = true else key.failed = true;
+        // root it could not build means this recipe cannot be pooled (if it is still the key).
+        if (s.set.uts < 0) broken = true else if (s.root_gen == key.gen) key.failed = true;
         s.set.close();
         s.state = .empty;
     }
@@ -202,7 +229,7 @@ fn refill(build: RootBuilder) void {
         if (s.state != .empty) continue;
         s.set = .{};
         s.done = false;
-        s.root_gen = if (with_root) key.gen else 0;
+        s.root_gen = if (with_root and s.recipe.set(key.recipe.bytes[0..key.recipe.len])) key.gen else 0;
         s.ctid = 1;
         // No exit signal: Bun never hears of these children; collect() reaps them.
         const flags: u32 = linux.CLONE.VM | linux.CLONE.FILES | linux.CLONE.CHILD_CLEARTID;
@@ -235,7 +262,7 @@ fn maker(arg: usize) callconv(.c) u8 {
     s.set.uts = openNs("/proc/self/ns/uts");
     if (with_root) {
         if (linux.E.init(linux.mount(null, "/", null, linux.MS.REC | linux.MS.PRIVATE, 0)) != .SUCCESS) return 1;
-        builder(&key.spec);
+        builder(&s.recipe.spec);
         s.set.mnt = openNs("/proc/self/ns/mnt");
     }
     @atomicStore(bool, &s.done, true, .release);
