@@ -1,7 +1,7 @@
 /**
  * Backing services (postgres, redis): each runs in its own jail on a private address, with a
  * persistent data directory under the root that outlives restarts and redeploys, a health
- * check (its port accepts connections) and a password generated when it is created. Linking
+ * check (its port accepts connections, then its plugin's health command passes) and a password generated when it is created. Linking
  * a service to an app lets the app's jails reach it and sets the variables its plugin's
  * manifest declares ([service.env]: DATABASE_URL, REDIS_URL), then restarts the app's
  * processes with them.
@@ -45,6 +45,8 @@ interface WorldRecipe {
   needs: () => string | null;
   init?: (bin: string) => string;
   run: (bin: string) => string;
+  /** Exits 0 once the server at $HOST:$PORT answers (as the plugin's [service.health]). */
+  ready: (bin: string) => string;
 }
 
 function pgBin(): string | null {
@@ -65,11 +67,13 @@ const WORLD_RECIPES: Record<string, WorldRecipe> = {
         'echo "host all all 0.0.0.0/0 scram-sha-256" >> /data/pg/pg_hba.conf',
       ].join("\n"),
     run: (bin) => `exec ${bin}/postgres -D /data/pg -c listen_addresses='*' -p "$PORT" -k /tmp`,
+    ready: (bin) => `exec ${bin}/pg_isready -q -h "$HOST" -p "$PORT"`,
   },
   redis: {
     needs: () => (existsSync("/usr/bin/redis-server") ? "/usr/bin" : null),
     run: (bin) =>
       `exec ${bin}/redis-server --bind 0.0.0.0 --port "$PORT" --dir /data --appendonly yes --requirepass "$PASSWORD"`,
+    ready: (bin) => `REDISCLI_AUTH="$PASSWORD" ${bin}/redis-cli -h "$HOST" -p "$PORT" ping | grep -q PONG`,
   },
 };
 
@@ -203,7 +207,63 @@ export class ServiceManager {
     this.running.set(row.name, inst);
     inst.start();
     await inst.waitHealthy();
+    await this.ready(rec, row.credentials.password ?? "", inst);
     return inst;
+  }
+
+  /**
+   * Waits until the service answers its health command: an open port is not enough (postgres
+   * accepts connections while it recovers, and refuses queries). The command runs in a fresh
+   * jail over the service's own root, on a private address that may reach only the service,
+   * with HOST and PORT naming it; it runs every interval until it exits 0, up to its retries
+   * and timeout.
+   */
+  private async ready(rec: ServiceRecord, password: string, inst: Instance): Promise<void> {
+    const rt = rec.runtime;
+    const health =
+      rt.kind === "overlay"
+        ? this.section(rec.type).health
+        : {
+            command: WORLD_RECIPES[rec.type]!.ready(WORLD_RECIPES[rec.type]!.needs()!),
+            intervalS: 0.25,
+            timeoutS: 60,
+            retries: 240,
+          };
+    const address = inst.jail?.address;
+    if (!address) throw new LjError("unavailable", "service-not-running", `${rec.name} is not running`);
+    const spec: JailSpec = {
+      argv: ["/bin/sh", "-c", health.command],
+      env: {
+        PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        LANG: "C.UTF-8",
+        HOST: address,
+        PORT: String(rec.port),
+        PASSWORD: password,
+      },
+      layers: rt.kind === "overlay" ? [worldPath(rt.world), ...rt.layers] : [worldPath(rt.world)],
+      mounts: await worldMounts(rt.world),
+      net: "private",
+      links: [address],
+      uid: NOBODY,
+      gid: NOBODY,
+      limits: { memoryBytes: 128 * 1024 * 1024, pids: 32 },
+      stdio: ["ignore", "pipe", "pipe"],
+      name: `health.${rec.name}`,
+    };
+    const deadline = performance.now() + health.timeoutS * 1000;
+    let last = "";
+    for (let attempt = 0; attempt <= health.retries; attempt++) {
+      const left = deadline - performance.now();
+      if (left <= 0) break;
+      const r = await runJail({ ...spec, timeoutMs: Math.max(1, Math.min(left, 10_000)) });
+      if (r.status === 0) return;
+      last = (r.error ?? (r.stderr || r.stdout)).trim().slice(-300) || `exit status ${r.status}`;
+      if (inst.jail?.address !== address) break; // the server itself went down meanwhile
+      await Bun.sleep(health.intervalS * 1000);
+    }
+    throw new LjError("unavailable", "health-check-failed", `${rec.name} did not become ready: ${last}`, {
+      hint: `the health command was: ${health.command}`,
+    });
   }
 
   async create(type: string, name: string): Promise<ServiceInfo> {

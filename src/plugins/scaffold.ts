@@ -40,7 +40,8 @@ port = 8000
 data_dir = "/var/lib/${name}"
 
 [service.health]
-command = "test -f /var/lib/${name}/ready"
+# Run after the port opens, in a fresh jail that reaches the service at $HOST:$PORT.
+command = "/opt/${name}/ready"
 interval_s = 0.5
 timeout_s = 30
 
@@ -51,10 +52,14 @@ ${name.toUpperCase().replace(/-/g, "_")}_URL = "http://\${HOST}:\${PORT}"
     files["install.sh"] += `cat > /opt/${name}/start <<'SH'
 #!/bin/sh
 # TODO: exec the real server here, listening on $PORT and keeping state in $DATA_DIR.
-touch "$DATA_DIR/ready"
 exec sleep 2147483647
 SH
-chmod 755 /opt/${name}/start
+cat > /opt/${name}/ready <<'SH'
+#!/bin/sh
+# Exits 0 once the server at $HOST:$PORT answers. TODO: ask the real server (a ping, a query).
+exec timeout 2 bash -c ': < "/dev/tcp/$HOST/$PORT"' 2>/dev/null
+SH
+chmod 755 /opt/${name}/start /opt/${name}/ready
 `;
   } else if (type === "language") {
     files["plugin.toml"] = `${head}

@@ -49,7 +49,7 @@ exec setpriv --reuid=postgres --regid=postgres --init-groups "\$PGBIN/postgres" 
 SH
 cat > /usr/local/bin/lj-postgres-ready <<SH
 #!/bin/sh
-exec $PGBIN/pg_isready -q -h 127.0.0.1 -p "\${PORT:-5432}"
+exec $PGBIN/pg_isready -q -h "\${HOST:-127.0.0.1}" -p "\${PORT:-5432}"
 SH
 chmod 755 /usr/local/bin/lj-postgres-start /usr/local/bin/lj-postgres-ready
 "$PGBIN/postgres" --version

@@ -34,7 +34,7 @@ SH
 cat > /usr/local/bin/lj-redis-ready <<'SH'
 #!/bin/sh
 if [ -n "${PASSWORD:-}" ]; then export REDISCLI_AUTH="$PASSWORD"; fi
-redis-cli -h 127.0.0.1 -p "${PORT:-6379}" ping | grep -q PONG
+redis-cli -h "${HOST:-127.0.0.1}" -p "${PORT:-6379}" ping | grep -q PONG
 SH
 chmod 755 /usr/local/bin/lj-redis-start /usr/local/bin/lj-redis-ready
 redis-server --version
