@@ -14,7 +14,7 @@
 import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
-import { runJail } from "../jail/spawn.ts";
+import { type Jail, runJail } from "../jail/spawn.ts";
 import type { JailSpec } from "../jail/spec.ts";
 import type { ServiceSection } from "../plugins/manifest.ts";
 import { discover, findPlugin } from "../plugins/registry.ts";
@@ -194,20 +194,24 @@ export class ServiceManager {
 
   private async start(row: ServiceRow): Promise<Instance> {
     const rec = this.record(row.name);
-    const spec = await this.spec(rec, row.credentials.password ?? "");
+    const password = row.credentials.password ?? "";
+    const spec = await this.spec(rec, password);
     const inst = new Instance(
       "service",
       1,
       0,
       () => spec,
-      { log: (_src, line) => this.paas.logs.write(`service-${row.name}`, row.name, line), changed: () => {} },
+      {
+        log: (_src, line) => this.paas.logs.write(`service-${row.name}`, row.name, line),
+        changed: () => {},
+        ready: (jail, deadline) => this.ready(rec, password, jail, deadline),
+      },
       120_000,
       rec.port,
     );
     this.running.set(row.name, inst);
     inst.start();
     await inst.waitHealthy();
-    await this.ready(rec, row.credentials.password ?? "", inst);
     return inst;
   }
 
@@ -218,19 +222,19 @@ export class ServiceManager {
    * with HOST and PORT naming it; it runs every interval until it exits 0, up to its retries
    * and timeout.
    */
-  private async ready(rec: ServiceRecord, password: string, inst: Instance): Promise<void> {
+  private async ready(rec: ServiceRecord, password: string, jail: Jail, deadline: number): Promise<void> {
     const rt = rec.runtime;
+    const recipe = WORLD_RECIPES[rec.type];
     const health =
       rt.kind === "overlay"
         ? this.section(rec.type).health
-        : {
-            command: WORLD_RECIPES[rec.type]!.ready(WORLD_RECIPES[rec.type]!.needs()!),
-            intervalS: 0.25,
-            timeoutS: 60,
-            retries: 240,
-          };
-    const address = inst.jail?.address;
-    if (!address) throw new LjError("unavailable", "service-not-running", `${rec.name} is not running`);
+        : { command: recipe!.ready(recipe!.needs()!), intervalS: 0.25, timeoutS: 60, retries: 240 };
+    const address = jail.address;
+    if (!address) throw new LjError("internal", "service-no-address", `${rec.name} has no address`);
+    let ended = false;
+    void jail.exited.then(() => {
+      ended = true;
+    });
     const spec: JailSpec = {
       argv: ["/bin/sh", "-c", health.command],
       env: {
@@ -250,15 +254,18 @@ export class ServiceManager {
       stdio: ["ignore", "pipe", "pipe"],
       name: `health.${rec.name}`,
     };
-    const deadline = performance.now() + health.timeoutS * 1000;
+    const until = Math.min(deadline, performance.now() + health.timeoutS * 1000);
     let last = "";
     for (let attempt = 0; attempt <= health.retries; attempt++) {
-      const left = deadline - performance.now();
+      const left = until - performance.now();
       if (left <= 0) break;
       const r = await runJail({ ...spec, timeoutMs: Math.max(1, Math.min(left, 10_000)) });
       if (r.status === 0) return;
       last = (r.error ?? (r.stderr || r.stdout)).trim().slice(-300) || `exit status ${r.status}`;
-      if (inst.jail?.address !== address) break; // the server itself went down meanwhile
+      if (ended) {
+        last = `the server ended while starting (${last})`;
+        break;
+      }
       await Bun.sleep(health.intervalS * 1000);
     }
     throw new LjError("unavailable", "health-check-failed", `${rec.name} did not become ready: ${last}`, {

@@ -33,6 +33,8 @@ export interface SupervisorHooks {
   log(source: string, line: string): void;
   /** The instance's state changed (the router re-reads its targets). */
   changed(): void;
+  /** After the port opens: resolves once the jail's server is ready (a service's health command). */
+  ready?(jail: Jail, deadline: number): Promise<void>;
 }
 
 export const WEB_PORT = 5000;
@@ -109,12 +111,16 @@ export class Instance {
     });
   }
 
-  /** Web processes (and services) are up once their port accepts connections; others once started. */
+  /**
+   * Web processes (and services) are up once their port accepts connections (and services once
+   * their health command passes, after every start, restarts too); others once started.
+   */
   private async checkHealth(jail: Jail): Promise<void> {
     if (this.port !== null) {
       const deadline = performance.now() + this.healthTimeoutMs;
       await wired(jail, deadline);
       await waitForPort(jail, this.port, { timeoutMs: Math.max(1, deadline - performance.now()) });
+      if (this.hooks.ready) await this.hooks.ready(jail, deadline);
     }
     if (this.jail === jail && this.wanted) this.setState("up");
   }
