@@ -4,6 +4,9 @@
 //! naming the failing step and path into the caller's buffer. Nothing allocated here crosses
 //! the boundary; every out-parameter is caller-owned.
 const std = @import("std");
+
+/// A failed safety check ends only the process it happens in, at once (see panic.zig).
+pub const panic = std.debug.FullPanic(@import("panic.zig").handler);
 const builtin = @import("builtin");
 const abi = @import("abi.zig");
 const spec_mod = @import("spec.zig");

@@ -13,6 +13,9 @@
 //! fds:  0-2 stdio, 3 status, 4..4+NPASS-1 descriptors passed to the payload as 3, 4, ...,
 //!       4+NPASS the sync pipe: "g" runs ARGV, "p" + u32 length + records runs that payload.
 const std = @import("std");
+
+/// A failed safety check ends only the process it happens in, at once (see panic.zig).
+pub const panic = std.debug.FullPanic(@import("panic.zig").handler);
 const linux = std.os.linux;
 const sys = @import("sys.zig");
 const errno = sys.errno;

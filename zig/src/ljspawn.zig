@@ -7,6 +7,9 @@
 //! does not accept) to the TypeScript CLI, which then also words every usage error. So there
 //! is one definition of the command's behaviour, and this file is its fast path.
 const std = @import("std");
+
+/// A failed safety check ends only the process it happens in, at once (see panic.zig).
+pub const panic = std.debug.FullPanic(@import("panic.zig").handler);
 const linux = std.os.linux;
 const sys = @import("sys.zig");
 const W_ALL = sys.W_ALL;
