@@ -1,10 +1,10 @@
 /**
  * Backing services (postgres, redis): each runs in its own jail on a private address, with a
  * persistent data directory under the root that outlives restarts and redeploys, a health
- * check (its port accepts connections, then its plugin's health command passes) and a password generated when it is created. Linking
- * a service to an app lets the app's jails reach it and sets the variables its plugin's
- * manifest declares ([service.env]: DATABASE_URL, REDIS_URL), then restarts the app's
- * processes with them.
+ * check (its port accepts connections, then its plugin's health command passes) and a
+ * password generated when it is created. Linking a service to an app lets the app's jails
+ * reach it and sets the variables its plugin's manifest declares ([service.env]:
+ * DATABASE_URL, REDIS_URL), then restarts the app's processes with them.
  *
  * A service runs from its plugin's overlay (plugins/services/<type>/) over the default world.
  * Where that overlay cannot be built (a host world shares the host's read-only /usr, so apt
@@ -76,6 +76,13 @@ const WORLD_RECIPES: Record<string, WorldRecipe> = {
     ready: (bin) => `REDISCLI_AUTH="$PASSWORD" ${bin}/redis-cli -h "$HOST" -p "$PORT" ping | grep -q PONG`,
   },
 };
+
+/** The environment every jail of a service starts from (the server's and its health checks'). */
+const BASE_ENV = { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C.UTF-8" };
+
+/** A service's root: the world, and the plugin's overlay chain over it. */
+const layersOf = (rt: Runtime): string[] =>
+  rt.kind === "overlay" ? [worldPath(rt.world), ...rt.layers] : [worldPath(rt.world)];
 
 const secret = () => Buffer.from(crypto.getRandomValues(new Uint8Array(18))).toString("base64url");
 
@@ -154,8 +161,7 @@ export class ServiceManager {
     const rt = rec.runtime;
     const base = {
       env: {
-        PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        LANG: "C.UTF-8",
+        ...BASE_ENV,
         PORT: String(rec.port),
         PASSWORD: password,
         NAME: rec.name,
@@ -173,7 +179,7 @@ export class ServiceManager {
         ...base,
         argv: ["/bin/sh", "-c", `exec ${rt.start}`],
         env: { ...base.env, DATA_DIR: rt.dataDir, HOME: "/root" },
-        layers: [worldPath(rt.world), ...rt.layers],
+        layers: layersOf(rt),
         mounts: [...mounts, { src: data, dst: rt.dataDir }],
         caps: PLUGIN_CAPS,
       };
@@ -184,7 +190,7 @@ export class ServiceManager {
       ...base,
       argv: ["/bin/sh", "-c", init ? recipe.init!(bin) : recipe.run(bin)],
       env: { ...base.env, DATA_DIR: "/data", HOME: "/data" },
-      layers: [worldPath(rt.world)],
+      layers: layersOf(rt),
       mounts: [...mounts, { src: data, dst: "/data" }],
       cwd: "/data",
       uid: NOBODY,
@@ -238,13 +244,12 @@ export class ServiceManager {
     const spec: JailSpec = {
       argv: ["/bin/sh", "-c", health.command],
       env: {
-        PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        LANG: "C.UTF-8",
+        ...BASE_ENV,
         HOST: address,
         PORT: String(rec.port),
         PASSWORD: password,
       },
-      layers: rt.kind === "overlay" ? [worldPath(rt.world), ...rt.layers] : [worldPath(rt.world)],
+      layers: layersOf(rt),
       mounts: await worldMounts(rt.world),
       net: "private",
       links: [address],

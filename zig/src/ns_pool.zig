@@ -155,6 +155,11 @@ fn adopt(spec: *const Spec, bytes: []const u8) void {
     }
 }
 
+/// A ready slot holds a root the taking jail can use (`key_fits`: the jail's recipe is the key).
+fn servesRoot(s: *const Slot, key_fits: bool) bool {
+    return key_fits and s.root_gen == key.gen and s.set.mnt >= 0;
+}
+
 fn keyHasRoot() bool {
     return key.recipe.spec.stage != null and !key.failed;
 }
@@ -177,7 +182,7 @@ pub fn take(spec: *const Spec, bytes: []const u8, build: RootBuilder) Set {
     var pick: ?*Slot = null;
     for (&slots) |*s| {
         if (s.state != .ready) continue;
-        if (key_fits and s.root_gen == key.gen and s.set.mnt >= 0) {
+        if (servesRoot(s, key_fits)) {
             pick = s;
             break;
         }
@@ -186,7 +191,7 @@ pub fn take(spec: *const Spec, bytes: []const u8, build: RootBuilder) Set {
     var got: Set = .{};
     if (pick) |s| {
         got = s.set;
-        if (got.mnt >= 0 and !(key_fits and s.root_gen == key.gen)) {
+        if (got.mnt >= 0 and !servesRoot(s, key_fits)) {
             _ = linux.close(got.mnt);
             got.mnt = -1;
         }
