@@ -730,10 +730,12 @@ describe("namespace pool", () => {
         mkdirSync(join(layer, "etc"), { recursive: true });
         writeFileSync(join(layer, "etc", "v"), `${v}\n`);
       };
-      // Each jail reads the layer's file, reports what an earlier jail left, and leaves marks.
+      // Each jail reads the layer's file, reports what an earlier jail left, leaves marks, and
+      // lists its mount points (the maker pivoted into the root: the host's must all be gone).
       const script =
         "read v < /etc/v; echo $v; for f in /etc/mark /tmp/mark /dev/mark; do test -e $f && echo seen $f; done; " +
-        "echo x > /etc/mark; echo x > /tmp/mark; echo x > /dev/mark";
+        "echo x > /etc/mark; echo x > /tmp/mark; echo x > /dev/mark; " +
+        "while read id parent dev sub point rest; do echo mount $point; done < /proc/self/mountinfo";
       // At least 8 jails, and more (up to 40) until two have taken a root the pool built: on a
       // loaded machine a maker can take longer than a jail, so the first few may find none.
       const round = async () => {
@@ -742,7 +744,11 @@ describe("namespace pool", () => {
         while (outs.length < 8 || (pooled < 2 && outs.length < 40)) {
           const r = await runJail({ layers: [mini, layer], argv: ["/bin/sh", "-c", script], trace: true });
           expect(r.status).toBe(0);
-          outs.push(r.stdout);
+          const points = lines(r.stdout).filter((l) => l.startsWith("mount "));
+          expect(points[0]).toBe("mount /");
+          expect(points.filter((p) => p === "mount /")).toHaveLength(1);
+          for (const p of points) expect(p).toMatch(/^mount \/(proc|dev|tmp)?(\/|$)/);
+          outs.push(r.stdout.replace(/^mount .*\n/gm, ""));
           if (r.trace?.some((s) => s.step === "root from the namespace pool")) pooled += 1;
         }
         return { outs, pooled };

@@ -471,8 +471,9 @@ fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64) noreturn {
     if (!root_built) c.check(linux.mount(null, "/", null, linux.MS.REC | linux.MS.PRIVATE, 0), "make / private", .{});
     c.mark("namespaces");
 
+    // setns put us at a pooled namespace's root; otherwise the root is built here.
     var root_path = Path{};
-    const root = if (root_built) builtRoot(&c, &root_path) else assembleRoot(&c, &root_path);
+    const root = if (root_built) "/" else assembleRoot(&c, &root_path);
     const rootfd = openRoot(&c, root);
     c.mark(if (root_built) "root from the namespace pool" else "overlay root");
 
@@ -492,11 +493,10 @@ fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64) noreturn {
     }
     c.mark("mounts, hostname");
 
-    c.check(linux.chdir(root.ptr), "chdir {s}", .{root});
-    c.check(linux.syscall2(.pivot_root, @intFromPtr("."), @intFromPtr(".")), "pivot_root {s}", .{root});
-    c.check(linux.umount2(".", linux.MNT.DETACH), "detach old root", .{});
-    c.check(linux.chdir("/"), "chdir /", .{});
-    c.mark("pivot_root");
+    if (root_built) c.check(linux.chdir("/"), "chdir /", .{}) else {
+        enterRoot(&c, root);
+        c.mark("pivot_root");
+    }
     if (spec.root_dir != null and spec.flags.root_readonly)
         c.check(linux.mount(null, "/", null, linux.MS.REMOUNT | linux.MS.BIND | linux.MS.RDONLY, 0), "remount / read-only", .{});
 
@@ -687,21 +687,28 @@ fn openRoot(c: *const Child, root: [:0]const u8) i32 {
     return @intCast(rc);
 }
 
-/// Where assembleRoot mounts the root, for a jail whose root the namespace pool built.
-fn builtRoot(c: *const Child, p: *Path) [:0]const u8 {
-    return p.join(c, .{ c.spec.stage.?, "/root" });
+/// Makes the assembled root this mount namespace's root and detaches everything else: the
+/// host's mounts are gone, not merely out of reach.
+fn enterRoot(c: *const Child, root: [:0]const u8) void {
+    c.check(linux.chdir(root.ptr), "chdir {s}", .{root});
+    c.check(linux.syscall2(.pivot_root, @intFromPtr("."), @intFromPtr(".")), "pivot_root {s}", .{root});
+    c.check(linux.umount2(".", linux.MNT.DETACH), "detach old root", .{});
+    c.check(linux.chdir("/"), "chdir /", .{});
 }
 
 /// The namespace pool's root builder, run by a maker in its fresh mount namespace: what a
-/// jail's child would do before /proc (the root, /dev, /tmp). Failures end the maker.
+/// jail's child would do but /proc (the root, /dev, /tmp, the pivot). A process entering the
+/// namespace starts at the jail's root. Failures end the maker.
 fn buildPooledRoot(spec: *const Spec) void {
     var trace = sys.Trace{};
     const c = Child{ .spec = spec, .status_fd = -1, .trace = &trace };
     var root_path = Path{};
-    const rootfd = openRoot(&c, assembleRoot(&c, &root_path));
+    const root = assembleRoot(&c, &root_path);
+    const rootfd = openRoot(&c, root);
     mountDev(&c, rootfd);
     if (!spec.flags.no_tmp) mountTmp(&c, rootfd);
     _ = linux.close(rootfd);
+    enterRoot(&c, root);
 }
 
 /// overlayfs splits options on ',' and layers on ':'; a backslash escapes either.
@@ -785,8 +792,11 @@ fn ensurePath(c: *const Child, rootfd: i32, rel: [:0]const u8, file: bool) void 
 
 fn mountProc(c: *const Child, rootfd: i32) void {
     ensurePath(c, rootfd, "proc", false);
+    // Mounted on the working directory: a jail in a pooled namespace has no /proc to name the
+    // target through until this one is there.
     var t = target(c, rootfd, "proc");
-    c.check(linux.mount("proc", t.path(), "proc", linux.MS.NOSUID | linux.MS.NODEV | linux.MS.NOEXEC, 0), "mount proc on /proc", .{});
+    c.check(linux.fchdir(t.fd), "enter /proc", .{});
+    c.check(linux.mount("proc", ".", "proc", linux.MS.NOSUID | linux.MS.NODEV | linux.MS.NOEXEC, 0), "mount proc on /proc", .{});
     t.close();
     // Root in the jail has no capabilities, but some /proc files check only the uid.
     const readonly = [_][:0]const u8{ "proc/sys", "proc/sysrq-trigger", "proc/irq", "proc/bus", "proc/fs" };

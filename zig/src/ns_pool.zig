@@ -1,8 +1,10 @@
 //! A small pool of fresh namespace sets, made ahead of time: network (loopback up), IPC and
 //! UTS namespaces and, when the jails being spawned share one recipe for their root, a mount
 //! namespace with that root already built (the stage tmpfs, the overlay over the jail's
-//! layers, /dev and /tmp). A jail's child then enters them with `setns` and has only /proc
-//! (which belongs to its pid namespace), its bind mounts, the pivot and its limits left to do.
+//! layers, /dev and /tmp) and already its root: the maker pivots into it and detaches the
+//! host's mounts, the dearest step of a jail's setup (detaching waits for an RCU grace
+//! period). A jail's child then enters them with `setns`, which puts it at that root, and has
+//! only /proc (which belongs to its pid namespace) and its limits left to do.
 //!
 //! Making a network namespace is the most expensive step of a Linux jail (the kernel
 //! initialises every protocol's per-namespace state), and assembling the root is the next. The
@@ -69,8 +71,9 @@ var slots: [pool_size]Slot = [_]Slot{.{}} ** pool_size;
 /// Set when a maker failed to make namespaces (no permission, say): jails then make their own.
 var broken = false;
 
-/// Builds a jail's root (in the calling process's mount namespace) for the spec; on failure
-/// the process exits. Supplied by the backend (linux.zig).
+/// Builds a jail's root (in the calling process's mount namespace) for the spec and makes it
+/// that namespace's root, the host's mounts detached; on failure the process exits. Supplied by
+/// the backend (linux.zig).
 pub const RootBuilder = *const fn (spec: *const Spec) void;
 
 /// An encoded spec and its decoding (whose strings point into `bytes`).
@@ -267,8 +270,10 @@ fn maker(arg: usize) callconv(.c) u8 {
     s.set.uts = openNs("/proc/self/ns/uts");
     if (with_root) {
         if (linux.E.init(linux.mount(null, "/", null, linux.MS.REC | linux.MS.PRIVATE, 0)) != .SUCCESS) return 1;
-        builder(&s.recipe.spec);
+        // Opened first: the builder pivots into the root, and the host's /proc goes with the
+        // old root.
         s.set.mnt = openNs("/proc/self/ns/mnt");
+        builder(&s.recipe.spec);
     }
     @atomicStore(bool, &s.done, true, .release);
     return 0;
