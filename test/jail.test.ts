@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { cgroupLayout, ownerId } from "../src/jail/cgroup.ts";
+import { cgroupLayout, ownerId, removeStock } from "../src/jail/cgroup.ts";
 import { leftoverMounts } from "../src/jail/gc.ts";
 import { type JailResult, runJail, spawnJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
@@ -267,6 +267,43 @@ describe("limits and lifetime", () => {
     expect(performance.now() - t).toBeLessThan(2000);
   });
 
+  rootTest("cgroups made ahead of time limit the jail that takes them, and go with it", async () => {
+    const limits = { memoryBytes: 40 * 1024 * 1024, pids: 24 };
+    // The first jail with these limits makes its own cgroups; the owner then makes a stock.
+    expect((await sh("true", { limits })).status).toBe(0);
+    await Bun.sleep(0);
+    const before = new Set(cgroupEntries());
+    const jail = spawnJail({
+      ...env.base,
+      argv: ["/bin/sh", "-c", "echo up; read go; i=0; while [ $i -lt 100 ]; do sleep 30 & i=$((i+1)); echo $i; done"],
+      limits,
+      stdio: ["pipe", "pipe", "ignore"],
+    });
+    const dirs = cgroupEntries().filter((d) => d.endsWith(`/${jail.id}`));
+    expect(dirs.length).toBeGreaterThan(0);
+    for (const d of dirs) expect(before.has(d)).toBe(true); // made before the jail was spawned
+    const layout = cgroupLayout()!;
+    const memDir = dirs.find((d) => d.startsWith(layout.version === 2 ? layout.unified! : layout.memory!))!;
+    const limitFile = layout.version === 2 ? "memory.max" : "memory.limit_in_bytes";
+    expect(Number(readFileSync(join(memDir, limitFile), "utf8"))).toBe(limits.memoryBytes);
+    const reader = jail.stdout!.getReader();
+    let out = new TextDecoder().decode((await reader.read()).value);
+    // The jail is in them (its payload runs), and the pids limit stops its fork loop.
+    expect(readFileSync(`/proc/${jail.pid}/cgroup`, "utf8")).toContain(`/${jail.id}\n`);
+    await jail.stdin!.write("go\n");
+    await jail.stdin!.end();
+    for (let r = await reader.read(); !r.done; r = await reader.read()) out += new TextDecoder().decode(r.value);
+    const forked = Number(lines(out).at(-1));
+    expect(forked).toBeGreaterThan(10);
+    expect(forked).toBeLessThan(24);
+    jail.kill();
+    await jail.closed;
+    for (const d of dirs) expect(existsSync(d)).toBe(false);
+    // And the memory limit of a made set is reported as such.
+    const hog = await sh('x=$(head -c 200000000 /dev/zero | tr "\\0" a)', { limits });
+    expect(hog).toMatchObject({ reason: "oom", signal: 9, status: 137 });
+  });
+
   rootTest("double-forked daemons die with the jail", async () => {
     const marker = "987123";
     const jail = spawnJail({
@@ -486,6 +523,7 @@ describe("no leftovers", () => {
       const results: JailResult[] = await Promise.all(jails.map((j) => j.exited));
       await Promise.all(jails.map((j) => j.closed));
       expect(results.every((r) => r.status === 0)).toBe(true);
+      removeStock(); // the cgroups made ahead for the next jails: no jail's
       expect(cgroupEntries().filter((d) => d.split("/").at(-1)!.startsWith(`${ownerId()}.`))).toEqual([]);
       expect(leftoverMounts(env.root)).toEqual([]);
       expect(readFileSync("/proc/self/mountinfo", "utf8").split("\n").length).toBe(mountsBefore);
@@ -694,6 +732,7 @@ describe("jail pools", () => {
       expect((await timed.exited).signal).toBe(15);
       await timed.closed; // its cgroups go once the kernel has torn the jail down
       await pool.close();
+      removeStock();
       expect(cgroupEntries().filter((d) => d.split("/").at(-1)!.startsWith(`${ownerId()}.`))).toEqual([]);
       expect(() => pool.spawn({ argv: ["true"] })).toThrow("closed");
     },

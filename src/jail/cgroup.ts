@@ -156,14 +156,39 @@ function need(base: string | undefined, controller: string, id: string, kind: nu
   return { kind, dir: join(base, id) };
 }
 
-async function writeIfPresent(file: string, value: string): Promise<void> {
-  try {
-    await writeFile(file, value);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code !== "ENOENT" && code !== "EACCES" && code !== "EINVAL") throw e;
+/** The files a cgroup of this kind gets for these limits; `optional` ones may be missing. */
+function limitFiles(kind: number, limits: JailLimits): { file: string; value: string; optional?: boolean }[] {
+  const mem = limits.memoryBytes ? String(Math.floor(limits.memoryBytes)) : undefined;
+  const pids = limits.pids ? String(Math.floor(limits.pids)) : undefined;
+  const quota = limits.cpus ? String(Math.round(limits.cpus * 100_000)) : undefined;
+  const out: { file: string; value: string; optional?: boolean }[] = [];
+  if (kind === CgroupKind.unified) {
+    if (mem) {
+      out.push({ file: "memory.max", value: mem });
+      out.push({ file: "memory.swap.max", value: "0", optional: true });
+      out.push({ file: "memory.oom.group", value: "1", optional: true });
+    }
+    if (pids) out.push({ file: "pids.max", value: pids });
+    if (quota) out.push({ file: "cpu.max", value: `${quota} 100000` });
+  } else if (kind === CgroupKind.memory && mem) {
+    out.push({ file: "memory.limit_in_bytes", value: mem });
+    out.push({ file: "memory.memsw.limit_in_bytes", value: mem, optional: true });
+  } else if (kind === CgroupKind.pids && pids) {
+    out.push({ file: "pids.max", value: pids });
+  } else if (kind === CgroupKind.cpu && quota) {
+    out.push({ file: "cpu.cfs_period_us", value: "100000" });
+    out.push({ file: "cpu.cfs_quota_us", value: quota });
   }
+  return out;
 }
+
+/** A missing optional file (no swap accounting, an older kernel) is not an error. */
+function tolerated(e: unknown, optional: boolean | undefined): boolean {
+  const code = (e as NodeJS.ErrnoException).code;
+  return !!optional && (code === "ENOENT" || code === "EACCES" || code === "EINVAL");
+}
+
+const existed = (e: unknown) => (e as NodeJS.ErrnoException).code === "EEXIST";
 
 /**
  * Creates a jail's cgroups, writes its limits and moves its first process in. Runs off the
@@ -172,37 +197,115 @@ async function writeIfPresent(file: string, value: string): Promise<void> {
  * in parallel, keeps that wait out of a spawn's latency.)
  */
 export async function joinCgroups(dirs: CgroupDir[], limits: JailLimits, pid: number): Promise<void> {
-  const mem = limits.memoryBytes ? String(Math.floor(limits.memoryBytes)) : undefined;
-  const pids = limits.pids ? String(Math.floor(limits.pids)) : undefined;
-  const quota = limits.cpus ? Math.round(limits.cpus * 100_000) : undefined;
   await Promise.all(
     dirs.map(async (d) => {
-      try {
-        await mkdir(d.dir);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      await mkdir(d.dir).catch((e) => {
+        if (!existed(e)) throw e;
+      });
+      for (const l of limitFiles(d.kind, limits)) {
+        await writeFile(join(d.dir, l.file), l.value).catch((e) => {
+          if (!tolerated(e, l.optional)) throw e;
+        });
       }
-      const at = (f: string) => join(d.dir, f);
-      if (d.kind === CgroupKind.unified) {
-        if (mem) {
-          await writeFile(at("memory.max"), mem);
-          await writeIfPresent(at("memory.swap.max"), "0");
-          await writeIfPresent(at("memory.oom.group"), "1");
-        }
-        if (pids) await writeFile(at("pids.max"), pids);
-        if (quota) await writeFile(at("cpu.max"), `${quota} 100000`);
-      } else if (d.kind === CgroupKind.memory && mem) {
-        await writeFile(at("memory.limit_in_bytes"), mem);
-        await writeIfPresent(at("memory.memsw.limit_in_bytes"), mem);
-      } else if (d.kind === CgroupKind.pids && pids) {
-        await writeFile(at("pids.max"), pids);
-      } else if (d.kind === CgroupKind.cpu && quota) {
-        await writeFile(at("cpu.cfs_period_us"), "100000");
-        await writeFile(at("cpu.cfs_quota_us"), String(quota));
-      }
-      await writeFile(at("cgroup.procs"), String(pid));
+      await writeFile(join(d.dir, "cgroup.procs"), String(pid));
     }),
   );
+}
+
+/**
+ * Cgroups made ahead of time. Creating a jail's cgroups and writing its limits is most of what
+ * placing it costs (a memory cgroup allocates per-CPU state and a dozen files); made ahead,
+ * they leave the jail only its own move to do. The stock follows the limits jails ask for: a
+ * few sets for the latest limits, made as they are taken, right after the spawn that took one
+ * (while that jail sets itself up, the owner has nothing else to do). Plain system calls: a
+ * trip through the thread pool per file would cost the owner more than the calls themselves.
+ * Each set is used by exactly one jail and removed after it, like the cgroups a jail makes
+ * itself; a set carries the id of the jail that takes it, so its directories are named as that
+ * jail's would be (and `lj gc` collects a dead owner's stock with its jails' leftovers).
+ */
+const STOCK_SIZE = 4;
+export interface MadeCgroups {
+  /** The id of the jail that takes them (their directory name). */
+  id: string;
+  dirs: CgroupDir[];
+}
+const stock = {
+  key: "",
+  limits: {} as JailLimits,
+  ready: [] as MadeCgroups[],
+  refilling: false,
+  /** Making failed for this key: jails make their own (and report what fails). */
+  failed: false,
+};
+
+function limitsKey(limits: JailLimits | undefined): string {
+  if (!limits || !(limits.memoryBytes || limits.pids || limits.cpus)) return "";
+  return `${Math.floor(limits.memoryBytes ?? 0)}/${Math.floor(limits.pids ?? 0)}/${limits.cpus ?? 0}`;
+}
+
+/** Hands out a set made for these limits (null when none is ready); the next ones follow. */
+export function takeMadeCgroups(limits: JailLimits | undefined): MadeCgroups | null {
+  const key = limitsKey(limits);
+  if (!key || process.platform !== "linux" || !cgroupLayout()) return null;
+  if (key !== stock.key) {
+    removeStock();
+    stock.key = key;
+    stock.limits = { ...limits };
+    stock.failed = false;
+  }
+  const got = stock.ready.shift() ?? null;
+  if (!stock.refilling && !stock.failed) {
+    stock.refilling = true;
+    removeStockAtExit();
+    queueMicrotask(refill);
+  }
+  return got;
+}
+
+function refill(): void {
+  stock.refilling = false;
+  while (stock.key && !stock.failed && stock.ready.length < STOCK_SIZE) {
+    const id = newJailId();
+    const dirs = cgroupDirsFor(id, stock.limits);
+    try {
+      for (const d of dirs) {
+        mkdirSync(d.dir);
+        for (const l of limitFiles(d.kind, stock.limits)) {
+          try {
+            writeFileSync(join(d.dir, l.file), l.value);
+          } catch (e) {
+            if (!tolerated(e, l.optional)) throw e;
+          }
+        }
+      }
+      stock.ready.push({ id, dirs });
+    } catch {
+      stock.failed = true;
+      removeSync(dirs);
+    }
+  }
+}
+
+function removeSync(dirs: CgroupDir[]): void {
+  for (const d of dirs) {
+    try {
+      rmdirSync(d.dir);
+    } catch {}
+  }
+}
+
+/** Removes the cgroups made ahead of time, e.g. before counting what jails left behind. */
+export function removeStock(): void {
+  for (const m of stock.ready.splice(0)) removeSync(m.dirs);
+  stock.key = "";
+}
+
+let exitHooked = false;
+/** At exit, the stock goes (synchronously: the event loop is over). */
+function removeStockAtExit(): void {
+  if (exitHooked) return;
+  exitHooked = true;
+  process.on("exit", removeStock);
 }
 
 const counter = (text: string, name: string) =>

@@ -9,11 +9,20 @@ import { basename, dirname, join } from "node:path";
 import type { FileSink } from "bun";
 import { LjError } from "../errors.ts";
 import { paths } from "../store/paths.ts";
-import { cgroupDirsFor, joinCgroups, newJailId, oomKilled, removeCgroups } from "./cgroup.ts";
+import {
+  cgroupDirsFor,
+  joinCgroups,
+  type MadeCgroups,
+  newJailId,
+  oomKilled,
+  removeCgroups,
+  takeMadeCgroups,
+} from "./cgroup.ts";
 import { shimReap, shimSpawn } from "./ffi.ts";
 import { attachNet, type JailNet, releaseNet, reserveNet } from "./net.ts";
 import {
   type CgroupDir,
+  CgroupKind,
   encodeSpec,
   freebsdJailName,
   type JailPayload,
@@ -287,6 +296,8 @@ function checkPayloadFilter(spec: JailSpec, payload: JailPayload): void {
   }
 }
 
+const joinOnly = (d: CgroupDir): CgroupDir => ({ kind: CgroupKind.join, dir: d.dir });
+
 /** What the owner decides and prepares before the shim makes the jail. */
 interface Prepared {
   id: string;
@@ -304,24 +315,36 @@ interface Prepared {
 function prepare(spec: JailSpec): Prepared {
   validateSpec(spec);
   const started = performance.now();
-  const id = newJailId();
+  // Cgroups made ahead of time name the jail; a user-namespaced jail is placed by its owner.
+  const made = spec.userns ? null : takeMadeCgroups(spec.limits);
+  try {
+    return prepareWith(spec, started, made);
+  } catch (e) {
+    if (made) void removeCgroups(made.dirs).catch(() => {});
+    throw e;
+  }
+}
+
+function prepareWith(spec: JailSpec, started: number, made: MadeCgroups | null): Prepared {
+  const id = made?.id ?? newJailId();
   // Network (net "private" only): the address is leased before the jail exists, so a spawn
   // that cannot get one fails here and leaves nothing behind. none/host do no extra work.
   const net: JailNet | null = spec.net === "private" ? reserveNet(spec, id) : null;
   const stdio = (spec.stdio ?? ["ignore", "inherit", "inherit"]).map(stdioFd) as [number, number, number];
-  const cgroups: CgroupDir[] = cgroupDirsFor(id, spec.limits);
+  const cgroups: CgroupDir[] = made?.dirs ?? cgroupDirsFor(id, spec.limits);
   const work = prepareUpper(spec);
   // FreeBSD has no mount namespaces: each jail assembles its root on a stage of its own, and
   // jail names may not contain dots.
   const freebsd = process.platform === "freebsd";
   const stage = freebsd ? join(stageDir(), id) : stageDir();
   if (freebsd) mkdirSync(stage, { mode: 0o700 });
+  // The jail places itself (its placer works while it builds its root, and only joins cgroups
+  // made ahead); a user-namespaced jail has no rights over the host's cgroups, so its owner
+  // places it.
   const encoded = encodeSpec(freebsd && !spec.name ? { ...spec, name: freebsdJailName(id) } : spec, {
     stage,
     work,
-    // The jail places itself (its placer works while it builds its root); a user-namespaced
-    // jail has no rights over the host's cgroups, so its owner places it.
-    cgroups: spec.userns ? [] : cgroups,
+    cgroups: spec.userns ? [] : made ? made.dirs.map(joinOnly) : cgroups,
     stdio,
     newSession: spec.newSession ?? (spec.stdio?.[0] ?? "ignore") !== "inherit",
   });
@@ -336,6 +359,7 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
     fds = shimSpawn(prep.encoded);
   } catch (e) {
     if (prep.net) void releaseNet(prep.net);
+    void removeCgroups(prep.cgroups).catch(() => {});
     throw e;
   }
   return new RunningJail(spec, prep, fds, opts);

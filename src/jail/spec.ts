@@ -167,7 +167,8 @@ export const Flag = {
   trace: 1 << 7,
 } as const;
 
-export const CgroupKind = { unified: 0, memory: 1, pids: 2, cpu: 3, joinOnly: 4 } as const;
+/** `join`: made and limited ahead of time by the owner; the jail only joins it. */
+export const CgroupKind = { unified: 0, memory: 1, pids: 2, cpu: 3, join: 4 } as const;
 export interface CgroupDir {
   kind: number;
   dir: string;

@@ -530,9 +530,13 @@ const CgFailure = struct {
 };
 
 /// Creates the jail's cgroups, writes its limits and moves the process `procs` names into them
-/// (a pid as the writer's pid namespace sees it).
+/// (a pid as the writer's pid namespace sees it). Cgroups made ahead of time are only joined.
 fn setupCgroups(s: *const Spec, procs: []const u8, f: *CgFailure) bool {
     for (s.cgroups.slice()) |cg| {
+        if (cg.kind == .join) {
+            if (!writeCg(cg.dir, "cgroup.procs", procs, true, f)) return false;
+            continue;
+        }
         const rc = linux.mkdir(cg.dir.ptr, 0o755);
         if (errno(rc)) |e| if (e != .EXIST) {
             f.e = e;
@@ -552,7 +556,7 @@ fn setupCgroups(s: *const Spec, procs: []const u8, f: *CgFailure) bool {
             .pids => s.pids_max == 0 or writeCg(cg.dir, "pids.max", num(&v, s.pids_max), true, f),
             .cpu => s.cpu_millis == 0 or (writeCg(cg.dir, "cpu.cfs_period_us", "100000", true, f) and
                 writeCg(cg.dir, "cpu.cfs_quota_us", num(&v, s.cpu_millis * 100), true, f)),
-            _ => true,
+            .join, _ => true,
         };
         if (!ok or !writeCg(cg.dir, "cgroup.procs", procs, true, f)) return false;
     }

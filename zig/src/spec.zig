@@ -25,7 +25,7 @@ pub const Tag = enum(u16) {
     caps = 13, // u64 mask of capabilities the payload keeps
     rlimit = 14, // u32 resource, u32 reserved, u64 soft, u64 hard
     mount = 15, // u32 MountFlags, then src NUL dst NUL
-    cgroup = 16, // u32 CgroupKind, then dir NUL (Linux: created, limited and joined by the jail's placer)
+    cgroup = 16, // u32 CgroupKind, then dir NUL (Linux: created, limited and joined by the jail's placer; kind join: made ahead, only joined)
     limits = 17, // u64 memory_bytes_max, u64 pids_max, u64 cpu_millis (0 = unlimited)
     stdio = 18, // 3 x i32: fd, or stdio_null, or stdio_pipe
     pass_fd = 19, // i32, repeated: appears in the payload as 3, 4, ...
@@ -80,7 +80,8 @@ pub const max_addrs = 8;
 
 pub const Mount = struct { flags: MountFlags, src: [:0]const u8, dst: [:0]const u8 };
 pub const Rlimit = struct { resource: u32, soft: u64, hard: u64 };
-pub const CgroupKind = enum(u32) { unified = 0, memory = 1, pids = 2, cpu = 3, _ };
+/// `join`: a cgroup its owner made and limited ahead of time; the jail only joins it.
+pub const CgroupKind = enum(u32) { unified = 0, memory = 1, pids = 2, cpu = 3, join = 4, _ };
 pub const Cgroup = struct { kind: CgroupKind, dir: [:0]const u8 };
 
 /// Strings point into the caller's buffer; the buffer must outlive the Spec.
