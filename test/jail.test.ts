@@ -60,7 +60,7 @@ describe("isolation", () => {
     const r = await sh("echo $$; ls /proc | grep -E '^[0-9]+$' | sort -n | tr '\\n' ' '");
     expect(r.status).toBe(0);
     const [self, visible] = lines(r.stdout);
-    // The payload: the keeper is 1, and the cgroup placer (when there are limits) took 2.
+    // The payload: the keeper is 1, and the cgroup placer (when there are limits to write) took 2.
     expect([2, 3]).toContain(Number(self));
     const pids = visible!.trim().split(" ").map(Number);
     expect(pids[0]).toBe(1);

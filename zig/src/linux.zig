@@ -230,7 +230,10 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
     // Pooled namespaces belong to the host's user namespace, which a user-namespaced jail
     // cannot enter: it makes its own.
     var ns: ns_pool.Set = .{};
-    if (!spec.flags.net_host and !spec.flags.userns and ns_pool_enabled) ns = ns_pool.take(spec, copy[0..bytes.len], buildPooledRoot);
+    const pooling = !spec.flags.net_host and !spec.flags.userns and ns_pool_enabled;
+    if (pooling) ns = ns_pool.take(spec, copy[0..bytes.len]);
+    // The jail first: the makers' clones would take the free CPU it wants.
+    defer if (pooling) ns_pool.refill(buildPooledRoot);
     ctx.fds.ns = ns;
     ctx.userns_go = 0;
     // The child gets its own copy of the descriptor table: ours go whatever happens (closed
@@ -445,9 +448,12 @@ fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64) noreturn {
     // our copy of the sync pipe's write end, which would hide the owner's death.
     closeInherited(spec, fds);
 
+    // Cgroups made ahead of time are only joined, at once: a placer would cost more than that.
     var placer = Placer{ .spec = spec };
-    const placing = spec.cgroups.len > 0;
-    if (placing) startPlacer(&c, &placer);
+    const placing = spec.cgroups.len > 0 and !onlyJoins(spec);
+    if (placing) startPlacer(&c, &placer) else if (spec.cgroups.len > 0) {
+        if (!setupCgroups(spec, "0", &placer.failure)) c.die(placer.failure.e, "{s} {s}", .{ placer.failure.what, placer.failure.path() });
+    }
 
     // The cgroup namespace comes later, in the keeper: the placer (or, for a user-namespaced
     // jail, the owner) moves this process into the jail's cgroups meanwhile, and the namespace
@@ -614,6 +620,11 @@ fn placerEntry(arg: usize) callconv(.c) u8 {
     // "1": the jail's first process, as seen from inside its pid namespace (where we are).
     p.ok = setupCgroups(p.spec, "1", &p.failure);
     return 0;
+}
+
+fn onlyJoins(s: *const Spec) bool {
+    for (s.cgroups.slice()) |cg| if (cg.kind != .join) return false;
+    return true;
 }
 
 fn startPlacer(c: *const Child, p: *Placer) void {

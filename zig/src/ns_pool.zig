@@ -167,10 +167,10 @@ fn keyHasRoot() bool {
     return key.recipe.spec.stage != null and !key.failed;
 }
 
-/// Collects finished makers, hands out a ready set (the caller owns its descriptors; an empty
-/// set when none is ready), and starts makers for empty slots. `spec` is the jail's, decoded
-/// from `bytes`.
-pub fn take(spec: *const Spec, bytes: []const u8, build: RootBuilder) Set {
+/// Collects finished makers and hands out a ready set (the caller owns its descriptors; an
+/// empty set when none is ready). `spec` is the jail's, decoded from `bytes`. The caller then
+/// starts the jail and calls refill(): the jail gets a CPU before the makers do.
+pub fn take(spec: *const Spec, bytes: []const u8) Set {
     if (broken) return .{};
     collect();
     const wants_root = poolable(spec);
@@ -202,7 +202,6 @@ pub fn take(spec: *const Spec, bytes: []const u8, build: RootBuilder) Set {
         s.set = .{};
     }
     if (wants_root and !same) adopt(spec, bytes);
-    refill(build);
     return got;
 }
 
@@ -225,7 +224,9 @@ fn collect() void {
 
 var builder: RootBuilder = undefined;
 
-fn refill(build: RootBuilder) void {
+/// Starts makers for the empty slots (after a take()).
+pub fn refill(build: RootBuilder) void {
+    if (broken) return;
     builder = build;
     // Bun's handlers must not run on a maker's stack: makers run with every signal blocked.
     const all = linux.sigfillset();
