@@ -16,6 +16,7 @@ const abi = @import("abi.zig");
 const spec_mod = @import("spec.zig");
 const errtext = @import("errtext.zig");
 const ns_pool = @import("ns_pool.zig");
+const warm = @import("warm.zig");
 
 const Spec = spec_mod.Spec;
 const keeper_elf = @embedFile("keeper_bin");
@@ -712,8 +713,9 @@ fn enterRoot(c: *const Child, root: [:0]const u8) void {
 }
 
 /// The namespace pool's root builder, run by a maker in its fresh mount namespace: what a
-/// jail's child would do but /proc (the root, /dev, /tmp, the pivot). A process entering the
-/// namespace starts at the jail's root. Failures end the maker.
+/// jail's child would do but /proc (the root, /dev, /tmp, the pivot), and the first names the
+/// recipe's command looks up (warm.zig). A process entering the namespace starts at the jail's
+/// root. Failures end the maker.
 fn buildPooledRoot(spec: *const Spec) void {
     var trace = sys.Trace{};
     const c = Child{ .spec = spec, .status_fd = -1, .trace = &trace };
@@ -724,6 +726,7 @@ fn buildPooledRoot(spec: *const Spec) void {
     if (!spec.flags.no_tmp) mountTmp(&c, rootfd);
     _ = linux.close(rootfd);
     enterRoot(&c, root);
+    warm.warmNames(spec);
 }
 
 /// overlayfs splits options on ',' and layers on ':'; a backslash escapes either.
