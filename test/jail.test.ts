@@ -275,7 +275,11 @@ describe("limits and lifetime", () => {
     const before = new Set(cgroupEntries());
     const jail = spawnJail({
       ...env.base,
-      argv: ["/bin/sh", "-c", "echo up; read go; i=0; while [ $i -lt 100 ]; do sleep 30 & i=$((i+1)); echo $i; done"],
+      argv: [
+        "/bin/sh",
+        "-c",
+        "echo up; read go; i=0; while [ $i -lt 100 ]; do sleep 30 & i=$((i+1)); echo $i; done",
+      ],
       limits,
       stdio: ["pipe", "pipe", "ignore"],
     });
@@ -292,7 +296,8 @@ describe("limits and lifetime", () => {
     expect(readFileSync(`/proc/${jail.pid}/cgroup`, "utf8")).toContain(`/${jail.id}\n`);
     await jail.stdin!.write("go\n");
     await jail.stdin!.end();
-    for (let r = await reader.read(); !r.done; r = await reader.read()) out += new TextDecoder().decode(r.value);
+    for (let r = await reader.read(); !r.done; r = await reader.read())
+      out += new TextDecoder().decode(r.value);
     const forked = Number(lines(out).at(-1));
     expect(forked).toBeGreaterThan(10);
     expect(forked).toBeLessThan(24);

@@ -5,7 +5,16 @@
  * does the same through the real buildApp.
  */
 import { afterAll, beforeAll, describe, expect } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
@@ -779,6 +788,76 @@ describe("services: redis", () => {
       expect((await cli(["services", "destroy", "r1"])).code).toBe(0);
     },
     120_000,
+  );
+});
+
+describe("services: readiness", () => {
+  // A user plugin (test/fixtures/plugins/gate): its server accepts connections at once and
+  // answers 503 (failing its health command) while it holds.
+  const installGate = () =>
+    cpSync(join(import.meta.dir, "fixtures", "plugins", "gate"), join(paths.plugins(), "services", "gate"), {
+      recursive: true,
+    });
+  const state = async (name: string) =>
+    JSON.parse((await cli(["services", "info", name, "--json"])).stdout).service;
+  const leases = () => {
+    const dir = join(env.root, "run", "net", "leases");
+    return existsSync(dir) ? readdirSync(dir).length : 0;
+  };
+
+  rootTest(
+    "a service whose port opens but whose health check fails is refused, and leaves nothing behind",
+    async () => {
+      installGate();
+      const before = leases();
+      const c = await cli(["services", "create", "gate", "stuck1"]);
+      expect(c.code).not.toBe(0);
+      expect(c.stderr).toContain("stuck1 did not become ready");
+      expect(c.stderr).toContain("503");
+      expect((await cli(["services", "list"])).stdout).toBe("no services\n");
+      expect(existsSync(join(paths.paasServices(), "stuck1"))).toBe(false);
+      await until(() => leases() === before, 5000, "the service's and its checks' leases released");
+    },
+    60_000,
+  );
+
+  rootTest(
+    "a service restarted after a crash is up again only once its health check passes",
+    async () => {
+      installGate();
+      const c = await cli(["services", "create", "gate", "g1"]);
+      expect(c.stderr).toBe("");
+      expect(c.code).toBe(0);
+      expect((await state("g1")).state).toBe("up");
+      // Hold, then crash the server: it restarts, its port opens, and it must not be up.
+      writeFileSync(join(paths.paasServices(), "g1", "data", "hold"), "");
+      const running = (
+        s.paas.services as unknown as { running: Map<string, { jail: { kill(): void } | null }> }
+      ).running;
+      running.get("g1")!.jail!.kill();
+      await until(async () => (await state("g1")).restarts >= 1, 5000, "a restart");
+      const seen = new Set<string>();
+      for (let i = 0; i < 8; i++) {
+        seen.add((await state("g1")).state);
+        await Bun.sleep(150);
+      }
+      expect(seen.has("up")).toBe(false);
+      expect(seen.has("starting")).toBe(true);
+      // Still unready when its check gives up (timeout_s 3): it is ended and started again.
+      const again = await until(
+        async () => {
+          const i = await state("g1");
+          return i.restarts >= 2 && i;
+        },
+        15_000,
+        "a restart after the failed health check",
+      );
+      expect(again.lastExit).toBe("killed: it failed its health check");
+      rmSync(join(paths.paasServices(), "g1", "data", "hold"));
+      await until(async () => (await state("g1")).state === "up", 10_000, "up after the hold");
+      expect((await cli(["services", "destroy", "g1"])).code).toBe(0);
+    },
+    60_000,
   );
 });
 

@@ -5,6 +5,8 @@ interface Service {
   name: string;
   type: string;
   state: string;
+  restarts: number;
+  lastExit: string | null;
   address: string | null;
   port: number;
   links: string[];
@@ -55,6 +57,7 @@ const info = defineCommand({
     const s = r.service;
     out(`${s.name} (${s.type}): ${s.state}${s.address ? ` at ${s.address}:${s.port}` : ""}`);
     out(`  linked to: ${s.links.join(", ") || "none"}`);
+    if (s.restarts > 0) out(`  restarts: ${s.restarts} (last: ${s.lastExit ?? "?"})`);
     for (const [k, v] of Object.entries(s.env)) out(`  ${k}=${v}`);
   },
 });

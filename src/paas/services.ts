@@ -92,6 +92,10 @@ function expand(template: string, vars: Record<string, string>): string {
 
 export interface ServiceInfo extends ServiceRow {
   state: string;
+  /** Times its server was restarted after it ended (crashes, failed health checks). */
+  restarts: number;
+  /** How its server last ended, if it has. */
+  lastExit: string | null;
   address: string | null;
   port: number;
   runtime: string;
@@ -266,7 +270,12 @@ export class ServiceManager {
       if (left <= 0) break;
       const r = await runJail({ ...spec, timeoutMs: Math.max(1, Math.min(left, 10_000)) });
       if (r.status === 0) return;
-      last = (r.error ?? (r.stderr || r.stdout)).trim().slice(-300) || `exit status ${r.status}`;
+      // A check cut short by the deadline says less than the failure before it.
+      if (r.reason !== "timeout" || !last)
+        last =
+          r.reason === "timeout"
+            ? "the check did not finish in time"
+            : (r.error ?? (r.stderr || r.stdout)).trim().slice(-300) || `exit status ${r.status}`;
       if (ended) {
         last = `the server ended while starting (${last})`;
         break;
@@ -350,6 +359,8 @@ export class ServiceManager {
       ...row,
       credentials,
       state: inst?.state ?? "stopped",
+      restarts: inst?.restarts ?? 0,
+      lastExit: inst?.lastExit ?? null,
       address,
       port: rec.port,
       runtime: rec.runtime.kind,

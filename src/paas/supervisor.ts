@@ -57,6 +57,8 @@ export class Instance {
   private timer: ReturnType<typeof setTimeout> | null = null;
   private backoff = BACKOFF_START_MS;
   private healthy: Promise<void> | null = null;
+  /** The jail ended for failing its health check (not a crash of its own). */
+  private unhealthy: Jail | null = null;
   /** In a crash loop (said once in the log) until a run lasts STABLE_MS. */
   private looping = false;
 
@@ -97,13 +99,15 @@ export class Instance {
       if (this.jail !== jail) return;
       this.jail = null;
       const how =
-        r.reason === "setup"
-          ? `could not start: ${r.error}`
-          : r.reason === "oom"
-            ? "killed: out of memory"
-            : r.signal !== null
-              ? `killed by signal ${r.signal}`
-              : `exited with status ${r.exitCode}`;
+        this.unhealthy === jail
+          ? "killed: it failed its health check"
+          : r.reason === "setup"
+            ? `could not start: ${r.error}`
+            : r.reason === "oom"
+              ? "killed: out of memory"
+              : r.signal !== null
+                ? `killed by signal ${r.signal}`
+                : `exited with status ${r.exitCode}`;
       this.lastExit = how;
       if (!this.wanted) return;
       this.hooks.log("lj", `${this.name} (v${this.release}) ${how}`);
@@ -118,9 +122,23 @@ export class Instance {
   private async checkHealth(jail: Jail): Promise<void> {
     if (this.port !== null) {
       const deadline = performance.now() + this.healthTimeoutMs;
-      await wired(jail, deadline);
-      await waitForPort(jail, this.port, { timeoutMs: Math.max(1, deadline - performance.now()) });
-      if (this.hooks.ready) await this.hooks.ready(jail, deadline);
+      try {
+        await wired(jail, deadline);
+        await waitForPort(jail, this.port, { timeoutMs: Math.max(1, deadline - performance.now()) });
+        if (this.hooks.ready) await this.hooks.ready(jail, deadline);
+      } catch (e) {
+        // A process that never became healthy is not left running unready: it ends, and like
+        // any end it is restarted (with backoff) unless it is no longer wanted.
+        if (this.jail === jail && this.wanted) {
+          this.hooks.log(
+            "lj",
+            `${this.name} (v${this.release}) failed its health check: ${(e as Error).message}`,
+          );
+          this.unhealthy = jail;
+          jail.kill("SIGKILL");
+        }
+        throw e;
+      }
     }
     if (this.jail === jail && this.wanted) this.setState("up");
   }
