@@ -738,14 +738,10 @@ fn escapeOpt(w: *std.Io.Writer, s: []const u8) !void {
 }
 
 /// A mount target resolved inside the jail's root (symlinks in the world cannot point a
-/// mount outside it), addressed through /proc/self/fd so no path is resolved twice.
+/// mount outside it), held open so no path is resolved twice: mounts go onto its descriptor
+/// (move_mount) or onto it as the working directory (mountOn).
 const Target = struct {
     fd: i32,
-    buf: [48]u8 = undefined,
-    fn path(t: *Target) [*:0]const u8 {
-        const s = std.fmt.bufPrintZ(&t.buf, "/proc/self/fd/{d}", .{t.fd}) catch unreachable;
-        return s.ptr;
-    }
     fn close(t: *Target) void {
         _ = linux.close(t.fd);
     }
@@ -813,37 +809,68 @@ fn mountProc(c: *const Child, rootfd: i32) void {
     // Mounted on the working directory: a jail in a pooled namespace has no /proc to name the
     // target through until this one is there.
     var t = target(c, rootfd, "proc");
-    c.check(linux.fchdir(t.fd), "enter /proc", .{});
-    c.check(linux.mount("proc", ".", "proc", linux.MS.NOSUID | linux.MS.NODEV | linux.MS.NOEXEC, 0), "mount proc on /proc", .{});
+    c.check(mountOn(&t, "proc", "proc", linux.MS.NOSUID | linux.MS.NODEV | linux.MS.NOEXEC, ""), "mount proc on /proc", .{});
     t.close();
+    // The new mount's root. What follows is done through descriptors (the new mount API): no
+    // path goes through /proc/self/fd, whose lookups were most of this step's cost.
+    const prc = openIn(rootfd, "proc", @as(u32, @bitCast(O{ .DIRECTORY = true })));
+    c.check(prc, "open /proc", .{});
+    const procfd: i32 = @intCast(prc);
+    defer _ = linux.close(procfd);
     // Root in the jail has no capabilities, but some /proc files check only the uid.
-    const readonly = [_][:0]const u8{ "proc/sys", "proc/sysrq-trigger", "proc/irq", "proc/bus", "proc/fs" };
-    for (readonly) |rel| {
-        const rc = openIn(rootfd, rel.ptr, 0);
-        if (errno(rc) != null) continue; // not in this kernel
-        var m = Target{ .fd = @intCast(rc) };
-        const p = m.path();
-        c.check(linux.mount(p, p, null, linux.MS.BIND | linux.MS.REC, 0), "bind /{s}", .{rel});
-        m.close();
-        // The old descriptor still names the covered directory: resolve the new mount.
-        var top = target(c, rootfd, rel);
-        c.check(linux.mount(null, top.path(), null, linux.MS.REMOUNT | linux.MS.BIND | linux.MS.RDONLY | linux.MS.NOSUID | linux.MS.NODEV | linux.MS.NOEXEC, 0), "remount /{s} read-only", .{rel});
-        top.close();
+    const readonly = [_][:0]const u8{ "sys", "sysrq-trigger", "irq", "bus", "fs" };
+    for (readonly) |name| {
+        const at = linux.openat(procfd, name.ptr, .{ .PATH = true, .NOFOLLOW = true, .CLOEXEC = true }, 0);
+        if (errno(at) != null) continue; // not in this kernel
+        defer _ = linux.close(@intCast(at));
+        const tree = linux.syscall3(.open_tree, @intCast(at), @intFromPtr(""), OPEN_TREE_CLONE | AT_RECURSIVE | AT_EMPTY_PATH | O_CLOEXEC);
+        c.check(tree, "bind /proc/{s}", .{name});
+        defer _ = linux.close(@intCast(tree));
+        const attr = MountAttr{ .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC };
+        c.check(linux.syscall5(.mount_setattr, tree, @intFromPtr(""), AT_EMPTY_PATH | AT_RECURSIVE, @intFromPtr(&attr), @sizeOf(MountAttr)), "make /proc/{s} read-only", .{name});
+        c.check(moveMount(@intCast(tree), @intCast(at)), "mount read-only /proc/{s}", .{name});
     }
-    const masked = [_][:0]const u8{ "proc/kcore", "proc/keys", "proc/timer_list", "proc/sched_debug" };
-    for (masked) |rel| {
-        const rc = openIn(rootfd, rel.ptr, 0);
-        if (errno(rc) != null) continue;
-        var m = Target{ .fd = @intCast(rc) };
-        c.check(linux.mount("/dev/null", m.path(), null, linux.MS.BIND, 0), "mask /{s}", .{rel});
-        m.close();
+    const masked = [_][:0]const u8{ "kcore", "keys", "timer_list", "sched_debug" };
+    for (masked) |name| {
+        const at = linux.openat(procfd, name.ptr, .{ .PATH = true, .NOFOLLOW = true, .CLOEXEC = true }, 0);
+        if (errno(at) != null) continue;
+        defer _ = linux.close(@intCast(at));
+        const null_tree = linux.syscall3(.open_tree, @bitCast(@as(isize, linux.AT.FDCWD)), @intFromPtr("/dev/null"), OPEN_TREE_CLONE | O_CLOEXEC);
+        c.check(null_tree, "mask /proc/{s}", .{name});
+        defer _ = linux.close(@intCast(null_tree));
+        c.check(moveMount(@intCast(null_tree), @intCast(at)), "mask /proc/{s}", .{name});
     }
+}
+
+const OPEN_TREE_CLONE: usize = 1;
+const O_CLOEXEC: usize = 0o2000000;
+const AT_EMPTY_PATH: usize = 0x1000;
+const AT_RECURSIVE: usize = 0x8000;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+const MountAttr = extern struct { attr_set: u64 = 0, attr_clr: u64 = 0, propagation: u64 = 0, userns_fd: u64 = 0 };
+
+/// Mounts a new filesystem on the directory `t` names, entered first: the mount resolves "."
+/// instead of a /proc/self/fd path (whose lookups cost more than the mount).
+fn mountOn(t: *const Target, src: [*:0]const u8, fstype: [*:0]const u8, flags: u32, data: [:0]const u8) usize {
+    const rc = linux.fchdir(t.fd);
+    if (errno(rc) != null) return rc;
+    return linux.mount(src, ".", fstype, flags, @intFromPtr(data.ptr));
+}
+
+/// Attaches a detached mount (from open_tree) on top of the file or directory `onto` names.
+fn moveMount(tree: i32, onto: i32) usize {
+    const MOVE_MOUNT_F_EMPTY_PATH = 0x4;
+    const MOVE_MOUNT_T_EMPTY_PATH = 0x40;
+    return linux.syscall5(.move_mount, @bitCast(@as(isize, tree)), @intFromPtr(""), @bitCast(@as(isize, onto)), @intFromPtr(""), MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
 }
 
 fn mountDev(c: *const Child, rootfd: i32) void {
     ensurePath(c, rootfd, "dev", false);
     var t = target(c, rootfd, "dev");
-    c.check(linux.mount("lj-dev", t.path(), "tmpfs", linux.MS.NOSUID | linux.MS.NOEXEC, @intFromPtr("mode=0755,size=64k")), "mount tmpfs on /dev", .{});
+    c.check(mountOn(&t, "lj-dev", "tmpfs", linux.MS.NOSUID | linux.MS.NOEXEC, "mode=0755,size=64k"), "mount tmpfs on /dev", .{});
     t.close();
     // The fresh tmpfs holds no symlinks yet, so names relative to it are safe.
     const drc = openIn(rootfd, "dev", @as(u32, @bitCast(O{ .DIRECTORY = true })));
@@ -865,7 +892,10 @@ fn mountDev(c: *const Child, rootfd: i32) void {
             _ = linux.close(@intCast(frc));
             var rel: [32]u8 = undefined;
             var node = target(c, rootfd, std.fmt.bufPrintZ(&rel, "dev/{s}", .{n.name}) catch unreachable);
-            c.check(linux.mount(n.host, node.path(), null, linux.MS.BIND, 0), "bind {s}", .{n.host});
+            const tree = linux.syscall3(.open_tree, @bitCast(@as(isize, linux.AT.FDCWD)), @intFromPtr(n.host), OPEN_TREE_CLONE | O_CLOEXEC);
+            c.check(tree, "bind {s}", .{n.host});
+            c.check(moveMount(@intCast(tree), node.fd), "bind {s}", .{n.host});
+            _ = linux.close(@intCast(tree));
             node.close();
             continue;
         }
@@ -883,10 +913,10 @@ fn mountDev(c: *const Child, rootfd: i32) void {
     c.check(linux.mkdirat(dfd, "shm", 0o1777), "mkdir /dev/shm", .{});
     c.check(linux.syscall4(.fchmodat, @bitCast(@as(isize, dfd)), @intFromPtr("shm"), 0o1777, 0), "chmod /dev/shm", .{});
     var pts = target(c, rootfd, "dev/pts");
-    c.check(linux.mount("devpts", pts.path(), "devpts", linux.MS.NOSUID | linux.MS.NOEXEC, @intFromPtr("newinstance,ptmxmode=0666,mode=0620")), "mount devpts on /dev/pts", .{});
+    c.check(mountOn(&pts, "devpts", "devpts", linux.MS.NOSUID | linux.MS.NOEXEC, "newinstance,ptmxmode=0666,mode=0620"), "mount devpts on /dev/pts", .{});
     pts.close();
     var shm = target(c, rootfd, "dev/shm");
-    c.check(linux.mount("lj-shm", shm.path(), "tmpfs", linux.MS.NOSUID | linux.MS.NODEV, @intFromPtr("mode=1777")), "mount tmpfs on /dev/shm", .{});
+    c.check(mountOn(&shm, "lj-shm", "tmpfs", linux.MS.NOSUID | linux.MS.NODEV, "mode=1777"), "mount tmpfs on /dev/shm", .{});
     shm.close();
     _ = linux.close(dfd);
 }
@@ -899,7 +929,7 @@ fn mountTmp(c: *const Child, rootfd: i32) void {
         std.fmt.bufPrintZ(&opts, "mode=1777,size={d}", .{c.spec.tmp_bytes_max}) catch unreachable
     else
         std.fmt.bufPrintZ(&opts, "mode=1777", .{}) catch unreachable;
-    c.check(linux.mount("lj-tmp", t.path(), "tmpfs", linux.MS.NOSUID | linux.MS.NODEV, @intFromPtr(o.ptr)), "mount tmpfs on /tmp", .{});
+    c.check(mountOn(&t, "lj-tmp", "tmpfs", linux.MS.NOSUID | linux.MS.NODEV, o), "mount tmpfs on /tmp", .{});
     t.close();
 }
 
@@ -911,14 +941,17 @@ fn bindMount(c: *const Child, rootfd: i32, m: spec_mod.Mount) void {
     const relz: [:0]const u8 = m.dst[m.dst.len - rel.len .. :0];
     if (m.flags.create) ensurePath(c, rootfd, relz, !linux.S.ISDIR(st.mode));
     var t = target(c, rootfd, relz);
-    const p = t.path();
-    c.check(linux.mount(m.src.ptr, p, null, linux.MS.BIND | linux.MS.REC, 0), "bind {s} on {s}", .{ m.src, m.dst });
-    t.close();
+    defer t.close();
+    // A detached copy of the source (with its submounts), made read-only as a whole before it
+    // is attached: nothing under a read-only bind is writable, not even for a moment.
+    const tree = linux.syscall3(.open_tree, @bitCast(@as(isize, linux.AT.FDCWD)), @intFromPtr(m.src.ptr), OPEN_TREE_CLONE | AT_RECURSIVE | O_CLOEXEC);
+    c.check(tree, "bind {s} on {s}", .{ m.src, m.dst });
+    defer _ = linux.close(@intCast(tree));
     if (m.flags.readonly) {
-        var top = target(c, rootfd, relz); // the new mount, not the directory it covers
-        c.check(linux.mount(null, top.path(), null, linux.MS.REMOUNT | linux.MS.BIND | linux.MS.RDONLY | linux.MS.NOSUID | linux.MS.NODEV, 0), "remount {s} read-only", .{m.dst});
-        top.close();
+        const attr = MountAttr{ .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV };
+        c.check(linux.syscall5(.mount_setattr, tree, @intFromPtr(""), AT_EMPTY_PATH | AT_RECURSIVE, @intFromPtr(&attr), @sizeOf(MountAttr)), "make {s} read-only", .{m.src});
     }
+    c.check(moveMount(@intCast(tree), t.fd), "bind {s} on {s}", .{ m.src, m.dst });
 }
 
 /// stdio to 0-2, status to 3, passed descriptors to 4.., then the sync pipe (the keeper's): first
