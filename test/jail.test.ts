@@ -95,6 +95,28 @@ describe("isolation", () => {
     expect(mounts.stdout).not.toContain("cgroup");
   });
 
+  rootTest("a read-only bind mount is read-only all the way down, mounts under its source too", async () => {
+    const src = join(env.root, "bind-src");
+    mkdirSync(join(src, "inner"), { recursive: true });
+    const mounted = Bun.spawnSync(["mount", "-t", "tmpfs", "lj-test-inner", join(src, "inner")]);
+    expect(mounted.exitCode).toBe(0);
+    try {
+      const script = "touch /data/top 2>&1; touch /data/inner/below 2>&1; echo done";
+      const ro = await sh(script, {
+        mounts: [...(env.base.mounts ?? []), { src, dst: "/data", readonly: true }],
+      });
+      expect(lines(ro.stdout).filter((l) => l.includes("Read-only file system"))).toHaveLength(2);
+      expect(existsSync(join(src, "top")) || existsSync(join(src, "inner", "below"))).toBe(false);
+      // A writable bind carries the mount under it (the jail writes into that tmpfs).
+      const rw = await sh(script, { mounts: [...(env.base.mounts ?? []), { src, dst: "/data" }] });
+      expect(rw.stdout).toBe("done\n");
+      expect(existsSync(join(src, "inner", "below"))).toBe(true);
+    } finally {
+      Bun.spawnSync(["umount", join(src, "inner")]);
+      rmSync(src, { recursive: true, force: true });
+    }
+  });
+
   rootTest("a read-only -d root cannot be written, and keeps no host mount either", async () => {
     const r = await runJail({
       root: env.base.layers![0]!,
