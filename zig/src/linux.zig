@@ -491,7 +491,7 @@ fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64) noreturn {
         if (!spec.flags.no_tmp) mountTmp(&c, rootfd);
     }
     c.mark("/dev, /tmp");
-    for (spec.mounts.slice()) |m| bindMount(&c, rootfd, m);
+    if (!root_built) for (spec.mounts.slice()) |m| bindMount(&c, rootfd, m);
     _ = linux.close(rootfd);
 
     if (spec.hostname) |h| c.check(linux.syscall2(.sethostname, @intFromPtr(h.ptr), h.len), "sethostname {s}", .{h});
@@ -713,9 +713,9 @@ fn enterRoot(c: *const Child, root: [:0]const u8) void {
 }
 
 /// The namespace pool's root builder, run by a maker in its fresh mount namespace: what a
-/// jail's child would do but /proc (the root, /dev, /tmp, the pivot), and the first names the
-/// recipe's command looks up (warm.zig). A process entering the namespace starts at the jail's
-/// root. Failures end the maker.
+/// jail's child would do but /proc (the root, /dev, /tmp, bind mounts, the pivot), and the
+/// first names the recipe's command looks up (warm.zig). A process entering the namespace
+/// starts at the jail's root. Failures end the maker.
 fn buildPooledRoot(spec: *const Spec) void {
     var trace = sys.Trace{};
     const c = Child{ .spec = spec, .status_fd = -1, .trace = &trace };
@@ -724,6 +724,7 @@ fn buildPooledRoot(spec: *const Spec) void {
     const rootfd = openRoot(&c, root);
     mountDev(&c, rootfd);
     if (!spec.flags.no_tmp) mountTmp(&c, rootfd);
+    for (spec.mounts.slice()) |m| bindMount(&c, rootfd, m);
     _ = linux.close(rootfd);
     enterRoot(&c, root);
     warm.warmNames(spec);

@@ -1,9 +1,9 @@
 //! A small pool of fresh namespace sets, made ahead of time: network (loopback up), IPC and
 //! UTS namespaces and, when the jails being spawned share one recipe for their root, a mount
 //! namespace with that root already built (the stage tmpfs, the overlay over the jail's
-//! layers, /dev and /tmp) and already its root: the maker pivots into it and detaches the
-//! host's mounts, the dearest step of a jail's setup (detaching waits for an RCU grace
-//! period). A jail's child then enters them with `setns`, which puts it at that root, and has
+//! layers, /dev, /tmp and its bind mounts) and already its root: the maker pivots into it and
+//! detaches the host's mounts, the dearest step of a jail's setup (detaching waits for an RCU
+//! grace period). A jail's child then enters them with `setns`, which puts it at that root, and has
 //! only /proc (which belongs to its pid namespace) and its limits left to do.
 //!
 //! Making a network namespace is the most expensive step of a Linux jail (the kernel
@@ -98,11 +98,13 @@ const Recipe = struct {
 };
 
 /// The root recipe: a copy of the spec of the jail that set it, and the identity of each of
-/// its layers then (a layer replaced since must not be served from an old root).
+/// its layers and bind mount sources then (one replaced since must not be served from an old
+/// root).
 const Key = struct {
     gen: u32 = 0,
     recipe: Recipe = .{},
     layer_ids: [spec_mod.max_lowers]FileId = undefined,
+    mount_ids: [spec_mod.max_mounts]FileId = undefined,
     /// A maker that failed to build this key's root: stop building it.
     failed: bool = false,
 };
@@ -117,27 +119,39 @@ fn fileId(path: [*:0]const u8) ?FileId {
 }
 
 /// Whether a jail's root may come from the pool at all: overlay roots over layers, on a fresh
-/// tmpfs, with no bind mounts (their sources resolve in the jail's own copy of the host's
-/// mounts, which must be as recent as the spawn).
+/// tmpfs. Bind mounts are made by the maker too (a bind is a live view of its source: made
+/// ahead, it shows what one made at the spawn would, as long as the source is the same
+/// directory, which take() checks), except onto /proc, which only the jail can mount.
 fn poolable(s: *const Spec) bool {
-    return s.root_dir == null and s.upper == null and !s.flags.userns and s.mounts.len == 0 and
-        s.lowers.len > 0 and s.stage != null;
+    if (s.root_dir != null or s.upper != null or s.flags.userns or s.lowers.len == 0 or s.stage == null) return false;
+    for (s.mounts.slice()) |m| {
+        const rel = std.mem.trimLeft(u8, m.dst, "/");
+        if (std.mem.eql(u8, rel, "proc") or std.mem.startsWith(u8, rel, "proc/")) return false;
+    }
+    return true;
 }
 
 fn sameRoot(a: *const Spec, b: *const Spec) bool {
-    if (a.lowers.len != b.lowers.len) return false;
+    if (a.lowers.len != b.lowers.len or a.mounts.len != b.mounts.len) return false;
     for (a.lowers.slice(), b.lowers.slice()) |x, y| if (!std.mem.eql(u8, x, y)) return false;
+    for (a.mounts.slice(), b.mounts.slice()) |x, y| {
+        if (!std.mem.eql(u8, x.src, y.src) or !std.mem.eql(u8, x.dst, y.dst) or
+            @as(u32, @bitCast(x.flags)) != @as(u32, @bitCast(y.flags))) return false;
+    }
     return std.mem.eql(u8, a.stage.?, b.stage.?) and a.upper_bytes_max == b.upper_bytes_max and
         a.tmp_bytes_max == b.tmp_bytes_max and a.flags.no_tmp == b.flags.no_tmp;
 }
 
-/// The key's layers are still the directories they were when it was set.
-fn layersUnchanged() bool {
-    for (key.recipe.spec.lowers.slice(), 0..) |l, i| {
-        const now = fileId(l.ptr) orelse return false;
-        if (now.dev != key.layer_ids[i].dev or now.ino != key.layer_ids[i].ino) return false;
-    }
+/// The key's layers and mount sources are still the files they were when it was set.
+fn sourcesUnchanged() bool {
+    for (key.recipe.spec.lowers.slice(), 0..) |l, i| if (!sameFile(l.ptr, key.layer_ids[i])) return false;
+    for (key.recipe.spec.mounts.slice(), 0..) |m, i| if (!sameFile(m.src.ptr, key.mount_ids[i])) return false;
     return true;
+}
+
+fn sameFile(path: [*:0]const u8, then: FileId) bool {
+    const now = fileId(path) orelse return false;
+    return now.dev == then.dev and now.ino == then.ino;
 }
 
 /// Makes `spec` (encoded as `bytes`) the recipe. Makers at work build from their own copies;
@@ -152,6 +166,12 @@ fn adopt(spec: *const Spec, bytes: []const u8) void {
     }
     for (key.recipe.spec.lowers.slice(), 0..) |l, i| {
         key.layer_ids[i] = fileId(l.ptr) orelse {
+            key.recipe.spec.stage = null;
+            return;
+        };
+    }
+    for (key.recipe.spec.mounts.slice(), 0..) |m, i| {
+        key.mount_ids[i] = fileId(m.src.ptr) orelse {
             key.recipe.spec.stage = null;
             return;
         };
@@ -175,7 +195,7 @@ pub fn take(spec: *const Spec, bytes: []const u8) Set {
     collect();
     const wants_root = poolable(spec);
     var same = wants_root and key.recipe.spec.stage != null and sameRoot(spec, &key.recipe.spec);
-    if (same and !layersUnchanged()) {
+    if (same and !sourcesUnchanged()) {
         same = false;
         key.recipe.spec.stage = null; // stale: adopted anew below
     }
