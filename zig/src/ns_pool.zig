@@ -3,8 +3,8 @@
 //! namespace with that root already built (the stage tmpfs, the overlay over the jail's
 //! layers, /dev, /tmp and its bind mounts) and already its root: the maker pivots into it and
 //! detaches the host's mounts, the dearest step of a jail's setup (detaching waits for an RCU
-//! grace period). A jail's child then enters them with `setns`, which puts it at that root, and has
-//! only /proc (which belongs to its pid namespace) and its limits left to do.
+//! grace period). A jail's child then enters them with `setns`, which puts it at that root,
+//! and has only /proc (which belongs to its pid namespace) and its limits left to do.
 //!
 //! Making a network namespace is the most expensive step of a Linux jail (the kernel
 //! initialises every protocol's per-namespace state), and assembling the root is the next. The
