@@ -8,7 +8,15 @@ import { readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type RunningServer, startServer } from "../src/server/serve.ts";
 import { paths } from "../src/store/paths.ts";
-import { api, appCopy, createApp, deployDir, gitRemote, textVia } from "./fixtures/paas/helpers.ts";
+import {
+  api,
+  appCopy,
+  createApp,
+  deployDir,
+  gitRemote,
+  removeAppCopies,
+  textVia,
+} from "./fixtures/paas/helpers.ts";
 import { type JailEnv, makeJailEnv } from "./helpers/jail-env.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
 
@@ -23,6 +31,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  removeAppCopies();
   if (!isRoot()) return;
   await s?.stop();
   env?.cleanup();

@@ -31,6 +31,7 @@ import {
   deployTar,
   gitRemote,
   makeTar,
+  removeAppCopies,
   tarGz,
   textVia,
   until,
@@ -56,6 +57,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  removeAppCopies();
   if (!isRoot()) return;
   await s?.stop();
   env?.cleanup();
