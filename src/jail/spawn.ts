@@ -338,9 +338,9 @@ function prepareWith(spec: JailSpec, started: number, made: MadeCgroups | null):
   const freebsd = process.platform === "freebsd";
   const stage = freebsd ? join(stageDir(), id) : stageDir();
   if (freebsd) mkdirSync(stage, { mode: 0o700 });
-  // The jail places itself (its placer works while it builds its root, and only joins cgroups
-  // made ahead); a user-namespaced jail has no rights over the host's cgroups, so its owner
-  // places it.
+  // The jail places itself: it joins cgroups made ahead at once, or its placer makes them while
+  // it builds its root. A user-namespaced jail has no rights over the host's cgroups, so its
+  // owner places it.
   const encoded = encodeSpec(freebsd && !spec.name ? { ...spec, name: freebsdJailName(id) } : spec, {
     stage,
     work,

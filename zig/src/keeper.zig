@@ -269,15 +269,13 @@ fn payload(a: Args) noreturn {
     fatalOn(sfd, e, "exec ", std.mem.span(a.argv[0].?));
 }
 
-const default_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 /// execve, searching PATH (from the payload's own environment) for names without a slash.
 fn execvpe(argv: [*:null]const ?[*:0]const u8, envp: [*:null]const ?[*:0]const u8) linux.E {
     const file = std.mem.span(argv[0].?);
     if (file.len == 0) return .NOENT;
     if (std.mem.indexOfScalar(u8, file, '/') != null) return errno(linux.execve(argv[0].?, argv, envp)) orelse .NOEXEC;
 
-    var search: []const u8 = default_path;
+    var search: []const u8 = sys.default_path;
     var i: usize = 0;
     while (envp[i]) |kv| : (i += 1) {
         const s = std.mem.span(kv);

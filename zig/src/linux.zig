@@ -453,7 +453,8 @@ fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64) noreturn {
     var placer = Placer{ .spec = spec };
     const placing = spec.cgroups.len > 0 and !onlyJoins(spec);
     if (placing) startPlacer(&c, &placer) else if (spec.cgroups.len > 0) {
-        if (!setupCgroups(spec, "0", &placer.failure)) c.die(placer.failure.e, "{s} {s}", .{ placer.failure.what, placer.failure.path() });
+        var f = CgFailure{};
+        if (!setupCgroups(spec, "0", &f)) c.die(f.e, "{s} {s}", .{ f.what, f.path() });
     }
 
     // The cgroup namespace comes later, in the keeper: the placer (or, for a user-namespaced
@@ -486,12 +487,7 @@ fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64) noreturn {
 
     mountProc(&c, rootfd);
     c.mark("/proc");
-    if (!root_built) {
-        mountDev(&c, rootfd);
-        if (!spec.flags.no_tmp) mountTmp(&c, rootfd);
-    }
-    c.mark("/dev, /tmp");
-    if (!root_built) for (spec.mounts.slice()) |m| bindMount(&c, rootfd, m);
+    if (!root_built) fillRoot(&c, rootfd);
     _ = linux.close(rootfd);
 
     if (spec.hostname) |h| c.check(linux.syscall2(.sethostname, @intFromPtr(h.ptr), h.len), "sethostname {s}", .{h});
@@ -703,6 +699,15 @@ fn openRoot(c: *const Child, root: [:0]const u8) i32 {
     return @intCast(rc);
 }
 
+/// What the root gets after the overlay and before the pivot, in the jail's child or ahead of
+/// time in a pool's maker: /dev, /tmp and the bind mounts.
+fn fillRoot(c: *const Child, rootfd: i32) void {
+    mountDev(c, rootfd);
+    if (!c.spec.flags.no_tmp) mountTmp(c, rootfd);
+    c.mark("/dev, /tmp");
+    for (c.spec.mounts.slice()) |m| bindMount(c, rootfd, m);
+}
+
 /// Makes the assembled root this mount namespace's root and detaches everything else: the
 /// host's mounts are gone, not merely out of reach.
 fn enterRoot(c: *const Child, root: [:0]const u8) void {
@@ -722,9 +727,7 @@ fn buildPooledRoot(spec: *const Spec) void {
     var root_path = Path{};
     const root = assembleRoot(&c, &root_path);
     const rootfd = openRoot(&c, root);
-    mountDev(&c, rootfd);
-    if (!spec.flags.no_tmp) mountTmp(&c, rootfd);
-    for (spec.mounts.slice()) |m| bindMount(&c, rootfd, m);
+    fillRoot(&c, rootfd);
     _ = linux.close(rootfd);
     enterRoot(&c, root);
     warm.warmNames(spec);
@@ -824,22 +827,15 @@ fn mountProc(c: *const Child, rootfd: i32) void {
         const at = linux.openat(procfd, name.ptr, .{ .PATH = true, .NOFOLLOW = true, .CLOEXEC = true }, 0);
         if (errno(at) != null) continue; // not in this kernel
         defer _ = linux.close(@intCast(at));
-        const tree = linux.syscall3(.open_tree, @intCast(at), @intFromPtr(""), OPEN_TREE_CLONE | AT_RECURSIVE | AT_EMPTY_PATH | O_CLOEXEC);
-        c.check(tree, "bind /proc/{s}", .{name});
-        defer _ = linux.close(@intCast(tree));
-        const attr = MountAttr{ .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC };
-        c.check(linux.syscall5(.mount_setattr, tree, @intFromPtr(""), AT_EMPTY_PATH | AT_RECURSIVE, @intFromPtr(&attr), @sizeOf(MountAttr)), "make /proc/{s} read-only", .{name});
-        c.check(moveMount(@intCast(tree), @intCast(at)), "mount read-only /proc/{s}", .{name});
+        const ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+        c.check(attachCopy(@intCast(at), "", true, ro, @intCast(at)), "mount /proc/{s} read-only", .{name});
     }
     const masked = [_][:0]const u8{ "kcore", "keys", "timer_list", "sched_debug" };
     for (masked) |name| {
         const at = linux.openat(procfd, name.ptr, .{ .PATH = true, .NOFOLLOW = true, .CLOEXEC = true }, 0);
         if (errno(at) != null) continue;
         defer _ = linux.close(@intCast(at));
-        const null_tree = linux.syscall3(.open_tree, @bitCast(@as(isize, linux.AT.FDCWD)), @intFromPtr("/dev/null"), OPEN_TREE_CLONE | O_CLOEXEC);
-        c.check(null_tree, "mask /proc/{s}", .{name});
-        defer _ = linux.close(@intCast(null_tree));
-        c.check(moveMount(@intCast(null_tree), @intCast(at)), "mask /proc/{s}", .{name});
+        c.check(attachCopy(linux.AT.FDCWD, "/dev/null", false, 0, @intCast(at)), "mask /proc/{s}", .{name});
     }
 }
 
@@ -861,11 +857,24 @@ fn mountOn(t: *const Target, src: [*:0]const u8, fstype: [*:0]const u8, flags: u
     return linux.mount(src, ".", fstype, flags, @intFromPtr(data.ptr));
 }
 
-/// Attaches a detached mount (from open_tree) on top of the file or directory `onto` names.
-fn moveMount(tree: i32, onto: i32) usize {
+/// Binds what `dirfd` and `path` name (`path` empty: `dirfd` itself) onto the file or directory
+/// `onto` names: a detached copy (open_tree; with the mounts under it when `recursive`), given
+/// `attr_set` as a whole (mount_setattr; 0: as it is) before it is attached (move_mount), so
+/// no part of it is ever attached without them. Returns the first failing call's result.
+fn attachCopy(dirfd: i32, path: [*:0]const u8, recursive: bool, attr_set: u64, onto: i32) usize {
     const MOVE_MOUNT_F_EMPTY_PATH = 0x4;
     const MOVE_MOUNT_T_EMPTY_PATH = 0x40;
-    return linux.syscall5(.move_mount, @bitCast(@as(isize, tree)), @intFromPtr(""), @bitCast(@as(isize, onto)), @intFromPtr(""), MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+    const empty: usize = if (path[0] == 0) AT_EMPTY_PATH else 0;
+    const rec: usize = if (recursive) AT_RECURSIVE else 0;
+    const tree = linux.syscall3(.open_tree, @bitCast(@as(isize, dirfd)), @intFromPtr(path), OPEN_TREE_CLONE | O_CLOEXEC | empty | rec);
+    if (errno(tree) != null) return tree;
+    defer _ = linux.close(@intCast(tree));
+    if (attr_set != 0) {
+        const attr = MountAttr{ .attr_set = attr_set };
+        const rc = linux.syscall5(.mount_setattr, tree, @intFromPtr(""), AT_EMPTY_PATH | rec, @intFromPtr(&attr), @sizeOf(MountAttr));
+        if (errno(rc) != null) return rc;
+    }
+    return linux.syscall5(.move_mount, tree, @intFromPtr(""), @bitCast(@as(isize, onto)), @intFromPtr(""), MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
 }
 
 fn mountDev(c: *const Child, rootfd: i32) void {
@@ -893,10 +902,7 @@ fn mountDev(c: *const Child, rootfd: i32) void {
             _ = linux.close(@intCast(frc));
             var rel: [32]u8 = undefined;
             var node = target(c, rootfd, std.fmt.bufPrintZ(&rel, "dev/{s}", .{n.name}) catch unreachable);
-            const tree = linux.syscall3(.open_tree, @bitCast(@as(isize, linux.AT.FDCWD)), @intFromPtr(n.host), OPEN_TREE_CLONE | O_CLOEXEC);
-            c.check(tree, "bind {s}", .{n.host});
-            c.check(moveMount(@intCast(tree), node.fd), "bind {s}", .{n.host});
-            _ = linux.close(@intCast(tree));
+            c.check(attachCopy(linux.AT.FDCWD, n.host, false, 0, node.fd), "bind {s}", .{n.host});
             node.close();
             continue;
         }
@@ -943,16 +949,9 @@ fn bindMount(c: *const Child, rootfd: i32, m: spec_mod.Mount) void {
     if (m.flags.create) ensurePath(c, rootfd, relz, !linux.S.ISDIR(st.mode));
     var t = target(c, rootfd, relz);
     defer t.close();
-    // A detached copy of the source (with its submounts), made read-only as a whole before it
-    // is attached: nothing under a read-only bind is writable, not even for a moment.
-    const tree = linux.syscall3(.open_tree, @bitCast(@as(isize, linux.AT.FDCWD)), @intFromPtr(m.src.ptr), OPEN_TREE_CLONE | AT_RECURSIVE | O_CLOEXEC);
-    c.check(tree, "bind {s} on {s}", .{ m.src, m.dst });
-    defer _ = linux.close(@intCast(tree));
-    if (m.flags.readonly) {
-        const attr = MountAttr{ .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV };
-        c.check(linux.syscall5(.mount_setattr, tree, @intFromPtr(""), AT_EMPTY_PATH | AT_RECURSIVE, @intFromPtr(&attr), @sizeOf(MountAttr)), "make {s} read-only", .{m.src});
-    }
-    c.check(moveMount(@intCast(tree), t.fd), "bind {s} on {s}", .{ m.src, m.dst });
+    // With its submounts, read-only as a whole: nothing under a read-only bind is writable.
+    const ro: u64 = if (m.flags.readonly) MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV else 0;
+    c.check(attachCopy(linux.AT.FDCWD, m.src.ptr, true, ro, t.fd), "bind {s} on {s}", .{ m.src, m.dst });
 }
 
 /// stdio to 0-2, status to 3, passed descriptors to 4.., then the sync pipe (the keeper's): first

@@ -6,6 +6,9 @@ const linux = std.os.linux;
 pub const W_ALL: u32 = 0x40000000;
 pub const F_DUPFD_CLOEXEC: i32 = 1030;
 
+/// Where a command without a slash is looked for when its environment has no PATH (execvp's).
+pub const default_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// No core dump from a process that shares the owner's memory (it would hold Bun's): a soft
 /// limit of 0, the hard one kept so a jail's own rlimits can still allow dumps.
 pub fn noCoreDumps() void {

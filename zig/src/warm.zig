@@ -8,8 +8,8 @@
 const std = @import("std");
 const linux = std.os.linux;
 const Spec = @import("spec.zig").Spec;
+const sys = @import("sys.zig");
 
-const default_path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// What the loader of almost every dynamic program looks at first.
 const loader_files = [_][*:0]const u8{ "/etc/ld.so.preload", "/etc/ld.so.cache" };
 
@@ -41,7 +41,7 @@ fn findExecutable(spec: *const Spec, buf: *[4096]u8) ?[*:0]const u8 {
     const name = std.mem.span(spec.argv.slice()[0]);
     if (name.len == 0) return null;
     if (std.mem.indexOfScalar(u8, name, '/') != null) return spec.argv.slice()[0];
-    var search: []const u8 = default_path;
+    var search: []const u8 = sys.default_path;
     for (spec.env.slice()) |kv| {
         const s = std.mem.span(kv);
         if (std.mem.startsWith(u8, s, "PATH=")) search = s[5..];
