@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { cgroupLayout, ownerId, removeStock } from "../src/jail/cgroup.ts";
 import { leftoverMounts } from "../src/jail/gc.ts";
 import { type JailResult, runJail, spawnJail } from "../src/jail/spawn.ts";
@@ -289,47 +289,96 @@ describe("limits and lifetime", () => {
     expect(performance.now() - t).toBeLessThan(2000);
   });
 
-  rootTest("cgroups made ahead of time limit the jail that takes them, and go with it", async () => {
-    const limits = { memoryBytes: 40 * 1024 * 1024, pids: 24 };
-    // The first jail with these limits makes its own cgroups; the owner then makes a stock.
-    expect((await sh("true", { limits })).status).toBe(0);
-    await Bun.sleep(0);
-    const before = new Set(cgroupEntries());
-    const jail = spawnJail({
-      ...env.base,
-      argv: [
-        "/bin/sh",
-        "-c",
-        "echo up; read go; i=0; while [ $i -lt 100 ]; do sleep 30 & i=$((i+1)); echo $i; done",
-      ],
-      limits,
-      stdio: ["pipe", "pipe", "ignore"],
-    });
-    const dirs = cgroupEntries().filter((d) => d.endsWith(`/${jail.id}`));
-    expect(dirs.length).toBeGreaterThan(0);
-    for (const d of dirs) expect(before.has(d)).toBe(true); // made before the jail was spawned
-    const layout = cgroupLayout()!;
-    const memDir = dirs.find((d) => d.startsWith(layout.version === 2 ? layout.unified! : layout.memory!))!;
-    const limitFile = layout.version === 2 ? "memory.max" : "memory.limit_in_bytes";
-    expect(Number(readFileSync(join(memDir, limitFile), "utf8"))).toBe(limits.memoryBytes);
-    const reader = jail.stdout!.getReader();
-    let out = new TextDecoder().decode((await reader.read()).value);
-    // The jail is in them (its payload runs), and the pids limit stops its fork loop.
-    expect(readFileSync(`/proc/${jail.pid}/cgroup`, "utf8")).toContain(`/${jail.id}\n`);
-    await jail.stdin!.write("go\n");
-    await jail.stdin!.end();
-    for (let r = await reader.read(); !r.done; r = await reader.read())
-      out += new TextDecoder().decode(r.value);
-    const forked = Number(lines(out).at(-1));
-    expect(forked).toBeGreaterThan(10);
-    expect(forked).toBeLessThan(24);
-    jail.kill();
-    await jail.closed;
-    for (const d of dirs) expect(existsSync(d)).toBe(false);
-    // And the memory limit of a made set is reported as such.
-    const hog = await sh('x=$(head -c 200000000 /dev/zero | tr "\\0" a)', { limits });
-    expect(hog).toMatchObject({ reason: "oom", signal: 9, status: 137 });
-  });
+  rootTest(
+    "cgroups made ahead of time limit the jail that takes them, and come back as good as new",
+    async () => {
+      const limits = { memoryBytes: 40 * 1024 * 1024, pids: 24 };
+      const layout = cgroupLayout()!;
+      const memBase = layout.version === 2 ? layout.unified! : layout.memory!;
+      const limitFile = layout.version === 2 ? "memory.max" : "memory.limit_in_bytes";
+      const memDirOf = (dirs: readonly string[]) => dirs.find((d) => d.startsWith(`${memBase}/`))!;
+      const limitOf = (dirs: readonly string[]) =>
+        Number(readFileSync(join(memDirOf(dirs), limitFile), "utf8"));
+      // The first jail with these limits makes its own cgroups; the owner then makes a stock.
+      expect((await sh("true", { limits })).status).toBe(0);
+      await Bun.sleep(0);
+      const before = new Set(cgroupEntries());
+      const jail = spawnJail({
+        ...env.base,
+        argv: [
+          "/bin/sh",
+          "-c",
+          "echo up; read go; i=0; while [ $i -lt 100 ]; do sleep 30 & i=$((i+1)); echo $i; done",
+        ],
+        limits,
+        stdio: ["pipe", "pipe", "ignore"],
+      });
+      const dirs = [...jail.cgroups];
+      expect(dirs.length).toBe(layout.version === 2 ? 1 : 2);
+      for (const d of dirs) expect(before.has(d)).toBe(true); // made before the jail was spawned
+      expect(limitOf(dirs)).toBe(limits.memoryBytes);
+      const reader = jail.stdout!.getReader();
+      let out = new TextDecoder().decode((await reader.read()).value);
+      // The jail is in them (its payload runs), and the pids limit stops its fork loop.
+      for (const d of dirs)
+        expect(readFileSync(`/proc/${jail.pid}/cgroup`, "utf8")).toContain(`/${basename(d)}\n`);
+      // Something with the rights to (the host, here) changes the jail's memory limit meanwhile.
+      writeFileSync(join(memDirOf(dirs), limitFile), String(limits.memoryBytes / 2));
+      await jail.stdin!.write("go\n");
+      await jail.stdin!.end();
+      for (let r = await reader.read(); !r.done; r = await reader.read())
+        out += new TextDecoder().decode(r.value);
+      const forked = Number(lines(out).at(-1));
+      expect(forked).toBeGreaterThan(10);
+      expect(forked).toBeLessThan(24);
+      jail.kill();
+      await jail.closed;
+      // The set is back in the stock, empty and with its own limit again, and a later jail gets it.
+      for (const d of dirs) expect(readFileSync(join(d, "cgroup.procs"), "utf8")).toBe("");
+      expect(limitOf(dirs)).toBe(limits.memoryBytes);
+      let reused = false;
+      for (let i = 0; i < 6 && !reused; i++) {
+        const next = spawnJail({
+          ...env.base,
+          argv: ["/bin/true"],
+          limits,
+          stdio: ["ignore", "ignore", "ignore"],
+        });
+        reused = next.cgroups.join() === dirs.join();
+        expect(next.id).not.toBe(jail.id);
+        expect((await next.exited).status).toBe(0);
+        await next.closed;
+      }
+      expect(reused).toBe(true);
+      // A set whose limit was reached goes: the memory limit of a made set is reported as such,
+      // and a later jail never starts with the counters of that OOM.
+      const hog = spawnJail({
+        ...env.base,
+        argv: ["/bin/sh", "-c", 'x=$(head -c 200000000 /dev/zero | tr "\\0" a)'],
+        limits,
+        stdio: ["ignore", "ignore", "ignore"],
+      });
+      expect(await hog.exited).toMatchObject({ reason: "oom", signal: 9, status: 137 });
+      await hog.closed;
+      for (const d of hog.cgroups) expect(existsSync(d)).toBe(false);
+      // So does one that still has much charged to it: here the page cache of a file the jail
+      // wrote to a host directory.
+      const shared = join(env.root, "cgroup-residue");
+      mkdirSync(shared, { recursive: true });
+      const writer = spawnJail({
+        ...env.base,
+        argv: ["/bin/sh", "-c", "head -c 8000000 /dev/zero > /shared/file"],
+        limits,
+        mounts: [...(env.base.mounts ?? []), { src: shared, dst: "/shared" }],
+        stdio: ["ignore", "ignore", "ignore"],
+      });
+      expect((await writer.exited).status).toBe(0);
+      await writer.closed;
+      expect(writer.cgroups.length).toBeGreaterThan(0);
+      for (const d of writer.cgroups) expect(existsSync(d)).toBe(false);
+      rmSync(shared, { recursive: true, force: true });
+    },
+  );
 
   rootTest("double-forked daemons die with the jail", async () => {
     const marker = "987123";

@@ -537,14 +537,12 @@ describe("running apps", () => {
       expect(r.code).toBe(0);
       expect(JSON.parse(r.stdout).formation.web).toEqual({ count: 1, memoryMb: 96, pids: 32 });
       const jail = (
-        s.paas as unknown as { sets: Map<string, { instances: { jail: { id: string } }[] }> }
+        s.paas as unknown as { sets: Map<string, { instances: { jail: { cgroups: string[] } }[] }> }
       ).sets.get("limits")!.instances[0]!.jail;
-      const { cgroupDirsFor } = await import("../src/jail/cgroup.ts");
-      const dirs = cgroupDirsFor(jail.id, { memoryBytes: 1, pids: 1 });
       const read = (f: string) =>
-        dirs.map((d) => {
+        jail.cgroups.map((d) => {
           try {
-            return readFileSync(join(d.dir, f), "utf8").trim();
+            return readFileSync(join(d, f), "utf8").trim();
           } catch {
             return null;
           }

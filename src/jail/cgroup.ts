@@ -213,26 +213,45 @@ export async function joinCgroups(dirs: CgroupDir[], limits: JailLimits, pid: nu
 }
 
 /**
- * Cgroups made ahead of time. Creating a jail's cgroups and writing its limits is most of what
- * placing it costs (a memory cgroup allocates per-CPU state and a dozen files); made ahead,
- * they leave the jail only its own move to do. The stock follows the limits jails ask for: a
- * few sets for the latest limits, made as they are taken, right after the spawn that took one
- * (while that jail sets itself up, the owner has nothing else to do). Plain system calls: a
- * trip through the thread pool per file would cost the owner more than the calls themselves.
- * Each set is used by exactly one jail and removed after it, like the cgroups a jail makes
- * itself; a set carries the id of the jail that takes it, so its directories are named as that
- * jail's would be (and `lj gc` collects a dead owner's stock with its jails' leftovers).
+ * Cgroups made ahead of time, and used again. Creating a jail's cgroups and removing them is
+ * most of what its limits cost: a memory cgroup allocates per-CPU state and a dozen files, and
+ * its removal takes the kernel three more passes (offline, release, free, each after an RCU
+ * grace period); together about as much CPU as the rest of the jail's cgroup work. The owner
+ * keeps a stock of a few sets for the latest limits jails ask for, so a jail only joins one.
+ *
+ * A set comes back to the stock when its jail is gone, if it is as good as new: no process left
+ * in it (the jail's pid namespace is torn down by then), its limit never reached (no failed
+ * charge, no OOM, so the counters a result is judged by are still zero), and next to nothing
+ * still charged to it (the page cache and kernel objects a jail leaves are charged to its
+ * memory cgroup until reclaimed). Its limits are written again before it is lent out anew, in
+ * case a jail that was allowed to changed them. Otherwise it is removed, like the cgroups a jail
+ * without the stock makes. A cgroup holds nothing of a jail once its processes are gone: no
+ * files, no processes, no limits but the ones written, and a jail never sees another's counters
+ * (its cgroup namespace starts at its own cgroup, and /sys is not mounted in it).
+ *
+ * New sets are made right after a take when the stock (ready and lent) is short, with plain
+ * system calls: a trip through the thread pool per file would cost the owner more than the
+ * calls themselves. Directory names carry the owner (`lj gc` collects a dead owner's stock with
+ * its jails' leftovers), not the id of the jail that uses them.
  */
 const STOCK_SIZE = 4;
+/** Recycled only if at most this much (and a 16th of the limit) is still charged to it. */
+const RESIDUE_BYTES = 4 * 1024 * 1024;
 export interface MadeCgroups {
-  /** The id of the jail that takes them (their directory name). */
+  /** The id of the jail that takes them. */
   id: string;
   dirs: CgroupDir[];
+  /** The stock's generation it was lent by. */
+  gen: number;
 }
 const stock = {
   key: "",
+  /** Moves on with the key: sets lent by an earlier stock are not counted in this one. */
+  gen: 0,
   limits: {} as JailLimits,
-  ready: [] as MadeCgroups[],
+  ready: [] as CgroupDir[][],
+  /** Sets lent to jails still running (they usually come back). */
+  lent: 0,
   refilling: false,
   /** Making failed for this key: jails make their own (and report what fails). */
   failed: false,
@@ -243,7 +262,7 @@ function limitsKey(limits: JailLimits | undefined): string {
   return `${Math.floor(limits.memoryBytes ?? 0)}/${Math.floor(limits.pids ?? 0)}/${limits.cpus ?? 0}`;
 }
 
-/** Hands out a set made for these limits (null when none is ready); the next ones follow. */
+/** Lends a set made for these limits (null when none is ready); the next ones follow. */
 export function takeMadeCgroups(limits: JailLimits | undefined): MadeCgroups | null {
   const key = limitsKey(limits);
   if (!key || process.platform !== "linux" || !cgroupLayout()) return null;
@@ -251,38 +270,90 @@ export function takeMadeCgroups(limits: JailLimits | undefined): MadeCgroups | n
     removeStock();
     stock.key = key;
     stock.limits = { ...limits };
-    stock.failed = false;
   }
-  const got = stock.ready.shift() ?? null;
-  if (!stock.refilling && !stock.failed) {
+  const dirs = stock.ready.shift();
+  if (dirs) stock.lent += 1;
+  if (!stock.refilling && !stock.failed && stock.ready.length + stock.lent < STOCK_SIZE) {
     stock.refilling = true;
     removeStockAtExit();
     queueMicrotask(refill);
   }
-  return got;
+  return dirs ? { id: newJailId(), dirs, gen: stock.gen } : null;
 }
 
 function refill(): void {
   stock.refilling = false;
-  while (stock.key && !stock.failed && stock.ready.length < STOCK_SIZE) {
-    const id = newJailId();
-    const dirs = cgroupDirsFor(id, stock.limits);
+  while (stock.key && !stock.failed && stock.ready.length + stock.lent < STOCK_SIZE) {
+    const dirs = cgroupDirsFor(newJailId(), stock.limits);
     try {
       for (const d of dirs) {
         mkdirSync(d.dir);
-        for (const l of limitFiles(d.kind, stock.limits)) {
-          try {
-            writeFileSync(join(d.dir, l.file), l.value);
-          } catch (e) {
-            if (!tolerated(e, l.optional)) throw e;
-          }
-        }
+        writeLimits(d, stock.limits);
       }
-      stock.ready.push({ id, dirs });
+      stock.ready.push(dirs);
     } catch {
       stock.failed = true;
       removeSync(dirs);
     }
+  }
+}
+
+function writeLimits(d: CgroupDir, limits: JailLimits): void {
+  for (const l of limitFiles(d.kind, limits)) {
+    try {
+      writeFileSync(join(d.dir, l.file), l.value);
+    } catch (e) {
+      if (!tolerated(e, l.optional)) throw e;
+    }
+  }
+}
+
+/**
+ * Once a jail is gone: its cgroups go back to the stock if they are as good as new and the
+ * stock has room for them, or are removed.
+ */
+export async function releaseCgroups(
+  dirs: CgroupDir[],
+  limits: JailLimits | undefined,
+  made: MadeCgroups | null,
+): Promise<void> {
+  if (made && made.gen === stock.gen) stock.lent -= 1;
+  if (dirs.length === 0) return;
+  const key = limitsKey(limits);
+  if (key && key === stock.key && !stock.failed && stock.ready.length + stock.lent < STOCK_SIZE) {
+    if (asGoodAsNew(dirs, stock.limits)) {
+      stock.ready.push(dirs);
+      return;
+    }
+  }
+  await removeCgroups(dirs);
+}
+
+const readText = (dir: string, file: string) => readFileSync(join(dir, file), "utf8");
+
+/** No process, the limit never reached, next to nothing charged; then its limits again. */
+function asGoodAsNew(dirs: CgroupDir[], limits: JailLimits): boolean {
+  const residue = Math.min(RESIDUE_BYTES, (limits.memoryBytes ?? Number.POSITIVE_INFINITY) / 16);
+  try {
+    for (const d of dirs) {
+      if (readText(d.dir, "cgroup.procs") !== "") return false;
+      if (d.kind === CgroupKind.unified && limits.memoryBytes) {
+        const events = readText(d.dir, "memory.events");
+        if (counter(events, "max") > 0 || counter(events, "oom") > 0) return false;
+        if (Number(readText(d.dir, "memory.current")) > residue) return false;
+      } else if (d.kind === CgroupKind.memory) {
+        if (counter(readText(d.dir, "memory.oom_control"), "oom_kill") > 0) return false;
+        if (Number(readText(d.dir, "memory.failcnt")) > 0) return false;
+        if (existsSync(join(d.dir, "memory.memsw.failcnt"))) {
+          if (Number(readText(d.dir, "memory.memsw.failcnt")) > 0) return false;
+        }
+        if (Number(readText(d.dir, "memory.usage_in_bytes")) > residue) return false;
+      }
+    }
+    for (const d of dirs) writeLimits(d, limits);
+    return true;
+  } catch {
+    return false;
   }
 }
 
@@ -296,8 +367,11 @@ function removeSync(dirs: CgroupDir[]): void {
 
 /** Removes the cgroups made ahead of time, e.g. before counting what jails left behind. */
 export function removeStock(): void {
-  for (const m of stock.ready.splice(0)) removeSync(m.dirs);
+  for (const dirs of stock.ready.splice(0)) removeSync(dirs);
   stock.key = "";
+  stock.gen += 1;
+  stock.lent = 0;
+  stock.failed = false;
 }
 
 let exitHooked = false;

@@ -15,7 +15,7 @@ import {
   type MadeCgroups,
   newJailId,
   oomKilled,
-  removeCgroups,
+  releaseCgroups,
   takeMadeCgroups,
 } from "./cgroup.ts";
 import { shimReap, shimSpawn } from "./ffi.ts";
@@ -65,6 +65,11 @@ export interface Jail {
   pid: number;
   /** The jail's private address (net "private"), reachable from the host. */
   address?: string;
+  /**
+   * The jail's cgroup directories (none without limits). Their names are not the jail's id:
+   * cgroups are used again by later jails.
+   */
+  cgroups: readonly string[];
   stdin: JailStdin | null;
   stdout: ReadableStream<Uint8Array> | null;
   stderr: ReadableStream<Uint8Array> | null;
@@ -306,6 +311,8 @@ interface Prepared {
   ownerMs: number;
   net: JailNet | null;
   cgroups: CgroupDir[];
+  /** The cgroups came from the stock (they may go back to it). */
+  made: MadeCgroups | null;
   work: string | undefined;
   /** FreeBSD: the jail's own stage directory, removed at the end. */
   freebsdStage: string | undefined;
@@ -315,12 +322,12 @@ interface Prepared {
 function prepare(spec: JailSpec): Prepared {
   validateSpec(spec);
   const started = performance.now();
-  // Cgroups made ahead of time name the jail; a user-namespaced jail is placed by its owner.
+  // Cgroups made ahead of time; a user-namespaced jail is placed by its owner.
   const made = spec.userns ? null : takeMadeCgroups(spec.limits);
   try {
     return prepareWith(spec, started, made);
   } catch (e) {
-    if (made) void removeCgroups(made.dirs).catch(() => {});
+    if (made) void releaseCgroups(made.dirs, spec.limits, made).catch(() => {});
     throw e;
   }
 }
@@ -349,7 +356,17 @@ function prepareWith(spec: JailSpec, started: number, made: MadeCgroups | null):
     newSession: spec.newSession ?? (spec.stdio?.[0] ?? "ignore") !== "inherit",
   });
   const ownerMs = performance.now() - started;
-  return { id, started, ownerMs, net, cgroups, work, freebsdStage: freebsd ? stage : undefined, encoded };
+  return {
+    id,
+    started,
+    ownerMs,
+    net,
+    cgroups,
+    made,
+    work,
+    freebsdStage: freebsd ? stage : undefined,
+    encoded,
+  };
 }
 
 export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
@@ -359,7 +376,7 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
     fds = shimSpawn(prep.encoded);
   } catch (e) {
     if (prep.net) void releaseNet(prep.net);
-    void removeCgroups(prep.cgroups).catch(() => {});
+    void releaseCgroups(prep.cgroups, spec.limits, prep.made).catch(() => {});
     throw e;
   }
   return new RunningJail(spec, prep, fds, opts);
@@ -373,6 +390,7 @@ class RunningJail implements Jail {
   readonly id: string;
   readonly pid: number;
   readonly address?: string;
+  readonly cgroups: readonly string[];
   readonly stdin: JailStdin | null;
   readonly stdout: ReadableStream<Uint8Array> | null;
   readonly stderr: ReadableStream<Uint8Array> | null;
@@ -402,6 +420,7 @@ class RunningJail implements Jail {
   ) {
     this.id = prep.id;
     this.pid = fds.pid;
+    this.cgroups = prep.cgroups.map((d) => d.dir);
     if (prep.net) this.address = prep.net.address;
     this.syncFd = fds.syncFd;
     this.stdin = fds.stdinFd >= 0 ? stdinWriter(fds.stdinFd) : null;
@@ -534,7 +553,10 @@ class RunningJail implements Jail {
       await this.attached?.catch(() => {});
       await releaseNet(net); // veth, route, filter and NAT elements, lease
     }
-    await removeCgroups(cgroups);
+    // After the result, which may read the memory cgroup's counters; then another jail may
+    // have the cgroups.
+    await this.exited.catch(() => {});
+    await releaseCgroups(cgroups, this.spec.limits, this.prep.made);
     if (work) await rm(work, { recursive: true, force: true });
     if (freebsdStage) await rm(freebsdStage, { recursive: true, force: true });
   }

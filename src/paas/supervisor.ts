@@ -7,7 +7,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
-import { cgroupDirsFor, cgroupLayout } from "../jail/cgroup.ts";
+import { cgroupLayout } from "../jail/cgroup.ts";
 import { waitForPort } from "../jail/net.ts";
 import { parseIp, vethName } from "../jail/net-alloc.ts";
 import { type Jail, spawnJail } from "../jail/spawn.ts";
@@ -216,12 +216,11 @@ export class Instance {
     if (!jail) return null;
     try {
       const layout = cgroupLayout();
-      if (!layout) return null;
-      const dirs = cgroupDirsFor(jail.id, { memoryBytes: 1 });
-      const d = dirs[0];
-      if (!d) return null;
-      const file = layout.version === 2 ? "memory.current" : "memory.usage_in_bytes";
-      return Number(readFileSync(join(d.dir, file), "utf8").trim());
+      const base = layout?.version === 2 ? layout.unified : layout?.memory;
+      const dir = base && jail.cgroups.find((d) => d.startsWith(`${base}/`));
+      if (!dir) return null;
+      const file = layout?.version === 2 ? "memory.current" : "memory.usage_in_bytes";
+      return Number(readFileSync(join(dir, file), "utf8").trim());
     } catch {
       return null;
     }
