@@ -331,6 +331,13 @@ export async function releaseCgroups(
 
 const readText = (dir: string, file: string) => readFileSync(join(dir, file), "utf8");
 
+let swapAccounting: boolean | undefined;
+/** v1: whether memory+swap is accounted (the kernel's setting; the same for every cgroup). */
+function swapAccounted(dir: string): boolean {
+  swapAccounting ??= existsSync(join(dir, "memory.memsw.failcnt"));
+  return swapAccounting;
+}
+
 /** No process, the limit never reached, next to nothing charged; then its limits again. */
 function asGoodAsNew(dirs: CgroupDir[], limits: JailLimits): boolean {
   const residue = Math.min(RESIDUE_BYTES, (limits.memoryBytes ?? Number.POSITIVE_INFINITY) / 16);
@@ -344,9 +351,7 @@ function asGoodAsNew(dirs: CgroupDir[], limits: JailLimits): boolean {
       } else if (d.kind === CgroupKind.memory) {
         if (counter(readText(d.dir, "memory.oom_control"), "oom_kill") > 0) return false;
         if (Number(readText(d.dir, "memory.failcnt")) > 0) return false;
-        if (existsSync(join(d.dir, "memory.memsw.failcnt"))) {
-          if (Number(readText(d.dir, "memory.memsw.failcnt")) > 0) return false;
-        }
+        if (swapAccounted(d.dir) && Number(readText(d.dir, "memory.memsw.failcnt")) > 0) return false;
         if (Number(readText(d.dir, "memory.usage_in_bytes")) > residue) return false;
       }
     }
