@@ -75,7 +75,8 @@ export interface Jail {
   stderr: ReadableStream<Uint8Array> | null;
   exited: Promise<JailResult>;
   /**
-   * Settles once the jail is gone for good: its first process reaped, its cgroups removed.
+   * Settles once the jail is gone for good: its first process reaped, its cgroups removed (or
+   * back in the owner's stock for a later jail).
    * `exited` does not wait for this (the kernel tears a namespace down after the payload's
    * end is already known); leak checks and shutdown do.
    */
