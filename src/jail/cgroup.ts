@@ -229,29 +229,25 @@ export async function joinCgroups(dirs: CgroupDir[], limits: JailLimits, pid: nu
  * files, no processes, no limits but the ones written, and a jail never sees another's counters
  * (its cgroup namespace starts at its own cgroup, and /sys is not mounted in it).
  *
- * New sets are made right after a take when the stock (ready and lent) is short, with plain
+ * New sets are made right after a take that leaves fewer than two ready (up to two), with plain
  * system calls: a trip through the thread pool per file would cost the owner more than the
  * calls themselves. Directory names carry the owner (`lj gc` collects a dead owner's stock with
  * its jails' leftovers), not the id of the jail that uses them.
  */
 const STOCK_SIZE = 4;
+/** New sets are made only when fewer than this many are ready (jails usually bring theirs back). */
+const REFILL_BELOW = 2;
 /** Recycled only if at most this much (and a 16th of the limit) is still charged to it. */
 const RESIDUE_BYTES = 4 * 1024 * 1024;
 export interface MadeCgroups {
   /** The id of the jail that takes them. */
   id: string;
   dirs: CgroupDir[];
-  /** The stock's generation it was lent by. */
-  gen: number;
 }
 const stock = {
   key: "",
-  /** Moves on with the key: sets lent by an earlier stock are not counted in this one. */
-  gen: 0,
   limits: {} as JailLimits,
   ready: [] as CgroupDir[][],
-  /** Sets lent to jails still running (they usually come back). */
-  lent: 0,
   refilling: false,
   /** Making failed for this key: jails make their own (and report what fails). */
   failed: false,
@@ -272,18 +268,17 @@ export function takeMadeCgroups(limits: JailLimits | undefined): MadeCgroups | n
     stock.limits = { ...limits };
   }
   const dirs = stock.ready.shift();
-  if (dirs) stock.lent += 1;
-  if (!stock.refilling && !stock.failed && stock.ready.length + stock.lent < STOCK_SIZE) {
+  if (!stock.refilling && !stock.failed && stock.ready.length < REFILL_BELOW) {
     stock.refilling = true;
     removeStockAtExit();
     queueMicrotask(refill);
   }
-  return dirs ? { id: newJailId(), dirs, gen: stock.gen } : null;
+  return dirs ? { id: newJailId(), dirs } : null;
 }
 
 function refill(): void {
   stock.refilling = false;
-  while (stock.key && !stock.failed && stock.ready.length + stock.lent < STOCK_SIZE) {
+  while (stock.key && !stock.failed && stock.ready.length < REFILL_BELOW) {
     const dirs = cgroupDirsFor(newJailId(), stock.limits);
     try {
       for (const d of dirs) {
@@ -312,15 +307,10 @@ function writeLimits(d: CgroupDir, limits: JailLimits): void {
  * Once a jail is gone: its cgroups go back to the stock if they are as good as new and the
  * stock has room for them, or are removed.
  */
-export async function releaseCgroups(
-  dirs: CgroupDir[],
-  limits: JailLimits | undefined,
-  made: MadeCgroups | null,
-): Promise<void> {
-  if (made && made.gen === stock.gen) stock.lent -= 1;
+export async function releaseCgroups(dirs: CgroupDir[], limits: JailLimits | undefined): Promise<void> {
   if (dirs.length === 0) return;
   const key = limitsKey(limits);
-  if (key && key === stock.key && !stock.failed && stock.ready.length + stock.lent < STOCK_SIZE) {
+  if (key && key === stock.key && !stock.failed && stock.ready.length < STOCK_SIZE) {
     if (asGoodAsNew(dirs, stock.limits)) {
       stock.ready.push(dirs);
       return;
@@ -374,8 +364,6 @@ function removeSync(dirs: CgroupDir[]): void {
 export function removeStock(): void {
   for (const dirs of stock.ready.splice(0)) removeSync(dirs);
   stock.key = "";
-  stock.gen += 1;
-  stock.lent = 0;
   stock.failed = false;
 }
 

@@ -312,8 +312,6 @@ interface Prepared {
   ownerMs: number;
   net: JailNet | null;
   cgroups: CgroupDir[];
-  /** The cgroups came from the stock (they may go back to it). */
-  made: MadeCgroups | null;
   work: string | undefined;
   /** FreeBSD: the jail's own stage directory, removed at the end. */
   freebsdStage: string | undefined;
@@ -328,7 +326,7 @@ function prepare(spec: JailSpec): Prepared {
   try {
     return prepareWith(spec, started, made);
   } catch (e) {
-    if (made) void releaseCgroups(made.dirs, spec.limits, made).catch(() => {});
+    if (made) void releaseCgroups(made.dirs, spec.limits).catch(() => {});
     throw e;
   }
 }
@@ -363,7 +361,6 @@ function prepareWith(spec: JailSpec, started: number, made: MadeCgroups | null):
     ownerMs,
     net,
     cgroups,
-    made,
     work,
     freebsdStage: freebsd ? stage : undefined,
     encoded,
@@ -377,7 +374,7 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
     fds = shimSpawn(prep.encoded);
   } catch (e) {
     if (prep.net) void releaseNet(prep.net);
-    void releaseCgroups(prep.cgroups, spec.limits, prep.made).catch(() => {});
+    void releaseCgroups(prep.cgroups, spec.limits).catch(() => {});
     throw e;
   }
   return new RunningJail(spec, prep, fds, opts);
@@ -557,7 +554,7 @@ class RunningJail implements Jail {
     // After the result, which may read the memory cgroup's counters; then another jail may
     // have the cgroups.
     await this.exited.catch(() => {});
-    await releaseCgroups(cgroups, this.spec.limits, this.prep.made);
+    await releaseCgroups(cgroups, this.spec.limits);
     if (work) await rm(work, { recursive: true, force: true });
     if (freebsdStage) await rm(freebsdStage, { recursive: true, force: true });
   }
