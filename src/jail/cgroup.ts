@@ -24,6 +24,8 @@ export interface CgroupLayout {
 
 let layout: CgroupLayout | undefined;
 
+const readText = (dir: string, file: string) => readFileSync(join(dir, file), "utf8");
+
 function parseMountinfo(text: string): { fstype: string; point: string; superOpts: string }[] {
   const out: { fstype: string; point: string; superOpts: string }[] = [];
   for (const line of text.split("\n")) {
@@ -84,7 +86,7 @@ export function cgroupLayout(): CgroupLayout | null {
     const parent = join(found.unified, "..");
     mkdirSync(found.unified, { recursive: true });
     for (const dir of [parent, found.unified]) {
-      const available = readFileSync(join(dir, "cgroup.controllers"), "utf8").trim().split(/\s+/);
+      const available = readText(dir, "cgroup.controllers").trim().split(/\s+/);
       const want = ["memory", "pids", "cpu"].filter((c) => available.includes(c));
       try {
         writeFileSync(join(dir, "cgroup.subtree_control"), want.map((c) => `+${c}`).join(" "));
@@ -319,8 +321,6 @@ export async function releaseCgroups(dirs: CgroupDir[], limits: JailLimits | und
   await removeCgroups(dirs);
 }
 
-const readText = (dir: string, file: string) => readFileSync(join(dir, file), "utf8");
-
 let swapAccounting: boolean | undefined;
 /** v1: whether memory+swap is accounted (the kernel's setting; the same for every cgroup). */
 function swapAccounted(dir: string): boolean {
@@ -389,18 +389,27 @@ export function oomKilled(dirs: CgroupDir[], diedBySigkill = false): boolean {
   for (const d of dirs) {
     try {
       if (d.kind === CgroupKind.unified) {
-        const events = readFileSync(join(d.dir, "memory.events"), "utf8");
+        const events = readText(d.dir, "memory.events");
         if (counter(events, "oom_kill") > 0 || (diedBySigkill && counter(events, "oom") > 0)) return true;
       } else if (d.kind === CgroupKind.memory) {
-        const control = readFileSync(join(d.dir, "memory.oom_control"), "utf8");
+        const control = readText(d.dir, "memory.oom_control");
         if (counter(control, "oom_kill") > 0) return true;
-        if (diedBySigkill && Number(readFileSync(join(d.dir, "memory.failcnt"), "utf8")) > 0) return true;
+        if (diedBySigkill && Number(readText(d.dir, "memory.failcnt")) > 0) return true;
       }
     } catch {
       // The directory may never have been created (setup failed before it).
     }
   }
   return false;
+}
+
+/** Bytes charged to the memory cgroup among a jail's cgroup directories (null: it has none). */
+export function memoryUsage(dirs: readonly string[]): number | null {
+  const l = cgroupLayout();
+  const base = l?.version === 2 ? l.unified : l?.memory;
+  const dir = base && dirs.find((d) => d.startsWith(`${base}/`));
+  if (!dir) return null;
+  return Number(readText(dir, l?.version === 2 ? "memory.current" : "memory.usage_in_bytes"));
 }
 
 /** Removes a finished jail's cgroups (retrying briefly while the kernel lets go of them). */
@@ -442,7 +451,7 @@ export function findLeftoverCgroups(): CgroupLeftover[] {
       const dir = join(base, name);
       let pids: number[] = [];
       try {
-        pids = readFileSync(join(dir, "cgroup.procs"), "utf8").split("\n").filter(Boolean).map(Number);
+        pids = readText(dir, "cgroup.procs").split("\n").filter(Boolean).map(Number);
       } catch {}
       out.push({ dir, owner: `${pid}`, pids });
     }

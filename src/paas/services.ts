@@ -271,11 +271,8 @@ export class ServiceManager {
       const r = await runJail({ ...spec, timeoutMs: Math.max(1, Math.min(left, 10_000)) });
       if (r.status === 0) return;
       // A check cut short by the deadline says less than the failure before it.
-      if (r.reason !== "timeout" || !last)
-        last =
-          r.reason === "timeout"
-            ? "the check did not finish in time"
-            : (r.error ?? (r.stderr || r.stdout)).trim().slice(-300) || `exit status ${r.status}`;
+      if (r.reason === "timeout") last ||= "the check did not finish in time";
+      else last = (r.error ?? (r.stderr || r.stdout)).trim().slice(-300) || `exit status ${r.status}`;
       if (ended) {
         last = `the server ended while starting (${last})`;
         break;

@@ -5,9 +5,8 @@
  * starts a new set, health-checks it, makes it the app's active set, then stops the old one.
  */
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { LjError } from "../errors.ts";
-import { cgroupLayout } from "../jail/cgroup.ts";
+import { memoryUsage } from "../jail/cgroup.ts";
 import { waitForPort } from "../jail/net.ts";
 import { parseIp, vethName } from "../jail/net-alloc.ts";
 import { type Jail, spawnJail } from "../jail/spawn.ts";
@@ -215,12 +214,7 @@ export class Instance {
     const jail = this.jail;
     if (!jail) return null;
     try {
-      const layout = cgroupLayout();
-      const base = layout?.version === 2 ? layout.unified : layout?.memory;
-      const dir = base && jail.cgroups.find((d) => d.startsWith(`${base}/`));
-      if (!dir) return null;
-      const file = layout?.version === 2 ? "memory.current" : "memory.usage_in_bytes";
-      return Number(readFileSync(join(dir, file), "utf8").trim());
+      return memoryUsage(jail.cgroups);
     } catch {
       return null;
     }
