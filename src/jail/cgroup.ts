@@ -5,7 +5,18 @@
  * (OOM kills) and removes them afterwards. Directory names carry the owner's pid and start
  * time, so `lj gc` can tell leftovers of a dead owner from a live jail.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  rmdirSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { mkdir, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
@@ -246,14 +257,38 @@ export interface MadeCgroups {
   id: string;
   dirs: CgroupDir[];
 }
+
+/**
+ * One directory of a set in the stock, with the files its check reads and its limits held
+ * open: reading a cgroup file through a held descriptor costs about a microsecond, opening,
+ * reading and closing it about nine, and a set is checked after every jail.
+ */
+interface HeldDir {
+  dir: CgroupDir;
+  /** cgroup.procs: empty once the jail is gone. */
+  procs: number;
+  /** Counters that must still be zero: a file holding one number, or lines of a keyed file. */
+  zero: { fd: number; keys?: string[] }[];
+  /** What is charged to it now (memory), or -1. */
+  usage: number;
+  /** The limit files, with the values they are given again before the set is lent anew. */
+  limits: { fd: number; value: string }[];
+}
+interface StockSet {
+  dirs: CgroupDir[];
+  held: HeldDir[];
+}
+
 const stock = {
   key: "",
   limits: {} as JailLimits,
-  ready: [] as CgroupDir[][],
+  ready: [] as StockSet[],
   refilling: false,
   /** Making failed for this key: jails make their own (and report what fails). */
   failed: false,
 };
+/** Sets lent to running jails, by the directory list the jail was given. */
+const lent = new Map<CgroupDir[], StockSet>();
 
 function limitsKey(limits: JailLimits | undefined): string {
   if (!limits || !(limits.memoryBytes || limits.pids || limits.cpus)) return "";
@@ -269,40 +304,76 @@ export function takeMadeCgroups(limits: JailLimits | undefined): MadeCgroups | n
     stock.key = key;
     stock.limits = { ...limits };
   }
-  const dirs = stock.ready.shift();
+  const set = stock.ready.shift();
   if (!stock.refilling && !stock.failed && stock.ready.length < REFILL_BELOW) {
     stock.refilling = true;
     removeStockAtExit();
     queueMicrotask(refill);
   }
-  return dirs ? { id: newJailId(), dirs } : null;
+  if (!set) return null;
+  lent.set(set.dirs, set);
+  return { id: newJailId(), dirs: set.dirs };
 }
 
 function refill(): void {
   stock.refilling = false;
   while (stock.key && !stock.failed && stock.ready.length < REFILL_BELOW) {
-    const dirs = cgroupDirsFor(newJailId(), stock.limits);
+    const set: StockSet = { dirs: cgroupDirsFor(newJailId(), stock.limits), held: [] };
     try {
-      for (const d of dirs) {
+      for (const d of set.dirs) {
         mkdirSync(d.dir);
-        writeLimits(d, stock.limits);
+        set.held.push(holdDir(d, stock.limits));
       }
-      stock.ready.push(dirs);
+      writeLimits(set);
+      stock.ready.push(set);
     } catch {
       stock.failed = true;
-      removeSync(dirs);
+      removeSync(set);
     }
   }
 }
 
-function writeLimits(d: CgroupDir, limits: JailLimits): void {
-  for (const l of limitFiles(d.kind, limits)) {
-    try {
-      writeFileSync(join(d.dir, l.file), l.value);
-    } catch (e) {
-      if (!tolerated(e, l.optional)) throw e;
+/** Opens what a set's check reads and its limit files; a missing optional file is skipped. */
+function holdDir(d: CgroupDir, limits: JailLimits): HeldDir {
+  const held: HeldDir = { dir: d, procs: -1, zero: [], usage: -1, limits: [] };
+  try {
+    const open = (file: string, flags: "r" | "w") => openSync(join(d.dir, file), flags);
+    held.procs = open("cgroup.procs", "r");
+    if (d.kind === CgroupKind.unified && limits.memoryBytes) {
+      held.zero.push({ fd: open("memory.events", "r"), keys: ["max", "oom"] });
+      held.usage = open("memory.current", "r");
+    } else if (d.kind === CgroupKind.memory) {
+      held.zero.push({ fd: open("memory.oom_control", "r"), keys: ["oom_kill"] });
+      held.zero.push({ fd: open("memory.failcnt", "r") });
+      if (swapAccounted(d.dir)) held.zero.push({ fd: open("memory.memsw.failcnt", "r") });
+      held.usage = open("memory.usage_in_bytes", "r");
+    }
+    for (const l of limitFiles(d.kind, limits)) {
+      try {
+        held.limits.push({ fd: open(l.file, "w"), value: l.value });
+      } catch (e) {
+        if (!tolerated(e, l.optional)) throw e;
+      }
+    }
+    return held;
+  } catch (e) {
+    closeHeld([held]);
+    throw e;
+  }
+}
+
+function closeHeld(held: HeldDir[]): void {
+  for (const h of held) {
+    for (const fd of [h.procs, h.usage, ...h.zero.map((z) => z.fd), ...h.limits.map((l) => l.fd)]) {
+      if (fd >= 0) closeSync(fd);
     }
   }
+  held.length = 0;
+}
+
+/** Writes a set's limits through its held files. */
+function writeLimits(set: StockSet): void {
+  for (const h of set.held) for (const l of h.limits) writeSync(l.fd, l.value, 0);
 }
 
 /**
@@ -311,13 +382,16 @@ function writeLimits(d: CgroupDir, limits: JailLimits): void {
  */
 export async function releaseCgroups(dirs: CgroupDir[], limits: JailLimits | undefined): Promise<void> {
   if (dirs.length === 0) return;
+  const set = lent.get(dirs);
+  lent.delete(dirs);
   const key = limitsKey(limits);
-  if (key && key === stock.key && !stock.failed && stock.ready.length < STOCK_SIZE) {
-    if (asGoodAsNew(dirs, stock.limits)) {
-      stock.ready.push(dirs);
+  if (set && key && key === stock.key && !stock.failed && stock.ready.length < STOCK_SIZE) {
+    if (asGoodAsNew(set, stock.limits)) {
+      stock.ready.push(set);
       return;
     }
   }
+  if (set) closeHeld(set.held);
   await removeCgroups(dirs);
 }
 
@@ -328,32 +402,34 @@ function swapAccounted(dir: string): boolean {
   return swapAccounting;
 }
 
+const scratch = Buffer.alloc(4096);
+/** A held cgroup file's current content (read from its start: the kernel renders it anew). */
+function readHeld(fd: number): string {
+  return scratch.toString("latin1", 0, readSync(fd, scratch, 0, scratch.length, 0));
+}
+
 /** No process, the limit never reached, next to nothing charged; then its limits again. */
-function asGoodAsNew(dirs: CgroupDir[], limits: JailLimits): boolean {
+function asGoodAsNew(set: StockSet, limits: JailLimits): boolean {
   const residue = Math.min(RESIDUE_BYTES, (limits.memoryBytes ?? Number.POSITIVE_INFINITY) / 16);
   try {
-    for (const d of dirs) {
-      if (readText(d.dir, "cgroup.procs") !== "") return false;
-      if (d.kind === CgroupKind.unified && limits.memoryBytes) {
-        const events = readText(d.dir, "memory.events");
-        if (counter(events, "max") > 0 || counter(events, "oom") > 0) return false;
-        if (Number(readText(d.dir, "memory.current")) > residue) return false;
-      } else if (d.kind === CgroupKind.memory) {
-        if (counter(readText(d.dir, "memory.oom_control"), "oom_kill") > 0) return false;
-        if (Number(readText(d.dir, "memory.failcnt")) > 0) return false;
-        if (swapAccounted(d.dir) && Number(readText(d.dir, "memory.memsw.failcnt")) > 0) return false;
-        if (Number(readText(d.dir, "memory.usage_in_bytes")) > residue) return false;
+    for (const h of set.held) {
+      if (readSync(h.procs, scratch, 0, 1, 0) !== 0) return false;
+      for (const z of h.zero) {
+        const text = readHeld(z.fd);
+        if (z.keys ? z.keys.some((k) => counter(text, k) > 0) : Number(text) > 0) return false;
       }
+      if (h.usage >= 0 && Number(readHeld(h.usage)) > residue) return false;
     }
-    for (const d of dirs) writeLimits(d, limits);
+    writeLimits(set);
     return true;
   } catch {
     return false;
   }
 }
 
-function removeSync(dirs: CgroupDir[]): void {
-  for (const d of dirs) {
+function removeSync(set: StockSet): void {
+  closeHeld(set.held);
+  for (const d of set.dirs) {
     try {
       rmdirSync(d.dir);
     } catch {}
@@ -362,7 +438,7 @@ function removeSync(dirs: CgroupDir[]): void {
 
 /** Removes the cgroups made ahead of time, e.g. before counting what jails left behind. */
 export function removeStock(): void {
-  for (const dirs of stock.ready.splice(0)) removeSync(dirs);
+  for (const set of stock.ready.splice(0)) removeSync(set);
   stock.key = "";
   stock.failed = false;
 }
@@ -375,8 +451,13 @@ function removeStockAtExit(): void {
   process.on("exit", removeStock);
 }
 
-const counter = (text: string, name: string) =>
-  Number(new RegExp(`^${name} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
+/** The number on a keyed file's line `name N` (memory.events, memory.oom_control), or 0. */
+function counter(text: string, name: string): number {
+  const at = `\n${text}`.indexOf(`\n${name} `); // where that line starts in `text`
+  if (at < 0) return 0;
+  const end = text.indexOf("\n", at);
+  return Number(text.slice(at + name.length + 1, end < 0 ? undefined : end)) || 0;
+}
 
 /**
  * True when the jail ran out of memory: the kernel's OOM killer fired in its memory cgroup.
