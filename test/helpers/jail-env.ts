@@ -33,9 +33,12 @@ export async function makeJailEnv(): Promise<JailEnv> {
   };
 }
 
-/** Builds the static escape probe (test/fixtures/escape/probe.c) with Zig's C compiler. */
-export async function buildProbe(dir: string): Promise<string> {
-  const out = join(dir, "probe");
+/**
+ * Builds a static test program from test/fixtures (the escape probe by default) into `dir`
+ * with Zig's C compiler, so it runs in any world.
+ */
+export async function buildProbe(dir: string, source = "escape/probe.c", name = "probe"): Promise<string> {
+  const out = join(dir, name);
   const zig = join(projectDir, ".tools", "bin", "zig");
   const cc = Bun.spawn(
     [
@@ -47,11 +50,11 @@ export async function buildProbe(dir: string): Promise<string> {
       "-O2",
       "-o",
       out,
-      join(projectDir, "test/fixtures/escape/probe.c"),
+      join(projectDir, "test/fixtures", source),
     ],
     { stdio: ["ignore", "inherit", "inherit"] },
   );
-  if ((await cc.exited) !== 0) throw new Error("building the escape probe failed");
+  if ((await cc.exited) !== 0) throw new Error(`building ${source} failed`);
   return out;
 }
 
