@@ -318,20 +318,20 @@ interface Prepared {
   encoded: Uint8Array;
 }
 
-function prepare(spec: JailSpec): Prepared {
+function prepare(spec: JailSpec, hold: boolean): Prepared {
   validateSpec(spec);
   const started = performance.now();
   // Cgroups made ahead of time; a user-namespaced jail is placed by its owner.
   const made = spec.userns ? null : takeMadeCgroups(spec.limits);
   try {
-    return prepareWith(spec, started, made);
+    return prepareWith(spec, started, made, hold);
   } catch (e) {
     if (made) void releaseCgroups(made.dirs, spec.limits).catch(() => {});
     throw e;
   }
 }
 
-function prepareWith(spec: JailSpec, started: number, made: MadeCgroups | null): Prepared {
+function prepareWith(spec: JailSpec, started: number, made: MadeCgroups | null, hold: boolean): Prepared {
   const id = made?.id ?? newJailId();
   // Network (net "private" only): the address is leased before the jail exists, so a spawn
   // that cannot get one fails here and leaves nothing behind. none/host do no extra work.
@@ -353,6 +353,8 @@ function prepareWith(spec: JailSpec, started: number, made: MadeCgroups | null):
     cgroups: spec.userns ? [] : made ? made.dirs.map(joinOnly) : cgroups,
     stdio,
     newSession: spec.newSession ?? (spec.stdio?.[0] ?? "ignore") !== "inherit",
+    // No network to wire, no cgroups to place, no start to wait for: the go needs no owner.
+    go: !hold && !net && !spec.userns,
   });
   const ownerMs = performance.now() - started;
   return {
@@ -368,7 +370,7 @@ function prepareWith(spec: JailSpec, started: number, made: MadeCgroups | null):
 }
 
 export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
-  const prep = prepare(spec);
+  const prep = prepare(spec, opts.hold ?? false);
   let fds: ReturnType<typeof shimSpawn>;
   try {
     fds = shimSpawn(prep.encoded);
@@ -395,7 +397,10 @@ class RunningJail implements Jail {
   readonly exited: Promise<JailResult>;
   readonly closed: Promise<void>;
 
+  /** The owner's end of the sync pipe (-1: the shim let the jail go at once, or released). */
   private syncFd: number;
+  /** The payload has been let go, or given up on. */
+  private released = false;
   private alive = true;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private timedOut = false;
@@ -472,15 +477,18 @@ class RunningJail implements Jail {
 
   /** Lets the payload go (the go byte, or a pre-made jail's payload), or gives up on it. */
   private release(go: boolean): void {
-    if (this.syncFd < 0) return;
-    try {
-      if (go && this.payload) writeSync(this.syncFd, this.payload);
-      else if (go) writeSync(this.syncFd, "g");
-    } catch {
-      // The jail died during setup; its status pipe says why.
+    if (this.released) return;
+    this.released = true;
+    if (this.syncFd >= 0) {
+      try {
+        if (go && this.payload) writeSync(this.syncFd, this.payload);
+        else if (go) writeSync(this.syncFd, "g");
+      } catch {
+        // The jail died during setup; its status pipe says why.
+      }
+      closeSync(this.syncFd);
+      this.syncFd = -1;
     }
-    closeSync(this.syncFd);
-    this.syncFd = -1;
     // The timeout counts the payload's time, not the jail's setup (or its wait in a pool).
     if (go && this.spec.timeoutMs) {
       this.timer = setTimeout(() => {

@@ -165,6 +165,8 @@ export const Flag = {
   noTmp: 1 << 5,
   userns: 1 << 6,
   trace: 1 << 7,
+  /** The owner has nothing to do before the payload starts: the shim lets it go at once. */
+  go: 1 << 8,
 } as const;
 
 /** `join`: made and limited ahead of time by the owner; the jail only joins it. */
@@ -359,6 +361,8 @@ export interface EncodeContext {
   cgroups?: CgroupDir[];
   stdio: [number, number, number];
   newSession: boolean;
+  /** Neither held nor wired by its owner: the shim puts the go byte in the sync pipe itself. */
+  go?: boolean;
 }
 
 function ipBytes(addr: string): { tag: number; bytes: Uint8Array } {
@@ -396,6 +400,7 @@ export function encodeSpec(spec: JailSpec, ctx: EncodeContext): Uint8Array {
   if (spec.rootReadonly) flags |= Flag.rootReadonly;
   if (spec.userns) flags |= Flag.userns;
   if (spec.trace) flags |= Flag.trace;
+  if (ctx.go) flags |= Flag.go;
   e.u32(Tag.flags, flags);
   const caps = capMask(spec.caps);
   if (caps) e.u64s(Tag.caps, caps);

@@ -134,7 +134,11 @@ pub fn spawn(spec: *const Spec, out: *abi.SpawnOut, err: errtext.CBuf) c_int {
     _ = c.close(sync.r);
     out.pid = pid;
     out.status_fd = status.r;
-    out.sync_fd = sync.w;
+    if (spec.flags.go) {
+        // The owner has nothing to do before the payload: the go byte now, and no write end.
+        _ = c.write(sync.w, &[_]u8{abi.sync_go}, 1);
+        _ = c.close(sync.w);
+    } else out.sync_fd = sync.w;
     if (stdio[0].r >= 0) {
         _ = c.close(stdio[0].r);
         out.stdin_fd = stdio[0].w;

@@ -70,6 +70,33 @@ fn keeperFd(err: errtext.CBuf) !i32 {
     return fd;
 }
 
+// ---------------------------------------------------------------------------------------
+// A pidfd of the owner (this process), opened once: a jail's child polls it to learn whether
+// its owner died before the child asked for the parent-death signal (-1: the kernel has no
+// pidfds; the child then relies on the signal and the sync pipe alone).
+
+var owner_pidfd = std.atomic.Value(i32).init(-2);
+
+fn ownerPidfd() i32 {
+    const have = owner_pidfd.load(.acquire);
+    if (have != -2) return have;
+    const rc = linux.syscall2(.pidfd_open, @intCast(linux.getpid()), 0); // close-on-exec
+    const fd: i32 = if (errno(rc) == null) @intCast(rc) else -1;
+    if (owner_pidfd.cmpxchgStrong(-2, fd, .acq_rel, .acquire)) |other| {
+        if (fd >= 0) _ = linux.close(fd);
+        return other;
+    }
+    return fd;
+}
+
+/// Whether the process `pidfd` refers to has ended (its pidfd polls readable).
+fn ended(pidfd: i32) bool {
+    if (pidfd < 0) return false;
+    var p = [1]linux.pollfd{.{ .fd = pidfd, .events = linux.POLL.IN, .revents = 0 }};
+    const rc = linux.poll(&p, 1, 0);
+    return errno(rc) == null and rc > 0 and p[0].revents & linux.POLL.IN != 0;
+}
+
 fn fail(err: errtext.CBuf, e: linux.E, comptime fmt: []const u8, args: anytype) error{Failed} {
     _ = err.set(eno(e), fmt, args);
     last_errno = eno(e);
@@ -212,6 +239,10 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
     }
     try status.open(err, "status");
     try sync.open(err, "sync");
+    // Waiting in the pipe before the child exists: its keeper never waits for the go.
+    if (spec.flags.go) {
+        if (errno(linux.write(sync.w, &[_]u8{abi.sync_go}, 1))) |e| return fail(err, e, "write the go byte", .{});
+    }
     for (spec.stdio, 0..) |s, i| {
         if (s == spec_mod.stdio_pipe) try stdio[i].open(err, "stdio");
     }
@@ -222,6 +253,7 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
         .sync_owner = sync.w,
         .stdio = .{ stdio[0].r, stdio[1].w, stdio[2].w },
         .keeper = kfd,
+        .owner = ownerPidfd(),
         .ns = .{},
     };
 
@@ -264,7 +296,7 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
     _ = linux.close(sync.r);
     out.pid = @intCast(rc);
     out.status_fd = status.r;
-    out.sync_fd = sync.w;
+    if (spec.flags.go) _ = linux.close(sync.w) else out.sync_fd = sync.w;
     if (stdio[0].r >= 0) {
         _ = linux.close(stdio[0].r);
         out.stdin_fd = stdio[0].w;
@@ -365,6 +397,8 @@ const ChildFds = struct {
     sync_owner: i32,
     stdio: [3]i32,
     keeper: i32,
+    /// A pidfd of the owner, or -1 (see ownerPidfd).
+    owner: i32,
     /// Fresh namespaces from the pool (loopback up; maybe the root built), or -1 each.
     ns: ns_pool.Set,
 };
@@ -439,14 +473,17 @@ fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64) noreturn {
     trace.markAt("shim: spec, pipes, clone", owner_ns[1]);
     var c = Child{ .spec = spec, .status_fd = fds.status, .trace = &trace };
     c.mark("child started");
-    // Die with the owner, even if it is SIGKILLed. The keeper's read of the sync pipe catches
-    // an owner that died before this line ran.
+    // Die with the owner, even if it is SIGKILLed. An owner that died before this line sends
+    // no signal: its pidfd says so (and without pidfds, the keeper's read of the sync pipe
+    // catches an owner that died before writing the go byte).
     _ = linux.prctl(@intFromEnum(linux.PR.SET_PDEATHSIG), linux.SIG.KILL, 0, 0, 0);
+    if (ended(fds.owner)) linux.exit_group(127);
 
     // The child starts with a copy of every descriptor the owner has: other jails' pipes among
     // them. Holding those (a pre-made jail may wait a long time) would keep other jails from
     // seeing EOF on their stdin, so everything this jail does not use goes now. That includes
-    // our copy of the sync pipe's write end, which would hide the owner's death.
+    // our copy of the sync pipe's write end, which would hide the owner's death, and the
+    // owner's pidfd, looked at already.
     closeInherited(spec, fds);
 
     // Cgroups made ahead of time are only joined, at once: a placer would cost more than that.

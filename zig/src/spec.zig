@@ -56,7 +56,10 @@ pub const Flags = packed struct(u32) {
     /// Time every step; the marks ("T step nanoseconds") reach the status pipe with the
     /// setup's hand-over and the keeper's report (benchmarks, `lj spawn --trace`).
     trace: bool = false,
-    _pad: u24 = 0,
+    /// The owner has nothing to do before the payload starts (no network to wire, not held):
+    /// the shim puts the go byte in the sync pipe itself and hands the owner no write end.
+    go: bool = false,
+    _pad: u23 = 0,
 };
 
 pub const MountFlags = packed struct(u32) {
