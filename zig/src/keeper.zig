@@ -117,25 +117,17 @@ pub fn main() noreturn {
 /// real-time priority is not ours to take (a user namespace, a cgroup allowed no real-time
 /// runtime, an owner not at the normal policy), the payload starts without any of it.
 const Placement = struct {
-    mask: linux.cpu_set_t = undefined,
+    mask: sys.CpuMask = .{},
     attr: linux.sched_attr = .{},
     on: bool = false,
 
     fn pin(p: *Placement) void {
-        const mask_size = @sizeOf(linux.cpu_set_t);
-        if (errno(linux.sched_getaffinity(0, mask_size, &p.mask)) != null) return;
         if (errno(linux.sched_getattr(0, &p.attr, @sizeOf(linux.sched_attr), 0)) != null) return;
         if (p.attr.policy != 0) return; // SCHED_OTHER only
-        var cpu: usize = 0;
-        if (errno(linux.getcpu(&cpu, null)) != null) return;
-        var one = std.mem.zeroes(linux.cpu_set_t);
-        const bits = @bitSizeOf(usize);
-        if (cpu >= one.len * bits) return;
-        one[cpu / bits] |= @as(usize, 1) << @intCast(cpu % bits);
-        if (errno(setAffinity(0, &one)) != null) return;
+        if (!p.mask.pinHere()) return;
         const fifo = linux.sched_attr{ .policy = 1, .priority = 1 }; // SCHED_FIFO
         if (errno(linux.sched_setattr(0, &fifo, 0)) != null) {
-            _ = setAffinity(0, &p.mask);
+            _ = p.mask.restore(0);
             return;
         }
         p.on = true;
@@ -152,16 +144,12 @@ const Placement = struct {
     fn release(p: *Placement, started: i32) void {
         if (!p.on) return;
         p.on = false;
-        _ = setAffinity(started, &p.mask); // ESRCH: it is gone already
-        if (errno(setAffinity(0, &p.mask))) |e| fatal(e, "restore the keeper's CPU mask");
+        _ = p.mask.restore(started); // ESRCH: it is gone already
+        if (errno(p.mask.restore(0))) |e| fatal(e, "restore the keeper's CPU mask");
         if (errno(linux.sched_setattr(0, &p.attr, 0))) |e| fatal(e, "restore the keeper's scheduling");
     }
 };
 var here = Placement{};
-
-fn setAffinity(pid: i32, mask: *const linux.cpu_set_t) usize {
-    return linux.syscall3(.sched_setaffinity, @bitCast(@as(isize, pid)), @sizeOf(linux.cpu_set_t), @intFromPtr(mask));
-}
 
 const Args = struct {
     uid: u32,

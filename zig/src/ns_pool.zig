@@ -254,10 +254,19 @@ pub fn refill(build: RootBuilder) void {
     _ = linux.sigprocmask(linux.SIG.SETMASK, &all, &old);
     defer _ = linux.sigprocmask(linux.SIG.SETMASK, &old, null);
     const with_root = keyHasRoot();
-    const here = StartHere.begin();
-    defer here.end();
+    // Makers start on this CPU. A refill follows the start of a jail, which the scheduler has
+    // just placed on the idlest CPU; left to itself it puts the makers there too, and the jail
+    // then shares its CPU with a millisecond of namespace making while ours, about to go idle,
+    // waits for the jail's end. Our thread holds the one CPU only for the clones (a maker keeps
+    // it: it does nothing else, and exits).
+    var mask = sys.CpuMask{};
+    var pinned = false;
+    defer if (pinned) {
+        _ = mask.restore(0);
+    };
     for (&slots) |*s| {
         if (s.state != .empty) continue;
+        if (!pinned) pinned = mask.pinHere();
         s.set = .{};
         s.done = false;
         s.root_gen = if (with_root and s.recipe.set(key.recipe.bytes[0..key.recipe.len])) key.gen else 0;
@@ -270,37 +279,6 @@ pub fn refill(build: RootBuilder) void {
         s.state = .making;
     }
 }
-
-/// Makers start on the caller's CPU. A refill follows the start of a jail, which the
-/// scheduler has just placed on the idlest CPU; left to itself it puts the makers there too,
-/// and the jail then shares its CPU with a millisecond of namespace making while the owner's
-/// CPU, about to go idle, waits for the jail's end. The owner's thread holds that one CPU only
-/// for the clones (a maker keeps it: it does nothing else and exits).
-const StartHere = struct {
-    mask: linux.cpu_set_t = undefined,
-    pinned: bool = false,
-
-    fn begin() StartHere {
-        var h = StartHere{};
-        if (linux.E.init(linux.sched_getaffinity(0, @sizeOf(linux.cpu_set_t), &h.mask)) != .SUCCESS) return h;
-        var cpu: usize = 0;
-        if (linux.E.init(linux.getcpu(&cpu, null)) != .SUCCESS) return h;
-        var one = std.mem.zeroes(linux.cpu_set_t);
-        const bits = @bitSizeOf(usize);
-        if (cpu >= one.len * bits) return h;
-        one[cpu / bits] |= @as(usize, 1) << @intCast(cpu % bits);
-        h.pinned = linux.E.init(setAffinity(&one)) == .SUCCESS;
-        return h;
-    }
-
-    fn end(h: *const StartHere) void {
-        if (h.pinned) _ = setAffinity(&h.mask);
-    }
-
-    fn setAffinity(mask: *const linux.cpu_set_t) usize {
-        return linux.syscall3(.sched_setaffinity, 0, @sizeOf(linux.cpu_set_t), @intFromPtr(mask));
-    }
-};
 
 fn openNs(name: [*:0]const u8) i32 {
     const fd = linux.open(name, .{ .CLOEXEC = true }, 0);

@@ -19,6 +19,33 @@ pub fn noCoreDumps() void {
     _ = linux.syscall4(.prlimit64, 0, core, @intFromPtr(&lim), 0);
 }
 
+/// A thread's CPU mask, kept to be given back (sched_setaffinity's pid 0: the calling thread).
+pub const CpuMask = struct {
+    set: linux.cpu_set_t = undefined,
+
+    /// Saves the calling thread's mask and pins it to the CPU it runs on; false (and nothing
+    /// changed) when any of that fails.
+    pub fn pinHere(m: *CpuMask) bool {
+        if (errno(linux.sched_getaffinity(0, @sizeOf(linux.cpu_set_t), &m.set)) != null) return false;
+        var cpu: usize = 0;
+        if (errno(linux.getcpu(&cpu, null)) != null) return false;
+        var one = std.mem.zeroes(linux.cpu_set_t);
+        const bits = @bitSizeOf(usize);
+        if (cpu >= one.len * bits) return false;
+        one[cpu / bits] |= @as(usize, 1) << @intCast(cpu % bits);
+        return errno(setAffinity(0, &one)) == null;
+    }
+
+    /// Gives the saved mask to `pid` (0: the calling thread).
+    pub fn restore(m: *const CpuMask, pid: i32) usize {
+        return setAffinity(pid, &m.set);
+    }
+
+    fn setAffinity(pid: i32, set: *const linux.cpu_set_t) usize {
+        return linux.syscall3(.sched_setaffinity, @bitCast(@as(isize, pid)), @sizeOf(linux.cpu_set_t), @intFromPtr(set));
+    }
+};
+
 pub fn monotonicNs() u64 {
     var ts: linux.timespec = undefined;
     _ = linux.clock_gettime(.MONOTONIC, &ts);
