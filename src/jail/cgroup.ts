@@ -272,7 +272,7 @@ interface HeldDir {
   /** What is charged to it now (memory), or -1. */
   usage: number;
   /** The limit files, with the values they are given again before the set is lent anew. */
-  limits: { fd: number; value: string }[];
+  limits: { fd: number; value: string; optional?: boolean }[];
 }
 interface StockSet {
   dirs: CgroupDir[];
@@ -350,7 +350,7 @@ function holdDir(d: CgroupDir, limits: JailLimits): HeldDir {
     }
     for (const l of limitFiles(d.kind, limits)) {
       try {
-        held.limits.push({ fd: open(l.file, "w"), value: l.value });
+        held.limits.push({ fd: open(l.file, "w"), value: l.value, optional: l.optional });
       } catch (e) {
         if (!tolerated(e, l.optional)) throw e;
       }
@@ -371,9 +371,17 @@ function closeHeld(held: HeldDir[]): void {
   held.length = 0;
 }
 
-/** Writes a set's limits through its held files. */
+/** Writes a set's limits through its held files (an optional one may refuse its value). */
 function writeLimits(set: StockSet): void {
-  for (const h of set.held) for (const l of h.limits) writeSync(l.fd, l.value, 0);
+  for (const h of set.held) {
+    for (const l of h.limits) {
+      try {
+        writeSync(l.fd, l.value, 0);
+      } catch (e) {
+        if (!tolerated(e, l.optional)) throw e;
+      }
+    }
+  }
 }
 
 /**
