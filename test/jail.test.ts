@@ -441,8 +441,9 @@ describe("limits and lifetime", () => {
   rootTest(
     "the payload starts with the owner's CPUs and scheduling, and so does the keeper after",
     async () => {
-      // The keeper starts the payload on its own CPU at a real-time priority and hands both back
-      // before the payload's program runs: its very first instructions must see neither.
+      // The keeper starts the payload's process pinned to its own CPU, and the payload gives
+      // the mask back before it executes: the program's very first instructions see the
+      // owner's CPUs, policy and nice value.
       const look = await buildProbe(env.root, "sched/first-look.c", "first-look");
       const owner = readFileSync(`/proc/${process.pid}/status`, "utf8");
       const cpus = Number(

@@ -85,7 +85,7 @@ pub fn main() noreturn {
     if (errno(rc)) |e| fatal(e, "start payload");
     payload_pid.store(@intCast(rc), .release);
     mark("payload executed");
-    here.release(@intCast(rc));
+    here.release();
     _ = linux.sigprocmask(linux.SIG.UNBLOCK, &held, null);
 
     // The keeper itself keeps only the right to signal the payload.
@@ -106,47 +106,31 @@ pub fn main() noreturn {
     }
 }
 
-/// The payload starts on the keeper's CPU and stays there through its exec. Left to itself the
-/// scheduler places the new process, and again the program it executes, on the idlest CPU:
-/// for a jail that is the other one, and waking an idle virtual CPU, or moving a process to it
-/// at exec, costs tens of microseconds each time on the VMs we measure on. From the clone to
-/// the payload's exec the keeper runs at a real-time priority; woken as the payload executes,
-/// it preempts it before the executed program runs an instruction (a real-time wakeup
-/// reschedules at once, and at the latest on the return to user space) and gives the payload
-/// back its CPU mask, so nothing the payload runs, its threads included, is ever pinned. Where
-/// real-time priority is not ours to take (a user namespace, a cgroup allowed no real-time
-/// runtime, an owner not at the normal policy), the payload starts without any of it.
+/// The payload's process starts on the keeper's CPU: left to itself the scheduler places a
+/// new process on the idlest CPU, for a jail the other one, and waking an idle virtual CPU
+/// costs tens of microseconds on the VMs we measure on. The payload gives itself back the
+/// keeper's CPU mask just before it executes the command (so the program, its threads and
+/// its children are never pinned, and the exec may move it off a busy CPU), and the keeper
+/// takes its own back once the payload has executed.
 const Placement = struct {
     mask: sys.CpuMask = .{},
-    attr: linux.sched_attr = .{},
     on: bool = false,
 
     fn pin(p: *Placement) void {
-        if (errno(linux.sched_getattr(0, &p.attr, @sizeOf(linux.sched_attr), 0)) != null) return;
-        if (p.attr.policy != 0) return; // SCHED_OTHER only
-        if (!p.mask.pinHere()) return;
-        const fifo = linux.sched_attr{ .policy = 1, .priority = 1 }; // SCHED_FIFO
-        if (errno(linux.sched_setattr(0, &fifo, 0)) != null) {
-            _ = p.mask.restore(0);
-            return;
-        }
-        p.on = true;
+        p.on = p.mask.pinHere();
     }
 
-    /// In the payload's process, first: its scheduling as the keeper's was (only the CPU mask
-    /// stays pinned, until its exec).
-    fn payloadStarts(p: *const Placement) ?linux.E {
+    /// In the payload's process, right before it executes the command.
+    fn payloadExecutes(p: *const Placement) ?linux.E {
         if (!p.on) return null;
-        return errno(linux.sched_setattr(0, &p.attr, 0));
+        return errno(p.mask.restore(0));
     }
 
-    /// Once the payload has executed (or died trying): its mask, and the keeper's scheduling.
-    fn release(p: *Placement, started: i32) void {
+    /// In the keeper, once the payload has executed (or died trying).
+    fn release(p: *Placement) void {
         if (!p.on) return;
         p.on = false;
-        _ = p.mask.restore(started); // ESRCH: it is gone already
         if (errno(p.mask.restore(0))) |e| fatal(e, "restore the keeper's CPU mask");
-        if (errno(linux.sched_setattr(0, &p.attr, 0))) |e| fatal(e, "restore the keeper's scheduling");
     }
 };
 var here = Placement{};
@@ -293,7 +277,6 @@ fn payload(a: Args) noreturn {
     const sfd_rc = linux.fcntl(status_fd, F_DUPFD_CLOEXEC, @intCast(4 + a.npass));
     if (errno(sfd_rc)) |e| fatal(e, "dup status");
     const sfd: i32 = @intCast(sfd_rc);
-    if (here.payloadStarts()) |e| fatalOn(sfd, e, "payload scheduling", "");
     var i: u32 = 0;
     while (i < a.npass) : (i += 1) {
         if (errno(linux.dup2(@intCast(4 + i), @intCast(3 + i)))) |e| fatalOn(sfd, e, "pass descriptor", "");
@@ -313,6 +296,7 @@ fn payload(a: Args) noreturn {
 
     if (errno(linux.chdir(a.cwd))) |e| fatalOn(sfd, e, "chdir ", std.mem.span(a.cwd));
     mark("payload identity");
+    if (here.payloadExecutes()) |e| fatalOn(sfd, e, "restore the payload's CPU mask", "");
     const e = execvpe(a.argv, a.envp);
     fatalOn(sfd, e, "exec ", std.mem.span(a.argv[0].?));
 }
