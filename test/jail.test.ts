@@ -438,52 +438,49 @@ describe("limits and lifetime", () => {
     expect(ok).toEqual({ code: 3, stdout: "out\n", stderr: "err\n" });
   });
 
-  rootTest(
-    "the payload starts with the owner's CPUs and scheduling, and so does the keeper after",
-    async () => {
-      // The keeper starts the payload's process pinned to its own CPU, and the payload gives
-      // the mask back before it executes: the program's very first instructions see the
-      // owner's CPUs, policy and nice value.
-      const look = await buildProbe(env.root, "sched/first-look.c", "first-look");
-      const owner = readFileSync(`/proc/${process.pid}/status`, "utf8");
-      const cpus = Number(
-        /^Cpus_allowed_list:\s*(.*)$/m
-          .exec(owner)![1]!
-          .split(",")
-          .reduce((n, r) => {
-            const [a, b] = r.split("-").map(Number);
-            return n + (b === undefined ? 1 : b - a! + 1);
-          }, 0),
-      );
-      expect(cpus).toBeGreaterThan(1); // otherwise a pinned payload would look like any other
-      const nice = Number(readFileSync(`/proc/${process.pid}/stat`, "utf8").split(") ")[1]!.split(" ")[16]);
-      const mounts = [...(env.base.mounts ?? []), { src: look, dst: "/first-look", readonly: true }];
-      for (let i = 0; i < 20; i++) {
-        const r = await runJail({ ...env.base, argv: ["/first-look"], mounts });
-        expect({ out: r.stdout, err: r.stderr, status: r.status }).toEqual({
-          out: `cpus ${cpus} policy 0 nice ${nice}\n`,
-          err: "",
-          status: 0,
-        });
-      }
-      // The keeper too, once its payload runs (read from the host: it is not dumpable).
-      const jail = spawnJail({
-        ...env.base,
-        argv: ["/bin/sh", "-c", "echo up; read x"],
-        stdio: ["pipe", "pipe", "ignore"],
+  rootTest("the payload starts with the owner's CPUs and scheduling, and so does the keeper", async () => {
+    // The owner's spawning thread pins itself to its CPU for an instant (the namespace
+    // makers start there): none of that may reach a jail. The program's very first
+    // instructions see the owner's CPUs, policy and nice value.
+    const look = await buildProbe(env.root, "sched/first-look.c", "first-look");
+    const owner = readFileSync(`/proc/${process.pid}/status`, "utf8");
+    const cpus = Number(
+      /^Cpus_allowed_list:\s*(.*)$/m
+        .exec(owner)![1]!
+        .split(",")
+        .reduce((n, r) => {
+          const [a, b] = r.split("-").map(Number);
+          return n + (b === undefined ? 1 : b - a! + 1);
+        }, 0),
+    );
+    expect(cpus).toBeGreaterThan(1); // otherwise a pinned payload would look like any other
+    const nice = Number(readFileSync(`/proc/${process.pid}/stat`, "utf8").split(") ")[1]!.split(" ")[16]);
+    const mounts = [...(env.base.mounts ?? []), { src: look, dst: "/first-look", readonly: true }];
+    for (let i = 0; i < 20; i++) {
+      const r = await runJail({ ...env.base, argv: ["/first-look"], mounts });
+      expect({ out: r.stdout, err: r.stderr, status: r.status }).toEqual({
+        out: `cpus ${cpus} policy 0 nice ${nice}\n`,
+        err: "",
+        status: 0,
       });
-      const reader = jail.stdout!.getReader();
-      await reader.read();
-      const keeper = readFileSync(`/proc/${jail.pid}/sched`, "utf8");
-      expect(/^policy\s*:\s*(\d+)$/m.exec(keeper)?.[1]).toBe("0");
-      expect(readFileSync(`/proc/${jail.pid}/status`, "utf8")).toContain(
-        /^Cpus_allowed_list:.*$/m.exec(owner)![0],
-      );
-      await jail.stdin!.write("go\n");
-      await jail.stdin!.end();
-      expect((await jail.exited).status).toBe(0);
-    },
-  );
+    }
+    // The keeper too, once its payload runs (read from the host: it is not dumpable).
+    const jail = spawnJail({
+      ...env.base,
+      argv: ["/bin/sh", "-c", "echo up; read x"],
+      stdio: ["pipe", "pipe", "ignore"],
+    });
+    const reader = jail.stdout!.getReader();
+    await reader.read();
+    const keeper = readFileSync(`/proc/${jail.pid}/sched`, "utf8");
+    expect(/^policy\s*:\s*(\d+)$/m.exec(keeper)?.[1]).toBe("0");
+    expect(readFileSync(`/proc/${jail.pid}/status`, "utf8")).toContain(
+      /^Cpus_allowed_list:.*$/m.exec(owner)![0],
+    );
+    await jail.stdin!.write("go\n");
+    await jail.stdin!.end();
+    expect((await jail.exited).status).toBe(0);
+  });
 
   rootTest("cgroup moves are made cheap (favordynmods on the cgroup2 mount), unless opted out", async () => {
     const { favorDynamicMoves } = await import("../src/jail/cgroup.ts");

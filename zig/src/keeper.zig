@@ -80,12 +80,10 @@ pub fn main() noreturn {
 
     // vfork-style: the payload's process borrows our memory until it executes (no page
     // tables to copy, no copy-on-write faults after), on a stack of its own; we sleep until then.
-    here.pin();
     const rc = linux.clone(payloadEntry, @intFromPtr(&payload_stack) + payload_stack.len, linux.CLONE.VM | linux.CLONE.VFORK | linux.SIG.CHLD, @intFromPtr(&args), null, 0, null);
     if (errno(rc)) |e| fatal(e, "start payload");
     payload_pid.store(@intCast(rc), .release);
     mark("payload executed");
-    here.release();
     _ = linux.sigprocmask(linux.SIG.UNBLOCK, &held, null);
 
     // The keeper itself keeps only the right to signal the payload.
@@ -105,35 +103,6 @@ pub fn main() noreturn {
         linux.exit_group(0);
     }
 }
-
-/// The payload's process starts on the keeper's CPU: left to itself the scheduler places a
-/// new process on the idlest CPU, for a jail the other one, and waking an idle virtual CPU
-/// costs tens of microseconds on the VMs we measure on. The payload gives itself back the
-/// keeper's CPU mask just before it executes the command (so the program, its threads and
-/// its children are never pinned, and the exec may move it off a busy CPU), and the keeper
-/// takes its own back once the payload has executed.
-const Placement = struct {
-    mask: sys.CpuMask = .{},
-    on: bool = false,
-
-    fn pin(p: *Placement) void {
-        p.on = p.mask.pinHere();
-    }
-
-    /// In the payload's process, right before it executes the command.
-    fn payloadExecutes(p: *const Placement) ?linux.E {
-        if (!p.on) return null;
-        return errno(p.mask.restore(0));
-    }
-
-    /// In the keeper, once the payload has executed (or died trying).
-    fn release(p: *Placement) void {
-        if (!p.on) return;
-        p.on = false;
-        if (errno(p.mask.restore(0))) |e| fatal(e, "restore the keeper's CPU mask");
-    }
-};
-var here = Placement{};
 
 const Args = struct {
     uid: u32,
@@ -296,7 +265,6 @@ fn payload(a: Args) noreturn {
 
     if (errno(linux.chdir(a.cwd))) |e| fatalOn(sfd, e, "chdir ", std.mem.span(a.cwd));
     mark("payload identity");
-    if (here.payloadExecutes()) |e| fatalOn(sfd, e, "restore the payload's CPU mask", "");
     const e = execvpe(a.argv, a.envp);
     fatalOn(sfd, e, "exec ", std.mem.span(a.argv[0].?));
 }
