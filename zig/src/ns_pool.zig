@@ -262,7 +262,7 @@ pub fn refill(build: RootBuilder) void {
     var mask = sys.CpuMask{};
     var pinned = false;
     defer if (pinned) {
-        _ = mask.restore(0);
+        _ = mask.restore();
     };
     for (&slots) |*s| {
         if (s.state != .empty) continue;

@@ -19,7 +19,7 @@ pub fn noCoreDumps() void {
     _ = linux.syscall4(.prlimit64, 0, core, @intFromPtr(&lim), 0);
 }
 
-/// A thread's CPU mask, kept to be given back (sched_setaffinity's pid 0: the calling thread).
+/// The calling thread's CPU mask, kept to be given back.
 pub const CpuMask = struct {
     set: linux.cpu_set_t = undefined,
 
@@ -33,16 +33,16 @@ pub const CpuMask = struct {
         const bits = @bitSizeOf(usize);
         if (cpu >= one.len * bits) return false;
         one[cpu / bits] |= @as(usize, 1) << @intCast(cpu % bits);
-        return errno(setAffinity(0, &one)) == null;
+        return errno(setAffinity(&one)) == null;
     }
 
-    /// Gives the saved mask to `pid` (0: the calling thread).
-    pub fn restore(m: *const CpuMask, pid: i32) usize {
-        return setAffinity(pid, &m.set);
+    /// Gives the calling thread the saved mask again.
+    pub fn restore(m: *const CpuMask) usize {
+        return setAffinity(&m.set);
     }
 
-    fn setAffinity(pid: i32, set: *const linux.cpu_set_t) usize {
-        return linux.syscall3(.sched_setaffinity, @bitCast(@as(isize, pid)), @sizeOf(linux.cpu_set_t), @intFromPtr(set));
+    fn setAffinity(set: *const linux.cpu_set_t) usize {
+        return linux.syscall3(.sched_setaffinity, 0, @sizeOf(linux.cpu_set_t), @intFromPtr(set));
     }
 };
 
