@@ -264,7 +264,6 @@ export interface MadeCgroups {
  * reading and closing it about nine, and a set is checked after every jail.
  */
 interface HeldDir {
-  dir: CgroupDir;
   /** cgroup.procs: empty once the jail is gone. */
   procs: number;
   /** Counters that must still be zero: a file holding one number, or lines of a keyed file. */
@@ -335,7 +334,7 @@ function refill(): void {
 
 /** Opens what a set's check reads and its limit files; a missing optional file is skipped. */
 function holdDir(d: CgroupDir, limits: JailLimits): HeldDir {
-  const held: HeldDir = { dir: d, procs: -1, zero: [], usage: -1, limits: [] };
+  const held: HeldDir = { procs: -1, zero: [], usage: -1, limits: [] };
   try {
     const open = (file: string, flags: "r" | "w") => openSync(join(d.dir, file), flags);
     held.procs = open("cgroup.procs", "r");
