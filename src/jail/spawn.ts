@@ -3,7 +3,7 @@
  * at once; the jail's setup runs in its own process, and its end arrives through the status
  * pipe, read asynchronously, so one Bun process can keep hundreds of jails running.
  */
-import { chownSync, closeSync, mkdirSync, writeSync } from "node:fs";
+import { chownSync, closeSync, mkdirSync, realpathSync, writeSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { FileSink } from "bun";
@@ -106,6 +106,24 @@ function stageDir(): string {
     stageReady = dir;
   }
   return dir;
+}
+
+let hiddenFor: { root: string; paths: string[] } | undefined;
+/**
+ * lightjail's state root, under both spellings: every jail masks it wherever its tree would
+ * show it (zig/src/hide.zig). A host world binds the host's /usr, and the default root is
+ * /usr/local/lj: without the mask every jail could read the token, the database and the slugs.
+ */
+function hiddenPaths(): string[] {
+  const root = paths.root();
+  if (hiddenFor?.root !== root) {
+    let real = root;
+    try {
+      real = realpathSync(root);
+    } catch {}
+    hiddenFor = { root, paths: real === root ? [root] : [root, real] };
+  }
+  return hiddenFor.paths;
 }
 
 function stdioFd(mode: StdioMode, i: number): number {
@@ -352,6 +370,7 @@ function prepareWith(spec: JailSpec, started: number, made: MadeCgroups | null, 
     work,
     cgroups: spec.userns ? [] : made ? made.dirs.map(joinOnly) : cgroups,
     stdio,
+    hide: hiddenPaths(),
     newSession: spec.newSession ?? (spec.stdio?.[0] ?? "ignore") !== "inherit",
     // No network to wire, no cgroups to place, no start to wait for: the go needs no owner.
     go: !hold && !net && !spec.userns,

@@ -154,6 +154,7 @@ const Tag = {
   ip6: 23,
   iface: 24,
   idmap: 25,
+  hide: 26,
 } as const;
 
 export const Flag = {
@@ -363,6 +364,8 @@ export interface EncodeContext {
   newSession: boolean;
   /** Neither held nor wired by its owner: the shim puts the go byte in the sync pipe itself. */
   go?: boolean;
+  /** Host paths the jail must never see (the state root): masked wherever its tree shows them. */
+  hide?: string[];
 }
 
 function ipBytes(addr: string): { tag: number; bytes: Uint8Array } {
@@ -417,6 +420,7 @@ export function encodeSpec(spec: JailSpec, ctx: EncodeContext): Uint8Array {
     const flagsM = (m.readonly ? 1 : 0) | 2;
     e.prefixed(Tag.mount, flagsM, `${m.src}\0${m.dst}\0`);
   }
+  for (const h of ctx.hide ?? []) e.str(Tag.hide, h);
   for (const cg of ctx.cgroups ?? []) e.prefixed(Tag.cgroup, cg.kind, `${cg.dir}\0`);
   const lim = spec.limits ?? {};
   if (lim.memoryBytes || lim.pids || lim.cpus) {

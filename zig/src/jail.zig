@@ -54,5 +54,6 @@ export fn lj_cleanup(name: [*:0]const u8, err_ptr: [*]u8, err_len: usize) c_int 
 
 test {
     _ = spec_mod;
+    _ = @import("hide.zig");
     _ = errtext;
 }

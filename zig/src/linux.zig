@@ -17,6 +17,7 @@ const spec_mod = @import("spec.zig");
 const errtext = @import("errtext.zig");
 const ns_pool = @import("ns_pool.zig");
 const warm = @import("warm.zig");
+const hide = @import("hide.zig");
 
 const Spec = spec_mod.Spec;
 const keeper_elf = @embedFile("keeper_bin");
@@ -743,6 +744,32 @@ fn fillRoot(c: *const Child, rootfd: i32) void {
     if (!c.spec.flags.no_tmp) mountTmp(c, rootfd);
     c.mark("/dev, /tmp");
     for (c.spec.mounts.slice()) |m| bindMount(c, rootfd, m);
+    hideState(c, rootfd);
+}
+
+/// Masks every hidden host path (lightjail's state root) wherever the jail's tree shows it,
+/// with an empty read-only tmpfs: a host world's bind of /usr must not open /usr/local/lj.
+fn hideState(c: *const Child, rootfd: i32) void {
+    const s = c.spec;
+    for (s.hides.slice()) |h| {
+        for (s.lowers.slice()) |l| maskAt(c, rootfd, l, "/", h);
+        if (s.root_dir) |r| maskAt(c, rootfd, r, "/", h);
+        for (s.mounts.slice()) |m| maskAt(c, rootfd, m.src, m.dst, h);
+    }
+}
+
+fn maskAt(c: *const Child, rootfd: i32, src: []const u8, dst: []const u8, hidden: [:0]const u8) void {
+    var buf: [path_max]u8 = undefined;
+    const rel = hide.jailPath(&buf, src, dst, hidden) orelse return;
+    if (rel.len == 0) c.die(.ACCES, "{s} holds lightjail's state and cannot be a jail's root", .{src});
+    const rc = openIn(rootfd, rel.ptr, @as(u32, @bitCast(O{ .DIRECTORY = true })));
+    if (errno(rc)) |e| {
+        if (e == .NOENT) return; // not in this tree: nothing to hide
+        c.die(e, "resolve /{s} in the jail root to hide it", .{rel});
+    }
+    var t = Target{ .fd = @intCast(rc) };
+    defer t.close();
+    c.check(mountOn(&t, "lj-hidden", "tmpfs", linux.MS.RDONLY | linux.MS.NOSUID | linux.MS.NODEV | linux.MS.NOEXEC, "mode=0,size=4k"), "hide /{s}", .{rel});
 }
 
 /// Makes the assembled root this mount namespace's root and detaches everything else: the

@@ -325,6 +325,11 @@ fn encode(gpa: Allocator, a: *const Args, root: ?[]const u8, layers: []const []c
     try e.int(.flags, u32, @bitCast(spec_mod.Flags{ .net_host = a.net_host, .root_readonly = a.read_only }));
     if (a.caps != 0) try e.int(.caps, u64, a.caps);
     for (mounts) |m| try e.pair(.mount, if (m.readonly) 3 else 2, m.src, m.dst);
+    // lightjail's own state is never visible in a jail (hide.zig), under either spelling.
+    try e.string(.hide, ljRoot());
+    if (std.fs.cwd().realpathAlloc(gpa, ljRoot())) |real| {
+        if (!eql(real, ljRoot())) try e.string(.hide, real);
+    } else |_| {}
     // The jail's placer creates, limits and joins these while the jail builds its root.
     for (cgroups) |cg| try e.headed(.cgroup, @intFromEnum(cg.kind), cg.dir);
     if (a.memory_mb > 0 or a.pids > 0 or a.cpu_millis > 0) {

@@ -35,6 +35,7 @@ pub const Tag = enum(u16) {
     ip6 = 23, // 16 bytes, repeated
     iface = 24, // string: interface the FreeBSD address aliases live on
     idmap = 25, // u32 host_uid_base, u32 host_gid_base, u32 count (user namespace, Linux)
+    hide = 26, // string, repeated: a host path no jail may see (lightjail's state root)
     _,
 };
 
@@ -80,6 +81,7 @@ pub const max_rlimits = 16;
 pub const max_pass_fds = 16;
 pub const max_cgroups = 8;
 pub const max_addrs = 8;
+pub const max_hides = 4;
 
 pub const Mount = struct { flags: MountFlags, src: [:0]const u8, dst: [:0]const u8 };
 pub const Rlimit = struct { resource: u32, soft: u64, hard: u64 };
@@ -105,6 +107,8 @@ pub const Spec = struct {
     caps: u64 = 0,
     rlimits: Bounded(Rlimit, max_rlimits) = .{},
     mounts: Bounded(Mount, max_mounts) = .{},
+    /// Host paths masked wherever the jail's tree would show them (see hide.zig).
+    hides: Bounded([:0]const u8, max_hides) = .{},
     cgroups: Bounded(Cgroup, max_cgroups) = .{},
     memory_bytes_max: u64 = 0,
     pids_max: u64 = 0,
@@ -259,6 +263,7 @@ fn record(out: *Spec, tag: Tag, p: []const u8) DecodeError!void {
             try out.ip6.append(p[0..16].*);
         },
         .iface => out.iface = try str(p),
+        .hide => try out.hides.append(try str(p)),
         .idmap => {
             if (p.len != 12) return error.BadLength;
             out.host_uid_base = readInt(u32, p[0..4]);
