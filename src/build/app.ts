@@ -5,25 +5,37 @@
  * metadata) and <id>.log beside it.
  */
 import { randomBytes } from "node:crypto";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import * as fsp from "node:fs/promises";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
 import { discover, findPlugin } from "../plugins/registry.ts";
+import { identityOf } from "../store/identities.ts";
 import { paths } from "../store/paths.ts";
 import { worldMounts, worldPath } from "../store/worlds.ts";
 import { removeTree } from "./archive.ts";
 import { cacheDir, computeKey, decide, restore, save } from "./cache.ts";
-import { type BuiltOverlay, ensureOverlay, treeSize } from "./overlays.ts";
+import { createBuildDisk } from "./disk.ts";
+import { confineBuild } from "./isolation.ts";
+import { type BuiltOverlay, ensureOverlay } from "./overlays.ts";
 import { type FullPlan, planApp as plan } from "./plan.ts";
 import { BASE_PATH, runStreamed } from "./run.ts";
+import { chownTree, copySanitised, ownedBy, reportSanitised } from "./sanitise.ts";
 import type { AppPlan, BuildLog, Slug } from "./types.ts";
 
 export type { FullPlan } from "./plan.ts";
 export { parseProcfile, readAppSettings } from "./plan.ts";
 
 export const APP_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
-export const BUILD_LIMITS = { memoryMb: 2048, cpus: 2, pids: 1024, timeoutS: 3600 };
+/** An app build's limits; its disk holds the app tree it builds (the slug) and nothing else. */
+export const BUILD_LIMITS = {
+  memoryMb: 2048,
+  cpus: 2,
+  pids: 1024,
+  timeoutS: 3600,
+  diskMb: Number(process.env.LJ_BUILD_DISK_MB) || 4096,
+  cacheDiskMb: Number(process.env.LJ_BUILD_CACHE_DISK_MB) || 2048,
+};
 
 /** Detects the app's plugin and plans its build (no side effects). */
 export async function planApp(dir: string, opts: { world?: string } = {}): Promise<AppPlan & FullPlan> {
@@ -45,6 +57,16 @@ export interface SlugMeta extends Slug {
   durationMs: number;
 }
 
+/** A new slug's id: its time, and a few random bytes. */
+const slugId = () =>
+  `${new Date().toISOString().replace(/[-:]/g, "").replace(/\..*$/, "").replace("T", "-")}-${randomBytes(3).toString("hex")}`;
+
+/**
+ * Builds an app into an immutable slug. The source, the restored dependency cache and the
+ * download cache are copied onto build disks owned by the app's identity; the build runs there
+ * as root of a user namespace mapped onto that identity (src/build/isolation.ts); on success
+ * the app tree is copied out, sanitised (src/build/sanitise.ts), into slugs/<app>/<id>/app.
+ */
 export async function buildApp(dir: string, opts: BuildAppOptions): Promise<Slug> {
   if (!APP_RE.test(opts.app)) {
     throw new LjError("usage", "bad-app-name", `invalid app name ${JSON.stringify(opts.app)}`, {
@@ -62,29 +84,44 @@ export async function buildApp(dir: string, opts: BuildAppOptions): Promise<Slug
   const builder = findPlugin(d, { type: p.plugin.type, name: p.plugin.name, constraint: p.plugin.version });
   const top = await ensureOverlay(builder, { world: p.world, log, discovery: d });
   const chain = flatten(top);
+  const who = identityOf("app", opts.app);
 
+  await fsp.mkdir(paths.slugs(), { recursive: true, mode: 0o700 });
   const slugs = join(paths.slugs(), opts.app);
-  await fsp.mkdir(slugs, { recursive: true });
-  const id = `${new Date().toISOString().replace(/[-:]/g, "").replace(/\..*$/, "").replace("T", "-")}-${randomBytes(3).toString("hex")}`;
+  await fsp.mkdir(slugs, { recursive: true, mode: 0o700 });
+  const id = slugId();
   const tmp = join(slugs, `.tmp-${id}`);
   const logFile = join(slugs, `.tmp-${id}.log`);
-  await fsp.mkdir(tmp, { mode: 0o755 });
+  const disk = createBuildDisk(`app-${opts.app}`, BUILD_LIMITS.diskMb * 1048576, who);
+  const dlDisk = createBuildDisk(`dl-${opts.app}`, BUILD_LIMITS.cacheDiskMb * 1048576, who);
   try {
-    const appDir = join(tmp, "app");
-    await fsp.cp(dir, appDir, {
-      recursive: true,
-      verbatimSymlinks: true,
-      filter: (src) => !/\/\.git(\/|$)/.test(src.slice(dir.length)),
+    const upper = join(disk.path, "upper");
+    const appDir = join(upper, "app");
+    await fsp.mkdir(upper, { mode: 0o755 });
+    copySanitised(dir, appDir, {
+      owner: ownedBy(who.uid, who.gid),
+      skip: (rel) => rel === ".git",
+      what: "the app's source",
     });
     const salt = `${p.plugin.type}/${p.plugin.name}@${p.plugin.version}\n${chain.map((o) => o.id).join(",")}\n${p.build.cacheDirs.join(",")}`;
     const cdir = cacheDir(opts.app, `${p.plugin.type}-${p.plugin.name}`);
+    await fsp.mkdir(cdir, { recursive: true, mode: 0o700 });
     const decision = await decide(cdir, computeKey(dir, p.lockfiles, salt), p.lockfiles, opts.force === true);
     log(decision.reason);
     const restored = await restore(decision, appDir, p.build.cacheDirs);
     if (restored.length > 0) log(`restored ${restored.join(", ")} from the cache`);
-    await fsp.mkdir(join(cdir, "dl"), { recursive: true });
-    await fsp.writeFile(logFile, `${decision.reason}\n`);
+    restoreDownloads(join(cdir, "dl"), join(dlDisk.path, "dl"), who);
+    chownTree(upper, who.uid, who.gid);
+    await fsp.writeFile(logFile, `${decision.reason}\n`, { mode: 0o600 });
 
+    const confined = confineBuild({
+      identity: who,
+      net: p.build.net,
+      memoryBytes: BUILD_LIMITS.memoryMb * 1048576,
+      cpus: BUILD_LIMITS.cpus,
+      pids: BUILD_LIMITS.pids,
+      timeoutMs: BUILD_LIMITS.timeoutS * 1000,
+    });
     const env: Record<string, string> = {
       PATH: `/app/bin:${BASE_PATH}`,
       HOME: "/tmp/lj/home",
@@ -94,31 +131,24 @@ export async function buildApp(dir: string, opts: BuildAppOptions): Promise<Slug
       LJ_CACHE_DIR: "/tmp/lj/cache",
       LJ_CACHE_HIT: decision.hit ? "1" : "0",
       LJ_PLUGIN_DIR: "/tmp/lj/plugin",
+      ...confined.env,
       ...p.env,
       ...p.build.env,
     };
     const { result: r, tail } = await runStreamed(
       {
+        ...confined.spec,
         argv: ["/bin/sh", "-c", `mkdir -p "$HOME" && ${p.build.script}`],
         env,
         cwd: "/app",
         layers: [worldPath(p.world), ...chain.map((o) => o.path)],
-        upper: tmp,
+        upper,
         mounts: [
           ...(await worldMounts(p.world)),
           { src: p.plugin.dir, dst: "/tmp/lj/plugin", readonly: true },
-          { src: join(cdir, "dl"), dst: "/tmp/lj/cache", readonly: false },
+          { src: join(dlDisk.path, "dl"), dst: "/tmp/lj/cache", readonly: false },
+          ...confined.mounts,
         ],
-        net: p.build.net,
-        uid: 0,
-        gid: 0,
-        hostname: "ljbuild",
-        limits: {
-          memoryBytes: BUILD_LIMITS.memoryMb * 1048576,
-          cpus: BUILD_LIMITS.cpus,
-          pids: BUILD_LIMITS.pids,
-        },
-        timeoutMs: BUILD_LIMITS.timeoutS * 1000,
       },
       { log, logFile, label: `build ${opts.app}` },
     );
@@ -131,10 +161,13 @@ export async function buildApp(dir: string, opts: BuildAppOptions): Promise<Slug
             : r.reason === "timeout"
               ? "timed out"
               : `exited with status ${r.status}`;
+      const full = tail.some((l) => /No space left on device|ENOSPC/.test(l))
+        ? ` (its disk of ${BUILD_LIMITS.diskMb} MB may be full)`
+        : "";
       throw new LjError(
         "internal",
         "app-build-failed",
-        `building ${opts.app} with ${p.plugin.name}: the build script ${why}; no slug was published\n${tail
+        `building ${opts.app} with ${p.plugin.name}: the build script ${why}${full}; no slug was published\n${tail
           .slice(-15)
           .map((l) => `  | ${l}`)
           .join("\n")}`,
@@ -144,8 +177,11 @@ export async function buildApp(dir: string, opts: BuildAppOptions): Promise<Slug
       );
     }
     // The slug is the app directory only: whatever else the build wrote (HOME, /tmp) goes.
-    for (const n of readdirSync(tmp)) if (n !== "app") await removeTree(join(tmp, n));
+    await fsp.mkdir(tmp, { mode: 0o755 });
+    const published = copySanitised(appDir, join(tmp, "app"), { owner: ownedBy(who.uid, who.gid) });
+    reportSanitised(published, log);
     await save(decision, appDir, p.build.cacheDirs);
+    saveDownloads(join(dlDisk.path, "dl"), join(cdir, "dl"));
     const final = join(slugs, id);
     const { detected, world, overlays, build, processes, env: penv, limits } = p;
     const slug: SlugMeta = {
@@ -160,12 +196,14 @@ export async function buildApp(dir: string, opts: BuildAppOptions): Promise<Slug
       env: p.env,
       cwd: "/app",
       createdAt: new Date().toISOString(),
-      sizeBytes: await treeSize(tmp),
+      sizeBytes: published.bytes,
       plan: { detected, world, overlays, build, processes, env: penv, limits },
       cache: { hit: decision.hit, reason: decision.reason, lockfile: decision.key.lockfile },
       durationMs: Math.round(performance.now() - started),
     };
-    await fsp.writeFile(join(slugs, `.tmp-${id}.json`), `${JSON.stringify(slug, null, 2)}\n`);
+    await fsp.writeFile(join(slugs, `.tmp-${id}.json`), `${JSON.stringify(slug, null, 2)}\n`, {
+      mode: 0o600,
+    });
     await fsp.rename(tmp, final);
     await fsp.rename(logFile, join(slugs, `${id}.log`));
     await fsp.rename(join(slugs, `.tmp-${id}.json`), join(slugs, `${id}.json`));
@@ -178,7 +216,36 @@ export async function buildApp(dir: string, opts: BuildAppOptions): Promise<Slug
     await fsp.rm(logFile, { force: true });
     await fsp.rm(join(slugs, `.tmp-${id}.json`), { force: true });
     throw e;
+  } finally {
+    disk.dispose();
+    dlDisk.dispose();
   }
+}
+
+/** The download cache (npm's, pip's) onto the build's cache disk, owned by the app. */
+function restoreDownloads(saved: string, onDisk: string, who: { uid: number; gid: number }): void {
+  if (!existsSync(saved)) {
+    mkdirSync(onDisk, { mode: 0o755 });
+    chownTree(onDisk, who.uid, who.gid);
+    return;
+  }
+  copySanitised(saved, onDisk, { owner: ownedBy(who.uid, who.gid) });
+}
+
+/** The download cache back to the state root (root's, 0700), replacing the one before. */
+function saveDownloads(onDisk: string, saved: string): void {
+  const next = `${saved}.new-${process.pid}`;
+  rmSync(next, { recursive: true, force: true });
+  try {
+    copySanitised(onDisk, next, { owner: () => [0, 0] });
+  } catch {
+    // A cache that cannot be kept as it is (a link out of its tree) is not kept.
+    rmSync(next, { recursive: true, force: true });
+    return;
+  }
+  chmodSync(next, 0o700);
+  rmSync(saved, { recursive: true, force: true });
+  renameSync(next, saved);
 }
 
 /** The overlays a built overlay runs on plus itself, bottom to top, each once. */

@@ -11,6 +11,7 @@ import { dirname, join, relative } from "node:path";
 import { LjError } from "../errors.ts";
 import { BUILD_CAPS } from "../jail/spec.ts";
 import { type Discovery, discover, findPlugin, loadHooks, type PluginInfo } from "../plugins/registry.ts";
+import { identityOf, OVERLAY_BUILDER } from "../store/identities.ts";
 import {
   type OverlayMeta,
   overlayBase,
@@ -22,7 +23,10 @@ import {
 import { paths } from "../store/paths.ts";
 import { defaultWorld, readWorldMeta, worldMounts, worldPath } from "../store/worlds.ts";
 import { removeTree } from "./archive.ts";
+import { createBuildDisk } from "./disk.ts";
+import { confineBuild } from "./isolation.ts";
 import { BASE_PATH, runStreamed, scriptArgv } from "./run.ts";
+import { chownTree, copySanitised, reportSanitised, shiftedFrom } from "./sanitise.ts";
 import type { BuildLog, OverlayRef } from "./types.ts";
 
 export interface BuiltOverlay extends OverlayRef {
@@ -190,22 +194,33 @@ async function buildOne(
   const tmp = await fsp.mkdtemp(join(wdir, `.tmp-${m.version}-`));
   await fsp.chmod(tmp, 0o755);
   await fsp.writeFile(join(tmp, "owner.pid"), String(process.pid));
-  const upper = join(tmp, "root");
-  await fsp.mkdir(upper, { mode: 0o755 });
   const logFile = join(tmp, "build.log");
   const started = performance.now();
+  const who = identityOf("builder", OVERLAY_BUILDER);
+  const disk = createBuildDisk(`overlay-${m.name}`, OVERLAY_DISK_MB * 1048576, who);
+  const upper = join(disk.path, "upper");
   try {
     log(
       `${label}: building over world ${world}${parents.length ? ` + ${parents.map((p) => `${p.type}/${p.name}@${p.version}`).join(" + ")}` : ""}`,
     );
+    await fsp.mkdir(upper, { mode: 0o755 });
     for (const c of m.copy) {
       const dst = join(upper, c.dst);
       await fsp.mkdir(dirname(dst), { recursive: true });
-      await fsp.cp(join(m.dir, c.src), dst, { recursive: true });
+      await fsp.cp(join(m.dir, c.src), dst, { recursive: true, verbatimSymlinks: true });
     }
+    chownTree(upper, who.uid, who.gid);
     const argv = await installArgv(m, tmp);
     if (argv) {
       const wm = await worldMounts(world);
+      const confined = confineBuild({
+        identity: who,
+        net: m.install.net,
+        memoryBytes: m.install.memoryMb * 1024 * 1024,
+        cpus: m.install.cpus,
+        pids: m.install.pids,
+        timeoutMs: m.install.timeoutS * 1000,
+      });
       const env: Record<string, string> = {
         PATH: BASE_PATH,
         HOME: "/root",
@@ -216,11 +231,13 @@ async function buildOne(
         LJ_OVERLAY_VERSION: m.version,
         LJ_WORLD: world,
         LJ_PLUGIN_DIR: "/tmp/lj/plugin",
+        ...confined.env,
         ...m.install.env,
         ...hookEnv,
       };
       const { result: r, tail } = await runStreamed(
         {
+          ...confined.spec,
           argv,
           env,
           cwd: "/",
@@ -232,18 +249,10 @@ async function buildOne(
             ...(m.inlineScript !== undefined
               ? [{ src: join(tmp, "install"), dst: "/tmp/lj/install", readonly: true }]
               : []),
+            ...confined.mounts,
           ],
-          net: m.install.net,
+          // Root of its own user namespace: these mean nothing outside it.
           caps: [...BUILD_CAPS],
-          uid: 0,
-          gid: 0,
-          hostname: "ljbuild",
-          limits: {
-            memoryBytes: m.install.memoryMb * 1024 * 1024,
-            cpus: m.install.cpus,
-            pids: m.install.pids,
-          },
-          timeoutMs: m.install.timeoutS * 1000,
         },
         { log, logFile, label: m.name },
       );
@@ -274,7 +283,13 @@ async function buildOne(
     } else {
       await fsp.writeFile(logFile, `${label}: no install script; the overlay holds only copied files\n`);
     }
-    await scrubUpper(upper);
+    // What the build wrote, sanitised, owned as it was inside (src/build/sanitise.ts); mount
+    // points and scratch the jail itself made never belong to the overlay.
+    const published = copySanitised(upper, join(tmp, "root"), {
+      owner: shiftedFrom(who.uid, who.count),
+      skip: (rel) => SCRATCH.has(rel),
+    });
+    reportSanitised(published, log);
     const meta: OverlayMeta = {
       version: 1,
       id: inputsHash.slice(0, 16),
@@ -293,7 +308,7 @@ async function buildOne(
       })),
       inputsHash,
       inputs,
-      sizeBytes: await treeSize(upper),
+      sizeBytes: published.bytes,
       builtAt: new Date().toISOString(),
       durationMs: Math.round(performance.now() - started),
       env: m.env,
@@ -309,6 +324,8 @@ async function buildOne(
   } catch (e) {
     await removeTree(tmp).catch(() => {});
     throw e;
+  } finally {
+    disk.dispose();
   }
 }
 
@@ -343,16 +360,11 @@ async function installArgv(m: PluginInfo["manifest"], tmp: string): Promise<stri
   return scriptArgv(text, `/tmp/lj/plugin/${m.install.script}`);
 }
 
-/** Mount points and scratch the jail itself created never belong to the overlay. */
-async function scrubUpper(upper: string): Promise<void> {
-  for (const d of ["tmp", "proc", "dev", "sys", "run"]) {
-    const p = join(upper, d);
-    try {
-      const st = await fsp.lstat(p);
-      if (st.isDirectory()) await removeTree(p);
-    } catch {}
-  }
-}
+/** Where an overlay build writes; `LJ_OVERLAY_DISK_MB` sets its size. */
+const OVERLAY_DISK_MB = Number(process.env.LJ_OVERLAY_DISK_MB) || 8192;
+
+/** Top-level directories of a build's output that are the jail's mount points and scratch. */
+const SCRATCH = new Set(["tmp", "proc", "dev", "sys", "run"]);
 
 async function publish(tmp: string, final: string, replace: boolean): Promise<void> {
   let old: string | undefined;
@@ -377,26 +389,6 @@ async function keepFailedLog(logFile: string, type: string, name: string, versio
   const dst = join(dir, `${type}-${name}-${version}-${Date.now()}.log`);
   await fsp.copyFile(logFile, dst).catch(() => {});
   return dst;
-}
-
-export async function treeSize(p: string): Promise<number> {
-  let total = 0;
-  const walk = async (d: string) => {
-    let names: string[];
-    try {
-      names = await fsp.readdir(d);
-    } catch {
-      return;
-    }
-    for (const n of names) {
-      const q = join(d, n);
-      const st = await fsp.lstat(q);
-      if (st.isDirectory()) await walk(q);
-      else total += st.size;
-    }
-  };
-  await walk(p);
-  return total;
 }
 
 export { overlayBase };

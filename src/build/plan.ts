@@ -29,6 +29,8 @@ export interface AppSettings {
   buildEnv: Record<string, string>;
   /** Extra command run after the plugin's build script. */
   buildCommand?: string;
+  /** `[build] net = "none"`: the build needs nothing from the network. */
+  buildNet?: "egress" | "none";
   limits: { memoryMb?: number; pids?: number; cpus?: number };
   pluginSettings: Record<string, Record<string, unknown>>;
 }
@@ -63,7 +65,9 @@ export function readAppSettings(dir: string): AppSettings {
   const b = (data.build ?? {}) as Record<string, unknown>;
   if (typeof b !== "object" || Array.isArray(b)) r.fail("build", "a table", b);
   for (const k of Object.keys(b))
-    if (!["env", "command"].includes(k)) r.fail(`build.${k}`, "one of env, command; this key is unknown");
+    if (!["env", "command", "net"].includes(k))
+      r.fail(`build.${k}`, "one of env, command, net; this key is unknown");
+  if (b.net !== undefined) s.buildNet = r.net(b, "net", "build.net");
   s.buildEnv = r.strMap(b, "env", "build.env");
   const cmd = r.str(b, "command", "build.command");
   if (cmd !== undefined) s.buildCommand = cmd;
@@ -226,7 +230,7 @@ export async function planApp(
       script: m.build ? `/bin/sh -e /tmp/lj/plugin/${m.build.script}` : "true",
       cacheDirs: [...(m.build?.cache ?? [])],
       env: { ...(m.build?.env ?? {}) },
-      net: m.build?.net ?? "host",
+      net: settings.buildNet ?? m.build?.net ?? "egress",
     },
     processes: Object.fromEntries(Object.entries(m.processes).map(([k, v]) => [k, { command: v }])),
     env: Object.fromEntries(chain.flatMap((p) => Object.entries(p.manifest.env))),

@@ -26,7 +26,7 @@ export interface AppPlan {
   /** The overlay chain, bottom to top (parents first). */
   overlays: { type: string; name: string; version: string }[];
   /** Build script run in a jail over world + overlays with the app's source writable. */
-  build: { script: string; cacheDirs: string[]; env: Record<string, string>; net: "host" | "none" };
+  build: { script: string; cacheDirs: string[]; env: Record<string, string>; net: "egress" | "none" };
   /** Process types (Procfile wins over plugin defaults); `web` receives PORT. */
   processes: Record<string, ProcessType>;
   env: Record<string, string>;

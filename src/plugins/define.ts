@@ -33,7 +33,7 @@ export interface DetectResult {
 
 /** The part of a plan a hook may change. */
 export interface PlanDraft {
-  build: { script: string; cacheDirs: string[]; env: Record<string, string>; net: "host" | "none" };
+  build: { script: string; cacheDirs: string[]; env: Record<string, string>; net: "egress" | "none" };
   processes: Record<string, { command: string }>;
   env: Record<string, string>;
   /** Lockfiles that key the dependency cache (first that exist). */

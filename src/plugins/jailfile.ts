@@ -100,7 +100,7 @@ export function parseJailfile(text: string, file: string, opts: { type?: string 
     version: vals.version!,
     description: vals.description ?? "",
     from,
-    install: { net: "host", ...INSTALL_DEFAULTS, env: {} },
+    install: { net: "egress", ...INSTALL_DEFAULTS, env: {} },
     detect: null,
     build: null,
     processes: {},

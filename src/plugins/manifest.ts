@@ -18,7 +18,7 @@ export interface ParentRef {
 export interface InstallSection {
   /** Script (relative to the plugin directory) run in the build jail; none = an empty overlay. */
   script?: string;
-  net: "host" | "none";
+  net: "egress" | "none";
   memoryMb: number;
   cpus: number;
   pids: number;
@@ -42,7 +42,7 @@ export interface BuildSection {
   /** Files whose content keys the cache (the first that exist). */
   lockfiles: string[];
   env: Record<string, string>;
-  net: "host" | "none";
+  net: "egress" | "none";
 }
 
 export interface HealthCheck {
@@ -220,10 +220,14 @@ export class ManifestReader {
     }
   }
 
-  net(obj: Record<string, unknown>, key: string, path: string): "host" | "none" {
-    const v = this.str(obj, key, path, { what: '"host" or "none"' }) ?? "host";
-    if (v !== "host" && v !== "none") this.fail(path, '"host" or "none"', v);
-    return v;
+  /**
+   * A build's network: "egress" (the outside only: registries, not the host, its API, jails or
+   * services) or "none". "host" is read as "egress": no build gets the host's network.
+   */
+  net(obj: Record<string, unknown>, key: string, path: string): "egress" | "none" {
+    const v = this.str(obj, key, path, { what: '"egress" or "none"' }) ?? "egress";
+    if (v !== "egress" && v !== "host" && v !== "none") this.fail(path, '"egress" or "none"', v);
+    return v === "none" ? "none" : "egress";
   }
 }
 

@@ -19,7 +19,7 @@ from = []
 [install]
 # Runs as root in a jail over the world (+ parents); what it writes becomes the overlay.
 script = "install.sh"
-net = "host"
+net = "egress"
 memory_mb = 2048
 cpus = 2
 `;
