@@ -46,21 +46,15 @@ function sh(cmd: string, args: string[], what: string): void {
   }
 }
 
-/** Every directory on the way must be searchable by a build's unprivileged host uid. */
-function ensureSearchable(dir: string): void {
-  mkdirSync(dir, { recursive: true, mode: 0o711 });
-}
-
 /**
  * A build's root inside its user namespace is an unprivileged uid on the host, and its setup
- * mounts on run/stage and the layers under the state root: the root must be searchable (not
- * listable) by others. Directories above it must be too (/usr/local/lj and /var/lib/lj are).
+ * mounts on run/stage and the layers under the state root: the directories on the way must be
+ * searchable (not listable) by others. Those above the root must be too (/usr/local is).
  */
-function searchableRoot(): void {
-  const root = paths.root();
-  mkdirSync(root, { recursive: true, mode: 0o711 });
-  const mode = statSync(root).mode & 0o7777;
-  if ((mode & 0o011) !== 0o011) chmodSync(root, mode | 0o011);
+function ensureSearchable(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o711 });
+  const mode = statSync(dir).mode & 0o7777;
+  if ((mode & 0o011) !== 0o011) chmodSync(dir, mode | 0o011);
 }
 
 /**
@@ -76,7 +70,7 @@ export function createBuildDisk(
     throw new LjError("usage", "bad-disk-size", `a build disk needs at least 64 MiB, got ${sizeBytes} bytes`);
   }
   sweepBuildDisks();
-  searchableRoot();
+  ensureSearchable(paths.root());
   ensureSearchable(paths.run());
   ensureSearchable(buildsDir());
   const dir = join(

@@ -4,13 +4,14 @@
  * runs goes through `roll`: start the new release's processes, health-check them, switch the
  * router to them, stop the old ones. Changes to one app are serialised by a per-app lock.
  */
-import { existsSync, mkdirSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, rmSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import type { BuildLog, Slug } from "../build/types.ts";
 import { LjError } from "../errors.ts";
 import { gc } from "../jail/gc.ts";
 import { type Jail, spawnJail } from "../jail/spawn.ts";
 import type { JailSpec } from "../jail/spec.ts";
+import { forgetIdentity, identityEtc, identityOf } from "../store/identities.ts";
 import { paths } from "../store/paths.ts";
 import { type AppRow, type DeployRow, type Formation, PaasDb, type ReleaseRow } from "./db.ts";
 import { DeployRun } from "./deploy-run.ts";
@@ -39,8 +40,6 @@ export interface PaasOptions {
   keepReleases?: number;
   memoryMb?: number;
   pids?: number;
-  /** Run app processes as this uid/gid (default 65534, nobody). */
-  uid?: number;
 }
 
 export const APP_NAME = /^[a-z][a-z0-9-]{0,30}$/;
@@ -99,7 +98,11 @@ export class Paas {
   private closed = false;
 
   constructor(readonly opts: PaasOptions = {}) {
-    mkdirSync(paths.paas(), { recursive: true, mode: 0o700 });
+    // Tenants' data is root's alone on the host; jails reach it through bind mounts.
+    for (const d of [paths.paas(), paths.slugs(), paths.appCache(), paths.tmp()]) {
+      mkdirSync(d, { recursive: true, mode: 0o700 });
+      chmodSync(d, 0o700);
+    }
     this.db = new PaasDb(paths.paasDb());
     this.logs = new LogHub(paths.paasLogs());
   }
@@ -181,6 +184,8 @@ export class Paas {
       rmSync(join(paths.paasLogs(), `${name}.log`), { force: true });
       rmSync(join(paths.paasGit(), `${name}.git`), { recursive: true, force: true });
       rmSync(join(paths.slugs(), name), { recursive: true, force: true });
+      rmSync(join(paths.appCache(), name), { recursive: true, force: true });
+      forgetIdentity("app", name);
     });
   }
 
@@ -300,11 +305,12 @@ export class Paas {
       throw new LjError("not-found", "no-process-type", `release v${rel.version} has no ${type} process`);
     const settings = this.db.findApp(app)?.formation[type];
     const binding = this.services?.bindingFor(app) ?? { env: {}, addresses: [] };
-    const uid = this.opts.uid ?? 65534;
+    // The app's own host identity: no other tenant's process shares its uid (per-user limits).
+    const who = identityOf("app", app);
     return {
       argv: ["/bin/sh", "-c", cmd],
       layers: [slug.worldPath, ...slug.overlays.map((o) => o.path), slug.path],
-      mounts: slug.worldMounts,
+      mounts: [...slug.worldMounts, ...identityEtc(slug.worldPath, who, slug.cwd)],
       cwd: slug.cwd,
       env: {
         PATH: DEFAULT_PATH,
@@ -317,8 +323,8 @@ export class Paas {
         LJ_RELEASE: `v${rel.version}`,
         LJ_PROCESS: name,
       },
-      uid,
-      gid: uid,
+      uid: who.uid,
+      gid: who.gid,
       hostname: `${app}-${name.replace(".", "-")}`,
       net: "private",
       links: binding.addresses,

@@ -18,13 +18,13 @@ import { type Jail, runJail } from "../jail/spawn.ts";
 import type { JailSpec } from "../jail/spec.ts";
 import type { ServiceSection } from "../plugins/manifest.ts";
 import { discover, findPlugin } from "../plugins/registry.ts";
+import { forgetIdentity, identityEtc, identityOf } from "../store/identities.ts";
 import { paths } from "../store/paths.ts";
 import { defaultWorld, worldMounts, worldPath } from "../store/worlds.ts";
 import type { ServiceRow } from "./db.ts";
 import type { Paas, ServiceBinding } from "./paas.ts";
 import { Instance } from "./supervisor.ts";
 
-const NOBODY = 65534;
 const PLUGIN_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"];
 
 /** How a service's jail is made, recorded at create (service.json). */
@@ -111,6 +111,11 @@ export class ServiceManager {
     return join(paths.paasServices(), name);
   }
 
+  /** Its data: outside paas/ (root's alone), owned by the service's identity, 0700. */
+  private dataDir(name: string): string {
+    return join(paths.serviceData(), name);
+  }
+
   private record(name: string): ServiceRecord {
     return JSON.parse(readFileSync(join(this.dir(name), "service.json"), "utf8")) as ServiceRecord;
   }
@@ -176,9 +181,12 @@ export class ServiceManager {
       stdio: ["ignore", "pipe", "pipe"] as JailSpec["stdio"],
       name: `service.${rec.name}`,
     };
-    const data = join(this.dir(rec.name), "data");
+    const data = this.dataDir(rec.name);
     const mounts = await worldMounts(rt.world);
+    const who = identityOf("service", rec.name);
     if (rt.kind === "overlay") {
+      // The plugin's start script begins as root to prepare its data directory and drop to
+      // the server's user: root of a user namespace mapped onto the service's own ids.
       return {
         ...base,
         argv: ["/bin/sh", "-c", `exec ${rt.start}`],
@@ -186,6 +194,7 @@ export class ServiceManager {
         layers: layersOf(rt),
         mounts: [...mounts, { src: data, dst: rt.dataDir }],
         caps: PLUGIN_CAPS,
+        userns: { uidBase: who.uid, gidBase: who.gid, count: who.count },
       };
     }
     const recipe = WORLD_RECIPES[rec.type]!;
@@ -195,10 +204,10 @@ export class ServiceManager {
       argv: ["/bin/sh", "-c", init ? recipe.init!(bin) : recipe.run(bin)],
       env: { ...base.env, DATA_DIR: "/data", HOME: "/data" },
       layers: layersOf(rt),
-      mounts: [...mounts, { src: data, dst: "/data" }],
+      mounts: [...mounts, ...identityEtc(worldPath(rt.world), who, "/data"), { src: data, dst: "/data" }],
       cwd: "/data",
-      uid: NOBODY,
-      gid: NOBODY,
+      uid: who.uid,
+      gid: who.gid,
     };
   }
 
@@ -241,6 +250,7 @@ export class ServiceManager {
         : { command: recipe!.ready(recipe!.needs()!), intervalS: 0.25, timeoutS: 60, retries: 240 };
     const address = jail.address;
     if (!address) throw new LjError("internal", "service-no-address", `${rec.name} has no address`);
+    const who = identityOf("service", rec.name);
     let ended = false;
     void jail.exited.then(() => {
       ended = true;
@@ -254,11 +264,11 @@ export class ServiceManager {
         PASSWORD: password,
       },
       layers: layersOf(rt),
-      mounts: await worldMounts(rt.world),
+      mounts: [...(await worldMounts(rt.world)), ...identityEtc(worldPath(rt.world), who, "/data")],
       net: "private",
       links: [address],
-      uid: NOBODY,
-      gid: NOBODY,
+      uid: who.uid,
+      gid: who.gid,
       limits: { memoryBytes: 128 * 1024 * 1024, pids: 32 },
       stdio: ["ignore", "pipe", "pipe"],
       name: `health.${rec.name}`,
@@ -302,15 +312,23 @@ export class ServiceManager {
     }
     const dir = this.dir(name);
     rmSync(dir, { recursive: true, force: true });
-    mkdirSync(join(dir, "data"), { recursive: true, mode: 0o700 });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const data = this.dataDir(name);
+    rmSync(data, { recursive: true, force: true });
+    // Searchable, not listable: a user-namespaced server's setup reaches its own directory.
+    mkdirSync(paths.serviceData(), { recursive: true, mode: 0o711 });
+    mkdirSync(data, { mode: 0o700 });
     const password = secret();
     try {
       const world = await defaultWorld();
       const runtime = await this.chooseRuntime(type, name, world);
       const rec: ServiceRecord = { type, name, runtime, port: svc.port, env: svc.env };
       writeFileSync(join(dir, "service.json"), JSON.stringify(rec, null, 2), { mode: 0o600 });
+      // The data directory is the service's own: its first id is its server's (world runtime)
+      // or its namespace's root (overlay runtime).
+      const who = identityOf("service", name);
+      chownSync(data, who.uid, who.gid);
       if (runtime.kind === "world") {
-        chownSync(join(dir, "data"), NOBODY, NOBODY);
         const init = WORLD_RECIPES[type]?.init;
         if (init) {
           const r = await runJail({ ...(await this.spec(rec, password, true)), timeoutMs: 120_000 });
@@ -330,6 +348,7 @@ export class ServiceManager {
       this.running.delete(name);
       this.paas.db.deleteService(name);
       rmSync(dir, { recursive: true, force: true });
+      rmSync(data, { recursive: true, force: true });
       throw e;
     }
     return this.info(name);
@@ -402,6 +421,8 @@ export class ServiceManager {
     await this.running.get(name)?.stop();
     this.running.delete(name);
     rmSync(this.dir(name), { recursive: true, force: true });
+    rmSync(this.dataDir(name), { recursive: true, force: true });
+    forgetIdentity("service", name);
   }
 
   /** Starts every service (before apps, so their links resolve). */

@@ -5,16 +5,17 @@
  * the host, and per-user kernel limits (inotify instances, RLIMIT_NPROC, keyrings) count each
  * tenant apart. Overlay builds (plugins' install scripts) share one range of their own.
  *
- * Ranges are allocated once per name and recorded in `ids.db` under the state root, so an app
+ * Ranges are allocated once per name and recorded in `ids/ids.db` under the state root, so an app
  * keeps its ids across restarts and redeploys (its slugs and caches stay its own). Each state
  * root draws from a region of its own, chosen from the root's path, so two roots on one
  * machine do not hand out the same ids (`LJ_ID_REGION` picks the region explicitly).
  */
 import { Database } from "bun:sqlite";
 import { createHash } from "node:crypto";
-import { mkdirSync, realpathSync } from "node:fs";
+import { mkdirSync, readFileSync, realpathSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
+import type { BindMount } from "../jail/spec.ts";
 import { paths } from "./paths.ts";
 
 /** Ids per range: a user namespace maps root (0) to nobody (65534) and everything between. */
@@ -42,10 +43,11 @@ export const OVERLAY_BUILDER = "overlays";
 const dbs = new Map<string, Database>();
 
 function open(): Database {
-  const file = join(paths.root(), "ids.db");
+  const dir = join(paths.root(), "ids");
+  const file = join(dir, "ids.db");
   let db = dbs.get(file);
   if (db) return db;
-  mkdirSync(paths.root(), { recursive: true });
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
   db = new Database(file, { create: true });
   db.exec("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000");
   db.exec(
@@ -120,4 +122,45 @@ export function identityOf(kind: IdentityKind, name: string): Identity {
 /** Gives a removed app's or service's range back (its files must be gone first). */
 export function forgetIdentity(kind: IdentityKind, name: string): void {
   open().query("DELETE FROM identities WHERE kind = ? AND name = ?").run(kind, name);
+}
+
+const etcDone = new Set<string>();
+
+/**
+ * /etc/passwd and /etc/group for a jail that runs as an identity's first id: the world's own
+ * with an entry for that id added (initdb, ssh, git and others look their user up), written
+ * once per world and identity under ids/etc/ and bound read-only over the world's files.
+ */
+export function identityEtc(worldDir: string, who: Identity, home: string): BindMount[] {
+  const key = createHash("sha256").update(worldDir).digest("hex").slice(0, 12);
+  const dir = join(paths.root(), "ids", "etc", `${key}-${who.uid}`);
+  const user = who.kind === "app" ? "app" : who.kind === "service" ? "service" : "builder";
+  if (!etcDone.has(dir)) {
+    mkdirSync(dir, { recursive: true, mode: 0o755 });
+    const read = (f: string) => {
+      try {
+        const t = readFileSync(join(worldDir, "etc", f), "utf8");
+        return t.endsWith("\n") || t === "" ? t : `${t}\n`;
+      } catch {
+        return "";
+      }
+    };
+    writeAtomically(
+      join(dir, "passwd"),
+      `${read("passwd")}${user}:x:${who.uid}:${who.gid}::${home}:/bin/sh\n`,
+    );
+    writeAtomically(join(dir, "group"), `${read("group")}${user}:x:${who.gid}:\n`);
+    etcDone.add(dir);
+  }
+  return [
+    { src: join(dir, "passwd"), dst: "/etc/passwd", readonly: true },
+    { src: join(dir, "group"), dst: "/etc/group", readonly: true },
+  ];
+}
+
+/** A new file in place of the old: jails that bound the old one keep what they saw. */
+function writeAtomically(file: string, text: string): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  writeFileSync(tmp, text, { mode: 0o644 });
+  renameSync(tmp, file);
 }

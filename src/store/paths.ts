@@ -32,6 +32,8 @@ export const paths = {
   /** Uploaded sources being extracted and built; emptied at every server start. */
   paasIncoming: () => join(ljRoot(), "paas", "incoming"),
   paasServices: () => join(ljRoot(), "paas", "services"),
+  /** Services' data directories, each owned by its service's identity (src/store/identities.ts). */
+  serviceData: () => join(ljRoot(), "service-data"),
   /** Overlays (seed rule): <type>s/<repo url>[/<subdir>]/@<world>/<version>; see src/store/overlays.ts. */
   overlayType: (type: string) => join(ljRoot(), `${type}s`),
   /** Immutable app slugs: slugs/<app>/<id>/app, with <id>.json and <id>.log beside. */
