@@ -5,7 +5,17 @@
  * works; the layers on the host never change. Real jails, as root.
  */
 import { afterAll, beforeAll, describe, expect } from "bun:test";
-import { chmodSync, chownSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { runJail } from "../src/jail/spawn.ts";
 import { BUILD_CAPS, type JailSpec } from "../src/jail/spec.ts";
@@ -29,7 +39,13 @@ beforeAll(async () => {
   env = await makeJailEnv();
   chmodSync(env.root, 0o755); // the stage and the uppers are reached as BASE
   layer = join(env.root, "layer");
-  for (const d of ["var/lib/dpkg/info", "var/lib/dpkg/updates", "var/lib/dpkg/triggers", "pkg", "srv/owned"]) {
+  for (const d of [
+    "var/lib/dpkg/info",
+    "var/lib/dpkg/updates",
+    "var/lib/dpkg/triggers",
+    "pkg",
+    "srv/owned",
+  ]) {
     mkdirSync(join(layer, d), { recursive: true });
   }
   writeFileSync(join(layer, "var/lib/dpkg/status"), "");
@@ -63,63 +79,69 @@ function inJail(script: string, extra: Partial<JailSpec> = {}) {
 const lines = (s: string) => s.split("\n").filter(Boolean);
 
 describe("idmapped layers", () => {
-  rootTest("root inside owns root's layer files; its changes land in the upper, as the mapped ids", async () => {
-    const passwd = join(env.world, "etc/passwd");
-    const before = { text: readFileSync(passwd, "utf8"), st: statSync(passwd) };
-    const upper = freshUpper();
-    const r = await inJail(
-      [
-        "id -u",
-        "stat -c %u:%g /etc/passwd /etc /outside /srv/owned/data",
-        "echo lj-added >> /etc/passwd && echo appended",
-        "echo new > /etc/lj-new && echo created",
-        "mkdir /var/lib/lj-pkg && touch /var/lib/lj-pkg/f && chown 100:100 /var/lib/lj-pkg/f && echo chowned",
-        "echo more >> /srv/owned/data && echo owned-appended",
-      ].join("; "),
-      { upper },
-    );
-    expect(r).toMatchObject({ status: 0, stderr: "" });
-    expect(lines(r.stdout)).toEqual([
-      "0",
-      "0:0",
-      "0:0",
-      "65534:65534", // a host id outside the range is nobody inside
-      "100:100",
-      "appended",
-      "created",
-      "chowned",
-      "owned-appended",
-    ]);
-    // The copy-up and new files belong to the mapped ids on the host.
-    const copied = statSync(join(upper, "etc/passwd"));
-    expect([copied.uid, copied.gid]).toEqual([BASE, BASE]);
-    expect(readFileSync(join(upper, "etc/passwd"), "utf8")).toBe(`${before.text}lj-added\n`);
-    expect(statSync(join(upper, "etc/lj-new")).uid).toBe(BASE);
-    expect(statSync(join(upper, "var/lib/lj-pkg")).uid).toBe(BASE);
-    const chowned = statSync(join(upper, "var/lib/lj-pkg/f"));
-    expect([chowned.uid, chowned.gid]).toEqual([BASE + 100, BASE + 100]);
-    expect(statSync(join(upper, "srv/owned/data")).uid).toBe(BASE + 100);
-    // The layers on the host are untouched.
-    const after = statSync(passwd);
-    expect(readFileSync(passwd, "utf8")).toBe(before.text);
-    expect([after.uid, after.mtimeMs, after.ino]).toEqual([0, before.st.mtimeMs, before.st.ino]);
-    expect(readFileSync(join(layer, "srv/owned/data"), "utf8")).toBe("by uid 100\n");
-    expect(statSync(join(layer, "outside")).uid).toBe(OUTSIDE);
-  });
+  rootTest(
+    "root inside owns root's layer files; its changes land in the upper, as the mapped ids",
+    async () => {
+      const passwd = join(env.world, "etc/passwd");
+      const before = { text: readFileSync(passwd, "utf8"), st: statSync(passwd) };
+      const upper = freshUpper();
+      const r = await inJail(
+        [
+          "id -u",
+          "stat -c %u:%g /etc/passwd /etc /outside /srv/owned/data",
+          "echo lj-added >> /etc/passwd && echo appended",
+          "echo new > /etc/lj-new && echo created",
+          "mkdir /var/lib/lj-pkg && touch /var/lib/lj-pkg/f && chown 100:100 /var/lib/lj-pkg/f && echo chowned",
+          "echo more >> /srv/owned/data && echo owned-appended",
+        ].join("; "),
+        { upper },
+      );
+      expect(r).toMatchObject({ status: 0, stderr: "" });
+      expect(lines(r.stdout)).toEqual([
+        "0",
+        "0:0",
+        "0:0",
+        "65534:65534", // a host id outside the range is nobody inside
+        "100:100",
+        "appended",
+        "created",
+        "chowned",
+        "owned-appended",
+      ]);
+      // The copy-up and new files belong to the mapped ids on the host.
+      const copied = statSync(join(upper, "etc/passwd"));
+      expect([copied.uid, copied.gid]).toEqual([BASE, BASE]);
+      expect(readFileSync(join(upper, "etc/passwd"), "utf8")).toBe(`${before.text}lj-added\n`);
+      expect(statSync(join(upper, "etc/lj-new")).uid).toBe(BASE);
+      expect(statSync(join(upper, "var/lib/lj-pkg")).uid).toBe(BASE);
+      const chowned = statSync(join(upper, "var/lib/lj-pkg/f"));
+      expect([chowned.uid, chowned.gid]).toEqual([BASE + 100, BASE + 100]);
+      expect(statSync(join(upper, "srv/owned/data")).uid).toBe(BASE + 100);
+      // The layers on the host are untouched.
+      const after = statSync(passwd);
+      expect(readFileSync(passwd, "utf8")).toBe(before.text);
+      expect([after.uid, after.mtimeMs, after.ino]).toEqual([0, before.st.mtimeMs, before.st.ino]);
+      expect(readFileSync(join(layer, "srv/owned/data"), "utf8")).toBe("by uid 100\n");
+      expect(statSync(join(layer, "outside")).uid).toBe(OUTSIDE);
+    },
+  );
 
-  rootTest("a read-only bind marked idmap shows root's files as root's, an unmarked one as nobody's", async () => {
-    const usr = (idmap: boolean) => [{ src: "/usr", dst: "/usr", readonly: true, idmap }];
-    const marked = await inJail("stat -c %u:%g /usr/bin/env; touch /usr/lj-probe 2>&1; echo done", {
-      mounts: usr(true),
-    });
-    expect(marked.status).toBe(0);
-    const [owner, touched, done] = lines(marked.stdout);
-    expect(owner).toBe("0:0");
-    expect(touched).toContain("Read-only file system");
-    expect(done).toBe("done");
-    const plain = await inJail("stat -c %u:%g /usr/bin/env", { mounts: usr(false) });
-    expect(plain).toMatchObject({ status: 0, stdout: "65534:65534\n" });
-  });
+  rootTest(
+    "a read-only bind marked idmap shows root's files as root's, an unmarked one as nobody's",
+    async () => {
+      const usr = (idmap: boolean) => [{ src: "/usr", dst: "/usr", readonly: true, idmap }];
+      const marked = await inJail("stat -c %u:%g /usr/bin/env; touch /usr/lj-probe 2>&1; echo done", {
+        mounts: usr(true),
+      });
+      expect(marked.status).toBe(0);
+      const [owner, touched, done] = lines(marked.stdout);
+      expect(owner).toBe("0:0");
+      expect(touched).toContain("Read-only file system");
+      expect(done).toBe("done");
+      const plain = await inJail("stat -c %u:%g /usr/bin/env", { mounts: usr(false) });
+      expect(plain).toMatchObject({ status: 0, stdout: "65534:65534\n" });
+    },
+  );
 
   rootTest("dpkg installs a package over root-owned layers, file owners mapped", async () => {
     const src = join(env.root, "debsrc");
@@ -141,7 +163,11 @@ describe("idmapped layers", () => {
     );
     expect(r.stderr).toBe("");
     expect(r.status).toBe(0);
-    expect(lines(r.stdout)).toEqual(["0 /opt/ljtest/hello", "100 /opt/ljtest/owned", "Status: install ok installed"]);
+    expect(lines(r.stdout)).toEqual([
+      "0 /opt/ljtest/hello",
+      "100 /opt/ljtest/owned",
+      "Status: install ok installed",
+    ]);
     expect(statSync(join(upper, "opt/ljtest/hello")).uid).toBe(BASE);
     expect(statSync(join(upper, "opt/ljtest/owned")).uid).toBe(BASE + 100);
     expect(readFileSync(join(upper, "var/lib/dpkg/status"), "utf8")).toContain("Package: ljtest");

@@ -251,8 +251,9 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
     }
     // The child gets copies of these with its descriptor table; ours go whatever happens
     // (closed through a copy of the set: the region is the child's once it runs).
-    var trees: idmap.Trees = .{};
-    defer trees.close();
+    var trees: idmap.Trees = undefined;
+    if (spec.flags.userns) trees = .{};
+    defer if (spec.flags.userns) trees.close();
     if (spec.flags.userns) {
         idmap.make(spec, &trees, err) catch {
             last_errno = idmap.last_errno;
