@@ -11,10 +11,19 @@
  * host's /usr into every jail.
  */
 import { afterAll, beforeAll, describe, expect } from "bun:test";
-import { cpSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  lstatSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
-import type { Socket } from "bun";
+import type { Socket, TCPSocketListener } from "bun";
 import { spawnJail } from "../src/jail/spawn.ts";
 import { type RunningServer, startServer } from "../src/server/serve.ts";
 import { type Identity, identityOf } from "../src/store/identities.ts";
@@ -25,7 +34,7 @@ import { isRoot, rootTest } from "./helpers/root.ts";
 
 let root: string;
 let s: RunningServer;
-let hostListener: ReturnType<typeof Bun.listen> | undefined;
+let hostListener: TCPSocketListener | undefined;
 const work = mkdtempSync("/tmp/lj-tenant-apps-");
 const PROBES = 15;
 
@@ -84,11 +93,17 @@ beforeAll(async () => {
   await createWorld("test", "host");
   // Served on every address, as an operator exposing it would: a jail must still not reach it.
   s = await startServer({ hostname: "0.0.0.0", healthTimeoutMs: 20_000 });
-  hostListener = Bun.listen({
+  const listener = Bun.listen({
     hostname: "0.0.0.0",
     port: 0,
-    socket: { data() {}, open(sock: Socket) { sock.end("host secret\n"); } },
+    socket: {
+      data() {},
+      open(sock: Socket) {
+        sock.end("host secret\n");
+      },
+    },
   });
+  hostListener = listener;
   await createApp(s, "victim");
   await api(s, "POST", "/apps/victim/config", { VICTIM_SECRET: "s3cr3t" }).catch(async () =>
     api(s, "PATCH", "/apps/victim/config", { VICTIM_SECRET: "s3cr3t" }),
@@ -102,12 +117,16 @@ beforeAll(async () => {
     `LJ_STATE='${root}'`,
     `API_PORT=${s.port}`,
     `HOST_ADDR=${hostAddress()}`,
-    `HOST_PORT=${hostListener.port}`,
+    `HOST_PORT=${listener.port}`,
     `VICTIM_ADDR=${victimAddr}`,
     `SERVICE_ADDR=${svc.service.address}`,
   ].join("\n");
   await createApp(s, "attacker");
-  const a = await deployDir(s, "attacker", app("attacker", attackerFixture, { "targets.env": `${targets}\n` }));
+  const a = await deployDir(
+    s,
+    "attacker",
+    app("attacker", attackerFixture, { "targets.env": `${targets}\n` }),
+  );
   if (a.deploy?.status !== "succeeded") throw new Error(`attacker deploy failed:\n${a.log}`);
   victim = identityOf("app", "victim");
   attacker = identityOf("app", "attacker");
@@ -128,11 +147,18 @@ describe("the state root", () => {
     const jail = spawnJail({
       layers: [worldPath("test")],
       mounts: await worldMounts("test"),
-      argv: ["/bin/sh", "-c", `ls -A '${root}'; cat '${token}' && echo READ; ls /usr/local >/dev/null && echo USR-OK`],
+      argv: [
+        "/bin/sh",
+        "-c",
+        `ls -A '${root}'; cat '${token}' && echo READ; ls /usr/local >/dev/null && echo USR-OK`,
+      ],
       caps: ["DAC_OVERRIDE", "DAC_READ_SEARCH"],
       stdio: ["ignore", "pipe", "pipe"],
     });
-    const [out, err] = await Promise.all([new Response(jail.stdout).text(), new Response(jail.stderr).text()]);
+    const [out, err] = await Promise.all([
+      new Response(jail.stdout).text(),
+      new Response(jail.stderr).text(),
+    ]);
     await jail.exited;
     expect(out).not.toContain("READ");
     // The root is there (the mount point), empty: nothing of it shows.
@@ -195,49 +221,55 @@ describe("an attacker's running process", () => {
     expect(await textVia(s, "victim", "/")).toEqual({ status: 200, text: "hello from node web.1 v1\n" });
   });
 
-  rootTest("exhausting a per-user kernel limit (inotify instances) leaves other tenants unaffected", async () => {
-    const grab =
-      "import ctypes,sys,time\nlibc=ctypes.CDLL(None)\nn=0\nwhile libc.inotify_init()>=0: n+=1\nprint('held',n,flush=True)\ntime.sleep(60)";
-    const one =
-      "import ctypes\nlibc=ctypes.CDLL(None)\nprint('ok' if libc.inotify_init()>=0 else 'refused')";
-    const holder = s.paas.runOnce("attacker", `python3 -c "${grab}"`);
-    try {
-      const reader = holder.stdout!.getReader();
-      const first = new TextDecoder().decode((await reader.read()).value);
-      expect(first).toMatch(/^held \d+/);
-      // The attacker itself is at its limit (so the limit was reached, not some other one)...
-      expect((await runOnce("attacker", `python3 -c "${one}"`)).out.trim()).toBe("refused");
-      // ...and the victim is not.
-      expect((await runOnce("victim", `python3 -c "${one}"`)).out.trim()).toBe("ok");
-    } finally {
-      holder.kill("SIGKILL");
-      await holder.closed;
-    }
-  });
+  rootTest(
+    "exhausting a per-user kernel limit (inotify instances) leaves other tenants unaffected",
+    async () => {
+      const grab =
+        "import ctypes,sys,time\nlibc=ctypes.CDLL(None)\nn=0\nwhile libc.inotify_init()>=0: n+=1\nprint('held',n,flush=True)\ntime.sleep(60)";
+      const one =
+        "import ctypes\nlibc=ctypes.CDLL(None)\nprint('ok' if libc.inotify_init()>=0 else 'refused')";
+      const holder = s.paas.runOnce("attacker", `python3 -c "${grab}"`);
+      try {
+        const reader = holder.stdout!.getReader();
+        const first = new TextDecoder().decode((await reader.read()).value);
+        expect(first).toMatch(/^held \d+/);
+        // The attacker itself is at its limit (so the limit was reached, not some other one)...
+        expect((await runOnce("attacker", `python3 -c "${one}"`)).out.trim()).toBe("refused");
+        // ...and the victim is not.
+        expect((await runOnce("victim", `python3 -c "${one}"`)).out.trim()).toBe("ok");
+      } finally {
+        holder.kill("SIGKILL");
+        await holder.closed;
+      }
+    },
+  );
 });
 
 describe("builds are bounded", () => {
-  rootTest("a build that fills its disk fails clearly, publishes nothing and leaves no disk behind", async () => {
-    process.env.LJ_BUILD_DISK_MB = "96";
-    try {
-      await createApp(s, "filler");
-      const dir = app("filler", nodeHello, {
-        "package.json": JSON.stringify({
-          name: "filler",
-          version: "1.0.0",
-          scripts: { build: "dd if=/dev/zero of=/app/big bs=1M count=400" },
-        }),
-      });
-      const r = await deployDir(s, "filler", dir);
-      expect(r.deploy?.status).toBe("failed");
-      expect(r.log).toContain("No space left on device");
-      expect(r.log).toContain("its disk of 96 MB may be full");
-      expect(readdirSync(join(root, "slugs", "filler")).filter((n) => !n.startsWith("."))).toEqual([]);
-      expect(readdirSync(join(root, "run", "builds"))).toEqual([]);
-    } finally {
-      delete process.env.LJ_BUILD_DISK_MB;
-    }
-  });
+  rootTest(
+    "a build that fills its disk fails clearly, publishes nothing and leaves no disk behind",
+    async () => {
+      process.env.LJ_BUILD_DISK_MB = "96";
+      try {
+        await createApp(s, "filler");
+        const dir = app("filler", nodeHello, {
+          "package.json": JSON.stringify({
+            name: "filler",
+            version: "1.0.0",
+            scripts: { build: "dd if=/dev/zero of=/app/big bs=1M count=400" },
+          }),
+        });
+        const r = await deployDir(s, "filler", dir);
+        expect(r.deploy?.status).toBe("failed");
+        expect(r.log).toContain("No space left on device");
+        expect(r.log).toContain("its disk of 96 MB may be full");
+        expect(readdirSync(join(root, "slugs", "filler")).filter((n) => !n.startsWith("."))).toEqual([]);
+        expect(readdirSync(join(root, "run", "builds"))).toEqual([]);
+      } finally {
+        delete process.env.LJ_BUILD_DISK_MB;
+      }
+    },
+  );
 
   rootTest("a build's flood of output keeps the log, the deploy record and the server bounded", async () => {
     await createApp(s, "flood");

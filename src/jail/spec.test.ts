@@ -31,6 +31,9 @@ describe("validateSpec", () => {
       "cannot replace the jail's root",
     );
     expect(invalid({ ...base, mounts: [{ src: "/a", dst: "/x/../../etc" }] })).toContain('contains ".."');
+    expect(invalid({ ...base, mounts: [{ src: "/usr", dst: "/usr", idmap: true }] })).toContain(
+      "idmapped mount /usr must be read-only",
+    );
     expect(invalid({ ...base, limits: { memoryBytes: 1000 } })).toContain("below 1 MB");
     expect(invalid({ ...base, limits: { pids: -3 } })).toContain("limit pids must be a positive number");
     expect(invalid({ ...base, caps: ["SYS_ADMIN"] })).toContain("cannot be granted");

@@ -11,6 +11,14 @@ export interface BindMount {
   src: string;
   dst: string;
   readonly?: boolean;
+  /**
+   * Linux, user-namespaced jails: show this read-only source idmapped, so the host's ids
+   * 0..count-1 appear inside as themselves (root-owned files as root's) instead of as nobody.
+   * Root inside then has root's read access to the source: ask for it only for sources that
+   * are the jail's system (a host world's /usr), never for one holding host secrets. Without a
+   * user namespace the host's ids show as they are anyway, so the flag changes nothing there.
+   */
+  idmap?: boolean;
 }
 
 export interface JailLimits {
@@ -74,7 +82,10 @@ export interface JailSpec {
   /**
    * Linux: run in a new user namespace, so root inside is an unprivileged uid outside
    * (inside ids 0..count-1 map to hostBase..). `true` uses the defaults: 100000 and 65536.
-   * The path to the root directory and the layers must be searchable by that uid.
+   * The world and overlays are seen idmapped (host ids 0..count-1 as themselves: root's files
+   * are root's inside, and root may change them; the changes land in the upper layer, owned by
+   * hostBase+id); so are mounts marked `idmap`. The paths to the stage, the upper layer and
+   * other bind sources must be searchable by hostBase.
    */
   userns?: boolean | { uidBase?: number; gidBase?: number; count?: number };
   /**
@@ -250,6 +261,10 @@ export function validateSpec(spec: JailSpec): void {
     checkPath("mount target", m.dst);
     if (m.dst === "/") throw invalid("a mount cannot replace the jail's root");
     if (m.dst.split("/").includes("..")) throw invalid(`mount target ${m.dst} contains ".."`);
+    if (m.idmap && !m.readonly) {
+      // Writes through an idmapped mount land as the host's own ids (root's as root's).
+      throw invalid(`idmapped mount ${m.dst} must be read-only`, "add readonly: true, or drop idmap");
+    }
   }
   if ((spec.mounts?.length ?? 0) > 60) throw invalid("more than 60 mounts");
   const lim = spec.limits ?? {};
@@ -417,7 +432,7 @@ export function encodeSpec(spec: JailSpec, ctx: EncodeContext): Uint8Array {
     e.record(Tag.rlimit, b);
   }
   for (const m of spec.mounts ?? []) {
-    const flagsM = (m.readonly ? 1 : 0) | 2;
+    const flagsM = (m.readonly ? 1 : 0) | 2 | (m.idmap ? 4 : 0);
     e.prefixed(Tag.mount, flagsM, `${m.src}\0${m.dst}\0`);
   }
   for (const h of ctx.hide ?? []) e.str(Tag.hide, h);

@@ -18,6 +18,7 @@ const errtext = @import("errtext.zig");
 const ns_pool = @import("ns_pool.zig");
 const warm = @import("warm.zig");
 const hide = @import("hide.zig");
+const idmap = @import("idmap.zig");
 
 const Spec = spec_mod.Spec;
 const keeper_elf = @embedFile("keeper_bin");
@@ -182,6 +183,8 @@ const ChildCtx = struct {
     /// User-namespaced jails wait on this futex word until the owner has written their id
     /// maps: 1 = go, 2 = abort.
     userns_go: u32 align(4) = 0,
+    /// User-namespaced jails: the idmapped layers and binds the owner made (idmap.zig).
+    trees: idmap.Trees = .{},
     /// Traced jails: when the owner called the shim, and when the shim was about to clone.
     spawn_ns: u64 = 0,
     clone_ns: u64 = 0,
@@ -246,6 +249,18 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
     }
     for (spec.stdio, 0..) |s, i| {
         if (s == spec_mod.stdio_pipe) try stdio[i].open(err, "stdio");
+    }
+    // The child gets copies of these with its descriptor table; ours go whatever happens
+    // (closed through a copy of the set: the region is the child's once it runs).
+    var trees: idmap.Trees = undefined;
+    if (spec.flags.userns) trees = .{};
+    defer if (spec.flags.userns) trees.close();
+    if (spec.flags.userns) {
+        idmap.make(spec, &trees, err) catch {
+            last_errno = idmap.last_errno;
+            return error.Failed;
+        };
+        ctx.trees = trees;
     }
 
     ctx.fds = .{
@@ -430,13 +445,15 @@ fn childEntry(arg: usize) callconv(.c) u8 {
     }
     const none = linux.sigemptyset();
     _ = linux.sigprocmask(linux.SIG.SETMASK, &none, null);
-    child(&ctx.spec, ctx.fds, .{ ctx.spawn_ns, ctx.clone_ns });
+    child(&ctx.spec, ctx.fds, if (ctx.spec.flags.userns) &ctx.trees else null, .{ ctx.spawn_ns, ctx.clone_ns });
 }
 
 const Child = struct {
     trace: *sys.Trace,
     spec: *const Spec,
     status_fd: i32,
+    /// A user-namespaced jail's idmapped layers and binds, attached and closed as they are used.
+    trees: ?*idmap.Trees = null,
 
     /// Reports a setup failure on the status pipe ("E errno text") and exits.
     fn die(c: *const Child, e: linux.E, comptime fmt: []const u8, args: anytype) noreturn {
@@ -468,11 +485,11 @@ const Path = struct {
     }
 };
 
-fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64) noreturn {
+fn child(spec: *Spec, fds: ChildFds, trees: ?*idmap.Trees, owner_ns: [2]u64) noreturn {
     var trace = sys.Trace{ .on = spec.flags.trace };
     trace.markAt("spawn call", owner_ns[0]);
     trace.markAt("shim: spec, pipes, clone", owner_ns[1]);
-    var c = Child{ .spec = spec, .status_fd = fds.status, .trace = &trace };
+    var c = Child{ .spec = spec, .status_fd = fds.status, .trace = &trace, .trees = trees };
     c.mark("child started");
     // Die with the owner, even if it is SIGKILLed. An owner that died before this line sends
     // no signal: its pidfd says so (and without pidfds, the keeper's read of the sync pipe
@@ -485,7 +502,7 @@ fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64) noreturn {
     // seeing EOF on their stdin, so everything this jail does not use goes now. That includes
     // our copy of the sync pipe's write end, which would hide the owner's death, and the
     // owner's pidfd, looked at already.
-    closeInherited(spec, fds);
+    closeInherited(spec, fds, trees);
 
     // Cgroups made ahead of time are only joined, at once: a placer would cost more than that.
     var placer = Placer{ .spec = spec };
@@ -706,17 +723,22 @@ fn assembleRoot(c: *const Child, p: *Path) [:0]const u8 {
         break :blk .{ u, w };
     };
 
+    const lowers = s.lowers.slice();
+    if (lowers.len == 0) c.die(.INVAL, "no world or layers to build the root from", .{});
+    const idmapped = if (c.trees) |t| attachLowers(c, stage, t) else false;
+
     // lowerdir lists the top layer first; the spec lists the world first.
     var data_buf: [path_max]u8 = undefined;
     var w = std.Io.Writer.fixed(data_buf[0 .. path_max - 1]);
     const too_long = "overlay options exceed one page: too many or too long layer paths";
     w.writeAll("lowerdir=") catch unreachable;
-    const lowers = s.lowers.slice();
-    if (lowers.len == 0) c.die(.INVAL, "no world or layers to build the root from", .{});
     var i = lowers.len;
     while (i > 0) {
         i -= 1;
-        escapeOpt(&w, lowers[i]) catch c.die(.NAMETOOLONG, too_long, .{});
+        if (idmapped) {
+            escapeOpt(&w, stage) catch c.die(.NAMETOOLONG, too_long, .{});
+            w.print("/l{d}", .{i}) catch c.die(.NAMETOOLONG, too_long, .{});
+        } else escapeOpt(&w, lowers[i]) catch c.die(.NAMETOOLONG, too_long, .{});
         if (i > 0) w.writeByte(':') catch c.die(.NAMETOOLONG, too_long, .{});
     }
     w.writeAll(",upperdir=") catch c.die(.NAMETOOLONG, too_long, .{});
@@ -726,8 +748,33 @@ fn assembleRoot(c: *const Child, p: *Path) [:0]const u8 {
     // Inside a user namespace overlayfs keeps its metadata in user.* xattrs.
     if (s.flags.userns) w.writeAll(",userxattr") catch c.die(.NAMETOOLONG, too_long, .{});
     data_buf[w.end] = 0;
-    c.check(linux.mount("overlay", root.ptr, "overlay", linux.MS.NOSUID | linux.MS.NODEV, @intFromPtr(&data_buf)), "mount overlay on {s} (layers: {s}, upper {s})", .{ root, lowers[0], upper });
+    const mrc = linux.mount("overlay", root.ptr, "overlay", linux.MS.NOSUID | linux.MS.NODEV, @intFromPtr(&data_buf));
+    if (idmapped) {
+        c.check(mrc, "mount overlay on {s} (layers: {s}, upper {s}; over idmapped layers, which need Linux 5.19+)", .{ root, lowers[0], upper });
+    } else c.check(mrc, "mount overlay on {s} (layers: {s}, upper {s})", .{ root, lowers[0], upper });
     return root;
+}
+
+/// Attaches the idmapped copies of the layers the owner made at `stage`/l0, l1... (in the
+/// stage's tmpfs, so in this mount namespace: overlayfs takes no layer from the owner's
+/// detached mounts, which belong to a mount namespace of the host's user namespace). They
+/// leave with the old root at the pivot; the overlay keeps its own references. False when the
+/// owner made none.
+fn attachLowers(c: *const Child, stage: [:0]const u8, t: *idmap.Trees) bool {
+    if (t.lowers[0] < 0) return false;
+    const src = linux.open(stage.ptr, .{ .PATH = true, .DIRECTORY = true, .CLOEXEC = true }, 0);
+    c.check(src, "open {s}", .{stage});
+    const sfd: i32 = @intCast(src);
+    defer _ = linux.close(sfd);
+    for (c.spec.lowers.slice(), 0..) |l, i| {
+        var name: [8]u8 = undefined;
+        const n = std.fmt.bufPrintZ(&name, "l{d}", .{i}) catch unreachable;
+        c.check(linux.mkdirat(sfd, n.ptr, 0o755), "mkdir {s}/{s}", .{ stage, n });
+        c.check(moveTree(t.lowers[i], sfd, n.ptr), "attach the idmapped copy of layer {s}", .{l});
+        _ = linux.close(t.lowers[i]);
+        t.lowers[i] = -1;
+    }
+    return true;
 }
 
 /// The assembled root, for the mounts made in it (resolved inside it, see Target).
@@ -743,7 +790,10 @@ fn fillRoot(c: *const Child, rootfd: i32) void {
     mountDev(c, rootfd);
     if (!c.spec.flags.no_tmp) mountTmp(c, rootfd);
     c.mark("/dev, /tmp");
-    for (c.spec.mounts.slice()) |m| bindMount(c, rootfd, m);
+    for (c.spec.mounts.slice(), 0..) |m, i| {
+        const tree = if (c.trees) |t| &t.mounts[i] else null;
+        if (tree != null and tree.?.* >= 0) bindTree(c, rootfd, m, tree.?) else bindMount(c, rootfd, m);
+    }
     hideState(c, rootfd);
 }
 
@@ -1007,15 +1057,40 @@ fn mountTmp(c: *const Child, rootfd: i32) void {
 fn bindMount(c: *const Child, rootfd: i32, m: spec_mod.Mount) void {
     var st: linux.Stat = undefined;
     c.check(linux.stat(m.src.ptr, &st), "bind mount source {s}", .{m.src});
-    const rel = std.mem.trimLeft(u8, m.dst, "/");
-    if (rel.len == 0) c.die(.INVAL, "bind mount target {s} is the root", .{m.dst});
-    const relz: [:0]const u8 = m.dst[m.dst.len - rel.len .. :0];
-    if (m.flags.create) ensurePath(c, rootfd, relz, !linux.S.ISDIR(st.mode));
-    var t = target(c, rootfd, relz);
+    var t = mountTarget(c, rootfd, m, linux.S.ISDIR(st.mode));
     defer t.close();
     // With its submounts, read-only as a whole: nothing under a read-only bind is writable.
     const ro: u64 = if (m.flags.readonly) MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV else 0;
     c.check(attachCopy(linux.AT.FDCWD, m.src.ptr, true, ro, t.fd), "bind {s} on {s}", .{ m.src, m.dst });
+}
+
+/// Attaches the idmapped copy of a bind source the owner made (idmap.zig) onto its target.
+fn bindTree(c: *const Child, rootfd: i32, m: spec_mod.Mount, tree: *i32) void {
+    var st: linux.Stat = undefined;
+    c.check(linux.fstat(tree.*, &st), "bind mount source {s}", .{m.src});
+    var t = mountTarget(c, rootfd, m, linux.S.ISDIR(st.mode));
+    defer t.close();
+    c.check(moveTree(tree.*, t.fd, ""), "bind {s} on {s} idmapped", .{ m.src, m.dst });
+    _ = linux.close(tree.*);
+    tree.* = -1;
+}
+
+/// Attaches the detached mount `tree` onto `path` under `dirfd` (`path` empty: onto `dirfd`).
+fn moveTree(tree: i32, dirfd: i32, path: [*:0]const u8) usize {
+    const MOVE_MOUNT_F_EMPTY_PATH = 0x4;
+    const MOVE_MOUNT_T_EMPTY_PATH = 0x40;
+    const to_empty: usize = if (path[0] == 0) MOVE_MOUNT_T_EMPTY_PATH else 0;
+    return linux.syscall5(.move_mount, @bitCast(@as(isize, tree)), @intFromPtr(""), @bitCast(@as(isize, dirfd)), @intFromPtr(path), MOVE_MOUNT_F_EMPTY_PATH | to_empty);
+}
+
+/// A bind mount's target in the jail's root, created first if asked (a directory for a
+/// directory source, else an empty file).
+fn mountTarget(c: *const Child, rootfd: i32, m: spec_mod.Mount, dir: bool) Target {
+    const rel = std.mem.trimLeft(u8, m.dst, "/");
+    if (rel.len == 0) c.die(.INVAL, "bind mount target {s} is the root", .{m.dst});
+    const relz: [:0]const u8 = m.dst[m.dst.len - rel.len .. :0];
+    if (m.flags.create) ensurePath(c, rootfd, relz, !dir);
+    return target(c, rootfd, relz);
 }
 
 /// stdio to 0-2, status to 3, passed descriptors to 4.., then the sync pipe (the keeper's): first
@@ -1052,8 +1127,8 @@ fn placeFds(c: *Child, fds: ChildFds) void {
     _ = linux.syscall3(.close_range, n, std.math.maxInt(u32), CLOSE_RANGE_CLOEXEC);
 }
 
-fn closeInherited(spec: *const Spec, fds: ChildFds) void {
-    var keep: [10 + spec_mod.max_pass_fds]i32 = undefined;
+fn closeInherited(spec: *const Spec, fds: ChildFds, trees: ?*const idmap.Trees) void {
+    var keep: [10 + spec_mod.max_pass_fds + spec_mod.max_lowers + spec_mod.max_mounts]i32 = undefined;
     var n: usize = 0;
     for ([_]i32{ fds.status, fds.sync, fds.keeper, fds.ns.net, fds.ns.ipc, fds.ns.uts, fds.ns.mnt }) |fd| {
         keep[n] = fd;
@@ -1067,6 +1142,10 @@ fn closeInherited(spec: *const Spec, fds: ChildFds) void {
         keep[n] = fd;
         n += 1;
     }
+    if (trees) |t| for (t.lowers ++ t.mounts) |fd| if (fd >= 0) {
+        keep[n] = fd;
+        n += 1;
+    };
     std.mem.sort(i32, keep[0..n], {}, std.sort.asc(i32));
     var low: u32 = 0;
     for (keep[0..n]) |fd| {

@@ -67,7 +67,10 @@ pub const MountFlags = packed struct(u32) {
     readonly: bool = false,
     /// Create the target (directory, or empty file for a file source) if it is missing.
     create: bool = true,
-    _pad: u30 = 0,
+    /// Read-only binds of a user-namespaced jail: show the source idmapped (host ids
+    /// 0..count-1 as themselves inside). Without it, ids outside the namespace show as nobody.
+    idmap: bool = false,
+    _pad: u29 = 0,
 };
 
 pub const stdio_null: i32 = -1;
@@ -374,6 +377,7 @@ test "decode a full spec" {
     try e.int(.uid, u32, 65534);
     try e.int(.flags, u32, @bitCast(Flags{ .net_host = true }));
     try e.pair(.mount, 1, "/src", "/dst");
+    try e.pair(.mount, @bitCast(MountFlags{ .readonly = true, .idmap = true }), "/usr", "/usr");
     try e.headed(.cgroup, 1, "/sys/fs/cgroup/memory/lj/1");
     var stdio: [12]u8 = undefined;
     for ([_]i32{ 0, stdio_pipe, stdio_null }, 0..) |v, i| std.mem.writeInt(i32, stdio[i * 4 ..][0..4], v, .little);
@@ -389,6 +393,8 @@ test "decode a full spec" {
     try std.testing.expect(s.flags.net_host);
     try std.testing.expect(s.mounts.slice()[0].flags.readonly);
     try std.testing.expectEqualStrings("/dst", s.mounts.slice()[0].dst);
+    try std.testing.expect(!s.mounts.slice()[0].flags.idmap);
+    try std.testing.expect(s.mounts.slice()[1].flags.idmap and s.mounts.slice()[1].flags.readonly);
     try std.testing.expectEqual(CgroupKind.memory, s.cgroups.slice()[0].kind);
     try std.testing.expectEqualStrings("/sys/fs/cgroup/memory/lj/1", s.cgroups.slice()[0].dir);
     try std.testing.expectEqual([3]i32{ 0, stdio_pipe, stdio_null }, s.stdio);
