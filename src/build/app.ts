@@ -33,8 +33,14 @@ export const BUILD_LIMITS = {
   cpus: 2,
   pids: 1024,
   timeoutS: 3600,
-  diskMb: Number(process.env.LJ_BUILD_DISK_MB) || 4096,
-  cacheDiskMb: Number(process.env.LJ_BUILD_CACHE_DISK_MB) || 2048,
+  /** The build disk's size: the most a build may write (`LJ_BUILD_DISK_MB`). */
+  get diskMb(): number {
+    return Number(process.env.LJ_BUILD_DISK_MB) || 4096;
+  },
+  /** The download cache's disk (`LJ_BUILD_CACHE_DISK_MB`). */
+  get cacheDiskMb(): number {
+    return Number(process.env.LJ_BUILD_CACHE_DISK_MB) || 2048;
+  },
 };
 
 /** Detects the app's plugin and plans its build (no side effects). */
