@@ -293,9 +293,13 @@ export function appSymlinkInside(linkComps: readonly string[], target: string): 
  * needs them, and they forge log lines, terminal output and tools that read names line by line.
  */
 function refuseControl(entry: string, value: string, what: string): void {
-  const m = /[\x00-\x1f\x7f]/.exec(value);
-  if (!m) return;
-  const code = m[0].charCodeAt(0).toString(16).padStart(2, "0");
+  let c = -1;
+  for (let i = 0; i < value.length && c < 0; i++) {
+    const u = value.charCodeAt(i);
+    if (u < 0x20 || u === 0x7f) c = u;
+  }
+  if (c < 0) return;
+  const code = c.toString(16).padStart(2, "0");
   throw new ArchiveError("bad-name", entry, `control character 0x${code} in the ${what}`);
 }
 
