@@ -318,3 +318,191 @@ describe("rejected archives leave nothing behind", () => {
     await expectRejected(Readable.from([xz]), "compression");
   });
 });
+
+// ---------------------------------------------------------------------------------------------
+// Names with NUL or control characters, written byte by byte in every header form
+
+type Bytes = string | Buffer;
+const bytes = (v: Bytes) => (typeof v === "string" ? Buffer.from(v, "latin1") : v);
+
+/** One 512-byte header; `format` picks the magic (ustar has a prefix field, GNU keeps times there). */
+function rawHeader(o: {
+  name: Bytes;
+  type: string;
+  size?: number;
+  linkname?: Bytes;
+  prefix?: Bytes;
+  format?: "ustar" | "gnu";
+}): Buffer {
+  const b = Buffer.alloc(512);
+  bytes(o.name).copy(b, 0, 0, 100);
+  b.write("0000644\0", 100, "latin1");
+  b.write("0000000\0", 108, "latin1");
+  b.write("0000000\0", 116, "latin1");
+  b.write(`${(o.size ?? 0).toString(8).padStart(11, "0")}\0`, 124, "latin1");
+  b.write("14700000000\0", 136, "latin1");
+  b.write(o.type, 156, "latin1");
+  if (o.linkname !== undefined) bytes(o.linkname).copy(b, 157, 0, 100);
+  if (o.format === "gnu") {
+    b.write("ustar  \0", 257, "latin1");
+    b.write("14700000000\0", 345, "latin1"); // atime, where ustar has its prefix
+  } else {
+    b.write("ustar\0" + "00", 257, "latin1");
+    if (o.prefix !== undefined) bytes(o.prefix).copy(b, 345, 0, 155);
+  }
+  b.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const x of b) sum += x;
+  b.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148, "latin1");
+  return b;
+}
+
+const pad = (data: Buffer) => Buffer.concat([data, Buffer.alloc((512 - (data.byteLength % 512)) % 512)]);
+
+/** A header and its body, padded. */
+const rawEntry = (h: Parameters<typeof rawHeader>[0], body: Bytes = "") => {
+  const data = bytes(body);
+  return Buffer.concat([rawHeader({ ...h, size: data.byteLength }), pad(data)]);
+};
+
+/** A PAX extended header (`x`, or `g` for global) holding the given records. */
+function paxEntry(records: Record<string, Bytes>, type = "x"): Buffer {
+  const parts: Buffer[] = [];
+  for (const [k, v] of Object.entries(records)) {
+    const rest = Buffer.concat([Buffer.from(` ${k}=`), bytes(v), Buffer.from("\n")]);
+    let len = rest.byteLength + 1;
+    while (String(len).length + rest.byteLength !== len) len++;
+    parts.push(Buffer.concat([Buffer.from(String(len)), rest]));
+  }
+  return rawEntry({ name: "PaxHeader/x", type }, Buffer.concat(parts));
+}
+
+/** A good file first (so a failure has something to clean up), the entries, the end blocks. */
+const rawTar = (...entries: Buffer[]) =>
+  Readable.from([
+    Buffer.concat([rawEntry({ name: "ok.txt", type: "0" }, "fine"), ...entries, Buffer.alloc(1024)]),
+  ]);
+
+describe("names with NUL or control characters", () => {
+  /** Rejected as bad-name in both policies, the message naming the entry escaped. */
+  async function refused(make: () => Readable, shown: string, what: RegExp) {
+    for (const opts of [app, rootfs]) {
+      const err = await expectRejected(make(), "bad-name", opts);
+      expect(err.message).toContain(shown);
+      expect(err.message).toMatch(what);
+      expect([...err.message].filter((c) => c.charCodeAt(0) < 0x20 || c === "\x7f")).toEqual([]);
+    }
+  }
+
+  test("ustar name: a NUL inside the field, and control characters", async () => {
+    await refused(
+      () => rawTar(rawEntry({ name: "evil\0hidden", type: "0" }, "x")),
+      '"evil\\u0000hidden"',
+      /NUL byte inside the name/,
+    );
+    await refused(
+      () => rawTar(rawEntry({ name: "a\nb.txt", type: "0" }, "x")),
+      '"a\\nb.txt"',
+      /control character 0x0a in the name/,
+    );
+    await refused(
+      () => rawTar(rawEntry({ name: "del\x7f", type: "0" }, "x")),
+      '"del\\u007f"',
+      /control character 0x7f/,
+    );
+    await refused(() => rawTar(rawEntry({ name: "dir\x01/", type: "5" })), '"dir\\u0001/"', /0x01/);
+  });
+
+  test("ustar prefix: a NUL inside it, and control characters", async () => {
+    await refused(
+      () => rawTar(rawEntry({ name: "f", prefix: "pre\0fix", type: "0" }, "x")),
+      '"pre\\u0000fix"',
+      /NUL byte inside the name prefix/,
+    );
+    await refused(
+      () => rawTar(rawEntry({ name: "f", prefix: "p\x1b[31m", type: "0" }, "x")),
+      '"p\\u001b[31m/f"',
+      /0x1b/,
+    );
+  });
+
+  test("ustar link names of symlinks and hardlinks", async () => {
+    await refused(
+      () => rawTar(rawEntry({ name: "s", linkname: "ok.txt\0/etc/passwd", type: "2" })),
+      '"ok.txt\\u0000/etc/passwd"',
+      /NUL byte inside the link name/,
+    );
+    await refused(
+      () => rawTar(rawEntry({ name: "s", linkname: "ok\r.txt", type: "2" })),
+      '"s"',
+      /control character 0x0d in the link name/,
+    );
+    await refused(
+      () => rawTar(rawEntry({ name: "h", linkname: "ok.txt\t", type: "1" })),
+      '"h"',
+      /control character 0x09 in the link name/,
+    );
+  });
+
+  test("GNU long name (L) and long link (K)", async () => {
+    const long = (type: "L" | "K", data: Bytes) =>
+      rawEntry({ name: "././@LongLink", type, format: "gnu" }, data);
+    const file = rawEntry({ name: "short", type: "0", format: "gnu" }, "x");
+    const link = rawEntry({ name: "short", linkname: "t", type: "2", format: "gnu" });
+    await refused(
+      () => rawTar(long("L", "long\0name\0"), file),
+      '"long\\u0000name"',
+      /NUL byte inside the GNU long name/,
+    );
+    await refused(() => rawTar(long("L", "long\nname\0"), file), '"long\\nname"', /0x0a in the name/);
+    await refused(
+      () => rawTar(long("K", "ok.txt\0../../x\0"), link),
+      '"ok.txt\\u0000../../x"',
+      /NUL byte inside the GNU long link name/,
+    );
+    await refused(() => rawTar(long("K", "ok\x08.txt\0"), link), '"short"', /0x08 in the link name/);
+  });
+
+  test("PAX path and linkpath records, local and global", async () => {
+    const file = rawEntry({ name: "short", type: "0" }, "x");
+    const link = rawEntry({ name: "short", linkname: "t", type: "2" });
+    await refused(
+      () => rawTar(paxEntry({ path: "pax\0name" }), file),
+      '"pax\\u0000name"',
+      /0x00 in the PAX path/,
+    );
+    await refused(
+      () => rawTar(paxEntry({ path: "pax\x1fname" }), file),
+      '"pax\\u001fname"',
+      /0x1f in the PAX path/,
+    );
+    await refused(
+      () => rawTar(paxEntry({ linkpath: "ok.txt\0x" }), link),
+      '"ok.txt\\u0000x"',
+      /0x00 in the PAX linkpath/,
+    );
+    await refused(
+      () => rawTar(paxEntry({ path: "glob\x7f" }, "g"), file),
+      '"glob\\u007f"',
+      /0x7f in the PAX path/,
+    );
+  });
+
+  test("the same forms with clean names extract (GNU times where ustar has its prefix)", async () => {
+    const r = await extractTar(
+      rawTar(
+        rawEntry({ name: "f", prefix: "pre", type: "0" }, "1"),
+        rawEntry({ name: "././@LongLink", type: "L", format: "gnu" }, `${"l".repeat(120)}\0`),
+        rawEntry({ name: "short", type: "0", format: "gnu" }, "2"),
+        paxEntry({ path: "pax-name", linkpath: "ok.txt" }),
+        rawEntry({ name: "short2", linkname: "t", type: "2" }),
+      ),
+      dest,
+      app,
+    );
+    expect(r.entries).toBe(4);
+    expect(readFileSync(join(dest, "pre", "f"), "utf8")).toBe("1");
+    expect(readFileSync(join(dest, "l".repeat(120)), "utf8")).toBe("2");
+    expect(readlinkSync(join(dest, "pax-name"))).toBe("ok.txt");
+  });
+});

@@ -235,7 +235,7 @@ export async function extractInto(
 /** Split an archive path into checked components ([] is the archive root). Throws ArchiveError. */
 export function normalizeEntryName(raw: string, policy: ArchivePolicy, limits: ExtractLimits): string[] {
   if (raw.length === 0) throw new ArchiveError("bad-name", raw, "empty name");
-  if (raw.includes("\0")) throw new ArchiveError("bad-name", raw, "NUL byte in name");
+  refuseControl(raw, raw, "name");
   if (policy === "app" && raw.includes("\\")) throw new ArchiveError("bad-name", raw, "backslash in name");
   if (policy === "app" && /^[A-Za-z]:/.test(raw))
     throw new ArchiveError("absolute-path", raw, "drive-letter path");
@@ -288,6 +288,111 @@ export function appSymlinkInside(linkComps: readonly string[], target: string): 
   return ups <= linkComps.length - 1;
 }
 
+/**
+ * Names with control characters (0x00-0x1f, 0x7f) are refused in both policies: no real tree
+ * needs them, and they forge log lines, terminal output and tools that read names line by line.
+ */
+function refuseControl(entry: string, value: string, what: string): void {
+  let c = -1;
+  for (let i = 0; i < value.length && c < 0; i++) {
+    const u = value.charCodeAt(i);
+    if (u < 0x20 || u === 0x7f) c = u;
+  }
+  if (c < 0) return;
+  const code = c.toString(16).padStart(2, "0");
+  throw new ArchiveError("bad-name", entry, `control character 0x${code} in the ${what}`);
+}
+
+/**
+ * The name fields tar-stream reads as C strings (ustar name, linkname and prefix; GNU long
+ * name `L` and long link `K`) end at their first NUL, so a NUL inside a name would silently cut
+ * it. A field holding anything but NULs after its first NUL is refused here, from the raw bytes,
+ * before tar-stream decodes them. PAX records keep NULs in the decoded value, which the decoded
+ * name checks refuse.
+ */
+function rawNameCheck(ex: tar.Extract): void {
+  const x = ex as unknown as RawExtract;
+  const buffer = x._buffer;
+  if (
+    typeof x._consumeHeader !== "function" ||
+    typeof x._decodeLongHeader !== "function" ||
+    !("_pax" in x && "_paxGlobal" in x) ||
+    typeof buffer?.shift !== "function"
+  ) {
+    // A tar-stream whose internals moved: refuse to parse rather than parse unchecked.
+    throw new LjError("internal", "tar-parser", "tar-stream's header hooks are missing (version changed?)");
+  }
+  const consumeHeader = x._consumeHeader.bind(x);
+  const decodeLong = x._decodeLongHeader.bind(x);
+  const shift = buffer.shift.bind(buffer);
+  let inHeader = false;
+  // The header block is taken off the buffer inside _consumeHeader's own try, so a throw here
+  // fails the parse like a bad checksum does.
+  buffer.shift = (n: number) => {
+    const b = shift(n);
+    if (inHeader && n === 512 && b) checkUstarBlock(b);
+    return b;
+  };
+  x._consumeHeader = () => {
+    inHeader = true;
+    try {
+      return consumeHeader();
+    } finally {
+      inHeader = false;
+    }
+  };
+  x._decodeLongHeader = (buf: Uint8Array) => {
+    const type = x._header?.type;
+    if (type === "gnu-long-path" || type === "gnu-long-link-path")
+      checkField(buf, 0, buf.byteLength, type === "gnu-long-path" ? "GNU long name" : "GNU long link name");
+    decodeLong(buf);
+    // A global header's path applies to no entry in tar-stream but to every later one in other
+    // tools: its names are held to the same rule.
+    const pax = type === "pax-global-header" ? x._paxGlobal : type === "pax-header" ? x._pax : null;
+    for (const [key, what] of [
+      ["path", "name"],
+      ["linkpath", "link name"],
+    ] as const) {
+      const v = pax?.[key];
+      if (typeof v === "string") refuseControl(v, v, `PAX ${key} (${what})`);
+    }
+  };
+}
+
+interface RawExtract {
+  _buffer: { shift(n: number): Uint8Array | null };
+  _consumeHeader(): boolean;
+  _decodeLongHeader(buf: Uint8Array): void;
+  _header: { type: string | null } | null;
+  _pax: Record<string, string> | null;
+  _paxGlobal: Record<string, string> | null;
+}
+
+const USTAR_MAGIC = Buffer.from("ustar\0", "latin1");
+
+function checkUstarBlock(b: Uint8Array): void {
+  checkField(b, 0, 100, "name");
+  checkField(b, 157, 100, "link name");
+  // Only ustar has a prefix there (GNU headers keep times at that offset), as tar-stream reads it.
+  if (Buffer.from(b.buffer, b.byteOffset + 257, 6).equals(USTAR_MAGIC))
+    checkField(b, 345, 155, "name prefix");
+}
+
+/** A NUL-terminated field: after the first NUL only NULs may follow. */
+function checkField(b: Uint8Array, off: number, len: number, what: string): void {
+  const f = b.subarray(off, off + len);
+  const nul = f.indexOf(0);
+  if (nul < 0) return;
+  for (let i = nul + 1; i < f.byteLength; i++) {
+    if (f[i] !== 0) {
+      let end = f.byteLength;
+      while (end > 0 && f[end - 1] === 0) end--;
+      const shown = Buffer.from(f.subarray(0, end)).toString("utf8");
+      throw new ArchiveError("bad-name", shown, `NUL byte inside the ${what}`);
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Writing the tree
 
@@ -333,6 +438,8 @@ class TreeWriter {
 
   async entry(h: TarHeader, body: AsyncIterable<Uint8Array>): Promise<void> {
     const comps = normalizeEntryName(h.name, this.policy, this.limits);
+    // Whatever the type: a link name nobody uses is still a name another tool may act on.
+    if (h.linkname !== null && h.linkname !== undefined) refuseControl(h.name, h.linkname, "link name");
     const rel = comps.join("/");
     const type = h.type;
     if (rel === "") {
@@ -472,8 +579,7 @@ class TreeWriter {
 
   private async symlink(h: TarHeader, comps: string[], rel: string, body: AsyncIterable<Uint8Array>) {
     const target = h.linkname ?? "";
-    if (target.length === 0 || target.includes("\0"))
-      throw new ArchiveError("bad-name", h.name, "empty symlink target");
+    if (target.length === 0) throw new ArchiveError("bad-name", h.name, "empty symlink target");
     if (Buffer.byteLength(target) > this.limits.maxPathBytes) {
       throw new ArchiveError(
         "path-too-long",
@@ -556,6 +662,7 @@ type EntryHandler = (header: TarHeader, body: AsyncIterable<Uint8Array>) => Prom
 
 async function parseTar(input: AsyncIterable<Uint8Array>, onEntry: EntryHandler): Promise<void> {
   const ex = tar.extract();
+  rawNameCheck(ex);
   let failure: unknown;
   let inflight: Promise<void> = Promise.resolve();
   const fail = (e: unknown) => {
@@ -826,7 +933,11 @@ function errText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
+/** JSON-quoted, with DEL, C1 controls and line separators escaped too (JSON leaves them raw). */
 function showName(name: string): string {
-  const s = JSON.stringify(name);
+  const s = JSON.stringify(name).replace(
+    /[\x7f-\x9f\u2028\u2029]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
   return s.length > 200 ? `${s.slice(0, 197)}..."` : s;
 }

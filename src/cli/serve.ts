@@ -1,6 +1,7 @@
 import { writeFileSync } from "node:fs";
 import { defineCommand } from "citty";
 import { LjError } from "../errors.ts";
+import { splitList } from "../paas/forwarding.ts";
 import { DEFAULT_PORT, serverRecordFile } from "./client.ts";
 
 export const serveCommand = defineCommand({
@@ -20,9 +21,14 @@ export const serveCommand = defineCommand({
     },
     "keep-releases": { type: "string", description: "releases kept per app", default: "10" },
     "max-upload": { type: "string", description: "largest source upload in MB", default: "256" },
+    "trusted-proxy": {
+      type: "string",
+      description:
+        "CIDR of a proxy in front of lj serve whose X-Forwarded-For/Forwarded chain is kept (repeatable; default: LJ_TRUSTED_PROXIES, [router] trusted_proxies, else none)",
+    },
     json: { type: "boolean", description: "print the listening address as JSON" },
   },
-  async run({ args }) {
+  async run({ args, rawArgs }) {
     const port = Number(args.port);
     if (!Number.isInteger(port) || port < 0 || port > 65535)
       throw new LjError("usage", "bad-port", `invalid port ${args.port}`);
@@ -34,6 +40,7 @@ export const serveCommand = defineCommand({
       healthTimeoutMs: Number(args["health-timeout"]) * 1000,
       keepReleases: Number(args["keep-releases"]),
       maxUploadBytes: Number(args["max-upload"]) * 1024 * 1024,
+      trustedProxies: repeated(rawArgs, "--trusted-proxy"),
     });
     writeFileSync(serverRecordFile(), JSON.stringify({ url: s.url, pid: process.pid, domain: s.domain }), {
       mode: 0o600,
@@ -46,6 +53,8 @@ export const serveCommand = defineCommand({
       process.stdout.write(`lightjail server listening on ${s.url}\n`);
       process.stdout.write(`apps answer at http://APP.${s.domain}:${s.port}/\n`);
       process.stdout.write(`git push: git remote add lj ${s.url}/git/APP.git\n`);
+      if (s.trustedProxies.length > 0)
+        process.stdout.write(`forwarding headers kept from: ${s.trustedProxies.join(", ")}\n`);
       if (s.tokenCreated) {
         process.stdout.write(`\nAPI token (shown once; stored mode 0600 for local clients):\n  ${s.token}\n`);
         process.stdout.write(
@@ -62,3 +71,23 @@ export const serveCommand = defineCommand({
     await s.stop();
   },
 });
+
+/**
+ * Every value of a repeatable option (citty keeps only the last): `--NAME V`, `--NAME=V`, each
+ * possibly comma separated; undefined when the option is not given at all.
+ */
+export function repeated(rawArgs: string[], name: string): string[] | undefined {
+  let out: string[] | undefined;
+  for (let i = 0; i < rawArgs.length; i++) {
+    const a = rawArgs[i]!;
+    if (a === "--") break;
+    let v: string | undefined;
+    if (a === name) {
+      v = rawArgs[++i];
+      if (v === undefined) throw new LjError("usage", "usage", `${name} needs a value`);
+    } else if (a.startsWith(`${name}=`)) v = a.slice(name.length + 1);
+    else continue;
+    out = [...(out ?? []), ...splitList(v)];
+  }
+  return out;
+}

@@ -15,6 +15,7 @@ import { forgetIdentity, identityEtc, identityOf } from "../store/identities.ts"
 import { paths } from "../store/paths.ts";
 import { type AppRow, type DeployRow, type Formation, PaasDb, type ReleaseRow } from "./db.ts";
 import { DeployRun } from "./deploy-run.ts";
+import { checkFormationChange } from "./formation.ts";
 import { LogHub } from "./logs.ts";
 import { type InstanceInfo, ProcessSet, WEB_PORT } from "./supervisor.ts";
 
@@ -444,13 +445,7 @@ export class Paas {
     app: string,
     changes: Record<string, { count?: number; memoryMb?: number; pids?: number }>,
   ): Promise<InstanceInfo[]> {
-    for (const [type, c] of Object.entries(changes)) {
-      if (!/^[a-z][a-z0-9_-]*$/.test(type))
-        throw new LjError("usage", "bad-process-type", `invalid process type ${type}`);
-      if (c.count !== undefined && (!Number.isInteger(c.count) || c.count < 0 || c.count > 100)) {
-        throw new LjError("usage", "bad-count", `${type}: count must be an integer from 0 to 100`);
-      }
-    }
+    for (const [type, c] of Object.entries(changes)) checkFormationChange(type, c);
     return this.withLock(app, async () => {
       const a = this.db.app(app);
       const formation: Formation = { ...a.formation };

@@ -1,11 +1,14 @@
 /**
  * The HTTP router: requests for APP.<domain> go to the app's healthy web instances, round
  * robin, with bodies streamed both ways and WebSocket upgrades bridged. While no instance is up
- * it answers 503 with a page that says so. Every request gets one access-log line.
+ * it answers 503 with a page that says so. Every request gets one access-log line. The
+ * forwarding headers (X-Forwarded-*, X-Real-IP, Forwarded) are the router's own, from the TCP
+ * peer; a client's are dropped unless the peer is a trusted proxy (see forwarding.ts).
  */
 import { appendFileSync, mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Server, ServerWebSocket } from "bun";
+import { FORWARDING_HEADERS, forwardingHeaders, TrustedProxies } from "./forwarding.ts";
 
 export interface Target {
   address: string;
@@ -21,6 +24,8 @@ export interface RouterOptions {
   /** The app's own log: router errors (5xx) always, every request with appLogAll. */
   appLog?(app: string, line: string): void;
   appLogAll?: boolean;
+  /** Peers (CIDRs) whose forwarding headers are kept and appended to; default none. */
+  trustedProxies?: TrustedProxies;
 }
 
 const HOP = [
@@ -56,6 +61,8 @@ const page = (status: number, title: string, text: string) =>
     },
   );
 
+const isForwarding = (k: string) => (FORWARDING_HEADERS as readonly string[]).includes(k);
+
 const escapeHtml = (s: string) => s.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
 
 export class Router {
@@ -63,9 +70,11 @@ export class Router {
   private accessBuf: string[] = [];
   private flushTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly suffix: string;
+  private readonly trusted: TrustedProxies;
 
   constructor(private readonly opts: RouterOptions) {
     this.suffix = `.${opts.domain.toLowerCase()}`;
+    this.trusted = opts.trustedProxies ?? new TrustedProxies([]);
     if (opts.accessLog) mkdirSync(dirname(opts.accessLog), { recursive: true });
   }
 
@@ -123,21 +132,21 @@ export class Router {
     let target: Target = first;
     // The incoming request's own headers are edited in place: copying them costs per request.
     const headers = req.headers;
-    const forwardedFor = server.requestIP(req)?.address;
     const wsUpgrade = headers.get("upgrade")?.toLowerCase() === "websocket";
     const host = headers.get("host") ?? "";
     const protocolHeader = headers.get("sec-websocket-protocol");
-    const prior = headers.get("x-forwarded-for");
-    const forwarded = {
-      "x-forwarded-host": host,
-      "x-forwarded-proto": raw.startsWith("https:") ? "https" : "http",
-      ...(forwardedFor ? { "x-forwarded-for": prior ? `${prior}, ${forwardedFor}` : forwardedFor } : {}),
-    };
+    const forwarded = forwardingHeaders(
+      server.requestIP(req)?.address,
+      raw.startsWith("https:") ? "https" : "http",
+      host,
+      this.trusted,
+      (name) => headers.get(name),
+    );
     if (wsUpgrade) {
       // The upgrade needs the request's own headers intact; the bridge gets a filtered copy.
       const wsHeaders: Record<string, string> = {};
       headers.forEach((v, k) => {
-        if (!k.startsWith("sec-websocket") && !HOP.includes(k)) wsHeaders[k] = v;
+        if (!k.startsWith("sec-websocket") && !HOP.includes(k) && !isForwarding(k)) wsHeaders[k] = v;
       });
       Object.assign(wsHeaders, forwarded);
       const protocols = (protocolHeader ?? "")
@@ -157,6 +166,7 @@ export class Router {
       return ok ? undefined : new Response("WebSocket upgrade failed\n", { status: 400 });
     }
     for (const h of HOP) if (headers.has(h)) headers.delete(h);
+    for (const h of FORWARDING_HEADERS) if (headers.has(h)) headers.delete(h);
     for (const [k, v] of Object.entries(forwarded)) headers.set(k, v);
     headers.set("host", host);
     const hasBody = req.method !== "GET" && req.method !== "HEAD" && req.body !== null;

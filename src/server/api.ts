@@ -278,10 +278,12 @@ export function createApi(o: ApiOptions): Hono<Env> {
     return c.json({ formation: paas.db.app(name).formation, processes: paas.ps(name) });
   });
   app.patch("/api/v1/apps/:app/formation", async (c) => {
-    const body =
-      await jsonBody<Record<string, number | { count?: number; memoryMb?: number; pids?: number }>>(c);
+    const body = await jsonBody<unknown>(c);
+    if (typeof body !== "object" || body === null || Array.isArray(body))
+      throw new LjError("usage", "bad-formation", 'the body must be an object like {"web": 2}');
+    // Each value is checked by paas.scale (field, type and range) before anything is stored.
     const changes: Record<string, { count?: number; memoryMb?: number; pids?: number }> = {};
-    for (const [k, v] of Object.entries(body ?? {})) changes[k] = typeof v === "number" ? { count: v } : v;
+    for (const [k, v] of Object.entries(body)) changes[k] = typeof v === "number" ? { count: v } : v;
     const processes = await paas.scale(c.req.param("app"), changes);
     return c.json({ formation: paas.db.app(c.req.param("app")).formation, processes });
   });

@@ -7,6 +7,7 @@
 import { join } from "node:path";
 import type { Server } from "bun";
 import type { ExtractLimits } from "../build/archive.ts";
+import { TrustedProxies, trustedProxiesFromConfig } from "../paas/forwarding.ts";
 import { type BuildFn, Paas, type PaasOptions } from "../paas/paas.ts";
 import { Router, type WsData } from "../paas/router.ts";
 import { ServiceManager } from "../paas/services.ts";
@@ -22,6 +23,12 @@ export interface ServeOptions extends PaasOptions {
   maxUploadBytes?: number;
   archiveLimits?: Partial<ExtractLimits>;
   build?: BuildFn;
+  /**
+   * Peers (CIDRs) whose X-Forwarded-For / Forwarded chain the router keeps and appends to
+   * (`lj serve --trusted-proxy`); when absent, LJ_TRUSTED_PROXIES or [router] trusted_proxies
+   * in config.toml; none by default.
+   */
+  trustedProxies?: string[];
 }
 
 export interface RunningServer {
@@ -30,6 +37,8 @@ export interface RunningServer {
   token: string;
   tokenCreated: boolean;
   domain: string;
+  /** The trusted proxies in effect (CIDRs as given). */
+  trustedProxies: readonly string[];
   paas: Paas;
   router: Router;
   server: Server<WsData>;
@@ -37,6 +46,8 @@ export interface RunningServer {
 }
 
 export async function startServer(o: ServeOptions = {}): Promise<RunningServer> {
+  // Checked before anything starts: a bad CIDR is a usage error, not a half-started server.
+  const trustedProxies = o.trustedProxies ? new TrustedProxies(o.trustedProxies) : trustedProxiesFromConfig();
   const { token, created } = loadOrCreateToken();
   const domain = o.domain ?? "localhost";
   const paas = new Paas(o);
@@ -47,6 +58,7 @@ export async function startServer(o: ServeOptions = {}): Promise<RunningServer> 
     targets: (app) => paas.targets(app),
     accessLog: join(paths.paasLogs(), "access.log"),
     appLog: (app, line) => paas.logs.write(app, "router", line),
+    trustedProxies,
   });
   paas.onChange = () => router.invalidate();
   let selfUrl = "";
@@ -83,6 +95,7 @@ export async function startServer(o: ServeOptions = {}): Promise<RunningServer> 
     token,
     tokenCreated: created,
     domain,
+    trustedProxies: trustedProxies.list,
     paas,
     router,
     server,
