@@ -114,7 +114,7 @@ export async function buildApp(dir: string, opts: BuildAppOptions): Promise<Slug
     await fsp.mkdir(cdir, { recursive: true, mode: 0o700 });
     const decision = await decide(cdir, computeKey(dir, p.lockfiles, salt), p.lockfiles, opts.force === true);
     log(decision.reason);
-    const restored = await restore(decision, appDir, p.build.cacheDirs);
+    const restored = await restore(decision, appDir, p.build.cacheDirs, log);
     if (restored.length > 0) log(`restored ${restored.join(", ")} from the cache`);
     restoreDownloads(join(cdir, "dl"), join(dlDisk.path, "dl"), who);
     chownTree(upper, who.uid, who.gid);
@@ -186,7 +186,7 @@ export async function buildApp(dir: string, opts: BuildAppOptions): Promise<Slug
     await fsp.mkdir(tmp, { mode: 0o755 });
     const published = copySanitised(appDir, join(tmp, "app"), { owner: ownedBy(who.uid, who.gid) });
     reportSanitised(published, log);
-    await save(decision, appDir, p.build.cacheDirs);
+    await save(decision, appDir, p.build.cacheDirs, log);
     saveDownloads(join(dlDisk.path, "dl"), join(cdir, "dl"));
     const final = join(slugs, id);
     const { detected, world, overlays, build, processes, env: penv, limits } = p;
