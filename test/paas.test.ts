@@ -830,7 +830,7 @@ describe("services: readiness", () => {
       expect(c.code).toBe(0);
       expect((await state("g1")).state).toBe("up");
       // Hold, then crash the server: it restarts, its port opens, and it must not be up.
-      writeFileSync(join(paths.paasServices(), "g1", "data", "hold"), "");
+      writeFileSync(join(paths.serviceData(), "g1", "hold"), "");
       const running = (
         s.paas.services as unknown as { running: Map<string, { jail: { kill(): void } | null }> }
       ).running;
@@ -853,7 +853,7 @@ describe("services: readiness", () => {
         "a restart after the failed health check",
       );
       expect(again.lastExit).toBe("killed: it failed its health check");
-      rmSync(join(paths.paasServices(), "g1", "data", "hold"));
+      rmSync(join(paths.serviceData(), "g1", "hold"));
       await until(async () => (await state("g1")).state === "up", 10_000, "up after the hold");
       expect((await cli(["services", "destroy", "g1"])).code).toBe(0);
     },
