@@ -314,3 +314,61 @@ describe("builds are bounded", () => {
     expect(readdirSync(join(root, "slugs", "linker")).filter((n) => !n.startsWith("."))).toEqual([]);
   });
 });
+
+describe("corporate set-ups and builds without a network", () => {
+  rootTest(
+    "a build gets the host's proxy settings and CA bundle; net = none leaves it no network",
+    async () => {
+      const hostCa = "/etc/ssl/certs/ca-certificates.crt";
+      process.env.HTTPS_PROXY = "http://proxy.corp.invalid:3128";
+      process.env.no_proxy = "internal.corp.invalid";
+      try {
+        await createApp(s, "corp");
+        const script = [
+          "env | grep -i -E '^(https_proxy|no_proxy|ssl_cert_file|node_extra_ca_certs)=' | sort > /app/build-env.txt",
+          'cmp -s /tmp/lj/ca-certificates.crt "$SSL_CERT_FILE" && sha256sum < "$SSL_CERT_FILE" | cut -c1-64 > /app/ca.txt',
+          "awk -F: 'NR > 2 { gsub(/ /, \"\", $1); print $1 }' /proc/net/dev > /app/links.txt",
+        ].join(" && ");
+        const dir = app("corp", nodeHello, {
+          "lj.toml": '[build]\nnet = "none"\n',
+          "package.json": JSON.stringify({ name: "corp", version: "1.0.0", scripts: { build: script } }),
+        });
+        const r = await deployDir(s, "corp", dir);
+        if (r.deploy?.status !== "succeeded") throw new Error(r.log);
+        const slug = join(slugDir("corp"), "app");
+        expect(readFileSync(join(slug, "build-env.txt"), "utf8").split("\n").filter(Boolean)).toEqual([
+          "HTTPS_PROXY=http://proxy.corp.invalid:3128",
+          "NODE_EXTRA_CA_CERTS=/tmp/lj/ca-certificates.crt",
+          "NO_PROXY=internal.corp.invalid",
+          "SSL_CERT_FILE=/tmp/lj/ca-certificates.crt",
+          "https_proxy=http://proxy.corp.invalid:3128",
+          "no_proxy=internal.corp.invalid",
+        ]);
+        const want = new Bun.CryptoHasher("sha256").update(readFileSync(hostCa)).digest("hex");
+        expect(readFileSync(join(slug, "ca.txt"), "utf8").trim()).toBe(want);
+        // No network but its own loopback.
+        expect(readFileSync(join(slug, "links.txt"), "utf8").trim()).toBe("lo");
+
+        process.env.LJ_BUILD_PROXY = "0";
+        const again = await deployDir(
+          s,
+          "corp",
+          app("corp-2", dir, {
+            "package.json": JSON.stringify({
+              name: "corp",
+              version: "1.0.0",
+              scripts: { build: "env > /app/build-env.txt" },
+            }),
+          }),
+        );
+        if (again.deploy?.status !== "succeeded") throw new Error(again.log);
+        const env2 = readFileSync(join(slugDir("corp"), "app", "build-env.txt"), "utf8");
+        expect(env2).not.toMatch(/^(https?_proxy|no_proxy|ssl_cert_file|node_extra_ca_certs)=/im);
+      } finally {
+        delete process.env.HTTPS_PROXY;
+        delete process.env.no_proxy;
+        delete process.env.LJ_BUILD_PROXY;
+      }
+    },
+  );
+});
