@@ -4,7 +4,7 @@
  * service overlays, each started once in a jail and queried with a real client.
  */
 import { afterAll, beforeAll, expect } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { RedisClient, SQL } from "bun";
@@ -198,6 +198,40 @@ rootTest(
       await s.stop();
       delete process.env.LJ_SUBNET;
     }
+  },
+  300_000,
+);
+
+rootTest(
+  "a build reaches HTTPS registries through the host's CA bundle (a minbase world has none), and not without it",
+  async () => {
+    const dir = join(root, "src", "https-probe");
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(
+      join(dir, "Jailfile"),
+      [
+        "name https-probe",
+        "version 1.0.0",
+        "type tool",
+        "#!/bin/sh",
+        "set -e",
+        "apt-get update -qq && apt-get install -y -qq --no-install-recommends curl >/dev/null",
+        // minbase has no CA certificates: only the bundle lightjail binds can make this work.
+        "test ! -e /etc/ssl/certs/ca-certificates.crt",
+        "curl -sS -o /dev/null https://registry.npmjs.org/ms && echo 'https via the host CA: ok'",
+        "",
+      ].join("\n"),
+    );
+    const ok = await lj(["build", join(dir, "Jailfile"), "--world", world], { LIGHTJAIL_ROOT: root });
+    expect(ok.stderr).toContain("https via the host CA: ok");
+    expect(ok.code).toBe(0);
+    const without = await lj(["build", join(dir, "Jailfile"), "--world", world, "--force"], {
+      LIGHTJAIL_ROOT: root,
+      LJ_BUILD_PROXY: "0",
+    });
+    expect(without.code).toBe(70);
+    expect(without.stderr).not.toContain("https via the host CA: ok");
+    expect(without.stderr).toMatch(/curl: \(77\)|certificate/i);
   },
   300_000,
 );
