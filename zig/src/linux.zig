@@ -540,9 +540,10 @@ fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64) noreturn {
     if (spec.root_dir != null and spec.flags.root_readonly)
         c.check(linux.mount(null, "/", null, linux.MS.REMOUNT | linux.MS.BIND | linux.MS.RDONLY, 0), "remount / read-only", .{});
 
-    for (spec.rlimits.slice()) |r| c.check(setRlimit(r), "setrlimit {d}", .{r.resource});
-
+    // Descriptors first: placing them duplicates each above 63, which a low RLIMIT_NOFILE
+    // would refuse (descriptors above a limit stay open; only new ones must fit under it).
     placeFds(&c, fds);
+    for (spec.rlimits.slice()) |r| c.check(setRlimit(r), "setrlimit {d}", .{r.resource});
 
     c.mark("rlimits, descriptors");
     if (placing) awaitPlacer(&c, &placer);
