@@ -545,7 +545,7 @@ fn child(spec: *Spec, fds: ChildFds, owner_ns: [2]u64) noreturn {
     placeFds(&c, fds);
     for (spec.rlimits.slice()) |r| c.check(setRlimit(r), "setrlimit {d}", .{r.resource});
 
-    c.mark("rlimits, descriptors");
+    c.mark("descriptors, rlimits");
     if (placing) awaitPlacer(&c, &placer);
     c.mark("cgroups placed");
 
