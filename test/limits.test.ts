@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { fdColumn, limitsColumn } from "../src/cli/ps.ts";
+import { parseLimitCounters } from "../src/jail/cgroup.ts";
 import { runJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
 import { type Instance, type LimitsSeen, ProcessSet } from "../src/paas/supervisor.ts";
@@ -227,4 +228,18 @@ test("lj ps columns for what a run's limits held back", () => {
   expect(
     limitsColumn({ ...none, pidsRefused: 3, cpuThrottled: 40, cpuThrottledMs: 1234, fdsExhausted: true }),
   ).toBe("pids (3 forks refused), cpu (throttled 40x, 1.2 s), fds (all used)");
+});
+
+test("limit counters read the same from cgroup v1 and v2 files", () => {
+  const v2 =
+    "usage_usec 9000\nuser_usec 8000\nsystem_usec 1000\nnr_periods 50\nnr_throttled 12\nthrottled_usec 345678\nnr_bursts 0\nburst_usec 0\n";
+  expect(parseLimitCounters(2, "max 3\n", v2)).toEqual({
+    pidsRefused: 3,
+    throttled: 12,
+    throttledUs: 345678,
+  });
+  const v1 = "nr_periods 50\nnr_throttled 7\nthrottled_time 2500000\nnr_bursts 0\nburst_time 0\n";
+  expect(parseLimitCounters(1, "max 0\n", v1)).toEqual({ pidsRefused: 0, throttled: 7, throttledUs: 2500 });
+  // Files not there (no such controller, the cgroup gone) count nothing.
+  expect(parseLimitCounters(2, "", "")).toEqual({ pidsRefused: 0, throttled: 0, throttledUs: 0 });
 });

@@ -514,21 +514,29 @@ export interface LimitCounters {
 
 /** Reads a jail's limit counters (v2: its one cgroup; v1: its pids and cpu hierarchies). */
 export function limitCounters(dirs: readonly string[]): LimitCounters {
-  const out: LimitCounters = { pidsRefused: 0, throttled: 0, throttledUs: 0 };
   const l = cgroupLayout();
-  if (!l) return out;
+  if (!l) return { pidsRefused: 0, throttled: 0, throttledUs: 0 };
   const under = (base: string | undefined) => (base ? dirs.find((d) => d.startsWith(`${base}/`)) : undefined);
   const pidsDir = under(l.version === 2 ? l.unified : l.pids);
   const cpuDir = under(l.version === 2 ? l.unified : l.cpu);
-  if (pidsDir) out.pidsRefused = counter(readOr(pidsDir, "pids.events"), "max");
-  if (cpuDir) {
-    const stat = readOr(cpuDir, "cpu.stat");
-    out.throttled = counter(stat, "nr_throttled");
+  return parseLimitCounters(
+    l.version,
+    pidsDir ? readOr(pidsDir, "pids.events") : "",
+    cpuDir ? readOr(cpuDir, "cpu.stat") : "",
+  );
+}
+
+/** The counters from pids.events and cpu.stat texts (the same names in v1 and v2 but one). */
+export function parseLimitCounters(version: 1 | 2, pidsEvents: string, cpuStat: string): LimitCounters {
+  return {
+    pidsRefused: counter(pidsEvents, "max"),
+    throttled: counter(cpuStat, "nr_throttled"),
     // v2 counts the time in microseconds, v1 in nanoseconds.
-    out.throttledUs =
-      l.version === 2 ? counter(stat, "throttled_usec") : Math.round(counter(stat, "throttled_time") / 1000);
-  }
-  return out;
+    throttledUs:
+      version === 2
+        ? counter(cpuStat, "throttled_usec")
+        : Math.round(counter(cpuStat, "throttled_time") / 1000),
+  };
 }
 
 /** A cgroup file's text, or "" when it is not there (not made yet, or already gone). */
