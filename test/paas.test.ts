@@ -482,7 +482,8 @@ describe("running apps", () => {
       expect([...seen].sort()).toEqual(["hello from node web.1 v1\n", "hello from node web.2 v1\n"]);
       const ps = await cli(["ps", "scaled"]);
       expect(ps.code).toBe(0);
-      expect(ps.stdout).toMatch(/web\.1\s+v1\s+up\s+0\s+\d+\.\d MB/);
+      // Its descriptors against the limit app processes get by default.
+      expect(ps.stdout).toMatch(/web\.1\s+v1\s+up\s+0\s+\d+\.\d MB\s+\d+\/16384\s/);
       expect(ps.stdout).toMatch(/web\.2\s+v1\s+up/);
       await cli(["scale", "scaled", "web=0"]);
       const down = await textVia(s, "scaled");

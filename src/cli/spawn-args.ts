@@ -62,7 +62,9 @@ Process:
   --mount SRC:DST[:ro]  bind a host path into the jail (repeatable)
 
 Limits and network:
-  -m MB               memory limit in megabytes
+  -m MB               memory limit in megabytes; also the size of the jail's writable /
+                      and /tmp (default without -m: 256 MiB each, ENOSPC past it).
+                      Every jail may open 1024 files (raisable to 4096)
   --pids N            process limit
   --cpus N            CPU quota in CPUs (e.g. 0.5)
   --timeout S         kill the jail after S seconds

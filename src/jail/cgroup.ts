@@ -2,8 +2,8 @@
  * Per-jail cgroups, v1 (one hierarchy per controller) and v2 (unified). The jail creates its
  * own cgroup directories, writes its limits and joins them before anything runs (the shim's
  * child does it, off the event loop); this module decides where they go, reads what happened
- * (OOM kills) and removes them afterwards. Directory names carry the owner's pid and start
- * time, so `lj gc` can tell leftovers of a dead owner from a live jail.
+ * (OOM kills, refused forks, CPU throttling) and removes them afterwards. Directory names carry
+ * the owner's pid and start time, so `lj gc` can tell leftovers of a dead owner from a live jail.
  */
 import {
   closeSync,
@@ -498,6 +498,95 @@ export function memoryUsage(dirs: readonly string[]): number | null {
   const dir = base && dirs.find((d) => d.startsWith(`${base}/`));
   if (!dir) return null;
   return Number(readText(dir, l?.version === 2 ? "memory.current" : "memory.usage_in_bytes"));
+}
+
+/**
+ * What a jail's pids and CPU limits held back so far. The counters only grow while its cgroups
+ * live, and cgroups made ahead of time are used again, so a caller compares two readings.
+ */
+export interface LimitCounters {
+  /** Forks refused at the pids limit (pids.events `max`). */
+  pidsRefused: number;
+  /** Scheduler periods in which the jail had used up its CPU quota, and how long it waited. */
+  throttled: number;
+  throttledUs: number;
+}
+
+/** Reads a jail's limit counters (v2: its one cgroup; v1: its pids and cpu hierarchies). */
+export function limitCounters(dirs: readonly string[]): LimitCounters {
+  const l = cgroupLayout();
+  if (!l) return { pidsRefused: 0, throttled: 0, throttledUs: 0 };
+  const under = (base: string | undefined) => (base ? dirs.find((d) => d.startsWith(`${base}/`)) : undefined);
+  const pidsDir = under(l.version === 2 ? l.unified : l.pids);
+  const cpuDir = under(l.version === 2 ? l.unified : l.cpu);
+  return parseLimitCounters(
+    l.version,
+    pidsDir ? readOr(pidsDir, "pids.events") : "",
+    cpuDir ? readOr(cpuDir, "cpu.stat") : "",
+  );
+}
+
+/** The counters from pids.events and cpu.stat texts (the same names in v1 and v2 but one). */
+export function parseLimitCounters(version: 1 | 2, pidsEvents: string, cpuStat: string): LimitCounters {
+  return {
+    pidsRefused: counter(pidsEvents, "max"),
+    throttled: counter(cpuStat, "nr_throttled"),
+    // v2 counts the time in microseconds, v1 in nanoseconds.
+    throttledUs:
+      version === 2
+        ? counter(cpuStat, "throttled_usec")
+        : Math.round(counter(cpuStat, "throttled_time") / 1000),
+  };
+}
+
+/** A cgroup file's text, or "" when it is not there (not made yet, or already gone). */
+function readOr(dir: string, file: string): string {
+  try {
+    return readText(dir, file);
+  } catch {
+    return "";
+  }
+}
+
+/** The descriptors the jail's busiest process holds, and its RLIMIT_NOFILE (soft). */
+export interface FdUse {
+  pid: number;
+  open: number;
+  limit: number | null;
+}
+
+/**
+ * Finds the jail's process with the most open descriptors (its processes are those in its
+ * cgroups: the keeper and everything the payload started). Null when none is left. Costs a
+ * directory read per process, and one more read for the busiest one's limit.
+ */
+export function fdUse(dirs: readonly string[]): FdUse | null {
+  const first = dirs[0];
+  if (!first) return null;
+  let best: FdUse | null = null;
+  for (const line of readOr(first, "cgroup.procs").split("\n")) {
+    const pid = Number(line);
+    if (!line || !Number.isInteger(pid)) continue;
+    let open: number;
+    try {
+      open = readdirSync(`/proc/${pid}/fd`).length;
+    } catch {
+      continue; // it ended meanwhile
+    }
+    if (!best || open > best.open) best = { pid, open, limit: null };
+  }
+  if (best) best.limit = openFilesLimit(best.pid);
+  return best;
+}
+
+/** The soft "Max open files" of a process (null: gone, or unlimited). */
+function openFilesLimit(pid: number): number | null {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/limits`, "utf8"));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
 }
 
 /** Removes a finished jail's cgroups (retrying briefly while the kernel lets go of them). */

@@ -52,6 +52,10 @@ export interface JailSpec {
   net?: NetMode;
   mounts?: BindMount[];
   limits?: JailLimits;
+  /**
+   * Resource limits, soft and hard (one number: both). Without `nofile` a jail gets 1024 soft,
+   * 4096 hard (the shim's default, zig/src/spec.zig `defaults`), never its owner's limit.
+   */
   rlimits?: Partial<Record<RlimitName, number | [number, number]>>;
   /** Capabilities the payload keeps (e.g. ["CHOWN", "DAC_OVERRIDE"]); default none. */
   caps?: string[];
@@ -64,7 +68,11 @@ export interface JailSpec {
   newSession?: boolean;
   /** Keep the seccomp filter (default true). */
   seccomp?: boolean;
-  /** Size caps for the tmpfs upper layer and /tmp, in bytes. */
+  /**
+   * Size caps for the tmpfs upper layer (the jail's writable `/`, without `upper`) and /tmp, in
+   * bytes. Default (the shim's, zig/src/spec.zig `defaults`): each as large as the memory
+   * limit, or 256 MiB without one. Writing past a cap fails with ENOSPC.
+   */
   upperBytes?: number;
   tmpBytes?: number;
   /** FreeBSD: addresses for ip4.addr/ip6.addr and the interface they alias on. */

@@ -13,6 +13,9 @@ export interface ProcessSettings {
   count: number;
   memoryMb?: number;
   pids?: number;
+  /** CPU quota in CPUs (default 1) and RLIMIT_NOFILE (default 16384): PROCESS_DEFAULTS. */
+  cpus?: number;
+  nofile?: number;
 }
 export type Formation = Record<string, ProcessSettings>;
 

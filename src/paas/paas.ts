@@ -17,7 +17,7 @@ import { type AppRow, type DeployRow, type Formation, PaasDb, type ReleaseRow } 
 import { DeployRun } from "./deploy-run.ts";
 import { checkFormationChange } from "./formation.ts";
 import { LogHub } from "./logs.ts";
-import { type InstanceInfo, ProcessSet, WEB_PORT } from "./supervisor.ts";
+import { type InstanceInfo, PROCESS_DEFAULTS, ProcessSet, WEB_PORT } from "./supervisor.ts";
 
 export type BuildFn = (dir: string, opts: { app: string; log?: BuildLog; force?: boolean }) => Promise<Slug>;
 
@@ -332,7 +332,9 @@ export class Paas {
       limits: {
         memoryBytes: (settings?.memoryMb ?? this.opts.memoryMb ?? 512) * 1024 * 1024,
         pids: settings?.pids ?? this.opts.pids ?? 256,
+        cpus: settings?.cpus ?? PROCESS_DEFAULTS.cpus,
       },
+      rlimits: { nofile: settings?.nofile ?? PROCESS_DEFAULTS.nofile },
       stdio: ["ignore", "pipe", "pipe"],
       name: `${app}.${name}`,
     };

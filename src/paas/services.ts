@@ -23,7 +23,7 @@ import { paths } from "../store/paths.ts";
 import { defaultWorld, worldMounts, worldPath } from "../store/worlds.ts";
 import type { ServiceRow } from "./db.ts";
 import type { Paas, ServiceBinding } from "./paas.ts";
-import { Instance } from "./supervisor.ts";
+import { Instance, PROCESS_DEFAULTS } from "./supervisor.ts";
 
 const PLUGIN_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"];
 
@@ -177,7 +177,8 @@ export class ServiceManager {
       },
       hostname: rec.name,
       net: "private" as const,
-      limits: { memoryBytes: 1024 * 1024 * 1024, pids: 512 },
+      limits: { memoryBytes: 1024 * 1024 * 1024, pids: 512, cpus: PROCESS_DEFAULTS.cpus },
+      rlimits: { nofile: PROCESS_DEFAULTS.nofile },
       stdio: ["ignore", "pipe", "pipe"] as JailSpec["stdio"],
       name: `service.${rec.name}`,
     };

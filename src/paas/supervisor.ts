@@ -6,7 +6,7 @@
  */
 import { readFileSync } from "node:fs";
 import { LjError } from "../errors.ts";
-import { memoryUsage } from "../jail/cgroup.ts";
+import { fdUse, type LimitCounters, limitCounters, memoryUsage } from "../jail/cgroup.ts";
 import { waitForPort } from "../jail/net.ts";
 import { parseIp, vethName } from "../jail/net-alloc.ts";
 import { type Jail, spawnJail } from "../jail/spawn.ts";
@@ -26,6 +26,22 @@ export interface InstanceInfo {
   memoryBytes: number | null;
   startedAt: string | null;
   lastExit: string | null;
+  /** What its limits held back in its latest run (null: never started). */
+  limits: LimitsSeen | null;
+}
+
+/** What a process's limits held back in one run of its jail, as its samples saw it. */
+export interface LimitsSeen {
+  /** Forks refused at its pids limit. */
+  pidsRefused: number;
+  /** Scheduler periods in which it had used up its CPU quota, and the time it waited. */
+  cpuThrottled: number;
+  cpuThrottledMs: number;
+  /** Descriptors its busiest process held at the latest sample, and that process's limit. */
+  fds: number | null;
+  fdLimit: number | null;
+  /** A sample found a process holding every descriptor it may. */
+  fdsExhausted: boolean;
 }
 
 export interface SupervisorHooks {
@@ -34,6 +50,8 @@ export interface SupervisorHooks {
   changed(): void;
   /** After the port opens: resolves once the jail's server is ready (a service's health command). */
   ready?(jail: Jail, deadline: number): Promise<void>;
+  /** How often a running process's limits are sampled (default LIMITS_SAMPLE_MS). */
+  sampleMs?: number;
 }
 
 export const WEB_PORT = 5000;
@@ -44,6 +62,14 @@ const STABLE_MS = 30_000;
 const LOOP_CRASHES = 5;
 const LOOP_WINDOW_MS = 60_000;
 const STOP_GRACE_MS = 5_000;
+/** Limits are sampled this often: a few file reads per process, off every spawn's path. */
+export const LIMITS_SAMPLE_MS = 5_000;
+
+/**
+ * Run-time limits a PaaS process (app process or service) gets unless its formation says
+ * otherwise: a CPU quota and a descriptor limit well above a bare jail's 1024.
+ */
+export const PROCESS_DEFAULTS = { cpus: 1, nofile: 16384 };
 
 export class Instance {
   jail: Jail | null = null;
@@ -60,6 +86,8 @@ export class Instance {
   private unhealthy: Jail | null = null;
   /** In a crash loop (said once in the log) until a run lasts STABLE_MS. */
   private looping = false;
+  /** The latest run's limits, sampled while it runs. */
+  private watch: LimitWatch | null = null;
 
   constructor(
     readonly type: string,
@@ -79,8 +107,10 @@ export class Instance {
   start(): void {
     if (!this.wanted) return;
     let jail: Jail;
+    let spec: JailSpec;
     try {
-      jail = spawnJail(this.spec());
+      spec = this.spec();
+      jail = spawnJail(spec);
     } catch (e) {
       this.lastExit = `could not start: ${(e as Error).message}`;
       this.hooks.log("lj", `${this.name}: ${this.lastExit}`);
@@ -89,12 +119,17 @@ export class Instance {
     }
     this.jail = jail;
     this.startedAt = Date.now();
+    const say = (what: string) => this.hooks.log("lj", `${this.name} (v${this.release}) ${what}`);
+    const watch = new LimitWatch(jail, spec, say, this.hooks.sampleMs ?? LIMITS_SAMPLE_MS);
+    this.watch = watch;
     this.setState("starting");
     void pumpLines(jail.stdout, (l) => this.hooks.log(this.name, l));
     void pumpLines(jail.stderr, (l) => this.hooks.log(this.name, l));
     this.healthy = this.checkHealth(jail);
     this.healthy.catch(() => {});
     void jail.exited.then((r) => {
+      // Before its cgroups go (or serve another jail): a fork bomb may have lasted no sample.
+      watch.finish();
       if (this.jail !== jail) return;
       this.jail = null;
       const how =
@@ -232,7 +267,89 @@ export class Instance {
       memoryBytes: this.memoryBytes(),
       startedAt: this.startedAt && this.jail ? new Date(this.startedAt).toISOString() : null,
       lastExit: this.lastExit,
+      limits: this.watch ? this.watch.now() : null,
     };
+  }
+}
+
+/**
+ * Samples what one run's limits hold back: forks refused at the pids limit, CPU throttling,
+ * and the descriptors its busiest process holds against its limit. Each is said once in the
+ * app's log when first seen. The cgroup counters outlive the jail (cgroups are used again), so
+ * they are counted from the run's start; a last sample is taken as the jail ends.
+ */
+class LimitWatch {
+  readonly seen: LimitsSeen = {
+    pidsRefused: 0,
+    cpuThrottled: 0,
+    cpuThrottledMs: 0,
+    fds: null,
+    fdLimit: null,
+    fdsExhausted: false,
+  };
+  private readonly base: LimitCounters;
+  private timer: ReturnType<typeof setInterval> | null;
+
+  constructor(
+    private readonly jail: Jail,
+    private readonly spec: JailSpec,
+    private readonly say: (what: string) => void,
+    everyMs: number,
+  ) {
+    this.base = limitCounters(jail.cgroups);
+    this.timer = setInterval(() => this.sample(true), everyMs);
+    this.timer.unref?.();
+  }
+
+  /** What was seen, with the descriptors as they are now while the jail runs. */
+  now(): LimitsSeen {
+    if (this.timer) this.sample(true);
+    return { ...this.seen };
+  }
+
+  finish(): void {
+    if (!this.timer) return;
+    clearInterval(this.timer);
+    this.timer = null;
+    this.sample(false);
+  }
+
+  private sample(live: boolean): void {
+    try {
+      this.counters();
+      if (live) this.descriptors();
+    } catch {
+      // A reading that fails (the jail ending meanwhile) is taken again next time.
+    }
+  }
+
+  private counters(): void {
+    const now = limitCounters(this.jail.cgroups);
+    const s = this.seen;
+    // Gone cgroups read as zero: what was seen stays.
+    const refused = Math.max(s.pidsRefused, now.pidsRefused - this.base.pidsRefused);
+    if (refused > 0 && s.pidsRefused === 0) this.say(`hit its pids limit (${this.spec.limits?.pids})`);
+    s.pidsRefused = refused;
+    const throttled = now.throttled - this.base.throttled;
+    if (throttled > s.cpuThrottled) {
+      if (s.cpuThrottled === 0) {
+        this.say(`was CPU-throttled ${throttled} times (its quota: ${this.spec.limits?.cpus} CPU)`);
+      }
+      s.cpuThrottled = throttled;
+      s.cpuThrottledMs = Math.round((now.throttledUs - this.base.throttledUs) / 1000);
+    }
+  }
+
+  private descriptors(): void {
+    const use = fdUse(this.jail.cgroups);
+    if (!use) return;
+    const s = this.seen;
+    s.fds = use.open;
+    s.fdLimit = use.limit;
+    if (use.limit !== null && use.open >= use.limit && !s.fdsExhausted) {
+      s.fdsExhausted = true;
+      this.say(`used all ${use.limit} file descriptors`);
+    }
   }
 }
 

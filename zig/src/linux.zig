@@ -558,14 +558,12 @@ fn child(spec: *Spec, fds: ChildFds, trees: ?*idmap.Trees, owner_ns: [2]u64) nor
     if (spec.root_dir != null and spec.flags.root_readonly)
         c.check(linux.mount(null, "/", null, linux.MS.REMOUNT | linux.MS.BIND | linux.MS.RDONLY, 0), "remount / read-only", .{});
 
-    for (spec.rlimits.slice()) |r| {
-        const lim = [2]u64{ r.soft, r.hard };
-        c.check(linux.syscall4(.prlimit64, 0, r.resource, @intFromPtr(&lim), 0), "setrlimit {d}", .{r.resource});
-    }
-
+    // Descriptors first: placing them duplicates each above 63, which a low RLIMIT_NOFILE
+    // would refuse (descriptors above a limit stay open; only new ones must fit under it).
     placeFds(&c, fds);
+    for (spec.rlimits.slice()) |r| c.check(setRlimit(r), "setrlimit {d}", .{r.resource});
 
-    c.mark("rlimits, descriptors");
+    c.mark("descriptors, rlimits");
     if (placing) awaitPlacer(&c, &placer);
     c.mark("cgroups placed");
 
@@ -574,6 +572,18 @@ fn child(spec: *Spec, fds: ChildFds, trees: ?*idmap.Trees, owner_ns: [2]u64) nor
     // placeFds put after the passed descriptors.
     if (trace.on) trace.flush(c.status_fd, "");
     execKeeper(&c, fds.keeper);
+}
+
+/// A hard limit above the one the jail inherited needs CAP_SYS_RESOURCE in the host's user
+/// namespace, which a user-namespaced jail lacks: it gets the most it may have instead.
+fn setRlimit(r: spec_mod.Rlimit) usize {
+    var lim = [2]u64{ r.soft, r.hard };
+    const rc = linux.syscall4(.prlimit64, 0, r.resource, @intFromPtr(&lim), 0);
+    if (errno(rc) != .PERM) return rc;
+    var cur: [2]u64 = undefined;
+    if (errno(linux.syscall4(.prlimit64, 0, r.resource, 0, @intFromPtr(&cur))) != null) return rc;
+    lim = .{ @min(r.soft, cur[1]), @min(r.hard, cur[1]) };
+    return linux.syscall4(.prlimit64, 0, r.resource, @intFromPtr(&lim), 0);
 }
 
 /// Why a cgroup step failed: the errno, what was being done, and the file.

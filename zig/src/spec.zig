@@ -29,7 +29,7 @@ pub const Tag = enum(u16) {
     limits = 17, // u64 memory_bytes_max, u64 pids_max, u64 cpu_millis (0 = unlimited)
     stdio = 18, // 3 x i32: fd, or stdio_null, or stdio_pipe
     pass_fd = 19, // i32, repeated: appears in the payload as 3, 4, ...
-    tmpfs = 20, // u64 upper_bytes_max, u64 tmp_bytes_max
+    tmpfs = 20, // u64 upper_bytes_max, u64 tmp_bytes_max (0 = the default, see `defaults`)
     jail_name = 21, // string (FreeBSD jail name; Linux uses it in error texts only)
     ip4 = 22, // 4 bytes, network order, repeated (FreeBSD ip4.addr)
     ip6 = 23, // 16 bytes, repeated
@@ -86,6 +86,22 @@ pub const max_cgroups = 8;
 pub const max_addrs = 8;
 pub const max_hides = 4;
 
+/// What a jail gets when its spec leaves a limit unset. Applied by `decode`, so every front end
+/// (the TypeScript API and `lj spawn`, the native `ljspawn`, jail pools) and both backends
+/// apply the same rule, from this one definition.
+pub const defaults = struct {
+    /// The tmpfs under the jail's writable upper layer and /tmp are each as large as the jail's
+    /// memory limit (their pages are charged to it anyway: a full tmpfs says ENOSPC where the
+    /// memory cgroup would kill), or this size without one.
+    pub const tmpfs_bytes: u64 = 256 << 20;
+    /// RLIMIT_NOFILE, soft and hard: the classic soft limit, and room for a program that asks.
+    /// The owner's own limit (often raised for a server) is never what a jail inherits.
+    pub const nofile_soft: u64 = 1024;
+    pub const nofile_hard: u64 = 4096;
+};
+/// Linux's RLIMIT_NOFILE; specs carry Linux resource numbers (FreeBSD translates them).
+pub const rlimit_nofile: u32 = 7;
+
 pub const Mount = struct { flags: MountFlags, src: [:0]const u8, dst: [:0]const u8 };
 pub const Rlimit = struct { resource: u32, soft: u64, hard: u64 };
 /// `join`: a cgroup its owner made and limited ahead of time; the jail only joins it.
@@ -118,6 +134,7 @@ pub const Spec = struct {
     cpu_millis: u64 = 0,
     stdio: [3]i32 = .{ stdio_null, stdio_null, stdio_null },
     pass_fds: Bounded(i32, max_pass_fds) = .{},
+    /// After `decode`: the size caps the backends give the tmpfs mounts (never 0: see `defaults`).
     upper_bytes_max: u64 = 0,
     tmp_bytes_max: u64 = 0,
     ip4: Bounded([4]u8, max_addrs) = .{},
@@ -168,6 +185,16 @@ pub fn decode(buf: []const u8, out: *Spec, failure: *DecodeFailure) DecodeError!
     if (out.argv.len == 0) return fail(failure, error.MissingArgv, @intFromEnum(Tag.argv));
     if (out.root_dir != null and out.lowers.len != 0) return fail(failure, error.RootConflict, @intFromEnum(Tag.root_dir));
     if (out.root_dir == null and out.stage == null) return fail(failure, error.MissingStage, @intFromEnum(Tag.stage));
+    applyDefaults(out) catch |e| return fail(failure, e, @intFromEnum(Tag.rlimit));
+}
+
+/// Fills in what the spec left unset (see `defaults`).
+pub fn applyDefaults(s: *Spec) DecodeError!void {
+    const size = if (s.memory_bytes_max > 0) s.memory_bytes_max else defaults.tmpfs_bytes;
+    if (s.upper_bytes_max == 0) s.upper_bytes_max = size;
+    if (s.tmp_bytes_max == 0) s.tmp_bytes_max = size;
+    for (s.rlimits.slice()) |r| if (r.resource == rlimit_nofile) return;
+    try s.rlimits.append(.{ .resource = rlimit_nofile, .soft = defaults.nofile_soft, .hard = defaults.nofile_hard });
 }
 
 /// Decodes a payload record set (argv, env, cwd, uid, gid, caps and the payload's flags) over
@@ -432,6 +459,44 @@ test "decode rejects malformed input with the failing tag" {
     const full = e.bytes();
     s = .{};
     try std.testing.expectError(error.Truncated, decode(full[0 .. full.len - 1], &s, &f));
+}
+
+test "a spec that sets no limits gets the defaults; one that does keeps its own" {
+    var e = try Encoder.init(std.testing.allocator);
+    defer e.deinit();
+    try e.string(.stage, "/s");
+    try e.string(.argv, "x");
+    var s = Spec{};
+    var f: DecodeFailure = undefined;
+    try decode(e.bytes(), &s, &f);
+    try std.testing.expectEqual(defaults.tmpfs_bytes, s.upper_bytes_max);
+    try std.testing.expectEqual(defaults.tmpfs_bytes, s.tmp_bytes_max);
+    try std.testing.expectEqual(@as(usize, 1), s.rlimits.len);
+    try std.testing.expectEqual(Rlimit{ .resource = rlimit_nofile, .soft = 1024, .hard = 4096 }, s.rlimits.slice()[0]);
+
+    // With a memory limit the tmpfs sizes follow it; given sizes and a given nofile stay.
+    var lim: [24]u8 = std.mem.zeroes([24]u8);
+    std.mem.writeInt(u64, lim[0..8], 64 << 20, .little);
+    try e.raw(.limits, &lim);
+    var rl: [24]u8 = std.mem.zeroes([24]u8);
+    std.mem.writeInt(u32, rl[0..4], rlimit_nofile, .little);
+    std.mem.writeInt(u64, rl[8..16], 50, .little);
+    std.mem.writeInt(u64, rl[16..24], 60, .little);
+    try e.raw(.rlimit, &rl);
+    s = .{};
+    try decode(e.bytes(), &s, &f);
+    try std.testing.expectEqual(@as(u64, 64 << 20), s.upper_bytes_max);
+    try std.testing.expectEqual(@as(u64, 64 << 20), s.tmp_bytes_max);
+    try std.testing.expectEqual(@as(usize, 1), s.rlimits.len);
+    try std.testing.expectEqual(@as(u64, 50), s.rlimits.slice()[0].soft);
+    var sizes: [16]u8 = undefined;
+    std.mem.writeInt(u64, sizes[0..8], 1 << 20, .little);
+    std.mem.writeInt(u64, sizes[8..16], 0, .little);
+    try e.raw(.tmpfs, &sizes);
+    s = .{};
+    try decode(e.bytes(), &s, &f);
+    try std.testing.expectEqual(@as(u64, 1 << 20), s.upper_bytes_max);
+    try std.testing.expectEqual(@as(u64, 64 << 20), s.tmp_bytes_max);
 }
 
 test "a payload replaces what runs, and only that" {
