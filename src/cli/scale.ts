@@ -1,27 +1,37 @@
 import { defineCommand } from "citty";
 import { usageError } from "../errors.ts";
+import type { FormationChange } from "../paas/formation.ts";
 import { client, clientArgs, out, printJson } from "./client.ts";
 
-/** TYPE=N, TYPE=N:MEMORYmb or TYPE:memory=MB / TYPE:pids=N. */
-export function parseScale(
-  items: string[],
-): Record<string, { count?: number; memoryMb?: number; pids?: number }> {
-  const out: Record<string, { count?: number; memoryMb?: number; pids?: number }> = {};
+const FIELDS: Record<string, keyof FormationChange> = {
+  memory: "memoryMb",
+  pids: "pids",
+  cpus: "cpus",
+  nofile: "nofile",
+};
+
+/** TYPE=N, or TYPE:memory=MB / TYPE:pids=N / TYPE:cpus=X / TYPE:nofile=N (the server checks ranges). */
+export function parseScale(items: string[]): Record<string, FormationChange> {
+  const out: Record<string, FormationChange> = {};
   for (const it of items) {
-    const m = /^([a-z][a-z0-9_-]*)(?::(memory|pids))?=(\d+)$/.exec(it);
-    if (!m) throw usageError(`"${it}" is not TYPE=COUNT (or TYPE:memory=MB, TYPE:pids=N)`);
+    const m = /^([a-z][a-z0-9_-]*)(?::(memory|pids|cpus|nofile))?=(\d+(?:\.\d+)?)$/.exec(it);
+    if (!m || (m[2] !== "cpus" && m[3]!.includes(".")))
+      throw usageError(
+        `"${it}" is not TYPE=COUNT (or TYPE:memory=MB, TYPE:pids=N, TYPE:cpus=X, TYPE:nofile=N)`,
+      );
     const [, type, field, n] = m;
     out[type!] ??= {};
-    const e = out[type!]!;
-    if (field === "memory") e.memoryMb = Number(n);
-    else if (field === "pids") e.pids = Number(n);
-    else e.count = Number(n);
+    out[type!]![field ? FIELDS[field]! : "count"] = Number(n);
   }
   return out;
 }
 
 export const scaleCommand = defineCommand({
-  meta: { name: "scale", description: "Scale process types: lj scale APP web=2 worker=1 [web:memory=256]" },
+  meta: {
+    name: "scale",
+    description:
+      "Scale process types: lj scale APP web=2 worker=1 [web:memory=256 web:cpus=0.5 web:nofile=4096]",
+  },
   args: { ...clientArgs, app: { type: "positional", required: true, description: "app name" } },
   async run({ args }) {
     const items = (args._ as string[]).slice(1);

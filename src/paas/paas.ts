@@ -15,7 +15,7 @@ import { forgetIdentity, identityEtc, identityOf } from "../store/identities.ts"
 import { paths } from "../store/paths.ts";
 import { type AppRow, type DeployRow, type Formation, PaasDb, type ReleaseRow } from "./db.ts";
 import { DeployRun } from "./deploy-run.ts";
-import { checkFormationChange } from "./formation.ts";
+import { checkFormationChange, type FormationChange, LIMIT_FIELDS } from "./formation.ts";
 import { LogHub } from "./logs.ts";
 import { type InstanceInfo, PROCESS_DEFAULTS, ProcessSet, WEB_PORT } from "./supervisor.ts";
 
@@ -443,10 +443,7 @@ export class Paas {
 
   // Formation ----------------------------------------------------------------------------------
 
-  async scale(
-    app: string,
-    changes: Record<string, { count?: number; memoryMb?: number; pids?: number }>,
-  ): Promise<InstanceInfo[]> {
+  async scale(app: string, changes: Record<string, FormationChange>): Promise<InstanceInfo[]> {
     for (const [type, c] of Object.entries(changes)) checkFormationChange(type, c);
     return this.withLock(app, async () => {
       const a = this.db.app(app);
@@ -454,7 +451,7 @@ export class Paas {
       let limitsChanged = false;
       for (const [type, c] of Object.entries(changes)) {
         const prev = formation[type] ?? { count: type === "web" ? 1 : 0 };
-        if (c.memoryMb !== undefined || c.pids !== undefined) limitsChanged = true;
+        if (LIMIT_FIELDS.some((f) => c[f as keyof FormationChange] !== undefined)) limitsChanged = true;
         formation[type] = {
           ...prev,
           ...Object.fromEntries(Object.entries(c).filter(([, v]) => v !== undefined)),

@@ -2,12 +2,14 @@
  * The JSON API under /api/v1 (docs/api.md documents every route) and the git endpoint under
  * /git. Every route but health needs the token; every error is {error:{code,message,hint}}.
  */
+
 import type { Server } from "bun";
 import { type Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import { type ExtractLimits, extractTar } from "../build/archive.ts";
 import { isLjError, LjError } from "../errors.ts";
+import type { FormationChange } from "../paas/formation.ts";
 import { formatLogLine, type LogLine } from "../paas/logs.ts";
 import type { Paas } from "../paas/paas.ts";
 import type { ServiceManager } from "../paas/services.ts";
@@ -282,7 +284,7 @@ export function createApi(o: ApiOptions): Hono<Env> {
     if (typeof body !== "object" || body === null || Array.isArray(body))
       throw new LjError("usage", "bad-formation", 'the body must be an object like {"web": 2}');
     // Each value is checked by paas.scale (field, type and range) before anything is stored.
-    const changes: Record<string, { count?: number; memoryMb?: number; pids?: number }> = {};
+    const changes: Record<string, FormationChange> = {};
     for (const [k, v] of Object.entries(body)) changes[k] = typeof v === "number" ? { count: v } : v;
     const processes = await paas.scale(c.req.param("app"), changes);
     return c.json({ formation: paas.db.app(c.req.param("app")).formation, processes });
