@@ -260,103 +260,82 @@ fn segments(comptime arch: Arch) []const Segment {
     }
 }
 
-/// The instructions one segment's action takes, where the search ends.
-fn leafLen(action: Action) usize {
-    return switch (action) {
-        .allow, .eperm, .enosys => 1,
-        .socket => 16,
-        .socketpair => 4,
-        .personality => 3 + personalities.len,
-        .ns_flags => 4,
-        .ioctl => 5,
-    };
-}
+/// Where a jump goes: the next instruction, an instruction by index, or a labelled place.
+const Target = union(enum) { next, at: usize, to: Label };
 
-/// The instructions a search over `segs` takes (see Builder.search).
-fn searchLen(segs: []const Segment) usize {
-    if (segs.len == 1) return leafLen(segs[0].action);
-    const mid = segs.len / 2;
-    const left = searchLen(segs[0..mid]);
-    return 1 + @intFromBool(left > 255) + left + searchLen(segs[mid..]);
-}
+/// The places jumps go to by name: the shared returns and the argument checks.
+const Label = enum {
+    allow,
+    eperm,
+    enosys,
+    kill,
+    afnosupport,
+    protonosupport,
+    opnotsupp,
+    socket,
+    inet,
+    netlink,
+    socketpair,
+    personality,
+    ns_flags,
+    ioctl,
 
-const max_insns = 1024;
+    fn of(action: Action) Label {
+        return switch (action) {
+            inline else => |a| @field(Label, @tagName(a)),
+        };
+    }
+};
 
+const max_insns = 256;
+
+/// Builds a program with symbolic forward jumps, resolved at the end. Every outcome is one
+/// shared return at the end of the program, and each argument check exists once, however many
+/// search leaves lead to it: the kernel's cost to install a filter grows with its length
+/// (converting and compiling it), so the program is kept short.
 const Builder = struct {
     insns: [max_insns]Insn = undefined,
     n: usize = 0,
+    jumps: [max_insns]struct { jt: Target, jf: Target } = undefined,
+    labels: [@typeInfo(Label).@"enum".fields.len]?usize = .{null} ** @typeInfo(Label).@"enum".fields.len,
 
-    fn add(b: *Builder, code: u16, jt: u8, jf: u8, k: u32) void {
-        b.insns[b.n] = .{ .code = code, .jt = jt, .jf = jf, .k = k };
+    fn add(b: *Builder, code: u16, k: u32) void {
+        b.insns[b.n] = .{ .code = code, .jt = 0, .jf = 0, .k = k };
+        b.jumps[b.n] = .{ .jt = .next, .jf = .next };
         b.n += 1;
     }
 
-    fn ld(b: *Builder, off: u32) void {
-        b.add(LD_W_ABS, 0, 0, off);
+    fn jump(b: *Builder, code: u16, k: u32, jt: Target, jf: Target) void {
+        b.add(code, k);
+        b.jumps[b.n - 1] = .{ .jt = jt, .jf = jf };
     }
 
-    fn ret(b: *Builder, k: u32) void {
-        b.add(RET_K, 0, 0, k);
+    fn label(b: *Builder, l: Label) void {
+        b.labels[@intFromEnum(l)] = b.n;
+    }
+
+    fn ld(b: *Builder, off: u32) void {
+        b.add(LD_W_ABS, off);
+    }
+
+    fn jeq(b: *Builder, k: u32, jt: Label, jf: Target) void {
+        b.jump(JEQ_K, k, .{ .to = jt }, jf);
     }
 
     /// A binary search over the segments: log2(segments) comparisons to the action, both at
     /// every filtered syscall and when the filter is installed, where the kernel emulates it
-    /// for every syscall number to find those it can allow without running it. A comparison
-    /// reaches at most 255 instructions ahead; a longer left half is jumped over with JA.
+    /// for every syscall number to find those it can allow without running it. A one-segment
+    /// half is a jump straight to its action.
     fn search(b: *Builder, segs: []const Segment) void {
-        if (segs.len == 1) return b.leaf(segs[0].action);
         const mid = segs.len / 2;
-        const left = searchLen(segs[0..mid]);
-        if (left > 255) {
-            b.add(JGE_K, 0, 1, segs[mid].first);
-            b.add(JA, 0, 0, @intCast(left));
-        } else {
-            b.add(JGE_K, @intCast(left), 0, segs[mid].first);
-        }
-        const start = b.n;
-        b.search(segs[0..mid]);
-        std.debug.assert(b.n - start == left);
-        b.search(segs[mid..]);
-    }
-
-    fn leaf(b: *Builder, action: Action) void {
-        const start = b.n;
-        switch (action) {
-            .allow => b.ret(RET_ALLOW),
-            .eperm => b.ret(retErrno(.PERM)),
-            .enosys => b.ret(retErrno(.NOSYS)),
-            .socket => b.socket(),
-            .socketpair => {
-                // Only unix sockets come in pairs; do not let other families even be made.
-                b.ld(offArgLow(0));
-                b.add(JEQ_K, 0, 1, AF_UNIX);
-                b.ret(RET_ALLOW);
-                b.ret(retErrno(.OPNOTSUPP));
-            },
-            .personality => {
-                b.ld(offArgLow(0));
-                for (personalities, 0..) |p, i| b.add(JEQ_K, @intCast(personalities.len - i), 0, p);
-                b.ret(retErrno(.PERM));
-                b.ret(RET_ALLOW);
-            },
-            .ns_flags => {
-                // clone and unshare: plain forks, threads and unsharing files pass; no new
-                // namespaces (notably user namespaces: a fresh set of capabilities).
-                b.ld(offArgLow(0));
-                b.add(JSET_K, 0, 1, ns_flags);
-                b.ret(retErrno(.PERM));
-                b.ret(RET_ALLOW);
-            },
-            .ioctl => {
-                // Terminal input injection. Only the low 32 bits of the request count.
-                b.ld(offArgLow(1));
-                b.add(JEQ_K, 2, 0, TIOCSTI);
-                b.add(JEQ_K, 1, 0, TIOCLINUX);
-                b.ret(RET_ALLOW);
-                b.ret(retErrno(.PERM));
-            },
-        }
-        std.debug.assert(b.n - start == leafLen(action));
+        const left = segs[0..mid];
+        const right = segs[mid..];
+        const node = b.n;
+        const to_left: Target = if (left.len == 1) .{ .to = .of(left[0].action) } else .next;
+        b.jump(JGE_K, right[0].first, .next, to_left);
+        if (left.len > 1) b.search(left);
+        b.jumps[node].jt = if (right.len == 1) .{ .to = .of(right[0].action) } else .{ .at = b.n };
+        if (right.len > 1) b.search(right);
     }
 
     /// socket(family, type, protocol). Unix, IPv4/IPv6 streams and datagrams (TCP, UDP, ICMP
@@ -369,22 +348,77 @@ const Builder = struct {
     /// handle as "not available" (libaudit, for one, gives up quietly on NETLINK_AUDIT), and
     /// EPERM for raw IP, as the kernel does without CAP_NET_RAW.
     fn socket(b: *Builder) void {
-        b.ld(offArgLow(0)); // 0
-        b.add(JEQ_K, 12, 0, AF_UNIX); // 1 -> 14
-        b.add(JEQ_K, 3, 0, AF_INET); // 2 -> 6
-        b.add(JEQ_K, 2, 0, AF_INET6); // 3 -> 6
-        b.add(JEQ_K, 6, 0, AF_NETLINK); // 4 -> 11
-        b.ret(retErrno(.AFNOSUPPORT)); // 5
-        b.ld(offArgLow(1)); // 6: inet
-        b.add(ALU_AND_K, 0, 0, SOCK_TYPE_MASK); // 7
-        b.add(JEQ_K, 5, 0, SOCK_STREAM); // 8 -> 14
-        b.add(JEQ_K, 4, 0, SOCK_DGRAM); // 9 -> 14
-        b.ret(retErrno(.PERM)); // 10
-        b.ld(offArgLow(2)); // 11: netlink
-        b.add(JEQ_K, 1, 0, NETLINK_ROUTE); // 12 -> 14
-        b.add(JEQ_K, 0, 1, NETLINK_SOCK_DIAG); // 13 -> 14, else 15
-        b.ret(RET_ALLOW); // 14
-        b.ret(retErrno(.PROTONOSUPPORT)); // 15
+        b.label(.socket);
+        b.ld(offArgLow(0));
+        b.jeq(AF_UNIX, .allow, .next);
+        b.jeq(AF_INET, .inet, .next);
+        b.jeq(AF_INET6, .inet, .next);
+        b.jeq(AF_NETLINK, .netlink, .{ .to = .afnosupport });
+        b.label(.inet);
+        b.ld(offArgLow(1));
+        b.add(ALU_AND_K, SOCK_TYPE_MASK);
+        b.jeq(SOCK_STREAM, .allow, .next);
+        b.jeq(SOCK_DGRAM, .allow, .{ .to = .eperm });
+        b.label(.netlink);
+        b.ld(offArgLow(2));
+        b.jeq(NETLINK_ROUTE, .allow, .next);
+        b.jeq(NETLINK_SOCK_DIAG, .allow, .{ .to = .protonosupport });
+    }
+
+    /// The argument checks other than socket's.
+    fn checks(b: *Builder) void {
+        // Only unix sockets come in pairs; do not let other families even be made.
+        b.label(.socketpair);
+        b.ld(offArgLow(0));
+        b.jeq(AF_UNIX, .allow, .{ .to = .opnotsupp });
+
+        b.label(.personality);
+        b.ld(offArgLow(0));
+        for (personalities, 0..) |p, i|
+            b.jeq(p, .allow, if (i + 1 < personalities.len) .next else .{ .to = .eperm });
+
+        // clone and unshare: plain forks, threads and unsharing files pass; no new
+        // namespaces (notably user namespaces: a fresh set of capabilities).
+        b.label(.ns_flags);
+        b.ld(offArgLow(0));
+        b.jump(JSET_K, ns_flags, .{ .to = .eperm }, .{ .to = .allow });
+
+        // ioctl: no terminal input injection. Only the low 32 bits of the request count.
+        b.label(.ioctl);
+        b.ld(offArgLow(1));
+        b.jeq(TIOCSTI, .eperm, .next);
+        b.jeq(TIOCLINUX, .eperm, .{ .to = .allow });
+    }
+
+    fn returns(b: *Builder) void {
+        const rets = [_]struct { Label, u32 }{
+            .{ .allow, RET_ALLOW },                    .{ .eperm, retErrno(.PERM) },
+            .{ .enosys, retErrno(.NOSYS) },            .{ .kill, RET_KILL_PROCESS },
+            .{ .afnosupport, retErrno(.AFNOSUPPORT) }, .{ .protonosupport, retErrno(.PROTONOSUPPORT) },
+            .{ .opnotsupp, retErrno(.OPNOTSUPP) },
+        };
+        for (rets) |r| {
+            b.label(r[0]);
+            b.add(RET_K, r[1]);
+        }
+    }
+
+    /// Turns every symbolic jump into its offset (at most 255 instructions ahead).
+    fn resolve(b: *Builder) void {
+        for (b.jumps[0..b.n], b.insns[0..b.n], 0..) |j, *insn, i| {
+            insn.jt = b.offset(i, j.jt);
+            insn.jf = b.offset(i, j.jf);
+        }
+    }
+
+    fn offset(b: *const Builder, from: usize, t: Target) u8 {
+        const to = switch (t) {
+            .next => return 0,
+            .at => |at| at,
+            .to => |l| b.labels[@intFromEnum(l)] orelse @compileError("seccomp: unplaced label " ++ @tagName(l)),
+        };
+        if (to <= from or to - from - 1 > 255) @compileError("seccomp: a jump out of reach; keep the program under 256 instructions");
+        return @intCast(to - from - 1);
     }
 };
 
@@ -392,10 +426,13 @@ fn build(comptime arch: Arch) Builder {
     @setEvalBranchQuota(1_000_000);
     var b = Builder{};
     b.ld(off_arch);
-    b.add(JEQ_K, 1, 0, arch.audit());
-    b.ret(RET_KILL_PROCESS);
+    b.jump(JEQ_K, arch.audit(), .next, .{ .to = .kill });
     b.ld(off_nr);
     b.search(segments(arch));
+    b.socket();
+    b.checks();
+    b.returns();
+    b.resolve();
     return b;
 }
 
