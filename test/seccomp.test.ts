@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { readdirSync } from "node:fs";
 import { runJail } from "../src/jail/spawn.ts";
-import type { JailSpec } from "../src/jail/spec.ts";
+import { BUILD_CAPS, type JailSpec } from "../src/jail/spec.ts";
 import { type JailEnv, makeJailEnv } from "./helpers/jail-env.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
 
@@ -204,6 +204,29 @@ print("subprocess", subprocess.run(["sh", "-c", "echo $((6*7)) | cat"], capture_
     );
     expect(redis.stdout).toBe("PONG\nv\n");
   });
+
+  rootTest(
+    "apt and dpkg, as root with the build capabilities, install a package that adds a user",
+    async () => {
+      // A local package (no network): its postinst adds a system user (useradd talks to the
+      // audit netlink, refused as absent) and chowns a file to it.
+      const script = `set -e
+mkdir -p /tmp/p/DEBIAN /tmp/p/opt/ljx /var/lib/dpkg/updates /var/lib/dpkg/info /var/lib/apt/lists/partial /var/cache/apt/archives/partial /var/log/apt
+touch /var/lib/dpkg/status; echo hi > /tmp/p/opt/ljx/f
+printf 'Package: ljx\\nVersion: 1\\nArchitecture: all\\nMaintainer: t <t@t>\\nDescription: t\\n' > /tmp/p/DEBIAN/control
+printf '#!/bin/sh\\nset -e\\nuseradd -r -M -s /bin/false ljsvc\\nchown ljsvc /opt/ljx/f\\n' > /tmp/p/DEBIAN/postinst
+chmod 755 /tmp/p/DEBIAN/postinst
+dpkg-deb --build /tmp/p /tmp/ljx.deb >/dev/null
+apt-get install -y -q /tmp/ljx.deb >/dev/null 2>&1
+stat -c %U /opt/ljx/f; dpkg-query -W -f '\${Status}\\n' ljx`;
+      const r = await jail(["/bin/sh", "-c", script], {
+        caps: BUILD_CAPS,
+        env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", HOME: "/root" },
+      });
+      expect(r.stderr).toBe("");
+      expect(r.stdout).toBe("ljsvc\ninstall ok installed\n");
+    },
+  );
 
   rootTest("postgres initialises and answers a query (System V and POSIX shared memory)", async () => {
     const bin = readdirSync("/usr/lib/postgresql").map((v) => `/usr/lib/postgresql/${v}/bin`)[0];
