@@ -71,6 +71,103 @@ const native: Arch = switch (builtin.cpu.arch) {
     else => @compileError("seccomp filter: add this architecture (its AUDIT_ARCH and syscall table)"),
 };
 
+/// Files and descriptors.
+const files = [_][]const u8{
+    "read",              "write",            "readv",             "writev",          "pread64",
+    "pwrite64",          "preadv",           "pwritev",           "preadv2",         "pwritev2",
+    "lseek",             "open",             "openat",            "openat2",         "creat",
+    "close",             "close_range",      "dup",               "dup2",            "dup3",
+    "fcntl",             "flock",            "fsync",             "fdatasync",       "syncfs",
+    "sync",              "sync_file_range",  "truncate",          "ftruncate",       "fallocate",
+    "fadvise64",         "readahead",        "sendfile",          "copy_file_range", "splice",
+    "tee",               "vmsplice",         "stat",              "fstat",           "lstat",
+    "fstatat64",         "statx",            "statfs",            "fstatfs",         "access",
+    "faccessat",         "faccessat2",       "readlink",          "readlinkat",      "getdents",
+    "getdents64",        "getcwd",           "chdir",             "fchdir",          "mkdir",
+    "mkdirat",           "rmdir",            "rename",            "renameat",        "renameat2",
+    "link",              "linkat",           "symlink",           "symlinkat",       "unlink",
+    "unlinkat",          "mknod",            "mknodat",           "chmod",           "fchmod",
+    "fchmodat",          "fchmodat2",        "chown",             "fchown",          "lchown",
+    "fchownat",          "umask",            "utime",             "utimes",          "futimesat",
+    "utimensat",         "setxattr",         "lsetxattr",         "fsetxattr",       "getxattr",
+    "lgetxattr",         "fgetxattr",        "listxattr",         "llistxattr",      "flistxattr",
+    "removexattr",       "lremovexattr",     "fremovexattr",      "setxattrat",      "getxattrat",
+    "listxattrat",       "removexattrat",    "name_to_handle_at", "inotify_init",    "inotify_init1",
+    "inotify_add_watch", "inotify_rm_watch", "cachestat",         "statmount",       "listmount",
+};
+
+/// Waiting and events.
+const waiting = [_][]const u8{
+    "poll",            "ppoll",           "select",     "pselect6",     "epoll_create",
+    "epoll_create1",   "epoll_ctl",       "epoll_wait", "epoll_pwait",  "epoll_pwait2",
+    "eventfd",         "eventfd2",        "signalfd",   "signalfd4",    "timerfd_create",
+    "timerfd_settime", "timerfd_gettime", "pipe",       "pipe2",        "io_setup",
+    "io_destroy",      "io_submit",       "io_cancel",  "io_getevents", "io_pgetevents",
+};
+
+/// Memory.
+const memory = [_][]const u8{
+    "brk",          "mmap",          "munmap",     "mremap",           "mprotect",
+    "msync",        "mincore",       "madvise",    "mlock",            "mlock2",
+    "munlock",      "mlockall",      "munlockall", "remap_file_pages", "membarrier",
+    "memfd_create", "pkey_mprotect", "pkey_alloc", "pkey_free",        "map_shadow_stack",
+    "mseal",
+};
+
+/// Processes and threads (clone and unshare are checked below). ptrace and
+/// process_vm_readv/writev, as in container runtimes: debuggers and sanitizers need them,
+/// and they only reach the jail's own processes (its pid namespace; the keeper is not
+/// dumpable); since Linux 4.8 a tracer cannot use them to get around this filter.
+const processes = [_][]const u8{
+    "fork",                   "vfork",             "execve",            "execveat",                "exit",
+    "exit_group",             "wait4",             "waitid",            "kill",                    "tkill",
+    "tgkill",                 "set_tid_address",   "set_robust_list",   "get_robust_list",         "futex",
+    "futex_waitv",            "futex_wake",        "futex_wait",        "futex_requeue",           "rseq",
+    "restart_syscall",        "arch_prctl",        "set_thread_area",   "get_thread_area",         "prctl",
+    "seccomp",                "capget",            "capset",            "getpid",                  "getppid",
+    "gettid",                 "getpgid",           "setpgid",           "getpgrp",                 "getsid",
+    "setsid",                 "pidfd_open",        "pidfd_send_signal", "process_mrelease",        "ptrace",
+    "process_vm_readv",       "process_vm_writev", "uretprobe",         "landlock_create_ruleset", "landlock_add_rule",
+    "landlock_restrict_self",
+};
+
+/// Identity (what a process may switch to is the capabilities' business).
+const identity = [_][]const u8{
+    "getuid",    "geteuid",   "getgid",    "getegid",  "getresuid",
+    "getresgid", "getgroups", "setuid",    "setgid",   "setreuid",
+    "setregid",  "setresuid", "setresgid", "setfsuid", "setfsgid",
+    "setgroups",
+};
+
+/// Signals and time.
+const signals_time = [_][]const u8{
+    "rt_sigaction",    "rt_sigprocmask",    "rt_sigreturn",  "rt_sigpending",    "rt_sigtimedwait",
+    "rt_sigqueueinfo", "rt_tgsigqueueinfo", "rt_sigsuspend", "sigaltstack",      "pause",
+    "alarm",           "getitimer",         "setitimer",     "nanosleep",        "clock_nanosleep",
+    "clock_gettime",   "clock_getres",      "gettimeofday",  "time",             "times",
+    "timer_create",    "timer_settime",     "timer_gettime", "timer_getoverrun", "timer_delete",
+};
+
+/// Scheduling, limits, system information.
+const scheduling = [_][]const u8{
+    "sched_yield",            "sched_setparam",         "sched_getparam",        "sched_setscheduler", "sched_getscheduler",
+    "sched_get_priority_max", "sched_get_priority_min", "sched_rr_get_interval", "sched_setaffinity",  "sched_getaffinity",
+    "sched_setattr",          "sched_getattr",          "getpriority",           "setpriority",        "ioprio_get",
+    "ioprio_set",             "getcpu",                 "getrlimit",             "setrlimit",          "prlimit64",
+    "getrusage",              "sysinfo",                "uname",                 "getrandom",
+};
+
+/// Sockets (socket and socketpair are checked below) and System V / POSIX IPC.
+const sockets_ipc = [_][]const u8{
+    "bind",         "listen",          "accept",     "accept4",       "connect",
+    "getsockname",  "getpeername",     "sendto",     "recvfrom",      "sendmsg",
+    "recvmsg",      "sendmmsg",        "recvmmsg",   "shutdown",      "setsockopt",
+    "getsockopt",   "shmget",          "shmat",      "shmdt",         "shmctl",
+    "semget",       "semop",           "semtimedop", "semctl",        "msgget",
+    "msgsnd",       "msgrcv",          "msgctl",     "mq_open",       "mq_unlink",
+    "mq_timedsend", "mq_timedreceive", "mq_notify",  "mq_getsetattr",
+};
+
 /// Syscalls a jail may make without conditions. Names missing on one architecture (the old
 /// non-*at calls on aarch64, arch_prctl) are skipped there. Deliberately absent (EPERM), with
 /// the reasons: the mount API, pivot_root, chroot, setns (the jail's view of the filesystem and
@@ -82,84 +179,7 @@ const native: Arch = switch (builtin.cpu.arch) {
 /// process_madvise (another process's descriptors and memory); memfd_secret (memory the
 /// kernel cannot inspect); the NUMA memory policy calls (placement on the host's nodes); the
 /// LSM attribute calls; and the obsolete or never-implemented ones.
-const allowed = [_][]const u8{
-    // Files and descriptors.
-    "read",                  "write",                  "readv",              "writev",                 "pread64",
-    "pwrite64",              "preadv",                 "pwritev",            "preadv2",                "pwritev2",
-    "lseek",                 "open",                   "openat",             "openat2",                "creat",
-    "close",                 "close_range",            "dup",                "dup2",                   "dup3",
-    "fcntl",                 "flock",                  "fsync",              "fdatasync",              "syncfs",
-    "sync",                  "sync_file_range",        "truncate",           "ftruncate",              "fallocate",
-    "fadvise64",             "readahead",              "sendfile",           "copy_file_range",        "splice",
-    "tee",                   "vmsplice",               "stat",               "fstat",                  "lstat",
-    "fstatat64",             "statx",                  "statfs",             "fstatfs",                "access",
-    "faccessat",             "faccessat2",             "readlink",           "readlinkat",             "getdents",
-    "getdents64",            "getcwd",                 "chdir",              "fchdir",                 "mkdir",
-    "mkdirat",               "rmdir",                  "rename",             "renameat",               "renameat2",
-    "link",                  "linkat",                 "symlink",            "symlinkat",              "unlink",
-    "unlinkat",              "mknod",                  "mknodat",            "chmod",                  "fchmod",
-    "fchmodat",              "fchmodat2",              "chown",              "fchown",                 "lchown",
-    "fchownat",              "umask",                  "utime",              "utimes",                 "futimesat",
-    "utimensat",             "setxattr",               "lsetxattr",          "fsetxattr",              "getxattr",
-    "lgetxattr",             "fgetxattr",              "listxattr",          "llistxattr",             "flistxattr",
-    "removexattr",           "lremovexattr",           "fremovexattr",       "setxattrat",             "getxattrat",
-    "listxattrat",           "removexattrat",          "name_to_handle_at",  "inotify_init",           "inotify_init1",
-    "inotify_add_watch",     "inotify_rm_watch",       "cachestat",          "statmount",              "listmount",
-    // Waiting and events.
-    "poll",                  "ppoll",                  "select",             "pselect6",               "epoll_create",
-    "epoll_create1",         "epoll_ctl",              "epoll_wait",         "epoll_pwait",            "epoll_pwait2",
-    "eventfd",               "eventfd2",               "signalfd",           "signalfd4",              "timerfd_create",
-    "timerfd_settime",       "timerfd_gettime",        "pipe",               "pipe2",                  "io_setup",
-    "io_destroy",            "io_submit",              "io_cancel",          "io_getevents",           "io_pgetevents",
-    // Memory.
-    "brk",                   "mmap",                   "munmap",             "mremap",                 "mprotect",
-    "msync",                 "mincore",                "madvise",            "mlock",                  "mlock2",
-    "munlock",               "mlockall",               "munlockall",         "remap_file_pages",       "membarrier",
-    "memfd_create",          "pkey_mprotect",          "pkey_alloc",         "pkey_free",              "map_shadow_stack",
-    "mseal",
-    // Processes and threads (clone and unshare are checked below). ptrace and
-    // process_vm_readv/writev, as in container runtimes: debuggers and sanitizers need them,
-    // and they only reach the jail's own processes (its pid namespace; the keeper is not
-    // dumpable); since Linux 4.8 a tracer cannot use them to get around this filter.
-                    "fork",                   "vfork",              "execve",                 "execveat",
-    "exit",                  "exit_group",             "wait4",              "waitid",                 "kill",
-    "tkill",                 "tgkill",                 "set_tid_address",    "set_robust_list",        "get_robust_list",
-    "futex",                 "futex_waitv",            "futex_wake",         "futex_wait",             "futex_requeue",
-    "rseq",                  "restart_syscall",        "arch_prctl",         "set_thread_area",        "get_thread_area",
-    "prctl",                 "seccomp",                "capget",             "capset",                 "getpid",
-    "getppid",               "gettid",                 "getpgid",            "setpgid",                "getpgrp",
-    "getsid",                "setsid",                 "pidfd_open",         "pidfd_send_signal",      "process_mrelease",
-    "ptrace",                "process_vm_readv",       "process_vm_writev",  "uretprobe",              "landlock_create_ruleset",
-    "landlock_add_rule",     "landlock_restrict_self",
-    // Identity (what a process may switch to is the capabilities' business).
-    "getuid",             "geteuid",                "getgid",
-    "getegid",               "getresuid",              "getresgid",          "getgroups",              "setuid",
-    "setgid",                "setreuid",               "setregid",           "setresuid",              "setresgid",
-    "setfsuid",              "setfsgid",               "setgroups",
-    // Signals and time.
-             "rt_sigaction",           "rt_sigprocmask",
-    "rt_sigreturn",          "rt_sigpending",          "rt_sigtimedwait",    "rt_sigqueueinfo",        "rt_tgsigqueueinfo",
-    "rt_sigsuspend",         "sigaltstack",            "pause",              "alarm",                  "getitimer",
-    "setitimer",             "nanosleep",              "clock_nanosleep",    "clock_gettime",          "clock_getres",
-    "gettimeofday",          "time",                   "times",              "timer_create",           "timer_settime",
-    "timer_gettime",         "timer_getoverrun",       "timer_delete",
-    // Scheduling, limits, system information.
-          "sched_yield",            "sched_setparam",
-    "sched_getparam",        "sched_setscheduler",     "sched_getscheduler", "sched_get_priority_max", "sched_get_priority_min",
-    "sched_rr_get_interval", "sched_setaffinity",      "sched_getaffinity",  "sched_setattr",          "sched_getattr",
-    "getpriority",           "setpriority",            "ioprio_get",         "ioprio_set",             "getcpu",
-    "getrlimit",             "setrlimit",              "prlimit64",          "getrusage",              "sysinfo",
-    "uname",                 "getrandom",
-    // Sockets (socket and socketpair are checked below) and System V / POSIX IPC.
-                 "bind",               "listen",                 "accept",
-    "accept4",               "connect",                "getsockname",        "getpeername",            "sendto",
-    "recvfrom",              "sendmsg",                "recvmsg",            "sendmmsg",               "recvmmsg",
-    "shutdown",              "setsockopt",             "getsockopt",         "shmget",                 "shmat",
-    "shmdt",                 "shmctl",                 "semget",             "semop",                  "semtimedop",
-    "semctl",                "msgget",                 "msgsnd",             "msgrcv",                 "msgctl",
-    "mq_open",               "mq_unlink",              "mq_timedsend",       "mq_timedreceive",        "mq_notify",
-    "mq_getsetattr",
-};
+const allowed = files ++ waiting ++ memory ++ processes ++ identity ++ signals_time ++ scheduling ++ sockets_ipc;
 
 /// Syscalls that must never be on the list: checked when the filter is compiled and by the
 /// tests (this is not the whole of what is refused; everything not allowed is).
