@@ -189,23 +189,27 @@ describe("idmapped layers", () => {
     const namespaces = () => held((l) => l.startsWith("user:["));
     const trees = () => held((l) => l === "/");
     const treesBefore = trees();
+    const kids = () =>
+      readdirSync("/proc").filter((d) => {
+        if (!/^\d+$/.test(d)) return false;
+        try {
+          const stat = readFileSync(`/proc/${d}/stat`, "utf8");
+          if (stat.includes("(memfd:lj-keeper)")) return false;
+          return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === process.pid;
+        } catch {
+          return false;
+        }
+      });
+    const kidsBefore = kids();
     const other = { uidBase: BASE + COUNT, count: COUNT };
     expect((await inJail("true", { userns: other })).status).toBe(0);
     const warm = namespaces();
     for (let i = 0; i < 3; i++) expect((await inJail("true", { userns: other })).status).toBe(0);
     expect(namespaces()).toBe(warm);
     expect(trees()).toBe(treesBefore);
-    // No helper left unreaped (a finished jail's keeper may still be going away).
-    const children = readdirSync("/proc").filter((d) => {
-      if (!/^\d+$/.test(d)) return false;
-      try {
-        const stat = readFileSync(`/proc/${d}/stat`, "utf8");
-        if (stat.includes("(memfd:lj-keeper)")) return false;
-        return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === process.pid;
-      } catch {
-        return false;
-      }
-    });
+    // No helper left unreaped (a finished jail's keeper may still be going away); children
+    // this process had before (other tests' jails) do not count.
+    const children = kids().filter((pid) => !kidsBefore.includes(pid));
     expect(children).toEqual([]);
   });
 
