@@ -138,6 +138,9 @@ fn sameRoot(a: *const Spec, b: *const Spec) bool {
         if (!std.mem.eql(u8, x.src, y.src) or !std.mem.eql(u8, x.dst, y.dst) or
             @as(u32, @bitCast(x.flags)) != @as(u32, @bitCast(y.flags))) return false;
     }
+    // The masks over the state root are part of the root (hide.zig).
+    if (a.hides.len != b.hides.len) return false;
+    for (a.hides.slice(), b.hides.slice()) |x, y| if (!std.mem.eql(u8, x, y)) return false;
     return std.mem.eql(u8, a.stage.?, b.stage.?) and a.upper_bytes_max == b.upper_bytes_max and
         a.tmp_bytes_max == b.tmp_bytes_max and a.flags.no_tmp == b.flags.no_tmp;
 }
