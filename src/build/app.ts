@@ -16,10 +16,10 @@ import { worldMounts, worldPath } from "../store/worlds.ts";
 import { removeTree } from "./archive.ts";
 import { cacheDir, computeKey, decide, restore, save } from "./cache.ts";
 import { createBuildDisk } from "./disk.ts";
-import { confineBuild } from "./isolation.ts";
+import { buildBind, runBuild, tailLines, whyBuildFailed } from "./isolation.ts";
 import { type BuiltOverlay, ensureOverlay } from "./overlays.ts";
 import { type FullPlan, planApp as plan } from "./plan.ts";
-import { BASE_PATH, runStreamed } from "./run.ts";
+import { BASE_PATH } from "./run.ts";
 import { chownTree, copySanitised, ownedBy, reportSanitised } from "./sanitise.ts";
 import type { AppPlan, BuildLog, Slug } from "./types.ts";
 
@@ -120,66 +120,43 @@ export async function buildApp(dir: string, opts: BuildAppOptions): Promise<Slug
     chownTree(upper, who.uid, who.gid);
     await fsp.writeFile(logFile, `${decision.reason}\n`, { mode: 0o600 });
 
-    const confined = confineBuild({
+    // The getters read the environment now: a spread copies their values.
+    const buildLimits = { ...BUILD_LIMITS };
+    const run = await runBuild({
       identity: who,
       net: p.build.net,
-      memoryBytes: BUILD_LIMITS.memoryMb * 1048576,
-      cpus: BUILD_LIMITS.cpus,
-      pids: BUILD_LIMITS.pids,
-      timeoutMs: BUILD_LIMITS.timeoutS * 1000,
-    });
-    const env: Record<string, string> = {
-      PATH: `/app/bin:${BASE_PATH}`,
-      HOME: "/tmp/lj/home",
-      LANG: "C.UTF-8",
-      LJ_APP: opts.app,
-      LJ_APP_DIR: "/app",
-      LJ_CACHE_DIR: "/tmp/lj/cache",
-      LJ_CACHE_HIT: decision.hit ? "1" : "0",
-      LJ_PLUGIN_DIR: "/tmp/lj/plugin",
-      ...confined.env,
-      ...p.env,
-      ...p.build.env,
-    };
-    const { result: r, tail } = await runStreamed(
-      {
-        ...confined.spec,
-        argv: ["/bin/sh", "-c", `mkdir -p "$HOME" && ${p.build.script}`],
-        env,
-        cwd: "/app",
-        layers: [worldPath(p.world), ...chain.map((o) => o.path)],
-        upper,
-        mounts: [
-          ...(await worldMounts(p.world)),
-          { src: p.plugin.dir, dst: "/tmp/lj/plugin", readonly: true },
-          { src: join(dlDisk.path, "dl"), dst: "/tmp/lj/cache", readonly: false },
-          ...confined.mounts,
-        ],
+      limits: buildLimits,
+      argv: ["/bin/sh", "-c", `mkdir -p "$HOME" && ${p.build.script}`],
+      env: {
+        PATH: `/app/bin:${BASE_PATH}`,
+        HOME: "/tmp/lj/home",
+        LANG: "C.UTF-8",
+        LJ_APP: opts.app,
+        LJ_APP_DIR: "/app",
+        LJ_CACHE_DIR: "/tmp/lj/cache",
+        LJ_CACHE_HIT: decision.hit ? "1" : "0",
+        LJ_PLUGIN_DIR: "/tmp/lj/plugin",
+        ...p.env,
+        ...p.build.env,
       },
-      { log, logFile, label: `build ${opts.app}` },
-    );
-    if (r.status !== 0) {
-      const why =
-        r.reason === "oom"
-          ? `ran out of memory (${BUILD_LIMITS.memoryMb} MB)`
-          : r.reason === "setup"
-            ? `could not start: ${r.error}`
-            : r.reason === "timeout"
-              ? "timed out"
-              : `exited with status ${r.status}`;
-      const full = tail.some((l) => /No space left on device|ENOSPC/.test(l))
-        ? ` (its disk of ${BUILD_LIMITS.diskMb} MB may be full)`
-        : "";
+      cwd: "/app",
+      layers: [worldPath(p.world), ...chain.map((o) => o.path)],
+      upper,
+      mounts: [
+        ...(await worldMounts(p.world)),
+        buildBind(p.plugin.dir, "/tmp/lj/plugin"),
+        { src: join(dlDisk.path, "dl"), dst: "/tmp/lj/cache", readonly: false },
+      ],
+      label: `build ${opts.app}`,
+      log,
+      logFile,
+    });
+    if (run.result.status !== 0) {
       throw new LjError(
         "internal",
         "app-build-failed",
-        `building ${opts.app} with ${p.plugin.name}: the build script ${why}${full}; no slug was published\n${tail
-          .slice(-15)
-          .map((l) => `  | ${l}`)
-          .join("\n")}`,
-        {
-          hint: "fix the app (or its lockfile) and build again; the log above has the details",
-        },
+        `building ${opts.app} with ${p.plugin.name}: the build script ${whyBuildFailed(run, buildLimits)}; no slug was published\n${tailLines(run)}`,
+        { hint: "fix the app (or its lockfile) and build again; the log above has the details" },
       );
     }
     // The slug is the app directory only: whatever else the build wrote (HOME, /tmp) goes.

@@ -20,6 +20,8 @@
 import { existsSync, readFileSync } from "node:fs";
 import type { BindMount, JailSpec } from "../jail/spec.ts";
 import type { Identity } from "../store/identities.ts";
+import { runStreamed, type StreamedRun } from "./run.ts";
+import type { BuildLog } from "./types.ts";
 
 export type BuildNet = "egress" | "none";
 
@@ -82,7 +84,7 @@ export function corporateSetup(env: Record<string, string | undefined> = process
   const out = { env: proxyEnv(env), mounts: [] as BindMount[] };
   const ca = hostCaBundle(env);
   if (ca) {
-    out.mounts.push({ src: ca, dst: BUILD_CA_PATH, readonly: true });
+    out.mounts.push({ src: ca, dst: BUILD_CA_PATH, readonly: true, idmap: true });
     for (const k of [
       "SSL_CERT_FILE",
       "NODE_EXTRA_CA_CERTS",
@@ -98,31 +100,93 @@ export function corporateSetup(env: Record<string, string | undefined> = process
   return out;
 }
 
-export interface BuildJailOptions {
-  identity: Identity;
-  net: BuildNet;
-  memoryBytes: number;
+export interface BuildLimits {
+  memoryMb: number;
   cpus: number;
   pids: number;
-  timeoutMs: number;
+  timeoutS: number;
+  /** The build disk's size, for the message when a build fills it. */
+  diskMb: number;
+}
+
+/** One build in its jail: what it runs, over what, and as whom (see confineBuild). */
+export interface BuildRun {
+  identity: Identity;
+  net: BuildNet;
+  limits: BuildLimits;
+  argv: string[];
+  /** The build's own environment; the proxy and CA variables are added. */
+  env: Record<string, string>;
+  cwd: string;
+  layers: string[];
+  /** The writable layer, on a build disk. */
+  upper: string;
+  mounts: BindMount[];
+  /** Capabilities inside the build's user namespace (a package manager's). */
+  caps?: string[];
+  label: string;
+  log: BuildLog;
+  logFile: string;
 }
 
 /**
- * The confinement part of a build's jail spec; the caller adds what it runs (argv, env, cwd),
- * its layers, its upper layer and its own mounts.
+ * A read-only bind into a build: opened by the owner and shown idmapped, so its source need not
+ * be reachable by the build's unprivileged host ids (a plugin checked out under the state
+ * root's 0700 directories), and its root-owned files look root's inside.
  */
-export function confineBuild(o: BuildJailOptions, env: Record<string, string | undefined> = process.env) {
+export const buildBind = (src: string, dst: string): BindMount => ({ src, dst, readonly: true, idmap: true });
+
+/**
+ * The confinement part of a build's jail spec; the caller's run adds what it runs (argv, env,
+ * cwd), its layers, its upper layer and its own mounts.
+ */
+export function confineBuild(b: BuildRun, env: Record<string, string | undefined> = process.env): JailSpec {
   const corp = corporateSetup(env);
-  const spec = {
-    userns: { uidBase: o.identity.uid, gidBase: o.identity.gid, count: o.identity.count },
+  return {
+    argv: b.argv,
+    env: { ...corp.env, ...b.env },
+    cwd: b.cwd,
+    layers: b.layers,
+    upper: b.upper,
+    mounts: [...b.mounts, ...corp.mounts],
+    ...(b.caps ? { caps: b.caps } : {}),
+    userns: { uidBase: b.identity.uid, gidBase: b.identity.gid, count: b.identity.count },
     uid: 0,
     gid: 0,
     hostname: "ljbuild",
-    limits: { memoryBytes: o.memoryBytes, cpus: o.cpus, pids: o.pids },
+    limits: { memoryBytes: b.limits.memoryMb * 1048576, cpus: b.limits.cpus, pids: b.limits.pids },
     rlimits: { nofile: Math.min(BUILD_NOFILE, ownNofileHard()), core: 0 },
     tmpBytes: BUILD_TMP_BYTES,
-    timeoutMs: o.timeoutMs,
-    ...(o.net === "none" ? { net: "none" as const } : { net: "private" as const, egress: true }),
-  } satisfies Partial<JailSpec>;
-  return { spec, env: corp.env, mounts: corp.mounts };
+    timeoutMs: b.limits.timeoutS * 1000,
+    ...(b.net === "none" ? { net: "none" as const } : { net: "private" as const, egress: true }),
+  };
 }
+
+/** Runs a build confined; resolves with its result, output tail and line count. */
+export function runBuild(b: BuildRun): Promise<StreamedRun> {
+  return runStreamed(confineBuild(b), { log: b.log, logFile: b.logFile, label: b.label });
+}
+
+/** Why a build that did not succeed ended, in words (one wording for every build). */
+export function whyBuildFailed(run: StreamedRun, limits: BuildLimits): string {
+  const r = run.result;
+  const why =
+    r.reason === "timeout"
+      ? `timed out after ${limits.timeoutS}s`
+      : r.reason === "oom"
+        ? `ran out of memory (limit ${limits.memoryMb} MB)`
+        : r.reason === "setup"
+          ? `could not start: ${r.error}`
+          : r.signal
+            ? `was killed by signal ${r.signal}`
+            : `exited with status ${r.exitCode}`;
+  const full = run.tail.some((l) => /No space left on device|ENOSPC/.test(l));
+  return full ? `${why} (its disk of ${limits.diskMb} MB may be full)` : why;
+}
+
+/** The last lines of a failed build's output, for its error message. */
+export const tailLines = (run: StreamedRun, n = 15) =>
+  run.tail
+    .slice(-n)
+    .map((l) => `  | ${l}`)
+    .join("\n");

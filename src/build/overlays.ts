@@ -24,8 +24,8 @@ import { paths } from "../store/paths.ts";
 import { defaultWorld, readWorldMeta, worldMounts, worldPath } from "../store/worlds.ts";
 import { removeTree } from "./archive.ts";
 import { createBuildDisk } from "./disk.ts";
-import { confineBuild } from "./isolation.ts";
-import { BASE_PATH, runStreamed, scriptArgv } from "./run.ts";
+import { buildBind, runBuild, tailLines, whyBuildFailed } from "./isolation.ts";
+import { BASE_PATH, scriptArgv } from "./run.ts";
 import { chownTree, copySanitised, reportSanitised, shiftedFrom } from "./sanitise.ts";
 import type { BuildLog, OverlayRef } from "./types.ts";
 
@@ -212,72 +212,46 @@ async function buildOne(
     chownTree(upper, who.uid, who.gid);
     const argv = await installArgv(m, tmp);
     if (argv) {
-      const wm = await worldMounts(world);
-      const confined = confineBuild({
+      const limits = { ...m.install, diskMb: OVERLAY_DISK_MB };
+      const run = await runBuild({
         identity: who,
         net: m.install.net,
-        memoryBytes: m.install.memoryMb * 1024 * 1024,
-        cpus: m.install.cpus,
-        pids: m.install.pids,
-        timeoutMs: m.install.timeoutS * 1000,
-      });
-      const env: Record<string, string> = {
-        PATH: BASE_PATH,
-        HOME: "/root",
-        LANG: "C.UTF-8",
-        DEBIAN_FRONTEND: "noninteractive",
-        LJ_OVERLAY_TYPE: m.type,
-        LJ_OVERLAY_NAME: m.name,
-        LJ_OVERLAY_VERSION: m.version,
-        LJ_WORLD: world,
-        LJ_PLUGIN_DIR: "/tmp/lj/plugin",
-        ...confined.env,
-        ...m.install.env,
-        ...hookEnv,
-      };
-      const { result: r, tail } = await runStreamed(
-        {
-          ...confined.spec,
-          argv,
-          env,
-          cwd: "/",
-          layers: [worldPath(world), ...parents.map((p) => p.path)],
-          upper,
-          mounts: [
-            ...wm,
-            { src: m.dir, dst: "/tmp/lj/plugin", readonly: true },
-            ...(m.inlineScript !== undefined
-              ? [{ src: join(tmp, "install"), dst: "/tmp/lj/install", readonly: true }]
-              : []),
-            ...confined.mounts,
-          ],
-          // Root of its own user namespace: these mean nothing outside it.
-          caps: [...BUILD_CAPS],
+        limits,
+        argv,
+        env: {
+          PATH: BASE_PATH,
+          HOME: "/root",
+          LANG: "C.UTF-8",
+          DEBIAN_FRONTEND: "noninteractive",
+          LJ_OVERLAY_TYPE: m.type,
+          LJ_OVERLAY_NAME: m.name,
+          LJ_OVERLAY_VERSION: m.version,
+          LJ_WORLD: world,
+          LJ_PLUGIN_DIR: "/tmp/lj/plugin",
+          ...m.install.env,
+          ...hookEnv,
         },
-        { log, logFile, label: m.name },
-      );
-      if (r.status !== 0) {
-        const why =
-          r.reason === "timeout"
-            ? `timed out after ${m.install.timeoutS}s`
-            : r.reason === "oom"
-              ? `ran out of memory (limit ${m.install.memoryMb} MB)`
-              : r.reason === "setup"
-                ? `could not start: ${r.error}`
-                : r.signal
-                  ? `was killed by signal ${r.signal}`
-                  : `exited with status ${r.exitCode}`;
+        cwd: "/",
+        layers: [worldPath(world), ...parents.map((p) => p.path)],
+        upper,
+        mounts: [
+          ...(await worldMounts(world)),
+          buildBind(m.dir, "/tmp/lj/plugin"),
+          ...(m.inlineScript !== undefined ? [buildBind(join(tmp, "install"), "/tmp/lj/install")] : []),
+        ],
+        // Root of its own user namespace: these mean nothing outside it.
+        caps: [...BUILD_CAPS],
+        label: m.name,
+        log,
+        logFile,
+      });
+      if (run.result.status !== 0) {
         const kept = await keepFailedLog(logFile, m.type, m.name, m.version);
         throw new LjError(
           "internal",
           "install-failed",
-          `${label}: the install script ${why}; nothing was published\n${tail
-            .slice(-15)
-            .map((l) => `  | ${l}`)
-            .join("\n")}`,
-          {
-            hint: `full log: ${kept}; fix the script and run the build again`,
-          },
+          `${label}: the install script ${whyBuildFailed(run, limits)}; nothing was published\n${tailLines(run)}`,
+          { hint: `full log: ${kept}; fix the script and run the build again` },
         );
       }
     } else {
