@@ -108,4 +108,20 @@ describe("real builds", () => {
     },
     180_000,
   );
+
+  rootTest(
+    "an app's lj.toml [limits] reach its processes; the operator's formation comes first",
+    async () => {
+      await createApp(s, "limited");
+      const dir = appCopy("node-hello", { "lj.toml": "[limits]\nmemory_mb = 200\npids = 77\ncpus = 0.5\n" });
+      expect((await deployDir(s, "limited", dir)).deploy?.status).toBe("succeeded");
+      const rel = s.paas.releases("limited")[0]!;
+      expect(rel.slug.limits).toEqual({ memoryMb: 200, pids: 77, cpus: 0.5 });
+      const spec = () => s.paas.processSpec("limited", rel, "web", "web.1").limits;
+      expect(spec()).toEqual({ memoryBytes: 200 * 1048576, pids: 77, cpus: 0.5 });
+      await api(s, "PATCH", "/apps/limited/formation", { web: { memoryMb: 300 } });
+      expect(spec()).toEqual({ memoryBytes: 300 * 1048576, pids: 77, cpus: 0.5 });
+    },
+    180_000,
+  );
 });

@@ -180,6 +180,7 @@ export async function buildApp(dir: string, opts: BuildAppOptions): Promise<Slug
       cwd: "/app",
       createdAt: new Date().toISOString(),
       sizeBytes: published.bytes,
+      limits: p.appLimits,
       plan: { detected, world, overlays, build, processes, env: penv, limits },
       cache: { hit: decision.hit, reason: decision.reason, lockfile: decision.key.lockfile },
       durationMs: Math.round(performance.now() - started),

@@ -42,6 +42,8 @@ export interface FullPlan extends AppPlan {
   lockfiles: string[];
   /** The build script inside the jail and the plugin directory mounted there. */
   buildScriptPath: string | null;
+  /** Only the limits the app's lj.toml sets (no defaults): what its slug asks for. */
+  appLimits: { memoryMb?: number; pids?: number; cpus?: number };
 }
 
 const LJ_TOML_KEYS = ["plugin", "world", "env", "processes", "build", "limits", "plugin_settings"];
@@ -270,5 +272,6 @@ export async function planApp(
     plugin: { type: m.type, name: m.name, version: m.version, dir: builder.dir },
     lockfiles: draft.lockfiles,
     buildScriptPath: m.build ? `/tmp/lj/plugin/${m.build.script}` : null,
+    appLimits: { ...settings.limits },
   };
 }

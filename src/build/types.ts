@@ -49,6 +49,8 @@ export interface Slug {
   cwd: string;
   createdAt: string;
   sizeBytes: number;
+  /** Limits the app asks for in its lj.toml `[limits]` (the formation's settings come first). */
+  limits?: { memoryMb?: number; pids?: number; cpus?: number };
 }
 
 /** Receives one line of build output (already decoded, without the newline). */

@@ -330,9 +330,10 @@ export class Paas {
       net: "private",
       links: binding.addresses,
       limits: {
-        memoryBytes: (settings?.memoryMb ?? this.opts.memoryMb ?? 512) * 1024 * 1024,
-        pids: settings?.pids ?? this.opts.pids ?? 256,
-        cpus: settings?.cpus ?? PROCESS_DEFAULTS.cpus,
+        // The operator's formation, then the app's lj.toml [limits], then the server's defaults.
+        memoryBytes: (settings?.memoryMb ?? slug.limits?.memoryMb ?? this.opts.memoryMb ?? 512) * 1024 * 1024,
+        pids: settings?.pids ?? slug.limits?.pids ?? this.opts.pids ?? 256,
+        cpus: settings?.cpus ?? slug.limits?.cpus ?? PROCESS_DEFAULTS.cpus,
       },
       rlimits: { nofile: settings?.nofile ?? PROCESS_DEFAULTS.nofile },
       stdio: ["ignore", "pipe", "pipe"],
