@@ -59,7 +59,7 @@ rootTest(
     expect(again.join("\n")).toMatch(
       /cache hit: package-lock.json unchanged since the build of .* \(sha256 [0-9a-f]{12}\)/,
     );
-    expect(again.join("\n")).toContain("npm install skipped");
+    expect(again.join("\n")).toContain("node_modules restored from the cache: install skipped");
     expect(slug2.id).not.toBe(slug.id);
     expect(existsSync(join(slug.path, "app/server.js"))).toBe(true); // the first slug is untouched
     await serve(slug2, /172800000/);
@@ -117,3 +117,17 @@ rootTest("a failing app build publishes no slug", async () => {
   );
   expect(readdirSync(join(env.root, "slugs", "broken"))).toEqual([]);
 });
+
+rootTest(
+  "node: a TypeScript app builds with its dev dependencies, which the slug then leaves out",
+  async () => {
+    const lines: string[] = [];
+    const slug = await buildApp(join(apps, "node-ts"), { app: "node-ts", log: (l) => lines.push(l) });
+    expect(existsSync(join(slug.path, "app/dist/server.js"))).toBe(true);
+    // tsc ran from the dev dependency, which was pruned afterwards.
+    expect(lines.join("\n")).toContain("> tsc -p .");
+    expect(existsSync(join(slug.path, "app/node_modules/typescript"))).toBe(false);
+    await serve(slug, /hello from typescript/);
+  },
+  180_000,
+);
