@@ -434,6 +434,45 @@ describe("archive safety", () => {
   });
 });
 
+describe("release phase", () => {
+  rootTest(
+    "a Procfile's release command runs once per release before its processes; a failing one keeps the old release",
+    async () => {
+      await createApp(s, "rel");
+      const ok = await deployDir(
+        s,
+        "rel",
+        appCopy("node-hello", { Procfile: "web: node server.js\nrelease: echo migrating $LJ_RELEASE\n" }),
+      );
+      expect(ok.deploy?.status).toBe("succeeded");
+      expect(ok.log).toContain("Running the release command of v1: echo migrating $LJ_RELEASE");
+      expect(ok.log).toContain("migrating v1");
+      // Not a process type: nothing runs it after the release phase.
+      expect(s.paas.ps("rel").map((p) => p.name)).toEqual(["web.1"]);
+      const bad = await deployDir(
+        s,
+        "rel",
+        appCopy("node-hello", { Procfile: "web: node server.js\nrelease: echo broken >&2; exit 4\n" }),
+      );
+      expect(bad.deploy?.status).toBe("failed");
+      expect(bad.log).toContain("broken");
+      expect(bad.log).toContain("the release command of v2 exited with status 4");
+      expect(await textVia(s, "rel")).toEqual({ status: 200, text: "hello from node web.1 v1\n" });
+      // A config change is a new release: the release command runs again.
+      await api(s, "PATCH", "/apps/rel/config", { GREETING: "hi" });
+      const log = await (await fetch(`${s.url}/api/v1/apps/rel/logs?lines=200`, { headers: auth(s) })).text();
+      expect(log).toContain("migrating v2");
+      const scaled = await fetch(`${s.url}/api/v1/apps/rel/formation`, {
+        method: "PATCH",
+        headers: { ...auth(s), "content-type": "application/json" },
+        body: JSON.stringify({ release: 1 }),
+      });
+      expect(scaled.status).toBe(400);
+    },
+    60_000,
+  );
+});
+
 describe("running apps", () => {
   rootTest(
     "config change makes a release with the new env; rollback brings back the old one at once",

@@ -16,7 +16,7 @@ import { paths } from "../store/paths.ts";
 import { type AppRow, type DeployRow, type Formation, PaasDb, type ReleaseRow } from "./db.ts";
 import { DeployRun } from "./deploy-run.ts";
 import { checkFormationChange, type FormationChange, LIMIT_FIELDS } from "./formation.ts";
-import { LogHub } from "./logs.ts";
+import { LogHub, pumpLines } from "./logs.ts";
 import { type InstanceInfo, PROCESS_DEFAULTS, ProcessSet, WEB_PORT } from "./supervisor.ts";
 
 export type BuildFn = (dir: string, opts: { app: string; log?: BuildLog; force?: boolean }) => Promise<Slug>;
@@ -42,6 +42,10 @@ export interface PaasOptions {
   memoryMb?: number;
   pids?: number;
 }
+
+/** The Procfile entry run once per release before its processes start (not a process type). */
+export const RELEASE_PHASE = "release";
+const RELEASE_TIMEOUT_MS = 30 * 60 * 1000;
 
 export const APP_NAME = /^[a-z][a-z0-9-]{0,30}$/;
 const DEFAULT_PATH = "/app/node_modules/.bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -258,7 +262,9 @@ export class Paas {
       const types = Object.keys(slug.processes);
       run.log(`-----> Process types: ${types.length ? types.join(", ") : "(none)"}`);
       const config = this.db.app(run.app).config;
-      return await this.roll(run.app, slug, config, `deploy ${run.id} (${source})`, run.log);
+      return await this.roll(run.app, slug, config, `deploy ${run.id} (${source})`, run.log, {
+        releasePhase: true,
+      });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -277,6 +283,7 @@ export class Paas {
   private counts(formation: Formation, slug: Slug): Record<string, number> {
     const out: Record<string, number> = {};
     for (const type of Object.keys(slug.processes)) {
+      if (type === RELEASE_PHASE) continue;
       out[type] = formation[type]?.count ?? (type === "web" ? 1 : 0);
     }
     return out;
@@ -342,6 +349,53 @@ export class Paas {
   }
 
   /**
+   * The release phase (a Procfile's `release:` command, e.g. migrations): run once per new
+   * release from a deploy or a config change, in a fresh jail of the new release, before any of
+   * its processes start. A failure fails the release; the one serving now keeps serving.
+   */
+  private async releasePhase(
+    app: string,
+    rel: { version: number; slug: Slug; config: Record<string, string> },
+    log: (l: string) => void,
+  ): Promise<void> {
+    const cmd = rel.slug.processes[RELEASE_PHASE]?.command ?? "";
+    log(`-----> Running the release command of v${rel.version}: ${cmd}`);
+    const jail = spawnJail({
+      ...this.processSpec(app, rel, RELEASE_PHASE, `${RELEASE_PHASE}.1`),
+      timeoutMs: RELEASE_TIMEOUT_MS,
+    });
+    this.oneOffs.add(jail);
+    try {
+      const out = (l: string) => log(`       ${l}`);
+      const [, , r] = await Promise.all([
+        pumpLines(jail.stdout, out),
+        pumpLines(jail.stderr, out),
+        jail.exited,
+      ]);
+      if (r.status !== 0) {
+        const how =
+          r.reason === "timeout"
+            ? `timed out after ${RELEASE_TIMEOUT_MS / 60000} minutes`
+            : r.reason === "setup"
+              ? `could not start: ${r.error}`
+              : `exited with status ${r.status}`;
+        throw new LjError(
+          "internal",
+          "release-command-failed",
+          `the release command of v${rel.version} ${how}`,
+          {
+            hint: "fix it (or what it needs, e.g. a linked database) and deploy again",
+          },
+        );
+      }
+      log(`-----> Release command of v${rel.version} succeeded`);
+    } finally {
+      await jail.closed;
+      this.oneOffs.delete(jail);
+    }
+  }
+
+  /**
    * Makes (slug, config) the app's new release: start its processes beside the old ones, wait
    * until they are healthy, record the release, switch traffic, stop the old processes. On any
    * failure the new processes go and the old release keeps serving. Call with the app's lock.
@@ -352,9 +406,13 @@ export class Paas {
     config: Record<string, string>,
     description: string,
     log: (l: string) => void,
+    opts: { releasePhase?: boolean } = {},
   ): Promise<ReleaseRow> {
     const a = this.db.app(app);
     const version = (this.db.releases(app)[0]?.version ?? 0) + 1;
+    if (opts.releasePhase && slug.processes[RELEASE_PHASE]) {
+      await this.releasePhase(app, { version, slug, config }, log);
+    }
     const counts = this.counts(a.formation, slug);
     const set = this.newSet(app, { version, slug, config });
     const summary = Object.entries(counts)
@@ -435,8 +493,13 @@ export class Paas {
         return { release: null };
       }
       const keys = Object.keys(changes).join(", ");
-      const rel = await this.roll(app, cur.slug, config, `config change: ${keys}`, (l) =>
-        this.logs.write(app, "lj", l),
+      const rel = await this.roll(
+        app,
+        cur.slug,
+        config,
+        `config change: ${keys}`,
+        (l) => this.logs.write(app, "lj", l),
+        { releasePhase: true },
       );
       return { release: rel.version };
     });
@@ -445,7 +508,19 @@ export class Paas {
   // Formation ----------------------------------------------------------------------------------
 
   async scale(app: string, changes: Record<string, FormationChange>): Promise<InstanceInfo[]> {
-    for (const [type, c] of Object.entries(changes)) checkFormationChange(type, c);
+    for (const [type, c] of Object.entries(changes)) {
+      checkFormationChange(type, c);
+      if (type === RELEASE_PHASE && c.count !== undefined) {
+        throw new LjError(
+          "usage",
+          "bad-process-type",
+          `${RELEASE_PHASE} is the release phase, not a process type`,
+          {
+            hint: "it runs once per release, before the release's processes start",
+          },
+        );
+      }
+    }
     return this.withLock(app, async () => {
       const a = this.db.app(app);
       const formation: Formation = { ...a.formation };
