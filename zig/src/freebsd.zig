@@ -130,9 +130,17 @@ pub fn spawn(spec: *const Spec, out: *abi.SpawnOut, err: errtext.CBuf) c_int {
     }
 
     const owner = c.getpid();
+    // A destroy request (SIGINFO, ignored by default) sent before the supervisor has its
+    // handler must not be lost: it is born with SIGINFO blocked, so the signal waits.
+    var block: c.sigset_t = undefined;
+    _ = c.sigemptyset(&block);
+    _ = c.sigaddset(&block, SIG.INFO);
+    var old: c.sigset_t = undefined;
+    _ = c.pthread_sigmask(c.SIG.BLOCK, &block, &old);
     // libthr's fork: the child is a consistent single-threaded copy (locks reinitialised),
     // which matters because the supervisor runs real code, not just an exec.
     const pid = c.fork();
+    if (pid != 0) _ = c.pthread_sigmask(c.SIG.SETMASK, &old, &block);
     if (pid < 0) return err.set(errno(), "fork jail supervisor for {s}", .{name});
     if (pid == 0) {
         _ = c.close(sync.w); // our copy would hide the owner's death from the sync read
@@ -335,7 +343,11 @@ fn supervisor(spec: *const Spec, ends: Ends) noreturn {
     var dfl = std.mem.zeroes(c.Sigaction);
     dfl.handler.handler = c.SIG.DFL;
     var s: c_int = 1;
-    while (s < max_signal) : (s += 1) _ = c.sigaction(s, &dfl, null);
+    // Not SIGINFO: SIG_DFL (ignore) would discard a destroy request pending since the fork;
+    // its handler is installed below, before anything is unblocked.
+    while (s < max_signal) : (s += 1) {
+        if (s != SIG.INFO) _ = c.sigaction(s, &dfl, null);
+    }
     // A pipe whose reader died must not kill the supervisor before it cleans up.
     var ign = std.mem.zeroes(c.Sigaction);
     ign.handler.handler = c.SIG.IGN;
