@@ -6,9 +6,12 @@
 //! outside the jail: it dies with the owner (PROC_PDEATHSIG_CTL; its handler removes the jail),
 //! reaps orphans (PROC_REAP_ACQUIRE), runs the setup steps, forks the payload, waits for it,
 //! removes the jail (killing whatever is left), undoes every step in reverse and only then
-//! reports "X code" / "S signal" on the status pipe. The payload child closes every
-//! descriptor it must not keep (jail_attach refuses a process with an open directory), attaches,
-//! applies rlimits, waits for the owner's 'g', drops to the requested uid/gid and executes.
+//! reports "X code" / "S signal" on the status pipe. SIGINFO is the owner's destroy request
+//! (what TypeScript sends for kill() and timeouts): the jail goes, the same teardown follows,
+//! and the end is "S 9". The payload child closes every descriptor it must not keep
+//! (jail_attach refuses a process with an open directory), attaches, applies rlimits, waits
+//! for the owner's start message ('g', or 'p' and a pooled jail's payload), drops to the
+//! requested uid/gid and executes.
 //!
 //! The order of the steps lives in freebsd_plan.zig, the encodings in freebsd_logic.zig; both
 //! are unit-tested on Linux. This file is the thin system-call layer (`Real`) plus the fork and
