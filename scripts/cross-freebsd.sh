@@ -38,7 +38,7 @@ for target in x86_64-freebsd.14.0 aarch64-freebsd.14.0; do
     aarch64-*) want=183 ;;
   esac
   [ "$machine" = "$want" ] || fail "$target: $lib has e_machine $machine, want $want"
-  for sym in lj_abi_version lj_spawn lj_reap lj_unmount jail_set nmount rctl_add_rule; do
+  for sym in lj_abi_version lj_spawn lj_reap lj_unmount lj_cleanup lj_proc_start jail_set nmount rctl_add_rule getifaddrs; do
     grep -q "$sym" "$lib" || fail "$target: $lib does not mention $sym"
   done
   echo "cross-freebsd: $target ok ($(wc -c <"$lib") bytes)"

@@ -20,6 +20,7 @@ import {
 import { mkdir, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
+import { shimProcStart } from "./ffi.ts";
 import { type CgroupDir, CgroupKind, type JailLimits } from "./spec.ts";
 
 const BASE = "lightjail";
@@ -124,7 +125,22 @@ export function ownerId(): string {
   return ownerTag;
 }
 
-export function processStartTime(pid: number): string | null {
+/**
+ * A process's start time, as digits (its identity across pid reuse); null when it is gone.
+ * Linux: /proc/PID/stat's starttime. FreeBSD has no /proc: the shim reads kern.proc.pid.
+ */
+export function processStartTime(
+  pid: number,
+  platform: string = process.platform,
+  procStart: (pid: number) => bigint | null = shimProcStart,
+): string | null {
+  if (platform === "freebsd") {
+    try {
+      return procStart(pid)?.toString() ?? null;
+    } catch {
+      return null;
+    }
+  }
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     // Field 22 (starttime) counts from after the parenthesised command name.

@@ -6,6 +6,7 @@ import { dlopen, FFIType, ptr } from "bun:ffi";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
+import { platformNumbers } from "./platform.ts";
 
 export const ABI_VERSION = 1;
 const ERR_LEN = 1024;
@@ -22,6 +23,7 @@ const symbols = {
   },
   lj_unmount: { args: [FFIType.ptr, FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
   lj_cleanup: { args: [FFIType.ptr, FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
+  lj_proc_start: { args: [FFIType.i32, FFIType.ptr, FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
 } as const;
 
 type Shim = ReturnType<typeof dlopen<typeof symbols>>["symbols"];
@@ -104,7 +106,10 @@ export function shimSpawn(spec: Uint8Array): SpawnFds {
   };
 }
 
-export const EAGAIN = 11;
+/** lj_reap's "still running" (EAGAIN, whose number differs between the kernels). */
+export function reapPending(rc: number, platform: string = process.platform): boolean {
+  return rc === platformNumbers(platform).EAGAIN;
+}
 
 /** Reaps the jail's first process: its raw wait status, or null while it still runs. */
 export function shimReap(pid: number, nohang: boolean): number | null {
@@ -112,7 +117,7 @@ export function shimReap(pid: number, nohang: boolean): number | null {
   const status = new Int32Array(1);
   const err = new Uint8Array(ERR_LEN);
   const rc = s.lj_reap(pid, nohang ? 1 : 0, ptr(status), ptr(err), ERR_LEN);
-  if (rc === EAGAIN) return null;
+  if (reapPending(rc)) return null;
   if (rc !== 0) throw new ShimError(rc, errText(err));
   return status[0]!;
 }
@@ -134,4 +139,18 @@ export function shimCleanup(name: string): void {
   const err = new Uint8Array(ERR_LEN);
   const rc = s.lj_cleanup(ptr(p), ptr(err), ERR_LEN);
   if (rc !== 0) throw new ShimError(rc, errText(err));
+}
+
+/**
+ * FreeBSD: a process's start time in microseconds since boot (kern.proc.pid's ki_start less
+ * kern.boottime), its identity across pid reuse; null when there is no such process.
+ * (Linux reads /proc/PID/stat instead; its shim answers ENOSYS.)
+ */
+export function shimProcStart(pid: number): bigint | null {
+  const s = load();
+  const out = new BigUint64Array(1);
+  const err = new Uint8Array(ERR_LEN);
+  const rc = s.lj_proc_start(pid, ptr(out), ptr(err), ERR_LEN);
+  if (rc !== 0) return null;
+  return out[0]!;
 }

@@ -4,7 +4,6 @@
  * pipe, read asynchronously, so one Bun process can keep hundreds of jails running.
  */
 import { chownSync, closeSync, mkdirSync, realpathSync, writeSync } from "node:fs";
-import { rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { FileSink } from "bun";
 import { LjError } from "../errors.ts";
@@ -20,6 +19,8 @@ import {
 } from "./cgroup.ts";
 import { shimReap, shimSpawn } from "./ffi.ts";
 import { attachNet, type JailNet, releaseNet, reserveNet } from "./net.ts";
+import { platformNumbers, type SignalName } from "./platform.ts";
+import { removeScratch } from "./scratch.ts";
 import {
   type CgroupDir,
   CgroupKind,
@@ -134,29 +135,28 @@ function stdioFd(mode: StdioMode, i: number): number {
   throw new LjError("usage", "invalid-spec", `invalid stdio setting ${String(mode)}`);
 }
 
-const SIGNALS: Record<string, number> = {
-  SIGHUP: 1,
-  SIGINT: 2,
-  SIGQUIT: 3,
-  SIGKILL: 9,
-  SIGUSR1: 10,
-  SIGUSR2: 12,
-  SIGTERM: 15,
-  SIGCONT: 18,
-  SIGWINCH: 28,
-};
-
-export function signalNumber(sig: NodeJS.Signals | number): number {
+/** A signal's number on this platform (a number is taken as it is). */
+export function signalNumber(sig: NodeJS.Signals | number, platform: string = process.platform): number {
   if (typeof sig === "number") return sig;
-  const n = SIGNALS[sig];
+  const n = platformNumbers(platform).signals[sig as SignalName];
   if (n === undefined) throw new LjError("usage", "bad-signal", `unsupported signal ${sig}`);
   return n;
 }
 
-interface StatusReport {
+/**
+ * What `kill(sig)` sends the jail's first process: the signal itself, except SIGKILL, which
+ * ends the whole jail. On Linux that is SIGKILL to the keeper; on FreeBSD the supervisor's
+ * destroy request, so its teardown still runs (mounts, aliases, RCTL rules).
+ */
+export function ownerSignal(sig: NodeJS.Signals | number, platform: string = process.platform): number {
+  const n = signalNumber(sig, platform);
+  return n === platformNumbers(platform).signals.SIGKILL ? platformNumbers(platform).destroy : n;
+}
+
+export interface StatusReport {
   /** The jail could not be set up (an "E" line before the end). */
   error?: { errno: number; text: string };
-  /** Cleanup after the end left something behind (FreeBSD: an "E" line after X/S). */
+  /** Cleanup left something behind (FreeBSD: an "E errno teardown: ..." line). */
   teardownError?: string;
   exitCode?: number;
   signal?: number;
@@ -178,7 +178,8 @@ export function parseStatus(text: string): StatusReport {
     if (line[0] === "E") {
       const sp = rest.indexOf(" ");
       const e = { errno: Number(rest.slice(0, sp)), text: rest.slice(sp + 1) };
-      if (ended) r.teardownError ??= e.text;
+      // After a setup error too: the supervisor's teardown line names itself.
+      if (ended || (r.error && e.text.startsWith("teardown: "))) r.teardownError ??= e.text;
       else r.error ??= e;
     } else if (line[0] === "X") r.exitCode = Number(rest);
     else if (line[0] === "S") r.signal = Number(rest);
@@ -433,6 +434,8 @@ class RunningJail implements Jail {
   /** The owner's wiring (network, cgroups of a user-namespaced jail) is done. */
   private wired: boolean;
   private attached: Promise<void> | null = null;
+  /** The status report, once the jail has ended. */
+  private ends: StatusReport | undefined;
 
   constructor(
     private readonly spec: JailSpec,
@@ -488,9 +491,10 @@ class RunningJail implements Jail {
 
   readonly kill = (signal: NodeJS.Signals | number = "SIGKILL"): void => {
     if (!this.alive) return;
-    if (signalNumber(signal) === 9) this.killedByOwner = true;
+    const n = signalNumber(signal);
+    if (n === platformNumbers().signals.SIGKILL) this.killedByOwner = true;
     try {
-      process.kill(this.pid, signalNumber(signal));
+      process.kill(this.pid, ownerSignal(n));
     } catch {}
   };
 
@@ -545,6 +549,7 @@ class RunningJail implements Jail {
 
   private async result(ended: Promise<string>, reaped: Promise<number | null>): Promise<JailResult> {
     const report = parseStatus(await ended);
+    this.ends = report;
     if (this.timer) clearTimeout(this.timer);
     const { cgroups } = this.prep;
     const keeperKilled = report.exitCode === undefined && report.signal === undefined && !report.error;
@@ -582,9 +587,25 @@ class RunningJail implements Jail {
     // have the cgroups.
     await this.exited.catch(() => {});
     await releaseCgroups(cgroups, this.spec.limits);
-    if (work) await rm(work, { recursive: true, force: true });
-    if (freebsdStage) await rm(freebsdStage, { recursive: true, force: true });
+    if (work) await removeLeftover(work);
+    if (freebsdStage && stageTornDown(this.ends)) await removeLeftover(freebsdStage);
   }
+}
+
+/**
+ * FreeBSD: the supervisor unmounts the stage's mounts before it reports. Without a report (it
+ * was killed) or after a teardown error something may still be mounted there: the stage stays
+ * (lj gc collects dead jails' mounts).
+ */
+export function stageTornDown(report: StatusReport | undefined): boolean {
+  if (!report || report.teardownError !== undefined) return false;
+  return report.exitCode !== undefined || report.signal !== undefined || report.error !== undefined;
+}
+
+/** Removes a scratch directory unless something is still mounted in it (see scratch.ts). */
+async function removeLeftover(dir: string): Promise<void> {
+  const r = await removeScratch(dir);
+  if (!r.removed) process.stderr.write(`lightjail: kept ${dir}: ${r.mounted} is still mounted there\n`);
 }
 
 /** Runs a jail to completion, collecting its output. */

@@ -104,18 +104,30 @@ export function parseWorldSource(from: string): WorldSource {
     case "tar":
       if (arg.length === 0) throw usageError("tar: needs a file, e.g. --from tar:rootfs.tar.gz");
       return { kind: "tar", file: arg };
-    case "freebsd":
-      if (!/^[0-9]+\.[0-9]+-[A-Z0-9]+$/.test(arg)) {
+    case "freebsd": {
+      const rel = freebsdDownloadRelease(arg);
+      if (rel === null) {
         throw usageError(
           `invalid FreeBSD release ${JSON.stringify(arg)}`,
-          "e.g. --from freebsd:14.1-RELEASE",
+          "e.g. --from freebsd:14.1-RELEASE (or `uname -r`, such as 14.1-RELEASE-p6)",
         );
       }
-      return { kind: "freebsd", release: arg };
+      return { kind: "freebsd", release: rel };
+    }
   }
   throw new LjError("usage", "unknown-world-source", `unknown world source ${JSON.stringify(from)}`, {
     hint: SOURCES_HINT,
   });
+}
+
+/**
+ * The release whose base.txz makes a world for `uname -r` (or a release name): `uname -r` adds
+ * the patch level (14.1-RELEASE-p6), which has no download of its own; the patches come with
+ * freebsd-update. Null when it is not a release name.
+ */
+export function freebsdDownloadRelease(name: string): string | null {
+  const m = /^([0-9]+\.[0-9]+-[A-Z0-9]+)(-p[0-9]+)?$/.exec(name);
+  return m ? m[1]! : null;
 }
 
 const sourceLabel = (s: WorldSource): string =>
@@ -213,8 +225,11 @@ export async function clearDefaultWorld(): Promise<void> {
 /**
  * The world used when none is named: the one set with setDefaultWorld; else on FreeBSD the
  * one named after `uname -r` (seed rule); else, on Linux, the only world there is.
+ * `opts.release` stands in for `uname -r` (tests).
  */
-export async function defaultWorld(opts: { platform?: NodeJS.Platform } = {}): Promise<string> {
+export async function defaultWorld(
+  opts: { platform?: NodeJS.Platform; release?: string } = {},
+): Promise<string> {
   const explicit = readDefaultFile();
   if (explicit !== undefined) {
     if (!isDir(paths.world(explicit))) {
@@ -230,7 +245,7 @@ export async function defaultWorld(opts: { platform?: NodeJS.Platform } = {}): P
     return explicit;
   }
   if ((opts.platform ?? process.platform) === "freebsd") {
-    const r = release();
+    const r = opts.release ?? release();
     if (!isDir(paths.world(r))) {
       throw new LjError("not-found", "world-not-found", `no world for this FreeBSD release (${r})`, {
         hint: `create it with \`lj world create ${r} --from freebsd:${r}\``,

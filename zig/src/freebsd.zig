@@ -6,9 +6,12 @@
 //! outside the jail: it dies with the owner (PROC_PDEATHSIG_CTL; its handler removes the jail),
 //! reaps orphans (PROC_REAP_ACQUIRE), runs the setup steps, forks the payload, waits for it,
 //! removes the jail (killing whatever is left), undoes every step in reverse and only then
-//! reports "X code" / "S signal" on the status pipe. The payload child closes every
-//! descriptor it must not keep (jail_attach refuses a process with an open directory), attaches,
-//! applies rlimits, waits for the owner's 'g', drops to the requested uid/gid and executes.
+//! reports "X code" / "S signal" on the status pipe. SIGINFO is the owner's destroy request
+//! (what TypeScript sends for kill() and timeouts): the jail goes, the same teardown follows,
+//! and the end is "S 9". The payload child closes every descriptor it must not keep
+//! (jail_attach refuses a process with an open directory), attaches, applies rlimits, waits
+//! for the owner's start message ('g', or 'p' and a pooled jail's payload), drops to the
+//! requested uid/gid and executes.
 //!
 //! The order of the steps lives in freebsd_plan.zig, the encodings in freebsd_logic.zig; both
 //! are unit-tested on Linux. This file is the thin system-call layer (`Real`) plus the fork and
@@ -21,6 +24,7 @@ const spec_mod = @import("spec.zig");
 const errtext = @import("errtext.zig");
 const logic = @import("freebsd_logic.zig");
 const plan_mod = @import("freebsd_plan.zig");
+const start_mod = @import("freebsd_start.zig");
 
 const Spec = spec_mod.Spec;
 const E = logic.E;
@@ -39,6 +43,17 @@ extern "c" fn rctl_remove_rule(inbuf: [*]const u8, inlen: usize, outbuf: ?[*]u8,
 extern "c" fn procctl(idtype: c_int, id: i64, cmd: c_int, data: ?*anyopaque) c_int;
 extern "c" fn closefrom(lowfd: c_int) void;
 extern "c" fn setgroups(ngroups: c_int, gidset: [*]const u32) c_int;
+const Ifaddrs = extern struct {
+    next: ?*Ifaddrs,
+    name: [*:0]u8,
+    flags: c_uint,
+    addr: ?[*]const u8,
+    netmask: ?*anyopaque,
+    dstaddr: ?*anyopaque,
+    data: ?*anyopaque,
+};
+extern "c" fn getifaddrs(out: *?*Ifaddrs) c_int;
+extern "c" fn freeifaddrs(ifa: ?*Ifaddrs) void;
 const sys_unmount = @extern(*const fn ([*:0]const u8, c_int) callconv(.c) c_int, .{ .name = "unmount" });
 // ioctl(2) takes an unsigned long request; every request used here passes a pointer.
 const sys_ioctl = @extern(*const fn (c_int, c_ulong, ?*anyopaque) callconv(.c) c_int, .{ .name = "ioctl" });
@@ -64,6 +79,9 @@ const SIG = struct {
     const TERM = 15;
     const CONT = 19;
     const WINCH = 28;
+    /// Not forwarded: the owner's destroy request (TypeScript's kill() with SIGKILL and its
+    /// timeouts send it instead of killing the supervisor, whose teardown must run).
+    const INFO = 29;
     const USR1 = 30;
     const USR2 = 31;
 };
@@ -115,9 +133,17 @@ pub fn spawn(spec: *const Spec, out: *abi.SpawnOut, err: errtext.CBuf) c_int {
     }
 
     const owner = c.getpid();
+    // A destroy request (SIGINFO, ignored by default) sent before the supervisor has its
+    // handler must not be lost: it is born with SIGINFO blocked, so the signal waits.
+    var block: c.sigset_t = undefined;
+    _ = c.sigemptyset(&block);
+    _ = c.sigaddset(&block, SIG.INFO);
+    var old: c.sigset_t = undefined;
+    _ = c.pthread_sigmask(c.SIG.BLOCK, &block, &old);
     // libthr's fork: the child is a consistent single-threaded copy (locks reinitialised),
     // which matters because the supervisor runs real code, not just an exec.
     const pid = c.fork();
+    if (pid != 0) _ = c.pthread_sigmask(c.SIG.SETMASK, &old, &block);
     if (pid < 0) return err.set(errno(), "fork jail supervisor for {s}", .{name});
     if (pid == 0) {
         _ = c.close(sync.w); // our copy would hide the owner's death from the sync read
@@ -193,16 +219,11 @@ pub fn reap(pid: i32, nohang: bool, status: *i32, err: errtext.CBuf) c_int {
 /// SIGKILLed; FreeBSD 15's owning descriptors make this a no-op there.
 pub fn cleanup(name: [*:0]const u8, err: errtext.CBuf) c_int {
     const n = std.mem.span(name);
-    var l = logic.IovList(2){};
-    l.str("name", n);
-    var msg: [256]u8 = undefined;
-    l.errmsg(&msg);
-    const iov = l.slice();
-    const jid = jail_get(iov.ptr, @intCast(iov.len), 0);
+    const jid = jailByName(n);
     if (jid >= 0) {
         if (jail_remove(jid) != 0) return err.set(errno(), "remove jail {s}", .{n});
     } else if (errno() != eno(.NOENT)) {
-        return err.set(errno(), "find jail {s}: {s}", .{ n, std.mem.sliceTo(&msg, 0) });
+        return err.set(errno(), "find jail {s}", .{n});
     }
     var fb: [300]u8 = undefined;
     const filter = std.fmt.bufPrintZ(&fb, "jail:{s}", .{n}) catch return err.set(eno(.NAMETOOLONG), "jail name {s}", .{n});
@@ -211,6 +232,34 @@ pub fn cleanup(name: [*:0]const u8, err: errtext.CBuf) c_int {
         // No such rules, or RACCT off (then there never were any).
         if (e != eno(.SRCH) and e != eno(.NOSYS)) return err.set(e, "remove RCTL rules {s}", .{filter});
     }
+    return 0;
+}
+
+/// The jid of the jail with this name, or -1 with errno set (ENOENT: there is none).
+fn jailByName(name: [:0]const u8) c_int {
+    var l = logic.IovList(2){};
+    l.str("name", name);
+    var msg: [256]u8 = undefined;
+    l.errmsg(&msg);
+    const iov = l.slice();
+    return jail_get(iov.ptr, @intCast(iov.len), 0);
+}
+
+/// A process's start time in microseconds since boot (its identity across pid reuse), from
+/// kern.proc.pid.<pid> and kern.boottime: what /proc/PID/stat's starttime is on Linux.
+pub fn procStart(pid: i32, out: *u64, err: errtext.CBuf) c_int {
+    var kp: [logic.kinfo_proc_size]u8 align(8) = undefined;
+    var len: usize = kp.len;
+    const mib = [_]c_int{ logic.CTL_KERN, logic.KERN_PROC, logic.KERN_PROC_PID, pid };
+    if (c.sysctl(&mib, mib.len, &kp, &len, null, 0) != 0) return err.set(errno(), "sysctl kern.proc.pid.{d}", .{pid});
+    // No such process: the kernel answers with an empty record.
+    if (len == 0) return err.set(eno(.SRCH), "process {d}", .{pid});
+    var boot: [2]i64 = undefined;
+    var blen: usize = @sizeOf(@TypeOf(boot));
+    const bmib = [_]c_int{ logic.CTL_KERN, logic.KERN_BOOTTIME };
+    if (c.sysctl(&bmib, bmib.len, &boot, &blen, null, 0) != 0) return err.set(errno(), "sysctl kern.boottime", .{});
+    out.* = logic.procStartMicros(kp[0..len], pid, boot) orelse
+        return err.set(eno(.PROTO), "kern.proc.pid.{d}: unexpected kinfo_proc ({d} bytes)", .{ pid, len });
     return 0;
 }
 
@@ -238,6 +287,8 @@ var g_owner: c.pid_t = 0;
 var g_payload = std.atomic.Value(c.pid_t).init(0);
 var g_jid = std.atomic.Value(c_int).init(-1);
 var g_removed = std.atomic.Value(bool).init(false);
+/// The owner asked for the jail's end (SIGINFO), or died.
+var g_destroy = std.atomic.Value(bool).init(false);
 
 // The supervisor's working memory: globals, so a forked child never needs a large stack.
 // Only forked supervisors touch them; each has its own copy.
@@ -247,15 +298,25 @@ var g_mounts: [spec_mod.max_mounts]plan_mod.Mount = undefined;
 fn onSignal(sig: c_int) callconv(.c) void {
     const saved = c._errno().*;
     defer c._errno().* = saved;
-    // PROC_PDEATHSIG_CTL delivers SIGTERM when the owner dies: then the jail goes at once
-    // (killing the payload ends the wait; teardown follows). Otherwise pass the signal on.
-    if (sig == SIG.TERM and c.getppid() != g_owner) {
-        const jid = g_jid.load(.acquire);
-        if (jid >= 0 and !g_removed.swap(true, .acq_rel)) _ = jail_remove(jid);
+    // The owner's destroy request, or its death (PROC_PDEATHSIG_CTL delivers SIGTERM): the
+    // jail goes at once, killing the payload ends the wait, and the normal teardown follows;
+    // setup stops at its next step. Any other signal is passed on.
+    if (sig == SIG.INFO or (sig == SIG.TERM and c.getppid() != g_owner)) {
+        destroy();
         return;
     }
     const pid = g_payload.load(.acquire);
     if (pid > 0) _ = c.kill(pid, sig);
+}
+
+/// Async-signal-safe: flags the request first, so a jail created after the check below is
+/// still seen by the setup loop (plan_mod's Supervisor checks `destroyed` at every step).
+fn destroy() void {
+    g_destroy.store(true, .release);
+    const pid = g_payload.load(.acquire);
+    if (pid > 0) _ = c.kill(pid, SIG.KILL);
+    const jid = g_jid.load(.acquire);
+    if (jid >= 0 and !g_removed.swap(true, .acq_rel)) _ = jail_remove(jid);
 }
 
 fn dieEarly(status_fd: c_int, e: u16, comptime fmt: []const u8, args: anytype) noreturn {
@@ -285,7 +346,11 @@ fn supervisor(spec: *const Spec, ends: Ends) noreturn {
     var dfl = std.mem.zeroes(c.Sigaction);
     dfl.handler.handler = c.SIG.DFL;
     var s: c_int = 1;
-    while (s < max_signal) : (s += 1) _ = c.sigaction(s, &dfl, null);
+    // Not SIGINFO: SIG_DFL (ignore) would discard a destroy request pending since the fork;
+    // its handler is installed below, before anything is unblocked.
+    while (s < max_signal) : (s += 1) {
+        if (s != SIG.INFO) _ = c.sigaction(s, &dfl, null);
+    }
     // A pipe whose reader died must not kill the supervisor before it cleans up.
     var ign = std.mem.zeroes(c.Sigaction);
     ign.handler.handler = c.SIG.IGN;
@@ -294,6 +359,7 @@ fn supervisor(spec: *const Spec, ends: Ends) noreturn {
     act.handler.handler = onSignal;
     act.flags = c.SA.RESTART;
     for (forwarded) |f| _ = c.sigaction(f, &act, null);
+    _ = c.sigaction(SIG.INFO, &act, null);
     var none: c.sigset_t = undefined;
     _ = c.sigemptyset(&none);
     _ = c.sigprocmask(c.SIG.SETMASK, &none, null);
@@ -377,6 +443,23 @@ const Real = struct {
     exec_r: c_int = -1,
     payload_line: [720]u8 = undefined,
 
+    pub fn destroyed(_: *Real) bool {
+        return g_destroy.load(.acquire);
+    }
+    pub fn jailExists(_: *Real, name: [:0]const u8) u16 {
+        return if (jailByName(name) >= 0) eno(.EXIST) else if (errno() == eno(.NOENT)) 0 else errno();
+    }
+    pub fn hasAddress(_: *Real, a: logic.Alias) bool {
+        var list: ?*Ifaddrs = null;
+        // Unknown: assume absent, and SIOCAIFADDR decides.
+        if (getifaddrs(&list) != 0) return false;
+        defer freeifaddrs(list);
+        var it = list;
+        while (it) |ifa| : (it = ifa.next) {
+            if (ifa.addr) |sa| if (logic.sockaddrIs(sa, a)) return true;
+        }
+        return false;
+    }
     pub fn known(name: [:0]const u8) bool {
         var buf: [128]u8 = undefined;
         const full = std.fmt.bufPrintZ(&buf, "security.jail.param.{s}", .{name}) catch return false;
@@ -460,6 +543,7 @@ const Real = struct {
         }
     }
     pub fn startPayload(self: *Real, jid: i32, pid: *i32) u16 {
+        const supervisor_pid = c.getpid();
         var p = Pipe{};
         if (p.open()) |e| return e;
         const rc = c.fork();
@@ -468,7 +552,7 @@ const Real = struct {
             p.close();
             return e;
         }
-        if (rc == 0) payload(self.spec, self.layout, jid, p);
+        if (rc == 0) payload(self.spec, self.layout, jid, p, supervisor_pid);
         _ = c.close(p.w);
         self.exec_r = p.r;
         g_payload.store(rc, .release);
@@ -574,17 +658,38 @@ const Payload = struct {
     }
 };
 
-fn payload(spec: *const Spec, layout: Layout, jid: i32, pipe: Pipe) noreturn {
+/// A pooled jail's payload, decoded from its start message (see freebsd_start.zig).
+var g_run_spec: Spec = .{};
+var g_start_buf: [abi.payload_max]u8 = undefined;
+
+const SyncReader = struct {
+    fd: c_int,
+    pub fn readFull(r: SyncReader, buf: []u8) bool {
+        var off: usize = 0;
+        while (off < buf.len) {
+            const n = c.read(r.fd, buf[off..].ptr, buf.len - off);
+            if (n < 0 and errno() == eno(.INTR)) continue;
+            if (n <= 0) return false;
+            off += @intCast(n);
+        }
+        return true;
+    }
+};
+
+fn payload(spawned: *const Spec, layout: Layout, jid: i32, pipe: Pipe, supervisor_pid: c.pid_t) noreturn {
     // Signals back to their defaults (ignored ones survive exec), nothing blocked.
     var dfl = std.mem.zeroes(c.Sigaction);
     dfl.handler.handler = c.SIG.DFL;
     for (forwarded) |s| _ = c.sigaction(s, &dfl, null);
     _ = c.sigaction(SIG.PIPE, &dfl, null);
+    _ = c.sigaction(SIG.INFO, &dfl, null);
     var none: c.sigset_t = undefined;
     _ = c.sigemptyset(&none);
     _ = c.sigprocmask(c.SIG.SETMASK, &none, null);
     var kill_sig: c_int = SIG.KILL;
     _ = procctl(logic.P_PID, c.getpid(), logic.PROC_PDEATHSIG_CTL, &kill_sig);
+    // The supervisor may have died before the line above took effect.
+    if (c.getppid() != supervisor_pid) c._exit(127);
 
     // Keep 0..n-1, status (n), sync (n+1) and the exec pipe (n+2); close the rest, among them
     // the owning jail descriptor and any directory: jail_attach refuses open directories.
@@ -607,23 +712,23 @@ fn payload(spec: *const Spec, layout: Layout, jid: i32, pipe: Pipe) noreturn {
             p.die(eno(.PERM), "descriptor {d} is a directory: a directory descriptor would let the jail escape", .{fd});
     }
 
-    const name = spec.jail_name orelse spec.hostname.?;
+    const name = spawned.jail_name orelse spawned.hostname.?;
     if (jail_attach(jid) != 0) p.die(errno(), "attach to jail {s} (jid {d})", .{ name, jid });
 
-    for (spec.rlimits.slice()) |r| {
+    for (spawned.rlimits.slice()) |r| {
         const res = logic.rlimitResource(r.resource) orelse p.die(eno(.INVAL), "rlimit {d}", .{r.resource});
         const lim = Rlimit{ .cur = logic.rlimitValue(r.soft), .max = logic.rlimitValue(r.hard) };
         if (sys_setrlimit(res, &lim) != 0) p.die(errno(), "setrlimit {d}", .{r.resource});
     }
 
-    // Hold here until the owner says go; EOF means it died.
-    var go: [1]u8 = undefined;
-    while (true) {
-        const n = c.read(layout.sync, &go, 1);
-        if (n < 0 and errno() == eno(.INTR)) continue;
-        if (n != 1 or go[0] != abi.sync_go) p.die(eno(.CANCELED), "jail owner went away before start", .{});
-        break;
-    }
+    // Hold here until the owner says go, or sends a pooled jail's payload; EOF means it died.
+    var sf = start_mod.Failure{};
+    const spec = start_mod.read(SyncReader{ .fd = layout.sync }, spawned, &g_run_spec, &g_start_buf, &sf) catch |e| switch (e) {
+        error.Canceled => p.die(eno(.CANCELED), "jail owner went away before start", .{}),
+        error.Unknown => p.die(eno(.PROTO), "unknown start message", .{}),
+        error.TooLarge => p.die(eno(.@"2BIG"), "payload of {d} bytes is too large", .{sf.len}),
+        error.Invalid => p.die(eno(.INVAL), "invalid payload (record {d}): {s}", .{ sf.tag, @errorName(sf.err) }),
+    };
     _ = c.close(layout.sync);
 
     if (spec.flags.new_session and c.setsid() < 0) p.die(errno(), "setsid", .{});

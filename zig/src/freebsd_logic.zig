@@ -46,6 +46,36 @@ pub const jail_securelevel: c_int = 3;
 pub const path_max = 1024;
 
 // ---------------------------------------------------------------------------------------
+// Process identity: kern.proc.pid.<pid> (a struct kinfo_proc) and kern.boottime.
+
+pub const CTL_KERN: c_int = 1;
+pub const KERN_PROC: c_int = 14;
+pub const KERN_PROC_PID: c_int = 1;
+pub const KERN_BOOTTIME: c_int = 21;
+/// KINFO_PROC_SIZE on every 64-bit FreeBSD (amd64, arm64), stable across 14 and 15: the
+/// struct's size is part of the ABI. Offsets from sys/user.h (checked by compiling
+/// offsetof() against FreeBSD 14's headers for x86_64 and aarch64).
+pub const kinfo_proc_size = 1088;
+const ki_structsize_off = 0;
+const ki_pid_off = 72;
+const ki_start_off = 336;
+
+/// The start time of a process in microseconds since boot, from its kinfo_proc and
+/// kern.boottime (both `struct timeval`: i64 seconds, i64 microseconds). ki_start is wall
+/// clock (the kernel adds boottime to the uptime-based start), and boottime moves when the
+/// clock is stepped; subtracting it gives back the uptime-based start, which never changes.
+/// Null when the record is not the expected struct or names another process.
+pub fn procStartMicros(kp: []const u8, pid: i32, boottime: [2]i64) ?u64 {
+    if (kp.len < kinfo_proc_size) return null;
+    if (std.mem.readInt(i32, kp[ki_structsize_off..][0..4], .little) != kinfo_proc_size) return null;
+    if (std.mem.readInt(i32, kp[ki_pid_off..][0..4], .little) != pid) return null;
+    const sec = std.mem.readInt(i64, kp[ki_start_off..][0..8], .little);
+    const usec = std.mem.readInt(i64, kp[ki_start_off + 8 ..][0..8], .little);
+    const us = (sec - boottime[0]) * std.time.us_per_s + (usec - boottime[1]);
+    return if (us < 0) null else @intCast(us);
+}
+
+// ---------------------------------------------------------------------------------------
 // The iovec name/value protocol shared by jail_set(2), jail_get(2) and nmount(2).
 
 /// `struct iovec` (identical on every 64-bit FreeBSD target and on the test host).
@@ -180,8 +210,9 @@ pub fn jailParams(p: *JailParams, cfg: JailConfig, known: *const fn ([:0]const u
     // Networking is never inherited from the host: addresses or nothing.
     if (cfg.ip4.len > 0) p.bytes("ip4.addr", std.mem.sliceAsBytes(cfg.ip4)) else p.int("ip4", JAIL_SYS_DISABLE);
     if (cfg.ip6.len > 0) p.bytes("ip6.addr", std.mem.sliceAsBytes(cfg.ip6)) else p.int("ip6", JAIL_SYS_DISABLE);
-    // SysV IPC off; these exist only in kernels built with the SYSV* options (GENERIC is).
-    inline for (.{ "sysvmsg", "sysvsem", "sysvshm" }) |name| if (known(name)) p.int(name, JAIL_SYS_DISABLE);
+    // SysV IPC: `allow.nosysvipc` below is enough. A new jail's sysvmsg/sysvsem/sysvshm default
+    // to "disable" unless allow.sysvipc is set, and their security.jail.param nodes cannot be
+    // probed like the boolean parameters (sysctl answers EISDIR for a node).
     inline for (allow_off_core) |name| p.flag(name, false);
     inline for (allow_off_optional) |name| if (known(name)) p.flag(name, false);
     if (cfg.desc) |d| {
@@ -428,6 +459,15 @@ pub const Alias = union(enum) {
     v4: [4]u8,
     v6: [16]u8,
 };
+
+/// Whether a `struct sockaddr` (from getifaddrs) holds this address: sockaddr_in keeps it at
+/// offset 4, sockaddr_in6 at offset 8 (after the port and the flow info).
+pub fn sockaddrIs(sa: [*]const u8, a: Alias) bool {
+    return switch (a) {
+        .v4 => |v| sa[1] == AF_INET and std.mem.eql(u8, sa[4..8], &v),
+        .v6 => |v| sa[1] == AF_INET6 and std.mem.eql(u8, sa[8..24], &v),
+    };
+}
 
 fn ifname(dst: *[IFNAMSIZ]u8, iface: []const u8) void {
     const n = @min(iface.len, IFNAMSIZ - 1);
@@ -693,8 +733,9 @@ test "jail parameters: address arrays in network byte order, optional allow name
     try testing.expect(std.mem.indexOf(u8, r, "ip6.addr=fd000000000000000000000000000001 ") != null);
     try testing.expect(std.mem.indexOf(u8, r, " ip4=") == null and std.mem.indexOf(u8, r, " ip6=") == null);
     try testing.expect(std.mem.indexOf(u8, r, "allow.mount.nonullfs allow.novmm desc=-1 errmsg=<64>") != null);
-    try testing.expect(std.mem.indexOf(u8, r, " ip6.addr=fd000000000000000000000000000001 sysvshm=0 allow.noset_hostname") != null);
-    try testing.expect(std.mem.indexOf(u8, r, "sysvmsg") == null);
+    // Never the sysv* parameters, even where the probe says they exist: allow.nosysvipc covers them.
+    try testing.expect(std.mem.indexOf(u8, r, " ip6.addr=fd000000000000000000000000000001 allow.noset_hostname") != null);
+    try testing.expectEqual(@as(usize, 1), std.mem.count(u8, r, "sysv")); // allow.nosysvipc
     try testing.expect(std.mem.indexOf(u8, r, "allow.mount.notmpfs") == null);
     try testing.expectEqual(@as(c_int, -1), desc);
     // The address value points straight at the caller's array: 4 bytes per address.
@@ -809,6 +850,18 @@ test "alias requests" {
     try testing.expect(checkIface("a-very-long-interface") != null);
 }
 
+test "a host address is recognised in getifaddrs' sockaddrs" {
+    const in4 = SockaddrIn{ .family = AF_INET, .addr = .{ 192, 168, 1, 11 } };
+    try testing.expect(sockaddrIs(@ptrCast(&in4), .{ .v4 = .{ 192, 168, 1, 11 } }));
+    try testing.expect(!sockaddrIs(@ptrCast(&in4), .{ .v4 = .{ 192, 168, 1, 12 } }));
+    var v6 = [_]u8{0} ** 16;
+    v6[0] = 0xfd;
+    v6[15] = 3;
+    const a6 = aliasAdd6("lo0", v6);
+    try testing.expect(sockaddrIs(@ptrCast(&a6.addr), .{ .v6 = v6 }));
+    try testing.expect(!sockaddrIs(@ptrCast(&a6.addr), .{ .v4 = .{ 0xfd, 0, 0, 0 } }));
+}
+
 test "rlimits are translated from Linux numbers" {
     try testing.expectEqual(@as(?c_int, 8), rlimitResource(7)); // nofile
     try testing.expectEqual(@as(?c_int, 7), rlimitResource(6)); // nproc
@@ -818,6 +871,23 @@ test "rlimits are translated from Linux numbers" {
     try testing.expectEqual(@as(?c_int, null), rlimitResource(15));
     try testing.expectEqual(RLIM_INFINITY, rlimitValue(std.math.maxInt(u64)));
     try testing.expectEqual(@as(i64, 1024), rlimitValue(1024));
+}
+
+test "process start: microseconds since boot from kinfo_proc and boottime" {
+    var kp = [_]u8{0} ** kinfo_proc_size;
+    std.mem.writeInt(i32, kp[0..4], kinfo_proc_size, .little);
+    std.mem.writeInt(i32, kp[72..76], 4242, .little);
+    std.mem.writeInt(i64, kp[336..344], 1_700_000_123, .little);
+    std.mem.writeInt(i64, kp[344..352], 250_000, .little);
+    try testing.expectEqual(@as(?u64, 123_250_000), procStartMicros(&kp, 4242, .{ 1_700_000_000, 0 }));
+    // A clock step moves both ki_start and boottime: the identity stays.
+    std.mem.writeInt(i64, kp[336..344], 1_700_003_723, .little);
+    try testing.expectEqual(@as(?u64, 123_250_000), procStartMicros(&kp, 4242, .{ 1_700_003_600, 0 }));
+    try testing.expectEqual(@as(?u64, 123_000_000 + 250_000 - 900_000), procStartMicros(&kp, 4242, .{ 1_700_003_600, 900_000 }));
+    try testing.expectEqual(@as(?u64, null), procStartMicros(&kp, 4243, .{ 0, 0 })); // another pid
+    try testing.expectEqual(@as(?u64, null), procStartMicros(kp[0..1000], 4242, .{ 0, 0 })); // short
+    std.mem.writeInt(i32, kp[0..4], 1096, .little);
+    try testing.expectEqual(@as(?u64, null), procStartMicros(&kp, 4242, .{ 0, 0 })); // another layout
 }
 
 test "status lines" {

@@ -7,17 +7,23 @@
 //! tests below supply a recording fake, so the order is checked on any host.
 const std = @import("std");
 const logic = @import("freebsd_logic.zig");
+const hide = @import("hide.zig");
 
 const eno = logic.eno;
 pub const Failure = logic.Failure;
 
 pub const max_steps = 256;
+/// SIGKILL (9 on every platform): how a destroyed jail's end is reported.
+const sig_kill = 9;
 const arena_size = 96 * 1024;
 
 pub const Step = union(enum) {
+    /// Refuses a name a running jail has: its RCTL rules (named after the jail) are not ours.
+    name_free,
     /// rctl_add_rule(rule); undone with rctl_remove_rule(filter).
     rctl: struct { rule: [:0]const u8, filter: [:0]const u8 },
-    /// An address alias on the interface; undone with its deletion.
+    /// An address alias on the interface; undone with its deletion. An address the host has
+    /// already is used as is, neither added nor removed (SIOCAIFADDR would replace it).
     alias: logic.Alias,
     /// A directory of the stage (kept: the stage belongs to the caller).
     mkdir: [:0]const u8,
@@ -28,6 +34,9 @@ pub const Step = union(enum) {
     mount: logic.MountSpec,
     /// Installs lightjail's devfs ruleset through the devfs mounted at this path.
     devfs_rules: [:0]const u8,
+    /// Masks a hidden host path (lightjail's state root) at `rel` beneath the root with a
+    /// read-only nullfs view of an empty directory; nothing to do when the tree has no `rel`.
+    hide: struct { root: [:0]const u8, rel: [:0]const u8, mount: logic.MountSpec },
     /// jail_set; undone with jail_remove (and the close of an owning descriptor).
     jail,
 };
@@ -54,6 +63,8 @@ pub const Input = struct {
     upper_bytes_max: u64 = 0,
     tmp_bytes_max: u64 = 0,
     mounts: []const Mount = &.{},
+    /// Host paths no jail may see (spec `hide` records, see hide.zig).
+    hides: []const [:0]const u8 = &.{},
 
     /// From spec.zig's Spec; `buf` holds the converted mounts.
     pub fn fromSpec(s: anytype, buf: []Mount) Input {
@@ -74,6 +85,7 @@ pub const Input = struct {
             .upper_bytes_max = s.upper_bytes_max,
             .tmp_bytes_max = s.tmp_bytes_max,
             .mounts = buf[0..s.mounts.len],
+            .hides = s.hides.slice(),
         };
     }
 };
@@ -92,6 +104,9 @@ pub const Plan = struct {
     ip6: []const [16]u8 = &.{},
 
     // Filled while running.
+    /// Steps that had nothing to do (an alias the host had, a hidden path the tree lacks):
+    /// their undo is skipped.
+    skipped: std.StaticBitSet(max_steps) = .initEmpty(),
     jid: i32 = -1,
     desc: c_int = -1,
     params: logic.JailParams = .{},
@@ -181,6 +196,10 @@ pub const Plan = struct {
         p.ip4 = s.ip4;
         p.ip6 = s.ip6;
 
+        // 0. The name is ours: RCTL rules and the jail_set below would otherwise touch another
+        // jail's limits before jail_set refuses the name.
+        try p.add(.name_free, f);
+
         // 1. Limits first: a host without RACCT fails before anything else exists.
         var rules: [3]logic.Rule = undefined;
         for (logic.rctlRules(s.limits, &rules)) |r|
@@ -198,15 +217,25 @@ pub const Plan = struct {
 
         // 3. The root.
         if (s.root_dir) |dir| {
-            if (s.root_readonly) {
-                const stage = s.stage orelse {
-                    f.set(eno(.INVAL), "a read-only root {s} needs a stage directory on FreeBSD", .{dir}, "");
-                    return error.Invalid;
-                };
+            // With a stage (TypeScript always gives one), a nullfs view of the directory: the
+            // jail's /dev, /tmp and masks are then mounted on its own stage, never on the
+            // shared directory, where another jail over the same root would unmount them.
+            if (s.stage) |stage| {
                 p.root = try p.path(&.{ stage, "/root" }, f);
                 try p.add(.{ .mkdir = p.root }, f);
-                try p.add(.{ .mount = .{ .kind = .nullfs, .fspath = p.root, .from = dir, .readonly = true } }, f);
-            } else p.root = dir;
+                try p.add(.{ .mount = .{ .kind = .nullfs, .fspath = p.root, .from = dir, .readonly = s.root_readonly } }, f);
+            } else if (s.root_readonly) {
+                f.set(eno(.INVAL), "a read-only root {s} needs a stage directory on FreeBSD", .{dir}, "");
+                return error.Invalid;
+            } else {
+                var buf: [logic.path_max]u8 = undefined;
+                for (s.hides) |h| if (hide.jailPath(&buf, dir, "/", h) != null) {
+                    // A mask mounted straight on the directory would hide the state from the host.
+                    f.set(eno(.INVAL), "root {s} shows {s} (lightjail's state): it needs a stage directory to mask it", .{ dir, h }, "");
+                    return error.Invalid;
+                };
+                p.root = dir;
+            }
         } else {
             const stage = s.stage.?;
             const lowers = s.lowers;
@@ -239,8 +268,43 @@ pub const Plan = struct {
             try p.mountInside(rel, m.create, m.src, .{ .kind = .nullfs, .fspath = undefined, .from = m.src, .readonly = m.readonly }, f);
         }
 
+        try p.hides(s, f);
+
         // 5. The jail itself, last: nothing runs in it before every mount is in place.
         try p.add(.jail, f);
+    }
+
+    /// Masks every hidden host path wherever the tree would show it: through a lower layer
+    /// or a root directory at `/`, or through a nullfs mount at its target (as linux.zig's
+    /// hideState). The mask is a read-only nullfs view of the empty directory STAGE/empty.
+    fn hides(p: *Plan, s: *const Input, f: *Failure) BuildError!void {
+        var empty: ?[:0]const u8 = null;
+        for (s.hides) |h| {
+            for (s.lowers) |l| try p.hideAt(s, &empty, l, "/", h, f);
+            if (s.root_dir) |r| try p.hideAt(s, &empty, r, "/", h, f);
+            for (s.mounts) |m| try p.hideAt(s, &empty, m.src, m.dst, h, f);
+        }
+    }
+
+    fn hideAt(p: *Plan, s: *const Input, empty: *?[:0]const u8, src: []const u8, dst: []const u8, hidden: []const u8, f: *Failure) BuildError!void {
+        var buf: [logic.path_max]u8 = undefined;
+        const found = hide.jailPath(&buf, src, dst, hidden) orelse return;
+        if (found.len == 0) {
+            f.set(eno(.ACCES), "{s} holds lightjail's state and cannot be a jail's root", .{src}, "");
+            return error.Invalid;
+        }
+        const rel = try p.path(&.{found}, f);
+        for (p.steps_()) |st| if (st == .hide and std.mem.eql(u8, st.hide.rel, rel)) return;
+        if (empty.* == null) {
+            const stage = s.stage orelse {
+                f.set(eno(.INVAL), "masking {s} needs a stage directory on FreeBSD", .{hidden}, "");
+                return error.Invalid;
+            };
+            empty.* = try p.path(&.{ stage, "/empty" }, f);
+            try p.add(.{ .mkdir = empty.*.? }, f);
+        }
+        const fspath = try p.path(&.{ p.root, "/", rel }, f);
+        try p.add(.{ .hide = .{ .root = p.root, .rel = rel, .mount = .{ .kind = .nullfs, .fspath = fspath, .from = empty.*.?, .readonly = true } } }, f);
     }
 };
 
@@ -271,27 +335,41 @@ pub const Outcome = union(enum) {
 ///   nmount(iov, flags) u16, unmount(path, flags) u16, devfsRules(dev_path, rules) u16,
 ///   jailSet(iov, flags, *jid, *desc) u16, jailRemove(jid) u16, closeFd(fd), reapAll(),
 ///   startPayload(jid, *pid) u16, waitPayload(pid) Outcome, report(line),
+///   jailExists(name) u16 (0: no such jail, EEXIST: there is one), hasAddress(Alias) bool,
+///   destroyed() bool (the owner asked for the jail's end: kill() or a timeout),
 ///   and `known(name) bool` (does an optional jail parameter exist).
 /// Every u16 is 0 or an errno.
 pub fn Supervisor(comptime Sys: type) type {
     return struct {
         /// Runs the steps in order; on failure `done` says how many completed.
+        /// Stops early, with ECANCELED, when the owner asks for the jail's end.
         pub fn setup(sys: *Sys, p: *Plan, done: *usize, f: *Failure) bool {
             done.* = 0;
-            for (p.steps_()) |step| {
-                if (!run(sys, p, step, f)) return false;
+            p.skipped = .initEmpty();
+            for (p.steps_(), 0..) |step, i| {
+                if (sys.destroyed()) return fail(f, eno(.CANCELED), "jail {s} destroyed during setup", .{p.name}, "");
+                if (!run(sys, p, step, i, f)) return false;
                 done.* += 1;
             }
             return true;
         }
 
-        fn run(sys: *Sys, p: *Plan, step: Step, f: *Failure) bool {
+        fn run(sys: *Sys, p: *Plan, step: Step, i: usize, f: *Failure) bool {
             switch (step) {
+                .name_free => {
+                    const e = sys.jailExists(p.name);
+                    if (e == eno(.EXIST)) return fail(f, e, "jail name {s} is taken by a running jail", .{p.name}, "");
+                    if (e != 0) return fail(f, e, "look up jail {s}", .{p.name}, "");
+                },
                 .rctl => |r| {
                     const e = sys.rctlAdd(r.rule);
                     if (e != 0) return fail(f, e, "add RCTL rule {s}", .{r.rule}, "");
                 },
                 .alias => |a| {
+                    if (sys.hasAddress(a)) {
+                        p.skipped.set(i);
+                        return true;
+                    }
                     const e = sys.aliasAdd(p.iface, a);
                     var b: [64]u8 = undefined;
                     if (e != 0) return fail(f, e, "add address {s} to {s}", .{ addrText(&b, a), p.iface }, "");
@@ -320,6 +398,15 @@ pub fn Supervisor(comptime Sys: type) type {
                     const rules = logic.devfsRules(logic.devfs_ruleset);
                     const e = sys.devfsRules(dev, &rules);
                     if (e != 0) return fail(f, e, "install devfs ruleset {d} on {s}", .{ logic.devfs_ruleset, dev }, "");
+                },
+                .hide => |h| {
+                    const e = sys.ensure(h.root, h.rel, false, null);
+                    if (e == eno(.NOENT)) {
+                        p.skipped.set(i); // not in this tree: nothing to hide
+                        return true;
+                    }
+                    if (e != 0) return fail(f, e, "resolve /{s} in {s} to hide it", .{ h.rel, h.root }, "");
+                    return run(sys, p, .{ .mount = h.mount }, i, f);
                 },
                 .jail => return createJail(sys, p, f),
             }
@@ -355,6 +442,7 @@ pub fn Supervisor(comptime Sys: type) type {
             var i = done;
             while (i > 0) {
                 i -= 1;
+                if (p.skipped.isSet(i)) continue;
                 if (!undo(sys, p, p.steps[i], f)) ok = false;
             }
             return ok;
@@ -373,7 +461,8 @@ pub fn Supervisor(comptime Sys: type) type {
                     var b: [64]u8 = undefined;
                     if (e != 0 and e != eno(.ADDRNOTAVAIL)) return fail(out, e, "remove address {s} from {s}", .{ addrText(&b, a), p.iface }, "");
                 },
-                .mkdir, .ensure, .devfs_rules => {},
+                .name_free, .mkdir, .ensure, .devfs_rules => {},
+                .hide => |h| return undo(sys, p, .{ .mount = h.mount }, f),
                 .mount => |m| {
                     var e = sys.unmount(m.fspath, 0);
                     if (e == eno(.BUSY)) e = sys.unmount(m.fspath, logic.MNT_FORCE);
@@ -401,10 +490,12 @@ pub fn Supervisor(comptime Sys: type) type {
             var tf = Failure{};
             if (!setup(sys, p, &done, &f)) {
                 const clean = teardown(sys, p, done, &tf);
+                if (sys.destroyed()) return destroyedEnd(sys, clean, &tf);
                 sys.report(logic.errorLine(&line, f.errno, f.text()));
                 if (!clean) sys.report(teardownLine(&line, &tf));
                 return 127;
             }
+            if (sys.destroyed()) return destroyedEnd(sys, teardown(sys, p, done, &tf), &tf);
             var pid: i32 = -1;
             const e = sys.startPayload(p.jid, &pid);
             if (e != 0) {
@@ -416,6 +507,9 @@ pub fn Supervisor(comptime Sys: type) type {
             }
             const outcome = sys.waitPayload(pid);
             const clean = teardown(sys, p, done, &tf);
+            // Whatever the payload managed to say (an attach failure as the jail went away),
+            // a destroyed jail ends as killed.
+            if (sys.destroyed()) return destroyedEnd(sys, clean, &tf);
             switch (outcome) {
                 .ended => |end| sys.report(logic.endLine(&line, end)),
                 .setup_failed => |l| sys.report(l),
@@ -425,6 +519,15 @@ pub fn Supervisor(comptime Sys: type) type {
                 .setup_failed => 127,
                 .ended => if (clean) 0 else 1,
             };
+        }
+
+        /// The end of a jail its owner destroyed (the supervisor's SIGKILL, as TypeScript sees
+        /// it): "S 9" after the teardown, and any teardown failure after it.
+        fn destroyedEnd(sys: *Sys, clean: bool, tf: *const Failure) u8 {
+            var line: [720]u8 = undefined;
+            sys.report(logic.endLine(&line, .{ .signaled = sig_kill }));
+            if (!clean) sys.report(teardownLine(&line, tf));
+            return if (clean) 0 else 1;
         }
 
         fn teardownLine(buf: []u8, tf: *const Failure) []const u8 {
@@ -440,6 +543,10 @@ pub fn Supervisor(comptime Sys: type) type {
 
 const testing = std.testing;
 
+test {
+    _ = @import("freebsd_start.zig");
+}
+
 const Fake = struct {
     log: std.ArrayList(u8) = .empty,
     /// A call whose log line starts with this prefix fails with `fail_errno`.
@@ -451,6 +558,11 @@ const Fake = struct {
     no_desc: bool = true,
     outcome: Outcome = .{ .ended = .{ .exited = 0 } },
     fail_count: usize = 0,
+    /// The host has every alias address already.
+    addr_present: bool = false,
+    /// The owner's destroy request arrives as the call whose log line starts with this runs.
+    destroy_on: ?[]const u8 = null,
+    destroy_requested: bool = false,
 
     const alloc = testing.allocator;
 
@@ -462,6 +574,9 @@ const Fake = struct {
         const start = s.log.items.len;
         s.log.print(alloc, fmt, args) catch unreachable;
         const line = s.log.items[start..];
+        if (s.destroy_on) |pre| if (std.mem.startsWith(u8, line, pre)) {
+            s.destroy_requested = true;
+        };
         s.log.append(alloc, '\n') catch unreachable;
         if (s.fail_on) |pre| if (std.mem.startsWith(u8, line, pre)) {
             s.fail_count += 1;
@@ -478,6 +593,17 @@ const Fake = struct {
 
     pub fn known(name: [:0]const u8) bool {
         return std.mem.eql(u8, name, "allow.mount.tmpfs");
+    }
+    pub fn jailExists(s: *Fake, name: [:0]const u8) u16 {
+        return s.rec("jail_get {s}", .{name});
+    }
+    pub fn hasAddress(s: *Fake, a: logic.Alias) bool {
+        var b: [64]u8 = undefined;
+        _ = s.rec("has-addr {s}", .{addrText(&b, a)});
+        return s.addr_present;
+    }
+    pub fn destroyed(s: *Fake) bool {
+        return s.destroy_requested;
     }
     pub fn rctlAdd(s: *Fake, rule: [:0]const u8) u16 {
         return s.rec("rctl+ {s}", .{rule});
@@ -592,9 +718,11 @@ fn newPlan(in: Input) !*Plan {
 }
 
 const full_setup =
+    \\jail_get lj-t
     \\rctl+ jail:lj-t:memoryuse:deny=1048576
     \\rctl+ jail:lj-t:maxproc:deny=32
     \\rctl+ jail:lj-t:pcpu:deny=50
+    \\has-addr 10.0.0.2
     \\alias+ lo1 10.0.0.2
     \\mkdir /s/root
     \\mkdir /s/upper
@@ -666,6 +794,7 @@ test "FreeBSD 15: an owning descriptor is kept and closed after jail_remove" {
     var v: std.ArrayList(u8) = .empty;
     defer v.deinit(testing.allocator);
     try testing.expectEqualStrings(
+        \\jail_get w
         \\ensure /jails/w dev create
         \\nmount 8 devfs /jails/w/dev
         \\devfs-rules /jails/w/dev 13
@@ -705,7 +834,8 @@ test "a failure half way undoes exactly the completed steps, in reverse" {
         \\
     , try fake.verbs(&v));
     // No jail was created, so none is removed and no payload started.
-    try testing.expect(std.mem.indexOf(u8, fake.log.items, "jail_") == null);
+    try testing.expect(std.mem.indexOf(u8, fake.log.items, "jail_set") == null);
+    try testing.expect(std.mem.indexOf(u8, fake.log.items, "jail_remove") == null);
     try testing.expect(std.mem.indexOf(u8, fake.log.items, "start") == null);
 }
 
@@ -718,7 +848,7 @@ test "RACCT disabled: the first RCTL rule fails with the loader tunable named, n
     var v: std.ArrayList(u8) = .empty;
     defer v.deinit(testing.allocator);
     var want: [512]u8 = undefined;
-    const w = try std.fmt.bufPrint(&want, "rctl+ jail:lj-t:memoryuse:deny=1048576\nreport E {d} add RCTL rule jail:lj-t:memoryuse:deny=1048576: ENOSYS (RACCT/RCTL is disabled: set kern.racct.enable=1 in /boot/loader.conf and reboot)\n", .{eno(.NOSYS)});
+    const w = try std.fmt.bufPrint(&want, "jail_get lj-t\nrctl+ jail:lj-t:memoryuse:deny=1048576\nreport E {d} add RCTL rule jail:lj-t:memoryuse:deny=1048576: ENOSYS (RACCT/RCTL is disabled: set kern.racct.enable=1 in /boot/loader.conf and reboot)\n", .{eno(.NOSYS)});
     try testing.expectEqualStrings(w, try fake.verbs(&v));
 }
 
@@ -747,6 +877,7 @@ test "teardown keeps going after a failure, retries busy mounts with force, repo
     defer v.deinit(testing.allocator);
     var want: [1024]u8 = undefined;
     const w = try std.fmt.bufPrint(&want,
+        \\jail_get lj-v
         \\mkdir /s/root
         \\nmount 9 nullfs /s/root
         \\nmount 8 unionfs /s/root
@@ -807,8 +938,8 @@ test "plan rejects bad names, escaping mount targets and a read-only root withou
     // With a stage, the read-only root is a nullfs view of the directory.
     try p.build(&.{ .root_dir = "/r", .jail_name = "ok", .root_readonly = true, .stage = "/st" }, &f);
     try testing.expectEqualStrings("/st/root", p.root);
-    try testing.expect(p.steps[1].mount.readonly and p.steps[1].mount.kind == .nullfs);
-    try testing.expectEqualStrings("/r", p.steps[1].mount.from.?);
+    try testing.expect(p.steps[2].mount.readonly and p.steps[2].mount.kind == .nullfs);
+    try testing.expectEqualStrings("/r", p.steps[2].mount.from.?);
     // The hostname defaults to the jail name; the interface to lo0.
     try testing.expectEqualStrings("ok", p.hostname);
     try testing.expectEqualStrings("lo0", p.iface);
@@ -859,4 +990,130 @@ test "a symlinked mount point is refused with a text that says so" {
     var want: [256]u8 = undefined;
     const w = try std.fmt.bufPrint(&want, "unmount /r/dev\nreport E {d} mount point /srv in /r is or passes a symlink or a non-directory: EMLINK\n", .{eno(.MLINK)});
     try testing.expect(std.mem.endsWith(u8, fake.log.items, w));
+}
+
+test "the owner's destroy request during setup: the completed steps undone, then S 9, no payload" {
+    const p = try newPlan(full_input);
+    defer testing.allocator.destroy(p);
+    var fake = Fake{ .destroy_on = "nmount 8 fstype=devfs" };
+    defer fake.deinit();
+    try testing.expectEqual(@as(u8, 0), Sup.lifecycle(&fake, p));
+    var v: std.ArrayList(u8) = .empty;
+    defer v.deinit(testing.allocator);
+    const upto = comptime full_setup[0..std.mem.indexOf(u8, full_setup, "devfs-rules").?];
+    try testing.expectEqualStrings(upto ++
+        \\unmount /s/root/dev
+        \\unmount /s/root
+        \\unmount /s/root
+        \\unmount /s/root
+        \\unmount /s/root
+        \\unmount /s/upper
+        \\alias- lo1 10.0.0.2
+        \\rctl- jail:lj-t:pcpu
+        \\rctl- jail:lj-t:maxproc
+        \\rctl- jail:lj-t:memoryuse
+        \\report S 9
+        \\
+    , try fake.verbs(&v));
+}
+
+test "the owner's destroy request while the payload runs: full teardown, then S 9 whatever the payload said" {
+    const p = try newPlan(.{ .root_dir = "/r", .jail_name = "lj-k", .no_tmp = true });
+    defer testing.allocator.destroy(p);
+    // The jail went away under an unattached payload, which reported its attach failure.
+    var fake = Fake{ .destroy_on = "wait", .outcome = .{ .setup_failed = "E 22 attach to jail lj-k (jid 7): EINVAL\n" } };
+    defer fake.deinit();
+    try testing.expectEqual(@as(u8, 0), Sup.lifecycle(&fake, p));
+    try testing.expect(std.mem.endsWith(u8, fake.log.items, "wait 100\njail_remove 7\nreap\nunmount /r/dev\nreport S 9\n"));
+    try testing.expect(std.mem.indexOf(u8, fake.log.items, "report E") == null);
+}
+
+test "a jail name in use is refused before any RCTL rule, alias or mount" {
+    const p = try newPlan(full_input);
+    defer testing.allocator.destroy(p);
+    var fake = Fake{ .fail_on = "jail_get", .fail_errno = eno(.EXIST) };
+    defer fake.deinit();
+    try testing.expectEqual(@as(u8, 127), Sup.lifecycle(&fake, p));
+    var want: [256]u8 = undefined;
+    const w = try std.fmt.bufPrint(&want, "jail_get lj-t\nreport E {d} jail name lj-t is taken by a running jail: EEXIST\n", .{eno(.EXIST)});
+    try testing.expectEqualStrings(w, fake.log.items);
+}
+
+test "an address the host has already is neither added nor removed" {
+    const p = try newPlan(full_input);
+    defer testing.allocator.destroy(p);
+    var fake = Fake{ .addr_present = true };
+    defer fake.deinit();
+    try testing.expectEqual(@as(u8, 0), Sup.lifecycle(&fake, p));
+    try testing.expect(std.mem.indexOf(u8, fake.log.items, "has-addr 10.0.0.2\n") != null);
+    try testing.expect(std.mem.indexOf(u8, fake.log.items, "alias") == null);
+    try testing.expect(std.mem.indexOf(u8, fake.log.items, "rctl- jail:lj-t:memoryuse\nreport X 0\n") != null);
+}
+
+test "a -d root with a stage is a nullfs view: each jail's /dev and /tmp on its own stage" {
+    var logs: [2][]const u8 = undefined;
+    var fakes = [2]Fake{ .{}, .{} };
+    defer for (&fakes) |*f| f.deinit();
+    for ([_][:0]const u8{ "/st1", "/st2" }, 0..) |stage, i| {
+        const p = try newPlan(.{ .root_dir = "/jails/w", .stage = stage, .jail_name = "lj-d" });
+        defer testing.allocator.destroy(p);
+        try testing.expectEqual(@as(u8, 0), Sup.lifecycle(&fakes[i], p));
+        logs[i] = fakes[i].log.items;
+    }
+    try testing.expect(std.mem.indexOf(u8, logs[0], "nmount 8 fstype=nullfs fspath=/st1/root target=/jails/w errmsg") != null);
+    try testing.expect(std.mem.indexOf(u8, logs[0], "unmount /st1/root/dev\nunmount /st1/root\n") != null);
+    try testing.expect(std.mem.indexOf(u8, logs[1], "unmount /st2/root/tmp\nunmount /st2/root/dev\nunmount /st2/root\n") != null);
+    for (logs) |l| try testing.expect(std.mem.indexOf(u8, l, "/jails/w/") == null);
+}
+
+test "lightjail's state is masked wherever a layer, a -d root or a nullfs mount would show it" {
+    // A host world binds the host's /usr; the state root is /usr/local/lj.
+    const m = [_]Mount{ .{ .src = "/usr", .dst = "/usr", .readonly = true }, .{ .src = "/srv/data", .dst = "/data" } };
+    const hides = [_][:0]const u8{"/usr/local/lj"};
+    const p = try newPlan(.{ .stage = "/s", .lowers = &.{"/lj/worlds/host"}, .jail_name = "lj-h", .no_tmp = true, .mounts = &m, .hides = &hides });
+    defer testing.allocator.destroy(p);
+    var fake = Fake{};
+    defer fake.deinit();
+    try testing.expectEqual(@as(u8, 0), Sup.lifecycle(&fake, p));
+    var v: std.ArrayList(u8) = .empty;
+    defer v.deinit(testing.allocator);
+    const got = try fake.verbs(&v);
+    try testing.expect(std.mem.indexOf(u8, got,
+        \\nmount 9 nullfs /s/root/usr
+        \\ensure /s/root data create like=/srv/data
+        \\nmount 8 nullfs /s/root/data
+        \\mkdir /s/empty
+        \\ensure /s/root usr/local/lj
+        \\nmount 9 nullfs /s/root/usr/local/lj
+        \\jail_set 81
+    ) != null);
+    try testing.expect(std.mem.indexOf(u8, fake.log.items, "fspath=/s/root/usr/local/lj target=/s/empty ") != null);
+    try testing.expect(std.mem.indexOf(u8, got, "reap\nunmount /s/root/usr/local/lj\nunmount /s/root/data\nunmount /s/root/usr\n") != null);
+
+    // The world itself holds the state root (a -d root of /, say): masked at its jail path.
+    const p2 = try newPlan(.{ .root_dir = "/", .stage = "/s2", .jail_name = "lj-h2", .no_tmp = true, .hides = &hides });
+    defer testing.allocator.destroy(p2);
+    var fake2 = Fake{ .fail_on = "ensure /s2/root usr/local/lj", .fail_errno = eno(.NOENT) };
+    defer fake2.deinit();
+    try testing.expectEqual(@as(u8, 0), Sup.lifecycle(&fake2, p2));
+    // Not in this tree: nothing mounted there, nothing unmounted.
+    try testing.expect(std.mem.indexOf(u8, fake2.log.items, "fspath=/s2/root/usr/local/lj") == null);
+    try testing.expect(std.mem.indexOf(u8, fake2.log.items, "unmount /s2/root/usr/local/lj") == null);
+    try testing.expect(std.mem.indexOf(u8, fake2.log.items, "unmount /s2/root/dev\nunmount /s2/root\nreport X 0\n") != null);
+}
+
+test "masks refuse a root that is the state itself, and a -d root without a stage that shows it" {
+    const hides = [_][:0]const u8{"/var/lj"};
+    const p = try testing.allocator.create(Plan);
+    defer testing.allocator.destroy(p);
+    p.* = .{};
+    var f = Failure{};
+    try testing.expectError(error.Invalid, p.build(&.{ .root_dir = "/var/lj", .stage = "/s", .jail_name = "a", .hides = &hides }, &f));
+    try testing.expectEqualStrings("/var/lj holds lightjail's state and cannot be a jail's root: EACCES", f.text());
+    // Without a stage the mask would be mounted on the host's own /var/lj.
+    try testing.expectError(error.Invalid, p.build(&.{ .root_dir = "/var", .jail_name = "a", .hides = &hides }, &f));
+    try testing.expect(std.mem.startsWith(u8, f.text(), "root /var shows /var/lj (lightjail's state)"));
+    // A root that does not contain it needs no stage.
+    try p.build(&.{ .root_dir = "/jails/w", .jail_name = "a", .hides = &hides }, &f);
+    for (p.steps_()) |st| try testing.expect(st != .hide);
 }

@@ -52,6 +52,15 @@ export fn lj_cleanup(name: [*:0]const u8, err_ptr: [*]u8, err_len: usize) c_int 
     return backend.cleanup(name, .{ .ptr = err_ptr, .len = err_len });
 }
 
+/// A process's start time (its identity across pid reuse) in microseconds since boot.
+/// FreeBSD: kern.proc.pid (ki_start) less kern.boottime. Linux reads /proc/PID/stat from
+/// TypeScript and has no need of it: ENOSYS.
+export fn lj_proc_start(pid: i32, out: *u64, err_ptr: [*]u8, err_len: usize) c_int {
+    const err = errtext.CBuf{ .ptr = err_ptr, .len = err_len };
+    if (@hasDecl(backend, "procStart")) return backend.procStart(pid, out, err);
+    return err.set(@intFromEnum(std.posix.E.NOSYS), "process start times come from /proc on this platform", .{});
+}
+
 test {
     _ = spec_mod;
     _ = @import("hide.zig");
