@@ -131,3 +131,34 @@ rootTest(
   },
   180_000,
 );
+
+rootTest(
+  "node: engines.node picks the Node.js release, installed as its own overlay; one the registry lacks fails clearly",
+  async () => {
+    const lines: string[] = [];
+    const slug = await buildApp(join(apps, "node-22"), { app: "node-22", log: (l) => lines.push(l) });
+    const node = slug.overlays.find((o) => o.name === "node");
+    expect(node?.version).toMatch(/^1\.0\.0\+22\.\d+\.\d+$/);
+    expect(lines.join("\n")).toMatch(/language\/node@1\.0\.0\+22\.\d+\.\d+: published/);
+    await serve(slug, /^node v22\.\d+\.\d+$/m);
+    const dir = join(env.root, "node-99");
+    await Bun.write(join(dir, "package.json"), '{"name":"n","version":"1.0.0","engines":{"node":"99"}}');
+    await Bun.write(join(dir, "server.js"), "");
+    const r = await lj(["build-app", dir, "--app", "node-99"], { LIGHTJAIL_ROOT: env.root });
+    expect(r.code).toBe(69);
+    expect(r.stderr).toMatch(
+      /package\.json engines\.node asks for node "99": no Node\.js release matches; offered: 18, 19, 20, 21, 22, /,
+    );
+  },
+  300_000,
+);
+
+rootTest("python: a version the world does not have fails the build, naming the one it offers", async () => {
+  const dir = join(env.root, "py-old");
+  await Bun.write(join(dir, "requirements.txt"), "");
+  await Bun.write(join(dir, "app.py"), "print(1)\n");
+  await Bun.write(join(dir, "runtime.txt"), "python-2.7.18\n");
+  const r = await lj(["build-app", dir, "--app", "py-old"], { LIGHTJAIL_ROOT: env.root });
+  expect(r.code).toBe(70);
+  expect(r.stderr).toMatch(/the app asks for Python 2\.7\.18; this world offers Python 3\.\d+\.\d+ only/);
+});

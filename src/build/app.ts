@@ -88,7 +88,12 @@ export async function buildApp(dir: string, opts: BuildAppOptions): Promise<Slug
     `overlay chain over world ${p.world}: ${p.overlays.map((o) => `${o.type}/${o.name}@${o.version}`).join(" -> ")}`,
   );
   const builder = findPlugin(d, { type: p.plugin.type, name: p.plugin.name, constraint: p.plugin.version });
-  const top = await ensureOverlay(builder, { world: p.world, log, discovery: d });
+  const top = await ensureOverlay(builder, {
+    world: p.world,
+    log,
+    discovery: d,
+    ...(p.runtimeBuild ? { runtime: p.runtimeBuild } : {}),
+  });
   const chain = flatten(top);
   const who = identityOf("app", opts.app);
 

@@ -10,6 +10,7 @@ import * as fsp from "node:fs/promises";
 import { dirname, join, relative } from "node:path";
 import { LjError } from "../errors.ts";
 import { BUILD_CAPS } from "../jail/spec.ts";
+import type { RuntimeBuild } from "../plugins/define.ts";
 import { type Discovery, discover, findPlugin, loadHooks, type PluginInfo } from "../plugins/registry.ts";
 import { identityOf, OVERLAY_BUILDER } from "../store/identities.ts";
 import {
@@ -24,6 +25,7 @@ import { paths } from "../store/paths.ts";
 import { defaultWorld, readWorldMeta, worldMounts, worldPath } from "../store/worlds.ts";
 import { removeTree } from "./archive.ts";
 import { createBuildDisk } from "./disk.ts";
+import { fetchVerified } from "./fetch.ts";
 import { buildBind, runBuild, tailLines, whyBuildFailed } from "./isolation.ts";
 import { BASE_PATH, scriptArgv } from "./run.ts";
 import { chownTree, copySanitised, reportSanitised, shiftedFrom } from "./sanitise.ts";
@@ -48,6 +50,11 @@ export interface EnsureOverlayOptions {
   discovery?: Discovery;
   /** Where the recipe came from (defaults from the plugin's origin). */
   source?: OverlayMeta["source"];
+  /**
+   * A runtime version to build this plugin's overlay for (not its parents'): its own overlay,
+   * version `<plugin version>+<runtime version>` (see hooks.runtime in the plugin SDK).
+   */
+  runtime?: RuntimeBuild;
 }
 
 /** The plugin's parents, recursively, bottom to top (each once); throws on a cycle. */
@@ -138,7 +145,9 @@ export async function ensureOverlay(
     const own = resolveChain(parent, d).map(
       (p) => built.find((b) => b.type === p.manifest.type && b.name === p.manifest.name)!,
     );
-    built.push(await buildOne(parent, own, { ...opts, force: false, source: undefined }, world));
+    built.push(
+      await buildOne(parent, own, { ...opts, force: false, source: undefined, runtime: undefined }, world),
+    );
   }
   return buildOne(plugin, built, opts, world);
 }
@@ -150,11 +159,17 @@ async function buildOne(
   world: string,
 ): Promise<BuiltOverlay> {
   const m = plugin.manifest;
-  const label = `${m.type}/${m.name}@${m.version}`;
+  const rt = opts.runtime;
+  // A runtime version is an overlay of its own: semver build metadata keeps it apart.
+  const version = rt ? `${m.version}+${rt.version}` : m.version;
+  const label = `${m.type}/${m.name}@${version}`;
   const log = opts.log ?? (() => {});
   const wmeta = await readWorldMeta(world);
   const hooks = await loadHooks(m);
-  const hookEnv = (await hooks.installEnv?.({ world, version: m.version })) ?? {};
+  const hookEnv = {
+    ...((await hooks.installEnv?.({ world, version: m.version })) ?? {}),
+    ...(rt ? { ...rt.env, LJ_RUNTIME_VERSION: rt.version } : {}),
+  };
   const inputs: Record<string, string> = {
     recipe: hashTree(m.dir),
     world: sha(`${world}\n${wmeta?.createdAt ?? ""}\n${wmeta?.source ?? ""}`),
@@ -166,16 +181,17 @@ async function buildOne(
         copy: m.copy,
         hookEnv,
         inline: m.inlineScript ?? null,
+        downloads: rt?.downloads ?? [],
       }),
     ),
   };
   const inputsHash = sha(JSON.stringify(inputs));
-  const final = versionDir(m.type, plugin.storeKey, world, m.version);
+  const final = versionDir(m.type, plugin.storeKey, world, version);
   const existing = readOverlayMeta(final);
   if (existing && !opts.force) {
     if (existing.inputsHash === inputsHash) {
       log(`${label}: up to date (cache hit, built ${existing.builtAt}, inputs ${inputsHash.slice(0, 12)})`);
-      return result(plugin, existing, final, parents, true);
+      return result(plugin, version, existing, final, parents, true);
     }
     const changed = Object.keys(inputs).filter((k) => existing.inputs[k] !== inputs[k]);
     throw new LjError(
@@ -191,7 +207,7 @@ async function buildOne(
   const wdir = worldDir(m.type, plugin.storeKey, world);
   await fsp.mkdir(wdir, { recursive: true });
   await staleTemps(wdir);
-  const tmp = await fsp.mkdtemp(join(wdir, `.tmp-${m.version}-`));
+  const tmp = await fsp.mkdtemp(join(wdir, `.tmp-${version}-`));
   await fsp.chmod(tmp, 0o755);
   await fsp.writeFile(join(tmp, "owner.pid"), String(process.pid));
   const logFile = join(tmp, "build.log");
@@ -210,6 +226,18 @@ async function buildOne(
       await fsp.cp(join(m.dir, c.src), dst, { recursive: true, verbatimSymlinks: true });
     }
     chownTree(upper, who.uid, who.gid);
+    const files = join(tmp, "files");
+    await fsp.mkdir(files, { mode: 0o755 });
+    for (const f of rt?.downloads ?? []) {
+      if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(f.name)) {
+        throw new LjError(
+          "config",
+          "bad-download-name",
+          `${label}: download name ${JSON.stringify(f.name)} is not a plain file name`,
+        );
+      }
+      await fetchVerified(f.url, f.integrity, join(files, f.name), (l) => log(`${label}: ${l}`));
+    }
     const argv = await installArgv(m, tmp);
     if (argv) {
       const limits = { ...m.install, diskMb: OVERLAY_DISK_MB };
@@ -225,7 +253,7 @@ async function buildOne(
           DEBIAN_FRONTEND: "noninteractive",
           LJ_OVERLAY_TYPE: m.type,
           LJ_OVERLAY_NAME: m.name,
-          LJ_OVERLAY_VERSION: m.version,
+          LJ_OVERLAY_VERSION: version,
           LJ_WORLD: world,
           LJ_PLUGIN_DIR: "/tmp/lj/plugin",
           ...m.install.env,
@@ -237,6 +265,7 @@ async function buildOne(
         mounts: [
           ...(await worldMounts(world)),
           buildBind(m.dir, "/tmp/lj/plugin"),
+          buildBind(files, "/tmp/lj/files"),
           ...(m.inlineScript !== undefined ? [buildBind(join(tmp, "install"), "/tmp/lj/install")] : []),
         ],
         // Root of its own user namespace: these mean nothing outside it.
@@ -246,7 +275,7 @@ async function buildOne(
         logFile,
       });
       if (run.result.status !== 0) {
-        const kept = await keepFailedLog(logFile, m.type, m.name, m.version);
+        const kept = await keepFailedLog(logFile, m.type, m.name, version);
         throw new LjError(
           "internal",
           "install-failed",
@@ -269,7 +298,7 @@ async function buildOne(
       id: inputsHash.slice(0, 16),
       name: m.name,
       type: m.type,
-      overlayVersion: m.version,
+      overlayVersion: version,
       world,
       storeKey: plugin.storeKey,
       source: opts.source ?? defaultSource(plugin),
@@ -289,12 +318,13 @@ async function buildOne(
     };
     await fsp.writeFile(join(tmp, "meta.json"), `${JSON.stringify(meta, null, 2)}\n`);
     await fsp.rm(join(tmp, "install"), { force: true });
+    await fsp.rm(files, { recursive: true, force: true });
     await fsp.rm(join(tmp, "owner.pid"), { force: true });
     await publish(tmp, final, opts.force === true);
     log(
       `${label}: published ${final} (${(meta.sizeBytes / 1048576).toFixed(1)} MiB in ${(meta.durationMs / 1000).toFixed(1)}s)`,
     );
-    return result(plugin, meta, final, parents, false);
+    return result(plugin, version, meta, final, parents, false);
   } catch (e) {
     await removeTree(tmp).catch(() => {});
     throw e;
@@ -305,6 +335,7 @@ async function buildOne(
 
 function result(
   plugin: PluginInfo,
+  version: string,
   meta: OverlayMeta,
   dir: string,
   parents: BuiltOverlay[],
@@ -313,7 +344,7 @@ function result(
   return {
     type: plugin.manifest.type,
     name: plugin.manifest.name,
-    version: plugin.manifest.version,
+    version,
     path: join(dir, "root"),
     id: meta.id,
     cached,

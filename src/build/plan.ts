@@ -7,7 +7,14 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { Glob } from "bun";
 import { LjError } from "../errors.ts";
-import type { AppContext, DetectResult, PlanDraft } from "../plugins/define.ts";
+import type {
+  AppContext,
+  DetectResult,
+  PlanDraft,
+  PluginHooks,
+  RuntimeBuild,
+  RuntimeRequest,
+} from "../plugins/define.ts";
 import { ManifestReader, parseToml } from "../plugins/manifest.ts";
 import {
   type Discovery,
@@ -42,6 +49,10 @@ export interface FullPlan extends AppPlan {
   lockfiles: string[];
   /** The build script inside the jail and the plugin directory mounted there. */
   buildScriptPath: string | null;
+  /** The runtime version the app asked for (`engines.node`...) and the exact one chosen. */
+  runtime?: RuntimeRequest & { version: string };
+  /** What the builder's overlay installs for it (its own overlay, see ensureOverlay). */
+  runtimeBuild?: RuntimeBuild;
   /** Only the limits the app's lj.toml sets (no defaults): what its slug asks for. */
   appLimits: { memoryMb?: number; pids?: number; cpus?: number };
 }
@@ -190,6 +201,32 @@ export async function detectPlugins(dir: string, d: Discovery, settings: AppSett
 
 export const DEFAULT_LIMITS = { memoryMb: 512, pids: 256 };
 
+/**
+ * The runtime version an app asks for, resolved by its builder plugin (hooks.runtime): null
+ * when it asks for none (the world's own runtime) or the plugin offers no versions. A version
+ * the plugin cannot give fails the plan, saying which it can.
+ */
+async function resolveRuntime(
+  plugin: string,
+  hooks: PluginHooks,
+  app: AppContext,
+  world: string,
+): Promise<{ request: RuntimeRequest & { version: string }; build: RuntimeBuild } | null> {
+  const req = hooks.runtime?.request(app);
+  if (!req || !hooks.runtime) return null;
+  try {
+    const build = await hooks.runtime.resolve(req, { world, env: process.env });
+    return { request: { ...req, version: build.version }, build };
+  } catch (e) {
+    throw new LjError(
+      "unavailable",
+      "runtime-unavailable",
+      `${req.from} asks for ${plugin} ${JSON.stringify(req.constraint)}: ${(e as Error).message}`,
+      { hint: `ask for a version the ${plugin} plugin offers, or remove the request to use the world's own` },
+    );
+  }
+}
+
 export async function planApp(
   dir: string,
   opts: { world?: string; discovery?: Discovery } = {},
@@ -239,6 +276,8 @@ export async function planApp(
     lockfiles: [...(m.build?.lockfiles ?? [])],
   };
   const hooks = await loadHooks(m);
+  const runtimeBuild = await resolveRuntime(m.name, hooks, app, world);
+  if (runtimeBuild) draft.runtime = runtimeBuild.request;
   if (hooks.plan) draft = (await hooks.plan(app, draft)) ?? draft;
   const procfile = app.read("Procfile");
   if (procfile !== null)
@@ -273,5 +312,7 @@ export async function planApp(
     lockfiles: draft.lockfiles,
     buildScriptPath: m.build ? `/tmp/lj/plugin/${m.build.script}` : null,
     appLimits: { ...settings.limits },
+    ...(draft.runtime ? { runtime: draft.runtime } : {}),
+    ...(runtimeBuild ? { runtimeBuild: runtimeBuild.build } : {}),
   };
 }

@@ -31,6 +31,30 @@ export interface DetectResult {
   priority?: number;
 }
 
+/** A runtime version an app asks for (`engines.node`, `.nvmrc`, `.python-version`...). */
+export interface RuntimeRequest {
+  /** A version or a semver range ("22", "22.x", ">=20 <23"). */
+  constraint: string;
+  /** Where the app said so, for messages ("package.json engines.node"). */
+  from: string;
+}
+
+/**
+ * What a plugin installs for a requested runtime version: its own overlay of the plugin
+ * (`language/node@1.0.0+22.11.0`), built once and cached like any overlay.
+ */
+export interface RuntimeBuild {
+  /** The exact version chosen. */
+  version: string;
+  /**
+   * Files lightjail fetches on the host and verifies (an SRI `integrity`, e.g. sha512-...)
+   * before the install script runs; they appear read-only at /tmp/lj/files/NAME.
+   */
+  downloads?: { name: string; url: string; integrity: string }[];
+  /** Extra environment for the install script (it also gets LJ_RUNTIME_VERSION). */
+  env?: Record<string, string>;
+}
+
 /** The part of a plan a hook may change. */
 export interface PlanDraft {
   build: { script: string; cacheDirs: string[]; env: Record<string, string>; net: "egress" | "none" };
@@ -38,6 +62,8 @@ export interface PlanDraft {
   env: Record<string, string>;
   /** Lockfiles that key the dependency cache (first that exist). */
   lockfiles: string[];
+  /** The runtime version the app asked for and what was chosen, when it asked (see runtime). */
+  runtime?: RuntimeRequest & { version: string };
 }
 
 export interface PluginHooks {
@@ -51,6 +77,18 @@ export interface PluginHooks {
   ): DetectResult | null | Promise<DetectResult | null>;
   /** Adjusts the build plan (processes, env, build env); return the draft (or nothing). */
   plan?(app: AppContext, draft: PlanDraft): PlanDraft | undefined | Promise<PlanDraft | undefined>;
+  /**
+   * Runtime versions: `request` reads what the app asks for (null: the world's own runtime);
+   * `resolve` picks the exact version and what to fetch, or throws an Error whose message names
+   * the versions it can offer. Runs on the host when the app is planned.
+   */
+  runtime?: {
+    request(app: AppContext): RuntimeRequest | null;
+    resolve(
+      req: RuntimeRequest,
+      ctx: { world: string; env: Record<string, string | undefined> },
+    ): Promise<RuntimeBuild>;
+  };
   /** Extra environment for the install script (computed, e.g. from the host or world). */
   installEnv?(ctx: {
     world: string;
