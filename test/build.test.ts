@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, expect } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { runJail } from "../src/jail/spawn.ts";
 import { gitServer } from "./build-helpers.ts";
 import { type JailEnv, lj, makeJailEnv, projectDir } from "./helpers/jail-env.ts";
 import { rootTest } from "./helpers/root.ts";
@@ -231,3 +232,27 @@ rootTest("lj overlays list, show, rm and gc", async () => {
   expect(after).toEqual([]);
   expect((await lj(["overlays", "show", "tool/none"], E())).code).toBe(66);
 });
+
+rootTest(
+  "an overlay that deletes and replaces world files hides them in every jail, as root or in a user namespace",
+  async () => {
+    const dir = recipe(
+      join(env.root, "src", "pruner"),
+      "name pruner\nversion 1.0.0\ntype tool\nworld test\n#!/bin/sh\nset -e\nrm /etc/debian_version\nrm -rf /etc/apt\nmkdir /etc/apt\necho new > /etc/apt/only\n",
+    );
+    const r = await ljbuild(["Jailfile"], dir);
+    expect(r.code).toBe(0);
+    const layer = r.stdout.trim();
+    expect(existsSync(join(env.world, "etc/debian_version"))).toBe(true);
+    const look = "test -e /etc/debian_version && echo still-there; ls /etc/apt";
+    for (const userns of [false, { uidBase: 320000, count: 65536 }] as const) {
+      const j = await runJail({
+        ...env.base,
+        layers: [env.world, layer],
+        argv: ["/bin/sh", "-c", look],
+        ...(userns ? { userns } : {}),
+      });
+      expect({ userns: !!userns, out: j.stdout.trim() }).toEqual({ userns: !!userns, out: "only" });
+    }
+  },
+);

@@ -291,6 +291,7 @@ async function buildOne(
     const published = copySanitised(upper, join(tmp, "root"), {
       owner: shiftedFrom(who.uid, who.count),
       skip: (rel) => SCRATCH.has(rel),
+      overlayMarks: true,
     });
     reportSanitised(published, log);
     const meta: OverlayMeta = {

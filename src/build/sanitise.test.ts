@@ -14,6 +14,8 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { rootTest } from "../../test/helpers/root.ts";
+import { getXattr, makeWhiteout, setXattr } from "../jail/ffi.ts";
 import { copySanitised, escapesTree, ownedBy, shiftedFrom } from "./sanitise.ts";
 
 const dirs: string[] = [];
@@ -79,4 +81,23 @@ test("a link climbing out of the tree is refused, naming it", () => {
   expect(() => copySanitised(src, join(fresh(), "out"), { owner: ownedBy(0, 0) })).toThrow(
     'the build\'s output has a symlink that leaves its tree: "a/bad" -> "../../etc/shadow"',
   );
+});
+
+// mknod and trusted.* attributes need root.
+rootTest("an overlay layer keeps its whiteouts and opaque directories, under both names", () => {
+  const src = fresh();
+  makeWhiteout(join(src, "deleted"));
+  mkdirSync(join(src, "replaced"));
+  setXattr(join(src, "replaced"), "user.overlay.opaque", "y");
+  const dst = join(fresh(), "out");
+  const r = copySanitised(src, dst, { owner: ownedBy(0, 0), overlayMarks: true });
+  expect(r.dropped).toEqual([]);
+  const wh = lstatSync(join(dst, "deleted"));
+  expect(wh.isCharacterDevice()).toBe(true);
+  expect(wh.rdev).toBe(0);
+  expect(getXattr(join(dst, "replaced"), "user.overlay.opaque")?.toString()).toBe("y");
+  expect(getXattr(join(dst, "replaced"), "trusted.overlay.opaque")?.toString()).toBe("y");
+  // A slug keeps no such thing: a device node is left out.
+  const slug = copySanitised(src, join(fresh(), "slug"), { owner: ownedBy(0, 0) });
+  expect(slug.dropped).toEqual(["deleted"]);
 });

@@ -20,6 +20,7 @@ import {
 } from "node:fs";
 import { join, posix } from "node:path";
 import { LjError } from "../errors.ts";
+import { getXattr, makeWhiteout, setXattr } from "../jail/ffi.ts";
 import type { BuildLog } from "./types.ts";
 
 export interface SanitiseReport {
@@ -38,12 +39,20 @@ export interface SanitiseOptions {
   skip?: (rel: string) => boolean;
   /** Whose tree it is, for errors: "the build's output" (default), "the app's source". */
   what?: string;
+  /**
+   * An overlay layer: keep overlayfs's own marks (whiteouts, the character devices 0:0 that
+   * record a deleted lower file, and opaque directories), under both the names a layer is read
+   * by (trusted.* by jails as root, user.* by jails in a user namespace).
+   */
+  overlayMarks?: boolean;
 }
 
 const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
 const S_IFLNK = 0o120000;
+const S_IFCHR = 0o020000;
+const OPAQUE = ["trusted.overlay.opaque", "user.overlay.opaque"];
 const SPECIAL_BITS = 0o7000;
 
 /** The owner map of a slug: everything belongs to the app's identity. */
@@ -90,6 +99,9 @@ function copyDir(
   r: SanitiseReport,
 ): void {
   mkdirSync(dst, { mode: 0o700 });
+  if (opts.overlayMarks && OPAQUE.some((x) => getXattr(src, x)?.toString() === "y")) {
+    for (const x of OPAQUE) setXattr(dst, x, "y");
+  }
   for (const name of readdirSync(src)) {
     const childRel = rel === "" ? name : `${rel}/${name}`;
     if (opts.skip?.(childRel)) continue;
@@ -126,6 +138,13 @@ function copyEntry(src: string, dst: string, rel: string, opts: SanitiseOptions,
       return;
     }
     default:
+      if (opts.overlayMarks && (st.mode & S_IFMT) === S_IFCHR && st.rdev === 0) {
+        makeWhiteout(dst);
+        const [u, g] = opts.owner(st.uid, st.gid);
+        lchownSync(dst, u, g);
+        r.entries++;
+        return;
+      }
       r.dropped.push(rel);
   }
 }

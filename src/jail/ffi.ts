@@ -154,3 +154,49 @@ export function shimProcStart(pid: number): bigint | null {
   if (rc !== 0) return null;
   return out[0]!;
 }
+
+/**
+ * The few libc calls Node's fs has no counterpart for, used to publish overlay layers:
+ * extended attributes (overlayfs marks an opaque directory with one) and the whiteout that
+ * records a deleted lower file (a character device 0:0). Linux only.
+ */
+const libcSymbols = {
+  lgetxattr: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr, FFIType.u64], returns: FFIType.i64 },
+  lsetxattr: {
+    args: [FFIType.ptr, FFIType.ptr, FFIType.ptr, FFIType.u64, FFIType.i32],
+    returns: FFIType.i32,
+  },
+  mknod: { args: [FFIType.ptr, FFIType.u32, FFIType.u64], returns: FFIType.i32 },
+} as const;
+let libc: ReturnType<typeof dlopen<typeof libcSymbols>>["symbols"] | undefined;
+const libcCalls = () => {
+  libc ??= dlopen("libc.so.6", libcSymbols).symbols;
+  return libc;
+};
+const cstr = (s: string) => Buffer.from(`${s}\0`);
+
+/** An extended attribute's value (not following a symlink), or null when it has none. */
+export function getXattr(path: string, name: string): Buffer | null {
+  const buf = Buffer.alloc(256);
+  const n = Number(libcCalls().lgetxattr(ptr(cstr(path)), ptr(cstr(name)), ptr(buf), buf.length));
+  return n < 0 ? null : buf.subarray(0, n);
+}
+
+export function setXattr(path: string, name: string, value: string): void {
+  const v = Buffer.from(value);
+  const p = cstr(path);
+  if (
+    libcCalls().lsetxattr(ptr(p), ptr(cstr(name)), v.length ? ptr(v) : ptr(Buffer.alloc(1)), v.length, 0) !==
+    0
+  ) {
+    throw new LjError("internal", "setxattr-failed", `cannot set ${name} on ${path}`);
+  }
+}
+
+/** Creates an overlayfs whiteout (a character device 0:0, which opens nothing) at `path`. */
+export function makeWhiteout(path: string): void {
+  const S_IFCHR = 0o020000;
+  if (libcCalls().mknod(ptr(cstr(path)), S_IFCHR, 0) !== 0) {
+    throw new LjError("internal", "whiteout-failed", `cannot create the whiteout ${path}`);
+  }
+}
