@@ -162,3 +162,22 @@ rootTest("python: a version the world does not have fails the build, naming the 
   expect(r.code).toBe(70);
   expect(r.stderr).toMatch(/the app asks for Python 2\.7\.18; this world offers Python 3\.\d+\.\d+ only/);
 });
+
+rootTest(
+  "ruby on the host world: apt installs it into the overlay (the host's /usr and package database untouched), and a Ruby app answers",
+  async () => {
+    const hostRuby = existsSync("/usr/bin/ruby");
+    const r = await lj(["build", "--type", "language", "ruby", "--world", "test"], {
+      LIGHTJAIL_ROOT: env.root,
+    });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/\[ruby \d+:\d\d\] ruby 3\.\d/);
+    const layer = r.stdout.trim();
+    expect(existsSync(join(layer, "usr/bin/ruby")) || hostRuby).toBe(true);
+    // The host is as it was: the packages went into the overlay's own /usr and dpkg database.
+    expect(existsSync("/usr/bin/ruby")).toBe(hostRuby);
+    const slug = await buildApp(join(apps, "ruby-plain"), { app: "ruby-plain" });
+    await serve(slug, /^ruby 3\.\d+\.\d+ says hello/);
+  },
+  300_000,
+);

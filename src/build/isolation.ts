@@ -148,7 +148,9 @@ export function confineBuild(b: BuildRun, env: Record<string, string | undefined
     cwd: b.cwd,
     layers: b.layers,
     upper: b.upper,
-    mounts: [...b.mounts, ...corp.mounts],
+    // A layered system directory (a host world's /usr) is seen idmapped, so root inside owns
+    // root's files there and a package manager can change them (into the build's upper).
+    mounts: [...b.mounts.map((m) => (m.layered ? { ...m, idmap: true } : m)), ...corp.mounts],
     ...(b.caps ? { caps: b.caps } : {}),
     userns: { uidBase: b.identity.uid, gidBase: b.identity.gid, count: b.identity.count },
     uid: 0,

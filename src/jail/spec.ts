@@ -19,6 +19,14 @@ export interface BindMount {
    * user namespace the host's ids show as they are anyway, so the flag changes nothing there.
    */
   idmap?: boolean;
+  /**
+   * Linux: the jail's layers' own copies of this directory merge over the source (an overlay
+   * at the target, the source at the bottom); in a build (an upper layer) what the jail
+   * writes there lands in the upper's copy instead of the source. A host world's /usr is bound
+   * so: an overlay built over it installs packages into itself, and jails over that overlay see
+   * them. Read-only (the source is never written).
+   */
+  layered?: boolean;
 }
 
 export interface JailLimits {
@@ -269,6 +277,12 @@ export function validateSpec(spec: JailSpec): void {
     checkPath("mount target", m.dst);
     if (m.dst === "/") throw invalid("a mount cannot replace the jail's root");
     if (m.dst.split("/").includes("..")) throw invalid(`mount target ${m.dst} contains ".."`);
+    if (m.layered && !m.readonly) {
+      throw invalid(
+        `layered mount ${m.dst} must be read-only`,
+        "its source is never written; add readonly: true",
+      );
+    }
     if (m.idmap && !m.readonly) {
       // Writes through an idmapped mount land as the host's own ids (root's as root's).
       throw invalid(`idmapped mount ${m.dst} must be read-only`, "add readonly: true, or drop idmap");
@@ -440,7 +454,7 @@ export function encodeSpec(spec: JailSpec, ctx: EncodeContext): Uint8Array {
     e.record(Tag.rlimit, b);
   }
   for (const m of spec.mounts ?? []) {
-    const flagsM = (m.readonly ? 1 : 0) | 2 | (m.idmap ? 4 : 0);
+    const flagsM = (m.readonly ? 1 : 0) | 2 | (m.idmap ? 4 : 0) | (m.layered ? 8 : 0);
     e.prefixed(Tag.mount, flagsM, `${m.src}\0${m.dst}\0`);
   }
   for (const h of ctx.hide ?? []) e.str(Tag.hide, h);

@@ -28,6 +28,8 @@ export interface WorldMount {
   src: string;
   dst: string;
   readonly: boolean;
+  /** The jail's layers' copies of dst merge over it (see BindMount.layered in src/jail/spec.ts). */
+  layered?: boolean;
 }
 
 export interface WorldMeta {
@@ -174,8 +176,21 @@ export async function readWorldMeta(name: string): Promise<WorldMeta | null> {
 /** Extra read-only bind mounts the spawner must add for this world (empty for self-contained worlds). */
 export async function worldMounts(name: string): Promise<WorldMount[]> {
   const meta = await readWorldMeta(name);
-  return meta?.mounts ?? [];
+  if (meta?.source !== "host") return meta?.mounts ?? [];
+  // Host worlds made before their binds were layered: the same mounts, layered.
+  const mounts = meta.mounts.map((m) => ({ ...m, layered: true }));
+  if (!mounts.some((m) => m.dst === DPKG_DIR) && existsSync(DPKG_DIR)) {
+    mounts.push({ src: DPKG_DIR, dst: DPKG_DIR, readonly: true, layered: true });
+  }
+  return mounts;
 }
+
+/**
+ * The host's package database, under a host world's layered /usr: a package manager in an
+ * overlay build over the host world knows what the host has, installs the rest into the
+ * overlay, and records it in the overlay's own copy of the database.
+ */
+const DPKG_DIR = "/var/lib/dpkg";
 
 export async function listWorlds(): Promise<WorldInfo[]> {
   const dir = paths.worlds();
@@ -493,7 +508,8 @@ const EMPTY_DIRS: [string, number][] = [
  * inside the jail root.
  */
 async function buildHostWorld(dir: string, opts: CreateWorldOptions): Promise<Built> {
-  const mounts: WorldMount[] = [{ src: "/usr", dst: "/usr", readonly: true }];
+  const mounts: WorldMount[] = [{ src: "/usr", dst: "/usr", readonly: true, layered: true }];
+  if (existsSync(DPKG_DIR)) mounts.push({ src: DPKG_DIR, dst: DPKG_DIR, readonly: true, layered: true });
   for (const [rel, mode] of EMPTY_DIRS) {
     await fsp.mkdir(join(dir, rel), { mode });
     await fsp.chmod(join(dir, rel), mode);
@@ -506,7 +522,7 @@ async function buildHostWorld(dir: string, opts: CreateWorldOptions): Promise<Bu
       await fsp.symlink(await fsp.readlink(`/${d}`), join(dir, d));
     } else if (st?.isDirectory()) {
       await fsp.mkdir(join(dir, d), { mode: 0o755 });
-      mounts.push({ src: `/${d}`, dst: `/${d}`, readonly: true });
+      mounts.push({ src: `/${d}`, dst: `/${d}`, readonly: true, layered: true });
     }
   }
   opts.onProgress?.("copying /etc without secrets");

@@ -802,7 +802,10 @@ fn fillRoot(c: *const Child, rootfd: i32) void {
     c.mark("/dev, /tmp");
     for (c.spec.mounts.slice(), 0..) |m, i| {
         const tree = if (c.trees) |t| &t.mounts[i] else null;
-        if (tree != null and tree.?.* >= 0) bindTree(c, rootfd, m, tree.?) else bindMount(c, rootfd, m);
+        const idmapped = tree != null and tree.?.* >= 0;
+        if (m.flags.layered and c.spec.root_dir == null) {
+            layeredMount(c, rootfd, m, i, if (idmapped) tree.? else null);
+        } else if (idmapped) bindTree(c, rootfd, m, tree.?) else bindMount(c, rootfd, m);
     }
     hideState(c, rootfd);
 }
@@ -1072,6 +1075,86 @@ fn bindMount(c: *const Child, rootfd: i32, m: spec_mod.Mount) void {
     // With its submounts, read-only as a whole: nothing under a read-only bind is writable.
     const ro: u64 = if (m.flags.readonly) MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV else 0;
     c.check(attachCopy(linux.AT.FDCWD, m.src.ptr, true, ro, t.fd), "bind {s} on {s}", .{ m.src, m.dst });
+}
+
+/// A `layered` mount (spec.zig): an overlay at the target whose lowers are each layer's copy
+/// of the target directory (top first; the idmapped copies at the stage for a user-namespaced
+/// jail) over the mount's source, with the upper layer's copy as its upper in a build.
+fn layeredMount(c: *const Child, rootfd: i32, m: spec_mod.Mount, index: usize, tree: ?*i32) void {
+    const s = c.spec;
+    const rel = std.mem.trim(u8, m.dst, "/");
+    if (rel.len == 0) c.die(.INVAL, "layered mount target {s} is the root", .{m.dst});
+    const stage = s.stage orelse c.die(.INVAL, "layered mount {s} without a stage", .{m.dst});
+    var data_buf: [path_max]u8 = undefined;
+    var w = std.Io.Writer.fixed(data_buf[0 .. path_max - 1]);
+    const too_long = "overlay options for a layered mount exceed one page";
+    w.writeAll("lowerdir=") catch unreachable;
+    var lowers: usize = 0;
+    var i = s.lowers.len;
+    while (i > 0) {
+        i -= 1;
+        var p = Path{};
+        var idx: [24]u8 = undefined;
+        const layer = if (idmap.wantsLowers(s)) p.join(c, .{ stage, std.fmt.bufPrint(&idx, "/l{d}/", .{i}) catch unreachable, rel }) else p.join(c, .{ s.lowers.slice()[i], "/", rel });
+        var st: linux.Stat = undefined;
+        if (errno(linux.lstat(layer.ptr, &st)) != null or !linux.S.ISDIR(st.mode)) continue;
+        escapeOpt(&w, layer) catch c.die(.NAMETOOLONG, too_long, .{});
+        w.writeByte(':') catch c.die(.NAMETOOLONG, too_long, .{});
+        lowers += 1;
+    }
+    // The source, bottom: its idmapped copy attached at the stage, or itself.
+    var src_path = Path{};
+    const src: [:0]const u8 = if (tree) |t| blk: {
+        var name: [24]u8 = undefined;
+        const n = std.fmt.bufPrintZ(&name, "m{d}", .{index}) catch unreachable;
+        const sfd = linux.open(stage.ptr, .{ .PATH = true, .DIRECTORY = true, .CLOEXEC = true }, 0);
+        c.check(sfd, "open {s}", .{stage});
+        defer _ = linux.close(@intCast(sfd));
+        c.check(linux.mkdirat(@intCast(sfd), n.ptr, 0o755), "mkdir {s}/{s}", .{ stage, n });
+        c.check(moveTree(t.*, @intCast(sfd), n.ptr), "attach the idmapped copy of {s}", .{m.src});
+        _ = linux.close(t.*);
+        t.* = -1;
+        break :blk src_path.join(c, .{ stage, "/", n });
+    } else m.src;
+    escapeOpt(&w, src) catch c.die(.NAMETOOLONG, too_long, .{});
+    var flags: u32 = linux.MS.NOSUID | linux.MS.NODEV;
+    var up = Path{};
+    var wk = Path{};
+    if (s.upper) |upper| {
+        var idx: [24]u8 = undefined;
+        const u = up.join(c, .{ upper, "/", rel });
+        const wd = wk.join(c, .{ s.work.?, std.fmt.bufPrint(&idx, "-m{d}", .{index}) catch unreachable });
+        makeDirs(c, u);
+        makeDirs(c, wd);
+        w.writeAll(",upperdir=") catch c.die(.NAMETOOLONG, too_long, .{});
+        escapeOpt(&w, u) catch c.die(.NAMETOOLONG, too_long, .{});
+        w.writeAll(",workdir=") catch c.die(.NAMETOOLONG, too_long, .{});
+        escapeOpt(&w, wd) catch c.die(.NAMETOOLONG, too_long, .{});
+    } else if (lowers == 0) {
+        // No layer has its own copy and nothing is written: the source as it is.
+        if (tree == null) return bindMount(c, rootfd, m);
+        flags |= linux.MS.RDONLY;
+    } else flags |= linux.MS.RDONLY;
+    if (s.flags.userns) w.writeAll(",userxattr") catch c.die(.NAMETOOLONG, too_long, .{});
+    data_buf[w.end] = 0;
+    var t = mountTarget(c, rootfd, m, true);
+    defer t.close();
+    c.check(mountOn(&t, "overlay", "overlay", flags, data_buf[0..w.end :0]), "mount the layered overlay on {s} (over {s})", .{ m.dst, m.src });
+}
+
+/// mkdir -p of an absolute path outside the jail's root (the stage, the upper layer's disk).
+fn makeDirs(c: *const Child, path: [:0]const u8) void {
+    var buf: [path_max]u8 = undefined;
+    @memcpy(buf[0..path.len], path);
+    var i: usize = 1;
+    while (i <= path.len) : (i += 1) {
+        if (i < path.len and buf[i] != '/') continue;
+        const saved = buf[i];
+        buf[i] = 0;
+        const rc = linux.mkdir(@ptrCast(&buf), 0o755);
+        if (errno(rc)) |e| if (e != .EXIST) c.die(e, "mkdir {s}", .{buf[0..i]});
+        buf[i] = saved;
+    }
 }
 
 /// Attaches the idmapped copy of a bind source the owner made (idmap.zig) onto its target.

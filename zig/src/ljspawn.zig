@@ -20,7 +20,7 @@ const backend = @import("linux.zig");
 
 const Allocator = std.mem.Allocator;
 
-const Mount = struct { src: []const u8, dst: []const u8, readonly: bool };
+const Mount = struct { src: []const u8, dst: []const u8, readonly: bool, layered: bool = false };
 
 const Args = struct {
     root: ?[]const u8 = null,
@@ -207,9 +207,9 @@ fn worldDir(gpa: Allocator, name: ?[]const u8) (Delegate || Allocator.Error)![]c
 fn worldMounts(gpa: Allocator, dir: []const u8, out: *std.ArrayList(Mount)) !void {
     const meta_path = try std.fs.path.join(gpa, &.{ dir, ".lj-world.json" });
     const text = std.fs.cwd().readFileAlloc(gpa, meta_path, 1 << 20) catch return;
-    const Meta = struct { mounts: []const struct { src: []const u8, dst: []const u8, readonly: bool = true } = &.{} };
+    const Meta = struct { mounts: []const struct { src: []const u8, dst: []const u8, readonly: bool = true, layered: bool = false } = &.{} };
     const meta = std.json.parseFromSliceLeaky(Meta, gpa, text, .{ .ignore_unknown_fields = true }) catch return error.Delegate;
-    for (meta.mounts) |m| try out.append(gpa, .{ .src = m.src, .dst = m.dst, .readonly = m.readonly });
+    for (meta.mounts) |m| try out.append(gpa, .{ .src = m.src, .dst = m.dst, .readonly = m.readonly, .layered = m.layered });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -324,7 +324,7 @@ fn encode(gpa: Allocator, a: *const Args, root: ?[]const u8, layers: []const []c
     // stdin is inherited: the payload stays in the caller's session (job control works).
     try e.int(.flags, u32, @bitCast(spec_mod.Flags{ .net_host = a.net_host, .root_readonly = a.read_only }));
     if (a.caps != 0) try e.int(.caps, u64, a.caps);
-    for (mounts) |m| try e.pair(.mount, if (m.readonly) 3 else 2, m.src, m.dst);
+    for (mounts) |m| try e.pair(.mount, @bitCast(spec_mod.MountFlags{ .readonly = m.readonly, .layered = m.layered }), m.src, m.dst);
     // lightjail's own state is never visible in a jail (hide.zig), under either spelling.
     try e.string(.hide, ljRoot());
     if (std.fs.cwd().realpathAlloc(gpa, ljRoot())) |real| {

@@ -70,7 +70,12 @@ pub const MountFlags = packed struct(u32) {
     /// Read-only binds of a user-namespaced jail: show the source idmapped (host ids
     /// 0..count-1 as themselves inside). Without it, ids outside the namespace show as nobody.
     idmap: bool = false,
-    _pad: u29 = 0,
+    /// The jail's layers' own copies of the target directory merge over the source (an
+    /// overlay at the target, lowers: the layers' copies top first, then the source); in a
+    /// build (an upper layer) what the jail writes there lands in the upper's copy. A host
+    /// world's /usr: an overlay built over it installs packages into itself, not the host.
+    layered: bool = false,
+    _pad: u28 = 0,
 };
 
 pub const stdio_null: i32 = -1;
