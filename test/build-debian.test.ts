@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { RedisClient, SQL } from "bun";
 import { buildApp } from "../src/build/app.ts";
 import { ensureOverlay } from "../src/build/overlays.ts";
-import { spawnJail } from "../src/jail/spawn.ts";
+import { runJail, spawnJail } from "../src/jail/spawn.ts";
 import { BUILD_CAPS } from "../src/jail/spec.ts";
 import { discover, findPlugin } from "../src/plugins/registry.ts";
 import { worldPath } from "../src/store/worlds.ts";
@@ -234,4 +234,29 @@ rootTest(
     expect(without.stderr).toMatch(/curl: \(77\)|certificate/i);
   },
   300_000,
+);
+
+rootTest(
+  "node, python and static overlays build over a Debian world and run their runtimes",
+  async () => {
+    const d = discover();
+    for (const [name, probe, want] of [
+      ["node", "node --version && npm --version", /^v\d+\.\d+\.\d+\n\d+\.\d+\.\d+$/],
+      ["python", "python3 --version", /^Python 3\.\d+\.\d+$/],
+      ["static", "test -x /opt/lj/bin/lj-static-server && perl -e 'print qq(perl ok)'", /^perl ok$/],
+    ] as const) {
+      const top = await ensureOverlay(findPlugin(d, { type: "language", name }), { world });
+      const r = await runJail({
+        layers: [worldPath(world), top.path],
+        argv: ["/bin/sh", "-c", probe],
+        env: { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" },
+      });
+      expect({ name, out: r.stdout.trim(), ok: want.test(r.stdout.trim()) }).toEqual({
+        name,
+        out: r.stdout.trim(),
+        ok: true,
+      });
+    }
+  },
+  600_000,
 );
