@@ -5,8 +5,8 @@
  * is never handed to a jail of another.
  */
 import { afterAll, beforeAll, expect } from "bun:test";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { basename } from "node:path";
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { basename, join } from "node:path";
 import { runJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
 import { createWorld, worldMounts, worldPath } from "../src/store/worlds.ts";
@@ -60,18 +60,29 @@ rootTest("below a bind mount's source, at the matching place under its target", 
 });
 
 rootTest("below a -d root; and the state root itself cannot be a jail's root", async () => {
-  const [a] = roots as [string];
-  const r = await runJail({
-    // /usr as the whole root: the state root shows at /local/NAME.
-    root: "/usr",
-    rootReadonly: true,
-    argv: ["/bin/sh", "-c", `ls /local >/dev/null && cat /local/${basename(a)}/paas/token || echo MASKED`],
-    caps: ["DAC_OVERRIDE"],
-  });
-  expect(r.stdout.trim()).toBe("MASKED");
-  const self = await runJail({ root: a, argv: ["/bin/true"] });
-  expect(self.reason).toBe("setup");
-  expect(self.error).toContain("holds lightjail's state and cannot be a jail's root");
+  // A -d root holding a state root of its own (the host's /usr bound in for a shell).
+  const top = mkdtempSync("/tmp/lj-hide-d-");
+  const state = join(top, "state");
+  mkdirSync(join(state, "paas"), { recursive: true });
+  writeFileSync(join(state, "paas/token"), "token-d");
+  for (const l of ["bin", "lib", "lib64", "sbin"]) symlinkSync(`usr/${l}`, join(top, l));
+  const saved = process.env.LIGHTJAIL_ROOT;
+  process.env.LIGHTJAIL_ROOT = state;
+  try {
+    const r = await runJail({
+      root: top,
+      mounts: [{ src: "/usr", dst: "/usr", readonly: true }],
+      argv: ["/bin/sh", "-c", "ls -A /state; cat /state/paas/token || echo MASKED"],
+      caps: ["DAC_OVERRIDE"],
+    });
+    expect(r.stdout.trim()).toBe("MASKED");
+    const self = await runJail({ root: state, argv: ["/bin/true"] });
+    expect(self.reason).toBe("setup");
+    expect(self.error).toContain("holds lightjail's state and cannot be a jail's root");
+  } finally {
+    process.env.LIGHTJAIL_ROOT = saved;
+    rmSync(top, { recursive: true, force: true });
+  }
 });
 
 rootTest("jails of two state roots, one after another (pooled roots), each mask their own", async () => {

@@ -111,7 +111,7 @@ beforeAll(async () => {
     api(s, "PATCH", "/apps/victim/config", { VICTIM_SECRET: "s3cr3t" }),
   );
   const v = await deployDir(s, "victim", app("victim", nodeHello));
-  expect(v.deploy?.status).toBe("succeeded");
+  if (v.deploy?.status !== "succeeded") throw new Error(`victim deploy failed:\n${v.log}`);
   await api(s, "POST", "/services", { type: "redis", name: "vault" });
   const svc = await api<{ service: { address: string } }>(s, "GET", "/services/vault");
   const victimAddr = s.paas.ps("victim")[0]?.address;

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from "node:fs";
+import { existsSync, lstatSync, readdirSync, readFileSync, realpathSync, statSync } from "node:fs";
 import * as fsp from "node:fs/promises";
 import { arch, machine, release } from "node:os";
 import { basename, join } from "node:path";
@@ -177,19 +177,36 @@ export async function readWorldMeta(name: string): Promise<WorldMeta | null> {
 export async function worldMounts(name: string): Promise<WorldMount[]> {
   const meta = await readWorldMeta(name);
   if (meta?.source !== "host") return meta?.mounts ?? [];
-  // Host worlds made before their binds were layered: the same mounts, layered.
-  const mounts = meta.mounts.map((m) => ({ ...m, layered: true }));
-  if (!mounts.some((m) => m.dst === DPKG_DIR) && existsSync(DPKG_DIR)) {
-    mounts.push({ src: DPKG_DIR, dst: DPKG_DIR, readonly: true, layered: true });
-  }
-  return mounts;
+  // A host world's binds are the host's system, layered (see hostSystemMounts); worlds made
+  // before that recorded a plain bind of /usr.
+  const other = meta.mounts.filter(
+    (m) => m.dst !== "/usr" && !m.dst.startsWith("/usr/") && m.dst !== DPKG_DIR,
+  );
+  return [...hostSystemMounts(), ...other.map((m) => ({ ...m, layered: true }))];
 }
 
 /**
- * The host's package database, under a host world's layered /usr: a package manager in an
- * overlay build over the host world knows what the host has, installs the rest into the
- * overlay, and records it in the overlay's own copy of the database.
+ * The host's system as a host world sees it: each directory of /usr (but /usr/local) and the
+ * host's package database, layered: an overlay built over the host world installs packages into
+ * its own copies (its /usr/bin, its dpkg database), and jails over it see the host's with the
+ * overlay's files merged over them. /usr/local is a plain read-only bind: it usually holds
+ * lightjail's own state (/usr/local/lj), and overlayfs refuses a layer below another layer,
+ * which a layered /usr would be. Symlinks in /usr are in the world itself.
  */
+export function hostSystemMounts(): WorldMount[] {
+  const out: WorldMount[] = [];
+  for (const n of readdirSync("/usr").sort()) {
+    const p = `/usr/${n}`;
+    let dir = false;
+    try {
+      dir = lstatSync(p).isDirectory();
+    } catch {}
+    if (dir) out.push({ src: p, dst: p, readonly: true, ...(n === "local" ? {} : { layered: true }) });
+  }
+  if (existsSync(DPKG_DIR)) out.push({ src: DPKG_DIR, dst: DPKG_DIR, readonly: true, layered: true });
+  return out;
+}
+
 const DPKG_DIR = "/var/lib/dpkg";
 
 export async function listWorlds(): Promise<WorldInfo[]> {
@@ -508,11 +525,14 @@ const EMPTY_DIRS: [string, number][] = [
  * inside the jail root.
  */
 async function buildHostWorld(dir: string, opts: CreateWorldOptions): Promise<Built> {
-  const mounts: WorldMount[] = [{ src: "/usr", dst: "/usr", readonly: true, layered: true }];
-  if (existsSync(DPKG_DIR)) mounts.push({ src: DPKG_DIR, dst: DPKG_DIR, readonly: true, layered: true });
+  const mounts: WorldMount[] = hostSystemMounts();
   for (const [rel, mode] of EMPTY_DIRS) {
     await fsp.mkdir(join(dir, rel), { mode });
     await fsp.chmod(join(dir, rel), mode);
+  }
+  for (const n of await fsp.readdir("/usr")) {
+    const st = await fsp.lstat(`/usr/${n}`).catch(() => null);
+    if (st?.isSymbolicLink()) await fsp.symlink(await fsp.readlink(`/usr/${n}`), join(dir, "usr", n));
   }
   await fsp.symlink("../run", join(dir, "var/run"));
   await fsp.symlink("../run/lock", join(dir, "var/lock"));
