@@ -7,6 +7,7 @@
 import { join } from "node:path";
 import type { Server } from "bun";
 import type { ExtractLimits } from "../build/archive.ts";
+import { holdSubnet, netConfig } from "../jail/net.ts";
 import { type BuildFn, Paas, type PaasOptions } from "../paas/paas.ts";
 import { Router, type WsData } from "../paas/router.ts";
 import { ServiceManager } from "../paas/services.ts";
@@ -37,6 +38,8 @@ export interface RunningServer {
 }
 
 export async function startServer(o: ServeOptions = {}): Promise<RunningServer> {
+  // Apps get private addresses: a live root whose jail subnet overlaps ours refuses us here.
+  const unholdNet = process.platform === "linux" ? holdSubnet(netConfig()) : () => {};
   const { token, created } = loadOrCreateToken();
   const domain = o.domain ?? "localhost";
   const paas = new Paas(o);
@@ -91,6 +94,7 @@ export async function startServer(o: ServeOptions = {}): Promise<RunningServer> 
       router.flush();
       await paas.close();
       await services.close();
+      unholdNet();
     },
   };
 }
