@@ -37,8 +37,15 @@ beforeAll(async () => {
   process.env.LJ_SUBNET = SUBNET_A;
 });
 
-afterAll(() => {
+afterAll(async () => {
   if (!isRoot()) return;
+  // Both roots are idle now: gc takes their tables away.
+  for (const root of [b?.root, a?.root]) {
+    if (!root) continue;
+    const gc = await lj(["gc"], { LIGHTJAIL_ROOT: root, LJ_SUBNET: root === a.root ? SUBNET_A : SUBNET_B });
+    expect(gc.code).toBe(0);
+    expect(sh(`nft list table ${netConfig({ LIGHTJAIL_ROOT: root }).table}`).code).not.toBe(0);
+  }
   delete process.env.LJ_SUBNET;
   a?.cleanup();
   b?.cleanup();

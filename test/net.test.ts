@@ -7,7 +7,13 @@
 import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { allowGatewayPort, linkJails, waitForPort } from "../src/jail/net.ts";
+import {
+  allowGatewayPort,
+  collectNetLeftovers,
+  linkJails,
+  type NetLeftoverReport,
+  waitForPort,
+} from "../src/jail/net.ts";
 import { netConfig, netDirs, parseIp, vethName } from "../src/jail/net-alloc.ts";
 import { type Jail, spawnJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
@@ -65,11 +71,16 @@ beforeAll(async () => {
   }
 });
 
-afterAll(() => {
+afterAll(async () => {
   if (!isRoot()) return;
   sh(
     `ip route del ${METADATA}/32 dev ${UPLINK}; ip link del ${DUMMY}; ip link del ${UPLINK}; ip netns del ${OUT_NS}`,
   );
+  // With its uplink gone and no jail left, gc takes this root's table away too.
+  const report: NetLeftoverReport = { removed: [], errors: [] };
+  await collectNetLeftovers(report);
+  expect(report.errors).toEqual([]);
+  expect(sh(`nft list table ${netConfig().table}`).code).not.toBe(0);
   env?.cleanup();
 });
 
@@ -385,10 +396,10 @@ describe("reachability and filtering", () => {
         `Bun.listen({hostname:"${addr}",port:${port},socket:{open(s){s.end("FROM "+s.remoteAddress+"\\n")},data(){}}});`;
       const outside = Bun.spawn(
         [
-          "ip",
-          "netns",
-          "exec",
-          OUT_NS,
+          // nsenter execs the server itself (ip netns exec would stay its parent, and killing
+          // it would leave the server running).
+          "nsenter",
+          `--net=/run/netns/${OUT_NS}`,
           process.execPath,
           "-e",
           `${listen(OUTSIDE_ADDR, 7070)}${listen(METADATA, 80)}console.log("up")`,
@@ -447,10 +458,10 @@ describe("reachability and filtering", () => {
       // A one-answer DNS server in the outside namespace stands for the host's resolver.
       const dns = Bun.spawn(
         [
-          "ip",
-          "netns",
-          "exec",
-          OUT_NS,
+          // nsenter execs the server itself (ip netns exec would stay its parent, and killing
+          // it would leave the server running).
+          "nsenter",
+          `--net=/run/netns/${OUT_NS}`,
           "/usr/bin/python3",
           "-u",
           "-c",

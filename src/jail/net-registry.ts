@@ -103,6 +103,18 @@ function liveEntries(): RootEntry[] {
   return out;
 }
 
+/**
+ * Runs fn (synchronously, under the registry lock) only if no live process holds `root`, so
+ * that no jail of that root can be set up meanwhile; returns whether it ran.
+ */
+export function ifRootIdle(root: string, fn: () => void): boolean {
+  return locked(() => {
+    if (liveEntries().some((e) => e.root === root)) return false;
+    fn();
+    return true;
+  });
+}
+
 /** Live roots with their subnets (diagnostics and tests). */
 export function liveRoots(): RootEntry[] {
   return locked(liveEntries);

@@ -39,7 +39,7 @@ import {
   VETH_FAMILY,
   vethAddress,
 } from "./net-alloc.ts";
-import { holdSubnet } from "./net-registry.ts";
+import { holdSubnet, ifRootIdle } from "./net-registry.ts";
 import type { JailSpec } from "./spec.ts";
 
 export { DEFAULT_SUBNET, netConfig } from "./net-alloc.ts";
@@ -212,8 +212,10 @@ export function baseScript(cfg: NetConfig): string {
     r("to_jail", "ct state established,related accept"),
     r("to_jail", "drop"),
     // The subnet exists only on this machine: never let a packet for it out another way.
-    r("output", `ip daddr @subnets ip daddr != @gateways oifname != ${VETH_GLOB} reject`),
-    r("postrouting", `oifname ${VETH_GLOB} return`),
+    // These two rules see every root's traffic, so they name any jail veth, not only ours:
+    // a dead root's table left behind with an overlapping subnet must not get in the way.
+    r("output", `ip daddr @subnets oifname != "lo" oifname != ${ANY_JAIL} reject`),
+    r("postrouting", `oifname ${ANY_JAIL} return`),
     r("postrouting", "ip saddr @egress_any masquerade"),
     r("postrouting", "ip saddr . oifname @egress_via masquerade"),
     "",
@@ -662,6 +664,27 @@ export async function collectNetLeftovers(report: NetLeftoverReport): Promise<vo
       report.errors.push({ kind: "net-rule", what: what.join(", "), error: (e as Error).message });
     }
   }
+  dropIdleTable(cfg, sets, report);
+}
+
+/**
+ * A root with no live process and no live lease needs no table; its next jail makes it again.
+ * It stays while it guards an uplink that still exists: forwarding lightjail switched on there
+ * would otherwise route anything.
+ */
+function dropIdleTable(cfg: NetConfig, sets: Record<string, string[][]>, report: NetLeftoverReport): void {
+  if (listLeases(cfg.dir).some((l) => ownerAlive(l.owner))) return;
+  if ((sets.guard ?? []).some(([u]) => u && existsSync(`/sys/class/net/${u}`))) return;
+  let err = "";
+  const ran = ifRootIdle(cfg.root, () => {
+    const p = Bun.spawnSync(["nft", "delete", "table", ...cfg.table.split(" ")], { stderr: "pipe" });
+    if (p.exitCode !== 0) err = p.stderr.toString().trim() || "nft failed";
+  });
+  if (!ran) return;
+  if (err) report.errors.push({ kind: "net-table", what: cfg.table, error: err });
+  else report.removed.push({ kind: "net-table", what: cfg.table });
+  for (const key of [...bases.keys()])
+    if (key.startsWith(`[${JSON.stringify(cfg.table)},`)) bases.delete(key);
 }
 
 /** The lease of an address (diagnostics, tests). */
