@@ -223,3 +223,35 @@ rootTest(
   },
   60_000,
 );
+
+rootTest(
+  "gc of any root removes the table of a root that was deleted, once nothing of it is left",
+  async () => {
+    const rootE = mkdtempSync(join(tmpdir(), "lj-test-e-"));
+    const envE: JailEnv = {
+      ...a,
+      root: rootE,
+      cleanup: () => rmSync(rootE, { recursive: true, force: true }),
+    };
+    const cfgE = netConfig({ LIGHTJAIL_ROOT: rootE, LJ_SUBNET: "10.252.0.0/24" });
+    const ownerE = await owner(envE, "10.252.0.0/24");
+    try {
+      expect(sh(`nft list table ${cfgE.table}`).code).toBe(0);
+      // While the root exists (even with its owner dead), another root's gc leaves its table.
+      await kill(ownerE.proc);
+      const kept = await lj(["gc"], { LIGHTJAIL_ROOT: a.root, LJ_SUBNET: SUBNET_A });
+      expect(kept.code).toBe(0);
+      expect(sh(`nft list table ${cfgE.table}`).code).toBe(0);
+      envE.cleanup();
+      const gc = await lj(["gc"], { LIGHTJAIL_ROOT: a.root, LJ_SUBNET: SUBNET_A });
+      expect(gc.stderr).toBe("");
+      expect(gc.code).toBe(0);
+      expect(gc.stdout).toContain(`net-table ${cfgE.table}`);
+      expect(sh(`nft list table ${cfgE.table}`).code).not.toBe(0);
+    } finally {
+      ownerE.proc.kill("SIGKILL");
+      envE.cleanup();
+    }
+  },
+  60_000,
+);

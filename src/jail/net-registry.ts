@@ -14,6 +14,7 @@
 import { dlopen, FFIType } from "bun:ffi";
 import {
   closeSync,
+  existsSync,
   mkdirSync,
   openSync,
   readdirSync,
@@ -29,6 +30,8 @@ import { type NetConfig, ownerAlive, parseSubnet, rootId, subnetsOverlap } from 
 const BASE = "/run/lightjail";
 const DIR = join(BASE, "roots");
 const LOCK = join(BASE, "roots.lock");
+/** Which root each nftables table was made for: "<table name>" files holding the root's path. */
+const TABLES = join(BASE, "tables");
 
 export interface RootEntry {
   root: string;
@@ -218,4 +221,38 @@ export function holdSubnet(cfg: NetConfig): () => void {
       unlinkSync(entry.file);
     } catch {}
   };
+}
+
+/** Notes which root a table belongs to, so that gc can find tables of roots deleted since. */
+export function recordTable(table: string, root: string): void {
+  mkdirSync(TABLES, { recursive: true, mode: 0o700 });
+  writeFileSync(join(TABLES, table.replace(/^inet /, "")), root, { mode: 0o600 });
+}
+
+export function forgetTable(table: string): void {
+  try {
+    unlinkSync(join(TABLES, table.replace(/^inet /, "")));
+  } catch {}
+}
+
+/** Tables whose root directory no longer exists: nothing of that root can use them again. */
+export function orphanTables(): { table: string; root: string }[] {
+  let names: string[] = [];
+  try {
+    names = readdirSync(TABLES);
+  } catch {
+    return [];
+  }
+  const out: { table: string; root: string }[] = [];
+  for (const name of names) {
+    let root = "";
+    try {
+      root = readFileSync(join(TABLES, name), "utf8");
+    } catch {
+      continue;
+    }
+    if (/^lightjail_[0-9a-f]{12}$/.test(name) && root && !existsSync(root))
+      out.push({ table: `inet ${name}`, root });
+  }
+  return out;
 }

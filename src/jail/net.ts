@@ -39,7 +39,7 @@ import {
   VETH_FAMILY,
   vethAddress,
 } from "./net-alloc.ts";
-import { holdSubnet, ifRootIdle } from "./net-registry.ts";
+import { forgetTable, holdSubnet, ifRootIdle, orphanTables, recordTable } from "./net-registry.ts";
 import type { JailSpec } from "./spec.ts";
 
 export { DEFAULT_SUBNET, netConfig } from "./net-alloc.ts";
@@ -253,10 +253,13 @@ function ensureBase(cfg: NetConfig): Promise<void> {
   const key = baseKey(cfg);
   const known = bases.get(key);
   if (known) return known;
-  const p = runOrThrow(`nftables table ${cfg.table}`, ["nft", "-f", "-"], baseScript(cfg)).catch((e) => {
-    bases.delete(key);
-    throw e;
-  });
+  const p = runOrThrow(`nftables table ${cfg.table}`, ["nft", "-f", "-"], baseScript(cfg)).then(
+    () => recordTable(cfg.table, cfg.root),
+    (e) => {
+      bases.delete(key);
+      throw e;
+    },
+  );
   bases.set(key, p);
   return p;
 }
@@ -563,8 +566,8 @@ export interface NetLeftoverReport {
   errors: { kind: string; what: string; error: string }[];
 }
 
-async function listedElements(cfg: NetConfig): Promise<Record<string, string[][]>> {
-  const p = Bun.spawn(["nft", "-j", "list", "table", ...cfg.table.split(" ")], {
+async function listedElements(table: string): Promise<Record<string, string[][]>> {
+  const p = Bun.spawn(["nft", "-j", "list", "table", ...table.split(" ")], {
     stdout: "pipe",
     stderr: "ignore",
   });
@@ -628,8 +631,9 @@ export async function collectNetLeftovers(report: NetLeftoverReport): Promise<vo
     if (ownerAlive(l.owner) && live.has(l.from)) continue;
     forgetLink(l.from, l.to, cfg.dir);
   }
-  const sets = await listedElements(cfg);
-  if (Object.keys(sets).length === 0) return; // this root never had a table here
+  await dropOrphanTables(report);
+  const sets = await listedElements(cfg.table);
+  if (Object.keys(sets).length === 0) return; // this root has no table here
   const lines: string[] = [];
   const what: string[] = [];
   const dead = (a: string | undefined) => inSubnet(a) && !live.has(a!);
@@ -674,17 +678,46 @@ export async function collectNetLeftovers(report: NetLeftoverReport): Promise<vo
  */
 function dropIdleTable(cfg: NetConfig, sets: Record<string, string[][]>, report: NetLeftoverReport): void {
   if (listLeases(cfg.dir).some((l) => ownerAlive(l.owner))) return;
+  dropTable(cfg.table, cfg.root, sets, report);
+}
+
+/** Under the registry lock, so that no jail of the root is being set up meanwhile. */
+function dropTable(
+  table: string,
+  root: string,
+  sets: Record<string, string[][]>,
+  report: NetLeftoverReport,
+): void {
   if ((sets.guard ?? []).some(([u]) => u && existsSync(`/sys/class/net/${u}`))) return;
   let err = "";
-  const ran = ifRootIdle(cfg.root, () => {
-    const p = Bun.spawnSync(["nft", "delete", "table", ...cfg.table.split(" ")], { stderr: "pipe" });
+  const ran = ifRootIdle(root, () => {
+    const p = Bun.spawnSync(["nft", "delete", "table", ...table.split(" ")], { stderr: "pipe" });
     if (p.exitCode !== 0) err = p.stderr.toString().trim() || "nft failed";
+    else forgetTable(table);
   });
   if (!ran) return;
-  if (err) report.errors.push({ kind: "net-table", what: cfg.table, error: err });
-  else report.removed.push({ kind: "net-table", what: cfg.table });
-  for (const key of [...bases.keys()])
-    if (key.startsWith(`[${JSON.stringify(cfg.table)},`)) bases.delete(key);
+  if (err) report.errors.push({ kind: "net-table", what: table, error: err });
+  else report.removed.push({ kind: "net-table", what: table });
+  for (const key of [...bases.keys()]) if (key.startsWith(`[${JSON.stringify(table)},`)) bases.delete(key);
+}
+
+/**
+ * Tables of roots that were deleted (test roots, a moved installation): no process of theirs
+ * lives, no veth of theirs is left (their prefix is "ljn" + the table's first 4 hex digits).
+ */
+async function dropOrphanTables(report: NetLeftoverReport): Promise<void> {
+  const devs = existsSync("/sys/class/net") ? readdirSync("/sys/class/net") : [];
+  const start = "inet lightjail_".length;
+  for (const { table, root } of orphanTables()) {
+    const prefix = `${VETH_FAMILY}${table.slice(start, start + 4)}`;
+    if (devs.some((d) => d.startsWith(prefix))) continue;
+    const sets = await listedElements(table);
+    if (Object.keys(sets).length === 0) {
+      forgetTable(table);
+      continue;
+    }
+    dropTable(table, root, sets, report);
+  }
 }
 
 /** The lease of an address (diagnostics, tests). */
