@@ -40,6 +40,15 @@ export interface RunningServer {
 export async function startServer(o: ServeOptions = {}): Promise<RunningServer> {
   // Apps get private addresses: a live root whose jail subnet overlaps ours refuses us here.
   const unholdNet = process.platform === "linux" ? holdSubnet(netConfig()) : () => {};
+  try {
+    return await serve(o, unholdNet);
+  } catch (e) {
+    unholdNet();
+    throw e;
+  }
+}
+
+async function serve(o: ServeOptions, unholdNet: () => void): Promise<RunningServer> {
   const { token, created } = loadOrCreateToken();
   const domain = o.domain ?? "localhost";
   const paas = new Paas(o);
