@@ -1,13 +1,20 @@
 /**
  * Jail networking on Linux, end to end with real jails: addresses, reachability, filtering,
- * links, egress through NAT and complete teardown. All traffic stays on this machine: the
- * jails' subnet, a dummy interface and an "outside" network namespace the tests create.
+ * gateway ports, links, egress through NAT (outside only) and complete teardown. All traffic
+ * stays on this machine: the jails' subnet, a dummy interface and an "outside" network
+ * namespace the tests create (it also plays the cloud metadata endpoint 169.254.169.254).
  */
 import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { linkJails, waitForPort } from "../src/jail/net.ts";
-import { netDirs, parseIp, vethName } from "../src/jail/net-alloc.ts";
+import {
+  allowGatewayPort,
+  collectNetLeftovers,
+  linkJails,
+  type NetLeftoverReport,
+  waitForPort,
+} from "../src/jail/net.ts";
+import { netConfig, netDirs, parseIp, vethName } from "../src/jail/net-alloc.ts";
 import { type Jail, spawnJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
 import { type JailEnv, lj, makeJailEnv, projectDir } from "./helpers/jail-env.ts";
@@ -15,15 +22,18 @@ import { isRoot, rootTest } from "./helpers/root.ts";
 
 // A subnet of its own, so that a real lightjail on this machine (default 10.233.0.0/16) and
 // these tests never meet.
-const SUBNET = "10.235.0.0/24";
-const PREFIX = "10.235.0.";
-const GATEWAY = "10.235.0.1";
+const SUBNET = "10.248.0.0/24";
+const PREFIX = "10.248.0.";
+const GATEWAY = "10.248.0.1";
 const DUMMY = "ljtdum0"; // a host interface with another local address (a veth: no dummy module here)
 const DUMMY_ADDR = "198.18.7.1";
 const OUT_NS = "ljt-outside"; // an "outside world" namespace behind a test uplink
-const UPLINK = "ljtup0";
+const UPLINK = "ljtupl0";
 const UPLINK_ADDR = "198.18.8.1";
 const OUTSIDE_ADDR = "198.18.8.2";
+const METADATA = "169.254.169.254"; // held by the outside namespace, routed there from the host
+/** What a jail sees when the filter refuses it: ICMP admin-prohibited, i.e. EHOSTUNREACH. */
+const BLOCKED = "ERR OSError 113";
 
 let env: JailEnv;
 
@@ -52,6 +62,8 @@ beforeAll(async () => {
     `ip -n ${OUT_NS} addr add ${OUTSIDE_ADDR}/24 dev eth0`,
     `ip -n ${OUT_NS} link set eth0 up`,
     `ip -n ${OUT_NS} link set lo up`,
+    `ip -n ${OUT_NS} addr add ${METADATA}/32 dev lo`,
+    `ip route add ${METADATA}/32 via ${OUTSIDE_ADDR} dev ${UPLINK}`,
   ];
   for (const c of setup) {
     const r = sh(c);
@@ -59,9 +71,16 @@ beforeAll(async () => {
   }
 });
 
-afterAll(() => {
+afterAll(async () => {
   if (!isRoot()) return;
-  sh(`ip link del ${DUMMY}; ip link del ${UPLINK}; ip netns del ${OUT_NS}`);
+  sh(
+    `ip route del ${METADATA}/32 dev ${UPLINK}; ip link del ${DUMMY}; ip link del ${UPLINK}; ip netns del ${OUT_NS}`,
+  );
+  // With its uplink gone and no jail left, gc takes this root's table away too.
+  const report: NetLeftoverReport = { removed: [], errors: [] };
+  await collectNetLeftovers(report);
+  expect(report.errors).toEqual([]);
+  expect(sh(`nft list table ${netConfig().table}`).code).not.toBe(0);
   env?.cleanup();
 });
 
@@ -94,7 +113,7 @@ async function tryConnect(host: string, port: number, extra: Partial<JailSpec> =
     "  s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')",
     "  print('OK', s.recv(64).decode(errors='replace').splitlines()[0])",
     "except Exception as e:",
-    "  print('ERR', type(e).__name__)",
+    "  print('ERR', type(e).__name__, getattr(e, 'errno', None) or '')",
   ].join("\n");
   return (await runToEnd(spec(["/usr/bin/python3", "-c", py], extra))).trim();
 }
@@ -152,8 +171,10 @@ async function waitUntilWired(j: Jail): Promise<void> {
 /** Everything the subnet may leave on the host: must all be empty. */
 function leftovers(): string[] {
   const out: string[] = [];
-  for (const dev of readdirSync("/sys/class/net")) if (dev.startsWith("ljv")) out.push(`veth ${dev}`);
-  const rules = sh("nft list table inet lightjail").out;
+  const cfg = netConfig();
+  for (const dev of readdirSync("/sys/class/net"))
+    if (dev.startsWith(cfg.vethPrefix)) out.push(`veth ${dev}`);
+  const rules = sh(`nft list table ${cfg.table}`).out;
   for (const line of rules.split("\n"))
     if (line.includes(PREFIX) && !line.includes(GATEWAY) && !line.includes(`${PREFIX}0/24`))
       out.push(`nft ${line.trim()}`);
@@ -233,43 +254,56 @@ describe("reachability and filtering", () => {
     await noLeftovers();
   });
 
-  rootTest("a jail reaches a server on its gateway, and nothing else of the host", async () => {
-    const peers: string[] = [];
-    const srv = Bun.listen({
-      hostname: "0.0.0.0",
-      port: 0,
-      socket: {
-        open(s) {
-          peers.push(s.remoteAddress);
-          s.write("HELLO\n");
-          s.end();
+  rootTest(
+    "the gateway answers a jail only on allowed ports; the host's other addresses never",
+    async () => {
+      const peers: string[] = [];
+      const srv = Bun.listen({
+        hostname: "0.0.0.0",
+        port: 0,
+        socket: {
+          open(s) {
+            peers.push(s.remoteAddress);
+            s.write("HELLO\n");
+            s.end();
+          },
+          data() {},
         },
-        data() {},
-      },
-    });
-    const loop = Bun.listen({
-      hostname: "127.0.0.1",
-      port: 0,
-      socket: { open: (s) => void s.end("LOOP\n"), data() {} },
-    });
-    try {
-      expect(await tryConnect(GATEWAY, srv.port)).toBe("OK HELLO");
-      expect(peers[0]?.startsWith(PREFIX)).toBe(true);
-      // The same listener answers on every host address; the filter stands in the way.
-      expect(await tryConnect(DUMMY_ADDR, srv.port)).toMatch(/^ERR (TimeoutError|timeout)/);
+      });
+      const loop = Bun.listen({
+        hostname: "127.0.0.1",
+        port: 0,
+        socket: { open: (s) => void s.end("LOOP\n"), data() {} },
+      });
       const hostAddr = sh(
-        "ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | grep -v ^198.18 | grep -v ^10.235 | head -1",
+        "ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | grep -v ^198.18 | grep -v ^10.2 | head -1",
       ).out.trim();
-      if (hostAddr) expect(await tryConnect(hostAddr, srv.port)).toMatch(/^ERR (TimeoutError|timeout)/);
-      // 127.0.0.1 is the jail's own loopback: nothing listens there.
-      expect(await tryConnect("127.0.0.1", loop.port)).toBe("ERR ConnectionRefusedError");
-      expect(peers.length).toBe(1);
-    } finally {
-      srv.stop(true);
-      loop.stop(true);
-    }
-    await noLeftovers();
-  });
+      try {
+        // A host listener on 0.0.0.0 answers on every host address; by default no jail gets in.
+        expect(await tryConnect(GATEWAY, srv.port)).toBe(BLOCKED);
+        expect(await tryConnect(DUMMY_ADDR, srv.port)).toBe(BLOCKED);
+        if (hostAddr) expect(await tryConnect(hostAddr, srv.port)).toBe(BLOCKED);
+        expect(peers).toEqual([]);
+        // Opened for this root: the gateway address answers on that port, and only there.
+        const open = await allowGatewayPort(srv.port);
+        expect(await tryConnect(GATEWAY, srv.port)).toBe("OK HELLO");
+        expect(peers[0]?.startsWith(PREFIX)).toBe(true);
+        expect(await tryConnect(DUMMY_ADDR, srv.port)).toBe(BLOCKED);
+        if (hostAddr) expect(await tryConnect(hostAddr, srv.port)).toBe(BLOCKED);
+        expect(await tryConnect(GATEWAY, loop.port)).toBe(BLOCKED);
+        // 127.0.0.1 is the jail's own loopback: nothing listens there.
+        expect(await tryConnect("127.0.0.1", loop.port)).toBe("ERR ConnectionRefusedError 111");
+        await open.close();
+        expect(await tryConnect(GATEWAY, srv.port)).toBe(BLOCKED);
+        expect(peers.length).toBe(1);
+      } finally {
+        srv.stop(true);
+        loop.stop(true);
+      }
+      await noLeftovers();
+    },
+    30_000,
+  );
 
   rootTest(
     "jails cannot reach each other unless linked; a link is one-way and ends with a jail",
@@ -356,31 +390,52 @@ describe("reachability and filtering", () => {
   );
 
   rootTest(
-    "egress is off by default and, with --egress via an uplink, leaves through NAT",
+    "egress reaches the outside through NAT, and nothing of the machine: host, jails, metadata",
     async () => {
+      const listen = (addr: string, port: number) =>
+        `Bun.listen({hostname:"${addr}",port:${port},socket:{open(s){s.end("FROM "+s.remoteAddress+"\\n")},data(){}}});`;
       const outside = Bun.spawn(
         [
-          "ip",
-          "netns",
-          "exec",
-          OUT_NS,
+          // nsenter execs the server itself (ip netns exec would stay its parent, and killing
+          // it would leave the server running).
+          "nsenter",
+          `--net=/run/netns/${OUT_NS}`,
           process.execPath,
           "-e",
-          `Bun.listen({hostname:"${OUTSIDE_ADDR}",port:7070,socket:{open(s){s.end("FROM "+s.remoteAddress+"\\n")},data(){}}});console.log("up")`,
+          `${listen(OUTSIDE_ADDR, 7070)}${listen(METADATA, 80)}console.log("up")`,
         ],
         { stdout: "pipe", stderr: "inherit" },
       );
+      const host = Bun.listen({
+        hostname: "0.0.0.0",
+        port: 0,
+        socket: { open: (s) => void s.end("HOST\n"), data() {} },
+      });
+      const svc = await server();
+      const egress = { egress: true, iface: UPLINK };
       try {
         const r = outside.stdout.getReader();
         await r.read();
         r.releaseLock();
-        expect(await tryConnect(OUTSIDE_ADDR, 7070)).toMatch(/^ERR/);
-        expect(await tryConnect(OUTSIDE_ADDR, 7070, { egress: true, iface: UPLINK })).toBe(
-          `OK FROM ${UPLINK_ADDR}`,
-        );
-        // egress also opens the host's own addresses.
-        expect(await tryConnect(DUMMY_ADDR, 9, { egress: true, iface: UPLINK })).toBe(
-          "ERR ConnectionRefusedError",
+        // The metadata address is on this machine: the host reaches it in the test namespace.
+        expect(sh(`ip -4 route get ${METADATA}`).out).toContain(`dev ${UPLINK}`);
+        const probe = await Bun.connect({
+          hostname: METADATA,
+          port: 80,
+          socket: { data() {}, open() {} },
+        });
+        probe.end();
+        expect(await tryConnect(OUTSIDE_ADDR, 7070)).toBe(BLOCKED);
+        // Out through the uplink, masqueraded behind the host's address there.
+        expect(await tryConnect(OUTSIDE_ADDR, 7070, egress)).toBe(`OK FROM ${UPLINK_ADDR}`);
+        expect(await tryConnect(METADATA, 80, egress)).toBe(BLOCKED);
+        expect(await tryConnect(DUMMY_ADDR, host.port, egress)).toBe(BLOCKED);
+        expect(await tryConnect(UPLINK_ADDR, host.port, egress)).toBe(BLOCKED);
+        expect(await tryConnect(GATEWAY, host.port, egress)).toBe(BLOCKED);
+        expect(await tryConnect(svc.address!, 8080, egress)).toBe(BLOCKED);
+        // Links still open the way to a service, egress or not.
+        expect(await tryConnect(svc.address!, 8080, { ...egress, links: [svc.address!] })).toBe(
+          "OK HTTP/1.0 200 OK",
         );
         expect(() => spawnJail(spec(["true"], { egress: true, iface: "lo" }))).toThrow(
           /not a configured uplink/,
@@ -388,7 +443,63 @@ describe("reachability and filtering", () => {
         expect(() => spawnJail(spec(["true"], { iface: UPLINK }))).toThrow(/--egress/);
       } finally {
         outside.kill();
+        host.stop(true);
         await outside.exited;
+        await stop(svc);
+      }
+      await noLeftovers();
+    },
+    60_000,
+  );
+
+  rootTest(
+    "DNS works with egress: a resolver outside the machine is reached through NAT",
+    async () => {
+      // A one-answer DNS server in the outside namespace stands for the host's resolver.
+      const dns = Bun.spawn(
+        [
+          // nsenter execs the server itself (ip netns exec would stay its parent, and killing
+          // it would leave the server running).
+          "nsenter",
+          `--net=/run/netns/${OUT_NS}`,
+          "/usr/bin/python3",
+          "-u",
+          "-c",
+          [
+            "import socket",
+            "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)",
+            `s.bind(('${OUTSIDE_ADDR}',53))`,
+            "print('up')",
+            "while True:",
+            "  q,src=s.recvfrom(512)",
+            "  print('query from', src[0])",
+            "  r=q[:2]+b'\\x81\\x80'+q[4:6]+b'\\x00\\x01\\x00\\x00\\x00\\x00'+q[12:]",
+            "  r+=b'\\xc0\\x0c\\x00\\x01\\x00\\x01\\x00\\x00\\x00\\x3c\\x00\\x04'+bytes([198,18,9,9])",
+            "  s.sendto(r,src)",
+          ].join("\n"),
+        ],
+        { stdout: "pipe", stderr: "inherit" },
+      );
+      let log = "";
+      const reading = (async () => {
+        for await (const c of dns.stdout) log += new TextDecoder().decode(c);
+      })();
+      try {
+        for (let i = 0; i < 500 && !log.includes("up\n"); i++) await Bun.sleep(10);
+        const resolv = join(env.root, "resolv.conf");
+        await Bun.write(resolv, `nameserver ${OUTSIDE_ADDR}\noptions timeout:2 attempts:1\n`);
+        const lookup = spec(["/usr/bin/getent", "ahostsv4", "registry.example"], {
+          egress: true,
+          iface: UPLINK,
+          mounts: [{ src: resolv, dst: "/etc/resolv.conf", readonly: true }],
+        });
+        const out = await runToEnd(lookup);
+        expect(out).toContain("198.18.9.9");
+        expect(log).toContain(`query from ${UPLINK_ADDR}\n`);
+      } finally {
+        dns.kill();
+        await dns.exited;
+        await reading;
       }
       await noLeftovers();
     },
@@ -445,7 +556,7 @@ await j.exited;`,
       expect(gc.stdout).toContain(`net-lease ${address}`);
       await noLeftovers();
       const again = await lj(["gc"]);
-      expect(again.stdout).not.toContain("net-");
+      expect(again.stdout).not.toMatch(/net-(lease|veth|rule)/);
     },
     30_000,
   );

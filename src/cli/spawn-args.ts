@@ -71,9 +71,10 @@ Limits and network:
   --net none|host|private  own namespace with loopback only (default), the host's
                       network, or a private address (same as -i auto)
   -i ADDR[/PREFIX]|auto  Linux: a private address in the jail subnet (LJ_SUBNET, default
-                      10.233.0.0/16) on a veth; the host reaches it, its gateway is the host,
-                      other jails are filtered out. FreeBSD: an alias on IFACE (default lo0)
-  --egress            Linux, with -i: outbound NAT through the host (default: none)
+                      10.233.0.0/16) on a veth; the host reaches it, its gateway is the host
+                      (open ports only), other jails are filtered out. FreeBSD: an alias on
+                      IFACE (default lo0)
+  --egress            Linux, with -i: outbound NAT to addresses outside this machine (default: none)
   -f IFACE            FreeBSD: the interface for -i. Linux: the uplink for --egress, one of
                       the configured uplinks (LJ_UPLINKS, [net] uplinks in config.toml)
 

@@ -6,19 +6,22 @@
  * owner by pid and start time: a lease whose owner is gone is stale and can be reclaimed
  * (by `lj gc`, or by an allocation that needs the address) after its kernel state is removed.
  */
+
+import { createHash } from "node:crypto";
 import {
   existsSync,
   linkSync,
   mkdirSync,
   readdirSync,
   readFileSync,
+  realpathSync,
   renameSync,
   unlinkSync,
   writeFileSync,
 } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { LjError } from "../errors.ts";
-import { paths } from "../store/paths.ts";
+import { ljRoot, paths } from "../store/paths.ts";
 import { ownerId, processStartTime } from "./cgroup.ts";
 
 /** Default jail subnet: private, and only ever routed to namespaces on this machine. */
@@ -36,11 +39,29 @@ export interface Subnet {
   cidr: string;
 }
 
+export interface GatewayPort {
+  proto: "tcp" | "udp";
+  port: number;
+}
+
 export interface NetConfig {
   subnet: Subnet;
   /** Host interfaces a jail's egress may be pinned to with -f IFACE. */
   uplinks: string[];
+  /** Ports jails may reach on their gateway (configured; the API adds more at run time). */
+  gatewayPorts: GatewayPort[];
+  /** The state root, resolved (symlinks followed): what the names below derive from. */
+  root: string;
+  /** This root's nftables table, e.g. "inet lightjail_1a2b3c4d5e6f". */
+  table: string;
+  /** Host-side veth names of this root: VETH_FAMILY + 4 hex digits of the root's hash. */
+  vethPrefix: string;
+  /** $LIGHTJAIL_ROOT/run/net: leases, links and gateway port records. */
+  dir: string;
 }
+
+/** Every lightjail root's host-side veths start with this (and nothing else on the host should). */
+export const VETH_FAMILY = "ljn";
 
 export interface Lease {
   address: string;
@@ -95,32 +116,93 @@ export function parseSubnet(cidr: string, source = "subnet"): Subnet {
   return { network, prefix, gateway: network + 1, first: network + 2, last: broadcast - 1, cidr };
 }
 
-function readConfigNet(): { subnet?: string; uplinks?: string[] } {
+function readConfigNet(file: string): { subnet?: string; uplinks?: string[]; gatewayPorts?: unknown[] } {
   let text: string;
   try {
-    text = readFileSync(paths.config(), "utf8");
+    text = readFileSync(file, "utf8");
   } catch {
     return {};
   }
   try {
-    const doc = Bun.TOML.parse(text) as { net?: { subnet?: unknown; uplinks?: unknown } };
+    const doc = Bun.TOML.parse(text) as {
+      net?: { subnet?: unknown; uplinks?: unknown; gateway_ports?: unknown };
+    };
     const net = doc.net ?? {};
     const subnet = typeof net.subnet === "string" ? net.subnet : undefined;
     const uplinks = Array.isArray(net.uplinks) ? net.uplinks.map(String) : undefined;
-    return { subnet, uplinks };
+    const gatewayPorts = Array.isArray(net.gateway_ports) ? net.gateway_ports : undefined;
+    return { subnet, uplinks, gatewayPorts };
   } catch (e) {
-    throw new LjError("config", "bad-config", `cannot parse ${paths.config()}: ${(e as Error).message}`);
+    throw new LjError("config", "bad-config", `cannot parse ${file}: ${(e as Error).message}`);
   }
 }
 
-/** The subnet and uplinks: LJ_SUBNET / LJ_UPLINKS win over [net] in $LIGHTJAIL_ROOT/config.toml. */
+/** "53/udp", "8125" (tcp) or 8125: one port jails may reach on their gateway. */
+export function parseGatewayPort(v: unknown, source = "gateway port"): GatewayPort {
+  const m = /^(\d{1,5})(?:\/(tcp|udp))?$/.exec(String(v).trim());
+  const port = m ? Number(m[1]) : 0;
+  if (!m || port < 1 || port > 65535) {
+    throw new LjError("config", "bad-gateway-port", `${source}: "${v}" is not PORT or PORT/tcp|udp`, {
+      hint: 'e.g. "53/udp", "53/tcp" or 8125',
+    });
+  }
+  return { proto: (m[2] as "tcp" | "udp" | undefined) ?? "tcp", port };
+}
+
+const rootIds = new Map<string, { root: string; hash: string }>();
+
+/**
+ * A root's identity on this machine: its real path and a hash of it. Two roots never share a
+ * table or veth names because both derive from this hash (a 4-digit veth tag could collide:
+ * the registry refuses a second live root with the same tag).
+ */
+export function rootId(root = paths.root()): { root: string; hash: string } {
+  const known = rootIds.get(root);
+  if (known) return known;
+  let real: string;
+  try {
+    real = realpathSync(root);
+  } catch {
+    real = resolve(root);
+  }
+  const id = { root: real, hash: createHash("sha256").update(real).digest("hex") };
+  rootIds.set(root, id);
+  return id;
+}
+
+/**
+ * The subnet, uplinks and gateway ports (LJ_SUBNET / LJ_UPLINKS / LJ_GATEWAY_PORTS win over
+ * [net] subnet / uplinks / gateway_ports in $LIGHTJAIL_ROOT/config.toml), and this root's names.
+ */
 export function netConfig(env: Record<string, string | undefined> = process.env): NetConfig {
-  const file = readConfigNet();
+  const configFile = join(ljRoot(env), "config.toml");
+  const file = readConfigNet(configFile);
   const subnetText = env.LJ_SUBNET || file.subnet || DEFAULT_SUBNET;
-  const source = env.LJ_SUBNET ? "LJ_SUBNET" : file.subnet ? `[net] subnet in ${paths.config()}` : "subnet";
+  const source = env.LJ_SUBNET ? "LJ_SUBNET" : file.subnet ? `[net] subnet in ${configFile}` : "subnet";
   const uplinks =
     env.LJ_UPLINKS !== undefined ? env.LJ_UPLINKS.split(",").filter(Boolean) : (file.uplinks ?? []);
-  return { subnet: parseSubnet(subnetText, source), uplinks };
+  const gatewayPorts =
+    env.LJ_GATEWAY_PORTS !== undefined
+      ? env.LJ_GATEWAY_PORTS.split(",")
+          .filter((p) => p.trim())
+          .map((p) => parseGatewayPort(p, "LJ_GATEWAY_PORTS"))
+      : (file.gatewayPorts ?? []).map((p) => parseGatewayPort(p, `[net] gateway_ports in ${configFile}`));
+  const { root, hash } = rootId(ljRoot(env));
+  return {
+    subnet: parseSubnet(subnetText, source),
+    uplinks,
+    gatewayPorts,
+    root,
+    table: `inet lightjail_${hash.slice(0, 12)}`,
+    vethPrefix: `${VETH_FAMILY}${hash.slice(0, 4)}`,
+    dir: join(ljRoot(env), "run", "net"),
+  };
+}
+
+/** True when two subnets share any address (for CIDR blocks: one contains the other). */
+export function subnetsOverlap(a: Subnet, b: Subnet): boolean {
+  const p = Math.min(a.prefix, b.prefix);
+  return (a.network & mask(p)) >>> 0 === (b.network & mask(p)) >>> 0;
 }
 
 /** Parses ADDR[/PREFIX] for a jail: inside the subnet, neither its gateway nor its ends. */
@@ -146,31 +228,40 @@ export function parseJailAddress(text: string, subnet: Subnet): number {
   return ip;
 }
 
-/** Host-side veth name: identifies the address (and through its lease, the owner). */
-export function vethName(ip: number): string {
-  return `ljv${ip.toString(16).padStart(8, "0")}`;
+/**
+ * Host-side veth name (15 characters, the kernel's limit): the root's prefix and the address
+ * in hex, so it names the root and the address (and through its lease, the owner).
+ */
+export function vethName(ip: number, prefix = netConfig().vethPrefix): string {
+  return `${prefix}${ip.toString(16).padStart(8, "0")}`;
 }
 
-export function vethAddress(name: string): string | null {
-  const m = /^ljv([0-9a-f]{8})$/.exec(name);
+/** The address a veth of this root stands for; null for any other interface. */
+export function vethAddress(name: string, prefix: string): string | null {
+  if (!name.startsWith(prefix)) return null;
+  const m = /^([0-9a-f]{8})$/.exec(name.slice(prefix.length));
   return m ? formatIp(Number.parseInt(m[1]!, 16)) : null;
 }
 
+const defaultDir = () => join(paths.run(), "net");
+
+/** Directories under run/net of a root (the current one unless `dir` is given). */
 export const netDirs = {
-  base: () => join(paths.run(), "net"),
-  leases: () => join(paths.run(), "net", "leases"),
-  links: () => join(paths.run(), "net", "links"),
+  base: (dir = defaultDir()) => dir,
+  leases: (dir = defaultDir()) => join(dir, "leases"),
+  links: (dir = defaultDir()) => join(dir, "links"),
+  ports: (dir = defaultDir()) => join(dir, "ports"),
 };
 
-let dirsFor: string | undefined;
-function ensureDirs(): void {
-  if (dirsFor === paths.root()) return;
-  mkdirSync(netDirs.leases(), { recursive: true, mode: 0o700 });
-  mkdirSync(netDirs.links(), { recursive: true, mode: 0o700 });
-  dirsFor = paths.root();
+const dirsMade = new Set<string>();
+function ensureDirs(dir: string): void {
+  if (dirsMade.has(dir)) return;
+  for (const d of [netDirs.leases(dir), netDirs.links(dir), netDirs.ports(dir)])
+    mkdirSync(d, { recursive: true, mode: 0o700 });
+  dirsMade.add(dir);
 }
 
-export const leasePath = (address: string) => join(netDirs.leases(), address);
+export const leasePath = (address: string, dir = defaultDir()) => join(netDirs.leases(dir), address);
 
 export function readLease(file: string): Lease | null {
   try {
@@ -188,8 +279,8 @@ export function ownerAlive(owner: string): boolean {
 }
 
 let tmpSeq = 0;
-function createExclusive(file: string, body: string): boolean {
-  const tmp = join(netDirs.base(), `.tmp.${process.pid}.${++tmpSeq}`);
+function createExclusive(file: string, body: string, dir: string): boolean {
+  const tmp = join(dir, `.tmp.${process.pid}.${++tmpSeq}`);
   writeFileSync(tmp, body, { mode: 0o600 });
   try {
     linkSync(tmp, file);
@@ -202,21 +293,15 @@ function createExclusive(file: string, body: string): boolean {
   }
 }
 
-export function writeLease(lease: Lease): void {
-  const tmp = join(netDirs.base(), `.tmp.${process.pid}.${++tmpSeq}`);
-  writeFileSync(tmp, JSON.stringify(lease), { mode: 0o600 });
-  renameSync(tmp, leasePath(lease.address));
-}
-
 /**
  * Takes a stale lease out of the way so that exactly one caller cleans up after it: the rename
  * succeeds for one process only. Returns the lease for the caller to clean up, or null.
  */
-export function claimStale(address: string): Lease | null {
-  const file = leasePath(address);
+export function claimStale(address: string, dir = defaultDir()): Lease | null {
+  const file = leasePath(address, dir);
   const seen = readLease(file);
   if (!seen || ownerAlive(seen.owner)) return null;
-  const tomb = join(netDirs.base(), `.stale.${address}.${process.pid}.${++tmpSeq}`);
+  const tomb = join(dir, `.stale.${address}.${process.pid}.${++tmpSeq}`);
   try {
     renameSync(file, tomb);
   } catch {
@@ -245,26 +330,27 @@ export interface LeaseRequest {
 }
 
 /**
- * Reserves an address. `reclaim` removes a stale lease's kernel state (it runs synchronously
- * enough for allocation: the caller passes a function that schedules the cleanup and
- * returns whether the address may be reused now).
+ * Reserves an address in cfg's root. `reclaim` removes a stale lease's kernel state (it runs
+ * synchronously enough for allocation: the caller passes a function that schedules the cleanup
+ * and returns whether the address may be reused now).
  */
 export function acquireLease(req: LeaseRequest, cfg: NetConfig, reclaim: (stale: Lease) => void): Lease {
-  ensureDirs();
+  const { dir } = cfg;
+  ensureDirs(dir);
   const make = (ip: number): Lease => ({
     address: formatIp(ip),
     owner: ownerId(),
     jail: req.jail,
-    veth: vethName(ip),
+    veth: vethName(ip, cfg.vethPrefix),
     egress: req.egress,
     ...(req.uplink ? { uplink: req.uplink } : {}),
     links: req.links,
   });
   const take = (lease: Lease): Lease | null => {
-    if (!createExclusive(leasePath(lease.address), JSON.stringify(lease))) return null;
-    // A veth without a lease here belongs to another LIGHTJAIL_ROOT on the same subnet.
+    if (!createExclusive(leasePath(lease.address, dir), JSON.stringify(lease), dir)) return null;
+    // A veth of ours without a live lease is a leftover that lj gc has not removed yet.
     if (existsSync(`/sys/class/net/${lease.veth}`)) {
-      unlinkSync(leasePath(lease.address));
+      unlinkSync(leasePath(lease.address, dir));
       return null;
     }
     return lease;
@@ -273,18 +359,18 @@ export function acquireLease(req: LeaseRequest, cfg: NetConfig, reclaim: (stale:
     const lease = make(ip);
     const got = take(lease);
     if (got) return got;
-    const stale = claimStale(lease.address);
+    const stale = claimStale(lease.address, dir);
     if (!stale) return null;
     reclaim(stale);
     // The stale jail's veth, if the kernel still has it, is removed by our own setup.
-    return createExclusive(leasePath(lease.address), JSON.stringify(lease)) ? lease : null;
+    return createExclusive(leasePath(lease.address, dir), JSON.stringify(lease), dir) ? lease : null;
   };
   const { subnet } = cfg;
   if (req.address !== "auto") {
     const ip = parseJailAddress(req.address, subnet);
     const got = tryTake(ip);
     if (got) return got;
-    const holder = readLease(leasePath(formatIp(ip)));
+    const holder = readLease(leasePath(formatIp(ip), dir));
     throw new LjError(
       "conflict",
       "address-in-use",
@@ -295,7 +381,7 @@ export function acquireLease(req: LeaseRequest, cfg: NetConfig, reclaim: (stale:
     );
   }
   // Lowest free address first: the listing only skips known leases; link(2) decides.
-  const taken = new Set(readdirSync(netDirs.leases()));
+  const taken = new Set(readdirSync(netDirs.leases(dir)));
   for (let ip = subnet.first; ip <= subnet.last; ip++) {
     if (taken.has(formatIp(ip))) continue;
     const got = tryTake(ip);
@@ -305,7 +391,7 @@ export function acquireLease(req: LeaseRequest, cfg: NetConfig, reclaim: (stale:
   for (const name of taken) {
     const ip = parseIp(name);
     if (ip === null || ip < subnet.first || ip > subnet.last) continue;
-    const stale = claimStale(name);
+    const stale = claimStale(name, dir);
     if (!stale) continue;
     reclaim(stale);
     const got = tryTake(ip);
@@ -316,8 +402,8 @@ export function acquireLease(req: LeaseRequest, cfg: NetConfig, reclaim: (stale:
   });
 }
 
-export function dropLease(address: string, owner = ownerId()): void {
-  const file = leasePath(address);
+export function dropLease(address: string, owner = ownerId(), dir = defaultDir()): void {
+  const file = leasePath(address, dir);
   const l = readLease(file);
   if (l && l.owner !== owner) return; // not ours any more
   try {
@@ -325,25 +411,25 @@ export function dropLease(address: string, owner = ownerId()): void {
   } catch {}
 }
 
-export function listLeases(): Lease[] {
+export function listLeases(dir = defaultDir()): Lease[] {
   let names: string[] = [];
   try {
-    names = readdirSync(netDirs.leases());
+    names = readdirSync(netDirs.leases(dir));
   } catch {
     return [];
   }
-  return names.map((n) => readLease(join(netDirs.leases(), n))).filter((l): l is Lease => l !== null);
+  return names.map((n) => readLease(join(netDirs.leases(dir), n))).filter((l): l is Lease => l !== null);
 }
 
 /** Link records: "<from>_<to>" files, so gc and the other end can find and drop them. */
-export function linkFile(from: string, to: string): string {
-  return join(netDirs.links(), `${from}_${to}`);
+export function linkFile(from: string, to: string, dir = defaultDir()): string {
+  return join(netDirs.links(dir), `${from}_${to}`);
 }
 
-export function listLinks(): { from: string; to: string; owner: string }[] {
+export function listLinks(dir = defaultDir()): { from: string; to: string; owner: string }[] {
   let names: string[] = [];
   try {
-    names = readdirSync(netDirs.links());
+    names = readdirSync(netDirs.links(dir));
   } catch {
     return [];
   }
@@ -353,7 +439,7 @@ export function listLinks(): { from: string; to: string; owner: string }[] {
     if (!from || !to || parseIp(from) === null || parseIp(to) === null) continue;
     let owner = "";
     try {
-      owner = readFileSync(join(netDirs.links(), n), "utf8").trim();
+      owner = readFileSync(join(netDirs.links(dir), n), "utf8").trim();
     } catch {
       continue;
     }
@@ -362,13 +448,55 @@ export function listLinks(): { from: string; to: string; owner: string }[] {
   return out;
 }
 
-export function recordLink(from: string, to: string): void {
-  ensureDirs();
-  writeFileSync(linkFile(from, to), ownerId());
+export function recordLink(from: string, to: string, dir = defaultDir()): void {
+  ensureDirs(dir);
+  writeFileSync(linkFile(from, to, dir), ownerId());
 }
 
-export function forgetLink(from: string, to: string): void {
+export function forgetLink(from: string, to: string, dir = defaultDir()): void {
   try {
-    unlinkSync(linkFile(from, to));
+    unlinkSync(linkFile(from, to, dir));
   } catch {}
+}
+
+/**
+ * Gateway ports opened at run time (allowGatewayPort): a file "<proto>_<port>_<owner>" each,
+ * so the port closes again when its last live opener is gone (lj gc, or the next table setup).
+ */
+function portFile(p: GatewayPort, owner: string, dir: string): string {
+  return join(netDirs.ports(dir), `${p.proto}_${p.port}_${owner}`);
+}
+
+export function recordPort(p: GatewayPort, dir: string): void {
+  ensureDirs(dir);
+  writeFileSync(portFile(p, ownerId(), dir), "");
+}
+
+export function forgetPort(p: GatewayPort, dir: string): void {
+  try {
+    unlinkSync(portFile(p, ownerId(), dir));
+  } catch {}
+}
+
+/** Ports recorded by live openers; records of dead ones are removed on the way. */
+export function livePorts(dir: string): GatewayPort[] {
+  let names: string[] = [];
+  try {
+    names = readdirSync(netDirs.ports(dir));
+  } catch {
+    return [];
+  }
+  const out: GatewayPort[] = [];
+  for (const n of names) {
+    const m = /^(tcp|udp)_(\d+)_(\d+\.\d+)$/.exec(n);
+    if (!m) continue;
+    if (!ownerAlive(m[3]!)) {
+      try {
+        unlinkSync(join(netDirs.ports(dir), n));
+      } catch {}
+      continue;
+    }
+    out.push({ proto: m[1] as "tcp" | "udp", port: Number(m[2]) });
+  }
+  return out;
 }

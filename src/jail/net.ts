@@ -2,11 +2,12 @@
  * Jail networking on Linux (net: "private"). Each jail gets a veth pair: the host end
  * (ljv<address in hex>) carries the subnet's gateway address with the jail's address as its
  * point-to-point peer, the jail end (eth0) carries the jail's address with the gateway as
- * peer and default route. Every packet between jails therefore crosses the host, where one
- * nftables table, `inet lightjail`, decides: a jail may talk to its gateway, to the jails it
- * was linked to, and (with egress) to everything else through NAT; nothing else. Per-jail
- * state is only set elements, so adding or removing a jail is one atomic nft transaction and
- * the rules themselves never change after the first jail of a process.
+ * peer and default route. Every packet between jails therefore crosses the host, where the
+ * root's own nftables table (`inet lightjail_<hash of the root>`) decides: a jail may talk to
+ * the allowed ports of its gateway, to the jails it was linked to, and (with egress) to
+ * addresses outside the machine through NAT; nothing else. Per-jail state is only set
+ * elements, so adding or removing a jail is one atomic nft transaction and the rules
+ * themselves never change after the first jail of a process.
  *
  * Costs per jail: one `ip -batch` on the host, one in the jail (via nsenter), one `nft -f`
  * (in parallel with the first) and one sysctl write; teardown one `ip` and one `nft`.
@@ -18,32 +19,53 @@ import {
   claimStale,
   dropLease,
   forgetLink,
+  forgetPort,
   formatIp,
+  type GatewayPort,
   type Lease,
   leasePath,
   linkFile,
   listLeases,
   listLinks,
+  livePorts,
   type NetConfig,
   netConfig,
   ownerAlive,
+  parseGatewayPort,
   parseIp,
   readLease,
   recordLink,
+  recordPort,
+  VETH_FAMILY,
   vethAddress,
 } from "./net-alloc.ts";
+import { forgetTable, holdSubnet, ifRootIdle, orphanTables, recordTable } from "./net-registry.ts";
 import type { JailSpec } from "./spec.ts";
 
 export { DEFAULT_SUBNET, netConfig } from "./net-alloc.ts";
+export { holdSubnet } from "./net-registry.ts";
 
-const TABLE = "inet lightjail";
-const VETH_GLOB = '"ljv*"';
+/** This root's veths (nft glob). */
+const vethGlob = (cfg: NetConfig) => `"${cfg.vethPrefix}*"`;
+/** Every root's veths on the machine. */
+const ANY_JAIL = `"${VETH_FAMILY}*"`;
+/**
+ * Never reachable through egress: "this" network, loopback, link-local (cloud metadata
+ * endpoints live at 169.254.169.254), multicast and the reserved block with the broadcast
+ * address. Jail subnets and the host's own addresses are handled by their own rules.
+ */
+export const NEVER_EGRESS = ["0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4"];
+const REJECT = "reject with icmpx type admin-prohibited";
 
 /** What spawnJail keeps for a jail with a private address. */
 export interface JailNet {
   address: string;
   gateway: string;
   lease: Lease;
+  /** The root's configuration at reservation: teardown uses it whatever the environment says later. */
+  cfg: NetConfig;
+  /** Ends this jail's hold on the root's registration (net-registry.ts). */
+  unhold: () => void;
   /** Kernel state left by a stale lease of the same address, removed before ours goes in. */
   staleNft: string[];
   staleVeth: boolean;
@@ -102,26 +124,39 @@ function elements(lease: Lease): string[] {
 }
 
 /** Removing an element that may be gone fails a transaction; adding it first never does. */
-function removal(el: string): string[] {
-  return [`add element ${TABLE} ${el}`, `delete element ${TABLE} ${el}`];
+function removal(cfg: NetConfig, el: string): string[] {
+  return [`add element ${cfg.table} ${el}`, `delete element ${cfg.table} ${el}`];
 }
 
 /** Links of other jails to this address, and this address's recorded links: gone with it. */
-function linkRemovals(address: string): string[] {
+function linkRemovals(cfg: NetConfig, address: string): string[] {
   const out: string[] = [];
-  for (const l of listLinks()) {
+  for (const l of listLinks(cfg.dir)) {
     if (l.from !== address && l.to !== address) continue;
-    out.push(...removal(`links { ${l.from} . ${l.to} }`));
-    forgetLink(l.from, l.to);
+    out.push(...removal(cfg, `links { ${l.from} . ${l.to} }`));
+    forgetLink(l.from, l.to, cfg.dir);
   }
   return out;
 }
 
-export function baseScript(cfg: NetConfig): string {
-  const { subnet } = cfg;
-  const r = (chain: string, rule: string) => `add rule ${TABLE} ${chain} ${rule}`;
+/**
+ * Rewrites the gateway's open ports in one go: configured ones and those live processes opened
+ * (allowGatewayPort); a port whose last opener died closes here.
+ */
+function gatewayPortLines(cfg: NetConfig): string[] {
+  const ports = new Set([...cfg.gatewayPorts, ...livePorts(cfg.dir)].map((p) => `${p.proto} . ${p.port}`));
   return [
-    `table ${TABLE} {`,
+    `flush set ${cfg.table} gw_ports`,
+    ...(ports.size ? [`add element ${cfg.table} gw_ports { ${[...ports].join(", ")} }`] : []),
+  ];
+}
+
+export function baseScript(cfg: NetConfig): string {
+  const { subnet, table } = cfg;
+  const VETH_GLOB = vethGlob(cfg);
+  const r = (chain: string, rule: string) => `add rule ${table} ${chain} ${rule}`;
+  return [
+    `table ${table} {`,
     "  set jails { type ifname . ipv4_addr; }",
     "  set egress { type ipv4_addr; }",
     "  set egress_any { type ipv4_addr; }",
@@ -130,6 +165,8 @@ export function baseScript(cfg: NetConfig): string {
     "  set gateways { type ipv4_addr; }",
     "  set subnets { type ipv4_addr; flags interval; }",
     "  set guard { type ifname; }",
+    "  set gw_ports { type inet_proto . inet_service; }",
+    "  set never { type ipv4_addr; flags interval; }",
     "  chain input { type filter hook input priority filter; policy accept; }",
     "  chain forward { type filter hook forward priority filter; policy accept; }",
     "  chain output { type filter hook output priority filter; policy accept; }",
@@ -140,37 +177,45 @@ export function baseScript(cfg: NetConfig): string {
     "  chain to_jail {}",
     "}",
     ...["input", "forward", "output", "postrouting", "from_jail", "jail_in", "jail_fwd", "to_jail"].map(
-      (c) => `flush chain ${TABLE} ${c}`,
+      (c) => `flush chain ${table} ${c}`,
     ),
-    `add element ${TABLE} gateways { ${formatIp(subnet.gateway)} }`,
-    `add element ${TABLE} subnets { ${formatIp(subnet.network)}/${subnet.prefix} }`,
+    `add element ${table} gateways { ${formatIp(subnet.gateway)} }`,
+    `add element ${table} subnets { ${formatIp(subnet.network)}/${subnet.prefix} }`,
+    `add element ${table} never { ${NEVER_EGRESS.join(", ")} }`,
+    ...gatewayPortLines(cfg),
     // Whatever enters from a jail: IPv4 only, and only from the address its veth was given.
     r("from_jail", "meta nfproto != ipv4 drop"),
     r("from_jail", "iifname . ip saddr != @jails drop"),
     r("from_jail", "ct state established,related accept"),
     r("input", `iifname ${VETH_GLOB} jump from_jail`),
     r("input", `iifname ${VETH_GLOB} jump jail_in`),
-    // To the host itself: the gateway address; the host's other addresses only with egress.
-    r("jail_in", "ip daddr @gateways accept"),
-    r("jail_in", "ip saddr @egress accept"),
-    r("jail_in", "drop"),
+    // To the host itself (any of its addresses): only the open ports of the gateway address.
+    r("jail_in", "ip daddr @gateways meta l4proto . th dport @gw_ports accept"),
+    r("jail_in", REJECT),
     r("forward", `iifname ${VETH_GLOB} jump from_jail`),
     r("forward", `iifname ${VETH_GLOB} jump jail_fwd`),
     r("forward", `oifname ${VETH_GLOB} jump to_jail`),
-    // Uplinks lightjail switched forwarding on for forward nothing but jail traffic.
-    r("forward", "iifname @guard drop"),
-    // Between jails: only linked pairs; never into the subnet otherwise, never out unless egress.
+    // Uplinks lightjail switched forwarding on for forward nothing but traffic to jails (of
+    // any root: each root's own table decides what reaches its jails).
+    r("forward", `iifname @guard oifname != ${ANY_JAIL} drop`),
+    // Between jails: only linked pairs. Egress reaches outside only: never a jail of any root,
+    // the host, loopback, link-local, multicast or broadcast.
     r("jail_fwd", "ip saddr . ip daddr @links accept"),
-    r("jail_fwd", `oifname ${VETH_GLOB} drop`),
-    r("jail_fwd", "ip daddr @subnets drop"),
+    r("jail_fwd", `oifname ${ANY_JAIL} ${REJECT}`),
+    r("jail_fwd", `ip daddr @subnets ${REJECT}`),
+    r("jail_fwd", "fib daddr type { broadcast, multicast } drop"),
+    r("jail_fwd", `ip daddr @never ${REJECT}`),
+    r("jail_fwd", `fib daddr type local ${REJECT}`),
     r("jail_fwd", "ip saddr @egress_any accept"),
     r("jail_fwd", "ip saddr . oifname @egress_via accept"),
-    r("jail_fwd", "drop"),
+    r("jail_fwd", REJECT),
     r("to_jail", "ct state established,related accept"),
     r("to_jail", "drop"),
     // The subnet exists only on this machine: never let a packet for it out another way.
-    r("output", `ip daddr @subnets ip daddr != @gateways oifname != ${VETH_GLOB} reject`),
-    r("postrouting", `oifname ${VETH_GLOB} return`),
+    // These two rules see every root's traffic, so they name any jail veth, not only ours:
+    // a dead root's table left behind with an overlapping subnet must not get in the way.
+    r("output", `ip daddr @subnets oifname != "lo" oifname != ${ANY_JAIL} reject`),
+    r("postrouting", `oifname ${ANY_JAIL} return`),
     r("postrouting", "ip saddr @egress_any masquerade"),
     r("postrouting", "ip saddr . oifname @egress_via masquerade"),
     "",
@@ -200,20 +245,23 @@ async function runOrThrow(what: string, argv: string[], input?: string): Promise
   if (!r.ok) throw netError(`${what}: ${r.err || "failed"}`);
 }
 
-let baseFor: string | null = null;
-let basePending: Promise<void> | null = null;
+/** Table set-ups done (or under way) by this process, per root and configuration. */
+const bases = new Map<string, Promise<void>>();
+const baseKey = (cfg: NetConfig) => JSON.stringify([cfg.table, cfg.subnet.cidr, cfg.gatewayPorts]);
 
 function ensureBase(cfg: NetConfig): Promise<void> {
-  if (baseFor === cfg.subnet.cidr && basePending) return basePending;
-  baseFor = cfg.subnet.cidr;
-  basePending = runOrThrow("nftables table inet lightjail", ["nft", "-f", "-"], baseScript(cfg)).catch(
+  const key = baseKey(cfg);
+  const known = bases.get(key);
+  if (known) return known;
+  const p = runOrThrow(`nftables table ${cfg.table}`, ["nft", "-f", "-"], baseScript(cfg)).then(
+    () => recordTable(cfg.table, cfg.root),
     (e) => {
-      baseFor = null;
-      basePending = null;
+      bases.delete(key);
       throw e;
     },
   );
-  return basePending;
+  bases.set(key, p);
+  return p;
 }
 
 /** Applies a per-jail transaction; a missing table (deleted by hand) is recreated once. */
@@ -223,15 +271,14 @@ async function nftJail(cfg: NetConfig, lines: string[]): Promise<void> {
   const script = `${lines.join("\n")}\n`;
   const r = await run(["nft", "-f", "-"], script);
   if (r.ok) return;
-  baseFor = null;
-  basePending = null;
+  bases.delete(baseKey(cfg));
   await ensureBase(cfg);
   await runOrThrow("nftables jail rules", ["nft", "-f", "-"], script);
 }
 
-function staleCleanup(stale: Lease): { nft: string[]; veth: boolean } {
+function staleCleanup(cfg: NetConfig, stale: Lease): { nft: string[]; veth: boolean } {
   return {
-    nft: [...elements(stale).flatMap(removal), ...linkRemovals(stale.address)],
+    nft: [...elements(stale).flatMap((el) => removal(cfg, el)), ...linkRemovals(cfg, stale.address)],
     veth: existsSync(`/sys/class/net/${stale.veth}`),
   };
 }
@@ -243,25 +290,40 @@ function staleCleanup(stale: Lease): { nft: string[]; veth: boolean } {
  */
 export function reserveNet(spec: JailSpec, jailId: string, cfg: NetConfig = netConfig()): JailNet {
   checkNetSpec(spec, cfg);
+  const unhold = holdSubnet(cfg);
   const staleNft: string[] = [];
   let staleVeth = false;
-  const lease = acquireLease(
-    {
-      address: spec.address ?? "auto",
-      jail: jailId,
-      egress: !!spec.egress,
-      uplink: spec.iface,
-      links: spec.links ?? [],
-    },
+  let lease: Lease;
+  try {
+    lease = acquireLease(
+      {
+        address: spec.address ?? "auto",
+        jail: jailId,
+        egress: !!spec.egress,
+        uplink: spec.iface,
+        links: spec.links ?? [],
+      },
+      cfg,
+      (stale) => {
+        const c = staleCleanup(cfg, stale);
+        staleNft.push(...c.nft);
+        staleVeth ||= c.veth;
+      },
+    );
+  } catch (e) {
+    unhold();
+    throw e;
+  }
+  for (const to of lease.links) recordLink(lease.address, to, cfg.dir);
+  return {
+    address: lease.address,
+    gateway: formatIp(cfg.subnet.gateway),
+    lease,
     cfg,
-    (stale) => {
-      const c = staleCleanup(stale);
-      staleNft.push(...c.nft);
-      staleVeth ||= c.veth;
-    },
-  );
-  for (const to of lease.links) recordLink(lease.address, to);
-  return { address: lease.address, gateway: formatIp(cfg.subnet.gateway), lease, staleNft, staleVeth };
+    unhold,
+    staleNft,
+    staleVeth,
+  };
 }
 
 function readSysctl(path: string): string | null {
@@ -293,8 +355,8 @@ async function jailNetns(pid: number): Promise<string> {
 }
 
 /** Wires a held jail (pid = its keeper) to its address. Throws with the failing step. */
-export async function attachNet(net: JailNet, pid: number, cfg: NetConfig = netConfig()): Promise<void> {
-  const { lease, gateway: gw, address: addr } = net;
+export async function attachNet(net: JailNet, pid: number): Promise<void> {
+  const { lease, gateway: gw, address: addr, cfg } = net;
   const veth = lease.veth;
   const v6 = existsSync("/proc/sys/net/ipv6");
   const inner = [
@@ -309,8 +371,8 @@ export async function attachNet(net: JailNet, pid: number, cfg: NetConfig = netC
   const switchOn = uplinks.filter((u) => readSysctl(`/proc/sys/net/ipv4/conf/${u}/forwarding`) === "0");
   const nft = [
     ...net.staleNft,
-    ...switchOn.map((u) => `add element ${TABLE} guard { "${u}" }`),
-    ...elements(lease).map((el) => `add element ${TABLE} ${el}`),
+    ...switchOn.map((u) => `add element ${cfg.table} guard { "${u}" }`),
+    ...elements(lease).map((el) => `add element ${cfg.table} ${el}`),
   ];
   const nftDone = nftJail(cfg, nft);
   nftDone.catch(() => {}); // awaited below; not unhandled if the namespace wait throws first
@@ -346,19 +408,24 @@ export async function attachNet(net: JailNet, pid: number, cfg: NetConfig = netC
 }
 
 /** Removes everything a jail's address put on the host: veth (and its route), rules, lease. */
-export async function releaseNet(net: JailNet, cfg: NetConfig = netConfig()): Promise<void> {
-  const { lease } = net;
-  const lines = [...net.staleNft, ...elements(lease).flatMap(removal), ...linkRemovals(lease.address)];
+export async function releaseNet(net: JailNet): Promise<void> {
+  const { lease, cfg } = net;
+  const lines = [
+    ...net.staleNft,
+    ...elements(lease).flatMap((el) => removal(cfg, el)),
+    ...linkRemovals(cfg, lease.address),
+  ];
   await Promise.all([
     existsSync(`/sys/class/net/${lease.veth}`) ? run(["ip", "link", "del", lease.veth]) : null,
     nftJail(cfg, lines).catch(() => {}),
   ]);
-  dropLease(lease.address, lease.owner);
+  dropLease(lease.address, lease.owner, cfg.dir);
+  net.unhold();
 }
 
 /** Cleans up after a lease whose owner died (gc, or an allocation that wants the address). */
 async function reclaimLease(stale: Lease, cfg: NetConfig): Promise<void> {
-  const c = staleCleanup(stale);
+  const c = staleCleanup(cfg, stale);
   await Promise.all([c.veth ? run(["ip", "link", "del", stale.veth]) : null, nftJail(cfg, c.nft)]);
 }
 
@@ -389,14 +456,50 @@ export async function linkJails(from: Addressed, to: Addressed): Promise<JailLin
   const a = addressOf(from, "the linking jail");
   const b = addressOf(to, "the linked jail");
   const cfg = netConfig();
-  recordLink(a, b);
-  await nftJail(cfg, [`add element ${TABLE} links { ${a} . ${b} }`]);
+  recordLink(a, b, cfg.dir);
+  await nftJail(cfg, [`add element ${cfg.table} links { ${a} . ${b} }`]);
   return {
     from: a,
     to: b,
     async unlink() {
-      forgetLink(a, b);
-      await nftJail(cfg, removal(`links { ${a} . ${b} }`));
+      forgetLink(a, b, cfg.dir);
+      await nftJail(cfg, removal(cfg, `links { ${a} . ${b} }`));
+    },
+  };
+}
+
+export interface GatewayPortHandle extends GatewayPort {
+  /** Closes the port again (unless configured, or still opened by another live process). */
+  close(): Promise<void>;
+}
+
+/**
+ * Opens a port of the gateway address to this root's jails (e.g. 53/udp and 53/tcp for a
+ * resolver the platform runs there), in addition to the configured ones ([net] gateway_ports,
+ * LJ_GATEWAY_PORTS). It stays open while this process lives, until close(); a dead process's
+ * ports close at the next `lj gc` or table set-up. Bind such a service to the gateway address.
+ */
+export async function allowGatewayPort(
+  port: number | string,
+  proto: "tcp" | "udp" = "tcp",
+): Promise<GatewayPortHandle> {
+  const p = parseGatewayPort(typeof port === "number" ? `${port}/${proto}` : port);
+  const cfg = netConfig();
+  const unhold = holdSubnet(cfg);
+  recordPort(p, cfg.dir);
+  try {
+    await nftJail(cfg, gatewayPortLines(cfg));
+  } catch (e) {
+    forgetPort(p, cfg.dir);
+    unhold();
+    throw e;
+  }
+  return {
+    ...p,
+    async close() {
+      forgetPort(p, cfg.dir);
+      unhold();
+      await nftJail(cfg, gatewayPortLines(cfg));
     },
   };
 }
@@ -463,20 +566,22 @@ export interface NetLeftoverReport {
   errors: { kind: string; what: string; error: string }[];
 }
 
-async function listedElements(): Promise<Record<string, string[][]>> {
-  const p = Bun.spawn(["nft", "-j", "list", "table", "inet", "lightjail"], {
+async function listedElements(table: string): Promise<Record<string, string[][]>> {
+  const p = Bun.spawn(["nft", "-j", "list", "table", ...table.split(" ")], {
     stdout: "pipe",
     stderr: "ignore",
   });
   const [text, code] = await Promise.all([new Response(p.stdout).text(), p.exited]);
   const out: Record<string, string[][]> = {};
   if (code !== 0) return out;
-  type Elem = string | { concat?: (string | object)[]; prefix?: object };
+  type Elem = string | { concat?: (string | number | object)[]; prefix?: object };
   const doc = JSON.parse(text) as { nftables: { set?: { name: string; elem?: Elem[] } }[] };
   for (const item of doc.nftables) {
     if (!item.set) continue;
     out[item.set.name] = (item.set.elem ?? []).map((e) =>
-      typeof e === "string" ? [e] : (e.concat ?? []).map((x) => (typeof x === "string" ? x : "")),
+      typeof e === "string"
+        ? [e]
+        : (e.concat ?? []).map((x) => (typeof x === "string" || typeof x === "number" ? String(x) : "")),
     );
   }
   return out;
@@ -494,9 +599,9 @@ export async function collectNetLeftovers(report: NetLeftoverReport): Promise<vo
     report.errors.push({ kind: "net", what: "config", error: (e as Error).message });
     return;
   }
-  for (const l of listLeases()) {
+  for (const l of listLeases(cfg.dir)) {
     if (ownerAlive(l.owner)) continue;
-    const stale = claimStale(l.address);
+    const stale = claimStale(l.address, cfg.dir);
     if (!stale) continue;
     try {
       await reclaimLease(stale, cfg);
@@ -505,28 +610,30 @@ export async function collectNetLeftovers(report: NetLeftoverReport): Promise<vo
       report.errors.push({ kind: "net-lease", what: stale.address, error: (e as Error).message });
     }
   }
-  // Only this root's subnet: another root on the machine owns its own addresses.
+  // Only this root's veths and addresses: other roots on the machine own theirs.
   const { subnet } = cfg;
   const inSubnet = (a: string | undefined) => {
     const ip = a === undefined ? null : parseIp(a);
     return ip !== null && ip >= subnet.first && ip <= subnet.last;
   };
   const live = new Map<string, Lease>();
-  for (const l of listLeases()) if (ownerAlive(l.owner)) live.set(l.address, l);
+  for (const l of listLeases(cfg.dir)) if (ownerAlive(l.owner)) live.set(l.address, l);
   for (const dev of existsSync("/sys/class/net") ? readdirSync("/sys/class/net") : []) {
-    const addr = vethAddress(dev);
+    const addr = vethAddress(dev, cfg.vethPrefix);
     if (!addr || !inSubnet(addr) || live.get(addr)?.veth === dev) continue;
     const r = await run(["ip", "link", "del", dev]);
     if (r.ok) report.removed.push({ kind: "net-veth", what: dev });
     else if (existsSync(`/sys/class/net/${dev}`))
       report.errors.push({ kind: "net-veth", what: dev, error: r.err });
   }
-  for (const l of listLinks()) {
+  for (const l of listLinks(cfg.dir)) {
     if (live.has(l.from) && live.has(l.to)) continue;
     if (ownerAlive(l.owner) && live.has(l.from)) continue;
-    forgetLink(l.from, l.to);
+    forgetLink(l.from, l.to, cfg.dir);
   }
-  const sets = await listedElements();
+  await dropOrphanTables(report);
+  const sets = await listedElements(cfg.table);
+  if (Object.keys(sets).length === 0) return; // this root has no table here
   const lines: string[] = [];
   const what: string[] = [];
   const dead = (a: string | undefined) => inSubnet(a) && !live.has(a!);
@@ -536,13 +643,22 @@ export async function collectNetLeftovers(report: NetLeftoverReport): Promise<vo
       if (set === "jails" && dead(e[1])) el = `jails { "${e[0]}" . ${e[1]} }`;
       if ((set === "egress_any" || set === "egress") && dead(e[0])) el = `${set} { ${e[0]} }`;
       if (set === "egress_via" && dead(e[0])) el = `egress_via { ${e[0]} . "${e[1]}" }`;
-      if (set === "links" && (dead(e[0]) || (dead(e[1]) && !linkHeld(e[0]!, e[1]!))))
+      if (set === "links" && (dead(e[0]) || (dead(e[1]) && !existsSync(linkFile(e[0]!, e[1]!, cfg.dir)))))
         el = `links { ${e[0]} . ${e[1]} }`;
       if (el) {
-        lines.push(...removal(el));
+        lines.push(...removal(cfg, el));
         what.push(el);
       }
     }
+  }
+  // Ports opened by processes that are gone close with the same transaction.
+  const before = (sets.gw_ports ?? []).map((e) => e.join(" . ")).sort();
+  const after = [
+    ...new Set([...cfg.gatewayPorts, ...livePorts(cfg.dir)].map((p) => `${p.proto} . ${p.port}`)),
+  ].sort();
+  if (before.join() !== after.join()) {
+    lines.push(...gatewayPortLines(cfg));
+    what.push(`gw_ports { ${after.join(", ")} }`);
   }
   if (lines.length) {
     try {
@@ -552,11 +668,56 @@ export async function collectNetLeftovers(report: NetLeftoverReport): Promise<vo
       report.errors.push({ kind: "net-rule", what: what.join(", "), error: (e as Error).message });
     }
   }
+  dropIdleTable(cfg, sets, report);
 }
 
-/** A link to an address nobody holds yet stays while the jail that made it lives. */
-function linkHeld(from: string, to: string): boolean {
-  return existsSync(linkFile(from, to));
+/**
+ * A root with no live process and no live lease needs no table; its next jail makes it again.
+ * It stays while it guards an uplink that still exists: forwarding lightjail switched on there
+ * would otherwise route anything.
+ */
+function dropIdleTable(cfg: NetConfig, sets: Record<string, string[][]>, report: NetLeftoverReport): void {
+  if (listLeases(cfg.dir).some((l) => ownerAlive(l.owner))) return;
+  dropTable(cfg.table, cfg.root, sets, report);
+}
+
+/** Under the registry lock, so that no jail of the root is being set up meanwhile. */
+function dropTable(
+  table: string,
+  root: string,
+  sets: Record<string, string[][]>,
+  report: NetLeftoverReport,
+): void {
+  if ((sets.guard ?? []).some(([u]) => u && existsSync(`/sys/class/net/${u}`))) return;
+  let err = "";
+  const ran = ifRootIdle(root, () => {
+    const p = Bun.spawnSync(["nft", "delete", "table", ...table.split(" ")], { stderr: "pipe" });
+    if (p.exitCode !== 0) err = p.stderr.toString().trim() || "nft failed";
+    else forgetTable(table);
+  });
+  if (!ran) return;
+  if (err) report.errors.push({ kind: "net-table", what: table, error: err });
+  else report.removed.push({ kind: "net-table", what: table });
+  for (const key of [...bases.keys()]) if (key.startsWith(`[${JSON.stringify(table)},`)) bases.delete(key);
+}
+
+/**
+ * Tables of roots that were deleted (test roots, a moved installation): no process of theirs
+ * lives, no veth of theirs is left (their prefix is "ljn" + the table's first 4 hex digits).
+ */
+async function dropOrphanTables(report: NetLeftoverReport): Promise<void> {
+  const devs = existsSync("/sys/class/net") ? readdirSync("/sys/class/net") : [];
+  const start = "inet lightjail_".length;
+  for (const { table, root } of orphanTables()) {
+    const prefix = `${VETH_FAMILY}${table.slice(start, start + 4)}`;
+    if (devs.some((d) => d.startsWith(prefix))) continue;
+    const sets = await listedElements(table);
+    if (Object.keys(sets).length === 0) {
+      forgetTable(table);
+      continue;
+    }
+    dropTable(table, root, sets, report);
+  }
 }
 
 /** The lease of an address (diagnostics, tests). */

@@ -7,6 +7,7 @@
 import { join } from "node:path";
 import type { Server } from "bun";
 import type { ExtractLimits } from "../build/archive.ts";
+import { holdSubnet, netConfig } from "../jail/net.ts";
 import { TrustedProxies, trustedProxiesFromConfig } from "../paas/forwarding.ts";
 import { type BuildFn, Paas, type PaasOptions } from "../paas/paas.ts";
 import { Router, type WsData } from "../paas/router.ts";
@@ -48,6 +49,21 @@ export interface RunningServer {
 export async function startServer(o: ServeOptions = {}): Promise<RunningServer> {
   // Checked before anything starts: a bad CIDR is a usage error, not a half-started server.
   const trustedProxies = o.trustedProxies ? new TrustedProxies(o.trustedProxies) : trustedProxiesFromConfig();
+  // Apps get private addresses: a live root whose jail subnet overlaps ours refuses us here.
+  const unholdNet = process.platform === "linux" ? holdSubnet(netConfig()) : () => {};
+  try {
+    return await serve(o, unholdNet, trustedProxies);
+  } catch (e) {
+    unholdNet();
+    throw e;
+  }
+}
+
+async function serve(
+  o: ServeOptions,
+  unholdNet: () => void,
+  trustedProxies: TrustedProxies,
+): Promise<RunningServer> {
   const { token, created } = loadOrCreateToken();
   const domain = o.domain ?? "localhost";
   const paas = new Paas(o);
@@ -104,6 +120,7 @@ export async function startServer(o: ServeOptions = {}): Promise<RunningServer> 
       router.flush();
       await paas.close();
       await services.close();
+      unholdNet();
     },
   };
 }
