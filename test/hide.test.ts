@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, expect } from "bun:test";
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
+import { holdSubnet, netConfig } from "../src/jail/net.ts";
 import { runJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
 import { createWorld, worldMounts, worldPath } from "../src/store/worlds.ts";
@@ -97,7 +98,24 @@ rootTest("jails of two state roots, one after another (pooled roots), each mask 
     seen.push(r.stdout.trim());
   }
   process.env.LIGHTJAIL_ROOT = roots[0];
-  // Each jail sees only the other root's token (a root of another lightjail on the machine is
-  // not its own state): never its own.
+  // Each jail masks its own root; the other root is not live (not in the machine's registry),
+  // so it shows: never its own.
   expect(seen).toEqual([...Array(4).fill("token-b"), ...Array(4).fill("token-a")]);
+});
+
+rootTest("a live root of another lightjail on the machine is masked too", async () => {
+  const [a, b] = roots as [string, string];
+  // Root b is live: it holds its subnet in the machine's registry (as `lj serve` does).
+  process.env.LIGHTJAIL_ROOT = b;
+  process.env.LJ_SUBNET = "10.245.0.0/24";
+  const release = holdSubnet(netConfig());
+  try {
+    process.env.LIGHTJAIL_ROOT = a;
+    const r = await readTokens();
+    expect(r.stdout.trim()).toBe("");
+  } finally {
+    release();
+    process.env.LIGHTJAIL_ROOT = a;
+    delete process.env.LJ_SUBNET;
+  }
 });

@@ -19,6 +19,7 @@ import {
   openSync,
   readdirSync,
   readFileSync,
+  statSync,
   unlinkSync,
   writeFileSync,
 } from "node:fs";
@@ -116,6 +117,37 @@ export function ifRootIdle(root: string, fn: () => void): boolean {
     fn();
     return true;
   });
+}
+
+/**
+ * The state roots this machine's registry names (live or not yet swept), read without the
+ * lock: every jail masks them all, not only its own (two roots under /usr/local would
+ * otherwise see each other through a host world's bind of /usr).
+ */
+export function knownRoots(): string[] {
+  return knownRootsCache().roots;
+}
+
+let known: { stamp: number; roots: string[] } | undefined;
+/** Re-read when the registry directory changes (an entry made or removed): one stat a call. */
+function knownRootsCache(): { stamp: number; roots: string[] } {
+  let stamp = -1;
+  try {
+    stamp = statSync(DIR).mtimeMs;
+  } catch {}
+  if (known?.stamp === stamp) return known;
+  known = { stamp, roots: readKnownRoots() };
+  return known;
+}
+
+function readKnownRoots(): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(DIR);
+  } catch {
+    return [];
+  }
+  return [...new Set(names.map(readEntry).flatMap((e) => (e ? [e.root] : [])))];
 }
 
 /** Live roots with their subnets (diagnostics and tests). */

@@ -19,6 +19,7 @@ import {
 } from "./cgroup.ts";
 import { shimReap, shimSpawn } from "./ffi.ts";
 import { attachNet, type JailNet, releaseNet, reserveNet } from "./net.ts";
+import { knownRoots } from "./net-registry.ts";
 import { platformNumbers, type SignalName } from "./platform.ts";
 import { removeScratch } from "./scratch.ts";
 import {
@@ -28,6 +29,7 @@ import {
   freebsdJailName,
   type JailPayload,
   type JailSpec,
+  MAX_HIDDEN,
   payloadMessage,
   STDIO_NULL,
   STDIO_PIPE,
@@ -109,20 +111,26 @@ function stageDir(): string {
   return dir;
 }
 
-let hiddenFor: { root: string; paths: string[] } | undefined;
+let hiddenFor: { root: string; known: string[]; paths: string[] } | undefined;
 /**
- * lightjail's state root, under both spellings: every jail masks it wherever its tree would
- * show it (zig/src/hide.zig). A host world binds the host's /usr, and the default root is
+ * lightjail's state roots, under both spellings: every jail masks them wherever its tree would
+ * show them (zig/src/hide.zig). A host world binds the host's /usr, and the default root is
  * /usr/local/lj: without the mask every jail could read the token, the database and the slugs.
+ * Its own root first, then the other roots the machine's registry knows.
  */
 function hiddenPaths(): string[] {
   const root = paths.root();
-  if (hiddenFor?.root !== root) {
-    let real = root;
-    try {
-      real = realpathSync(root);
-    } catch {}
-    hiddenFor = { root, paths: real === root ? [root] : [root, real] };
+  const known = process.platform === "linux" ? knownRoots() : [];
+  if (hiddenFor?.root !== root || hiddenFor.known !== known) {
+    const roots = [root, ...known];
+    const all = new Set<string>();
+    for (const r of roots) {
+      all.add(r);
+      try {
+        all.add(realpathSync(r));
+      } catch {}
+    }
+    hiddenFor = { root, known, paths: [...all].slice(0, MAX_HIDDEN) };
   }
   return hiddenFor.paths;
 }

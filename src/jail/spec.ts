@@ -154,6 +154,9 @@ const RLIMITS: Record<RlimitName, number> = {
 
 export const NOBODY = 65534;
 
+/** Host paths a spec may mask (zig/src/spec.zig max_hides). */
+export const MAX_HIDDEN = 16;
+
 const Tag = {
   rootDir: 1,
   lower: 2,

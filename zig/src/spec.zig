@@ -89,7 +89,7 @@ pub const max_rlimits = 16;
 pub const max_pass_fds = 16;
 pub const max_cgroups = 8;
 pub const max_addrs = 8;
-pub const max_hides = 4;
+pub const max_hides = 16;
 
 /// What a jail gets when its spec leaves a limit unset. Applied by `decode`, so every front end
 /// (the TypeScript API and `lj spawn`, the native `ljspawn`, jail pools) and both backends
