@@ -28,9 +28,19 @@ export interface RouterOptions {
   trustedProxies?: TrustedProxies;
   /** Custom domains: the app a Host names, besides APP.<domain>. */
   domains?: { appFor(host: string): string | null };
+  /** Requests in flight toward one instance; default DEFAULT_PER_INSTANCE. */
+  perInstance?: number;
   /** Largest request body passed to an app (bytes); larger ones get a logged 413. */
   maxBodyBytes?: number;
 }
+
+interface Gate {
+  busy: number;
+  waiting: (() => void)[];
+}
+
+/** Requests in flight toward one instance (the rest queue in the router). */
+export const DEFAULT_PER_INSTANCE = 32;
 
 /** The default of `lj serve --max-body` (MB): request bodies to apps. */
 export const DEFAULT_MAX_BODY_MB = 1024;
@@ -186,13 +196,22 @@ export class Router {
     const cut: { why: string | null } = { why: null };
     for (let attempt = 0; ; attempt++) {
       try {
-        const res = await fetch(`http://${target.address}:${target.port}${path}`, {
-          method: req.method,
-          headers,
-          body: hasBody ? this.counted(req, cut) : undefined,
-          redirect: "manual",
-          decompress: false,
-        } as RequestInit);
+        const gate = this.gate(target);
+        if (gate.busy >= this.perInstance) await new Promise<void>((r) => gate.waiting.push(r));
+        gate.busy++;
+        let res: Response;
+        try {
+          res = await fetch(`http://${target.address}:${target.port}${path}`, {
+            method: req.method,
+            headers,
+            body: hasBody ? this.counted(req, cut) : undefined,
+            redirect: "manual",
+            decompress: false,
+          } as RequestInit);
+        } finally {
+          gate.busy--;
+          gate.waiting.shift()?.();
+        }
         this.access(app, req.method, path, res.status, started, target);
         // Streamed through as is, minus the hop-by-hop headers (removed in place: Bun's fetch
         // responses have mutable headers, and a copy costs per request).
@@ -216,6 +235,26 @@ export class Router {
         target = next;
       }
     }
+  }
+
+  private gates = new Map<string, Gate>();
+  private get perInstance(): number {
+    return this.opts.perInstance ?? DEFAULT_PER_INSTANCE;
+  }
+
+  /**
+   * Requests in flight toward one instance are bounded: the rest wait here, in order, so one
+   * app's flood neither opens a socket per request toward it (TIME_WAIT, EADDRNOTAVAIL) nor
+   * queues ahead of other apps' requests in the shared HTTP client.
+   */
+  private gate(t: Target): Gate {
+    const key = `${t.address}:${t.port}`;
+    let g = this.gates.get(key);
+    if (!g) {
+      g = { busy: 0, waiting: [] };
+      this.gates.set(key, g);
+    }
+    return g;
   }
 
   private get maxBody(): number {
