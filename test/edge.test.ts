@@ -403,7 +403,9 @@ describe("connection churn", () => {
         // than requests made.
         const ss = Bun.spawnSync(["ss", "-Htan", "state", "time-wait", "dst", `127.0.0.1:${pa}`]);
         const tw = ss.stdout.toString().split("\n").filter(Boolean).length;
-        console.log(`churn: ${total} requests at c=1000, calm p50 ${p50.toFixed(1)} ms, ${tw} upstream sockets in TIME_WAIT`);
+        console.log(
+          `churn: ${total} requests at c=1000, calm p50 ${p50.toFixed(1)} ms, ${tw} upstream sockets in TIME_WAIT`,
+        );
         expect(tw).toBeLessThan(total / 10);
       } finally {
         for (const p of apps) p.kill();
