@@ -333,8 +333,14 @@ describe("domains and HTTPS", () => {
       s.router.flush();
       const access = readFileSync(join(paths.paasLogs(), "access.log"), "utf8");
       expect(access.match(/shop POST \/ 413 .*--max-body/g)?.length).toBe(2);
-      const appLog = readFileSync(join(paths.paasLogs(), "shop.log"), "utf8");
-      expect(appLog).toContain("413");
+      await until(
+        async () =>
+          (await (await fetch(`${s.url}/api/v1/apps/shop/logs`, { headers: auth(s) })).text()).includes(
+            " 413 ",
+          ),
+        10_000,
+        "the 413 in the app's log",
+      );
     },
   );
 });
