@@ -6,6 +6,7 @@ set -euo pipefail
 
 BUN_VERSION=1.4.4
 ZIG_VERSION=0.15.2
+PEBBLE_VERSION=v2.10.3
 here=$(cd "$(dirname "$0")/.." && pwd)
 tools="${LJ_TOOLS_DIR:-$here/.tools}"
 say() { printf '\033[1;34m[bootstrap]\033[0m %s\n' "$*" >&2; }
@@ -66,10 +67,30 @@ if [ "$(id -u)" = 0 ]; then
   # PaaS services with the host's postgres and redis binaries.
   need_root_pkgs ca-certificates git iproute2 nftables bubblewrap debootstrap xz-utils util-linux procps \
     python3 perl nodejs postgresql redis-server
+  # The edge's tests and bench/edge.ts: wrk for load, nginx as the yardstick, openssl to read certificates.
+  need_root_pkgs wrk nginx openssl
 fi
 install_bun
 install_zig
+# Pebble (Let's Encrypt's ACME test server) and its DNS stand-in, for the edge's ACME tests;
+# with the test CA files Pebble's own HTTPS listener uses.
+install_pebble() {
+  local stamp="$tools/pebble/.version"
+  [ "$(cat "$stamp" 2>/dev/null)" = "$PEBBLE_VERSION" ] && [ -x "$tools/bin/pebble" ] && return 0
+  command -v go >/dev/null || { say "no Go toolchain: skipping Pebble (the ACME tests will fail)"; return 0; }
+  say "building pebble $PEBBLE_VERSION with go"
+  export GOPATH="$tools/go" GOMODCACHE="$tools/go/mod" GOBIN="$tools/bin" GOFLAGS=-modcacherw
+  go install "github.com/letsencrypt/pebble/v2/cmd/pebble@$PEBBLE_VERSION" \
+    "github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv@$PEBBLE_VERSION"
+  mkdir -p "$tools/pebble"
+  cp "$GOMODCACHE/github.com/letsencrypt/pebble/v2@$PEBBLE_VERSION/test/certs/pebble.minica.pem" \
+    "$GOMODCACHE/github.com/letsencrypt/pebble/v2@$PEBBLE_VERSION/test/certs/localhost/cert.pem" \
+    "$GOMODCACHE/github.com/letsencrypt/pebble/v2@$PEBBLE_VERSION/test/certs/localhost/key.pem" "$tools/pebble/"
+  echo "$PEBBLE_VERSION" >"$stamp"
+}
+
 mkdir -p "$tools/bin"
+install_pebble
 ln -sf "$tools/bun/node_modules/bun/bin/bun.exe" "$tools/bin/bun"
 ln -sf "$tools/zig/ziglang/zig" "$tools/bin/zig"
 export PATH="$tools/bin:$PATH"

@@ -30,6 +30,7 @@ export const main = defineCommand({
     rollback: () => import("./rollback.ts").then((m) => m.rollbackCommand),
     run: () => import("./run.ts").then((m) => m.runCommand),
     services: () => import("./services.ts").then((m) => m.servicesCommand),
+    domains: () => import("./domains.ts").then((m) => m.domainsCommand),
     build: () => import("./build.ts").then((m) => m.buildCommand),
     "build-app": () => import("./build.ts").then((m) => m.buildAppCommand),
     plan: () => import("./plan.ts").then((m) => m.planCommand),

@@ -1,4 +1,4 @@
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { defineCommand } from "citty";
 import { LjError } from "../errors.ts";
 import { splitList } from "../paas/forwarding.ts";
@@ -26,12 +26,32 @@ export const serveCommand = defineCommand({
       description:
         "CIDR of a proxy in front of lj serve whose X-Forwarded-For/Forwarded chain is kept (repeatable; default: LJ_TRUSTED_PROXIES, [router] trusted_proxies, else none)",
     },
+    "max-body": {
+      type: "string",
+      description: "largest request body passed to an app, in MB",
+      default: "1024",
+    },
+    "https-port": {
+      type: "string",
+      description: "HTTPS port for apps' custom domains (default 443 with --acme-email; 0 picks one)",
+    },
+    "acme-email": {
+      type: "string",
+      description:
+        "obtain and renew certificates for custom domains over ACME (HTTP-01 on --port), with this contact",
+    },
+    "acme-directory": { type: "string", description: "ACME directory URL (default Let's Encrypt)" },
+    "acme-ca": {
+      type: "string",
+      description: "PEM file of a CA to trust for the ACME server (a private CA)",
+    },
     json: { type: "boolean", description: "print the listening address as JSON" },
   },
   async run({ args, rawArgs }) {
     const port = Number(args.port);
     if (!Number.isInteger(port) || port < 0 || port > 65535)
       throw new LjError("usage", "bad-port", `invalid port ${args.port}`);
+    const edge = edgeArgs(args);
     const { startServer } = await import("../server/serve.ts");
     const s = await startServer({
       hostname: args.host,
@@ -41,6 +61,7 @@ export const serveCommand = defineCommand({
       keepReleases: Number(args["keep-releases"]),
       maxUploadBytes: Number(args["max-upload"]) * 1024 * 1024,
       trustedProxies: repeated(rawArgs, "--trusted-proxy"),
+      ...edge,
     });
     writeFileSync(serverRecordFile(), JSON.stringify({ url: s.url, pid: process.pid, domain: s.domain }), {
       mode: 0o600,
@@ -52,6 +73,10 @@ export const serveCommand = defineCommand({
     } else {
       process.stdout.write(`lightjail server listening on ${s.url}\n`);
       process.stdout.write(`apps answer at http://APP.${s.domain}:${s.port}/\n`);
+      if (edge.acme)
+        process.stdout.write(
+          `certificates for custom domains from ${edge.acme.directory ?? "Let's Encrypt"}, HTTPS on port ${edge.httpsPort}\n`,
+        );
       process.stdout.write(`git push: git remote add lj ${s.url}/git/APP.git\n`);
       if (s.trustedProxies.length > 0)
         process.stdout.write(`forwarding headers kept from: ${s.trustedProxies.join(", ")}\n`);
@@ -71,6 +96,56 @@ export const serveCommand = defineCommand({
     await s.stop();
   },
 });
+
+/** The edge's settings from `lj serve`'s options, checked before anything starts. */
+export function edgeArgs(args: Record<string, unknown>): {
+  maxBodyBytes: number;
+  httpsPort?: number;
+  acme?: { email?: string; directory?: string; ca?: string };
+} {
+  const maxBody = Number(args["max-body"] ?? 1024);
+  if (!Number.isFinite(maxBody) || maxBody <= 0)
+    throw new LjError(
+      "usage",
+      "bad-max-body",
+      `--max-body: ${String(args["max-body"])} is not a positive number of MB`,
+    );
+  const email = args["acme-email"] as string | undefined;
+  const directory = args["acme-directory"] as string | undefined;
+  const caFile = args["acme-ca"] as string | undefined;
+  if (email !== undefined && !/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(email))
+    throw new LjError(
+      "usage",
+      "bad-acme-email",
+      `--acme-email: ${JSON.stringify(email)} is not an e-mail address`,
+    );
+  if (directory !== undefined && !/^https:\/\/[^\s]+$/.test(directory))
+    throw new LjError(
+      "usage",
+      "bad-acme-directory",
+      `--acme-directory: ${JSON.stringify(directory)} is not an https:// URL`,
+    );
+  const acmeOn = email !== undefined || directory !== undefined;
+  let httpsPort: number | undefined = acmeOn ? 443 : undefined;
+  if (args["https-port"] !== undefined) {
+    httpsPort = Number(args["https-port"]);
+    if (!Number.isInteger(httpsPort) || httpsPort < 0 || httpsPort > 65535)
+      throw new LjError("usage", "bad-port", `--https-port: invalid port ${String(args["https-port"])}`);
+  }
+  let ca: string | undefined;
+  if (caFile !== undefined) {
+    try {
+      ca = readFileSync(caFile, "utf8");
+    } catch (e) {
+      throw new LjError("usage", "bad-acme-ca", `--acme-ca: cannot read ${caFile}: ${(e as Error).message}`);
+    }
+  }
+  return {
+    maxBodyBytes: maxBody * 1024 * 1024,
+    httpsPort,
+    acme: acmeOn ? { email, directory, ca } : undefined,
+  };
+}
 
 /**
  * Every value of a repeatable option (citty keeps only the last): `--NAME V`, `--NAME=V`, each

@@ -50,6 +50,12 @@ export interface DeployRow {
   finishedAt: string | null;
 }
 
+export interface DomainRow {
+  domain: string;
+  app: string;
+  createdAt: string;
+}
+
 export interface ServiceRow {
   name: string;
   type: string;
@@ -102,6 +108,11 @@ CREATE TABLE IF NOT EXISTS links (
   service TEXT NOT NULL REFERENCES services(name) ON DELETE CASCADE,
   app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
   PRIMARY KEY (service, app)
+);
+CREATE TABLE IF NOT EXISTS domains (
+  domain TEXT PRIMARY KEY,
+  app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+  created_at TEXT NOT NULL
 );
 `;
 
@@ -370,5 +381,44 @@ export class PaasDb {
         service: string;
       }[]
     ).map((r) => this.service(r.service));
+  }
+
+  // Domains ------------------------------------------------------------------------------------
+
+  /** Every custom domain, or one app's. */
+  domains(app?: string): DomainRow[] {
+    const rows = (
+      app === undefined
+        ? this.db.query("SELECT * FROM domains ORDER BY domain").all()
+        : this.db.query("SELECT * FROM domains WHERE app = ? ORDER BY domain").all(app)
+    ) as Raw[];
+    return rows.map((r) => ({
+      domain: r.domain as string,
+      app: r.app as string,
+      createdAt: r.created_at as string,
+    }));
+  }
+
+  addDomain(app: string, domain: string): DomainRow {
+    this.app(app);
+    const owner = this.db.query("SELECT app FROM domains WHERE domain = ?").get(domain) as {
+      app: string;
+    } | null;
+    if (owner) {
+      throw new LjError("conflict", "domain-exists", `domain ${domain} already belongs to app ${owner.app}`, {
+        hint: owner.app === app ? undefined : `remove it first: lj domains remove ${owner.app} ${domain}`,
+      });
+    }
+    this.db.query("INSERT INTO domains (domain, app, created_at) VALUES (?, ?, ?)").run(domain, app, now());
+    return this.domains(app).find((d) => d.domain === domain)!;
+  }
+
+  removeDomain(app: string, domain: string): void {
+    this.app(app);
+    if (this.db.query("DELETE FROM domains WHERE app = ? AND domain = ?").run(app, domain).changes === 0) {
+      throw new LjError("not-found", "domain-not-found", `app ${app} has no domain ${domain}`, {
+        hint: `\`lj domains list ${app}\` lists its domains`,
+      });
+    }
   }
 }

@@ -26,7 +26,24 @@ export interface RouterOptions {
   appLogAll?: boolean;
   /** Peers (CIDRs) whose forwarding headers are kept and appended to; default none. */
   trustedProxies?: TrustedProxies;
+  /** Custom domains: the app a Host names, besides APP.<domain>. */
+  domains?: { appFor(host: string): string | null };
+  /** Requests in flight toward one instance; default DEFAULT_PER_INSTANCE. */
+  perInstance?: number;
+  /** Largest request body passed to an app (bytes); larger ones get a logged 413. */
+  maxBodyBytes?: number;
 }
+
+interface Gate {
+  busy: number;
+  waiting: (() => void)[];
+}
+
+/** Requests in flight toward one instance (the rest queue in the router). */
+export const DEFAULT_PER_INSTANCE = 32;
+
+/** The default of `lj serve --max-body` (MB): request bodies to apps. */
+export const DEFAULT_MAX_BODY_MB = 1024;
 
 const HOP = [
   "connection",
@@ -85,7 +102,7 @@ export class Router {
     if (h.startsWith("[")) return null;
     const colon = h.lastIndexOf(":");
     if (colon >= 0) h = h.slice(0, colon);
-    if (!h.endsWith(this.suffix)) return null;
+    if (!h.endsWith(this.suffix)) return this.opts.domains?.appFor(h) ?? null;
     const app = h.slice(0, -this.suffix.length);
     return /^[a-z0-9][a-z0-9-]{0,62}$/.test(app) ? app : null;
   }
@@ -130,6 +147,11 @@ export class Router {
       );
     }
     let target: Target = first;
+    const tooLarge = this.oversized(req);
+    if (tooLarge) {
+      this.access(app, req.method, path, 413, started, null, tooLarge);
+      return page(413, "Request body too large", escapeHtml(tooLarge));
+    }
     // The incoming request's own headers are edited in place: copying them costs per request.
     const headers = req.headers;
     const wsUpgrade = headers.get("upgrade")?.toLowerCase() === "websocket";
@@ -171,15 +193,25 @@ export class Router {
     headers.set("host", host);
     const hasBody = req.method !== "GET" && req.method !== "HEAD" && req.body !== null;
     // A body can be sent once: only requests without one are retried on another instance.
+    const cut: { why: string | null } = { why: null };
     for (let attempt = 0; ; attempt++) {
       try {
-        const res = await fetch(`http://${target.address}:${target.port}${path}`, {
-          method: req.method,
-          headers,
-          body: hasBody ? req.body : undefined,
-          redirect: "manual",
-          decompress: false,
-        } as RequestInit);
+        const gate = this.gate(target);
+        if (gate.busy >= this.perInstance) await new Promise<void>((r) => gate.waiting.push(r));
+        gate.busy++;
+        let res: Response;
+        try {
+          res = await fetch(`http://${target.address}:${target.port}${path}`, {
+            method: req.method,
+            headers,
+            body: hasBody ? this.counted(req, cut) : undefined,
+            redirect: "manual",
+            decompress: false,
+          } as RequestInit);
+        } finally {
+          gate.busy--;
+          gate.waiting.shift()?.();
+        }
         this.access(app, req.method, path, res.status, started, target);
         // Streamed through as is, minus the hop-by-hop headers (removed in place: Bun's fetch
         // responses have mutable headers, and a copy costs per request).
@@ -187,6 +219,10 @@ export class Router {
         for (const h of HOP) if (rh.has(h)) rh.delete(h);
         return res;
       } catch (e) {
+        if (cut.why) {
+          this.access(app, req.method, path, 413, started, target, cut.why);
+          return page(413, "Request body too large", escapeHtml(cut.why));
+        }
         const next: Target | null | undefined = !hasBody && attempt === 0 ? this.pick(app, target) : null;
         if (!next || next === target) {
           this.access(app, req.method, path, 502, started, target);
@@ -201,6 +237,56 @@ export class Router {
     }
   }
 
+  private gates = new Map<string, Gate>();
+  private get perInstance(): number {
+    return this.opts.perInstance ?? DEFAULT_PER_INSTANCE;
+  }
+
+  /**
+   * Requests in flight toward one instance are bounded: the rest wait here, in order, so one
+   * app's flood neither opens a socket per request toward it (TIME_WAIT, EADDRNOTAVAIL) nor
+   * queues ahead of other apps' requests in the shared HTTP client.
+   */
+  private gate(t: Target): Gate {
+    const key = `${t.address}:${t.port}`;
+    let g = this.gates.get(key);
+    if (!g) {
+      g = { busy: 0, waiting: [] };
+      this.gates.set(key, g);
+    }
+    return g;
+  }
+
+  private get maxBody(): number {
+    return this.opts.maxBodyBytes ?? DEFAULT_MAX_BODY_MB * 1024 * 1024;
+  }
+
+  /** Why a body announced by Content-Length is refused, or null. */
+  private oversized(req: Request): string | null {
+    const len = req.headers.get("content-length");
+    if (len === null || Number(len) <= this.maxBody) return null;
+    return `the request body (${len} bytes) exceeds this server's limit of ${this.maxBody} bytes (lj serve --max-body)`;
+  }
+
+  /** A chunked body (no Content-Length) is counted as it streams and cut at the limit. */
+  private counted(req: Request, cut: { why: string | null }): ReadableStream<Uint8Array> | null {
+    if (req.headers.has("content-length") || req.body === null) return req.body;
+    const max = this.maxBody;
+    let n = 0;
+    return req.body.pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, ctl) {
+          n += chunk.length;
+          if (n > max) {
+            cut.why = `the request body exceeds this server's limit of ${max} bytes (lj serve --max-body)`;
+            throw new Error(cut.why);
+          }
+          ctl.enqueue(chunk);
+        },
+      }),
+    );
+  }
+
   /** Time to the header: the log line is written when the upstream answered. */
   private access(
     app: string,
@@ -209,11 +295,12 @@ export class Router {
     status: number,
     started: number,
     t: Target | null,
+    why?: string,
   ) {
     const ms = (performance.now() - started).toFixed(1);
-    const line = `${method} ${path} ${status} ${ms}ms -> ${t ? `${t.address}:${t.port}` : "-"}`;
+    const line = `${method} ${path} ${status} ${ms}ms -> ${t ? `${t.address}:${t.port}` : "-"}${why ? ` (${why})` : ""}`;
     // The app's own log gets what its owner needs to see; every request goes to the access log.
-    if (status >= 500 || this.opts.appLogAll) this.opts.appLog?.(app, line);
+    if (status >= 500 || status === 413 || this.opts.appLogAll) this.opts.appLog?.(app, line);
     if (!this.opts.accessLog) return;
     this.accessBuf.push(`${this.now()} ${app} ${line}\n`);
     this.flushTimer ??= setTimeout(() => this.flush(), 500);

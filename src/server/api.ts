@@ -9,6 +9,8 @@ import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import { type ExtractLimits, extractTar } from "../build/archive.ts";
 import { isLjError, LjError } from "../errors.ts";
+import type { CertManager } from "../paas/certs.ts";
+import type { Domains } from "../paas/domains.ts";
 import type { FormationChange } from "../paas/formation.ts";
 import { formatLogLine, type LogLine } from "../paas/logs.ts";
 import type { Paas } from "../paas/paas.ts";
@@ -27,6 +29,9 @@ export interface ApiOptions {
   maxUploadBytes?: number;
   /** Tighter archive limits than the app policy's defaults. */
   archiveLimits?: Partial<ExtractLimits>;
+  /** Custom domains and their certificates (lj domains). */
+  domains?: Domains;
+  certs?: CertManager;
 }
 
 type Env = { Bindings: { server?: Server<unknown> } };
@@ -200,7 +205,31 @@ export function createApi(o: ApiOptions): Hono<Env> {
     const name = c.req.param("app");
     for (const s of paas.db.linkedServices(name)) paas.db.unlink(s.name, name);
     await paas.destroyApp(name);
+    o.domains?.refresh();
     return c.json({ deleted: name });
+  });
+
+  // Custom domains
+  const domains = () => {
+    if (!o.domains)
+      throw new LjError("unavailable", "no-domains", "custom domains are not enabled on this server");
+    return o.domains;
+  };
+  const domainInfo = (d: { domain: string; app: string; createdAt: string }) => {
+    const cert = o.certs?.get(d.domain);
+    return { ...d, certificate: cert ? { notAfter: new Date(cert.notAfter).toISOString() } : null };
+  };
+  app.get("/api/v1/apps/:app/domains", (c) => {
+    paas.db.app(c.req.param("app"));
+    return c.json({ domains: domains().list(c.req.param("app")).map(domainInfo) });
+  });
+  app.post("/api/v1/apps/:app/domains", async (c) => {
+    const { domain } = await jsonBody<{ domain?: unknown }>(c);
+    return c.json({ domain: domainInfo(domains().add(c.req.param("app"), domain)) }, 201);
+  });
+  app.delete("/api/v1/apps/:app/domains/:domain", (c) => {
+    domains().remove(c.req.param("app"), c.req.param("domain"));
+    return c.json({ deleted: c.req.param("domain") });
   });
 
   // Deploys

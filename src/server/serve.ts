@@ -8,9 +8,12 @@ import { join } from "node:path";
 import type { Server } from "bun";
 import type { ExtractLimits } from "../build/archive.ts";
 import { holdSubnet, netConfig } from "../jail/net.ts";
+import { CertManager, LETS_ENCRYPT } from "../paas/certs.ts";
+import { Domains } from "../paas/domains.ts";
+import { Edge } from "../paas/edge.ts";
 import { TrustedProxies, trustedProxiesFromConfig } from "../paas/forwarding.ts";
 import { type BuildFn, Paas, type PaasOptions } from "../paas/paas.ts";
-import { Router, type WsData } from "../paas/router.ts";
+import { DEFAULT_MAX_BODY_MB, Router, type WsData } from "../paas/router.ts";
 import { ServiceManager } from "../paas/services.ts";
 import { paths } from "../store/paths.ts";
 import { createApi } from "./api.ts";
@@ -30,6 +33,14 @@ export interface ServeOptions extends PaasOptions {
    * in config.toml; none by default.
    */
   trustedProxies?: string[];
+  /** Largest request body passed to an app (bytes); default DEFAULT_MAX_BODY_MB. */
+  maxBodyBytes?: number;
+  /** The HTTPS listener's port (0 picks one); none when undefined. */
+  httpsPort?: number;
+  /** ACME account contact; certificates are obtained only when acme is set. */
+  acme?: { email?: string; directory?: string; ca?: string };
+  /** How often certificates are checked for renewal (ms); default 6 hours. */
+  certCheckEveryMs?: number;
 }
 
 export interface RunningServer {
@@ -40,6 +51,10 @@ export interface RunningServer {
   domain: string;
   /** The trusted proxies in effect (CIDRs as given). */
   trustedProxies: readonly string[];
+  /** The HTTPS port while the HTTPS listener runs (it needs a certificate). */
+  httpsPort(): number | undefined;
+  domains: Domains;
+  certs: CertManager;
   paas: Paas;
   router: Router;
   server: Server<WsData>;
@@ -69,8 +84,25 @@ async function serve(
   const paas = new Paas(o);
   const services = new ServiceManager(paas);
   paas.services = services;
+  const domains = new Domains(paas.db, domain);
+  const log = (line: string) => process.stderr.write(`${line}\n`);
+  let edge: Edge | null = null;
+  const certs = new CertManager({
+    dir: join(paths.paas(), "certs"),
+    wanted: () => domains.names(),
+    acme: o.acme ? { directory: LETS_ENCRYPT, ...o.acme } : undefined,
+    log,
+    onChange: () => edge?.reloadTls(),
+    checkEveryMs: o.certCheckEveryMs,
+  });
+  domains.onChange = () => {
+    edge?.reloadTls();
+    void certs.reconcile();
+  };
   const router = new Router({
     domain,
+    domains,
+    maxBodyBytes: o.maxBodyBytes,
     targets: (app) => paas.targets(app),
     accessLog: join(paths.paasLogs(), "access.log"),
     appLog: (app, line) => paas.logs.write(app, "router", line),
@@ -83,28 +115,32 @@ async function serve(
     services,
     token,
     domain,
+    domains,
+    certs,
     selfUrl: () => selfUrl,
     maxUploadBytes: o.maxUploadBytes,
     archiveLimits: o.archiveLimits,
   });
-  const server = Bun.serve<WsData>({
+  const maxBody = o.maxBodyBytes ?? DEFAULT_MAX_BODY_MB * 1024 * 1024;
+  edge = new Edge({
     hostname: o.hostname ?? "127.0.0.1",
     port: o.port ?? 0,
-    // Bun's own cap answers without a body: ours (in the upload route) comes first and says why.
-    maxRequestBodySize: (o.maxUploadBytes ?? 256 * 1024 * 1024) + 64 * 1024 * 1024,
-    idleTimeout: 120,
-    fetch(req, srv) {
-      const app = router.appFor(req.headers.get("host"));
-      if (app) return router.fetch(req, srv, app);
-      return api.fetch(req, { server: srv });
-    },
-    websocket: router.websocket,
+    httpsPort: o.httpsPort,
+    router,
+    certs,
+    other: (req, srv) => api.fetch(req, { server: srv }),
+    // Bun's own cap answers without a body or a log line: ours (the upload route's, the
+    // router's) sit below it and say why.
+    maxRequestBodySize: Math.max(o.maxUploadBytes ?? 256 * 1024 * 1024, maxBody) + 64 * 1024 * 1024,
   });
+  const server = edge.http;
   const host = server.hostname === "0.0.0.0" || server.hostname === "::" ? "127.0.0.1" : server.hostname;
   selfUrl = `http://${host}:${server.port}`;
   await paas.prepare();
   await services.recover();
   await paas.recover();
+  certs.start();
+  const running = edge;
   return {
     url: selfUrl,
     port: server.port!,
@@ -112,11 +148,15 @@ async function serve(
     tokenCreated: created,
     domain,
     trustedProxies: trustedProxies.list,
+    httpsPort: () => running.httpsPort,
+    domains,
+    certs,
     paas,
     router,
     server,
     async stop() {
-      server.stop(true);
+      await certs.stop();
+      running.stop();
       router.flush();
       await paas.close();
       await services.close();

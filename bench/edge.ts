@@ -1,0 +1,282 @@
+/**
+ * The edge against nginx: one small node app behind (a) nothing, (b) nginx with an upstream
+ * keep-alive pool, (c) lightjail's edge (Router + Edge, as lj serve runs them), over HTTP and
+ * HTTPS, each measured with wrk (2 threads, 50 connections, 8 s). The last line is JSON with
+ * lj/nginx ratios of requests/s and p99.
+ *
+ *   bun bench/edge.ts [--duration 8] [--connections 50]
+ *   bun bench/edge.ts --churn [--connections 1500] [--duration 30]   # 5xx count + another app's p50
+ *
+ * Needs wrk, nginx, node and openssl (scripts/bootstrap.sh installs them). Loopback only.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import type { Subprocess } from "bun";
+import { CertManager } from "../src/paas/certs.ts";
+import { Edge } from "../src/paas/edge.ts";
+import { Router } from "../src/paas/router.ts";
+
+const { values: a } = parseArgs({
+  options: {
+    duration: { type: "string" },
+    connections: { type: "string" },
+    churn: { type: "boolean", default: false },
+  },
+});
+const churn = a.churn!;
+const duration = Number(a.duration ?? (churn ? 30 : 8));
+const conns = Number(a.connections ?? (churn ? 1500 : 50));
+const dir = mkdtempSync(join(tmpdir(), "lj-edge-bench-"));
+const procs: Subprocess[] = [];
+
+const free = () => {
+  const s = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response() });
+  const p = s.port!;
+  s.stop(true);
+  return p;
+};
+
+async function waitPort(port: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    try {
+      (await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } })).end();
+      return;
+    } catch {
+      await Bun.sleep(25);
+    }
+  }
+  throw new Error(`nothing listens on ${port}`);
+}
+
+function nodeApp(port: number): Subprocess {
+  const p = Bun.spawn(
+    [
+      "node",
+      "-e",
+      `require("http").createServer((q,s)=>{s.writeHead(200,{"content-type":"text/plain"});s.end("hello from node\\n")}).listen(${port},"127.0.0.1")`,
+    ],
+    { stdout: "ignore", stderr: "inherit" },
+  );
+  procs.push(p);
+  return p;
+}
+
+function selfSigned(name: string): { cert: string; key: string } {
+  const cert = join(dir, "cert.pem");
+  const key = join(dir, "key.pem");
+  const r = Bun.spawnSync(
+    [
+      "openssl",
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      key,
+      "-out",
+      cert,
+      "-subj",
+      `/CN=${name}`,
+      "-addext",
+      `subjectAltName=DNS:${name}`,
+      "-days",
+      "2",
+    ],
+    { stderr: "pipe" },
+  );
+  if (r.exitCode !== 0) throw new Error(`openssl: ${r.stderr}`);
+  return { cert, key };
+}
+
+function startNginx(app: number, http: number, https: number, tls: { cert: string; key: string }): void {
+  const conf = join(dir, "nginx.conf");
+  writeFileSync(
+    conf,
+    `worker_processes auto;
+pid ${dir}/nginx.pid;
+error_log ${dir}/nginx.err;
+daemon off;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  upstream app { server 127.0.0.1:${app}; keepalive 64; }
+  server {
+    listen 127.0.0.1:${http};
+    listen 127.0.0.1:${https} ssl;
+    ssl_certificate ${tls.cert};
+    ssl_certificate_key ${tls.key};
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $remote_addr;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Real-IP $remote_addr;
+    }
+  }
+}
+`,
+  );
+  procs.push(Bun.spawn(["nginx", "-c", conf, "-p", dir], { stdout: "ignore", stderr: "inherit" }));
+}
+
+interface Wrk {
+  rps: number;
+  p50: number;
+  p99: number;
+  non2xx: number;
+  errors: number;
+  requests: number;
+}
+
+const ms = (v: string, unit: string) => Number(v) * (unit === "us" ? 0.001 : unit === "s" ? 1000 : 1);
+
+async function wrk(url: string, host: string, c = conns, d = duration): Promise<Wrk> {
+  const p = Bun.spawn(["wrk", "-t2", `-c${c}`, `-d${d}s`, "--latency", "-H", `Host: ${host}`, url], {
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const out = await new Response(p.stdout).text();
+  await p.exited;
+  const lat = (q: string) => {
+    const m = new RegExp(`${q}%\\s+([\\d.]+)(us|ms|s)`).exec(out);
+    return m ? ms(m[1]!, m[2]!) : Number.NaN;
+  };
+  const err = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  return {
+    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0),
+    p50: lat("50"),
+    p99: lat("99"),
+    non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
+    errors: err ? err.slice(1).reduce((n, x) => n + Number(x), 0) : 0,
+    requests: Number(/(\d+) requests in/.exec(out)?.[1] ?? 0),
+  };
+}
+
+async function main() {
+  const domain = "bench.test";
+  const appPort = free();
+  nodeApp(appPort);
+  await waitPort(appPort);
+
+  if (churn) {
+    const calmPort = free();
+    nodeApp(calmPort);
+    await waitPort(calmPort);
+    const router = new Router({
+      domain,
+      targets: (app) =>
+        app === "web"
+          ? [{ address: "127.0.0.1", port: appPort }]
+          : app === "calm"
+            ? [{ address: "127.0.0.1", port: calmPort }]
+            : null,
+    });
+    const edge = new Edge({
+      hostname: "127.0.0.1",
+      port: 0,
+      router,
+      other: () => new Response("not an app", { status: 404 }),
+      maxRequestBodySize: 1 << 30,
+    });
+    const port = edge.http.port!;
+    const load = wrk(`http://127.0.0.1:${port}/`, `web.${domain}`);
+    await Bun.sleep(2000);
+    const times: number[] = [];
+    const until = performance.now() + (duration - 4) * 1000;
+    while (performance.now() < until) {
+      const t = performance.now();
+      const r = await fetch(`http://127.0.0.1:${port}/`, { headers: { host: `calm.${domain}` } });
+      await r.text();
+      if (r.status !== 200) throw new Error(`calm answered ${r.status}`);
+      times.push(performance.now() - t);
+      await Bun.sleep(20);
+    }
+    const w = await load;
+    times.sort((x, y) => x - y);
+    const q = (f: number) => Number(times[Math.floor(f * (times.length - 1))]!.toFixed(2));
+    edge.stop();
+    const res = {
+      connections: conns,
+      seconds: duration,
+      requests: w.requests,
+      rps: Math.round(w.rps),
+      non2xx: w.non2xx,
+      socketErrors: w.errors,
+      calm: { samples: times.length, p50Ms: q(0.5), p99Ms: q(0.99) },
+    };
+    console.log(JSON.stringify(res));
+    return;
+  }
+
+  // HTTP goes to web.<domain>; HTTPS to secure.<domain>, the name with a certificate (the
+  // edge sends plain HTTP for that one to HTTPS, as lj serve does).
+  const secure = `secure.${domain}`;
+  const tls = selfSigned(secure);
+  const router = new Router({ domain, targets: () => [{ address: "127.0.0.1", port: appPort }] });
+  const certs = new CertManager({
+    dir: join(dir, "certs"),
+    wanted: () => [secure],
+    log: () => {},
+    onChange: () => {},
+  });
+  certs.put(secure, await Bun.file(tls.cert).text(), await Bun.file(tls.key).text());
+  const edge = new Edge({
+    hostname: "127.0.0.1",
+    port: 0,
+    httpsPort: 0,
+    router,
+    certs,
+    other: () => new Response("not an app", { status: 404 }),
+    maxRequestBodySize: 1 << 30,
+  });
+  const [nh, ns] = [free(), free()];
+  startNginx(appPort, nh, ns, tls);
+  await waitPort(nh);
+  await waitPort(ns);
+
+  const host = `web.${domain}`;
+  const results: Record<string, Wrk> = {};
+  const run = async (name: string, url: string, h: string) => {
+    const r = await wrk(url, h);
+    results[name] = r;
+    console.log(
+      `${name.padEnd(12)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  non-2xx ${r.non2xx}  socket errors ${r.errors}`,
+    );
+  };
+  await run("direct", `http://127.0.0.1:${appPort}/`, host);
+  await run("nginx", `http://127.0.0.1:${nh}/`, host);
+  await run("lj", `http://127.0.0.1:${edge.http.port}/`, host);
+  await run("nginx-https", `https://127.0.0.1:${ns}/`, secure);
+  await run("lj-https", `https://127.0.0.1:${edge.httpsPort}/`, secure);
+  edge.stop();
+  const ratio = (x: number, y: number) => Number((x / y).toFixed(2));
+  console.log(
+    JSON.stringify({
+      http: {
+        rpsRatio: ratio(results.lj!.rps, results.nginx!.rps),
+        p99Ratio: ratio(results.lj!.p99, results.nginx!.p99),
+      },
+      https: {
+        rpsRatio: ratio(results["lj-https"]!.rps, results["nginx-https"]!.rps),
+        p99Ratio: ratio(results["lj-https"]!.p99, results["nginx-https"]!.p99),
+      },
+      rps: Object.fromEntries(Object.entries(results).map(([k, v]) => [k, Math.round(v.rps)])),
+      p99Ms: Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.p99])),
+    }),
+  );
+}
+
+try {
+  await main();
+} finally {
+  for (const p of procs) p.kill();
+  await Bun.sleep(100);
+  rmSync(dir, { recursive: true, force: true });
+}
