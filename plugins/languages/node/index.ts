@@ -37,9 +37,7 @@ function highest(all: string[], range: string): string | null {
   return ok.sort(Bun.semver.order).at(-1) ?? null;
 }
 
-function requested(
-  app: Parameters<NonNullable<ReturnType<typeof definePlugin>["detect"]>>[0],
-): RuntimeRequest | null {
+function requested(app: AppContext): RuntimeRequest | null {
   const engines = app.readJson<PackageJson>("package.json")?.engines?.node;
   if (engines?.trim()) return { constraint: engines.trim(), from: "package.json engines.node" };
   for (const f of [".nvmrc", ".node-version"]) {
