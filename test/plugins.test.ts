@@ -76,7 +76,9 @@ describe("plugin.toml", () => {
   test("errors name the file, the line, the key and what was expected", () => {
     let e = bad(`name = "x"\ntype = "language"\nversion = 3\n`);
     expect(e.exitCode).toBe(78);
-    expect(e.message).toBe('/p/plugin.toml:3: key "version": expected a semantic version like 1.0.0 (MAJOR.MINOR.PATCH), got number 3');
+    expect(e.message).toBe(
+      '/p/plugin.toml:3: key "version": expected a semantic version like 1.0.0 (MAJOR.MINOR.PATCH), got number 3',
+    );
     e = bad(`name = "x"\ntype = "language"\nversion = "1.0.0"\n\n[install]\nscirpt = "a.sh"\n`);
     expect(e.message).toContain(
       '/p/plugin.toml:6: key "install.scirpt": expected one of the known keys (script,',
@@ -221,7 +223,11 @@ describe("discovery", () => {
     r = await lj(["build", "--type", "gadget", "x"], env());
     expect(r.code).toBe(66);
     expect(r.stderr).toContain('unknown overlay type "gadget"');
-    userPlugin("tool", "broken", `name = "broken"\ntype = "tool"\nversion = "1.0.0"\n[install]\nscript = 5\n`);
+    userPlugin(
+      "tool",
+      "broken",
+      `name = "broken"\ntype = "tool"\nversion = "1.0.0"\n[install]\nscript = 5\n`,
+    );
     r = await lj(["plugins", "info", "tool/broken"], env());
     expect(r.code).toBe(78);
     expect(r.stderr).toContain(

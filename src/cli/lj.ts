@@ -25,9 +25,27 @@ export function rawArgv(): string[] {
   return given;
 }
 
+/** Commands that make jails, mounts or the state root's files: only root may run them. */
+const NEEDS_ROOT = new Set(["spawn", "world", "gc", "serve", "build", "build-app", "overlays"]);
+
+/**
+ * Colours only where a person reads both streams. citty honours NO_COLOR=1 and consola any
+ * NO_COLOR; both are read as they load, which is after this.
+ */
+function settleColour(): void {
+  if (process.env.NO_COLOR || !process.stdout.isTTY || !process.stderr.isTTY) process.env.NO_COLOR = "1";
+}
+
 export async function runEntry(argv: string[], prog = "lj"): Promise<number> {
   const dash = argv.indexOf("--");
   const flags = dash < 0 ? argv : argv.slice(0, dash);
+  settleColour();
+  const help = flags.includes("--help") || flags.includes("-h");
+  if (!help && NEEDS_ROOT.has(argv[0] ?? "") && process.getuid?.() !== 0) {
+    const what = prog === "lj" ? ` for \`lj ${argv[0]}\`` : "";
+    process.stderr.write(`${prog} needs root (sudo)${what}\n`);
+    return 77;
+  }
   if (argv[0] === "spawn" && !flags.includes("--help") && !flags.includes("-h")) {
     const { runSpawn } = await import("./spawn.ts");
     try {

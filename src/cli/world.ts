@@ -73,6 +73,7 @@ const create = defineCommand({
     },
   },
   async run({ args }) {
+    const before = await defaultWorld().catch(() => undefined);
     log.start(`creating world ${args.name} from ${args.from}`);
     const w = await createWorld(args.name, args.from, {
       force: args.force,
@@ -80,9 +81,24 @@ const create = defineCommand({
       onProgress: (line) => log.log(line),
     });
     log.success(`world ${w.name} is ready at ${w.path}`);
+    await settleDefault(before, w.name);
     out(w.name);
   },
 });
+
+/**
+ * The only world is the default without being named so; a second one would leave none. So the
+ * default a user had stays the default (written down), and a first world is said to be it.
+ */
+async function settleDefault(before: string | undefined, created: string): Promise<void> {
+  if (before !== undefined && before !== created) {
+    await setDefaultWorld(before);
+    log.info(`the default world is still ${before} (\`lj world default ${created}\` changes it)`);
+    return;
+  }
+  const now = await defaultWorld().catch(() => undefined);
+  if (now === created && before === undefined) log.info(`${created} is the default world`);
+}
 
 const rm = defineCommand({
   meta: { name: "rm", description: "Remove a world" },

@@ -5,7 +5,7 @@
  */
 
 import { join } from "node:path";
-import type { Server } from "bun";
+import type { Server, ServerWebSocket } from "bun";
 import type { ExtractLimits } from "../build/archive.ts";
 import { TrustedProxies, trustedProxiesFromConfig } from "../paas/forwarding.ts";
 import { type BuildFn, Paas, type PaasOptions } from "../paas/paas.ts";
@@ -14,6 +14,7 @@ import { ServiceManager } from "../paas/services.ts";
 import { paths } from "../store/paths.ts";
 import { createApi } from "./api.ts";
 import { loadOrCreateToken } from "./auth.ts";
+import { type RunWsData, runWebsocket } from "./run-socket.ts";
 
 export interface ServeOptions extends PaasOptions {
   hostname?: string;
@@ -41,8 +42,23 @@ export interface RunningServer {
   trustedProxies: readonly string[];
   paas: Paas;
   router: Router;
-  server: Server<WsData>;
+  server: Server<WsData | RunWsData>;
   stop(): Promise<void>;
+}
+
+type AnyWs = ServerWebSocket<WsData | RunWsData>;
+
+/** The router's bridged upgrades and the API's interactive runs share the server's handlers. */
+function websockets(router: Router) {
+  const r = router.websocket;
+  const isRun = (ws: AnyWs): ws is ServerWebSocket<RunWsData> => ws.data.kind === "run";
+  return {
+    open: (ws: AnyWs) => (isRun(ws) ? runWebsocket.open(ws) : r.open(ws as ServerWebSocket<WsData>)),
+    message: (ws: AnyWs, m: string | Buffer) =>
+      isRun(ws) ? runWebsocket.message(ws, m) : r.message(ws as ServerWebSocket<WsData>, m),
+    close: (ws: AnyWs, code: number, reason: string) =>
+      isRun(ws) ? runWebsocket.close(ws) : r.close(ws as ServerWebSocket<WsData>, code, reason),
+  };
 }
 
 export async function startServer(o: ServeOptions = {}): Promise<RunningServer> {
@@ -71,7 +87,7 @@ export async function startServer(o: ServeOptions = {}): Promise<RunningServer> 
     maxUploadBytes: o.maxUploadBytes,
     archiveLimits: o.archiveLimits,
   });
-  const server = Bun.serve<WsData>({
+  const server = Bun.serve<WsData | RunWsData>({
     hostname: o.hostname ?? "127.0.0.1",
     port: o.port ?? 0,
     // Bun's own cap answers without a body: ours (in the upload route) comes first and says why.
@@ -79,10 +95,10 @@ export async function startServer(o: ServeOptions = {}): Promise<RunningServer> 
     idleTimeout: 120,
     fetch(req, srv) {
       const app = router.appFor(req.headers.get("host"));
-      if (app) return router.fetch(req, srv, app);
+      if (app) return router.fetch(req, srv as Server<WsData>, app);
       return api.fetch(req, { server: srv });
     },
-    websocket: router.websocket,
+    websocket: websockets(router),
   });
   const host = server.hostname === "0.0.0.0" || server.hostname === "::" ? "127.0.0.1" : server.hostname;
   selfUrl = `http://${host}:${server.port}`;
