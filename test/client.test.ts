@@ -424,6 +424,42 @@ describe("the command line itself", () => {
   });
 });
 
+describe("jails and worlds from the command line", () => {
+  rootTest("spawn -i auto without --egress: a connection outside is refused at once", async () => {
+    const started = performance.now();
+    const r = await ljRaw(
+      [
+        process.execPath,
+        cliPath,
+        "spawn",
+        "-i",
+        "auto",
+        "--",
+        "/bin/bash",
+        "-c",
+        "exec 3<>/dev/tcp/192.0.2.1/9",
+      ],
+      { ...process.env, LIGHTJAIL_ROOT: env.root } as Record<string, string>,
+    );
+    expect(r.stderr).toContain("Network is unreachable");
+    expect(r.code).not.toBe(0);
+    // A dropped SYN would wait out TCP's retries (over a minute).
+    expect(performance.now() - started).toBeLessThan(30_000);
+  });
+
+  rootTest("world create keeps the default world, and says which it is", async () => {
+    const root = temp("lj-worlds-");
+    const e = { ...process.env, LIGHTJAIL_ROOT: root, NO_COLOR: "1" } as Record<string, string>;
+    const first = await ljRaw([process.execPath, cliPath, "world", "create", "one", "--from", "host"], e);
+    expect(first.code).toBe(0);
+    expect(first.stderr).toContain("one is the default world");
+    const second = await ljRaw([process.execPath, cliPath, "world", "create", "two", "--from", "host"], e);
+    expect(second.code).toBe(0);
+    expect(second.stderr).toContain("the default world is still one");
+    expect((await ljRaw([process.execPath, cliPath, "world", "default"], e)).stdout).toBe("one\n");
+  });
+});
+
 describe("lj logs -f", () => {
   test("a server that goes away is waited for, and followed again", async () => {
     const serve = (lines: string[]) =>

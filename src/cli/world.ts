@@ -17,6 +17,8 @@ import {
 
 const log = createConsola({ stdout: process.stderr, stderr: process.stderr });
 const out = (text: string) => process.stdout.write(`${text}\n`);
+/** What the user must know whatever consola's level (it hides info under test runners). */
+const note = (text: string) => process.stderr.write(`${text}\n`);
 
 function table(rows: string[][]): string {
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
@@ -93,11 +95,11 @@ const create = defineCommand({
 async function settleDefault(before: string | undefined, created: string): Promise<void> {
   if (before !== undefined && before !== created) {
     await setDefaultWorld(before);
-    log.info(`the default world is still ${before} (\`lj world default ${created}\` changes it)`);
+    note(`the default world is still ${before} (\`lj world default ${created}\` changes it)`);
     return;
   }
   const now = await defaultWorld().catch(() => undefined);
-  if (now === created && before === undefined) log.info(`${created} is the default world`);
+  if (now === created && before === undefined) note(`${created} is the default world`);
 }
 
 const rm = defineCommand({
