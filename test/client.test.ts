@@ -383,6 +383,20 @@ describe("the command line itself", () => {
     expect(boot).toContain("NO_COLOR");
   });
 
+  test("man pages for lj and ljspawn, in the package's man field, render without warnings", async () => {
+    const pkg = JSON.parse(readFileSync(join(projectDir, "package.json"), "utf8")) as { man: string[] };
+    expect(pkg.man.map((m) => m.replace(/^\.\//, "")).sort()).toEqual(["man/lj.1", "man/ljspawn.1"]);
+    for (const page of pkg.man) {
+      const r = await ljRaw(["groff", "-man", "-Tutf8", "-ww", join(projectDir, page)], e());
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+    }
+    const lj = await ljRaw(["groff", "-man", "-Tutf8", join(projectDir, "man/lj.1")], e());
+    for (const word of ["lj login", "git-credential", "lj run", "completion", "NO_COLOR"]) {
+      expect(lj.stdout.replace(/.\x08/g, "").replace(/\u2010/g, "-")).toContain(word);
+    }
+  });
+
   rootTest("without root: one sentence and exit 77 for the commands that need it", async () => {
     const home = temp("lj-nobody-");
     chmodSync(home, 0o777);
