@@ -461,6 +461,18 @@ describe("jails and worlds from the command line", () => {
     expect(performance.now() - started).toBeLessThan(30_000);
   });
 
+  rootTest("a jail spawned from a terminal gets a terminal of its own: tty works", async () => {
+    const r = await ljOnPty(
+      ["spawn", "--", "/bin/sh", "-c", "tty; stty size; echo ready; read x; echo got $x; exit 3"],
+      { ...process.env, LIGHTJAIL_ROOT: env.root } as Record<string, string>,
+      [{ after: "ready", type: "typed\r" }],
+    );
+    expect(r.output).toMatch(/^\/dev\/pts\/\d+\r$/m);
+    expect(r.output).toContain("33 111");
+    expect(r.output).toContain("got typed");
+    expect(r.code).toBe(3);
+  });
+
   rootTest("world create keeps the default world, and says which it is", async () => {
     const root = temp("lj-worlds-");
     const e = { ...process.env, LIGHTJAIL_ROOT: root, NO_COLOR: "1" } as Record<string, string>;

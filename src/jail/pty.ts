@@ -8,8 +8,10 @@
  */
 
 import { dlopen, FFIType, ptr } from "bun:ffi";
-import { chownSync, closeSync, constants, openSync, statSync } from "node:fs";
+import { chownSync, closeSync, constants, existsSync, openSync, readFileSync, statSync } from "node:fs";
 import { LjError } from "../errors.ts";
+import type { Jail } from "./spawn.ts";
+import type { JailSpec } from "./spec.ts";
 
 // Linux's generic ioctl numbers (x86_64 and aarch64 alike).
 const TIOCGPTN = 0x80045430;
@@ -85,4 +87,51 @@ export function openJailPty(dir: string, owner: { uid: number; gid: number }, si
  */
 export function argvOnPty(path: string, argv: string[]): string[] {
   return ["/bin/sh", "-c", `exec "$@" <>${path} >&0 2>&0`, "sh", ...argv];
+}
+
+/** The host id that `id` inside the jail of keeper `pid` is (its user namespace's map). */
+function hostId(pid: number, which: "uid" | "gid", id: number): number {
+  let map: string;
+  try {
+    map = readFileSync(`/proc/${pid}/${which}_map`, "utf8");
+  } catch {
+    return id;
+  }
+  for (const line of map.trim().split("\n")) {
+    const [inside, outside, count] = line.trim().split(/\s+/).map(Number);
+    if (id >= inside! && id < inside! + count!) return outside! + (id - inside!);
+  }
+  return id;
+}
+
+/**
+ * Starts a jail spawned with `hold` (and stdio "ignore") on a terminal of its own devpts:
+ * the spec's argv, as its uid, with TERM. Returns the terminal's master, or null when the
+ * jail has no /bin/sh to open it with (the caller runs it another way). Kills the jail on
+ * failure.
+ */
+export async function startOnTerminal(
+  jail: Jail,
+  spec: JailSpec,
+  size: WindowSize,
+  term: string,
+): Promise<JailPty | null> {
+  let gone = false;
+  void jail.exited.then(() => {
+    gone = true;
+  });
+  try {
+    const dir = await jailDevpts(jail.pid, () => gone);
+    if (!existsSync(`/proc/${jail.pid}/root/bin/sh`)) return null;
+    const uid = spec.uid ?? 0;
+    const gid = spec.gid ?? uid;
+    const owner = { uid: hostId(jail.pid, "uid", uid), gid: hostId(jail.pid, "gid", gid) };
+    const pty = openJailPty(dir, owner, size);
+    const { argv, env, cwd, caps, seccomp } = spec;
+    jail.start({ argv: argvOnPty(pty.path, argv), env: { ...env, TERM: term }, cwd, uid, gid, caps, seccomp });
+    return pty;
+  } catch (e) {
+    jail.kill("SIGKILL");
+    throw e;
+  }
 }

@@ -9,7 +9,7 @@ import { basename, dirname, join } from "node:path";
 import type { BuildLog, Slug } from "../build/types.ts";
 import { LjError } from "../errors.ts";
 import { gc } from "../jail/gc.ts";
-import { argvOnPty, type JailPty, jailDevpts, openJailPty, type WindowSize } from "../jail/pty.ts";
+import { type JailPty, startOnTerminal, type WindowSize } from "../jail/pty.ts";
 import { type Jail, spawnJail } from "../jail/spawn.ts";
 import type { JailSpec } from "../jail/spec.ts";
 import { forgetIdentity, identityEtc, identityOf } from "../store/identities.ts";
@@ -530,20 +530,14 @@ export class Paas {
     const spec = this.oneOffSpec(app, command);
     const jail = spawnJail({ ...spec, stdio: ["ignore", "ignore", "ignore"] }, { hold: true });
     this.trackOneOff(app, jail, command);
-    let gone = false;
-    void jail.exited.then(() => {
-      gone = true;
-    });
-    try {
-      const owner = { uid: spec.uid ?? 0, gid: spec.gid ?? 0 };
-      const pty = openJailPty(await jailDevpts(jail.pid, () => gone), owner, size);
-      const { argv, env, cwd, uid, gid } = spec;
-      jail.start({ argv: argvOnPty(pty.path, argv), env: { ...env, TERM: term }, cwd, uid, gid });
-      return { jail, pty };
-    } catch (e) {
+    const pty = await startOnTerminal(jail, spec, size, term);
+    if (!pty) {
       jail.kill("SIGKILL");
-      throw e;
+      throw new LjError("unavailable", "no-shell", "the release has no /bin/sh to open a terminal with", {
+        hint: "run without a terminal: lj run --no-tty",
+      });
     }
+    return { jail, pty };
   }
 
   /** Throws what a one-off run of the app would throw before it starts (no app, no release). */
