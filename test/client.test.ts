@@ -391,9 +391,11 @@ describe("the command line itself", () => {
       expect(r.stderr).toBe("");
       expect(r.code).toBe(0);
     }
-    const lj = await ljRaw(["groff", "-man", "-Tutf8", join(projectDir, "man/lj.1")], e());
+    // Plain ASCII, no overstriking, long lines: the words as a reader sees them.
+    const plain = ["groff", "-man", "-Tascii", "-P-b", "-P-o", "-P-u", "-rLL=300n"];
+    const lj = await ljRaw([...plain, join(projectDir, "man/lj.1")], e());
     for (const word of ["lj login", "git-credential", "lj run", "completion", "NO_COLOR"]) {
-      expect(lj.stdout.replace(/.\x08/g, "").replace(/\u2010/g, "-")).toContain(word);
+      expect(lj.stdout).toContain(word);
     }
   });
 

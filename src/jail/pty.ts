@@ -128,7 +128,15 @@ export async function startOnTerminal(
     const owner = { uid: hostId(jail.pid, "uid", uid), gid: hostId(jail.pid, "gid", gid) };
     const pty = openJailPty(dir, owner, size);
     const { argv, env, cwd, caps, seccomp } = spec;
-    jail.start({ argv: argvOnPty(pty.path, argv), env: { ...env, TERM: term }, cwd, uid, gid, caps, seccomp });
+    jail.start({
+      argv: argvOnPty(pty.path, argv),
+      env: { ...env, TERM: term },
+      cwd,
+      uid,
+      gid,
+      caps,
+      seccomp,
+    });
     return pty;
   } catch (e) {
     jail.kill("SIGKILL");
