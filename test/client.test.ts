@@ -473,6 +473,15 @@ describe("jails and worlds from the command line", () => {
     expect(r.output).toContain("33 111");
     expect(r.output).toContain("got typed");
     expect(r.code).toBe(3);
+    // In a user namespace the terminal belongs to the payload's uid as the jail sees it.
+    chmodSync(env.root, 0o755); // searchable by the namespace's ids
+    const u = await ljOnPty(
+      ["spawn", "--userns", "--user", "1000:1000", "--", "/bin/sh", "-c", 'ls -ln "$(tty)"'],
+      { ...process.env, LIGHTJAIL_ROOT: env.root } as Record<string, string>,
+      [],
+    );
+    expect(u.output).toMatch(/^crw--w---- 1 1000 1000 .* \/dev\/pts\/\d+\r$/m);
+    expect(u.code).toBe(0);
   });
 
   rootTest("world create keeps the default world, and says which it is", async () => {

@@ -8,7 +8,7 @@
  */
 
 import { dlopen, FFIType, ptr } from "bun:ffi";
-import { chownSync, closeSync, constants, existsSync, openSync, readFileSync, statSync } from "node:fs";
+import { closeSync, constants, existsSync, lchownSync, openSync, readFileSync, statSync } from "node:fs";
 import { LjError } from "../errors.ts";
 import type { Jail } from "./spawn.ts";
 import type { JailSpec } from "./spec.ts";
@@ -67,12 +67,13 @@ export async function jailDevpts(pid: number, gone: () => boolean, timeoutMs = 3
 
 /** A new terminal in the jail's devpts `dir`, its slave owned by the payload's uid and gid. */
 export function openJailPty(dir: string, owner: { uid: number; gid: number }, size: WindowSize): JailPty {
-  const master = openSync(`${dir}/ptmx`, constants.O_RDWR | constants.O_NOCTTY);
+  // Before the payload runs nothing in the jail could have planted a link; refuse one anyway.
+  const master = openSync(`${dir}/ptmx`, constants.O_RDWR | constants.O_NOCTTY | constants.O_NOFOLLOW);
   try {
     ioctl(master, TIOCSPTLCK, new Uint8Array(4));
     const n = new Uint32Array(1);
     ioctl(master, TIOCGPTN, new Uint8Array(n.buffer));
-    chownSync(`${dir}/${n[0]}`, owner.uid, owner.gid);
+    lchownSync(`${dir}/${n[0]}`, owner.uid, owner.gid);
     setWindowSize(master, size);
     return { master, path: `/dev/pts/${n[0]}` };
   } catch (e) {
@@ -140,6 +141,10 @@ export async function startOnTerminal(
     return pty;
   } catch (e) {
     jail.kill("SIGKILL");
+    // A jail that could not be set up says why; that is the error, not the missing terminal.
+    const r = gone ? await jail.exited : undefined;
+    if (r?.reason === "setup")
+      throw new LjError("isolation", "jail-setup", `jail setup failed: ${r.error ?? "unknown error"}`);
     throw e;
   }
 }
