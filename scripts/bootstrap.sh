@@ -9,7 +9,12 @@ ZIG_VERSION=0.15.2
 PEBBLE_VERSION=v2.10.3
 here=$(cd "$(dirname "$0")/.." && pwd)
 tools="${LJ_TOOLS_DIR:-$here/.tools}"
-say() { printf '\033[1;34m[bootstrap]\033[0m %s\n' "$*" >&2; }
+# Colour only on a terminal, and never with NO_COLOR (https://no-color.org).
+if [ -t 2 ] && [ -z "${NO_COLOR:-}" ]; then
+  say() { printf '\033[1;34m[bootstrap]\033[0m %s\n' "$*" >&2; }
+else
+  say() { printf '[bootstrap] %s\n' "$*" >&2; }
+fi
 
 need_root_pkgs() {
   [ "$(uname -s)" = Linux ] || return 0

@@ -5,7 +5,11 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 export PATH="$here/.tools/bin:$PATH"
 cd "$here"
-step() { printf '\033[1;34m[check]\033[0m %s\n' "$*" >&2; }
+if [ -t 2 ] && [ -z "${NO_COLOR:-}" ]; then
+  step() { printf '\033[1;34m[check]\033[0m %s\n' "$*" >&2; }
+else
+  step() { printf '[check] %s\n' "$*" >&2; }
+fi
 step "tsc --noEmit"
 bun x tsc --noEmit -p .
 step "biome check"

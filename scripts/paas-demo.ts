@@ -54,7 +54,10 @@ async function show(argv: string[], opts: { cwd?: string; label?: string } = {})
   return all;
 }
 
-const lj = (args: string[]) => show([process.execPath, cli, ...args], { label: `lj ${args.join(" ")}` });
+// In the app's directory, never in a checkout the demo was started from (`apps create` would
+// add its remote there).
+const lj = (args: string[]) =>
+  show([process.execPath, cli, ...args], { cwd: app, label: `lj ${args.join(" ")}` });
 
 async function curl(url: string, host: string): Promise<string> {
   const r = await fetch(url, { headers: { host } });

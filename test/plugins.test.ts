@@ -10,7 +10,7 @@ import { planApp } from "../src/build/app.ts";
 import { resolveChain } from "../src/build/overlays.ts";
 import type { LjError } from "../src/errors.ts";
 import { parseJailfile } from "../src/plugins/jailfile.ts";
-import { parseManifest } from "../src/plugins/manifest.ts";
+import { isValidRange, parseManifest } from "../src/plugins/manifest.ts";
 import { discover, findPlugin, sourceKey, splitUrl } from "../src/plugins/registry.ts";
 import { lj, projectDir } from "./helpers/jail-env.ts";
 
@@ -76,23 +76,40 @@ describe("plugin.toml", () => {
   test("errors name the file, the line, the key and what was expected", () => {
     let e = bad(`name = "x"\ntype = "language"\nversion = 3\n`);
     expect(e.exitCode).toBe(78);
-    expect(e.message).toBe('/p/plugin.toml:3: key "version": expected a version like 1.0.0, got number 3');
-    e = bad(`name = "x"\ntype = "language"\nversion = "1"\n\n[install]\nscirpt = "a.sh"\n`);
+    expect(e.message).toBe(
+      '/p/plugin.toml:3: key "version": expected a semantic version like 1.0.0 (MAJOR.MINOR.PATCH), got number 3',
+    );
+    e = bad(`name = "x"\ntype = "language"\nversion = "1.0.0"\n\n[install]\nscirpt = "a.sh"\n`);
     expect(e.message).toContain(
       '/p/plugin.toml:6: key "install.scirpt": expected one of the known keys (script,',
     );
-    e = bad(`type = "language"\nversion = "1"\n`);
+    e = bad(`type = "language"\nversion = "1.0.0"\n`);
     expect(e.message).toContain('key "name": expected a lowercase name');
-    e = bad(`name = "x"\ntype = "language"\nversion = "1"\nfrom = ["language/ruby@not a range!"]\n`);
+    e = bad(`name = "x"\ntype = "language"\nversion = "1.0.0"\nfrom = ["language/ruby@not a range!"]\n`);
     expect(e.message).toMatch(/plugin.toml:4: key "from": expected a semver range/);
-    e = bad(`name = "x"\ntype = "service"\nversion = "1"\n`);
+    e = bad(`name = "x"\ntype = "service"\nversion = "1.0.0"\n`);
     expect(e.message).toContain('key "service": expected a [service] table');
     e = bad(
-      `name = "x"\ntype = "language"\nversion = "1"\n[service]\nstart = "s"\nport = 99999\ndata_dir = "/d"\n[service.health]\ncommand = "c"\n`,
+      `name = "x"\ntype = "language"\nversion = "1.0.0"\n[service]\nstart = "s"\nport = 99999\ndata_dir = "/d"\n[service.health]\ncommand = "c"\n`,
     );
     expect(e.message).toMatch(/:6: key "service.port": expected a port number/);
-    e = bad(`name = "x"\ntype = "language"\nversion = "1"\n[detect]\nfiles = "package.json"\n`);
+    e = bad(`name = "x"\ntype = "language"\nversion = "1.0.0"\n[detect]\nfiles = "package.json"\n`);
     expect(e.message).toMatch(/:5: key "detect.files": expected an array of strings/);
+  });
+
+  test("versions are semantic versions and parents' ranges are ranges (exit 78)", () => {
+    let e = bad(`name = "x"\ntype = "language"\nversion = "banana"\n`);
+    expect(e.exitCode).toBe(78);
+    expect(e.message).toContain('key "version": expected a semantic version like 1.0.0');
+    e = bad(`name = "x"\ntype = "language"\nversion = "1.0"\n`);
+    expect(e.message).toContain('key "version"');
+    e = bad(`name = "x"\ntype = "language"\nversion = "1.0.0"\nfrom = ["language/ruby@lolwut"]\n`);
+    expect(e.exitCode).toBe(78);
+    expect(e.message).toContain('a semver range after @ (e.g. ^1, >=2.0, *), not "lolwut"');
+    for (const ok of ["^1", ">=1.2 <2", "1.x", "1.0 - 2.0", "~1.2.3", "^1 || ^2.1.0-rc.1"]) {
+      expect(isValidRange(ok)).toBe(true);
+    }
+    for (const no of ["lolwut", "1.2.3.4", "^", ">=1.2 banana", "1 -"]) expect(isValidRange(no)).toBe(false);
   });
 
   test("invalid TOML reports line and column", () => {
@@ -123,15 +140,15 @@ describe("Jailfile", () => {
       }
       return "";
     };
-    expect(err("name x\nversion 1\nfrum y\n#!/bin/sh\n")).toStartWith(
+    expect(err("name x\nversion 1.0.0\nfrum y\n#!/bin/sh\n")).toStartWith(
       '/r/Jailfile:3: unknown directive "frum"',
     );
-    expect(err("name x\nversion 1\n")).toContain("no install script: expected a line starting with #!");
+    expect(err("name x\nversion 1.0.0\n")).toContain("no install script: expected a line starting with #!");
     expect(err("version 1\n#!/bin/sh\n")).toContain('missing directive "name"');
     expect(err("name x\nname y\nversion 1\n#!/bin/sh\n")).toStartWith(
       '/r/Jailfile:2: directive "name" given twice',
     );
-    expect(err("name x\nversion 1\ncopy ../etc/passwd /x\n#!/bin/sh\n")).toContain(
+    expect(err("name x\nversion 1.0.0\ncopy ../etc/passwd /x\n#!/bin/sh\n")).toContain(
       "copy: the source must be inside",
     );
   });
@@ -206,7 +223,11 @@ describe("discovery", () => {
     r = await lj(["build", "--type", "gadget", "x"], env());
     expect(r.code).toBe(66);
     expect(r.stderr).toContain('unknown overlay type "gadget"');
-    userPlugin("tool", "broken", `name = "broken"\ntype = "tool"\nversion = "1.0"\n[install]\nscript = 5\n`);
+    userPlugin(
+      "tool",
+      "broken",
+      `name = "broken"\ntype = "tool"\nversion = "1.0.0"\n[install]\nscript = 5\n`,
+    );
     r = await lj(["plugins", "info", "tool/broken"], env());
     expect(r.code).toBe(78);
     expect(r.stderr).toContain(

@@ -1,28 +1,24 @@
 /**
- * The API client behind `lj apps|deploy|config|ps|...`: finds the server (--remote, LJ_REMOTE,
- * the client config file, or the local server's record) and the token (LJ_TOKEN, the config
- * file, or the local server's token file when readable), and turns error bodies into LjErrors.
+ * The API client behind `lj apps|deploy|config|ps|...`: finds the server (--remote NAME|URL,
+ * LJ_REMOTE, the checkout's `lj` git remote, the current `lj login`, or the local server's
+ * record) and the token (LJ_TOKEN, the login stored for that server, or the local server's
+ * token file when readable), and turns error bodies into LjErrors.
  */
 import { existsSync, readFileSync } from "node:fs";
-import { homedir } from "node:os";
 import { join } from "node:path";
-import { LjError } from "../errors.ts";
+import { LjError, usageError } from "../errors.ts";
 import { paths } from "../store/paths.ts";
+import { findServer, ljRemote, normaliseUrl, readClientConfig } from "./servers.ts";
 
 export const DEFAULT_PORT = 7080;
 
 export const clientArgs = {
   remote: {
     type: "string",
-    description: "server URL (default: LJ_REMOTE, the client config, or the local server)",
+    description: "server name (lj login --name) or URL (default: LJ_REMOTE, the lj git remote, the login)",
   },
   json: { type: "boolean", description: "print JSON" },
 } as const;
-
-export function clientConfigFile(): string {
-  const base = process.env.XDG_CONFIG_HOME || join(homedir(), ".config");
-  return join(base, "lightjail", "client.json");
-}
 
 function readJson(file: string): Record<string, string> {
   try {
@@ -34,6 +30,66 @@ function readJson(file: string): Record<string, string> {
 
 /** Where a local `lj serve` says it listens (written at its start). */
 export const serverRecordFile = () => join(paths.paas(), "server.json");
+
+export const APP_RE = /^[a-z][a-z0-9-]{0,30}$/;
+
+/**
+ * The app a command is about and the words after it: the first word when it can be an app
+ * name (and `isArg` does not claim it), else the app of the checkout's `lj` remote.
+ */
+export function appAndRest(
+  words: string[],
+  isArg: (w: string) => boolean = () => false,
+  minRest = 0,
+): { app: string; rest: string[] } {
+  const first = words[0];
+  let remote: ReturnType<typeof ljRemote> | null | undefined;
+  const r = () => {
+    if (remote === undefined) remote = ljRemote() ?? null;
+    return remote;
+  };
+  // With too few words left after it, the first is an argument when the checkout names the app.
+  const tooFew = words.length - 1 < minRest && r() !== null;
+  if (first !== undefined && APP_RE.test(first) && !isArg(first) && !tooFew)
+    return { app: first, rest: words.slice(1) };
+  const found = r();
+  if (found) return { app: found.app, rest: words };
+  throw usageError(
+    first === undefined ? "name the app" : `"${first}" is not an app name`,
+    "give the app's name, or run this in a checkout with an `lj` git remote (`lj apps create` adds it)",
+  );
+}
+
+/** The server URL and token a command talks to (see the file's comment for the order). */
+export function resolveServer(given?: string): { remote: string; token: string } {
+  const cfg = readClientConfig();
+  const chosen = given || process.env.LJ_REMOTE;
+  let url: string | undefined;
+  let token = process.env.LJ_TOKEN || "";
+  if (chosen) {
+    const found = findServer(cfg, chosen);
+    if (!found && !/[:/.]/.test(chosen))
+      throw usageError(
+        `no server named "${chosen}"`,
+        "`lj login URL --name NAME` adds one; `lj servers` lists them",
+      );
+    url = found ? found[1].url : normaliseUrl(chosen);
+    token ||= found?.[1].token ?? "";
+  } else {
+    const remote = ljRemote();
+    const current = cfg.current ? cfg.servers[cfg.current] : undefined;
+    const login = remote ? findServer(cfg, remote.server)?.[1] : current;
+    url = remote?.server ?? current?.url;
+    token ||= login?.token ?? "";
+  }
+  url ??= readJson(serverRecordFile()).url || `http://127.0.0.1:${DEFAULT_PORT}`;
+  if (!token && existsSync(paths.paasToken())) {
+    try {
+      token = readFileSync(paths.paasToken(), "utf8").trim();
+    } catch {}
+  }
+  return { remote: url.replace(/\/+$/, ""), token };
+}
 
 export interface Client {
   remote: string;
@@ -74,21 +130,7 @@ export async function failure(res: Response): Promise<LjError> {
 }
 
 export function client(args: { remote?: string }): Client {
-  const cfg = readJson(clientConfigFile());
-  const local = readJson(serverRecordFile());
-  const remote = (
-    args.remote ||
-    process.env.LJ_REMOTE ||
-    cfg.remote ||
-    local.url ||
-    `http://127.0.0.1:${DEFAULT_PORT}`
-  ).replace(/\/+$/, "");
-  let token = process.env.LJ_TOKEN || cfg.token || "";
-  if (!token && existsSync(paths.paasToken())) {
-    try {
-      token = readFileSync(paths.paasToken(), "utf8").trim();
-    } catch {}
-  }
+  const { remote, token } = resolveServer(args.remote);
   const request = async (method: string, path: string, body?: unknown, init: RequestInit = {}) => {
     const headers: Record<string, string> = {
       authorization: `Bearer ${token}`,

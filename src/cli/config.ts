@@ -1,16 +1,21 @@
 import { defineCommand } from "citty";
 import { usageError } from "../errors.ts";
-import { client, clientArgs, out, printJson } from "./client.ts";
+import { appAndRest, client, clientArgs, out, printJson } from "./client.ts";
 
-const app = { type: "positional", required: true, description: "app name" } as const;
+const app = {
+  type: "positional",
+  required: false,
+  description: "app name (default: the lj git remote's)",
+} as const;
 
 async function patch(
-  args: { remote?: string; json?: boolean; app: string },
+  args: { remote?: string; json?: boolean },
+  name: string,
   changes: Record<string, string | null>,
 ) {
   const r = await client(args).json<{ release: number | null }>(
     "PATCH",
-    `/api/v1/apps/${args.app}/config`,
+    `/api/v1/apps/${name}/config`,
     changes,
   );
   if (args.json) return printJson(r);
@@ -18,10 +23,10 @@ async function patch(
 }
 
 const set = defineCommand({
-  meta: { name: "set", description: "Set variables: lj config set APP KEY=VALUE ..." },
+  meta: { name: "set", description: "Set variables: lj config set [APP] KEY=VALUE ..." },
   args: { ...clientArgs, app },
   async run({ args }) {
-    const pairs = (args._ as string[]).slice(1);
+    const { app: name, rest: pairs } = appAndRest(args._ as string[], (w) => w.includes("="));
     if (pairs.length === 0) throw usageError("give at least one KEY=VALUE");
     const changes: Record<string, string> = {};
     for (const p of pairs) {
@@ -29,32 +34,34 @@ const set = defineCommand({
       if (eq <= 0) throw usageError(`"${p}" is not KEY=VALUE`);
       changes[p.slice(0, eq)] = p.slice(eq + 1);
     }
-    await patch(args, changes);
+    await patch(args, name, changes);
   },
 });
 
 const unset = defineCommand({
-  meta: { name: "unset", description: "Remove variables: lj config unset APP KEY ..." },
+  meta: { name: "unset", description: "Remove variables: lj config unset [APP] KEY ..." },
   args: { ...clientArgs, app },
   async run({ args }) {
-    const keys = (args._ as string[]).slice(1);
+    const { app: name, rest: keys } = appAndRest(args._ as string[], () => false, 1);
     if (keys.length === 0) throw usageError("give at least one KEY");
-    await patch(args, Object.fromEntries(keys.map((k) => [k, null])));
+    await patch(args, name, Object.fromEntries(keys.map((k) => [k, null])));
   },
 });
 
 const get = defineCommand({
-  meta: { name: "get", description: "Show variables: lj config get APP [KEY]" },
+  meta: { name: "get", description: "List variables, or show one: lj config [get] [APP] [KEY]" },
   args: { ...clientArgs, app, key: { type: "positional", required: false, description: "one variable" } },
   async run({ args }) {
+    const { app: name, rest } = appAndRest(args._ as string[]);
+    const key = rest[0];
     const r = await client(args).json<{ config: Record<string, string> }>(
       "GET",
-      `/api/v1/apps/${args.app}/config`,
+      `/api/v1/apps/${name}/config`,
     );
-    if (args.key) {
-      const v = r.config[args.key];
-      if (v === undefined) throw usageError(`${args.key} is not set`);
-      return args.json ? printJson({ [args.key]: v }) : out(v);
+    if (key) {
+      const v = r.config[key];
+      if (v === undefined) throw usageError(`${key} is not set`);
+      return args.json ? printJson({ [key]: v }) : out(v);
     }
     if (args.json) return printJson(r.config);
     for (const [k, v] of Object.entries(r.config)) out(`${k}=${v}`);
@@ -62,6 +69,9 @@ const get = defineCommand({
 });
 
 export const configCommand = defineCommand({
-  meta: { name: "config", description: "App configuration variables (each change makes a release)" },
+  meta: {
+    name: "config",
+    description: "App configuration variables: `lj config [APP]` lists them; each change makes a release",
+  },
   subCommands: { set, unset, get },
 });

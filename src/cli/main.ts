@@ -36,6 +36,11 @@ export const main = defineCommand({
     plan: () => import("./plan.ts").then((m) => m.planCommand),
     plugins: () => import("./plugins.ts").then((m) => m.pluginsCommand),
     overlays: () => import("./overlays.ts").then((m) => m.overlaysCommand),
+    login: () => import("./login.ts").then((m) => m.loginCommand),
+    logout: () => import("./login.ts").then((m) => m.logoutCommand),
+    servers: () => import("./login.ts").then((m) => m.serversCommand),
+    "git-credential": () => import("./login.ts").then((m) => m.gitCredentialCommand),
+    completion: () => import("./completion.ts").then((m) => m.completionCommand),
   },
 });
 
@@ -83,10 +88,11 @@ export async function runCli(argv: string[], prog = "lj"): Promise<number> {
       return ExitCode.usage;
     }
     process.exitCode = 0;
-    await runCommand(main, { rawArgs: argv });
+    const { normaliseArgv } = await import("./suggest.ts");
+    await runCommand(main, { rawArgs: await normaliseArgv(main, argv) });
     return Number(process.exitCode ?? 0);
   } catch (e) {
-    return reportError(prog, e, debug);
+    return reportError(prog, e, debug, flags.includes("--json"));
   }
 }
 

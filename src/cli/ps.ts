@@ -1,6 +1,6 @@
 import { defineCommand } from "citty";
 import type { LimitsSeen } from "../paas/supervisor.ts";
-import { client, clientArgs, mb, out, printJson, table } from "./client.ts";
+import { appAndRest, client, clientArgs, mb, out, printJson, table } from "./client.ts";
 
 interface Proc {
   name: string;
@@ -36,9 +36,13 @@ export const psCommand = defineCommand({
     name: "ps",
     description: "Show an app's processes: state, restarts, memory, descriptors, limits hit",
   },
-  args: { ...clientArgs, app: { type: "positional", required: true, description: "app name" } },
+  args: {
+    ...clientArgs,
+    app: { type: "positional", required: false, description: "app name (default: the lj git remote's)" },
+  },
   async run({ args }) {
-    const r = await client(args).json<{ processes: Proc[] }>("GET", `/api/v1/apps/${args.app}/ps`);
+    const { app } = appAndRest(args._ as string[]);
+    const r = await client(args).json<{ processes: Proc[] }>("GET", `/api/v1/apps/${app}/ps`);
     if (args.json) return printJson(r);
     if (r.processes.length === 0) return out("no processes");
     table([

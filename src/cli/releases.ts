@@ -1,10 +1,14 @@
 import { defineCommand } from "citty";
-import { client, clientArgs, printJson, table } from "./client.ts";
+import { appAndRest, client, clientArgs, printJson, table } from "./client.ts";
 
 export const releasesCommand = defineCommand({
   meta: { name: "releases", description: "List an app's kept releases" },
-  args: { ...clientArgs, app: { type: "positional", required: true, description: "app name" } },
+  args: {
+    ...clientArgs,
+    app: { type: "positional", required: false, description: "app name (default: the lj git remote's)" },
+  },
   async run({ args }) {
+    const { app } = appAndRest(args._ as string[]);
     const r = await client(args).json<{
       releases: {
         version: number;
@@ -13,7 +17,7 @@ export const releasesCommand = defineCommand({
         createdAt: string;
         slug: { id: string };
       }[];
-    }>("GET", `/api/v1/apps/${args.app}/releases`);
+    }>("GET", `/api/v1/apps/${app}/releases`);
     if (args.json) return printJson(r);
     table([
       ["", "VERSION", "CREATED", "SLUG", "DESCRIPTION"],

@@ -1,7 +1,7 @@
 import { defineCommand } from "citty";
 import { usageError } from "../errors.ts";
 import type { FormationChange } from "../paas/formation.ts";
-import { client, clientArgs, out, printJson } from "./client.ts";
+import { appAndRest, client, clientArgs, out, printJson } from "./client.ts";
 
 const FIELDS: Record<string, keyof FormationChange> = {
   memory: "memoryMb",
@@ -32,14 +32,17 @@ export const scaleCommand = defineCommand({
     description:
       "Scale process types: lj scale APP web=2 worker=1 [web:memory=256 web:cpus=0.5 web:nofile=4096]",
   },
-  args: { ...clientArgs, app: { type: "positional", required: true, description: "app name" } },
+  args: {
+    ...clientArgs,
+    app: { type: "positional", required: false, description: "app name (default: the lj git remote's)" },
+  },
   async run({ args }) {
-    const items = (args._ as string[]).slice(1);
+    const { app, rest: items } = appAndRest(args._ as string[], (w) => w.includes("="));
     if (items.length === 0) throw usageError("give at least one TYPE=COUNT");
     const r = await client(args).json<{
       formation: Record<string, { count: number }>;
       processes: { name: string; state: string }[];
-    }>("PATCH", `/api/v1/apps/${args.app}/formation`, parseScale(items));
+    }>("PATCH", `/api/v1/apps/${app}/formation`, parseScale(items));
     if (args.json) return printJson(r);
     out(
       `formation: ${Object.entries(r.formation)

@@ -17,6 +17,8 @@ import {
 
 const log = createConsola({ stdout: process.stderr, stderr: process.stderr });
 const out = (text: string) => process.stdout.write(`${text}\n`);
+/** What the user must know whatever consola's level (it hides info under test runners). */
+const note = (text: string) => process.stderr.write(`${text}\n`);
 
 function table(rows: string[][]): string {
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
@@ -73,6 +75,7 @@ const create = defineCommand({
     },
   },
   async run({ args }) {
+    const before = await defaultWorld().catch(() => undefined);
     log.start(`creating world ${args.name} from ${args.from}`);
     const w = await createWorld(args.name, args.from, {
       force: args.force,
@@ -80,9 +83,24 @@ const create = defineCommand({
       onProgress: (line) => log.log(line),
     });
     log.success(`world ${w.name} is ready at ${w.path}`);
+    await settleDefault(before, w.name);
     out(w.name);
   },
 });
+
+/**
+ * The only world is the default without being named so; a second one would leave none. So the
+ * default a user had stays the default (written down), and a first world is said to be it.
+ */
+async function settleDefault(before: string | undefined, created: string): Promise<void> {
+  if (before !== undefined && before !== created) {
+    await setDefaultWorld(before);
+    note(`the default world is still ${before} (\`lj world default ${created}\` changes it)`);
+    return;
+  }
+  const now = await defaultWorld().catch(() => undefined);
+  if (now === created && before === undefined) note(`${created} is the default world`);
+}
 
 const rm = defineCommand({
   meta: { name: "rm", description: "Remove a world" },

@@ -5,7 +5,7 @@
  * by SNI. Bun cannot change a listener's certificates in place, so a change starts a new HTTPS
  * listener on the same port (SO_REUSEPORT) and lets the old one finish its requests.
  */
-import type { Server } from "bun";
+import type { Server, WebSocketHandler } from "bun";
 import type { CertManager } from "./certs.ts";
 import type { Router, WsData } from "./router.ts";
 
@@ -18,6 +18,8 @@ export interface EdgeOptions {
   /** Requests that are not for an app (the API, git). */
   other(req: Request, server: Server<WsData>): Response | Promise<Response>;
   certs?: CertManager;
+  /** WebSocket handling (default: the router's bridges to apps). */
+  websocket?: WebSocketHandler<WsData>;
   /** Bun's own per-request cap, above every limit of ours so that ours answer first. */
   maxRequestBodySize: number;
 }
@@ -82,7 +84,7 @@ export class Edge {
         if (app) return router.fetch(req, srv, app);
         return this.o.other(req, srv);
       },
-      websocket: router.websocket,
+      websocket: this.o.websocket ?? router.websocket,
     });
   }
 

@@ -9,6 +9,7 @@ import { basename, dirname, join } from "node:path";
 import type { BuildLog, Slug } from "../build/types.ts";
 import { LjError } from "../errors.ts";
 import { gc } from "../jail/gc.ts";
+import { type JailPty, startOnTerminal, type WindowSize } from "../jail/pty.ts";
 import { type Jail, spawnJail } from "../jail/spawn.ts";
 import type { JailSpec } from "../jail/spec.ts";
 import { forgetIdentity, identityEtc, identityOf } from "../store/identities.ts";
@@ -584,19 +585,60 @@ export class Paas {
   // One-off processes --------------------------------------------------------------------------
 
   /** A one-off command in a fresh jail of the current release; the caller reads its output. */
-  runOnce(app: string, command: string): Jail {
+  runOnce(app: string, command: string, opts: { stdin?: boolean } = {}): Jail {
+    const spec = this.oneOffSpec(app, command);
+    const jail = spawnJail({ ...spec, ...(opts.stdin ? { stdio: ["pipe", "pipe", "pipe"] } : {}) });
+    this.trackOneOff(app, jail, command);
+    return jail;
+  }
+
+  /**
+   * A one-off process on a terminal of its own jail's devpts (src/jail/pty.ts): the jail is
+   * held until the terminal exists, then runs the command on it as its controlling terminal.
+   */
+  async runOnTerminal(
+    app: string,
+    command: string,
+    size: WindowSize,
+    term: string,
+  ): Promise<{ jail: Jail; pty: JailPty }> {
+    const spec = this.oneOffSpec(app, command);
+    const jail = spawnJail({ ...spec, stdio: ["ignore", "ignore", "ignore"] }, { hold: true });
+    this.trackOneOff(app, jail, command);
+    const pty = await startOnTerminal(jail, spec, size, term);
+    if (!pty) {
+      jail.kill("SIGKILL");
+      throw new LjError("unavailable", "no-shell", "the release has no /bin/sh to open a terminal with", {
+        hint: "run without a terminal: lj run --no-tty",
+      });
+    }
+    return { jail, pty };
+  }
+
+  /** Throws what a one-off run of the app would throw before it starts (no app, no release). */
+  checkRunnable(app: string): void {
+    this.oneOffRelease(app);
+  }
+
+  private oneOffRelease(app: string): ReleaseRow {
     const cur = this.currentRelease(app);
     if (!cur) {
       throw new LjError("unavailable", "no-release", `app ${app} has no release yet`, {
         hint: "deploy it first (`lj deploy` or `git push`)",
       });
     }
-    const spec = this.processSpec(app, cur, "run", "run.1", command);
-    const jail = spawnJail({ ...spec, timeoutMs: 60 * 60 * 1000 });
+    return cur;
+  }
+
+  private oneOffSpec(app: string, command: string): JailSpec {
+    const cur = this.oneOffRelease(app);
+    return { ...this.processSpec(app, cur, "run", "run.1", command), timeoutMs: 60 * 60 * 1000 };
+  }
+
+  private trackOneOff(app: string, jail: Jail, command: string): void {
     this.oneOffs.add(jail);
     void jail.closed.then(() => this.oneOffs.delete(jail));
     this.logs.write(app, "lj", `one-off: ${command}`);
-    return jail;
   }
 
   // Shutdown -----------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ export function parseJailfile(text: string, file: string, opts: { type?: string 
     fail(lineOf("name"), `name: expected a lowercase name ([a-z0-9_-]), got "${vals.name}"`);
   if (!vals.version) fail(1, 'missing directive "version" (e.g. `version 1.0.0`)');
   if (!VERSION_RE.test(vals.version!))
-    fail(lineOf("version"), `version: expected a version like 1.0.0, got "${vals.version}"`);
+    fail(lineOf("version"), `version: expected a semantic version like 1.0.0, got "${vals.version}"`);
   const type = vals.type ?? opts.type ?? "language";
   if (!TYPE_RE.test(type)) fail(lineOf("type"), `type: expected a lowercase singular type, got "${type}"`);
   if (vals.world !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(vals.world))

@@ -91,7 +91,10 @@ export interface Manifest {
 
 export const NAME_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 export const TYPE_RE = /^[a-z][a-z0-9-]{0,30}$/;
-export const VERSION_RE = /^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$/;
+/** Semantic Versioning 2.0.0: MAJOR.MINOR.PATCH, an optional -prerelease and +build. */
+const IDENT = "[0-9A-Za-z-]+(?:\\.[0-9A-Za-z-]+)*";
+const NUM = "(?:0|[1-9]\\d*)";
+export const VERSION_RE = new RegExp(`^${NUM}\\.${NUM}\\.${NUM}(?:-${IDENT})?(?:\\+${IDENT})?$`);
 export const INSTALL_DEFAULTS = { memoryMb: 2048, cpus: 2, pids: 2048, timeoutS: 3600 };
 
 const TOP_KEYS = [
@@ -250,14 +253,24 @@ export function parseParent(raw: string, defaultType: string): ParentRef | strin
   return { type: m[1] ?? defaultType, name: m[2], constraint };
 }
 
+/** A version as written in a range: 1, 1.2, 1.2.3, with x or * for any part, and a prerelease. */
+const PARTIAL = `(?:${NUM}|[xX*])(?:\\.(?:${NUM}|[xX*])){0,2}(?:-${IDENT})?(?:\\+${IDENT})?`;
+const COMPARATOR = new RegExp(`^(?:[~^]|[<>]=?|=)?v?${PARTIAL}$`);
+const HYPHEN = new RegExp(`^v?${PARTIAL}\\s+-\\s+v?${PARTIAL}$`);
+
+/**
+ * An npm-style range: comparator sets joined by `||`, each a hyphen range or comparators
+ * separated by spaces (`^1`, `>=1.2 <2`, `1.x`, `1.0 - 2.0`, `*`). Bun.semver.satisfies
+ * quietly answers false for nonsense like `lolwut`, so the grammar is checked here.
+ */
 export function isValidRange(range: string): boolean {
-  if (range === "*") return true;
-  try {
-    Bun.semver.satisfies("0.0.0", range);
-    return /^[\s0-9A-Za-z.^~<>=|*+_-]+$/.test(range);
-  } catch {
-    return false;
-  }
+  if (range.length > 200) return false;
+  return range.split("||").every((set) => {
+    const s = set.trim().replace(/([<>]=?|=|[~^])\s+/g, "$1");
+    if (s === "") return false;
+    if (HYPHEN.test(s)) return true;
+    return s.split(/\s+/).every((c) => COMPARATOR.test(c));
+  });
 }
 
 export function parseToml(file: string, text: string): Record<string, unknown> {
@@ -291,7 +304,7 @@ export function parseManifest(text: string, file: string, dir: string): Manifest
   const version = r.str(data, "version", "version", {
     required: true,
     re: VERSION_RE,
-    what: "a version like 1.0.0",
+    what: "a semantic version like 1.0.0 (MAJOR.MINOR.PATCH)",
   })!;
   const description = r.str(data, "description", "description") ?? "";
 

@@ -17,6 +17,7 @@ import type { Paas } from "../paas/paas.ts";
 import type { ServiceManager } from "../paas/services.ts";
 import { presentedToken, tokenMatches } from "./auth.ts";
 import { gitHttpBackend } from "./git.ts";
+import { upgradeRun } from "./run-socket.ts";
 
 export interface ApiOptions {
   paas: Paas;
@@ -185,19 +186,25 @@ export function createApi(o: ApiOptions): Hono<Env> {
     return limitJson(c, next);
   });
 
+  /** Where the router answers for an app: the domain, on the port this server listens on. */
+  const appUrl = (name: string) => {
+    const port = new URL(o.selfUrl()).port;
+    return `http://${name}.${o.domain}${port && port !== "80" ? `:${port}` : ""}`;
+  };
+
   // Apps
   app.get("/api/v1/apps", (c) => c.json({ apps: paas.db.apps() }));
   app.post("/api/v1/apps", async (c) => {
     const { name } = await jsonBody<{ name?: string }>(c);
     if (typeof name !== "string") throw new LjError("usage", "bad-request", 'body must be {"name": "APP"}');
     const a = paas.createApp(name);
-    return c.json({ app: a, git: `${o.selfUrl()}/git/${name}.git`, url: `http://${name}.${o.domain}` }, 201);
+    return c.json({ app: a, git: `${o.selfUrl()}/git/${name}.git`, url: appUrl(name) }, 201);
   });
   app.get("/api/v1/apps/:app", (c) => {
     const name = c.req.param("app");
     return c.json({
       app: paas.appInfo(name),
-      url: `http://${name}.${o.domain}`,
+      url: appUrl(name),
       git: `${o.selfUrl()}/git/${name}.git`,
     });
   });
@@ -384,6 +391,12 @@ export function createApi(o: ApiOptions): Hono<Env> {
       streamOf(queue, () => jail.kill("SIGKILL")),
       { headers: { "content-type": "application/x-ndjson" } },
     );
+  });
+
+  // Interactive one-off processes: a WebSocket (run-socket.ts).
+  app.get("/api/v1/apps/:app/run", (c) => {
+    noIdleTimeout(c);
+    return upgradeRun(paas, c.env?.server, c.req.raw, c.req.param("app"));
   });
 
   // Services

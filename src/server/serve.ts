@@ -5,7 +5,7 @@
  */
 
 import { join } from "node:path";
-import type { Server } from "bun";
+import type { Server, ServerWebSocket, WebSocketHandler } from "bun";
 import type { ExtractLimits } from "../build/archive.ts";
 import { holdSubnet, netConfig } from "../jail/net.ts";
 import { CertManager, LETS_ENCRYPT } from "../paas/certs.ts";
@@ -18,6 +18,7 @@ import { ServiceManager } from "../paas/services.ts";
 import { paths } from "../store/paths.ts";
 import { createApi } from "./api.ts";
 import { loadOrCreateToken } from "./auth.ts";
+import { type RunWsData, runWebsocket } from "./run-socket.ts";
 
 export interface ServeOptions extends PaasOptions {
   hostname?: string;
@@ -57,8 +58,23 @@ export interface RunningServer {
   certs: CertManager;
   paas: Paas;
   router: Router;
-  server: Server<WsData>;
+  server: Server<WsData | RunWsData>;
   stop(): Promise<void>;
+}
+
+type AnyWs = ServerWebSocket<WsData | RunWsData>;
+
+/** The router's bridged upgrades and the API's interactive runs share the server's handlers. */
+function websockets(router: Router) {
+  const r = router.websocket;
+  const isRun = (ws: AnyWs): ws is ServerWebSocket<RunWsData> => ws.data.kind === "run";
+  return {
+    open: (ws: AnyWs) => (isRun(ws) ? runWebsocket.open(ws) : r.open(ws as ServerWebSocket<WsData>)),
+    message: (ws: AnyWs, m: string | Buffer) =>
+      isRun(ws) ? runWebsocket.message(ws, m) : r.message(ws as ServerWebSocket<WsData>, m),
+    close: (ws: AnyWs, code: number, reason: string) =>
+      isRun(ws) ? runWebsocket.close(ws) : r.close(ws as ServerWebSocket<WsData>, code, reason),
+  };
 }
 
 export async function startServer(o: ServeOptions = {}): Promise<RunningServer> {
@@ -129,6 +145,8 @@ async function serve(
     router,
     certs,
     other: (req, srv) => api.fetch(req, { server: srv }),
+    // `lj run` sessions share the listener with the router's WebSocket bridges.
+    websocket: websockets(router) as unknown as WebSocketHandler<WsData>,
     // Bun's own cap answers without a body or a log line: ours (the upload route's, the
     // router's) sit below it and say why.
     maxRequestBodySize: Math.max(o.maxUploadBytes ?? 256 * 1024 * 1024, maxBody) + 64 * 1024 * 1024,

@@ -68,8 +68,13 @@ export interface RunResult {
  * Runs a command without blocking the event loop (servers under test live in this process),
  * capturing exit code, stdout and stderr together. git never prompts.
  */
-export async function runCommand(argv: string[], env: Record<string, string> = {}): Promise<RunResult> {
+export async function runCommand(
+  argv: string[],
+  env: Record<string, string> = {},
+  cwd?: string,
+): Promise<RunResult> {
   const p = Bun.spawn(argv, {
+    cwd,
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, GIT_TERMINAL_PROMPT: "0", ...env },
   });
@@ -81,6 +86,9 @@ export async function runCommand(argv: string[], env: Record<string, string> = {
   return { code, stdout, stderr };
 }
 
-/** Runs `lj` as a user would. */
+/**
+ * Runs `lj` as a user would, outside any git checkout: in this repository's, `lj apps create`
+ * would add its `lj` remote to the repository.
+ */
 export const lj = (args: string[], env: Record<string, string> = {}) =>
-  runCommand([process.execPath, cliPath, ...args], env);
+  runCommand([process.execPath, cliPath, ...args], env, tmpdir());
