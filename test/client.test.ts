@@ -442,13 +442,17 @@ describe("the command line itself", () => {
 
 describe("jails and worlds from the command line", () => {
   rootTest("spawn -i auto without --egress: a connection outside is refused at once", async () => {
-    // The "outside" is a dummy interface of this host's: were the jail's packets not refused,
-    // they would vanish there, never leaving the machine (and the test would time out).
+    // The "outside" is a network namespace of this test's, routed from the host: were the
+    // jail's packets not refused, they would end there, never leaving the machine.
     const sh = (cmd: string) => Bun.spawnSync(["sh", "-c", cmd]).exitCode;
-    sh("ip link del ljclt0 2>/dev/null");
+    const teardown = "ip netns del ljclt 2>/dev/null; ip link del ljclt0 2>/dev/null; true";
+    sh(teardown);
     expect(
       sh(
-        "ip link add ljclt0 type dummy && ip link set ljclt0 up && ip route add 198.51.100.77/32 dev ljclt0",
+        "ip netns add ljclt && ip link add ljclt0 type veth peer name ljclt1 netns ljclt && " +
+          "ip addr add 198.51.100.1/30 dev ljclt0 && ip link set ljclt0 up && " +
+          "ip -n ljclt addr add 198.51.100.2/30 dev ljclt1 && ip -n ljclt link set ljclt1 up && " +
+          "ip route add 198.51.100.77/32 via 198.51.100.2",
       ),
     ).toBe(0);
     const started = performance.now();
@@ -466,8 +470,8 @@ describe("jails and worlds from the command line", () => {
       ],
       { ...process.env, LIGHTJAIL_ROOT: env.root } as Record<string, string>,
     );
-    sh("ip link del ljclt0");
-    expect(r.stderr).toContain("Network is unreachable");
+    sh(teardown);
+    expect(r.stderr).toContain("No route to host");
     expect(r.code).not.toBe(0);
     // A dropped SYN would wait out TCP's retries (over a minute).
     expect(performance.now() - started).toBeLessThan(30_000);

@@ -132,14 +132,14 @@ describe("isolation", () => {
   rootTest("the world stays read-only and unchanged; writes land in a throwaway upper", async () => {
     const before = readFileSync(join(env.world, "etc/hostname"), "utf8");
     const r = await sh(
-      "echo changed > /etc/hostname && cat /etc/hostname; touch /usr/lj-probe 2>&1; echo x > /newfile && echo wrote",
+      "echo changed > /etc/hostname && cat /etc/hostname; touch /usr/bin/lj-probe 2>&1; echo x > /newfile && echo wrote",
     );
     expect(r.stdout).toContain("changed");
     expect(r.stdout).toContain("wrote");
     expect(r.stdout + r.stderr).toContain("Read-only file system");
     expect(readFileSync(join(env.world, "etc/hostname"), "utf8")).toBe(before);
     expect(existsSync(join(env.world, "newfile"))).toBe(false);
-    expect(existsSync("/usr/lj-probe")).toBe(false);
+    expect(existsSync("/usr/bin/lj-probe")).toBe(false);
     const again = await sh("cat /newfile 2>&1; cat /etc/hostname");
     expect(again.stdout).toContain("No such file");
     expect(again.stdout).not.toContain("changed");

@@ -325,7 +325,9 @@ describe("plans", () => {
     expect(r.stdout).toContain("* language/node: package.json present  (builds the app)");
     expect(r.stdout).toContain("overlays:  language/node@1.0.0");
     expect(r.stdout).toContain("build:     /bin/sh -e /tmp/lj/plugin/build.sh  (net egress)");
-    expect(r.stdout).toContain("cache:     node_modules  (keyed by package-lock.json | npm-shrinkwrap.json)");
+    expect(r.stdout).toContain(
+      "cache:     node_modules  (keyed by package-lock.json | npm-shrinkwrap.json | yarn.lock | pnpm-lock.yaml)",
+    );
     expect(r.stdout).toContain("web: node server.js");
     expect(r.stdout).toContain("limits:    memory 512 MB, pids 256");
   });

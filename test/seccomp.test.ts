@@ -4,7 +4,9 @@
  * filter's and not the kernel's) and that ordinary programs still run under it.
  */
 import { afterAll, beforeAll, describe, expect } from "bun:test";
-import { readdirSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { runJail } from "../src/jail/spawn.ts";
 import { BUILD_CAPS, type JailSpec } from "../src/jail/spec.ts";
 import { type JailEnv, makeJailEnv } from "./helpers/jail-env.ts";
@@ -219,10 +221,15 @@ chmod 755 /tmp/p/DEBIAN/postinst
 dpkg-deb --build /tmp/p /tmp/ljx.deb >/dev/null
 apt-get install -y -q /tmp/ljx.deb >/dev/null 2>&1
 stat -c %U /opt/ljx/f; dpkg-query -W -f '\${Status}\\n' ljx`;
+      // As an overlay build runs it: over a host world the host's package database is a
+      // layered mount, written to the build's upper layer.
+      const upper = mkdtempSync(join(tmpdir(), "lj-seccomp-upper-"));
       const r = await jail(["/bin/sh", "-c", script], {
+        upper: join(upper, "u"),
         caps: BUILD_CAPS,
         env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", HOME: "/root" },
       });
+      rmSync(upper, { recursive: true, force: true });
       expect(r.stderr).toBe("");
       expect(r.stdout).toBe("ljsvc\ninstall ok installed\n");
     },

@@ -126,13 +126,17 @@ describe("host world", () => {
       expect(statSync(join(p, d)).isDirectory()).toBe(true);
     expect(readdirSync(join(p, "usr"))).toEqual([]);
     const mounts = await worldMounts("host");
-    expect(mounts).toContainEqual({ src: "/usr", dst: "/usr", readonly: true });
+    // The host's /usr directory by directory, layered (an overlay built over the world installs
+    // into itself), but /usr/local: a plain bind, since it may hold the state root.
+    expect(mounts).toContainEqual({ src: "/usr/bin", dst: "/usr/bin", readonly: true, layered: true });
+    expect(mounts).toContainEqual({ src: "/usr/local", dst: "/usr/local", readonly: true });
+    expect(mounts.some((m) => m.dst === "/usr")).toBe(false);
     // usrmerge links mirror the host's own relative targets; real directories become mounts.
     for (const d of ["bin", "sbin", "lib", "lib64"]) {
       const host = lstatSync(`/${d}`, { throwIfNoEntry: false });
       if (host?.isSymbolicLink()) expect(readlinkSync(join(p, d))).toBe(readlinkSync(`/${d}`));
       else if (host?.isDirectory())
-        expect(mounts).toContainEqual({ src: `/${d}`, dst: `/${d}`, readonly: true });
+        expect(mounts).toContainEqual({ src: `/${d}`, dst: `/${d}`, readonly: true, layered: true });
     }
     const meta = await readWorldMeta("host");
     expect(meta?.source).toBe("host");

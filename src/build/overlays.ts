@@ -5,10 +5,11 @@
  * recording the exact parents and input hashes, so identical inputs are a cache hit.
  */
 import { createHash } from "node:crypto";
-import { lstatSync, readdirSync, readFileSync } from "node:fs";
+import { lstatSync, readdirSync, readFileSync, rmdirSync } from "node:fs";
 import * as fsp from "node:fs/promises";
 import { dirname, join, relative } from "node:path";
 import { LjError } from "../errors.ts";
+import { getXattr } from "../jail/ffi.ts";
 import { BUILD_CAPS } from "../jail/spec.ts";
 import type { RuntimeBuild } from "../plugins/define.ts";
 import { type Discovery, discover, findPlugin, loadHooks, type PluginInfo } from "../plugins/registry.ts";
@@ -294,6 +295,10 @@ async function buildOne(
       overlayMarks: true,
     });
     reportSanitised(published, log);
+    pruneMountPoints(
+      join(tmp, "root"),
+      (await worldMounts(world)).map((m) => m.dst),
+    );
     const meta: OverlayMeta = {
       version: 1,
       id: inputsHash.slice(0, 16),
@@ -368,6 +373,27 @@ async function installArgv(m: PluginInfo["manifest"], tmp: string): Promise<stri
 
 /** Where an overlay build writes; `LJ_OVERLAY_DISK_MB` sets its size. */
 const OVERLAY_DISK_MB = Number(process.env.LJ_OVERLAY_DISK_MB) || 8192;
+
+/**
+ * The directories a build's mounts needed (a host world's /usr/bin, /var/lib/dpkg) stay in its
+ * output when it wrote nothing there: remove them, and their parents, while they are empty
+ * (and not opaque: an empty opaque directory hides what lies below).
+ */
+function pruneMountPoints(root: string, targets: string[]): void {
+  for (const t of targets) {
+    let rel = t.replace(/^\/+|\/+$/g, "");
+    while (rel !== "" && rel !== ".") {
+      const p = join(root, rel);
+      try {
+        if (readdirSync(p).length > 0 || getXattr(p, "trusted.overlay.opaque")?.toString() === "y") break;
+        rmdirSync(p);
+      } catch {
+        break;
+      }
+      rel = dirname(rel);
+    }
+  }
+}
 
 /** Top-level directories of a build's output that are the jail's mount points and scratch. */
 const SCRATCH = new Set(["tmp", "proc", "dev", "sys", "run"]);

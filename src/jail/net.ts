@@ -208,8 +208,8 @@ export function baseScript(cfg: NetConfig): string {
     r("jail_fwd", `fib daddr type local ${REJECT}`),
     r("jail_fwd", "ip saddr @egress_any accept"),
     r("jail_fwd", "ip saddr . oifname @egress_via accept"),
-    // Refused at once (connect fails with "Network is unreachable"), not left to time out.
-    r("jail_fwd", "reject with icmp type net-unreachable"),
+    // Refused at once (connect fails with "No route to host"), not left to time out.
+    r("jail_fwd", REJECT),
     r("to_jail", "ct state established,related accept"),
     r("to_jail", "drop"),
     // The subnet exists only on this machine: never let a packet for it out another way.

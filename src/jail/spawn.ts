@@ -3,7 +3,7 @@
  * at once; the jail's setup runs in its own process, and its end arrives through the status
  * pipe, read asynchronously, so one Bun process can keep hundreds of jails running.
  */
-import { chownSync, closeSync, mkdirSync, realpathSync, writeSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, mkdirSync, realpathSync, statSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import type { FileSink } from "bun";
 import { LjError } from "../errors.ts";
@@ -302,17 +302,33 @@ function resultOf(
 
 /** Creates the upper layer and its overlayfs work directory (a sibling), owned by the jail. */
 function prepareUpper(spec: JailSpec): string | undefined {
+  if (spec.userns) searchableRoot();
   if (!spec.upper) return undefined;
   const work = join(dirname(spec.upper), `.${basename(spec.upper)}.work`);
+  // A layered mount's overlay needs a work directory of its own beside the root's (the shim
+  // names it WORK-mINDEX, INDEX its place among the spec's mounts).
+  const works = [work, ...(spec.mounts ?? []).flatMap((m, i) => (m.layered ? [`${work}-m${i}`] : []))];
   mkdirSync(spec.upper, { recursive: true });
-  mkdirSync(work, { recursive: true });
+  for (const w of works) mkdirSync(w, { recursive: true });
   if (spec.userns) {
     // The namespace's root writes these: hand them to the uid it is on the host.
     const m = typeof spec.userns === "object" ? spec.userns : {};
     const uid = m.uidBase ?? 100000;
-    for (const d of [spec.upper, work]) chownSync(d, uid, m.gidBase ?? uid);
+    for (const d of [spec.upper, ...works]) chownSync(d, uid, m.gidBase ?? uid);
   }
   return work;
+}
+
+/**
+ * A user-namespaced jail's setup runs as an unprivileged host uid and mounts on run/stage:
+ * the state root and run/ must be searchable (not listable) by others.
+ */
+function searchableRoot(): void {
+  for (const d of [paths.root(), paths.run()]) {
+    mkdirSync(d, { recursive: true, mode: 0o711 });
+    const mode = statSync(d).mode & 0o7777;
+    if ((mode & 0o011) !== 0o011) chmodSync(d, mode | 0o011);
+  }
 }
 
 /** A jail made with the seccomp filter waits with it installed: its payload cannot drop it. */

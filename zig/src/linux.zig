@@ -1102,6 +1102,12 @@ fn layeredMount(c: *const Child, rootfd: i32, m: spec_mod.Mount, index: usize, t
         w.writeByte(':') catch c.die(.NAMETOOLONG, too_long, .{});
         lowers += 1;
     }
+    // Nothing to merge and nothing to write: the source as it is (an overlay needs two layers
+    // when it has no upper).
+    if (lowers == 0 and s.upper == null) {
+        if (tree) |t| return bindTree(c, rootfd, m, t);
+        return bindMount(c, rootfd, m);
+    }
     // The source, bottom: its idmapped copy attached at the stage, or itself.
     var src_path = Path{};
     const src: [:0]const u8 = if (tree) |t| blk: {
@@ -1130,10 +1136,6 @@ fn layeredMount(c: *const Child, rootfd: i32, m: spec_mod.Mount, index: usize, t
         escapeOpt(&w, u) catch c.die(.NAMETOOLONG, too_long, .{});
         w.writeAll(",workdir=") catch c.die(.NAMETOOLONG, too_long, .{});
         escapeOpt(&w, wd) catch c.die(.NAMETOOLONG, too_long, .{});
-    } else if (lowers == 0) {
-        // No layer has its own copy and nothing is written: the source as it is.
-        if (tree == null) return bindMount(c, rootfd, m);
-        flags |= linux.MS.RDONLY;
     } else flags |= linux.MS.RDONLY;
     if (s.flags.userns) w.writeAll(",userxattr") catch c.die(.NAMETOOLONG, too_long, .{});
     data_buf[w.end] = 0;
