@@ -19,7 +19,7 @@ import {
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
 import { paths } from "../store/paths.ts";
-import { ownerId, processStartTime } from "./cgroup.ts";
+import { ownerId, ownerLive } from "./cgroup.ts";
 
 /** Default jail subnet: private, and only ever routed to namespaces on this machine. */
 export const DEFAULT_SUBNET = "10.233.0.0/16";
@@ -184,7 +184,7 @@ export function readLease(file: string): Lease | null {
 /** True while the process named "<pid>.<start time>" lives. */
 export function ownerAlive(owner: string): boolean {
   const [pid, start] = owner.split(".");
-  return !!pid && processStartTime(Number(pid)) === start;
+  return ownerLive(Number(pid), start);
 }
 
 let tmpSeq = 0;

@@ -14,6 +14,7 @@ import { ServiceManager } from "../paas/services.ts";
 import { paths } from "../store/paths.ts";
 import { createApi } from "./api.ts";
 import { loadOrCreateToken } from "./auth.ts";
+import { acquireServeLock } from "./lock.ts";
 
 export interface ServeOptions extends PaasOptions {
   hostname?: string;
@@ -33,6 +34,8 @@ export interface ServeOptions extends PaasOptions {
 
 export interface RunningServer {
   url: string;
+  /** The address the server really listens on (`0.0.0.0` / `::` mean every address). */
+  listen: { hostname: string; port: number };
   port: number;
   token: string;
   tokenCreated: boolean;
@@ -46,6 +49,17 @@ export interface RunningServer {
 }
 
 export async function startServer(o: ServeOptions = {}): Promise<RunningServer> {
+  // One server per state root (src/server/lock.ts), taken before anything else starts.
+  const unlock = acquireServeLock();
+  try {
+    return await startLocked(o, unlock);
+  } catch (e) {
+    unlock();
+    throw e;
+  }
+}
+
+async function startLocked(o: ServeOptions, unlock: () => void): Promise<RunningServer> {
   // Checked before anything starts: a bad CIDR is a usage error, not a half-started server.
   const trustedProxies = o.trustedProxies ? new TrustedProxies(o.trustedProxies) : trustedProxiesFromConfig();
   const { token, created } = loadOrCreateToken();
@@ -91,6 +105,7 @@ export async function startServer(o: ServeOptions = {}): Promise<RunningServer> 
   await paas.recover();
   return {
     url: selfUrl,
+    listen: { hostname: server.hostname ?? o.hostname ?? "127.0.0.1", port: server.port! },
     port: server.port!,
     token,
     tokenCreated: created,
@@ -104,6 +119,7 @@ export async function startServer(o: ServeOptions = {}): Promise<RunningServer> 
       router.flush();
       await paas.close();
       await services.close();
+      unlock();
     },
   };
 }
