@@ -17,8 +17,11 @@ function collectPaasLeftovers(report: GcReport): void {
 }
 
 export const gcCommand = defineCommand({
-  meta: { name: "gc", description:
-      "Remove what dead owners left behind: jails' cgroups, mounts, leases; builds' temporaries; unused slugs", },
+  meta: {
+    name: "gc",
+    description:
+      "Remove what dead owners left behind: jails' cgroups, mounts, leases; builds' temporaries; unused slugs",
+  },
   args: { json: { type: "boolean", description: "print the report as JSON" } },
   async run({ args }) {
     const report = await gc();

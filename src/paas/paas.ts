@@ -15,8 +15,8 @@ import { forgetIdentity, identityEtc, identityOf } from "../store/identities.ts"
 import { paths } from "../store/paths.ts";
 import { type AppRow, type DeployRow, type Formation, PaasDb, type ReleaseRow } from "./db.ts";
 import { DeployRun } from "./deploy-run.ts";
-import { collectSlugLeftovers } from "./leftovers.ts";
 import { checkFormationChange, type FormationChange, LIMIT_FIELDS } from "./formation.ts";
+import { collectSlugLeftovers } from "./leftovers.ts";
 import { LogHub } from "./logs.ts";
 import { type InstanceInfo, PROCESS_DEFAULTS, ProcessSet, WEB_PORT } from "./supervisor.ts";
 
@@ -187,7 +187,6 @@ export class Paas {
       await set?.stop();
       this.db.deleteApp(name);
       this.logs.forget(name);
-      rmSync(join(paths.paasLogs(), `${name}.log`), { force: true });
       rmSync(join(paths.paasGit(), `${name}.git`), { recursive: true, force: true });
       rmSync(join(paths.slugs(), name), { recursive: true, force: true });
       rmSync(join(paths.appCache(), name), { recursive: true, force: true });
