@@ -100,11 +100,29 @@ export function rotate(file: string, keep: number): void {
   } catch {}
 }
 
-/** Appends `text`, rotating first when the file would pass the limit. */
+/**
+ * Appends `text`, rotating whenever the file is full: a batch larger than the room left is
+ * split at line ends, so no file passes `maxBytes` (a single longer line fills a file alone).
+ */
 export function appendRotating(file: string, text: string, r: LogRotation): void {
-  const size = sizeOf(file);
-  if (size > 0 && size + Buffer.byteLength(text) > r.maxBytes) rotate(file, r.keep);
-  appendFileSync(file, text, { mode: 0o600 });
+  let rest = Buffer.from(text);
+  let size = sizeOf(file);
+  while (rest.length > 0) {
+    const room = r.maxBytes - size;
+    let n = rest.length;
+    if (n > room) {
+      const cut = rest.lastIndexOf(10, room - 1);
+      n = cut >= 0 && room > 0 ? cut + 1 : size === 0 ? Math.min(rest.length, r.maxBytes) : 0;
+    }
+    if (n === 0) {
+      rotate(file, r.keep);
+      size = 0;
+      continue;
+    }
+    appendFileSync(file, rest.subarray(0, n), { mode: 0o600 });
+    size += n;
+    rest = rest.subarray(n);
+  }
 }
 
 /** The whole rotated set of a log: FILE and FILE.1 ... (for removal). */
