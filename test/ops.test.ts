@@ -468,6 +468,34 @@ describe("build leftovers and unused slugs", () => {
 });
 
 describe("confirmations", () => {
+  /** Runs the CLI on a terminal (script(1) gives it a pty) and types `answer` at its prompt. */
+  async function onTerminal(args: string[], answer: string, env: Record<string, string>) {
+    const cmd = [process.execPath, cliPath, ...args].map((a) => `'${a}'`).join(" ");
+    const p = Bun.spawn(["script", "-qec", cmd, "/dev/null"], {
+      env: { ...process.env, ...env },
+      stdin: Buffer.from(`${answer}\n`),
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    const [out, code] = await Promise.all([new Response(p.stdout).text(), p.exited]);
+    return { out, code };
+  }
+
+  rootTest("on a terminal the name is asked for, and a wrong answer destroys nothing", async () => {
+    const root = newRoot("prompt");
+    const env = { LIGHTJAIL_ROOT: root };
+    expect((await lj(["world", "create", "spare", "--from", "host"], env)).code).toBe(0);
+    const wrong = await onTerminal(["world", "rm", "spare"], "sparex", env);
+    expect(wrong.out).toContain("This destroys world spare");
+    expect(wrong.out).toContain("To proceed, type spare:");
+    expect(wrong.out).toContain("did not match");
+    expect(wrong.code).toBe(64);
+    expect(existsSync(join(root, "worlds", "spare"))).toBe(true);
+    const right = await onTerminal(["world", "rm", "spare"], "spare", env);
+    expect(right.code).toBe(0);
+    expect(existsSync(join(root, "worlds", "spare"))).toBe(false);
+  });
+
   rootTest(
     "destroying an app, a service or a world needs the name; a linked service and a used world are refused; a failed deploy's slug goes",
     async () => {
