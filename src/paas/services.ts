@@ -439,6 +439,7 @@ export class ServiceManager {
     this.running.delete(name);
     rmSync(this.dir(name), { recursive: true, force: true });
     rmSync(this.dataDir(name), { recursive: true, force: true });
+    this.paas.logs.forget(`service-${name}`);
     forgetIdentity("service", name);
   }
 
