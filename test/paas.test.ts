@@ -675,7 +675,7 @@ describe("running apps", () => {
       const failed = await cli(["deploy", appCopy("node-hello", { FAIL_BUILD: "" }), "--app", "cliapp"]);
       expect(failed.code).toBe(65);
       expect(failed.stderr).toContain("failed: the build script failed");
-      const gone = await cli(["apps", "destroy", "cliapp"]);
+      const gone = await cli(["apps", "destroy", "cliapp", "--confirm", "cliapp"]);
       expect(gone.code).toBe(0);
       expect((await textVia(s, "cliapp")).status).toBe(404);
       const again = await cli(["apps", "info", "cliapp"]);
@@ -794,7 +794,7 @@ describe("services", () => {
       expect(JSON.stringify(JSON.parse(info.stdout).service.credentials)).not.toContain("password");
       expect((await cli(["services", "unlink", "pg1", "dbapp"])).code).toBe(0);
       expect(JSON.parse((await textVia(s, "dbapp", "/env")).text).DATABASE_URL).toBeNull();
-      expect((await cli(["services", "destroy", "pg1"])).code).toBe(0);
+      expect((await cli(["services", "destroy", "pg1", "--confirm", "pg1"])).code).toBe(0);
       expect((await cli(["services", "list"])).stdout).toBe("no services\n");
       expect(existsSync(join(paths.paasServices(), "pg1"))).toBe(false);
       const bad = await cli(["services", "create", "mysql", "x"]);
@@ -825,7 +825,9 @@ describe("services: redis", () => {
       expect(anon.stdout + anon.stderr).not.toContain("durable");
       expect((await deployDir(s, "cacheapp", appCopy("node-hello"))).deploy?.status).toBe("succeeded");
       expect(await redis("get greeting")).toEqual({ code: 0, stdout: "durable\n", stderr: "" });
-      expect((await cli(["services", "destroy", "r1"])).code).toBe(0);
+      // Still linked to cacheapp: refused, unless --force.
+      expect((await cli(["services", "destroy", "r1", "--confirm", "r1"])).code).toBe(73);
+      expect((await cli(["services", "destroy", "r1", "--confirm", "r1", "--force"])).code).toBe(0);
     },
     120_000,
   );
@@ -895,7 +897,7 @@ describe("services: readiness", () => {
       expect(again.lastExit).toBe("killed: it failed its health check");
       rmSync(join(paths.serviceData(), "g1", "hold"));
       await until(async () => (await state("g1")).state === "up", 10_000, "up after the hold");
-      expect((await cli(["services", "destroy", "g1"])).code).toBe(0);
+      expect((await cli(["services", "destroy", "g1", "--confirm", "g1"])).code).toBe(0);
     },
     60_000,
   );

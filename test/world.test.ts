@@ -384,9 +384,11 @@ describe("lj world (CLI)", () => {
     expect(await cli(["list"])).toMatch(/^NAME\s+DEFAULT\s+SOURCE\s+CREATED\none\s+\*\s+tar:/);
     expect(await cli(["default"])).toBe("one\n");
     await cli(["default", "one"]);
-    const err = await ljError(cli(["rm", "one"]));
+    const unconfirmed = await ljError(cli(["rm", "one"]));
+    expect(unconfirmed.code).toBe("confirm-needed");
+    const err = await ljError(cli(["rm", "one", "--confirm", "one"]));
     expect(err.kind).toBe("conflict");
-    await cli(["rm", "one", "--force"]);
+    await cli(["rm", "one", "--force", "--confirm", "one"]);
     expect(await listWorlds()).toEqual([]);
     const bad = await ljError(cli(["create", "x/y", "--from", "host"]));
     expect(bad.exitCode).toBe(64);

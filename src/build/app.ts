@@ -9,6 +9,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } fr
 import * as fsp from "node:fs/promises";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
+import { ownerId } from "../jail/cgroup.ts";
 import { discover, findPlugin } from "../plugins/registry.ts";
 import { identityOf } from "../store/identities.ts";
 import { paths } from "../store/paths.ts";
@@ -61,7 +62,12 @@ export interface SlugMeta extends Slug {
   plan: AppPlan;
   cache: { hit: boolean; reason: string; lockfile: string | null };
   durationMs: number;
+  /** "<pid>.<start>" of the process that built it: its slug is not garbage while it runs. */
+  builder?: string;
 }
+
+/** `.tmp-<builder pid>.<builder start>-<slug id>`: the temporary name of a slug being built. */
+export const slugTempName = (id: string) => `.tmp-${ownerId()}-${id}`;
 
 /** A new slug's id: its time, and a few random bytes. */
 const slugId = () =>
@@ -101,8 +107,11 @@ export async function buildApp(dir: string, opts: BuildAppOptions): Promise<Slug
   const slugs = join(paths.slugs(), opts.app);
   await fsp.mkdir(slugs, { recursive: true, mode: 0o700 });
   const id = slugId();
-  const tmp = join(slugs, `.tmp-${id}`);
-  const logFile = join(slugs, `.tmp-${id}.log`);
+  // The builder's "<pid>.<start>" in every temporary name: a crash leaves them to a collector
+  // that can tell a dead builder's from a live one's (src/paas/leftovers.ts).
+  const tmp = join(slugs, slugTempName(id));
+  const logFile = `${tmp}.log`;
+  const jsonFile = `${tmp}.json`;
   const disk = createBuildDisk(`app-${opts.app}`, BUILD_LIMITS.diskMb * 1048576, who);
   const dlDisk = createBuildDisk(`dl-${opts.app}`, BUILD_LIMITS.cacheDiskMb * 1048576, who);
   try {
@@ -189,13 +198,14 @@ export async function buildApp(dir: string, opts: BuildAppOptions): Promise<Slug
       plan: { detected, world, overlays, build, processes, env: penv, limits },
       cache: { hit: decision.hit, reason: decision.reason, lockfile: decision.key.lockfile },
       durationMs: Math.round(performance.now() - started),
+      builder: ownerId(),
     };
-    await fsp.writeFile(join(slugs, `.tmp-${id}.json`), `${JSON.stringify(slug, null, 2)}\n`, {
+    await fsp.writeFile(jsonFile, `${JSON.stringify(slug, null, 2)}\n`, {
       mode: 0o600,
     });
     await fsp.rename(tmp, final);
     await fsp.rename(logFile, join(slugs, `${id}.log`));
-    await fsp.rename(join(slugs, `.tmp-${id}.json`), join(slugs, `${id}.json`));
+    await fsp.rename(jsonFile, join(slugs, `${id}.json`));
     log(
       `slug ${opts.app}/${id} ready (${(slug.sizeBytes / 1048576).toFixed(1)} MiB, ${(slug.durationMs / 1000).toFixed(1)}s)`,
     );
@@ -203,7 +213,7 @@ export async function buildApp(dir: string, opts: BuildAppOptions): Promise<Slug
   } catch (e) {
     await removeTree(tmp).catch(() => {});
     await fsp.rm(logFile, { force: true });
-    await fsp.rm(join(slugs, `.tmp-${id}.json`), { force: true });
+    await fsp.rm(jsonFile, { force: true });
     throw e;
   } finally {
     disk.dispose();

@@ -22,6 +22,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
+import { processState } from "../jail/cgroup.ts";
 import { paths } from "../store/paths.ts";
 
 export interface BuildDisk {
@@ -140,13 +141,10 @@ function isMounted(p: string): boolean {
   return text.split("\n").some((l) => l.split(" ")[4] === p);
 }
 
+/** A builder that exited is dead even while its parent has not reaped it (a zombie). */
 const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
+  const state = processState(pid);
+  return state !== null && state !== "Z" && state !== "X";
 };
 
 /** Takes back the disks of builders that died mid-build (a crash, a kill -9). */

@@ -1,6 +1,7 @@
 import { defineCommand } from "citty";
 import { usageError } from "../errors.ts";
 import { appAndRest, client, clientArgs, out, printJson, table } from "./client.ts";
+import { confirmArg, confirmName } from "./confirm.ts";
 import { selfCommand } from "./login.ts";
 import { inGitCheckout } from "./servers.ts";
 
@@ -97,8 +98,9 @@ const info = defineCommand({
 
 const destroy = defineCommand({
   meta: { name: "destroy", description: "Destroy an app: processes, releases, config, repository" },
-  args: { ...clientArgs, name },
+  args: { ...clientArgs, name, ...confirmArg },
   async run({ args }) {
+    await confirmName("app", args.name, args.confirm, "its processes, releases, config, logs and repository");
     const r = await client(args).json("DELETE", `/api/v1/apps/${args.name}`);
     if (args.json) return printJson(r);
     out(`destroyed ${args.name}`);

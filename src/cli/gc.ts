@@ -1,12 +1,31 @@
+import { existsSync } from "node:fs";
 import { defineCommand } from "citty";
 import { LjError } from "../errors.ts";
-import { gc } from "../jail/gc.ts";
+import { type GcReport, gc } from "../jail/gc.ts";
+import { PaasDb } from "../paas/db.ts";
+import { collectSlugLeftovers } from "../paas/leftovers.ts";
+import { paths } from "../store/paths.ts";
+
+/** Build temporaries of dead builders and unused slugs (src/paas/leftovers.ts). */
+function collectPaasLeftovers(report: GcReport): void {
+  const db = existsSync(paths.paasDb()) ? new PaasDb(paths.paasDb()) : null;
+  try {
+    collectSlugLeftovers(report, db);
+  } finally {
+    db?.close();
+  }
+}
 
 export const gcCommand = defineCommand({
-  meta: { name: "gc", description: "Remove what jails of dead owners left behind (cgroups, mounts)" },
+  meta: {
+    name: "gc",
+    description:
+      "Remove what dead owners left behind: jails' cgroups, mounts, leases; builds' temporaries; unused slugs",
+  },
   args: { json: { type: "boolean", description: "print the report as JSON" } },
   async run({ args }) {
     const report = await gc();
+    collectPaasLeftovers(report);
     if (args.json) {
       process.stdout.write(`${JSON.stringify(report)}\n`);
     } else {

@@ -2,6 +2,8 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { defineCommand } from "citty";
 import { LjError } from "../errors.ts";
 import { splitList } from "../paas/forwarding.ts";
+import { defaultServiceFile, installService, serviceArgv } from "../server/install.ts";
+import { paths } from "../store/paths.ts";
 import { DEFAULT_PORT, serverRecordFile } from "./client.ts";
 
 export const serveCommand = defineCommand({
@@ -46,11 +48,18 @@ export const serveCommand = defineCommand({
       description: "PEM file of a CA to trust for the ACME server (a private CA)",
     },
     json: { type: "boolean", description: "print the listening address as JSON" },
+    install: {
+      type: "boolean",
+      description:
+        "write a system service running this command (systemd unit; rc.d script on FreeBSD) instead of serving",
+    },
+    "service-file": { type: "string", description: "where --install writes (default: the system's place)" },
   },
   async run({ args, rawArgs }) {
     const port = Number(args.port);
     if (!Number.isInteger(port) || port < 0 || port > 65535)
       throw new LjError("usage", "bad-port", `invalid port ${args.port}`);
+    if (args.install) return install(rawArgs, args["service-file"]);
     const edge = edgeArgs(args);
     const { startServer } = await import("../server/serve.ts");
     const s = await startServer({
@@ -66,12 +75,15 @@ export const serveCommand = defineCommand({
     writeFileSync(serverRecordFile(), JSON.stringify({ url: s.url, pid: process.pid, domain: s.domain }), {
       mode: 0o600,
     });
+    const warning = plainHttpWarning(s.listen.hostname, s.url);
+    if (warning) process.stderr.write(`warning: ${warning}\n`);
     if (args.json) {
       process.stdout.write(
-        `${JSON.stringify({ url: s.url, port: s.port, domain: s.domain, ...(s.tokenCreated ? { token: s.token } : {}) })}\n`,
+        `${JSON.stringify({ url: s.url, port: s.port, domain: s.domain, listen: s.listen, ...(s.tokenCreated ? { token: s.token } : {}) })}\n`,
       );
     } else {
-      process.stdout.write(`lightjail server listening on ${s.url}\n`);
+      process.stdout.write(`lightjail server listening on ${listenLabel(s.listen)}\n`);
+      if (s.url !== `http://${hostPort(s.listen)}`) process.stdout.write(`local clients use ${s.url}\n`);
       process.stdout.write(`apps answer at http://APP.${s.domain}:${s.port}/\n`);
       if (edge.acme)
         process.stdout.write(
@@ -145,6 +157,36 @@ export function edgeArgs(args: Record<string, unknown>): {
     httpsPort,
     acme: acmeOn ? { email, directory, ca } : undefined,
   };
+}
+
+const hostPort = (l: { hostname: string; port: number }) =>
+  `${l.hostname.includes(":") ? `[${l.hostname}]` : l.hostname}:${l.port}`;
+
+/** The socket's real address; the wildcard addresses say what they mean. */
+export function listenLabel(l: { hostname: string; port: number }): string {
+  const all =
+    l.hostname === "0.0.0.0" ? " (every IPv4 address)" : l.hostname === "::" ? " (every address)" : "";
+  return `http://${hostPort(l)}${all}`;
+}
+
+const isLoopback = (h: string) =>
+  h === "localhost" || h === "::1" || /^127\./.test(h) || /^::ffff:127\./i.test(h);
+
+/**
+ * Clients send the API token with every request: over plain HTTP on anything but loopback,
+ * anyone on the path reads it (and then owns every app). Null when there is nothing to say.
+ */
+export function plainHttpWarning(listenHost: string, url: string): string | null {
+  if (isLoopback(listenHost) || !url.startsWith("http:")) return null;
+  return `lj serve listens on ${listenHost} over plain HTTP: the API token would travel unencrypted to clients on other machines; put HTTPS in front (a proxy that terminates TLS) or listen on 127.0.0.1 and reach it over SSH`;
+}
+
+function install(rawArgs: string[], file: string | undefined): void {
+  const o = { argv: serviceArgv(rawArgs), root: paths.root() };
+  const target = file ?? defaultServiceFile();
+  const next = installService(o, target);
+  process.stdout.write(`wrote ${target}\n`);
+  process.stdout.write(`enable it with:\n${next.map((c) => `  ${c}\n`).join("")}`);
 }
 
 /**

@@ -1,5 +1,6 @@
 import { defineCommand } from "citty";
 import { client, clientArgs, out, printJson, table } from "./client.ts";
+import { confirmArg, confirmName } from "./confirm.ts";
 
 interface Service {
   name: string;
@@ -83,10 +84,20 @@ const unlink = defineCommand({
 });
 
 const destroy = defineCommand({
-  meta: { name: "destroy", description: "Destroy a service and its data" },
-  args: { ...clientArgs, name },
+  meta: {
+    name: "destroy",
+    description: "Destroy a service and its data (refused while linked, unless --force)",
+  },
+  args: {
+    ...clientArgs,
+    name,
+    ...confirmArg,
+    force: { type: "boolean", description: "unlink it from its apps first (they restart without it)" },
+  },
   async run({ args }) {
-    const r = await client(args).json("DELETE", `/api/v1/services/${args.name}`);
+    await confirmName("service", args.name, args.confirm, "its data, and its links to apps");
+    const q = args.force ? "?force=1" : "";
+    const r = await client(args).json("DELETE", `/api/v1/services/${args.name}${q}`);
     if (args.json) return printJson(r);
     out(`destroyed ${args.name}`);
   },

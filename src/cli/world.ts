@@ -1,5 +1,6 @@
 import { defineCommand } from "citty";
 import { createConsola } from "consola";
+import { assertWorldUnused } from "../store/world-users.ts";
 import {
   createWorld,
   defaultWorld,
@@ -7,7 +8,9 @@ import {
   removeWorld,
   setDefaultWorld,
   type WorldInfo,
+  worldPath,
 } from "../store/worlds.ts";
+import { confirmArg, confirmName } from "./confirm.ts";
 
 /**
  * `lj world ...`: worlds are base systems. Data goes to stdout (tables, JSON, names); progress
@@ -107,8 +110,13 @@ const rm = defineCommand({
   args: {
     name: { type: "positional", required: true, description: "World name" },
     force: { type: "boolean", description: "Remove it even if it is the default world" },
+    ...confirmArg,
   },
   async run({ args }) {
+    // Refusals first (in use, the default), so nobody confirms what cannot be done.
+    worldPath(args.name);
+    assertWorldUnused(args.name);
+    await confirmName("world", args.name, args.confirm, "its files, for every jail that would start from it");
     await removeWorld(args.name, { force: args.force });
     log.success(`removed world ${args.name}`);
   },

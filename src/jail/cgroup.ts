@@ -151,6 +151,31 @@ export function processStartTime(
   }
 }
 
+/**
+ * The state letter of a process (R, S, D, Z, ...), or null when there is none. An exited
+ * process its parent has not reaped yet is a zombie: its pid and start time still match, but
+ * it owns nothing any more (a `kill -9`ed server under a parent that has not waited for it).
+ */
+export function processState(pid: number): string | null {
+  if (process.platform === "freebsd") {
+    const r = Bun.spawnSync(["ps", "-o", "stat=", "-p", String(pid)]);
+    return r.exitCode === 0 ? r.stdout.toString().trim().charAt(0) || null : null;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.charAt(stat.lastIndexOf(")") + 2) || null;
+  } catch {
+    return null;
+  }
+}
+
+/** True while the owner "<pid>.<start time>" runs: same start time, and not a zombie. */
+export function ownerLive(pid: number, start: string | undefined): boolean {
+  if (!(pid > 0) || !start || processStartTime(pid) !== start) return false;
+  const state = processState(pid);
+  return state !== null && state !== "Z" && state !== "X";
+}
+
 export function newJailId(): string {
   seq += 1;
   return `${ownerId()}.${seq}`;
@@ -640,7 +665,7 @@ export function findLeftoverCgroups(): CgroupLeftover[] {
       const m = /^(\d+)\.(\d+)\.\d+$/.exec(name);
       if (!m) continue;
       const [, pid, start] = m;
-      if (processStartTime(Number(pid)) === start) continue; // owner alive
+      if (ownerLive(Number(pid), start)) continue;
       const dir = join(base, name);
       let pids: number[] = [];
       try {

@@ -7,7 +7,7 @@
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { paths } from "../store/paths.ts";
-import { findLeftoverCgroups, processStartTime, reclaimCgroup } from "./cgroup.ts";
+import { findLeftoverCgroups, ownerLive, reclaimCgroup } from "./cgroup.ts";
 import { shimCleanup, shimUnmount } from "./ffi.ts";
 import { collectNetLeftovers } from "./net.ts";
 import { freebsdJailName } from "./spec.ts";
@@ -43,7 +43,7 @@ function mountPoints(): string[] {
 /** True when a jail id ("<owner pid>.<owner start>.<n>") names an owner that is still alive. */
 function ownerAlive(id: string): boolean {
   const m = /^(\d+)\.(\d+)\.\d+$/.exec(id);
-  return !!m && processStartTime(Number(m[1])) === m[2];
+  return !!m && ownerLive(Number(m[1]), m[2]);
 }
 
 /**

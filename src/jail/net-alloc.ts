@@ -22,7 +22,7 @@ import {
 import { join, resolve } from "node:path";
 import { LjError } from "../errors.ts";
 import { ljRoot, paths } from "../store/paths.ts";
-import { ownerId, processStartTime } from "./cgroup.ts";
+import { ownerId, ownerLive } from "./cgroup.ts";
 
 /** Default jail subnet: private, and only ever routed to namespaces on this machine. */
 export const DEFAULT_SUBNET = "10.233.0.0/16";
@@ -275,7 +275,7 @@ export function readLease(file: string): Lease | null {
 /** True while the process named "<pid>.<start time>" lives. */
 export function ownerAlive(owner: string): boolean {
   const [pid, start] = owner.split(".");
-  return !!pid && processStartTime(Number(pid)) === start;
+  return ownerLive(Number(pid), start);
 }
 
 let tmpSeq = 0;

@@ -4,7 +4,7 @@
  * the running state follow it, so a restarted server rebuilds everything from here.
  */
 import { Database } from "bun:sqlite";
-import { mkdirSync } from "node:fs";
+import { chmodSync, closeSync, mkdirSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Slug } from "../build/types.ts";
 import { LjError } from "../errors.ts";
@@ -48,6 +48,8 @@ export interface DeployRow {
   error: string | null;
   createdAt: string;
   finishedAt: string | null;
+  /** The slug the deploy built (null before its build finished). */
+  slug: string | null;
 }
 
 export interface DomainRow {
@@ -116,6 +118,49 @@ CREATE TABLE IF NOT EXISTS domains (
 );
 `;
 
+/**
+ * Schema changes since the first schema (SCHEMA above, user_version 0 or 1), in order: entry i
+ * takes the database to version i + 2. Each runs once, in a transaction, at the server's start;
+ * a database from a newer lightjail is refused rather than misread.
+ */
+const MIGRATIONS: string[] = [
+  // 2: the slug each deploy built (a failed deploy's slug is collected by that id), and the
+  // per-app deploy list without a table scan.
+  `ALTER TABLE deploys ADD COLUMN slug TEXT;
+   CREATE INDEX IF NOT EXISTS deploys_by_app ON deploys(app, id);`,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length + 1;
+
+/** Runs the migrations a database lacks; returns the version it had. */
+export function migrate(db: Database, file: string): number {
+  const had = (db.query("PRAGMA user_version").get() as { user_version: number }).user_version;
+  if (had > SCHEMA_VERSION) {
+    throw new LjError(
+      "config",
+      "db-too-new",
+      `${file} has schema version ${had}; this lj knows versions up to ${SCHEMA_VERSION}`,
+      { hint: "run the lightjail release that wrote it (or a newer one)" },
+    );
+  }
+  for (let v = Math.max(had, 1); v < SCHEMA_VERSION; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v - 1]!);
+      db.exec(`PRAGMA user_version = ${v + 1}`);
+    })();
+  }
+  return had;
+}
+
+/** The database and its WAL files are root's alone: they hold config values and credentials. */
+function restrict(file: string): void {
+  for (const f of [file, `${file}-wal`, `${file}-shm`]) {
+    try {
+      chmodSync(f, 0o600);
+    } catch {}
+  }
+}
+
 const now = () => new Date().toISOString();
 
 type Raw = Record<string, unknown>;
@@ -152,6 +197,7 @@ function deployRow(r: Raw): DeployRow {
     error: (r.error as string | null) ?? null,
     createdAt: r.created_at as string,
     finishedAt: (r.finished_at as string | null) ?? null,
+    slug: (r.slug as string | null) ?? null,
   };
 }
 
@@ -160,9 +206,18 @@ export class PaasDb {
 
   constructor(file: string) {
     mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    // Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files the same mode.
+    closeSync(openSync(file, "a", 0o600));
+    restrict(file);
     this.db = new Database(file, { create: true, strict: true });
     this.db.exec("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;");
     this.db.exec(SCHEMA);
+    migrate(this.db, file);
+    restrict(file);
+  }
+
+  schemaVersion(): number {
+    return (this.db.query("PRAGMA user_version").get() as { user_version: number }).user_version;
   }
 
   close(): void {
@@ -285,6 +340,10 @@ export class PaasDb {
     this.db
       .query("UPDATE deploys SET status = ?, release = ?, error = ?, finished_at = ? WHERE id = ?")
       .run(status, release, error, now(), id);
+  }
+
+  setDeploySlug(id: number, slug: string): void {
+    this.db.query("UPDATE deploys SET slug = ? WHERE id = ?").run(slug, id);
   }
 
   deploy(id: number): DeployRow {

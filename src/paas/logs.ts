@@ -1,9 +1,11 @@
 /**
  * App logs: every line an app's processes (and the router, and the platform) write, kept in a
- * ring per app for `lj logs`, appended to a file per app, and pushed to live followers.
+ * ring per app for `lj logs`, appended to a file per app (rotated by size: src/paas/rotate.ts),
+ * and pushed to live followers.
  */
-import { appendFileSync, mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { appendRotating, type LogRotation, logRotation, readTail, rotatedFiles } from "./rotate.ts";
 
 export interface LogLine {
   time: string;
@@ -25,7 +27,10 @@ export class LogHub {
   private pending = new Map<string, string[]>();
   private flushTimer: ReturnType<typeof setTimeout> | null = null;
 
-  constructor(private readonly dir: string) {
+  constructor(
+    private readonly dir: string,
+    readonly rotation: LogRotation = logRotation(),
+  ) {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
   }
 
@@ -57,7 +62,7 @@ export class LogHub {
     this.flushTimer = null;
     for (const [app, lines] of this.pending) {
       try {
-        appendFileSync(this.file(app), lines.join(""), { mode: 0o600 });
+        appendRotating(this.file(app), lines.join(""), this.rotation);
       } catch {
         // A full disk must not take the app down; the ring still has the lines.
       }
@@ -67,22 +72,12 @@ export class LogHub {
 
   /** Earlier runs' lines come back from the file, so logs survive a server restart. */
   private loadTail(app: string): LogLine[] {
-    let text: string;
-    try {
-      text = readFileSync(this.file(app), "utf8");
-    } catch {
-      return [];
-    }
-    return text
-      .split("\n")
-      .filter(Boolean)
-      .slice(-RING)
-      .map((s) => {
-        const sp = s.indexOf(" ");
-        const rest = s.slice(sp + 1);
-        const colon = rest.indexOf(": ");
-        return { time: s.slice(0, sp), source: rest.slice(0, colon), line: rest.slice(colon + 2) };
-      });
+    return readTail(this.file(app), RING).map((s) => {
+      const sp = s.indexOf(" ");
+      const rest = s.slice(sp + 1);
+      const colon = rest.indexOf(": ");
+      return { time: s.slice(0, sp), source: rest.slice(0, colon), line: rest.slice(colon + 2) };
+    });
   }
 
   tail(app: string, n: number): LogLine[] {
@@ -104,8 +99,11 @@ export class LogHub {
     return () => set.delete(fn);
   }
 
+  /** Drops the app's ring and its log files (the app is gone). */
   forget(app: string): void {
     this.rings.delete(app);
+    this.pending.delete(app);
+    for (const f of rotatedFiles(this.file(app), this.rotation.keep)) rmSync(f, { force: true });
   }
 }
 

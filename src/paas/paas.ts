@@ -8,7 +8,7 @@ import { chmodSync, existsSync, mkdirSync, rmSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import type { BuildLog, Slug } from "../build/types.ts";
 import { LjError } from "../errors.ts";
-import { gc } from "../jail/gc.ts";
+import { type GcReport, gc } from "../jail/gc.ts";
 import { type JailPty, startOnTerminal, type WindowSize } from "../jail/pty.ts";
 import { type Jail, spawnJail } from "../jail/spawn.ts";
 import type { JailSpec } from "../jail/spec.ts";
@@ -17,6 +17,7 @@ import { paths } from "../store/paths.ts";
 import { type AppRow, type DeployRow, type Formation, PaasDb, type ReleaseRow } from "./db.ts";
 import { DeployRun } from "./deploy-run.ts";
 import { checkFormationChange, type FormationChange, LIMIT_FIELDS } from "./formation.ts";
+import { collectSlugLeftovers } from "./leftovers.ts";
 import { LogHub, pumpLines } from "./logs.ts";
 import { type InstanceInfo, PROCESS_DEFAULTS, ProcessSet, WEB_PORT } from "./supervisor.ts";
 
@@ -123,9 +124,13 @@ export class Paas {
    */
   async prepare(): Promise<void> {
     await gc().catch(() => {});
+    // Deploys the dead server left running are failed first: their slugs are then unused.
+    this.db.failInterruptedDeploys();
+    const report: GcReport = { removed: [], errors: [] };
+    collectSlugLeftovers(report, this.db);
+    for (const e of report.errors) console.error(`lj serve: could not remove ${e.what}: ${e.error}`);
     rmSync(paths.paasIncoming(), { recursive: true, force: true });
     mkdirSync(paths.paasIncoming(), { recursive: true, mode: 0o700 });
-    this.db.failInterruptedDeploys();
   }
 
   /** Starts every app's current release (after `prepare`, and after services are up). */
@@ -187,7 +192,6 @@ export class Paas {
       await set?.stop();
       this.db.deleteApp(name);
       this.logs.forget(name);
-      rmSync(join(paths.paasLogs(), `${name}.log`), { force: true });
       rmSync(join(paths.paasGit(), `${name}.git`), { recursive: true, force: true });
       rmSync(join(paths.slugs(), name), { recursive: true, force: true });
       rmSync(join(paths.appCache(), name), { recursive: true, force: true });
@@ -260,12 +264,19 @@ export class Paas {
       const t0 = performance.now();
       const slug = await build(dir, { app: run.app, log: run.log });
       run.log(`-----> Built slug ${slug.id} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      this.db.setDeploySlug(run.id, slug.id);
       const types = Object.keys(slug.processes);
       run.log(`-----> Process types: ${types.length ? types.join(", ") : "(none)"}`);
       const config = this.db.app(run.app).config;
-      return await this.roll(run.app, slug, config, `deploy ${run.id} (${source})`, run.log, {
-        releasePhase: true,
-      });
+      try {
+        return await this.roll(run.app, slug, config, `deploy ${run.id} (${source})`, run.log, {
+          releasePhase: true,
+        });
+      } catch (e) {
+        // No release uses a failed deploy's slug: it goes now, not at the next start.
+        if (!this.db.releases(run.app).some((r) => r.slug.path === slug.path)) removeSlug(run.app, slug);
+        throw e;
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -5,10 +5,11 @@
  * forwarding headers (X-Forwarded-*, X-Real-IP, Forwarded) are the router's own, from the TCP
  * peer; a client's are dropped unless the peer is a trusted proxy (see forwarding.ts).
  */
-import { appendFileSync, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Server, ServerWebSocket } from "bun";
 import { FORWARDING_HEADERS, forwardingHeaders, TrustedProxies } from "./forwarding.ts";
+import { appendRotating, type LogRotation, logRotation } from "./rotate.ts";
 
 export interface Target {
   address: string;
@@ -19,8 +20,9 @@ export interface RouterOptions {
   domain: string;
   /** Web targets of an app; null when there is no such app. */
   targets(app: string): Target[] | null;
-  /** Access log file (appended in batches). */
+  /** Access log file (appended in batches, rotated by size: src/paas/rotate.ts). */
   accessLog?: string;
+  accessLogRotation?: LogRotation;
   /** The app's own log: router errors (5xx) always, every request with appLogAll. */
   appLog?(app: string, line: string): void;
   appLogAll?: boolean;
@@ -88,11 +90,13 @@ export class Router {
   private flushTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly suffix: string;
   private readonly trusted: TrustedProxies;
+  private readonly rotation: LogRotation;
 
   constructor(private readonly opts: RouterOptions) {
     this.suffix = `.${opts.domain.toLowerCase()}`;
     this.trusted = opts.trustedProxies ?? new TrustedProxies([]);
     if (opts.accessLog) mkdirSync(dirname(opts.accessLog), { recursive: true });
+    this.rotation = opts.accessLogRotation ?? logRotation();
   }
 
   /** The app a Host header names, or null when the request is not for the router. */
@@ -323,7 +327,7 @@ export class Router {
     this.flushTimer = null;
     if (!this.opts.accessLog || this.accessBuf.length === 0) return;
     try {
-      appendFileSync(this.opts.accessLog, this.accessBuf.join(""), { mode: 0o600 });
+      appendRotating(this.opts.accessLog, this.accessBuf.join(""), this.rotation);
     } catch {}
     this.accessBuf = [];
   }

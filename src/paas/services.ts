@@ -404,6 +404,7 @@ export class ServiceManager {
     this.paas.db.service(name);
     this.paas.db.app(app);
     this.paas.db.link(name, app);
+    this.paas.logs.write(app, "lj", `service ${name} linked`);
     await this.paas.restart(app);
     return this.info(name);
   }
@@ -411,18 +412,34 @@ export class ServiceManager {
   async unlink(name: string, app: string): Promise<ServiceInfo> {
     this.paas.db.service(name);
     this.paas.db.unlink(name, app);
+    this.paas.logs.write(app, "lj", `service ${name} unlinked`);
     await this.paas.restart(app);
     return this.info(name);
   }
 
-  async destroy(name: string): Promise<void> {
+  /** Destroys a service and its data; refused while apps are linked to it, unless `force`. */
+  async destroy(name: string, opts: { force?: boolean } = {}): Promise<void> {
     const row = this.paas.db.service(name);
+    if (row.links.length > 0 && !opts.force) {
+      throw new LjError(
+        "conflict",
+        "service-linked",
+        `service ${name} is linked to ${row.links.join(", ")}`,
+        {
+          hint: `unlink it first (\`lj services unlink ${name} APP\`), or pass --force to unlink and destroy`,
+        },
+      );
+    }
     this.paas.db.deleteService(name);
-    for (const app of row.links) await this.paas.restart(app).catch(() => {});
+    for (const app of row.links) {
+      this.paas.logs.write(app, "lj", `service ${name} unlinked: the service was destroyed`);
+      await this.paas.restart(app).catch(() => {});
+    }
     await this.running.get(name)?.stop();
     this.running.delete(name);
     rmSync(this.dir(name), { recursive: true, force: true });
     rmSync(this.dataDir(name), { recursive: true, force: true });
+    this.paas.logs.forget(`service-${name}`);
     forgetIdentity("service", name);
   }
 

@@ -415,7 +415,7 @@ export function createApi(o: ApiOptions): Hono<Env> {
   });
   app.get("/api/v1/services/:name", (c) => c.json({ service: services().info(c.req.param("name")) }));
   app.delete("/api/v1/services/:name", async (c) => {
-    await services().destroy(c.req.param("name"));
+    await services().destroy(c.req.param("name"), { force: c.req.query("force") === "1" });
     return c.json({ deleted: c.req.param("name") });
   });
   app.post("/api/v1/services/:name/links", async (c) => {

@@ -18,6 +18,7 @@ import { ServiceManager } from "../paas/services.ts";
 import { paths } from "../store/paths.ts";
 import { createApi } from "./api.ts";
 import { loadOrCreateToken } from "./auth.ts";
+import { acquireServeLock } from "./lock.ts";
 import { type RunWsData, runWebsocket } from "./run-socket.ts";
 
 export interface ServeOptions extends PaasOptions {
@@ -46,6 +47,8 @@ export interface ServeOptions extends PaasOptions {
 
 export interface RunningServer {
   url: string;
+  /** The address the server really listens on (`0.0.0.0` / `::` mean every address). */
+  listen: { hostname: string; port: number };
   port: number;
   token: string;
   tokenCreated: boolean;
@@ -78,12 +81,23 @@ function websockets(router: Router) {
 }
 
 export async function startServer(o: ServeOptions = {}): Promise<RunningServer> {
+  // One server per state root (src/server/lock.ts), taken before anything else starts.
+  const unlock = acquireServeLock();
+  try {
+    return await startLocked(o, unlock);
+  } catch (e) {
+    unlock();
+    throw e;
+  }
+}
+
+async function startLocked(o: ServeOptions, unlock: () => void): Promise<RunningServer> {
   // Checked before anything starts: a bad CIDR is a usage error, not a half-started server.
   const trustedProxies = o.trustedProxies ? new TrustedProxies(o.trustedProxies) : trustedProxiesFromConfig();
   // Apps get private addresses: a live root whose jail subnet overlaps ours refuses us here.
   const unholdNet = process.platform === "linux" ? holdSubnet(netConfig()) : () => {};
   try {
-    return await serve(o, unholdNet, trustedProxies);
+    return await serve(o, unholdNet, trustedProxies, unlock);
   } catch (e) {
     unholdNet();
     throw e;
@@ -94,6 +108,7 @@ async function serve(
   o: ServeOptions,
   unholdNet: () => void,
   trustedProxies: TrustedProxies,
+  unlock: () => void,
 ): Promise<RunningServer> {
   const { token, created } = loadOrCreateToken();
   const domain = o.domain ?? "localhost";
@@ -161,6 +176,7 @@ async function serve(
   const running = edge;
   return {
     url: selfUrl,
+    listen: { hostname: server.hostname ?? o.hostname ?? "127.0.0.1", port: server.port! },
     port: server.port!,
     token,
     tokenCreated: created,
@@ -179,6 +195,7 @@ async function serve(
       await paas.close();
       await services.close();
       unholdNet();
+      unlock();
     },
   };
 }

@@ -6,6 +6,7 @@ import { basename, join } from "node:path";
 import { createInterface } from "node:readline";
 import { LjError, usageError } from "../errors.ts";
 import { paths } from "./paths.ts";
+import { assertWorldUnused } from "./world-users.ts";
 
 // The archive code (tar-stream, zlib) is loaded only when a world is created or removed: a
 // spawn that merely looks a world up stays cheap to start.
@@ -308,6 +309,7 @@ export async function removeWorld(name: string, opts: { force?: boolean } = {}):
       hint: "set another default with `lj world default NAME`, or pass --force to remove it anyway",
     });
   }
+  assertWorldUnused(name);
   assertNotMounted(p);
   const doomed = await fsp.mkdtemp(join(paths.worlds(), `.rm-${name}-`));
   await fsp.rename(p, join(doomed, "w"));
