@@ -70,8 +70,9 @@ install_zig() {
 if [ "$(id -u)" = 0 ]; then
   # The host world shares the host's /usr: tests run sample apps with python3, perl and node, and
   # PaaS services with the host's postgres and redis binaries.
+  # e2fsprogs: build disks are ext4 images (mkfs.ext4), loop-mounted by util-linux's mount.
   need_root_pkgs ca-certificates git iproute2 nftables bubblewrap debootstrap xz-utils util-linux procps \
-    python3 perl nodejs postgresql redis-server
+    e2fsprogs python3 perl nodejs postgresql redis-server
   # The edge's tests and bench/edge.ts: wrk for load, nginx as the yardstick, openssl to read certificates.
   need_root_pkgs wrk nginx openssl
 fi
