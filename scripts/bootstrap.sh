@@ -66,6 +66,12 @@ if [ "$(id -u)" = 0 ]; then
   # PaaS services with the host's postgres and redis binaries.
   need_root_pkgs ca-certificates git iproute2 nftables bubblewrap debootstrap xz-utils util-linux procps \
     python3 perl nodejs postgresql redis-server
+  # The pure cgroup v2 guest that scripts/test.sh runs the jail tests in, on a host with v1
+  # hierarchies: QEMU and a Debian kernel (scripts/cgroup2-guest.sh). Debian x86_64 only.
+  if [ "${LJ_GUEST:-}" != 0 ] && [ "$(uname -sm)" = "Linux x86_64" ] && grep -q ' - cgroup ' /proc/self/mountinfo &&
+    grep -qx 'ID=debian' /etc/os-release 2>/dev/null; then
+    need_root_pkgs qemu-system-x86 linux-image-amd64
+  fi
 fi
 install_bun
 install_zig

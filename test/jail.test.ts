@@ -702,8 +702,12 @@ describe("user namespaces", () => {
     const limited = spawnJail({ ...env.base, argv: ["sleep", "30"], userns: true, limits: { pids: 32 } });
     // /proc/PID/cgroup: "N:pids:/lightjail/ID" per v1 hierarchy, "0::/lightjail/ID" under v2.
     const placed =
-      cgroupLayout()!.version === 2 ? /^0::\/lightjail\/\d+\.\d+\.\d+$/m : /^\d+:pids:\/lightjail\/\d+\.\d+\.\d+$/m;
-    await until("the jail to be placed", () => placed.test(readFileSync(`/proc/${limited.pid}/cgroup`, "utf8")));
+      cgroupLayout()!.version === 2
+        ? /^0::\/lightjail\/\d+\.\d+\.\d+$/m
+        : /^\d+:pids:\/lightjail\/\d+\.\d+\.\d+$/m;
+    await until("the jail to be placed", () =>
+      placed.test(readFileSync(`/proc/${limited.pid}/cgroup`, "utf8")),
+    );
     limited.kill("SIGKILL");
     await limited.closed;
     expect(map!.trim().split(/\s+/)).toEqual(["0", "100000", "65536"]);

@@ -135,9 +135,13 @@ describe("the CPU quota", () => {
     try {
       const base = layout.version === 2 ? layout.unified! : layout.cpu!;
       const dir = jail.cgroups.find((d) => d.startsWith(`${base}/`))!;
+      // The jail's cgroup is made and joined off the event loop: wait for the jail in it.
+      await until(
+        "the jail in its cgroup",
+        () => existsSync(dir) && readFileSync(join(dir, "cgroup.procs"), "utf8"),
+      );
       const quota = readFileSync(join(dir, layout.version === 2 ? "cpu.max" : "cpu.cfs_quota_us"), "utf8");
       expect(quota.trim()).toBe(layout.version === 2 ? "50000 100000" : "50000");
-      await Bun.sleep(300); // past the jail's start
       const [u0, t0] = [cpuUsedUs(dir), performance.now()];
       await Bun.sleep(4000);
       const [u1, t1] = [cpuUsedUs(dir), performance.now()];
