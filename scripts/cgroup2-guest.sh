@@ -24,7 +24,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-cache=${LJ_GUEST_CACHE:-/var/cache/lightjail-test-worlds/cgroup2-guest}
+cache=${LJ_GUEST_CACHE:-${LJ_TEST_WORLD_CACHE:-/var/cache/lightjail-test-worlds}/cgroup2-guest}
 suite=bookworm
 # kmod: modprobe for overlay and friends; the rest is what the jail tests run in the host world.
 packages=(kmod iproute2 nftables procps util-linux python3 perl xz-utils ca-certificates)
@@ -151,7 +151,7 @@ make_payload() {
     # Everything is slower under emulation: tests stretch their own timeouts by this much.
     echo "export LJ_TEST_TIMEOUT_SCALE=${LJ_TEST_TIMEOUT_SCALE:-4}"
     local v
-    for v in CI LJ_REQUIRE_ROOT_TESTS ${LJ_GUEST_ENV:-}; do
+    for v in CI LJ_REQUIRE_ROOT_TESTS LJ_GUEST_WATCH ${LJ_GUEST_ENV:-}; do
       [ -z "${!v+x}" ] || printf 'export %s=%q\n' "$v" "${!v}"
     done
   } >"$stage/guest/env"
@@ -189,11 +189,12 @@ pick_accel() {
   key=$( (echo "$kver $(uname -r)"; qemu-system-x86_64 --version | head -n1) | sha256sum | cut -c1-16)
   file="$cache/accel-$key"
   if [ ! -f "$file" ]; then
-    say "probing KVM (a 60 s boot at most)"
+    say "probing KVM (a 45 s boot at most)"
     local probe
-    probe=$(mktemp -d "$cache/probe.XXXXXX")
+    probe="$cache/run.$BASHPID"
+    mkdir -p "$probe"
     GUEST_CMD=true make_payload "$probe" >/dev/null
-    if boot kvm "$probe/payload.img" "$probe/console.log" 60 >/dev/null 2>&1 &&
+    if boot kvm "$probe/payload.img" "$probe/console.log" 45 >/dev/null 2>&1 &&
       grep -aq '^lj-guest-status: 0' "$probe/console.log"; then
       echo kvm >"$file"
     else
@@ -209,19 +210,28 @@ run_guest() {
   exec 8>"$cache/lock"
   flock -s 8
   [ -f "$image" ] || die "the guest image went away while starting"
-  local run accel started=$SECONDS status
-  run=$(mktemp -d "$cache/run.XXXXXX")
+  local run accel started=$SECONDS status old
+  # What runs killed before they could clean up left (their payload disks are large).
+  for old in "$cache"/run.*; do
+    [ -d "$old" ] && ! kill -0 "${old##*.}" 2>/dev/null && rm -rf "$old"
+  done
+  run="$cache/run.$$"
+  rm -rf "$run"
+  mkdir -p "$run"
   # shellcheck disable=SC2064
   trap "rm -rf '$run'" EXIT
   accel=$(pick_accel)
+  case "$accel" in kvm | tcg) ;; *) die "cannot tell how to run the guest (LJ_GUEST_ACCEL=kvm or tcg)" ;; esac
   say "packing this checkout for the guest"
   make_payload "$run"
+  say "packed in $((SECONDS - started)) s"
   local console="$run/console.log" limit=${LJ_GUEST_TIMEOUT:-2400}
   : >"$console"
   say "booting the cgroup v2 guest (kernel $kver, $accel, timeout ${limit} s): $*"
   boot "$accel" "$run/payload.img" "$console" "$limit" &
   local qemu=$!
-  tail -n +1 -F --pid="$qemu" "$console" 2>/dev/null | tr -d '\r' | grep -av '^lj-guest-status: ' || true
+  # sed -u: line by line, as the guest prints (tr or grep would hold it back in blocks).
+  tail -n +1 -F --pid="$qemu" "$console" 2>/dev/null | sed -u -e 's/\r$//' -e '/^lj-guest-status: /d' || true
   local qstatus=0
   wait "$qemu" || qstatus=$?
   tr -d '\r' <"$console" >"$cache/last-run.log"

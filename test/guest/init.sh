@@ -22,6 +22,18 @@ echo "lj-guest: up after $(cut -d' ' -f1 /proc/uptime) s, kernel $(uname -r)," \
   "cgroup2 controllers: $(cat /sys/fs/cgroup/cgroup.controllers)," \
   "v1 hierarchies mounted: $(grep -c ' - cgroup ' /proc/self/mountinfo)"
 cd /lj/repo || exit 1
+# LJ_GUEST_WATCH=N: every N seconds, what runs and where it waits (for a guest that hangs).
+if [ -n "${LJ_GUEST_WATCH:-}" ]; then
+  (
+    while sleep "$LJ_GUEST_WATCH"; do
+      echo "lj-guest-watch: $(cut -d' ' -f1 /proc/uptime) s"
+      ps -eo pid,ppid,stat,etime,wchan:24,args --sort=pid | grep -v ' \[.*\]$' | cut -c1-200
+      for s in /proc/[0-9]*/stat; do
+        read -r pid _ state _ <"$s" 2>/dev/null && [ "$state" = D ] && { echo "stack of $pid:"; cat "/proc/$pid/stack"; }
+      done 2>/dev/null
+    done
+  ) &
+fi
 sh /lj/guest/cmd
 echo "lj-guest-status: $?"
 cd /
