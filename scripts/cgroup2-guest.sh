@@ -19,7 +19,8 @@
 # as last-run.log. KVM is used when a probe boot shows it works; otherwise software emulation.
 #
 # Environment: LJ_GUEST_ACCEL=kvm|tcg (skip the probe), LJ_GUEST_TIMEOUT (seconds, default
-# 2400), LJ_GUEST_MEM (MiB, default 3072), LJ_GUEST_CPUS (default: this machine's, at most 4),
+# 1800), LJ_GUEST_STALL (seconds without output before the guest lists its processes, 300),
+# LJ_GUEST_MEM (MiB, default 3072), LJ_GUEST_CPUS (default: this machine's, at most 4),
 # LJ_GUEST_ENV (names of variables to pass into the guest), LJ_DEBIAN_MIRROR.
 set -euo pipefail
 
@@ -151,7 +152,7 @@ make_payload() {
     # Everything is slower under emulation: tests stretch their own timeouts by this much.
     echo "export LJ_TEST_TIMEOUT_SCALE=${LJ_TEST_TIMEOUT_SCALE:-4}"
     local v
-    for v in CI LJ_REQUIRE_ROOT_TESTS LJ_GUEST_WATCH ${LJ_GUEST_ENV:-}; do
+    for v in CI LJ_REQUIRE_ROOT_TESTS LJ_GUEST_STALL ${LJ_GUEST_ENV:-}; do
       [ -z "${!v+x}" ] || printf 'export %s=%q\n' "$v" "${!v}"
     done
   } >"$stage/guest/env"
@@ -210,7 +211,7 @@ run_guest() {
   exec 8>"$cache/lock"
   flock -s 8
   [ -f "$image" ] || die "the guest image went away while starting"
-  local run accel started=$SECONDS status old
+  local run accel started=$SECONDS status= old
   # What runs killed before they could clean up left (their payload disks are large).
   for old in "$cache"/run.*; do
     [ -d "$old" ] && ! kill -0 "${old##*.}" 2>/dev/null && rm -rf "$old"
@@ -222,25 +223,28 @@ run_guest() {
   trap "rm -rf '$run'" EXIT
   accel=$(pick_accel)
   case "$accel" in kvm | tcg) ;; *) die "cannot tell how to run the guest (LJ_GUEST_ACCEL=kvm or tcg)" ;; esac
-  say "packing this checkout for the guest"
-  make_payload "$run"
-  say "packed in $((SECONDS - started)) s"
-  local console="$run/console.log" limit=${LJ_GUEST_TIMEOUT:-2400}
-  : >"$console"
-  say "booting the cgroup v2 guest (kernel $kver, $accel, timeout ${limit} s): $*"
-  boot "$accel" "$run/payload.img" "$console" "$limit" &
-  local qemu=$!
-  # sed -u: line by line, as the guest prints (tr or grep would hold it back in blocks).
-  tail -n +1 -F --pid="$qemu" "$console" 2>/dev/null | sed -u -e 's/\r$//' -e '/^lj-guest-status: /d' || true
-  local qstatus=0
-  wait "$qemu" || qstatus=$?
-  tr -d '\r' <"$console" >"$cache/last-run.log"
-  status=$(grep -a '^lj-guest-status: [0-9]*' "$cache/last-run.log" | tail -n1 | tr -dc 0-9)
-  if [ -z "$status" ]; then
+  local console="$run/console.log" limit=${LJ_GUEST_TIMEOUT:-1800} attempt qemu qstatus
+  for attempt in 1 2; do
+    say "packing this checkout for the guest"
+    make_payload "$run"
+    say "packed in $((SECONDS - started)) s"
+    : >"$console"
+    say "booting the cgroup v2 guest (kernel $kver, $accel, timeout ${limit} s): $*"
+    boot "$accel" "$run/payload.img" "$console" "$limit" &
+    qemu=$!
+    # sed -u: line by line, as the guest prints (tr or grep would hold it back in blocks).
+    tail -n +1 -F --pid="$qemu" "$console" 2>/dev/null | sed -u -e 's/\r$//' -e '/^lj-guest-status: /d' || true
+    qstatus=0
+    wait "$qemu" || qstatus=$?
+    tr -d '\r' <"$console" >"$cache/last-run.log"
+    status=$(grep -a '^lj-guest-status: [0-9]*' "$cache/last-run.log" | tail -n1 | tr -dc 0-9)
+    [ -z "$status" ] || break
     [ "$qstatus" = 124 ] && say "the guest ran out of time (LJ_GUEST_TIMEOUT=$limit s)"
     say "the guest never reported a result (QEMU exit $qstatus); its console: $cache/last-run.log"
-    exit "$GUEST_FAILED"
-  fi
+    # A guest that never came up (a boot problem, not the tests') gets one more try.
+    if [ "$attempt" = 2 ] || grep -aq '^lj-guest: up' "$cache/last-run.log"; then exit "$GUEST_FAILED"; fi
+    say "it never came up: booting it once more"
+  done
   say "guest done in $((SECONDS - started)) s, status $status; its console: $cache/last-run.log"
   exit "$status"
 }

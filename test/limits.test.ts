@@ -148,7 +148,6 @@ describe("the CPU quota", () => {
       const share = (u1 - u0) / ((t1 - t0) * 1000);
       // The quota caps it at half (a little over, for the period in progress); a busy machine
       // may give it less, but it does run.
-      console.log("share", share);
       expect(share).toBeLessThan(0.65);
       expect(share).toBeGreaterThan(0.1);
       const throttled = /^nr_throttled (\d+)$/m.exec(readFileSync(join(dir, "cpu.stat"), "utf8"));

@@ -22,20 +22,31 @@ echo "lj-guest: up after $(cut -d' ' -f1 /proc/uptime) s, kernel $(uname -r)," \
   "cgroup2 controllers: $(cat /sys/fs/cgroup/cgroup.controllers)," \
   "v1 hierarchies mounted: $(grep -c ' - cgroup ' /proc/self/mountinfo)"
 cd /lj/repo || exit 1
-# LJ_GUEST_WATCH=N: every N seconds, what runs and where it waits (for a guest that hangs).
-if [ -n "${LJ_GUEST_WATCH:-}" ]; then
-  (
-    while sleep "$LJ_GUEST_WATCH"; do
-      echo "lj-guest-watch: $(cut -d' ' -f1 /proc/uptime) s"
-      ps -eo pid,ppid,stat,etime,wchan:24,args --sort=pid | grep -v ' \[.*\]$' | cut -c1-200
-      for s in /proc/[0-9]*/stat; do
-        read -r pid _ state _ <"$s" 2>/dev/null && [ "$state" = D ] && { echo "stack of $pid:"; cat "/proc/$pid/stack"; }
-      done 2>/dev/null
+# When the command prints nothing for LJ_GUEST_STALL seconds (default 300), what runs and where
+# it waits goes to the console: a hang in CI then says where it is.
+out=/run/lj-guest-out
+: >"$out"
+(
+  stall=${LJ_GUEST_STALL:-300} last=-1 quiet=0
+  while sleep 30; do
+    size=$(stat -c %s "$out")
+    if [ "$size" != "$last" ]; then last=$size quiet=0; continue; fi
+    quiet=$((quiet + 30))
+    [ "$quiet" -ge "$stall" ] || continue
+    quiet=0
+    echo "lj-guest-stall: no output for $stall s (uptime $(cut -d' ' -f1 /proc/uptime) s); processes:"
+    ps -eo pid,ppid,stat,etime,wchan:24,args --sort=pid | grep -v ' \[.*\]$' | cut -c1-200
+    for p in /proc/[0-9]*; do
+      case $(cut -d' ' -f3 "$p/stat" 2>/dev/null) in D | R) echo "kernel stack of ${p#/proc/}:"; cat "$p/stack" 2>/dev/null ;; esac
     done
-  ) &
-fi
-sh /lj/guest/cmd
-echo "lj-guest-status: $?"
+  done
+) &
+watcher=$!
+# The output goes to the console (for the host) and to $out (for the watcher).
+status_file=/run/lj-guest-status
+{ sh /lj/guest/cmd; echo $? >"$status_file"; } 2>&1 | tee "$out"
+kill "$watcher" 2>/dev/null
+echo "lj-guest-status: $(cat "$status_file" 2>/dev/null || echo 126)"
 cd /
 sync
 umount /lj 2>/dev/null
