@@ -45,8 +45,8 @@ check_host() {
   [ "$(uname -s)" = Linux ] && [ "$(uname -m)" = x86_64 ] ||
     die "the cgroup v2 guest runs on x86_64 Linux hosts only (this is $(uname -s) $(uname -m))"
   [ "$(id -u)" = 0 ] || die "the cgroup v2 guest needs root (debootstrap, and the jail tests in it)"
-  command -v qemu-system-x86_64 >/dev/null ||
-    die "qemu-system-x86_64 is not installed" "apt-get install qemu-system-x86 (scripts/bootstrap.sh does)"
+  qemu-system-x86_64 --version >/dev/null 2>&1 ||
+    die "qemu-system-x86_64 is not installed (or does not run)" "apt-get install qemu-system-x86 (scripts/bootstrap.sh does)"
   local t
   for t in debootstrap mkfs.ext4 flock timeout; do
     command -v "$t" >/dev/null || die "$t is not installed" "apt-get install debootstrap e2fsprogs util-linux coreutils"
@@ -237,7 +237,7 @@ run_guest() {
     qstatus=0
     wait "$qemu" || qstatus=$?
     tr -d '\r' <"$console" >"$cache/last-run.log"
-    status=$(grep -a '^lj-guest-status: [0-9]*' "$cache/last-run.log" | tail -n1 | tr -dc 0-9)
+    status=$(grep -a '^lj-guest-status: [0-9]*' "$cache/last-run.log" | tail -n1 | tr -dc 0-9) || true
     [ -z "$status" ] || break
     [ "$qstatus" = 124 ] && say "the guest ran out of time (LJ_GUEST_TIMEOUT=$limit s)"
     say "the guest never reported a result (QEMU exit $qstatus); its console: $cache/last-run.log"
