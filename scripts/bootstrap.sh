@@ -75,6 +75,12 @@ if [ "$(id -u)" = 0 ]; then
     e2fsprogs python3 perl nodejs postgresql redis-server
   # The edge's tests and bench/edge.ts: wrk for load, nginx as the yardstick, openssl to read certificates.
   need_root_pkgs wrk nginx openssl
+  # The pure cgroup v2 guest that scripts/test.sh runs the jail tests in, on a host with v1
+  # hierarchies: QEMU and a Debian kernel (scripts/cgroup2-guest.sh). Debian x86_64 only.
+  if [ "${LJ_GUEST:-}" != 0 ] && [ "$(uname -sm)" = "Linux x86_64" ] && grep -q ' - cgroup ' /proc/self/mountinfo &&
+    grep -qx 'ID=debian' /etc/os-release 2>/dev/null; then
+    need_root_pkgs qemu-system-x86 linux-image-amd64
+  fi
 fi
 install_bun
 install_zig

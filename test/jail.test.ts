@@ -700,8 +700,13 @@ describe("user namespaces", () => {
     const [map, uid, caps, wrote] = lines(r.stdout);
     // The owner places a user-namespaced jail in its cgroups (the jail has no rights there).
     const limited = spawnJail({ ...env.base, argv: ["sleep", "30"], userns: true, limits: { pids: 32 } });
+    // /proc/PID/cgroup: "N:pids:/lightjail/ID" per v1 hierarchy, "0::/lightjail/ID" under v2.
+    const placed =
+      cgroupLayout()!.version === 2
+        ? /^0::\/lightjail\/\d+\.\d+\.\d+$/m
+        : /^\d+:pids:\/lightjail\/\d+\.\d+\.\d+$/m;
     await until("the jail to be placed", () =>
-      /:pids:\/lightjail\/\d+\.\d+\.\d+$/m.test(readFileSync(`/proc/${limited.pid}/cgroup`, "utf8")),
+      placed.test(readFileSync(`/proc/${limited.pid}/cgroup`, "utf8")),
     );
     limited.kill("SIGKILL");
     await limited.closed;

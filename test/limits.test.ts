@@ -5,10 +5,11 @@
  * or descriptor limit.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fdColumn, limitsColumn } from "../src/cli/ps.ts";
-import { parseLimitCounters } from "../src/jail/cgroup.ts";
-import { runJail } from "../src/jail/spawn.ts";
+import { cgroupLayout, parseLimitCounters } from "../src/jail/cgroup.ts";
+import { runJail, spawnJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
 import { type Instance, type LimitsSeen, ProcessSet } from "../src/paas/supervisor.ts";
 import { buildProbe, cliPath, type JailEnv, makeJailEnv, projectDir } from "./helpers/jail-env.ts";
@@ -106,6 +107,57 @@ describe("a bare jail's defaults", () => {
       ]);
     },
   );
+});
+
+describe("the CPU quota", () => {
+  /** CPU time (µs) the cgroup's processes used: v2 counts it in cpu.stat, v1's cpu controller not. */
+  function cpuUsedUs(dir: string): number {
+    const stat = readFileSync(join(dir, "cpu.stat"), "utf8");
+    const usage = /^usage_usec (\d+)$/m.exec(stat);
+    if (usage) return Number(usage[1]);
+    let ticks = 0;
+    for (const pid of readFileSync(join(dir, "cgroup.procs"), "utf8").split("\n").filter(Boolean)) {
+      const f = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const fields = f.slice(f.lastIndexOf(")") + 2).split(" ");
+      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+    }
+    return (ticks * 1_000_000) / 100; // USER_HZ
+  }
+
+  rootTest("a spinning jail with cpus 0.5 gets about half a CPU, and is throttled", async () => {
+    const layout = cgroupLayout()!;
+    const jail = spawnJail({
+      ...env.base,
+      argv: ["/bin/sh", "-c", "while :; do :; done"],
+      limits: { cpus: 0.5 },
+      stdio: ["ignore", "ignore", "ignore"],
+    });
+    try {
+      const base = layout.version === 2 ? layout.unified! : layout.cpu!;
+      const dir = jail.cgroups.find((d) => d.startsWith(`${base}/`))!;
+      // The jail's cgroup is made and joined off the event loop: wait for the jail in it.
+      await until(
+        "the jail in its cgroup",
+        () => existsSync(dir) && readFileSync(join(dir, "cgroup.procs"), "utf8"),
+      );
+      const quota = readFileSync(join(dir, layout.version === 2 ? "cpu.max" : "cpu.cfs_quota_us"), "utf8");
+      expect(quota.trim()).toBe(layout.version === 2 ? "50000 100000" : "50000");
+      const [u0, t0] = [cpuUsedUs(dir), performance.now()];
+      await Bun.sleep(4000);
+      const [u1, t1] = [cpuUsedUs(dir), performance.now()];
+      const share = (u1 - u0) / ((t1 - t0) * 1000);
+      // The quota caps it at half (a little over, for the period in progress); a busy machine
+      // may give it less, but it does run.
+      expect(share).toBeLessThan(0.65);
+      expect(share).toBeGreaterThan(0.1);
+      const throttled = /^nr_throttled (\d+)$/m.exec(readFileSync(join(dir, "cpu.stat"), "utf8"));
+      expect(Number(throttled?.[1])).toBeGreaterThan(5);
+    } finally {
+      jail.kill("SIGKILL");
+      await jail.closed;
+    }
+    for (const d of jail.cgroups) expect(existsSync(d)).toBe(false);
+  });
 });
 
 describe("the supervisor tells when a process hits its limits", () => {

@@ -2,7 +2,7 @@
  * A throwaway LIGHTJAIL_ROOT with a host world, shared by the jail tests of one file.
  * The host world is instant (it copies /etc without secrets and binds /usr read-only).
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { JailSpec } from "../../src/jail/spec.ts";
@@ -35,10 +35,16 @@ export async function makeJailEnv(): Promise<JailEnv> {
 
 /**
  * Builds a static test program from test/fixtures (the escape probe by default) into `dir`
- * with Zig's C compiler, so it runs in any world.
+ * with Zig's C compiler, so it runs in any world. LJ_TEST_PROBE_DIR holds them made ahead
+ * (the cgroup v2 guest has no compiler: scripts/cgroup2-guest.sh builds them on the host).
  */
 export async function buildProbe(dir: string, source = "escape/probe.c", name = "probe"): Promise<string> {
   const out = join(dir, name);
+  const made = process.env.LJ_TEST_PROBE_DIR;
+  if (made) {
+    copyFileSync(join(made, source.replace(/\.c$/, "")), out);
+    return out;
+  }
   const zig = join(projectDir, ".tools", "bin", "zig");
   const cc = Bun.spawn(
     [

@@ -7,9 +7,18 @@ import { test } from "bun:test";
 export const isRoot = (): boolean => process.getuid?.() === 0;
 export const rootTestsRequired = (): boolean => process.env.LJ_REQUIRE_ROOT_TESTS === "1";
 
+/**
+ * A test's own timeout, stretched by LJ_TEST_TIMEOUT_SCALE where everything is slower (the cgroup
+ * v2 guest runs under software emulation: scripts/cgroup2-guest.sh).
+ */
+export function scaledTimeout(ms: number | undefined): number | undefined {
+  const scale = Number(process.env.LJ_TEST_TIMEOUT_SCALE ?? "1");
+  return ms === undefined || !(scale > 1) ? ms : Math.round(ms * scale);
+}
+
 export function rootTest(name: string, fn: () => unknown | Promise<unknown>, timeout?: number): void {
   if (isRoot()) {
-    test(name, fn as () => Promise<void>, timeout);
+    test(name, fn as () => Promise<void>, scaledTimeout(timeout));
   } else if (rootTestsRequired()) {
     test(name, () => {
       throw new Error(`"${name}" needs root; LJ_REQUIRE_ROOT_TESTS=1 turns this skip into a failure`);
