@@ -24,6 +24,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { firstLine, startServe } from "../scripts/serve-process.ts";
 import { detectLayout, ownerId, ownerLive, processStartTime, processState } from "../src/jail/cgroup.ts";
+import { netConfig } from "../src/jail/net-alloc.ts";
 import { PaasDb, SCHEMA_VERSION } from "../src/paas/db.ts";
 import { LogHub } from "../src/paas/logs.ts";
 import { readTail } from "../src/paas/rotate.ts";
@@ -158,15 +159,9 @@ describe("owners", () => {
         expect(cgroupsOf(dead)).toEqual([]);
         expect(cgroupsOf(b.proc.pid).length).toBeGreaterThanOrEqual(2);
         // nftables: the jails set holds exactly the live leases' addresses of this subnet.
-        const nft = Bun.spawnSync([
-          "nft",
-          "-j",
-          "list",
-          "set",
-          "inet",
-          "lightjail",
-          "jails",
-        ]).stdout.toString();
+        // This root's own table (src/jail/net-alloc.ts names it after the root).
+        const [family, table] = netConfig(envs).table.split(" ") as [string, string];
+        const nft = Bun.spawnSync(["nft", "-j", "list", "set", family, table, "jails"]).stdout.toString();
         const inSet = [...nft.matchAll(/10\.246\.1\.\d+/g)].map((m) => m[0]);
         const leased = leases().map((f) => f.replace(/\.json$/, ""));
         expect([...new Set(inSet)].sort()).toEqual(leased.sort());
