@@ -103,15 +103,15 @@ fn fail(err: errtext.CBuf, e: linux.E, comptime fmt: []const u8, args: anytype) 
     return error.Failed;
 }
 
-const OPEN_TREE_CLONE: usize = 1;
-const O_CLOEXEC: usize = 0o2000000;
-const AT_EMPTY_PATH: usize = 0x1000;
-const AT_RECURSIVE: usize = 0x8000;
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
-const MOUNT_ATTR_IDMAP: u64 = 0x100000;
-const MountAttr = extern struct { attr_set: u64 = 0, attr_clr: u64 = 0, propagation: u64 = 0, userns_fd: u64 = 0 };
+const OPEN_TREE_CLONE = sys.OPEN_TREE_CLONE;
+const O_CLOEXEC = sys.O_CLOEXEC;
+const AT_EMPTY_PATH = sys.AT_EMPTY_PATH;
+const AT_RECURSIVE = sys.AT_RECURSIVE;
+const MOUNT_ATTR_RDONLY = sys.MOUNT_ATTR_RDONLY;
+const MOUNT_ATTR_NOSUID = sys.MOUNT_ATTR_NOSUID;
+const MOUNT_ATTR_NODEV = sys.MOUNT_ATTR_NODEV;
+const MOUNT_ATTR_IDMAP = sys.MOUNT_ATTR_IDMAP;
+const MountAttr = sys.MountAttr;
 
 /// A detached copy of `path` (with its submounts when `recursive`), given `attr` and the id
 /// mapping of the user namespace `ns`. Returns its descriptor or the failing call's result.

@@ -106,3 +106,16 @@ pub fn errno(rc: usize) ?linux.E {
     const e = linux.E.init(rc);
     return if (e == .SUCCESS) null else e;
 }
+
+// The new mount API (open_tree, mount_setattr, move_mount): its flags, and mount_setattr's
+// argument, shared by the jail's setup (linux.zig) and the owner's idmapped copies (idmap.zig).
+pub const OPEN_TREE_CLONE: usize = 1;
+pub const O_CLOEXEC: usize = 0o2000000;
+pub const AT_EMPTY_PATH: usize = 0x1000;
+pub const AT_RECURSIVE: usize = 0x8000;
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+pub const MOUNT_ATTR_IDMAP: u64 = 0x100000;
+pub const MountAttr = extern struct { attr_set: u64 = 0, attr_clr: u64 = 0, propagation: u64 = 0, userns_fd: u64 = 0 };
