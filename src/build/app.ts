@@ -12,6 +12,7 @@ import { LjError } from "../errors.ts";
 import { ownerId } from "../jail/cgroup.ts";
 import { discover, findPlugin } from "../plugins/registry.ts";
 import { identityOf } from "../store/identities.ts";
+import { checkName } from "../store/names.ts";
 import { paths } from "../store/paths.ts";
 import { worldMounts, worldPath } from "../store/worlds.ts";
 import { removeTree } from "./archive.ts";
@@ -27,7 +28,6 @@ import type { AppPlan, BuildLog, Slug } from "./types.ts";
 export type { FullPlan } from "./plan.ts";
 export { parseProcfile, readAppSettings } from "./plan.ts";
 
-export const APP_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
 /** An app build's limits; its disk holds the app tree it builds (the slug) and nothing else. */
 export const BUILD_LIMITS = {
   memoryMb: 2048,
@@ -80,11 +80,7 @@ const slugId = () =>
  * the app tree is copied out, sanitised (src/build/sanitise.ts), into slugs/<app>/<id>/app.
  */
 export async function buildApp(dir: string, opts: BuildAppOptions): Promise<Slug> {
-  if (!APP_RE.test(opts.app)) {
-    throw new LjError("usage", "bad-app-name", `invalid app name ${JSON.stringify(opts.app)}`, {
-      hint: "lowercase letters, digits and '-', at most 63",
-    });
-  }
+  checkName(opts.app, "app");
   const log = opts.log ?? (() => {});
   const started = performance.now();
   const d = discover();

@@ -8,7 +8,7 @@ import * as tar from "tar-stream";
 import { LjError } from "../errors.ts";
 
 /**
- * Safe streaming tar extraction (see /work/shared/notes/archive-safety.md).
+ * Safe streaming tar extraction.
  *
  * The archive is never buffered whole: bytes flow source -> counter -> decompressor -> counter
  * -> tar parser -> files, with backpressure. Everything is created inside a fresh temporary

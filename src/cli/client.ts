@@ -7,6 +7,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { LjError, usageError } from "../errors.ts";
+import { NAME_RE } from "../store/names.ts";
 import { paths } from "../store/paths.ts";
 import { findServer, ljRemote, normaliseUrl, readClientConfig } from "./servers.ts";
 
@@ -31,7 +32,7 @@ function readJson(file: string): Record<string, string> {
 /** Where a local `lj serve` says it listens (written at its start). */
 export const serverRecordFile = () => join(paths.paas(), "server.json");
 
-export const APP_RE = /^[a-z][a-z0-9-]{0,30}$/;
+export const APP_RE = NAME_RE;
 
 /**
  * The app a command is about and the words after it: the first word when it can be an app

@@ -13,6 +13,7 @@ import { type JailPty, startOnTerminal, type WindowSize } from "../jail/pty.ts";
 import { type Jail, spawnJail } from "../jail/spawn.ts";
 import type { JailSpec } from "../jail/spec.ts";
 import { forgetIdentity, identityEtc, identityOf } from "../store/identities.ts";
+import { checkName } from "../store/names.ts";
 import { paths } from "../store/paths.ts";
 import { type AppRow, type DeployRow, type Formation, PaasDb, type ReleaseRow } from "./db.ts";
 import { DeployRun } from "./deploy-run.ts";
@@ -49,17 +50,7 @@ export interface PaasOptions {
 export const RELEASE_PHASE = "release";
 const RELEASE_TIMEOUT_MS = 30 * 60 * 1000;
 
-export const APP_NAME = /^[a-z][a-z0-9-]{0,30}$/;
 const DEFAULT_PATH = "/app/node_modules/.bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-export function checkAppName(name: string): string {
-  if (!APP_NAME.test(name)) {
-    throw new LjError("usage", "bad-app-name", `invalid app name ${JSON.stringify(name)}`, {
-      hint: "use 1-31 lower-case letters, digits and dashes, starting with a letter",
-    });
-  }
-  return name;
-}
 
 async function realBuild(): Promise<BuildFn> {
   const mod = "../build/app.ts"; // the build engineer's module; resolved at run time
@@ -167,7 +158,7 @@ export class Paas {
   // Apps ---------------------------------------------------------------------------------------
 
   createApp(name: string): AppRow {
-    checkAppName(name);
+    checkName(name, "app");
     const row = this.db.createApp(name);
     this.onChange();
     return row;

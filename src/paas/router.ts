@@ -8,6 +8,7 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Server, ServerWebSocket } from "bun";
+import { NAME_RE } from "../store/names.ts";
 import { FORWARDING_HEADERS, forwardingHeaders, TrustedProxies } from "./forwarding.ts";
 import { appendRotating, type LogRotation, logRotation } from "./rotate.ts";
 
@@ -108,7 +109,7 @@ export class Router {
     if (colon >= 0) h = h.slice(0, colon);
     if (!h.endsWith(this.suffix)) return this.opts.domains?.appFor(h) ?? null;
     const app = h.slice(0, -this.suffix.length);
-    return /^[a-z0-9][a-z0-9-]{0,62}$/.test(app) ? app : null;
+    return NAME_RE.test(app) ? app : null;
   }
 
   /** Targets per app, cached until the supervisor says something changed (`invalidate`). */

@@ -19,6 +19,7 @@ import type { JailSpec } from "../jail/spec.ts";
 import type { ServiceSection } from "../plugins/manifest.ts";
 import { discover, findPlugin } from "../plugins/registry.ts";
 import { forgetIdentity, identityEtc, identityOf } from "../store/identities.ts";
+import { NAME_RE } from "../store/names.ts";
 import { paths } from "../store/paths.ts";
 import { defaultWorld, worldMounts, worldPath } from "../store/worlds.ts";
 import type { ServiceRow } from "./db.ts";
@@ -296,7 +297,7 @@ export class ServiceManager {
   }
 
   async create(type: string, name: string): Promise<ServiceInfo> {
-    if (!/^[a-z][a-z0-9-]{0,30}$/.test(name)) {
+    if (!NAME_RE.test(name)) {
       throw new LjError("usage", "bad-service-name", `invalid service name ${JSON.stringify(name)}`, {
         hint: "use 1-31 lower-case letters, digits and dashes, starting with a letter",
       });

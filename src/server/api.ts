@@ -15,6 +15,7 @@ import type { FormationChange } from "../paas/formation.ts";
 import { formatLogLine, type LogLine } from "../paas/logs.ts";
 import type { Paas } from "../paas/paas.ts";
 import type { ServiceManager } from "../paas/services.ts";
+import { NAME_PATTERN } from "../store/names.ts";
 import { presentedToken, tokenMatches } from "./auth.ts";
 import { gitHttpBackend } from "./git.ts";
 import { upgradeRun } from "./run-socket.ts";
@@ -431,7 +432,7 @@ export function createApi(o: ApiOptions): Hono<Env> {
   app.all("/git/:repo/*", async (c) => {
     if (!tokenMatches(presentedToken(c.req.header("authorization")), o.token)) return unauthorized(c, true);
     const repo = c.req.param("repo");
-    const m = /^([a-z][a-z0-9-]{0,30})\.git$/.exec(repo);
+    const m = new RegExp(`^(${NAME_PATTERN})\\.git$`).exec(repo);
     if (!m) throw new LjError("not-found", "git-repo", `no repository ${repo}`, { hint: "use /git/APP.git" });
     const name = m[1]!;
     paas.db.app(name);
