@@ -44,7 +44,10 @@ afterAll(async () => {
 /** The environment of a user's shell: no LJ_* settings, a config home of its own. */
 function userEnv(config: string, extra: Record<string, string> = {}): Record<string, string> {
   const e: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("LJ_")) e[k] = v;
+  // A person's shell: not the test run's lightjail settings, nor its CI marker (which turns
+  // colours off the way NO_COLOR does).
+  for (const [k, v] of Object.entries(process.env))
+    if (v !== undefined && !k.startsWith("LJ_") && k !== "CI") e[k] = v;
   return {
     ...e,
     XDG_CONFIG_HOME: config,
