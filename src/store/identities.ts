@@ -15,7 +15,6 @@ import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, realpathSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
-import type { BindMount } from "../jail/spec.ts";
 import { paths } from "./paths.ts";
 
 /** Ids per range: a user namespace maps root (0) to nobody (65534) and everything between. */
@@ -131,7 +130,11 @@ const etcDone = new Set<string>();
  * with an entry for that id added (initdb, ssh, git and others look their user up), written
  * once per world and identity under ids/etc/ and bound read-only over the world's files.
  */
-export function identityEtc(worldDir: string, who: Identity, home: string): BindMount[] {
+export function identityEtc(
+  worldDir: string,
+  who: Identity,
+  home: string,
+): { src: string; dst: string; readonly: boolean }[] {
   const key = createHash("sha256").update(worldDir).digest("hex").slice(0, 12);
   const dir = join(paths.root(), "ids", "etc", `${key}-${who.uid}`);
   const user = who.kind === "app" ? "app" : who.kind === "service" ? "service" : "builder";
