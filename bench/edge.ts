@@ -14,9 +14,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import type { Subprocess } from "bun";
-import { CertManager } from "../src/paas/certs.ts";
-import { Edge } from "../src/paas/edge.ts";
-import { Router } from "../src/paas/router.ts";
+import { CertManager } from "../src/server/edge/certs.ts";
+import { Edge } from "../src/server/edge/edge.ts";
+import { Router } from "../src/server/edge/router.ts";
 
 const { values: a } = parseArgs({
   options: {

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { LjError } from "../src/errors.ts";
 import { checkDomain } from "../src/paas/domains.ts";
-import { Router, type WsData } from "../src/paas/router.ts";
+import { Router, type WsData } from "../src/server/edge/router.ts";
 import { type RunningServer, startServer } from "../src/server/serve.ts";
 import { paths } from "../src/store/paths.ts";
 import { fakeBuild } from "./fixtures/paas/fake-build.ts";

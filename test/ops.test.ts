@@ -28,7 +28,7 @@ import { netConfig } from "../src/jail/net-alloc.ts";
 import { PaasDb, SCHEMA_VERSION } from "../src/paas/db.ts";
 import { LogHub } from "../src/paas/logs.ts";
 import { readTail } from "../src/paas/rotate.ts";
-import { Router } from "../src/paas/router.ts";
+import { Router } from "../src/server/edge/router.ts";
 import { freebsdRcScript, serviceArgv, systemdUnit } from "../src/server/install.ts";
 import { appCopy, createApp, deployDir, removeAppCopies, until } from "./fixtures/paas/helpers.ts";
 import { cliPath, lj, runCommand } from "./helpers/jail-env.ts";

@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { defineCommand } from "citty";
 import { LjError } from "../errors.ts";
-import { splitList } from "../paas/forwarding.ts";
+import { splitList } from "../server/edge/forwarding.ts";
 import { defaultServiceFile, installService, serviceArgv } from "../server/install.ts";
 import { paths } from "../store/paths.ts";
 import { DEFAULT_PORT, serverRecordFile } from "./client.ts";

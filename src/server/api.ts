@@ -9,7 +9,6 @@ import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import { type ExtractLimits, extractTar } from "../build/archive.ts";
 import { isLjError, LjError } from "../errors.ts";
-import type { CertManager } from "../paas/certs.ts";
 import type { Domains } from "../paas/domains.ts";
 import type { FormationChange } from "../paas/formation.ts";
 import { formatLogLine, type LogLine } from "../paas/logs.ts";
@@ -17,6 +16,7 @@ import type { Paas } from "../paas/paas.ts";
 import type { ServiceManager } from "../paas/services.ts";
 import { NAME_PATTERN } from "../store/names.ts";
 import { presentedToken, tokenMatches } from "./auth.ts";
+import type { CertManager } from "./edge/certs.ts";
 import { gitHttpBackend } from "./git.ts";
 import { upgradeRun } from "./run-socket.ts";
 

@@ -8,9 +8,9 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Server, ServerWebSocket } from "bun";
-import { NAME_RE } from "../store/names.ts";
+import { appendRotating, type LogRotation, logRotation } from "../../paas/rotate.ts";
+import { NAME_RE } from "../../store/names.ts";
 import { FORWARDING_HEADERS, forwardingHeaders, TrustedProxies } from "./forwarding.ts";
-import { appendRotating, type LogRotation, logRotation } from "./rotate.ts";
 
 export interface Target {
   address: string;

@@ -7,8 +7,8 @@
  * the chain that is not itself a trusted proxy.
  */
 import { readFileSync } from "node:fs";
-import { LjError } from "../errors.ts";
-import { paths } from "../store/paths.ts";
+import { LjError } from "../../errors.ts";
+import { paths } from "../../store/paths.ts";
 
 /** Client values of these never reach an app unless the peer is a trusted proxy. */
 export const FORWARDING_HEADERS = [

@@ -4,7 +4,7 @@
  * responses (`challenges`) on port 80. WebCrypto does the keys and signatures; the CSR's DER is
  * written here (a handful of fixed structures, not a general ASN.1 encoder).
  */
-import { LjError } from "../errors.ts";
+import { LjError } from "../../errors.ts";
 
 interface JsonWebKey {
   kty?: string;
