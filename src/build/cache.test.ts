@@ -16,7 +16,7 @@ import {
 import * as fsp from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { removeTree } from "./archive.ts";
+import { removeTree } from "../store/archive.ts";
 import { type CacheDecision, computeKey, restore, save } from "./cache.ts";
 
 const SECRET = "host-secret-6f1c2a";

@@ -13,6 +13,7 @@ import { getXattr } from "../jail/ffi.ts";
 import { BUILD_CAPS } from "../jail/spec.ts";
 import type { RuntimeBuild } from "../plugins/define.ts";
 import { type Discovery, discover, findPlugin, loadHooks, type PluginInfo } from "../plugins/registry.ts";
+import { removeTree } from "../store/archive.ts";
 import { identityOf, OVERLAY_BUILDER } from "../store/identities.ts";
 import {
   type OverlayMeta,
@@ -24,7 +25,6 @@ import {
 } from "../store/overlays.ts";
 import { paths } from "../store/paths.ts";
 import { defaultWorld, readWorldMeta, worldMounts, worldPath } from "../store/worlds.ts";
-import { removeTree } from "./archive.ts";
 import { createBuildDisk } from "./disk.ts";
 import { fetchVerified } from "./fetch.ts";
 import { buildBind, runBuild, tailLines, whyBuildFailed } from "./isolation.ts";

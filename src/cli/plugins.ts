@@ -2,7 +2,6 @@ import { existsSync } from "node:fs";
 import * as fsp from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { defineCommand } from "citty";
-import { removeTree } from "../build/archive.ts";
 import { git } from "../build/git.ts";
 import { LjError } from "../errors.ts";
 import {
@@ -14,6 +13,7 @@ import {
   splitUrl,
 } from "../plugins/registry.ts";
 import { scaffold } from "../plugins/scaffold.ts";
+import { removeTree } from "../store/archive.ts";
 import { paths } from "../store/paths.ts";
 
 const out = (t: string) => process.stdout.write(`${t}\n`);

@@ -6,11 +6,11 @@
 
 import { join } from "node:path";
 import type { Server, ServerWebSocket, WebSocketHandler } from "bun";
-import type { ExtractLimits } from "../build/archive.ts";
 import { holdSubnet, netConfig } from "../jail/net.ts";
 import { Domains } from "../paas/domains.ts";
 import { type BuildFn, Paas, type PaasOptions } from "../paas/paas.ts";
 import { ServiceManager } from "../paas/services.ts";
+import type { ExtractLimits } from "../store/archive.ts";
 import { paths } from "../store/paths.ts";
 import { createApi } from "./api.ts";
 import { loadOrCreateToken } from "./auth.ts";

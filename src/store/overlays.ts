@@ -132,7 +132,7 @@ export function findOverlays(query: string): StoredOverlay[] {
 }
 
 async function removeTreeSafe(p: string): Promise<void> {
-  const { removeTree } = await import("../build/archive.ts");
+  const { removeTree } = await import("./archive.ts");
   await removeTree(p);
 }
 

@@ -10,9 +10,9 @@ import { assertWorldUnused } from "./world-users.ts";
 
 // The archive code (tar-stream, zlib) is loaded only when a world is created or removed: a
 // spawn that merely looks a world up stays cheap to start.
-const archive = () => import("../build/archive.ts");
+const archive = () => import("./archive.ts");
 const removeTree = async (p: string) => (await archive()).removeTree(p);
-const extractInto: typeof import("../build/archive.ts").extractInto = async (...args) =>
+const extractInto: typeof import("./archive.ts").extractInto = async (...args) =>
   (await archive()).extractInto(...args);
 
 /**
