@@ -6,6 +6,7 @@
  */
 import { chmodSync, existsSync, mkdirSync, rmSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
+import { buildApp } from "../build/app.ts";
 import type { BuildLog, Slug } from "../build/types.ts";
 import { LjError } from "../errors.ts";
 import { type GcReport, gc } from "../jail/gc.ts";
@@ -51,18 +52,6 @@ export const RELEASE_PHASE = "release";
 const RELEASE_TIMEOUT_MS = 30 * 60 * 1000;
 
 const DEFAULT_PATH = "/app/node_modules/.bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-async function realBuild(): Promise<BuildFn> {
-  const mod = "../build/app.ts"; // the build engineer's module; resolved at run time
-  try {
-    const m = (await import(mod)) as { buildApp: BuildFn };
-    return m.buildApp;
-  } catch (e) {
-    throw new LjError("unavailable", "no-builder", `app builds are unavailable: ${(e as Error).message}`, {
-      cause: e,
-    });
-  }
-}
 
 export interface AppInfo extends AppRow {
   release: ReleaseRow | null;
@@ -250,7 +239,7 @@ export class Paas {
 
   private async runDeploy(run: DeployRun, dir: string, source: string): Promise<ReleaseRow> {
     try {
-      const build = this.opts.build ?? (await realBuild());
+      const build = this.opts.build ?? buildApp;
       run.log(`-----> Building ${run.app} from ${source} (deploy ${run.id})`);
       const t0 = performance.now();
       const slug = await build(dir, { app: run.app, log: run.log });

@@ -13,6 +13,7 @@
  */
 import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { ensureOverlay } from "../build/overlays.ts";
 import { LjError } from "../errors.ts";
 import { type Jail, runJail } from "../jail/spawn.ts";
 import type { JailSpec } from "../jail/spec.ts";
@@ -136,7 +137,6 @@ export class ServiceManager {
   private async chooseRuntime(type: string, name: string, world: string): Promise<Runtime> {
     const svc = this.section(type);
     try {
-      const { ensureOverlay } = await import("../build/overlays.ts");
       const plugin = findPlugin(discover(), { type: "service", name: type });
       const top = await ensureOverlay(plugin, { world, log: (l) => this.log(name, l) });
       const layers: string[] = [];
