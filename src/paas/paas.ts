@@ -7,6 +7,7 @@
 import { chmodSync, existsSync, mkdirSync, rmSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { buildApp } from "../build/app.ts";
+import { BASE_PATH } from "../build/run.ts";
 import type { BuildLog, Slug } from "../build/types.ts";
 import { LjError } from "../errors.ts";
 import { type GcReport, gc } from "../jail/gc.ts";
@@ -51,7 +52,8 @@ export interface PaasOptions {
 export const RELEASE_PHASE = "release";
 const RELEASE_TIMEOUT_MS = 30 * 60 * 1000;
 
-const DEFAULT_PATH = "/app/node_modules/.bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/** An app process's PATH: its own node_modules binaries first (a slug may set its own). */
+const DEFAULT_PATH = `/app/node_modules/.bin:${BASE_PATH}`;
 
 export interface AppInfo extends AppRow {
   release: ReleaseRow | null;

@@ -14,6 +14,7 @@
 import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ensureOverlay } from "../build/overlays.ts";
+import { BASE_PATH } from "../build/run.ts";
 import { LjError } from "../errors.ts";
 import { type Jail, runJail } from "../jail/spawn.ts";
 import type { JailSpec } from "../jail/spec.ts";
@@ -80,7 +81,7 @@ const WORLD_RECIPES: Record<string, WorldRecipe> = {
 };
 
 /** The environment every jail of a service starts from (the server's and its health checks'). */
-const BASE_ENV = { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C.UTF-8" };
+const BASE_ENV = { PATH: BASE_PATH, LANG: "C.UTF-8" };
 
 /** A service's root: the world, and the plugin's overlay chain over it. */
 const layersOf = (rt: Runtime): string[] =>
