@@ -103,29 +103,14 @@ fn fail(err: errtext.CBuf, e: linux.E, comptime fmt: []const u8, args: anytype) 
     return error.Failed;
 }
 
-const OPEN_TREE_CLONE = sys.OPEN_TREE_CLONE;
-const O_CLOEXEC = sys.O_CLOEXEC;
-const AT_EMPTY_PATH = sys.AT_EMPTY_PATH;
-const AT_RECURSIVE = sys.AT_RECURSIVE;
 const MOUNT_ATTR_RDONLY = sys.MOUNT_ATTR_RDONLY;
 const MOUNT_ATTR_NOSUID = sys.MOUNT_ATTR_NOSUID;
 const MOUNT_ATTR_NODEV = sys.MOUNT_ATTR_NODEV;
-const MOUNT_ATTR_IDMAP = sys.MOUNT_ATTR_IDMAP;
-const MountAttr = sys.MountAttr;
 
 /// A detached copy of `path` (with its submounts when `recursive`), given `attr` and the id
 /// mapping of the user namespace `ns`. Returns its descriptor or the failing call's result.
 fn idmappedTree(path: [*:0]const u8, recursive: bool, attr: u64, ns: i32) usize {
-    const rec: usize = if (recursive) AT_RECURSIVE else 0;
-    const tree = linux.syscall3(.open_tree, @bitCast(@as(isize, linux.AT.FDCWD)), @intFromPtr(path), OPEN_TREE_CLONE | O_CLOEXEC | rec);
-    if (errno(tree) != null) return tree;
-    const a = MountAttr{ .attr_set = attr | MOUNT_ATTR_IDMAP, .userns_fd = @intCast(ns) };
-    const rc = linux.syscall5(.mount_setattr, tree, @intFromPtr(""), AT_EMPTY_PATH | rec, @intFromPtr(&a), @sizeOf(MountAttr));
-    if (errno(rc) != null) {
-        _ = linux.close(@intCast(tree));
-        return rc;
-    }
-    return tree;
+    return sys.detachedCopy(linux.AT.FDCWD, path, recursive, .{ .attr_set = attr | sys.MOUNT_ATTR_IDMAP, .userns_fd = @intCast(ns) });
 }
 
 // ---------------------------------------------------------------------------------------

@@ -966,15 +966,10 @@ fn mountProc(c: *const Child, rootfd: i32) void {
     }
 }
 
-const OPEN_TREE_CLONE = sys.OPEN_TREE_CLONE;
-const O_CLOEXEC = sys.O_CLOEXEC;
-const AT_EMPTY_PATH = sys.AT_EMPTY_PATH;
-const AT_RECURSIVE = sys.AT_RECURSIVE;
 const MOUNT_ATTR_RDONLY = sys.MOUNT_ATTR_RDONLY;
 const MOUNT_ATTR_NOSUID = sys.MOUNT_ATTR_NOSUID;
 const MOUNT_ATTR_NODEV = sys.MOUNT_ATTR_NODEV;
 const MOUNT_ATTR_NOEXEC = sys.MOUNT_ATTR_NOEXEC;
-const MountAttr = sys.MountAttr;
 
 /// Mounts a new filesystem on the directory `t` names, entered first: the mount resolves "."
 /// instead of a /proc/self/fd path (whose lookups cost more than the mount).
@@ -989,19 +984,10 @@ fn mountOn(t: *const Target, src: [*:0]const u8, fstype: [*:0]const u8, flags: u
 /// `attr_set` as a whole (mount_setattr; 0: as it is) before it is attached (move_mount), so
 /// no part of it is ever attached without them. Returns the first failing call's result.
 fn attachCopy(dirfd: i32, path: [*:0]const u8, recursive: bool, attr_set: u64, onto: i32) usize {
-    const MOVE_MOUNT_F_EMPTY_PATH = 0x4;
-    const MOVE_MOUNT_T_EMPTY_PATH = 0x40;
-    const empty: usize = if (path[0] == 0) AT_EMPTY_PATH else 0;
-    const rec: usize = if (recursive) AT_RECURSIVE else 0;
-    const tree = linux.syscall3(.open_tree, @bitCast(@as(isize, dirfd)), @intFromPtr(path), OPEN_TREE_CLONE | O_CLOEXEC | empty | rec);
+    const tree = sys.detachedCopy(dirfd, path, recursive, .{ .attr_set = attr_set });
     if (errno(tree) != null) return tree;
     defer _ = linux.close(@intCast(tree));
-    if (attr_set != 0) {
-        const attr = MountAttr{ .attr_set = attr_set };
-        const rc = linux.syscall5(.mount_setattr, tree, @intFromPtr(""), AT_EMPTY_PATH | rec, @intFromPtr(&attr), @sizeOf(MountAttr));
-        if (errno(rc) != null) return rc;
-    }
-    return linux.syscall5(.move_mount, tree, @intFromPtr(""), @bitCast(@as(isize, onto)), @intFromPtr(""), MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+    return moveTree(@intCast(tree), onto, "");
 }
 
 fn mountDev(c: *const Child, rootfd: i32) void {

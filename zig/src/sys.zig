@@ -119,3 +119,19 @@ pub const MOUNT_ATTR_NODEV: u64 = 0x4;
 pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 pub const MOUNT_ATTR_IDMAP: u64 = 0x100000;
 pub const MountAttr = extern struct { attr_set: u64 = 0, attr_clr: u64 = 0, propagation: u64 = 0, userns_fd: u64 = 0 };
+
+/// A detached copy of what `dirfd` and `path` name (`path` empty: `dirfd` itself), with its
+/// submounts when `recursive`, given `attr` as a whole (mount_setattr; nothing to set: as it
+/// is). Returns its descriptor, or the failing call's result (the copy then closed).
+pub fn detachedCopy(dirfd: i32, path: [*:0]const u8, recursive: bool, attr: MountAttr) usize {
+    const empty: usize = if (path[0] == 0) AT_EMPTY_PATH else 0;
+    const rec: usize = if (recursive) AT_RECURSIVE else 0;
+    const tree = linux.syscall3(.open_tree, @bitCast(@as(isize, dirfd)), @intFromPtr(path), OPEN_TREE_CLONE | O_CLOEXEC | empty | rec);
+    if (errno(tree) != null or attr.attr_set == 0) return tree;
+    const rc = linux.syscall5(.mount_setattr, tree, @intFromPtr(""), AT_EMPTY_PATH | rec, @intFromPtr(&attr), @sizeOf(MountAttr));
+    if (errno(rc) != null) {
+        _ = linux.close(@intCast(tree));
+        return rc;
+    }
+    return tree;
+}
