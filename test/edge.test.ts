@@ -5,7 +5,7 @@
  * and its log line, and no errors under connection churn (wrk against the router).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { LjError } from "../src/errors.ts";
@@ -348,13 +348,13 @@ describe("domains and HTTPS", () => {
 // Churn --------------------------------------------------------------------------------------------
 
 describe("connection churn", () => {
-  const hasWrk = existsSync("/usr/bin/wrk");
   const servers: { stop(x: boolean): void }[] = [];
   afterAll(() => {
     for (const x of servers) x.stop(true);
   });
 
-  test.skipIf(!hasWrk && process.env.LJ_REQUIRE_ROOT_TESTS !== "1")(
+  // wrk comes from the root bootstrap (scripts/bootstrap.sh), as the other root-only tools do.
+  rootTest(
     "1,000 concurrent connections through the router: no 5xx, upstream sockets reused, another app stays fast",
     async () => {
       const node = (port: number) =>
