@@ -16,6 +16,7 @@ import {
   mkdirSync,
   readdirSync,
   readlinkSync,
+  type Stats,
   symlinkSync,
 } from "node:fs";
 import { join, posix } from "node:path";
@@ -84,7 +85,7 @@ export function copySanitised(src: string, dst: string, opts: SanitiseOptions): 
   if ((top.mode & S_IFMT) !== S_IFDIR) {
     throw new LjError("internal", "publish-not-a-dir", `${src} is not a directory; nothing to publish`);
   }
-  copyDir(src, dst, "", top.mode, top.uid, top.gid, opts, report);
+  copyDir(src, dst, "", top, opts, report);
   return report;
 }
 
@@ -92,9 +93,7 @@ function copyDir(
   src: string,
   dst: string,
   rel: string,
-  mode: number,
-  uid: number,
-  gid: number,
+  st: Stats,
   opts: SanitiseOptions,
   r: SanitiseReport,
 ): void {
@@ -107,19 +106,19 @@ function copyDir(
     if (opts.skip?.(childRel)) continue;
     copyEntry(join(src, name), join(dst, name), childRel, opts, r);
   }
-  finish(dst, rel, mode, uid, gid, opts, r);
+  withMode(dst, rel, st, opts, r);
 }
 
 function copyEntry(src: string, dst: string, rel: string, opts: SanitiseOptions, r: SanitiseReport): void {
   const st = lstatSync(src);
   switch (st.mode & S_IFMT) {
     case S_IFDIR:
-      copyDir(src, dst, rel, st.mode, st.uid, st.gid, opts, r);
+      copyDir(src, dst, rel, st, opts, r);
       return;
     case S_IFREG:
       copyFileSync(src, dst);
       r.bytes += st.size;
-      finish(dst, rel, st.mode, st.uid, st.gid, opts, r);
+      withMode(dst, rel, st, opts, r);
       return;
     case S_IFLNK: {
       const target = readlinkSync(src);
@@ -132,38 +131,32 @@ function copyEntry(src: string, dst: string, rel: string, opts: SanitiseOptions,
         );
       }
       symlinkSync(target, dst);
-      const [u, g] = opts.owner(st.uid, st.gid);
-      lchownSync(dst, u, g);
-      r.entries++;
+      owned(dst, st, opts, r);
       return;
     }
     default:
       if (opts.overlayMarks && (st.mode & S_IFMT) === S_IFCHR && st.rdev === 0) {
         makeWhiteout(dst);
-        const [u, g] = opts.owner(st.uid, st.gid);
-        lchownSync(dst, u, g);
-        r.entries++;
+        owned(dst, st, opts, r);
         return;
       }
       r.dropped.push(rel);
   }
 }
 
-function finish(
-  dst: string,
-  rel: string,
-  mode: number,
-  uid: number,
-  gid: number,
-  opts: SanitiseOptions,
-  r: SanitiseReport,
-): void {
-  if (mode & SPECIAL_BITS) r.stripped.push(rel === "" ? "." : rel);
-  const [u, g] = opts.owner(uid, gid);
+/** Gives a copied entry the owner the rules say, and counts it. */
+function owned(dst: string, st: Stats, opts: SanitiseOptions, r: SanitiseReport): void {
+  const [u, g] = opts.owner(st.uid, st.gid);
   lchownSync(dst, u, g);
-  // After the chown, which would clear setuid bits anyway: the mode is set last, without them.
-  chmodSync(dst, mode & 0o777);
   r.entries++;
+}
+
+/** owned(), then the permission bits without setuid, setgid and sticky. */
+function withMode(dst: string, rel: string, st: Stats, opts: SanitiseOptions, r: SanitiseReport): void {
+  if (st.mode & SPECIAL_BITS) r.stripped.push(rel === "" ? "." : rel);
+  owned(dst, st, opts, r);
+  // After the chown, which would clear setuid bits anyway: the mode is set last, without them.
+  chmodSync(dst, st.mode & 0o777);
 }
 
 /** Says in the build log what publication changed or left out. */
