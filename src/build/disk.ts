@@ -10,19 +10,11 @@
  * the build's host identity, so root inside the build's user namespace owns it.
  */
 import { spawnSync } from "node:child_process";
-import {
-  chmodSync,
-  existsSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
 import { processState } from "../jail/cgroup.ts";
+import { ensureSearchable } from "../jail/spawn.ts";
 import { paths } from "../store/paths.ts";
 
 export interface BuildDisk {
@@ -48,19 +40,9 @@ function sh(cmd: string, args: string[], what: string): void {
 }
 
 /**
- * A build's root inside its user namespace is an unprivileged uid on the host, and its setup
- * mounts on run/stage and the layers under the state root: the directories on the way must be
- * searchable (not listable) by others. Those above the root must be too (/usr/local is).
- */
-function ensureSearchable(dir: string): void {
-  mkdirSync(dir, { recursive: true, mode: 0o711 });
-  const mode = statSync(dir).mode & 0o7777;
-  if ((mode & 0o011) !== 0o011) chmodSync(dir, mode | 0o011);
-}
-
-/**
  * Makes and mounts a build disk of `sizeBytes`, its root owned by `owner` (uid, gid).
- * `name` says what it is for, in the directory's name.
+ * `name` says what it is for, in the directory's name. A build's root is an unprivileged uid
+ * on the host: the directories on the way to its disk and its stage are made searchable.
  */
 export function createBuildDisk(
   name: string,

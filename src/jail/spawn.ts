@@ -320,15 +320,17 @@ function prepareUpper(spec: JailSpec): string | undefined {
 }
 
 /**
- * A user-namespaced jail's setup runs as an unprivileged host uid and mounts on run/stage:
- * the state root and run/ must be searchable (not listable) by others.
+ * A directory an unprivileged host uid must cross: made searchable (not listable) by others.
+ * A user-namespaced jail's setup runs as such a uid and mounts on run/stage.
  */
+export function ensureSearchable(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o711 });
+  const mode = statSync(dir).mode & 0o7777;
+  if ((mode & 0o011) !== 0o011) chmodSync(dir, mode | 0o011);
+}
+
 function searchableRoot(): void {
-  for (const d of [paths.root(), paths.run()]) {
-    mkdirSync(d, { recursive: true, mode: 0o711 });
-    const mode = statSync(d).mode & 0o7777;
-    if ((mode & 0o011) !== 0o011) chmodSync(d, mode | 0o011);
-  }
+  for (const d of [paths.root(), paths.run()]) ensureSearchable(d);
 }
 
 /** A jail made with the seccomp filter waits with it installed: its payload cannot drop it. */
