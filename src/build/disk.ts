@@ -5,7 +5,7 @@
  * size. A quota enforced by the kernel's block allocator cannot be raced the way a size check
  * after the fact can, and needs neither project quotas nor a particular host filesystem.
  *
- * A build disk lives in run/builds/<id>/ (the image and its mount point, with the owner's pid
+ * A build disk lives in run/builds/<id>/ (the image and its mount point, with its owner's id,
  * so `sweepBuildDisks` can take back what a dead builder left mounted). Its root belongs to
  * the build's host identity, so root inside the build's user namespace owns it.
  */
@@ -13,7 +13,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
-import { processState } from "../jail/cgroup.ts";
+import { ownerId, ownerLive } from "../jail/cgroup.ts";
 import { ensureSearchable } from "../jail/spawn.ts";
 import { paths } from "../store/paths.ts";
 
@@ -61,7 +61,8 @@ export function createBuildDisk(
     `${name}-${process.pid}-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`,
   );
   mkdirSync(dir, { mode: 0o711 });
-  writeFileSync(join(dir, "owner.pid"), String(process.pid));
+  // PID.START (ownerId): a reused pid is not this builder.
+  writeFileSync(join(dir, "owner"), ownerId());
   const image = join(dir, "disk.img");
   const mnt = join(dir, "mnt");
   mkdirSync(mnt, { mode: 0o711 });
@@ -123,23 +124,18 @@ function isMounted(p: string): boolean {
   return text.split("\n").some((l) => l.split(" ")[4] === p);
 }
 
-/** A builder that exited is dead even while its parent has not reaped it (a zombie). */
-const alive = (pid: number) => {
-  const state = processState(pid);
-  return state !== null && state !== "Z" && state !== "X";
-};
-
 /** Takes back the disks of builders that died mid-build (a crash, a kill -9). */
 export function sweepBuildDisks(): void {
   const root = buildsDir();
   if (!existsSync(root)) return;
   for (const n of readdirSync(root)) {
     const dir = join(root, n);
-    let pid = 0;
+    let owner = "";
     try {
-      pid = Number(readFileSync(join(dir, "owner.pid"), "utf8"));
+      owner = readFileSync(join(dir, "owner"), "utf8");
     } catch {}
-    if (pid > 0 && alive(pid)) continue;
+    const [pid, start] = owner.split(".");
+    if (ownerLive(Number(pid), start)) continue;
     removeDisk(dir);
   }
 }
