@@ -240,6 +240,7 @@ async function buildOne(
       await fetchVerified(f.url, f.integrity, join(files, f.name), (l) => log(`${label}: ${l}`));
     }
     const argv = await installArgv(m, tmp);
+    const wm = await worldMounts(world);
     if (argv) {
       const limits = { ...m.install, diskMb: OVERLAY_DISK_MB };
       const run = await runBuild({
@@ -264,7 +265,7 @@ async function buildOne(
         layers: [worldPath(world), ...parents.map((p) => p.path)],
         upper,
         mounts: [
-          ...(await worldMounts(world)),
+          ...wm,
           buildBind(m.dir, "/tmp/lj/plugin"),
           buildBind(files, "/tmp/lj/files"),
           ...(m.inlineScript !== undefined ? [buildBind(join(tmp, "install"), "/tmp/lj/install")] : []),
@@ -297,7 +298,7 @@ async function buildOne(
     reportSanitised(published, log);
     pruneMountPoints(
       join(tmp, "root"),
-      (await worldMounts(world)).map((m) => m.dst),
+      wm.map((m) => m.dst),
     );
     const meta: OverlayMeta = {
       version: 1,
