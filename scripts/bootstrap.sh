@@ -103,6 +103,8 @@ install_pebble() {
 
 mkdir -p "$tools/bin"
 install_pebble
+# etcd and the Kubernetes control plane for the cluster tests (cached; minutes on a fresh machine).
+bash "$here/scripts/kube-tools.sh"
 ln -sf "$tools/bun/node_modules/bun/bin/bun.exe" "$tools/bin/bun"
 ln -sf "$tools/zig/ziglang/zig" "$tools/bin/zig"
 export PATH="$tools/bin:$PATH"
