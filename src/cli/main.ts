@@ -40,6 +40,7 @@ export const main = defineCommand({
     logout: () => import("./login.ts").then((m) => m.logoutCommand),
     servers: () => import("./login.ts").then((m) => m.serversCommand),
     "git-credential": () => import("./login.ts").then((m) => m.gitCredentialCommand),
+    node: () => import("./node.ts").then((m) => m.nodeCommand),
     completion: () => import("./completion.ts").then((m) => m.completionCommand),
   },
 });

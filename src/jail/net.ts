@@ -12,7 +12,16 @@
  * Costs per jail: one `ip -batch` on the host, one in the jail (via nsenter), one `nft -f`
  * (in parallel with the first) and one sysctl write; teardown one `ip` and one `nft`.
  */
-import { existsSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { join } from "node:path";
 import { LjError } from "../errors.ts";
 import {
   acquireLease,
@@ -167,6 +176,7 @@ export function baseScript(cfg: NetConfig): string {
     "  set guard { type ifname; }",
     "  set gw_ports { type inet_proto . inet_service; }",
     "  set never { type ipv4_addr; flags interval; }",
+    "  set inbound { type ipv4_addr . inet_proto . inet_service; }",
     "  chain input { type filter hook input priority filter; policy accept; }",
     "  chain forward { type filter hook forward priority filter; policy accept; }",
     "  chain output { type filter hook output priority filter; policy accept; }",
@@ -211,6 +221,8 @@ export function baseScript(cfg: NetConfig): string {
     // Refused at once (connect fails with "No route to host"), not left to time out.
     r("jail_fwd", REJECT),
     r("to_jail", "ct state established,related accept"),
+    // Published ports (a cluster node's pods): connections from beyond the machine come in.
+    r("to_jail", "ip daddr . meta l4proto . th dport @inbound accept"),
     r("to_jail", "drop"),
     // The subnet exists only on this machine: never let a packet for it out another way.
     // These two rules see every root's traffic, so they name any jail veth, not only ours:
@@ -279,7 +291,11 @@ async function nftJail(cfg: NetConfig, lines: string[]): Promise<void> {
 
 function staleCleanup(cfg: NetConfig, stale: Lease): { nft: string[]; veth: boolean } {
   return {
-    nft: [...elements(stale).flatMap((el) => removal(cfg, el)), ...linkRemovals(cfg, stale.address)],
+    nft: [
+      ...elements(stale).flatMap((el) => removal(cfg, el)),
+      ...linkRemovals(cfg, stale.address),
+      ...inboundRemovals(cfg, stale.address),
+    ],
     veth: existsSync(`/sys/class/net/${stale.veth}`),
   };
 }
@@ -415,6 +431,7 @@ export async function releaseNet(net: JailNet): Promise<void> {
     ...net.staleNft,
     ...elements(lease).flatMap((el) => removal(cfg, el)),
     ...linkRemovals(cfg, lease.address),
+    ...inboundRemovals(cfg, lease.address),
   ];
   await Promise.all([
     existsSync(`/sys/class/net/${lease.veth}`) ? run(["ip", "link", "del", lease.veth]) : null,
@@ -465,6 +482,63 @@ export async function linkJails(from: Addressed, to: Addressed): Promise<JailLin
     async unlink() {
       forgetLink(a, b, cfg.dir);
       await nftJail(cfg, removal(cfg, `links { ${a} . ${b} }`));
+    },
+  };
+}
+
+/** Published ports of an address: run/net/inbound/ADDRESS lists its elements, one a line. */
+const inboundFile = (cfg: NetConfig, address: string) => join(cfg.dir, "inbound", address);
+
+function inboundRemovals(cfg: NetConfig, address: string): string[] {
+  let text = "";
+  try {
+    text = readFileSync(inboundFile(cfg, address), "utf8");
+  } catch {
+    return [];
+  }
+  rmSync(inboundFile(cfg, address), { force: true });
+  return text
+    .split("\n")
+    .filter(Boolean)
+    .flatMap((el) => removal(cfg, el));
+}
+
+export interface Published {
+  address: string;
+  ports: number[];
+  /** Closes the ports again (they also close when the jail's address is released). */
+  unpublish(): Promise<void>;
+}
+
+/**
+ * Lets hosts beyond this machine open connections to a jail's TCP ports, coming in through
+ * `uplink` (a cluster node's pods, reached over the node network). Forwarding is switched on
+ * for the uplink under the same guard as egress uplinks: it forwards nothing but jail traffic.
+ * A jail's own traffic is unchanged (other jails stay unreachable to it unless linked).
+ */
+export async function publishPorts(address: string, ports: number[], uplink: string): Promise<Published> {
+  const a = addressOf(address, "the published jail");
+  for (const p of ports) {
+    if (!Number.isInteger(p) || p < 1 || p > 65535)
+      throw new LjError("usage", "invalid-port", `port ${p} is not a TCP port`);
+  }
+  if (!existsSync(`/sys/class/net/${uplink}`))
+    throw new LjError("unavailable", "no-uplink", `interface ${uplink} does not exist`);
+  const cfg = netConfig();
+  const els = ports.map((p) => `inbound { ${a} . tcp . ${p} }`);
+  mkdirSync(join(cfg.dir, "inbound"), { recursive: true, mode: 0o700 });
+  writeFileSync(inboundFile(cfg, a), `${els.join("\n")}\n`);
+  const switchOn = readSysctl(`/proc/sys/net/ipv4/conf/${uplink}/forwarding`) === "0";
+  await nftJail(cfg, [
+    ...(switchOn ? [`add element ${cfg.table} guard { "${uplink}" }`] : []),
+    ...els.map((el) => `add element ${cfg.table} ${el}`),
+  ]);
+  if (switchOn) writeFileSync(`/proc/sys/net/ipv4/conf/${uplink}/forwarding`, "1");
+  return {
+    address: a,
+    ports,
+    async unpublish() {
+      await nftJail(cfg, inboundRemovals(cfg, a));
     },
   };
 }

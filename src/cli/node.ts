@@ -1,0 +1,79 @@
+import { hostname } from "node:os";
+import { defineCommand } from "citty";
+import { LjError } from "../errors.ts";
+
+function positiveInt(v: string, what: string, min = 1): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min)
+    throw new LjError("usage", "bad-number", `${what} must be a whole number >= ${min} (got "${v}")`);
+  return n;
+}
+
+const runCommand = defineCommand({
+  meta: {
+    name: "run",
+    description:
+      "Join a Kubernetes cluster as a node whose pods run as jails (pods must tolerate the lightjail/node taint)",
+  },
+  args: {
+    kubeconfig: { type: "string", description: "kubeconfig with this node's credentials", required: true },
+    name: { type: "string", description: "node name (default: the host name)" },
+    address: {
+      type: "string",
+      description: "this machine's address on the cluster network (InternalIP)",
+      required: true,
+    },
+    "kubelet-port": {
+      type: "string",
+      description: "port of the node's log endpoint (HTTPS)",
+      default: "10250",
+    },
+    "client-ca": {
+      type: "string",
+      description: "CA file that signs the API server's client certificate (default: the kubeconfig's CA)",
+    },
+    "reserve-cpu": { type: "string", description: "CPUs kept back from pods", default: "0.1" },
+    "reserve-memory": {
+      type: "string",
+      description: "memory kept back from pods (a quantity)",
+      default: "256Mi",
+    },
+    "max-pods": { type: "string", description: "pods this node takes", default: "110" },
+    heartbeat: { type: "string", description: "seconds between lease renewals", default: "10" },
+  },
+  async run({ args }) {
+    const { parseQuantity } = await import("../node/quantity.ts");
+    const { NodeAgent } = await import("../node/agent.ts");
+    const name = args.name ?? hostname();
+    if (!/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(name))
+      throw new LjError("usage", "bad-node-name", `"${name}" is not a valid node name (lower-case DNS name)`);
+    const agent = new NodeAgent({
+      kubeconfig: args.kubeconfig,
+      name,
+      address: args.address,
+      kubeletPort: positiveInt(args["kubelet-port"], "--kubelet-port", 0),
+      clientCaFile: args["client-ca"],
+      reserve: {
+        cpus: parseQuantity(args["reserve-cpu"]),
+        memoryBytes: parseQuantity(args["reserve-memory"]),
+      },
+      maxPods: positiveInt(args["max-pods"], "--max-pods"),
+      heartbeatSeconds: positiveInt(args.heartbeat, "--heartbeat"),
+    });
+    await agent.start();
+    await new Promise<void>((resolve) => {
+      const bye = () => {
+        process.off("SIGTERM", bye);
+        process.off("SIGINT", bye);
+        void agent.stop().then(resolve);
+      };
+      process.on("SIGTERM", bye);
+      process.on("SIGINT", bye);
+    });
+  },
+});
+
+export const nodeCommand = defineCommand({
+  meta: { name: "node", description: "Run this machine as a Kubernetes node (pods as jails)" },
+  subCommands: { run: runCommand },
+});

@@ -1,0 +1,154 @@
+/**
+ * Container probes as the kubelet runs them: HTTP GET (a status from 200 to 399 passes), TCP
+ * connect, and exec (exit status 0 passes). HTTP and TCP probes go from the node to the pod's
+ * address; exec runs the command inside the container's jail (its namespaces, root, cgroups
+ * and uid, with no_new_privs), as `kubectl exec` would.
+ */
+import type { V1ContainerPort, V1Probe } from "@kubernetes/client-node";
+import type { Jail } from "../jail/spawn.ts";
+
+export interface ProbeTarget {
+  address: string;
+  jail: Jail;
+  uid: number;
+  gid: number;
+  env: Record<string, string>;
+  ports: V1ContainerPort[];
+}
+
+export interface ProbeTiming {
+  initialDelayMs: number;
+  periodMs: number;
+  timeoutMs: number;
+  successThreshold: number;
+  failureThreshold: number;
+}
+
+export function probeTiming(p: V1Probe): ProbeTiming {
+  return {
+    initialDelayMs: (p.initialDelaySeconds ?? 0) * 1000,
+    periodMs: (p.periodSeconds ?? 10) * 1000,
+    timeoutMs: (p.timeoutSeconds ?? 1) * 1000,
+    successThreshold: p.successThreshold ?? 1,
+    failureThreshold: p.failureThreshold ?? 3,
+  };
+}
+
+function portOf(port: number | string, ports: V1ContainerPort[]): number {
+  if (typeof port === "number") return port;
+  if (/^\d+$/.test(port)) return Number(port);
+  const named = ports.find((p) => p.name === port);
+  if (!named) throw new Error(`no container port named ${port}`);
+  return named.containerPort;
+}
+
+/** One probe run: resolves true (passed) or false, never throws. */
+export async function runProbe(p: V1Probe, t: ProbeTarget, timeoutMs: number): Promise<boolean> {
+  try {
+    if (p.httpGet) return await httpProbe(p, t, timeoutMs);
+    if (p.tcpSocket)
+      return await tcpProbe(p.tcpSocket.host ?? t.address, portOf(p.tcpSocket.port, t.ports), timeoutMs);
+    if (p.exec?.command?.length) return await execProbe(p.exec.command, t, timeoutMs);
+    return false;
+  } catch {
+    return false;
+  }
+}
+
+async function httpProbe(p: V1Probe, t: ProbeTarget, timeoutMs: number): Promise<boolean> {
+  const g = p.httpGet!;
+  const scheme = (g.scheme ?? "HTTP").toLowerCase();
+  const path = g.path?.startsWith("/") ? g.path : `/${g.path ?? ""}`;
+  const headers: Record<string, string> = { "user-agent": "lightjail-probe" };
+  for (const h of g.httpHeaders ?? []) headers[h.name] = h.value;
+  const res = await fetch(`${scheme}://${g.host ?? t.address}:${portOf(g.port, t.ports)}${path}`, {
+    headers,
+    redirect: "manual",
+    signal: AbortSignal.timeout(timeoutMs),
+    // The kubelet does not verify a pod's certificate either.
+    tls: { rejectUnauthorized: false },
+  });
+  await res.body?.cancel();
+  return res.status >= 200 && res.status < 400;
+}
+
+function tcpProbe(host: string, port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), timeoutMs);
+    Bun.connect({
+      hostname: host,
+      port,
+      socket: {
+        open(s) {
+          clearTimeout(timer);
+          s.end();
+          resolve(true);
+        },
+        data() {},
+        connectError() {
+          clearTimeout(timer);
+          resolve(false);
+        },
+        error() {},
+      },
+    }).catch(() => {
+      clearTimeout(timer);
+      resolve(false);
+    });
+  });
+}
+
+/**
+ * Runs a command in a running jail: first into the jail's cgroups (a shell on the host writes
+ * its own pid there), then no_new_privs (setpriv), then into the namespaces and root of the
+ * jail's first process as the container's uid and gid (nsenter). What the command starts dies
+ * with the probe's timeout.
+ */
+export async function execInJail(
+  command: string[],
+  t: Pick<ProbeTarget, "jail" | "uid" | "gid" | "env">,
+  timeoutMs: number,
+): Promise<{ code: number; output: string }> {
+  const join =
+    'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1/cgroup.procs" || exit 126; shift; n=$((n-1)); done; exec "$@"';
+  const argv = [
+    "/bin/sh",
+    "-c",
+    join,
+    "sh",
+    String(t.jail.cgroups.length),
+    ...t.jail.cgroups,
+    "setpriv",
+    "--no-new-privs",
+    "--",
+    "nsenter",
+    `--target=${t.jail.pid}`,
+    "--mount",
+    "--uts",
+    "--ipc",
+    "--net",
+    "--pid",
+    "--root",
+    "--wd",
+    `--setuid=${t.uid}`,
+    `--setgid=${t.gid}`,
+    "--",
+    ...command,
+  ];
+  const p = Bun.spawn(argv, {
+    env: t.env,
+    stdio: ["ignore", "pipe", "pipe"],
+    timeout: timeoutMs,
+    killSignal: "SIGKILL",
+  });
+  const [out, err, code] = await Promise.all([
+    new Response(p.stdout).text(),
+    new Response(p.stderr).text(),
+    p.exited,
+  ]);
+  return { code, output: out + err };
+}
+
+async function execProbe(command: string[], t: ProbeTarget, timeoutMs: number): Promise<boolean> {
+  return (await execInJail(command, t, timeoutMs)).code === 0;
+}

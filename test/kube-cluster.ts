@@ -1,0 +1,321 @@
+/**
+ * A real Kubernetes control plane for the cluster tests and bench/cluster.ts: etcd,
+ * kube-apiserver, kube-scheduler and kube-controller-manager (built by scripts/kube-tools.sh),
+ * with a certificate authority, serving and client certificates and static tokens of their own
+ * in a temporary directory. Everything listens on loopback, except the API server, which may
+ * also listen on an address the test's node namespaces reach (`apiAddress`).
+ */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+import { projectDir } from "./helpers/jail-env.ts";
+
+export const kubeTools = join(projectDir, ".tools", "kube");
+
+export interface ClusterOptions {
+  /** The API server's address (default 127.0.0.1); node namespaces reach it there. */
+  apiAddress?: string;
+  /** Node names that get a token (user system:node:NAME, group system:nodes). */
+  nodes?: string[];
+  /** How long a silent node stays Ready, and how long its pods stay after it is unreachable. */
+  nodeGraceSeconds?: number;
+  evictAfterSeconds?: number;
+}
+
+export interface Cluster {
+  dir: string;
+  server: string;
+  /** The administrator's kubeconfig (group system:masters). */
+  adminKubeconfig: string;
+  /** A kubeconfig for a node agent (its own token). */
+  nodeKubeconfig(name: string): string;
+  caFile: string;
+  /** Client certificate the API server presents to node agents (kubelet log endpoint). */
+  kubeletClientCa: string;
+  adminToken: string;
+  /** Calls the API as the administrator. */
+  api<T = unknown>(method: string, path: string, body?: unknown, contentType?: string): Promise<T>;
+  /** The response itself (status and text), for endpoints that answer text (pod logs). */
+  raw(method: string, path: string): Promise<{ status: number; text: string }>;
+  logTail(): string;
+  stop(): Promise<void>;
+}
+
+async function freePort(host = "127.0.0.1"): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, host, () => {
+      const a = s.address();
+      s.close(() => resolve(typeof a === "object" && a ? a.port : 0));
+    });
+  });
+}
+
+async function openssl(dir: string, args: string[]): Promise<void> {
+  const p = Bun.spawn(["openssl", ...args], { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
+  const [err, code] = await Promise.all([new Response(p.stderr).text(), p.exited]);
+  if (code !== 0) throw new Error(`openssl ${args[0]}: ${err.trim()}`);
+}
+
+/** A key and a certificate signed by the cluster's CA. */
+async function issue(dir: string, name: string, subject: string, ext: string): Promise<void> {
+  await openssl(dir, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", `${name}.key`]);
+  await openssl(dir, ["req", "-new", "-key", `${name}.key`, "-subj", subject, "-out", `${name}.csr`]);
+  writeFileSync(join(dir, `${name}.ext`), ext);
+  await openssl(dir, [
+    "x509",
+    "-req",
+    "-in",
+    `${name}.csr`,
+    "-CA",
+    "ca.crt",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-days",
+    "2",
+    "-extfile",
+    `${name}.ext`,
+    "-out",
+    `${name}.crt`,
+  ]);
+}
+
+async function makePki(dir: string, apiAddress: string): Promise<void> {
+  await openssl(dir, ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key"]);
+  await openssl(dir, [
+    "req",
+    "-x509",
+    "-new",
+    "-key",
+    "ca.key",
+    "-subj",
+    "/CN=lightjail-test-ca",
+    "-days",
+    "2",
+    "-addext",
+    "basicConstraints=critical,CA:TRUE",
+    "-addext",
+    "keyUsage=critical,keyCertSign,cRLSign",
+    "-out",
+    "ca.crt",
+  ]);
+  const server = `subjectAltName=IP:127.0.0.1,IP:${apiAddress},IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n`;
+  await issue(dir, "apiserver", "/CN=kube-apiserver", server);
+  const client = "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n";
+  await issue(dir, "kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client", client);
+  // The service account signing key (RSA: the token signer's default algorithm).
+  await openssl(dir, ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "sa.key"]);
+  await openssl(dir, ["pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
+}
+
+function kubeconfig(server: string, caFile: string, user: string, token: string): string {
+  return JSON.stringify({
+    apiVersion: "v1",
+    kind: "Config",
+    clusters: [{ name: "lj-test", cluster: { server, "certificate-authority": caFile } }],
+    users: [{ name: user, user: { token } }],
+    contexts: [{ name: "lj-test", context: { cluster: "lj-test", user } }],
+    "current-context": "lj-test",
+  });
+}
+
+const token = () => Buffer.from(crypto.getRandomValues(new Uint8Array(24))).toString("hex");
+
+export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> {
+  const dir = mkdtempSync(join(tmpdir(), "lj-kube-"));
+  const apiAddress = opts.apiAddress ?? "127.0.0.1";
+  const procs: Subprocess[] = [];
+  const logs: string[] = [];
+  let stopped = false;
+  const stop = async () => {
+    stopped = true;
+    for (const p of procs.reverse()) p.kill("SIGTERM");
+    await Promise.all(
+      procs.map((p) => Promise.race([p.exited, Bun.sleep(5000).then(() => p.kill("SIGKILL"))])),
+    );
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await makePki(dir, apiAddress);
+    const tokens = { admin: token(), scheduler: token(), controller: token() };
+    const nodeTokens = new Map((opts.nodes ?? []).map((n) => [n, token()]));
+    writeFileSync(
+      join(dir, "tokens.csv"),
+      [
+        `${tokens.admin},admin,admin,"system:masters"`,
+        `${tokens.scheduler},system:kube-scheduler,scheduler,"system:masters"`,
+        `${tokens.controller},system:kube-controller-manager,controller,"system:masters"`,
+        ...[...nodeTokens].map(([n, t]) => `${t},system:node:${n},node-${n},"system:nodes"`),
+        "",
+      ].join("\n"),
+    );
+    const [etcdClient, etcdPeer, apiPort] = await Promise.all([freePort(), freePort(), freePort(apiAddress)]);
+    const server = `https://${apiAddress}:${apiPort}`;
+    const caFile = join(dir, "ca.crt");
+    const configFor = (name: string, user: string, t: string) => {
+      const f = join(dir, `${name}.kubeconfig`);
+      writeFileSync(f, kubeconfig(server, caFile, user, t));
+      return f;
+    };
+    const adminKubeconfig = configFor("admin", "admin", tokens.admin);
+
+    const run = (name: string, argv: string[]) => {
+      const p = Bun.spawn(argv, { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
+      procs.push(p);
+      const keep = async (s: ReadableStream<Uint8Array>) => {
+        const dec = new TextDecoder();
+        for await (const chunk of s) {
+          for (const line of dec.decode(chunk).split("\n")) if (line) logs.push(`${name}: ${line}`);
+          if (logs.length > 4000) logs.splice(0, logs.length - 2000);
+        }
+      };
+      void keep(p.stdout);
+      void keep(p.stderr);
+      void p.exited.then((code) => {
+        if (!stopped) logs.push(`${name}: exited with ${code}`);
+      });
+      return p;
+    };
+    const etcdUrl = `http://127.0.0.1:${etcdClient}`;
+    run("etcd", [
+      join(kubeTools, "etcd"),
+      "--name=lj",
+      `--data-dir=${join(dir, "etcd")}`,
+      `--listen-client-urls=${etcdUrl}`,
+      `--advertise-client-urls=${etcdUrl}`,
+      `--listen-peer-urls=http://127.0.0.1:${etcdPeer}`,
+      `--initial-advertise-peer-urls=http://127.0.0.1:${etcdPeer}`,
+      `--initial-cluster=lj=http://127.0.0.1:${etcdPeer}`,
+      // A test cluster's data is thrown away: no fsync, no waiting on the disk.
+      "--unsafe-no-fsync",
+      "--log-level=warn",
+    ]);
+    const kube = join(kubeTools, "kube");
+    const evict = String(opts.evictAfterSeconds ?? 300);
+    run("apiserver", [
+      kube,
+      "kube-apiserver",
+      `--etcd-servers=${etcdUrl}`,
+      `--bind-address=${apiAddress}`,
+      `--advertise-address=${apiAddress}`,
+      `--secure-port=${apiPort}`,
+      `--tls-cert-file=${join(dir, "apiserver.crt")}`,
+      `--tls-private-key-file=${join(dir, "apiserver.key")}`,
+      `--client-ca-file=${caFile}`,
+      `--token-auth-file=${join(dir, "tokens.csv")}`,
+      "--authorization-mode=Node,RBAC",
+      "--enable-admission-plugins=NodeRestriction",
+      "--service-account-issuer=https://kubernetes.default.svc",
+      `--service-account-key-file=${join(dir, "sa.pub")}`,
+      `--service-account-signing-key-file=${join(dir, "sa.key")}`,
+      "--service-cluster-ip-range=10.96.0.0/24",
+      `--kubelet-client-certificate=${join(dir, "kubelet-client.crt")}`,
+      `--kubelet-client-key=${join(dir, "kubelet-client.key")}`,
+      "--kubelet-preferred-address-types=InternalIP",
+      "--endpoint-reconciler-type=none",
+      `--default-not-ready-toleration-seconds=${evict}`,
+      `--default-unreachable-toleration-seconds=${evict}`,
+      "--anonymous-auth=false",
+      "--v=1",
+    ]);
+    const api = async (method: string, path: string, body?: unknown, contentType = "application/json") => {
+      const res = await fetch(`${server}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${tokens.admin}`, "content-type": contentType },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        tls: { ca: Bun.file(caFile) },
+      });
+      return res;
+    };
+    await waitFor(
+      "kube-apiserver /readyz",
+      120_000,
+      async () => {
+        const r = await api("GET", "/readyz").catch(() => null);
+        return r?.status === 200;
+      },
+      () => logs.slice(-30).join("\n"),
+    );
+    run("scheduler", [
+      kube,
+      "kube-scheduler",
+      `--kubeconfig=${configFor("scheduler", "system:kube-scheduler", tokens.scheduler)}`,
+      "--leader-elect=false",
+      "--secure-port=0",
+      "--v=1",
+    ]);
+    const grace = opts.nodeGraceSeconds ?? 40;
+    run("controller-manager", [
+      kube,
+      "kube-controller-manager",
+      `--kubeconfig=${configFor("controller", "system:kube-controller-manager", tokens.controller)}`,
+      "--leader-elect=false",
+      "--secure-port=0",
+      "--use-service-account-credentials=false",
+      `--service-account-private-key-file=${join(dir, "sa.key")}`,
+      `--root-ca-file=${caFile}`,
+      "--node-monitor-period=1s",
+      `--node-monitor-grace-period=${grace}s`,
+      "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route",
+      "--v=1",
+    ]);
+    // Pods need the namespace's default service account, which the controller manager makes.
+    await waitFor(
+      "the default service account",
+      120_000,
+      async () => {
+        const r = await api("GET", "/api/v1/namespaces/default/serviceaccounts/default").catch(() => null);
+        return r?.status === 200;
+      },
+      () => logs.slice(-30).join("\n"),
+    );
+    return {
+      dir,
+      server,
+      adminKubeconfig,
+      caFile,
+      kubeletClientCa: caFile,
+      adminToken: tokens.admin,
+      nodeKubeconfig(name: string) {
+        const t = nodeTokens.get(name);
+        if (!t) throw new Error(`no token for node ${name}: name it in startCluster({ nodes })`);
+        return configFor(`node-${name}`, `system:node:${name}`, t);
+      },
+      async api<T>(method: string, path: string, body?: unknown, contentType?: string): Promise<T> {
+        const r = await api(method, path, body, contentType);
+        const text = await r.text();
+        if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${text}`);
+        return JSON.parse(text) as T;
+      },
+      async raw(method: string, path: string) {
+        const r = await api(method, path);
+        return { status: r.status, text: await r.text() };
+      },
+      logTail: () => logs.slice(-60).join("\n"),
+      stop,
+    };
+  } catch (e) {
+    const tail = logs.slice(-40).join("\n");
+    await stop();
+    throw new Error(`${(e as Error).message}\n${tail}`);
+  }
+}
+
+/** Polls `ok` until it holds; on timeout, fails naming what was awaited (and `detail`). */
+export async function waitFor(
+  what: string,
+  ms: number,
+  ok: () => Promise<boolean> | boolean,
+  detail?: () => string,
+): Promise<void> {
+  const end = Date.now() + ms;
+  for (let delay = 50; ; delay = Math.min(delay * 2, 500)) {
+    if (await ok()) return;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${detail ? `\n${detail()}` : ""}`);
+    await Bun.sleep(delay);
+  }
+}
