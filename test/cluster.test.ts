@@ -8,121 +8,26 @@
  *                                \--- node b 10.219.0.3 (pods 10.219.2.0/24)
  */
 import { afterAll, beforeAll, describe, expect } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import type { Subprocess } from "bun";
-import { cliPath, runCommand } from "./helpers/jail-env.ts";
+import { runCommand } from "./helpers/jail-env.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
-import { type Cluster, kubeTools, startCluster, waitFor } from "./kube-cluster.ts";
+import {
+  type Cluster,
+  kubeTools,
+  type NodeAgentProcess,
+  nodeNetwork,
+  nodesReady,
+  startCluster,
+  startNodeAgent,
+  waitFor,
+} from "./kube-cluster.ts";
 
-const tag = `ljk${process.pid % 10000}`;
-const lanNs = `${tag}-lan`;
-const NET = "10.219";
-const nodes = [
-  { name: "kube-a", ns: `${tag}-a`, address: `${NET}.0.2`, pods: `${NET}.1.0/24` },
-  { name: "kube-b", ns: `${tag}-b`, address: `${NET}.0.3`, pods: `${NET}.2.0/24` },
-];
-const hostAddress = `${NET}.0.1`;
-const hostVeth = `${tag}h`;
-
-interface Agent {
-  name: string;
-  root: string;
-  proc: Subprocess;
-  output: string[];
-}
+const net = nodeNetwork(`ljk${process.pid % 10000}`, "10.219");
+const { nodes } = net;
 
 let cluster: Cluster;
-const agents = new Map<string, Agent>();
-
-async function sh(argv: string[]): Promise<void> {
-  const r = await runCommand(argv);
-  if (r.code !== 0) throw new Error(`${argv.join(" ")}: ${r.stderr.trim()}`);
-}
-
-async function makeNetwork(): Promise<void> {
-  await sh(["ip", "netns", "add", lanNs]);
-  await sh(["ip", "-n", lanNs, "link", "add", "br0", "type", "bridge"]);
-  await sh(["ip", "-n", lanNs, "link", "set", "br0", "up"]);
-  for (const [i, n] of nodes.entries()) {
-    await sh(["ip", "netns", "add", n.ns]);
-    await sh(["ip", "-n", n.ns, "link", "set", "lo", "up"]);
-    await sh([
-      "ip",
-      "link",
-      "add",
-      `${tag}n${i}`,
-      "netns",
-      n.ns,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      `p${i}`,
-      "netns",
-      lanNs,
-    ]);
-    await sh(["ip", "-n", n.ns, "link", "set", `${tag}n${i}`, "name", "eth0"]);
-    await sh(["ip", "-n", n.ns, "addr", "add", `${n.address}/24`, "dev", "eth0"]);
-    await sh(["ip", "-n", n.ns, "link", "set", "eth0", "up"]);
-    await sh(["ip", "-n", lanNs, "link", "set", `p${i}`, "master", "br0", "up"]);
-  }
-  await sh(["ip", "link", "add", hostVeth, "type", "veth", "peer", "name", "ph", "netns", lanNs]);
-  await sh(["ip", "-n", lanNs, "link", "set", "ph", "master", "br0", "up"]);
-  await sh(["ip", "addr", "add", `${hostAddress}/24`, "dev", hostVeth]);
-  await sh(["ip", "link", "set", hostVeth, "up"]);
-  // This namespace is the edge: it reaches each node's pods through that node.
-  for (const n of nodes) await sh(["ip", "route", "replace", n.pods, "via", n.address]);
-}
-
-async function removeNetwork(): Promise<void> {
-  for (const n of nodes) await runCommand(["ip", "route", "del", n.pods]);
-  await runCommand(["ip", "link", "del", hostVeth]);
-  for (const ns of [lanNs, ...nodes.map((n) => n.ns)]) await runCommand(["ip", "netns", "del", ns]);
-}
-
-async function startAgent(n: (typeof nodes)[number], root?: string): Promise<Agent> {
-  const env = {
-    ...process.env,
-    LIGHTJAIL_ROOT: root ?? mkdtempSync(join(tmpdir(), `lj-node-${n.name}-`)),
-    LJ_SUBNET: n.pods,
-  };
-  if (!root) {
-    const w = await runCommand([process.execPath, cliPath, "world", "create", "host", "--from", "host"], env);
-    if (w.code !== 0) throw new Error(`world create: ${w.stderr}`);
-  }
-  const proc = Bun.spawn(
-    [
-      "ip",
-      "netns",
-      "exec",
-      n.ns,
-      process.execPath,
-      cliPath,
-      "node",
-      "run",
-      "--kubeconfig",
-      cluster.nodeKubeconfig(n.name),
-      "--name",
-      n.name,
-      "--address",
-      n.address,
-      "--client-ca",
-      cluster.kubeletClientCa,
-      "--heartbeat",
-      "1",
-    ],
-    { env, stdio: ["ignore", "pipe", "pipe"] },
-  );
-  const a: Agent = { name: n.name, root: env.LIGHTJAIL_ROOT, proc, output: [] };
-  void (async () => {
-    const dec = new TextDecoder();
-    for await (const c of proc.stderr as ReadableStream<Uint8Array>) a.output.push(dec.decode(c));
-  })();
-  agents.set(n.name, a);
-  return a;
-}
+const agents = new Map<string, NodeAgentProcess>();
 
 interface Pod {
   metadata: { name: string; uid: string; deletionTimestamp?: string; labels?: Record<string, string> };
@@ -214,40 +119,23 @@ beforeAll(async () => {
   if (!isRoot()) return;
   if (!existsSync(join(kubeTools, "kube")))
     throw new Error(`${kubeTools}/kube is missing: run scripts/kube-tools.sh`);
-  await removeNetwork();
-  await makeNetwork();
+  await net.remove();
+  await net.make();
   cluster = await startCluster({
-    apiAddress: hostAddress,
+    apiAddress: net.hostAddress,
     nodes: nodes.map((n) => n.name),
     nodeGraceSeconds: 5,
     evictAfterSeconds: 2,
   });
-  for (const n of nodes) await startAgent(n);
-  await waitFor(
-    "both nodes Ready",
-    60_000,
-    async () => {
-      const l = await cluster.api<{
-        items: { metadata: { name: string }; status: { conditions?: { type: string; status: string }[] } }[];
-      }>("GET", "/api/v1/nodes");
-      return (
-        l.items.filter((n) => n.status.conditions?.some((c) => c.type === "Ready" && c.status === "True"))
-          .length === 2
-      );
-    },
-    () => [...agents.values()].map((a) => `${a.name}: ${a.output.join("")}`).join("\n") + cluster.logTail(),
-  );
+  for (const n of nodes) agents.set(n.name, await startNodeAgent(cluster, n));
+  await nodesReady(cluster, [...agents.values()], 60_000);
 }, 240_000);
 
 afterAll(async () => {
   if (!isRoot()) return;
-  for (const a of agents.values()) {
-    a.proc.kill("SIGTERM");
-    await Promise.race([a.proc.exited, Bun.sleep(10_000).then(() => a.proc.kill("SIGKILL"))]);
-    rmSync(a.root, { recursive: true, force: true });
-  }
+  for (const a of agents.values()) await a.stop();
   await cluster?.stop();
-  await removeNetwork();
+  await net.remove();
 }, 60_000);
 
 describe("lightjail nodes in a Kubernetes cluster", () => {

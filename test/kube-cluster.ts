@@ -10,7 +10,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
-import { projectDir } from "./helpers/jail-env.ts";
+import { cliPath, projectDir, runCommand } from "./helpers/jail-env.ts";
 
 export const kubeTools = join(projectDir, ".tools", "kube");
 
@@ -318,4 +318,150 @@ export async function waitFor(
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}${detail ? `\n${detail()}` : ""}`);
     await Bun.sleep(delay);
   }
+}
+
+// -- node agents in network namespaces --------------------------------------------------------
+
+export interface TestNode {
+  name: string;
+  /** Its network namespace. */
+  ns: string;
+  address: string;
+  /** Its pod subnet (the state root's jail subnet). */
+  pods: string;
+}
+
+async function sh(argv: string[]): Promise<void> {
+  const r = await runCommand(argv);
+  if (r.code !== 0) throw new Error(`${argv.join(" ")}: ${r.stderr.trim()}`);
+}
+
+/**
+ * Two nodes, each in a network namespace of its own, joined by a bridge (in a namespace of its
+ * own) to this process's namespace, which plays the edge: it routes to both pod subnets and
+ * hosts the API server. NET is a /16 prefix ("10.219") nobody else on the machine uses.
+ *
+ *   this ns NET.0.1 --- bridge --- node a NET.0.2 (pods NET.1.0/24)
+ *                             \--- node b NET.0.3 (pods NET.2.0/24)
+ */
+export function nodeNetwork(tag: string, net: string) {
+  const lanNs = `${tag}-lan`;
+  const hostVeth = `${tag}h`;
+  const nodes: TestNode[] = ["a", "b"].map((x, i) => ({
+    name: `kube-${x}`,
+    ns: `${tag}-${x}`,
+    address: `${net}.0.${i + 2}`,
+    pods: `${net}.${i + 1}.0/24`,
+  }));
+  const hostAddress = `${net}.0.1`;
+  return {
+    nodes,
+    hostAddress,
+    async make() {
+      await sh(["ip", "netns", "add", lanNs]);
+      await sh(["ip", "-n", lanNs, "link", "add", "br0", "type", "bridge"]);
+      await sh(["ip", "-n", lanNs, "link", "set", "br0", "up"]);
+      for (const [i, n] of nodes.entries()) {
+        await sh(["ip", "netns", "add", n.ns]);
+        await sh(["ip", "-n", n.ns, "link", "set", "lo", "up"]);
+        await sh([
+          "ip",
+          "link",
+          "add",
+          `${tag}n${i}`,
+          "netns",
+          n.ns,
+          "type",
+          "veth",
+          "peer",
+          "name",
+          `p${i}`,
+          "netns",
+          lanNs,
+        ]);
+        await sh(["ip", "-n", n.ns, "link", "set", `${tag}n${i}`, "name", "eth0"]);
+        await sh(["ip", "-n", n.ns, "addr", "add", `${n.address}/24`, "dev", "eth0"]);
+        await sh(["ip", "-n", n.ns, "link", "set", "eth0", "up"]);
+        await sh(["ip", "-n", lanNs, "link", "set", `p${i}`, "master", "br0", "up"]);
+      }
+      await sh(["ip", "link", "add", hostVeth, "type", "veth", "peer", "name", "ph", "netns", lanNs]);
+      await sh(["ip", "-n", lanNs, "link", "set", "ph", "master", "br0", "up"]);
+      await sh(["ip", "addr", "add", `${hostAddress}/24`, "dev", hostVeth]);
+      await sh(["ip", "link", "set", hostVeth, "up"]);
+      for (const n of nodes) await sh(["ip", "route", "replace", n.pods, "via", n.address]);
+    },
+    async remove() {
+      for (const n of nodes) await runCommand(["ip", "route", "del", n.pods]);
+      await runCommand(["ip", "link", "del", hostVeth]);
+      for (const ns of [lanNs, ...nodes.map((n) => n.ns)]) await runCommand(["ip", "netns", "del", ns]);
+    },
+  };
+}
+
+export interface NodeAgentProcess {
+  name: string;
+  root: string;
+  proc: Subprocess;
+  /** What the agent wrote to stderr. */
+  output: string[];
+  stop(): Promise<void>;
+}
+
+/** `lj node run` in the node's namespace, with a state root of its own that has a host world. */
+export async function startNodeAgent(cluster: Cluster, n: TestNode): Promise<NodeAgentProcess> {
+  const root = mkdtempSync(join(tmpdir(), `lj-node-${n.name}-`));
+  const env = { ...process.env, LIGHTJAIL_ROOT: root, LJ_SUBNET: n.pods };
+  const w = await runCommand([process.execPath, cliPath, "world", "create", "host", "--from", "host"], env);
+  if (w.code !== 0) throw new Error(`world create: ${w.stderr}`);
+  const proc = Bun.spawn(
+    [
+      "ip",
+      "netns",
+      "exec",
+      n.ns,
+      process.execPath,
+      cliPath,
+      "node",
+      "run",
+      `--kubeconfig=${cluster.nodeKubeconfig(n.name)}`,
+      `--name=${n.name}`,
+      `--address=${n.address}`,
+      `--client-ca=${cluster.kubeletClientCa}`,
+      "--heartbeat=1",
+    ],
+    { env, stdio: ["ignore", "ignore", "pipe"] },
+  );
+  const output: string[] = [];
+  void (async () => {
+    const dec = new TextDecoder();
+    for await (const c of proc.stderr as ReadableStream<Uint8Array>) output.push(dec.decode(c));
+  })();
+  return {
+    name: n.name,
+    root,
+    proc,
+    output,
+    async stop() {
+      proc.kill("SIGTERM");
+      await Promise.race([proc.exited, Bun.sleep(10_000).then(() => proc.kill("SIGKILL"))]);
+      await proc.exited;
+      rmSync(root, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function nodesReady(cluster: Cluster, agents: NodeAgentProcess[], ms: number): Promise<void> {
+  type NodeList = { items: { status: { conditions?: { type: string; status: string }[] } }[] };
+  await waitFor(
+    `${agents.length} nodes Ready`,
+    ms,
+    async () => {
+      const l = await cluster.api<NodeList>("GET", "/api/v1/nodes");
+      const ready = l.items.filter((n) =>
+        n.status.conditions?.some((c) => c.type === "Ready" && c.status === "True"),
+      );
+      return ready.length === agents.length;
+    },
+    () => agents.map((a) => `${a.name}: ${a.output.join("")}`).join("\n") + cluster.logTail(),
+  );
 }

@@ -27,6 +27,8 @@ export interface PodHost {
 
 const BACKOFF_START_MS = 1000;
 const BACKOFF_MAX_MS = 30_000;
+/** Probe retry before a probe's first pass (then its own period). */
+const FIRST_PASS_RETRY_MS = 200;
 /** A run this long resets the backoff. */
 const STABLE_MS = 60_000;
 
@@ -233,16 +235,18 @@ export class PodRunner {
       env: spec.env ?? {},
       ports: c.ports ?? [],
     };
-    const loop = (p: V1Probe, gate: () => boolean, onResult: (ok: boolean) => void) => {
+    const loop = (p: V1Probe, gate: () => boolean, onResult: (ok: boolean) => void, eager = false) => {
       const t = probeTiming(p);
       let ok = 0;
       let bad = 0;
+      let everPassed = false;
       const tick = async () => {
         if (!live) return;
         if (gate()) {
           const passed = await runProbe(p, target, t.timeoutMs);
           if (!live) return;
           if (passed) {
+            everPassed = true;
             ok++;
             bad = 0;
             if (ok >= t.successThreshold) onResult(true);
@@ -252,7 +256,11 @@ export class PodRunner {
             if (bad >= t.failureThreshold) onResult(false);
           }
         }
-        setTimeout(tick, t.periodMs);
+        // Until a readiness probe first passes, the node asks again sooner than its period: a
+        // pod is Ready as soon as it serves, not up to a period later. (A failure there changes
+        // nothing: the pod is not ready yet. Startup and liveness probes count failures, so
+        // they keep their period.)
+        setTimeout(tick, eager && !everPassed ? Math.min(t.periodMs, FIRST_PASS_RETRY_MS) : t.periodMs);
       };
       setTimeout(tick, t.initialDelayMs);
     };
