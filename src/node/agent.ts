@@ -222,19 +222,11 @@ export class NodeAgent {
           },
         );
       }
-      await this.kube.core.patchNode(
-        {
-          name: o.name,
-          body: {
-            metadata: { labels },
-            spec: {
-              taints: [NODE_TAINT],
-              ...(cidr ? {} : { podCIDR: this.podCidr, podCIDRs: [this.podCidr] }),
-            },
-          },
-        },
-        mergePatch,
-      );
+      // A node may change its labels, not its taints or pod subnet (NodeRestriction admission).
+      await this.kube.core.patchNode({ name: o.name, body: { metadata: { labels } } }, mergePatch);
+      if (!existing.spec?.taints?.some((t) => t.key === NODE_TAINT.key && t.effect === NODE_TAINT.effect)) {
+        this.log(`node ${o.name} exists without the ${NODE_TAINT.key} taint: any pod may land here`);
+      }
     }
     await this.reportNode();
   }
@@ -353,7 +345,9 @@ export class NodeAgent {
       nodeName: this.opts.name,
       hostIP: this.opts.address,
       changed: (p: PodRunner) => this.report(p),
-      publish: (address: string, ports: number[]) => publishPorts(address, ports, this.uplink),
+      // A node on loopback (one machine, tests) reaches its jails directly: nothing to publish.
+      publish: async (address: string, ports: number[]) =>
+        this.uplink === "lo" ? null : publishPorts(address, ports, this.uplink),
       log: this.log,
     };
   }
