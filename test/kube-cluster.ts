@@ -123,6 +123,20 @@ function kubeconfig(server: string, caFile: string, user: string, token: string)
   });
 }
 
+export const NODE_READER_ROLE = {
+  apiVersion: "rbac.authorization.k8s.io/v1",
+  kind: "ClusterRole",
+  metadata: { name: "lightjail-node" },
+  rules: [{ apiGroups: [""], resources: ["nodes"], verbs: ["get", "list", "watch"] }],
+};
+export const NODE_READER_BINDING = {
+  apiVersion: "rbac.authorization.k8s.io/v1",
+  kind: "ClusterRoleBinding",
+  metadata: { name: "lightjail-node" },
+  roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "lightjail-node" },
+  subjects: [{ apiGroup: "rbac.authorization.k8s.io", kind: "Group", name: "system:nodes" }],
+};
+
 const token = () => Buffer.from(crypto.getRandomValues(new Uint8Array(24))).toString("hex");
 
 export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> {
@@ -260,9 +274,12 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       `--root-ca-file=${caFile}`,
       "--node-monitor-period=1s",
       `--node-monitor-grace-period=${grace}s`,
-      "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route",
       "--v=1",
     ]);
+    // Nodes may read only their own Node object (the Node authorizer); lightjail nodes read
+    // all of them for the pod subnet routes, as docs/cluster.md asks a cluster to allow.
+    await api("POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", NODE_READER_ROLE);
+    await api("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", NODE_READER_BINDING);
     // Pods need the namespace's default service account, which the controller manager makes.
     await waitFor(
       "the default service account",

@@ -166,7 +166,13 @@ describe("a lightjail node runs pods as jails", () => {
           command: ["python3", "-m", "http.server", "8080"],
           ports: [{ containerPort: 8080 }],
           readinessProbe: { httpGet: { path: "/", port: 8080 }, periodSeconds: 1 },
-          livenessProbe: { tcpSocket: { port: 9999 }, periodSeconds: 1, failureThreshold: 2 },
+          // Ready first; then the liveness probe (a port nothing listens on) fails twice.
+          livenessProbe: {
+            tcpSocket: { port: 9999 },
+            initialDelaySeconds: 4,
+            periodSeconds: 1,
+            failureThreshold: 2,
+          },
         }),
       );
       await until("probed", "Ready", ready);

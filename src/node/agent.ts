@@ -322,8 +322,8 @@ export class NodeAgent {
         .deleteNamespacedPod({
           name: pod.metadata!.name!,
           namespace: pod.metadata!.namespace!,
-          gracePeriodSeconds: 0,
-          body: { preconditions: { uid } },
+          // With a body the API server reads the options from it alone (not the query).
+          body: { gracePeriodSeconds: 0, preconditions: { uid } },
         })
         .catch((e) => {
           if (statusOf(e) !== 404 && statusOf(e) !== 409)
