@@ -28,14 +28,7 @@ import {
 const { values } = parseArgs({ options: { replicas: { type: "string", default: "20" } } });
 const N = Number(values.replicas);
 
-const SERVER = `
-import http.server
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200); self.send_header("content-length", "3"); self.end_headers(); self.wfile.write(b"ok\\n")
-    def log_message(self, *a): pass
-http.server.HTTPServer(("0.0.0.0", 8080), H).serve_forever()
-`;
+const SERVER = `require("http").createServer((q, s) => s.end("ok\\n")).listen(8080);`;
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -64,12 +57,12 @@ async function localStarts(): Promise<{ total: number; perProcess: number[] }> {
         i,
         1,
         () => ({
-          argv: ["python3", "-c", SERVER],
+          argv: ["node", "-e", SERVER],
           layers: [world],
           mounts,
           env: { PATH: "/usr/bin:/bin" },
           net: "private",
-          limits: { memoryBytes: 64 * 1024 * 1024, pids: 512, cpus: 0.05 },
+          limits: { memoryBytes: 64 * 1024 * 1024, pids: 512, cpus: 0.1 },
           stdio: ["ignore", "pipe", "pipe"],
         }),
         {
@@ -114,9 +107,9 @@ function deployment(): unknown {
             {
               name: "web",
               image: "lj.local/world:host",
-              command: ["python3", "-c", SERVER],
+              command: ["node", "-e", SERVER],
               ports: [{ containerPort: 8080 }],
-              resources: { limits: { memory: "64Mi", cpu: "50m" } },
+              resources: { limits: { memory: "64Mi", cpu: "100m" } },
               readinessProbe: { tcpSocket: { port: 8080 }, periodSeconds: 1 },
             },
           ],

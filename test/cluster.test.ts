@@ -51,18 +51,16 @@ async function pods(selector: string): Promise<Pod[]> {
   return l.items;
 }
 
+// Node's HTTP server: Python's resolves its own name at start, which in a namespace without
+// a resolver waits for the DNS timeout.
 const APP = `
-import http.server, os, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        code = 200 if self.path in ("/", "/healthz") else 404
-        body = ("hello from %s on %s\\n" % (os.environ["POD_NAME"], os.environ["NODE"])).encode()
-        self.send_response(code); self.send_header("content-length", str(len(body))); self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, fmt, *args):
-        print("served " + self.path, flush=True)
-print("listening on 8080 as uid %d" % os.getuid(), flush=True)
-http.server.HTTPServer(("0.0.0.0", 8080), H).serve_forever()
+const http = require("http");
+http.createServer((req, res) => {
+  const ok = req.url === "/" || req.url === "/healthz";
+  console.log("served " + req.url);
+  res.writeHead(ok ? 200 : 404);
+  res.end("hello from " + process.env.POD_NAME + " on " + process.env.NODE + "\\n");
+}).listen(8080, () => console.log("listening on 8080 as uid " + process.getuid()));
 `;
 
 function deployment(name: string, readinessPath = "/healthz", version = "v1"): unknown {
@@ -92,7 +90,7 @@ function deployment(name: string, readinessPath = "/healthz", version = "v1"): u
             {
               name: "web",
               image: "lj.local/world:host",
-              command: ["python3", "-c", APP],
+              command: ["node", "-e", APP],
               env: [
                 { name: "POD_NAME", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } },
                 { name: "NODE", valueFrom: { fieldRef: { fieldPath: "spec.nodeName" } } },
@@ -171,14 +169,19 @@ describe("lightjail nodes in a Kubernetes cluster", () => {
     async () => {
       await cluster.api("POST", "/apis/apps/v1/namespaces/default/deployments", deployment("web"));
       let running: Pod[] = [];
+      let lastPods: Pod[] | undefined;
       await waitFor(
         "3 ready pods",
         90_000,
         async () => {
-          running = (await pods("app=web")).filter((p) => isReady(p) && !p.metadata.deletionTimestamp);
+          lastPods = await pods("app=web");
+          running = lastPods.filter((p) => isReady(p) && !p.metadata.deletionTimestamp);
           return running.length === 3;
         },
-        () => [...agents.values()].map((a) => `${a.name}: ${a.output.join("")}`).join("\n"),
+        () =>
+          `${JSON.stringify((lastPods ?? []).map((p) => [p.metadata.name, p.spec.nodeName, p.status.containerStatuses]))}\n` +
+          [...agents.values()].map((a) => `${a.name}: ${a.output.join("")}`).join("\n") +
+          cluster.logTail(),
       );
       const byNode = new Set(running.map((p) => p.spec.nodeName));
       expect(byNode).toEqual(new Set(["kube-a", "kube-b"]));

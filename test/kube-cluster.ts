@@ -5,7 +5,7 @@
  * in a temporary directory. Everything listens on loopback, except the API server, which may
  * also listen on an address the test's node namespaces reach (`apiAddress`).
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -424,6 +424,25 @@ export interface NodeAgentProcess {
   stop(): Promise<void>;
 }
 
+/**
+ * `ip netns exec` gives its command a fresh sysfs (so /sys/class/net shows the namespace's
+ * interfaces), which hides the cgroup hierarchies mounted under /sys/fs/cgroup: this mounts
+ * them again there, as this process sees them (the same hierarchies, so the same cgroups).
+ */
+function cgroupRemounts(): string {
+  const out: string[] = [];
+  for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
+    const [pre, post] = line.split(" - ");
+    const mp = pre?.split(" ")[4];
+    const [fstype, source, opts] = post?.split(" ") ?? [];
+    if (!mp?.startsWith("/sys/fs/cgroup") || !fstype || !source || !opts) continue;
+    if (fstype === "tmpfs") out.push(`mount -t tmpfs -o mode=755 ${source} ${mp}`);
+    else if (fstype === "cgroup" || fstype === "cgroup2")
+      out.push(`mkdir -p ${mp} && mount -t ${fstype} -o ${opts} ${source} ${mp}`);
+  }
+  return out.join(" && ") || "true";
+}
+
 /** `lj node run` in the node's namespace, with a state root of its own that has a host world. */
 export async function startNodeAgent(cluster: Cluster, n: TestNode): Promise<NodeAgentProcess> {
   const root = mkdtempSync(join(tmpdir(), `lj-node-${n.name}-`));
@@ -436,6 +455,10 @@ export async function startNodeAgent(cluster: Cluster, n: TestNode): Promise<Nod
       "netns",
       "exec",
       n.ns,
+      "sh",
+      "-c",
+      `${cgroupRemounts()} && exec "$@"`,
+      "sh",
       process.execPath,
       cliPath,
       "node",

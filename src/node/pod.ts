@@ -10,6 +10,7 @@ import type { Published } from "../jail/net.ts";
 import { type Jail, type JailResult, spawnJail } from "../jail/spawn.ts";
 import type { JailSpec } from "../jail/spec.ts";
 import { pumpLines } from "../paas/logs.ts";
+import { wired } from "../paas/supervisor.ts";
 import { ContainerLog } from "./container-log.ts";
 import { type ContainerJail, containerJail } from "./container-spec.ts";
 import { ImageError } from "./image.ts";
@@ -235,6 +236,10 @@ export class PodRunner {
       env: spec.env ?? {},
       ports: c.ports ?? [],
     };
+    // Probes wait for the jail's network: before its veth is up, the pod's address routes
+    // nowhere it should (wired(), src/paas/supervisor.ts).
+    const net = wired(jail, performance.now() + 60_000);
+    net.catch(() => {});
     const loop = (p: V1Probe, gate: () => boolean, onResult: (ok: boolean) => void, eager = false) => {
       const t = probeTiming(p);
       let ok = 0;
@@ -262,7 +267,10 @@ export class PodRunner {
         // they keep their period.)
         setTimeout(tick, eager && !everPassed ? Math.min(t.periodMs, FIRST_PASS_RETRY_MS) : t.periodMs);
       };
-      setTimeout(tick, t.initialDelayMs);
+      net.then(
+        () => setTimeout(tick, t.initialDelayMs),
+        () => {},
+      );
     };
     if (c.startupProbe) {
       loop(
@@ -282,6 +290,7 @@ export class PodRunner {
         c.readinessProbe,
         () => this.started,
         (ok) => this.setReady(ok),
+        true,
       );
     else if (!c.startupProbe) this.setReady(true);
     if (c.livenessProbe) {

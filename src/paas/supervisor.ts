@@ -358,7 +358,7 @@ class LimitWatch {
  * follows the host's default route, and where that leads to something accepting any TCP
  * connection (as on our VMs), a port check would pass before the jail even has its address.
  */
-async function wired(jail: Jail, deadline: number): Promise<void> {
+export async function wired(jail: Jail, deadline: number): Promise<void> {
   const ip = jail.address ? parseIp(jail.address) : null;
   if (ip === null) return;
   const state = `/sys/class/net/${vethName(ip)}/operstate`;
