@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { NodeAgent } from "../src/node/agent.ts";
-import { type JailEnv, makeJailEnv } from "./helpers/jail-env.ts";
+import { type JailEnv, lj, makeJailEnv } from "./helpers/jail-env.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
 import { type Cluster, kubeTools, startCluster, waitFor } from "./kube-cluster.ts";
 
@@ -267,4 +267,58 @@ describe("a lightjail node runs pods as jails", () => {
     },
     90_000,
   );
+
+  rootTest("lj node run refuses bad input before it registers anything", async () => {
+    const missing = await lj(["node", "run", "--address", "127.0.0.1"]);
+    expect(missing.code).toBe(64);
+    expect(missing.stderr).toContain("Missing required argument: --kubeconfig");
+    const noFile = await lj([
+      "node",
+      "run",
+      "--kubeconfig",
+      "/nonexistent/kubeconfig",
+      "--address",
+      "127.0.0.1",
+    ]);
+    expect(noFile.code).toBe(78);
+    expect(noFile.stderr).toContain("cannot read kubeconfig /nonexistent/kubeconfig");
+    const kc = cluster.nodeKubeconfig(NODE);
+    const badName = await lj([
+      "node",
+      "run",
+      "--kubeconfig",
+      kc,
+      "--address",
+      "127.0.0.1",
+      "--name",
+      "Bad_Name",
+    ]);
+    expect(badName.code).toBe(64);
+    const badReserve = await lj([
+      "node",
+      "run",
+      "--kubeconfig",
+      kc,
+      "--address",
+      "127.0.0.1",
+      "--reserve-memory",
+      "lots",
+    ]);
+    expect(badReserve.code).toBe(65);
+    expect(badReserve.stderr).toContain('"lots" is not a Kubernetes quantity');
+    const notHere = await lj([
+      "node",
+      "run",
+      "--kubeconfig",
+      kc,
+      "--address",
+      "192.0.2.77",
+      "--name",
+      "elsewhere",
+    ]);
+    expect(notHere.code).toBe(78);
+    expect(notHere.stderr).toContain("no interface of this machine has the address 192.0.2.77");
+    const nodes = await cluster.api<{ items: { metadata: { name: string } }[] }>("GET", "/api/v1/nodes");
+    expect(nodes.items.map((n) => n.metadata.name)).toEqual([NODE]);
+  });
 });

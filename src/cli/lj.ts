@@ -26,7 +26,7 @@ export function rawArgv(): string[] {
 }
 
 /** Commands that make jails, mounts or the state root's files: only root may run them. */
-const NEEDS_ROOT = new Set(["spawn", "world", "gc", "serve", "build", "build-app", "overlays"]);
+const NEEDS_ROOT = new Set(["spawn", "world", "gc", "serve", "build", "build-app", "overlays", "node"]);
 
 /**
  * Colours only where a person reads both streams. citty honours NO_COLOR=1 and consola any
