@@ -491,14 +491,23 @@ export async function startNodeAgent(cluster: Cluster, n: TestNode): Promise<Nod
 }
 
 export async function nodesReady(cluster: Cluster, agents: NodeAgentProcess[], ms: number): Promise<void> {
-  type NodeList = { items: { status: { conditions?: { type: string; status: string }[] } }[] };
+  type NodeList = {
+    items: {
+      spec: { taints?: { key: string }[] };
+      status: { conditions?: { type: string; status: string }[] };
+    }[];
+  };
   await waitFor(
     `${agents.length} nodes Ready`,
     ms,
     async () => {
       const l = await cluster.api<NodeList>("GET", "/api/v1/nodes");
-      const ready = l.items.filter((n) =>
-        n.status.conditions?.some((c) => c.type === "Ready" && c.status === "True"),
+      // Ready, and schedulable: the controller manager lifts a new node's not-ready taint a
+      // moment after it sees the node Ready.
+      const ready = l.items.filter(
+        (n) =>
+          n.status.conditions?.some((c) => c.type === "Ready" && c.status === "True") &&
+          !n.spec.taints?.some((t) => t.key === "node.kubernetes.io/not-ready"),
       );
       return ready.length === agents.length;
     },

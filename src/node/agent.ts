@@ -7,13 +7,14 @@
  */
 import { availableParallelism, totalmem } from "node:os";
 import { join } from "node:path";
-import type { V1Node, V1Pod } from "@kubernetes/client-node";
+// V1MicroTime: a Date the API reads (six fractional digits where toISOString writes three).
+import { V1MicroTime as MicroTime, type V1Node, type V1Pod } from "@kubernetes/client-node";
 import pkg from "../../package.json" with { type: "json" };
 import { LjError } from "../errors.ts";
 import { netConfig, publishPorts } from "../jail/net.ts";
 import { paths } from "../store/paths.ts";
 import type { ContainerLog } from "./container-log.ts";
-import { connect, describe, type Kube, listWatch, mergePatch, microTime, statusOf } from "./kube.ts";
+import { connect, describe, type Kube, listWatch, mergePatch, statusOf } from "./kube.ts";
 import { type KubeletServer, startKubeletServer } from "./kubelet-server.ts";
 import { PodRunner } from "./pod.ts";
 import { formatBytes, formatCpus } from "./quantity.ts";
@@ -245,7 +246,7 @@ export class NodeAgent {
         {
           name,
           namespace: LEASE_NAMESPACE,
-          body: { spec: { holderIdentity: name, renewTime: microTime() } },
+          body: { spec: { holderIdentity: name, renewTime: new MicroTime() } },
         },
         mergePatch,
       );
@@ -253,8 +254,6 @@ export class NodeAgent {
       await renew();
     } catch (e) {
       if (statusOf(e) !== 404) throw e;
-      // Made without a renewal time (the client would send milliseconds; the API wants
-      // microseconds), then renewed by the patch.
       const node = await this.kube.core.readNode({ name });
       await this.kube.leases.createNamespacedLease({
         namespace: LEASE_NAMESPACE,
@@ -264,10 +263,13 @@ export class NodeAgent {
             namespace: LEASE_NAMESPACE,
             ownerReferences: [{ apiVersion: "v1", kind: "Node", name, uid: node.metadata!.uid! }],
           },
-          spec: { holderIdentity: name, leaseDurationSeconds: Math.max(this.opts.heartbeatSeconds * 4, 10) },
+          spec: {
+            holderIdentity: name,
+            leaseDurationSeconds: Math.max(this.opts.heartbeatSeconds * 4, 10),
+            renewTime: new MicroTime(),
+          },
         },
       });
-      await renew();
     }
   }
 

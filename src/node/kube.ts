@@ -138,9 +138,6 @@ export function describe(e: unknown): string {
   return (e as Error).message ?? String(e);
 }
 
-/** A MicroTime as the API parses it (RFC 3339 with exactly six fractional digits). */
-export const microTime = (d = new Date()) => d.toISOString().replace(/\.(\d{3})Z$/, ".$1000Z");
-
 type Obj = { metadata?: { resourceVersion?: string } };
 
 /**
