@@ -136,6 +136,43 @@ describe("a lightjail node runs pods as jails", () => {
   );
 
   rootTest(
+    "kubectl logs -f: the node streams new lines as the container writes them",
+    async () => {
+      await create(
+        pod("ticker", {
+          command: ["sh", "-c", 'i=0; while :; do i=$((i+1)); echo "tick $i"; sleep 0.2; done'],
+        }),
+      );
+      await until("ticker", "Running", (p) => p.status.phase === "Running");
+      const abort = new AbortController();
+      const res = await fetch(
+        `${cluster.server}/api/v1/namespaces/default/pods/ticker/log?follow=true&tailLines=0`,
+        {
+          headers: { authorization: `Bearer ${cluster.adminToken}` },
+          tls: { ca: Bun.file(cluster.caFile) },
+          signal: abort.signal,
+        },
+      );
+      expect(res.status).toBe(200);
+      let text = "";
+      const dec = new TextDecoder();
+      for await (const chunk of res.body!) {
+        text += dec.decode(chunk);
+        if (text.split("\n").length > 3) break;
+      }
+      abort.abort();
+      const ticks = text
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => Number(/^tick (\d+)$/.exec(l)?.[1]));
+      expect(ticks.length).toBeGreaterThanOrEqual(3);
+      expect(ticks[1]).toBe(ticks[0]! + 1);
+      expect(ticks[2]).toBe(ticks[0]! + 2);
+    },
+    30_000,
+  );
+
+  rootTest(
     "restart policies: Never ends Failed with the exit code; Always restarts with backoff",
     async () => {
       await create(pod("never", { command: ["sh", "-c", "exit 3"] }, { restartPolicy: "Never" }));

@@ -80,8 +80,13 @@ export class NodeAgent {
       clientCaFile: caFile,
       logs: { containerLog: (ns, pod, c) => this.containerLog(ns, pod, c) },
     });
-    await this.register();
-    await this.renewLease();
+    try {
+      await this.register();
+      await this.renewLease();
+    } catch (e) {
+      await this.server.stop();
+      throw e;
+    }
     this.routes = new RouteTable(o.name, this.log);
     this.timers.push(
       setInterval(
@@ -93,16 +98,21 @@ export class NodeAgent {
         o.heartbeatSeconds * 3000,
       ),
     );
+    const known = new Map<string, V1Node>();
     const nodes = listWatch<V1Node>(this.kube, {
       path: "/api/v1/nodes",
       query: {},
       list: () => this.kube.core.listNode(),
-      sync: (items) => void this.routes?.sync(items),
-      event: () =>
-        void this.kube.core.listNode().then(
-          (l) => this.routes?.sync(l.items),
-          () => {},
-        ),
+      sync: (items) => {
+        known.clear();
+        for (const n of items) known.set(n.metadata?.name ?? "", n);
+        void this.routes?.sync([...known.values()]);
+      },
+      event: (type, n) => {
+        if (type === "DELETED") known.delete(n.metadata?.name ?? "");
+        else known.set(n.metadata?.name ?? "", n);
+        void this.routes?.sync([...known.values()]);
+      },
       error: (e) => this.log(`nodes: ${describe(e)}`),
     });
     const selector = `spec.nodeName=${o.name}`;
