@@ -521,6 +521,23 @@ describe("limits and lifetime", () => {
     expect((await sh("true")).trace).toBeUndefined();
   });
 
+  rootTest("under cgroup v2 the kernel starts a jail in its cgroup made ahead (clone3)", async () => {
+    // The first jail with new limits makes its cgroup; later ones take sets made ahead.
+    const limits = { pids: 48, memoryBytes: 96 * 1024 * 1024 };
+    const steps: string[][] = [];
+    for (let i = 0; i < 4; i++) {
+      const r = await runJail({ ...env.base, argv: ["/bin/sh", "-c", "cat /proc/self/cgroup"], limits, trace: true });
+      expect(r.status).toBe(0);
+      // Its cgroup namespace starts at its own cgroup, wherever it was placed.
+      expect(r.stdout.trim()).toMatch(/^0::\/$|:\/$/m);
+      steps.push((r.trace ?? []).map((s) => s.step));
+    }
+    const born = steps.filter((s) => s.includes("child started in its cgroup")).length;
+    if (cgroupLayout()!.version === 2) expect(born).toBeGreaterThanOrEqual(2);
+    else expect(born).toBe(0);
+    for (const s of steps) expect(s).toContain("cgroups placed");
+  });
+
   for (const sig of ["SIGINT", "SIGHUP", "SIGQUIT", "SIGTERM"] as const) {
     rootTest(`${sig} sent to lj spawn reaches the jailed process`, async () => {
       const name = sig.slice(3);

@@ -19,6 +19,7 @@ const ns_pool = @import("ns_pool.zig");
 const warm = @import("warm.zig");
 const hide = @import("hide.zig");
 const idmap = @import("idmap.zig");
+const clone3 = @import("clone3.zig");
 
 const Spec = spec_mod.Spec;
 const keeper_elf = @embedFile("keeper_bin");
@@ -188,6 +189,8 @@ const ChildCtx = struct {
     /// Traced jails: when the owner called the shim, and when the shim was about to clone.
     spawn_ns: u64 = 0,
     clone_ns: u64 = 0,
+    /// The kernel started the child in its cgroup (clone3 with CLONE_INTO_CGROUP).
+    born_placed: bool = false,
 };
 
 pub fn spawnRaw(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) c_int {
@@ -208,6 +211,52 @@ const Pipe = struct {
         self.* = .{};
     }
 };
+
+/// Cleared when the kernel (or a seccomp filter around us) has no clone3: clone(2) from then on.
+var clone3_works = clone3.supported;
+
+/// Clones the jail's child. A jail that only joins one cgroup made ahead of time on a cgroup v2
+/// hierarchy is started in it by the kernel (clone3 with CLONE_INTO_CGROUP): the child then has
+/// no cgroup to join. Anything else, or a kernel that refuses, gets clone(2) and the child joins
+/// or makes its cgroups itself.
+fn cloneJail(ctx: *ChildCtx, flags: u32, map: usize, ctid: *i32) usize {
+    const spec = &ctx.spec;
+    const into = if (clone3_works and spec.cgroups.len == 1 and spec.cgroups.slice()[0].kind == .join)
+        openCgroup2(spec.cgroups.slice()[0].dir)
+    else
+        -1;
+    if (into >= 0) {
+        defer _ = linux.close(into);
+        const joins = spec.cgroups;
+        spec.cgroups = .{};
+        ctx.born_placed = true;
+        const args = clone3.Args{
+            .flags = @as(u64, flags) | linux.CLONE.INTO_CGROUP,
+            .child_tid = @intFromPtr(ctid),
+            .exit_signal = linux.SIG.CHLD,
+            .stack = map,
+            .stack_size = region_size,
+            .cgroup = @intCast(into),
+        };
+        const rc = clone3.clone3(&args, childEntry, @intFromPtr(ctx));
+        const e = errno(rc) orelse return rc;
+        // No child exists: it joins the cgroup itself after all.
+        spec.cgroups = joins;
+        ctx.born_placed = false;
+        if (e == .NOSYS or e == .PERM or e == .@"2BIG" or e == .INVAL) clone3_works = false;
+    }
+    return linux.clone(childEntry, map + region_size, flags | linux.SIG.CHLD, @intFromPtr(ctx), null, 0, ctid);
+}
+
+/// An O_PATH descriptor of `dir` if it is a cgroup v2 directory, or -1.
+fn openCgroup2(dir: [:0]const u8) i32 {
+    const rc = linux.open(dir.ptr, .{ .PATH = true, .DIRECTORY = true, .CLOEXEC = true }, 0);
+    if (errno(rc) != null) return -1;
+    const fd: i32 = @intCast(rc);
+    if (clone3.isCgroup2(fd)) return fd;
+    _ = linux.close(fd);
+    return -1;
+}
 
 fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
     const entered_ns = sys.monotonicNs();
@@ -295,10 +344,10 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
     const all = linux.sigfillset();
     var old: linux.sigset_t = undefined;
     _ = linux.sigprocmask(linux.SIG.SETMASK, &all, &old);
-    var flags: u32 = linux.CLONE.VM | linux.CLONE.NEWPID | linux.CLONE.CHILD_CLEARTID | linux.SIG.CHLD;
+    var flags: u32 = linux.CLONE.VM | linux.CLONE.NEWPID | linux.CLONE.CHILD_CLEARTID;
     // With the user namespace made in the same clone, it owns the new pid namespace.
     if (spec.flags.userns) flags |= linux.CLONE.NEWUSER;
-    const rc = linux.clone(childEntry, map + region_size, flags, @intFromPtr(ctx), null, 0, &region.ctid);
+    const rc = cloneJail(ctx, flags, map, &region.ctid);
     _ = linux.sigprocmask(linux.SIG.SETMASK, &old, null);
     if (errno(rc)) |e| {
         region.addr = 0;
@@ -445,7 +494,7 @@ fn childEntry(arg: usize) callconv(.c) u8 {
     }
     const none = linux.sigemptyset();
     _ = linux.sigprocmask(linux.SIG.SETMASK, &none, null);
-    child(&ctx.spec, ctx.fds, if (ctx.spec.flags.userns) &ctx.trees else null, .{ ctx.spawn_ns, ctx.clone_ns });
+    child(ctx);
 }
 
 const Child = struct {
@@ -485,12 +534,15 @@ const Path = struct {
     }
 };
 
-fn child(spec: *Spec, fds: ChildFds, trees: ?*idmap.Trees, owner_ns: [2]u64) noreturn {
+fn child(ctx: *ChildCtx) noreturn {
+    const spec = &ctx.spec;
+    const fds = ctx.fds;
+    const trees = if (spec.flags.userns) &ctx.trees else null;
     var trace = sys.Trace{ .on = spec.flags.trace };
-    trace.markAt("spawn call", owner_ns[0]);
-    trace.markAt("shim: spec, pipes, clone", owner_ns[1]);
+    trace.markAt("spawn call", ctx.spawn_ns);
+    trace.markAt("shim: spec, pipes, clone", ctx.clone_ns);
     var c = Child{ .spec = spec, .status_fd = fds.status, .trace = &trace, .trees = trees };
-    c.mark("child started");
+    c.mark(if (ctx.born_placed) "child started in its cgroup" else "child started");
     // Die with the owner, even if it is SIGKILLed. An owner that died before this line sends
     // no signal: its pidfd says so (and without pidfds, the keeper's read of the sync pipe
     // catches an owner that died before writing the go byte).
