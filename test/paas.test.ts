@@ -449,7 +449,7 @@ describe("release phase", () => {
       expect(ok.log).toContain("Running the release command of v1: echo migrating $LJ_RELEASE");
       expect(ok.log).toContain("migrating v1");
       // Not a process type: nothing runs it after the release phase.
-      expect(s.paas.ps("rel").map((p) => p.name)).toEqual(["web.1"]);
+      expect(s.paas.formation.ps("rel").map((p) => p.name)).toEqual(["web.1"]);
       const bad = await deployDir(
         s,
         "rel",
@@ -553,7 +553,9 @@ describe("running apps", () => {
       expect(await textVia(s, "phoenix")).toEqual({ status: 200, text: "hello from node web.1 v1\n" });
       // SIGKILL from outside, as the OOM killer would.
       const jail = (
-        s.paas as unknown as { sets: Map<string, { instances: { jail: { kill(s: string): void } }[] }> }
+        s.paas.formation as unknown as {
+          sets: Map<string, { instances: { jail: { kill(s: string): void } }[] }>;
+        }
       ).sets.get("phoenix")!.instances[0]!.jail;
       jail.kill("SIGKILL");
       await until(async () => {
@@ -578,7 +580,7 @@ describe("running apps", () => {
       expect(r.code).toBe(0);
       expect(JSON.parse(r.stdout).formation.web).toEqual({ count: 1, memoryMb: 96, pids: 32 });
       const jail = (
-        s.paas as unknown as { sets: Map<string, { instances: { jail: { cgroups: string[] } }[] }> }
+        s.paas.formation as unknown as { sets: Map<string, { instances: { jail: { cgroups: string[] } }[] }> }
       ).sets.get("limits")!.instances[0]!.jail;
       const read = (f: string) =>
         jail.cgroups.map((d) => {

@@ -13,7 +13,7 @@
  */
 import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ensureOverlay } from "../build/overlays.ts";
+import { ensureOverlay, flatten } from "../build/overlays.ts";
 import { BASE_PATH } from "../build/run.ts";
 import { LjError } from "../errors.ts";
 import { type Jail, runJail } from "../jail/spawn.ts";
@@ -24,8 +24,9 @@ import { forgetIdentity, identityEtc, identityOf } from "../store/identities.ts"
 import { NAME_RE } from "../store/names.ts";
 import { paths } from "../store/paths.ts";
 import { defaultWorld, worldMounts, worldPath } from "../store/worlds.ts";
-import type { ServiceRow } from "./db.ts";
-import type { Paas, ServiceBinding } from "./paas.ts";
+import type { PaasDb, ServiceRow } from "./db.ts";
+import type { LogHub } from "./logs.ts";
+import type { ServiceBinding, ServiceProvider } from "./process-spec.ts";
 import { Instance, PROCESS_DEFAULTS } from "./supervisor.ts";
 
 const PLUGIN_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"];
@@ -105,10 +106,15 @@ export interface ServiceInfo extends ServiceRow {
   env: Record<string, string>;
 }
 
-export class ServiceManager {
+export class ServiceManager implements ServiceProvider {
   private readonly running = new Map<string, Instance>();
 
-  constructor(private readonly paas: Paas) {}
+  constructor(
+    private readonly db: PaasDb,
+    private readonly logs: LogHub,
+    /** Restarts an app's processes (their links changed). */
+    private readonly restartApp: (app: string) => Promise<unknown>,
+  ) {}
 
   private dir(name: string): string {
     return join(paths.paasServices(), name);
@@ -124,7 +130,7 @@ export class ServiceManager {
   }
 
   private log(name: string, line: string): void {
-    this.paas.logs.write(`service-${name}`, "lj", line);
+    this.logs.write(`service-${name}`, "lj", line);
   }
 
   private section(type: string): ServiceSection {
@@ -140,12 +146,7 @@ export class ServiceManager {
     try {
       const plugin = findPlugin(discover(), { type: "service", name: type });
       const top = await ensureOverlay(plugin, { world, log: (l) => this.log(name, l) });
-      const layers: string[] = [];
-      const walk = (o: typeof top) => {
-        for (const p of o.parents) walk(p);
-        if (!layers.includes(o.path)) layers.push(o.path);
-      };
-      walk(top);
+      const layers = flatten(top).map((o) => o.path);
       return { kind: "overlay", world, layers, start: svc.start, dataDir: svc.dataDir };
     } catch (e) {
       const recipe = WORLD_RECIPES[type];
@@ -224,7 +225,7 @@ export class ServiceManager {
       0,
       () => spec,
       {
-        log: (_src, line) => this.paas.logs.write(`service-${row.name}`, row.name, line),
+        log: (_src, line) => this.logs.write(`service-${row.name}`, row.name, line),
         changed: () => {},
         ready: (jail, deadline) => this.ready(rec, password, jail, deadline),
       },
@@ -303,7 +304,7 @@ export class ServiceManager {
         hint: "use 1-31 lower-case letters, digits and dashes, starting with a letter",
       });
     }
-    if (this.paas.db.findService(name))
+    if (this.db.findService(name))
       throw new LjError("conflict", "service-exists", `service ${name} already exists`);
     let svc: ServiceSection;
     try {
@@ -344,12 +345,12 @@ export class ServiceManager {
           }
         }
       }
-      this.paas.db.createService(name, type, { password });
-      await this.start(this.paas.db.service(name));
+      this.db.createService(name, type, { password });
+      await this.start(this.db.service(name));
     } catch (e) {
       await this.running.get(name)?.stop();
       this.running.delete(name);
-      this.paas.db.deleteService(name);
+      this.db.deleteService(name);
       rmSync(dir, { recursive: true, force: true });
       rmSync(data, { recursive: true, force: true });
       throw e;
@@ -369,7 +370,7 @@ export class ServiceManager {
   }
 
   info(name: string): ServiceInfo {
-    const row = this.paas.db.service(name);
+    const row = this.db.service(name);
     const inst = this.running.get(name);
     const address = inst?.jail?.address ?? null;
     const rec = this.record(name);
@@ -388,12 +389,12 @@ export class ServiceManager {
   }
 
   list(): ServiceInfo[] {
-    return this.paas.db.services().map((s) => this.info(s.name));
+    return this.db.services().map((s) => this.info(s.name));
   }
 
   bindingFor(app: string): ServiceBinding {
     const out: ServiceBinding = { env: {}, addresses: [] };
-    for (const s of this.paas.db.linkedServices(app)) {
+    for (const s of this.db.linkedServices(app)) {
       const address = this.running.get(s.name)?.jail?.address;
       if (!address) continue;
       Object.assign(out.env, this.envOf(s, address));
@@ -403,25 +404,25 @@ export class ServiceManager {
   }
 
   async link(name: string, app: string): Promise<ServiceInfo> {
-    this.paas.db.service(name);
-    this.paas.db.app(app);
-    this.paas.db.link(name, app);
-    this.paas.logs.write(app, "lj", `service ${name} linked`);
-    await this.paas.restart(app);
+    this.db.service(name);
+    this.db.app(app);
+    this.db.link(name, app);
+    this.logs.write(app, "lj", `service ${name} linked`);
+    await this.restartApp(app);
     return this.info(name);
   }
 
   async unlink(name: string, app: string): Promise<ServiceInfo> {
-    this.paas.db.service(name);
-    this.paas.db.unlink(name, app);
-    this.paas.logs.write(app, "lj", `service ${name} unlinked`);
-    await this.paas.restart(app);
+    this.db.service(name);
+    this.db.unlink(name, app);
+    this.logs.write(app, "lj", `service ${name} unlinked`);
+    await this.restartApp(app);
     return this.info(name);
   }
 
   /** Destroys a service and its data; refused while apps are linked to it, unless `force`. */
   async destroy(name: string, opts: { force?: boolean } = {}): Promise<void> {
-    const row = this.paas.db.service(name);
+    const row = this.db.service(name);
     if (row.links.length > 0 && !opts.force) {
       throw new LjError(
         "conflict",
@@ -432,23 +433,23 @@ export class ServiceManager {
         },
       );
     }
-    this.paas.db.deleteService(name);
+    this.db.deleteService(name);
     for (const app of row.links) {
-      this.paas.logs.write(app, "lj", `service ${name} unlinked: the service was destroyed`);
-      await this.paas.restart(app).catch(() => {});
+      this.logs.write(app, "lj", `service ${name} unlinked: the service was destroyed`);
+      await this.restartApp(app).catch(() => {});
     }
     await this.running.get(name)?.stop();
     this.running.delete(name);
     rmSync(this.dir(name), { recursive: true, force: true });
     rmSync(this.dataDir(name), { recursive: true, force: true });
-    this.paas.logs.forget(`service-${name}`);
+    this.logs.forget(`service-${name}`);
     forgetIdentity("service", name);
   }
 
   /** Starts every service (before apps, so their links resolve). */
   async recover(): Promise<void> {
     await Promise.all(
-      this.paas.db
+      this.db
         .services()
         .map((s) =>
           this.start(s).catch((e: Error) => this.log(s.name, `could not start ${s.name}: ${e.message}`)),
