@@ -9,7 +9,8 @@
  * A service runs from its plugin's overlay (plugins/services/<type>/) over the default world.
  * Where that overlay cannot be built (a host world shares the host's read-only /usr, so apt
  * cannot install into it) and the world already has the server's binaries, the service runs
- * them directly ("world" runtime); the choice is recorded per service.
+ * them directly ("world" runtime) by the recipe of its plugin's [service.world]; the choice is
+ * recorded per service.
  */
 import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -18,7 +19,7 @@ import { BASE_PATH } from "../build/run.ts";
 import { LjError } from "../errors.ts";
 import { type Jail, runJail } from "../jail/spawn.ts";
 import type { JailSpec } from "../jail/spec.ts";
-import type { ServiceSection } from "../plugins/manifest.ts";
+import type { ServiceSection, WorldRecipe } from "../plugins/manifest.ts";
 import { discover, findPlugin } from "../plugins/registry.ts";
 import { forgetIdentity, identityEtc, identityOf } from "../store/identities.ts";
 import { NAME_RE } from "../store/names.ts";
@@ -44,42 +45,18 @@ interface ServiceRecord {
   env: Record<string, string>;
 }
 
-/** Services the world's own binaries can run when the plugin's overlay cannot be built. */
-interface WorldRecipe {
-  needs: () => string | null;
-  init?: (bin: string) => string;
-  run: (bin: string) => string;
-  /** Exits 0 once the server at $HOST:$PORT answers (as the plugin's [service.health]). */
-  ready: (bin: string) => string;
+/** A world recipe's commands with ${BIN} set, or null when the world lacks its server. */
+function worldCommands(recipe: WorldRecipe | undefined): WorldRecipe | null {
+  const bin = recipe?.binDirs.find((d) => existsSync(join(d, recipe.needs)));
+  if (!recipe || bin === undefined) return null;
+  const set = (cmd: string) => expand(cmd, { BIN: bin });
+  return {
+    ...recipe,
+    ...(recipe.init !== undefined ? { init: set(recipe.init) } : {}),
+    start: set(recipe.start),
+    health: set(recipe.health),
+  };
 }
-
-function pgBin(): string | null {
-  for (const v of ["17", "16", "15", "14", "13"]) {
-    if (existsSync(`/usr/lib/postgresql/${v}/bin/postgres`)) return `/usr/lib/postgresql/${v}/bin`;
-  }
-  return null;
-}
-
-const WORLD_RECIPES: Record<string, WorldRecipe> = {
-  postgres: {
-    needs: pgBin,
-    init: (bin) =>
-      [
-        "set -e",
-        "printf '%s\\n' \"$PASSWORD\" > /tmp/pw",
-        `${bin}/initdb -D /data/pg -U postgres --pwfile=/tmp/pw --auth-local=trust --auth-host=scram-sha-256 -E UTF8 >/dev/null`,
-        'echo "host all all 0.0.0.0/0 scram-sha-256" >> /data/pg/pg_hba.conf',
-      ].join("\n"),
-    run: (bin) => `exec ${bin}/postgres -D /data/pg -c listen_addresses='*' -p "$PORT" -k /tmp`,
-    ready: (bin) => `exec ${bin}/pg_isready -q -h "$HOST" -p "$PORT"`,
-  },
-  redis: {
-    needs: () => (existsSync("/usr/bin/redis-server") ? "/usr/bin" : null),
-    run: (bin) =>
-      `exec ${bin}/redis-server --bind 0.0.0.0 --port "$PORT" --dir /data --appendonly yes --requirepass "$PASSWORD"`,
-    ready: (bin) => `REDISCLI_AUTH="$PASSWORD" ${bin}/redis-cli -h "$HOST" -p "$PORT" ping | grep -q PONG`,
-  },
-};
 
 /** The environment every jail of a service starts from (the server's and its health checks'). */
 const BASE_ENV = { PATH: BASE_PATH, LANG: "C.UTF-8" };
@@ -140,6 +117,17 @@ export class ServiceManager implements ServiceProvider {
     return p.manifest.service;
   }
 
+  /** The plugin's world recipe with ${BIN} set; the world must have its server. */
+  private worldRecipe(type: string): WorldRecipe {
+    const w = worldCommands(this.section(type).world);
+    if (!w) {
+      throw new LjError("unavailable", "service-unavailable", `the world has no ${type} server to run`, {
+        hint: "use a world where the plugin's install script can install it (e.g. --from debootstrap:bookworm)",
+      });
+    }
+    return w;
+  }
+
   /** Builds (or finds) the plugin's overlay; falls back to the world's binaries. */
   private async chooseRuntime(type: string, name: string, world: string): Promise<Runtime> {
     const svc = this.section(type);
@@ -149,8 +137,7 @@ export class ServiceManager implements ServiceProvider {
       const layers = flatten(top).map((o) => o.path);
       return { kind: "overlay", world, layers, start: svc.start, dataDir: svc.dataDir };
     } catch (e) {
-      const recipe = WORLD_RECIPES[type];
-      if (!recipe?.needs()) {
+      if (!worldCommands(svc.world)) {
         throw new LjError(
           "unavailable",
           "service-unavailable",
@@ -201,11 +188,10 @@ export class ServiceManager implements ServiceProvider {
         userns: { uidBase: who.uid, gidBase: who.gid, count: who.count },
       };
     }
-    const recipe = WORLD_RECIPES[rec.type]!;
-    const bin = recipe.needs()!;
+    const world = this.worldRecipe(rec.type);
     return {
       ...base,
-      argv: ["/bin/sh", "-c", init ? recipe.init!(bin) : recipe.run(bin)],
+      argv: ["/bin/sh", "-c", init ? (world.init ?? "true") : world.start],
       env: { ...base.env, DATA_DIR: "/data", HOME: "/data" },
       layers: layersOf(rt),
       mounts: [...mounts, ...identityEtc(worldPath(rt.world), who, "/data"), { src: data, dst: "/data" }],
@@ -247,11 +233,10 @@ export class ServiceManager implements ServiceProvider {
    */
   private async ready(rec: ServiceRecord, password: string, jail: Jail, deadline: number): Promise<void> {
     const rt = rec.runtime;
-    const recipe = WORLD_RECIPES[rec.type];
     const health =
       rt.kind === "overlay"
         ? this.section(rec.type).health
-        : { command: recipe!.ready(recipe!.needs()!), intervalS: 0.25, timeoutS: 60, retries: 240 };
+        : { command: this.worldRecipe(rec.type).health, intervalS: 0.25, timeoutS: 60, retries: 240 };
     const address = jail.address;
     if (!address) throw new LjError("internal", "service-no-address", `${rec.name} has no address`);
     const who = identityOf("service", rec.name);
@@ -333,8 +318,7 @@ export class ServiceManager implements ServiceProvider {
       const who = identityOf("service", name);
       chownSync(data, who.uid, who.gid);
       if (runtime.kind === "world") {
-        const init = WORLD_RECIPES[type]?.init;
-        if (init) {
+        if (this.worldRecipe(type).init !== undefined) {
           const r = await runJail({ ...(await this.spec(rec, password, true)), timeoutMs: 120_000 });
           if (r.status !== 0) {
             throw new LjError(
