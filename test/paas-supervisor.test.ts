@@ -5,6 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import type { JailSpec } from "../src/jail/spec.ts";
+import { pumpLines } from "../src/lines.ts";
 import { Instance, ProcessSet, type SupervisorHooks } from "../src/paas/supervisor.ts";
 import { commandOf, FakeSpawner } from "./helpers/fake-spawner.ts";
 
@@ -132,5 +133,39 @@ describe("instances", () => {
     // Stopped means stopped: no restart follows.
     await Bun.sleep(300);
     expect(spawner.jails.length).toBe(1);
+  });
+});
+
+describe("output lines", () => {
+  /** The chunks one read at a time; then an end, or an error (a jail that went away). */
+  const stream = (chunks: string[], fail = false) => {
+    const left = [...chunks];
+    return new ReadableStream<Uint8Array>({
+      pull(c) {
+        const next = left.shift();
+        if (next !== undefined) c.enqueue(new TextEncoder().encode(next));
+        else if (fail) c.error(new Error("gone"));
+        else c.close();
+      },
+    });
+  };
+
+  test("lines across chunks, without CR; the last partial line at the end", async () => {
+    const got: string[] = [];
+    await pumpLines(stream(["a\r\nb", "c\n", "", "tail"]), (l) => got.push(l));
+    expect(got).toEqual(["a", "bc", "tail"]);
+  });
+
+  test("a line without an end is cut at the cap; a failing stream ends like a closed one", async () => {
+    const got: string[] = [];
+    await pumpLines(stream(["x".repeat(10), "yz"], true), (l) => got.push(l), 8);
+    expect(got).toEqual(["x".repeat(10), "yz"]);
+  });
+
+  test("what the reader throws is the caller's", async () => {
+    const boom = pumpLines(stream(["a\n"]), () => {
+      throw new Error("bad frame");
+    });
+    await expect(boom).rejects.toThrow("bad frame");
   });
 });

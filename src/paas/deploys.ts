@@ -90,8 +90,8 @@ export class Deploys {
     return { ...this.p.db.deploy(id), log: this.p.db.deployLog(id) };
   }
 
+  /** The app's latest deploys, newest first. */
   list(app: string): DeployRow[] {
-    this.p.db.app(app);
     return this.p.db.deploys(app);
   }
 
