@@ -425,3 +425,14 @@ async function keepFailedLog(logFile: string, type: string, name: string, versio
 }
 
 export { overlayBase };
+
+/** The overlays a built overlay runs on plus itself, bottom to top, each once. */
+export function flatten(top: BuiltOverlay): BuiltOverlay[] {
+  const out: BuiltOverlay[] = [];
+  const add = (o: BuiltOverlay) => {
+    for (const p of o.parents) add(p);
+    if (!out.some((x) => x.id === o.id && x.path === o.path)) out.push(o);
+  };
+  add(top);
+  return out;
+}
