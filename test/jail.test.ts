@@ -526,7 +526,12 @@ describe("limits and lifetime", () => {
     const limits = { pids: 48, memoryBytes: 96 * 1024 * 1024 };
     const steps: string[][] = [];
     for (let i = 0; i < 4; i++) {
-      const r = await runJail({ ...env.base, argv: ["/bin/sh", "-c", "cat /proc/self/cgroup"], limits, trace: true });
+      const r = await runJail({
+        ...env.base,
+        argv: ["/bin/sh", "-c", "cat /proc/self/cgroup"],
+        limits,
+        trace: true,
+      });
       expect(r.status).toBe(0);
       // Its cgroup namespace starts at its own cgroup, wherever it was placed.
       expect(r.stdout.trim()).toMatch(/^0::\/$|:\/$/m);

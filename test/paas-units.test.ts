@@ -9,7 +9,7 @@ import { join } from "node:path";
 import type { DeployRow } from "../src/paas/db.ts";
 import { Paas } from "../src/paas/paas.ts";
 import { paths } from "../src/store/paths.ts";
-import { type FakePaas, fakePaas, source } from "./helpers/fake-paas.ts";
+import { type FakePaas, fakePaas, source, tinyBuild } from "./helpers/fake-paas.ts";
 import { commandOf } from "./helpers/fake-spawner.ts";
 import { makeTar } from "./helpers/tar.ts";
 
@@ -88,15 +88,34 @@ describe("deploys", () => {
   });
 
   test("deploys of one app wait for each other", async () => {
-    f.paas.apps.create("a5");
-    const [r1, r2] = await Promise.all([
-      f.paas.deploys.start("a5", await source(["web: one"]), "test"),
-      f.paas.deploys.start("a5", await source(["web: two"]), "test"),
-    ]);
-    await Promise.all([r1.done, r2.done]);
-    expect(r2.lines).toContain("-----> Waiting for the deploy before this one to finish");
-    expect(f.paas.db.app("a5").currentRelease).toBe(2);
-    expect(f.spawner.live("a5").map((j) => commandOf(j.spec))).toEqual(["two"]);
+    // The first build waits until the second deploy has said that it waits.
+    let open!: () => void;
+    const gate = new Promise<void>((r) => {
+      open = r;
+    });
+    let builds = 0;
+    const g = fakePaas({
+      build: async (dir, o) => {
+        if (++builds === 1) await gate;
+        return tinyBuild(dir, o);
+      },
+    });
+    try {
+      g.paas.apps.create("a5");
+      const r1 = await g.paas.deploys.start("a5", await source(["web: one"]), "test");
+      await until(() => builds === 1);
+      const r2 = await g.paas.deploys.start("a5", await source(["web: two"]), "test");
+      await until(() => r2.lines.includes("-----> Waiting for the deploy before this one to finish"));
+      expect(builds).toBe(1);
+      open();
+      await Promise.all([r1.done, r2.done]);
+      expect(r1.lines).not.toContain("-----> Waiting for the deploy before this one to finish");
+      expect(g.paas.db.app("a5").currentRelease).toBe(2);
+      expect(g.spawner.live("a5").map((j) => commandOf(j.spec))).toEqual(["two"]);
+    } finally {
+      open();
+      await g.close();
+    }
   });
 });
 
