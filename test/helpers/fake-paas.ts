@@ -9,6 +9,7 @@ import type { Slug } from "../../src/build/types.ts";
 import { LjError } from "../../src/errors.ts";
 import { Paas, type PaasOptions } from "../../src/paas/paas.ts";
 import { paths } from "../../src/store/paths.ts";
+import { readProcfile } from "../fixtures/paas/fake-build.ts";
 import { FakeSpawner } from "./fake-spawner.ts";
 import { makeTar } from "./tar.ts";
 
@@ -25,12 +26,7 @@ export async function tinyBuild(
   const path = join(paths.slugs(), opts.app, id);
   mkdirSync(path, { recursive: true });
   cpSync(dir, join(path, "app"), { recursive: true });
-  const processes: Record<string, { command: string }> = {};
-  const procfile = join(dir, "Procfile");
-  for (const line of existsSync(procfile) ? readFileSync(procfile, "utf8").split("\n") : []) {
-    const m = /^([a-z][a-z0-9_-]*):\s*(.+)$/.exec(line.trim());
-    if (m) processes[m[1]!] = { command: m[2]! };
-  }
+  const processes = readProcfile(dir);
   const limits = existsSync(join(dir, "LIMITS"))
     ? JSON.parse(readFileSync(join(dir, "LIMITS"), "utf8"))
     : undefined;
