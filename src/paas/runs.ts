@@ -4,6 +4,7 @@
  * tracked so that the server's stop ends them.
  */
 import { LjError } from "../errors.ts";
+import { describeEnd } from "../jail/ended.ts";
 import { type JailPty, startOnTerminal, type WindowSize } from "../jail/pty.ts";
 import type { Jail } from "../jail/spawn.ts";
 import type { JailSpec } from "../jail/spec.ts";
@@ -91,12 +92,7 @@ export class Runs {
     ]);
     await jail.closed;
     if (r.status !== 0) {
-      const how =
-        r.reason === "timeout"
-          ? `timed out after ${RELEASE_TIMEOUT_MS / 60000} minutes`
-          : r.reason === "setup"
-            ? `could not start: ${r.error}`
-            : `exited with status ${r.status}`;
+      const how = describeEnd(r, { timeout: `${RELEASE_TIMEOUT_MS / 60000} minutes` });
       throw new LjError(
         "internal",
         "release-command-failed",

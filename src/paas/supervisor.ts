@@ -7,6 +7,7 @@
 import { readFileSync } from "node:fs";
 import { LjError } from "../errors.ts";
 import { fdUse, type LimitCounters, limitCounters, memoryUsage } from "../jail/cgroup.ts";
+import { describeEnd } from "../jail/ended.ts";
 import { waitForPort } from "../jail/net.ts";
 import { parseIp, vethName } from "../jail/net-alloc.ts";
 import { type Jail, type SpawnOptions, spawnJail } from "../jail/spawn.ts";
@@ -151,16 +152,7 @@ export class Instance {
       watch.finish();
       if (this.jail !== jail) return;
       this.jail = null;
-      const how =
-        this.unhealthy === jail
-          ? "killed: it failed its health check"
-          : r.reason === "setup"
-            ? `could not start: ${r.error}`
-            : r.reason === "oom"
-              ? "killed: out of memory"
-              : r.signal !== null
-                ? `killed by signal ${r.signal}`
-                : `exited with status ${r.exitCode}`;
+      const how = this.unhealthy === jail ? "killed: it failed its health check" : describeEnd(r);
       this.lastExit = how;
       if (!this.wanted) return;
       this.hooks.log("lj", `${this.name} (v${this.release}) ${how}`);

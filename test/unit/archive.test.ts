@@ -13,8 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { gzipSync } from "node:zlib";
-import { makeTar } from "../../test/helpers/tar.ts";
-import { LjError } from "../errors.ts";
+import { LjError } from "../../src/errors.ts";
 import {
   ArchiveError,
   type ArchiveRule,
@@ -22,7 +21,8 @@ import {
   extractTar,
   removeTree,
   type TarSource,
-} from "./archive.ts";
+} from "../../src/store/archive.ts";
+import { makeTar } from "../helpers/tar.ts";
 
 let work: string;
 let dest: string;

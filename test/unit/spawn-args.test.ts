@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { LjError } from "../errors.ts";
-import { parseSpawnArgs, specFromArgs } from "./spawn-args.ts";
+import { parseSpawnArgs, specFromArgs } from "../../src/cli/spawn-args.ts";
+import { LjError } from "../../src/errors.ts";
 
 function usage(args: string[]): string {
   try {
