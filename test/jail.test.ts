@@ -6,8 +6,10 @@ import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { basename, join } from "node:path";
-import { cgroupLayout, ownerId, removeStock } from "../src/jail/cgroup.ts";
+import { cgroupLayout } from "../src/jail/cgroup.ts";
+import { removeStock } from "../src/jail/cgroup-stock.ts";
 import { leftoverMounts } from "../src/jail/gc.ts";
+import { ownerId } from "../src/jail/owner.ts";
 import { type JailResult, runJail, spawnJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
 import { buildProbe, cliPath, type JailEnv, lj, makeJailEnv, projectDir } from "./helpers/jail-env.ts";
@@ -765,7 +767,7 @@ describe("user namespaces", () => {
 describe("gc of mounts", () => {
   rootTest("lj gc detaches mounts a dead owner left under the run directory, and no live one", async () => {
     const { mkdirSync } = await import("node:fs");
-    const { ownerId } = await import("../src/jail/cgroup.ts");
+    const { ownerId } = await import("../src/jail/owner.ts");
     const run = join(env.root, "run");
     const dead = join(run, "stage", "1.1.1", "root"); // pid 1 never started at time 1
     const live = join(run, "stage", `${ownerId()}.999`, "root");

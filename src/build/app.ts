@@ -9,7 +9,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } fr
 import * as fsp from "node:fs/promises";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
-import { ownerId } from "../jail/cgroup.ts";
+import { ownerId } from "../jail/owner.ts";
 import { discover, findPlugin } from "../plugins/registry.ts";
 import { removeTree } from "../store/archive.ts";
 import { identityOf } from "../store/identities.ts";

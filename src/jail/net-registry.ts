@@ -25,8 +25,8 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
-import { ownerId } from "./cgroup.ts";
 import { type NetConfig, ownerAlive, parseSubnet, rootId, subnetsOverlap } from "./net-alloc.ts";
+import { ownerId } from "./owner.ts";
 
 const BASE = "/run/lightjail";
 const DIR = join(BASE, "roots");

@@ -8,18 +8,13 @@ import { basename, dirname, join } from "node:path";
 import type { FileSink } from "bun";
 import { LjError } from "../errors.ts";
 import { paths } from "../store/paths.ts";
-import {
-  cgroupDirsFor,
-  joinCgroups,
-  type MadeCgroups,
-  newJailId,
-  oomKilled,
-  releaseCgroups,
-  takeMadeCgroups,
-} from "./cgroup.ts";
+import { cgroupDirsFor, joinCgroups } from "./cgroup.ts";
+import { releaseCgroups, type StockCgroups, takeStockCgroups } from "./cgroup-stock.ts";
+import { oomKilled } from "./cgroup-usage.ts";
 import { shimReap, shimSpawn } from "./ffi.ts";
 import { attachNet, type JailNet, releaseNet, reserveNet } from "./net.ts";
 import { knownRoots } from "./net-registry.ts";
+import { newJailId } from "./owner.ts";
 import { platformNumbers, type SignalName } from "./platform.ts";
 import { removeScratch } from "./scratch.ts";
 import {
@@ -367,7 +362,7 @@ function prepare(spec: JailSpec, hold: boolean): Prepared {
   validateSpec(spec);
   const started = performance.now();
   // Cgroups made ahead of time; a user-namespaced jail is placed by its owner.
-  const made = spec.userns ? null : takeMadeCgroups(spec.limits);
+  const made = spec.userns ? null : takeStockCgroups(spec.limits);
   try {
     return prepareWith(spec, started, made, hold);
   } catch (e) {
@@ -376,7 +371,7 @@ function prepare(spec: JailSpec, hold: boolean): Prepared {
   }
 }
 
-function prepareWith(spec: JailSpec, started: number, made: MadeCgroups | null, hold: boolean): Prepared {
+function prepareWith(spec: JailSpec, started: number, made: StockCgroups | null, hold: boolean): Prepared {
   const id = made?.id ?? newJailId();
   // Network (net "private" only): the address is leased before the jail exists, so a spawn
   // that cannot get one fails here and leaves nothing behind. none/host do no extra work.

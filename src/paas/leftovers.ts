@@ -7,8 +7,8 @@
  */
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { ownerLive } from "../jail/cgroup.ts";
 import type { GcReport } from "../jail/gc.ts";
+import { ownerLive } from "../jail/owner.ts";
 import { paths } from "../store/paths.ts";
 import type { PaasDb } from "./db.ts";
 

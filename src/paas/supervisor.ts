@@ -6,7 +6,7 @@
  */
 import { readFileSync } from "node:fs";
 import { LjError } from "../errors.ts";
-import { fdUse, type LimitCounters, limitCounters, memoryUsage } from "../jail/cgroup.ts";
+import { fdUse, type LimitCounters, limitCounters, memoryUsage } from "../jail/cgroup-usage.ts";
 import { describeEnd } from "../jail/ended.ts";
 import { waitForPort } from "../jail/net.ts";
 import { parseIp, vethName } from "../jail/net-alloc.ts";
