@@ -200,6 +200,15 @@ export const Flag = {
   go: 1 << 8,
 } as const;
 
+/** A mount record's flags (zig/src/spec.zig MountFlags). */
+export const MountFlag = {
+  readonly: 1 << 0,
+  /** Create the target if it is missing (always asked for). */
+  create: 1 << 1,
+  idmap: 1 << 2,
+  layered: 1 << 3,
+} as const;
+
 /** `join`: made and limited ahead of time by the owner; the jail only joins it. */
 export const CgroupKind = { unified: 0, memory: 1, pids: 2, cpu: 3, join: 4 } as const;
 export interface CgroupDir {
@@ -457,7 +466,11 @@ export function encodeSpec(spec: JailSpec, ctx: EncodeContext): Uint8Array {
     e.record(Tag.rlimit, b);
   }
   for (const m of spec.mounts ?? []) {
-    const flagsM = (m.readonly ? 1 : 0) | 2 | (m.idmap ? 4 : 0) | (m.layered ? 8 : 0);
+    const flagsM =
+      MountFlag.create |
+      (m.readonly ? MountFlag.readonly : 0) |
+      (m.idmap ? MountFlag.idmap : 0) |
+      (m.layered ? MountFlag.layered : 0);
     e.prefixed(Tag.mount, flagsM, `${m.src}\0${m.dst}\0`);
   }
   for (const h of ctx.hide ?? []) e.str(Tag.hide, h);
