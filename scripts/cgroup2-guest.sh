@@ -80,7 +80,7 @@ mirror() {
   if [ -n "${LJ_DEBIAN_MIRROR:-}" ]; then echo "$LJ_DEBIAN_MIRROR"; return; fi
   # The one the host's apt uses (the only one this machine may reach), as lj world create finds it.
   (cd "$here" && "$here/.tools/bin/bun" -e \
-    "import { debianMirror } from './src/store/worlds.ts'; console.log(debianMirror('$suite'))")
+    "import { debianMirror } from './src/build/worlds.ts'; console.log(debianMirror('$suite'))")
 }
 
 build_image() {

@@ -24,10 +24,11 @@ import {
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import type { Socket, TCPSocketListener } from "bun";
+import { createWorld } from "../src/build/worlds.ts";
 import { spawnJail } from "../src/jail/spawn.ts";
 import { type RunningServer, startServer } from "../src/server/serve.ts";
 import { type Identity, identityOf } from "../src/store/identities.ts";
-import { createWorld, worldMounts, worldPath } from "../src/store/worlds.ts";
+import { worldMounts, worldPath } from "../src/store/worlds.ts";
 import { api, createApp, deployDir, textVia } from "./fixtures/paas/helpers.ts";
 import { projectDir } from "./helpers/jail-env.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";

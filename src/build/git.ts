@@ -9,9 +9,9 @@ import { basename, dirname, join, relative, resolve } from "node:path";
 import { LjError } from "../errors.ts";
 import { loadJailfile } from "../plugins/jailfile.ts";
 import { loadPluginDir, type PluginInfo, sourceKey, splitUrl } from "../plugins/registry.ts";
-import { removeTree } from "../store/archive.ts";
 import type { OverlayMeta } from "../store/overlays.ts";
 import { paths } from "../store/paths.ts";
+import { removeTree } from "../store/tree.ts";
 
 export const looksLikeUrl = (s: string) =>
   /^[a-z][a-z0-9+.-]*:\/\//i.test(s) || /^[^/:\s]+@[^/:\s]+:/.test(s);

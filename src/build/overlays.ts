@@ -13,7 +13,6 @@ import { getXattr } from "../jail/ffi.ts";
 import { BUILD_CAPS } from "../jail/spec.ts";
 import type { RuntimeBuild } from "../plugins/define.ts";
 import { type Discovery, discover, findPlugin, loadHooks, type PluginInfo } from "../plugins/registry.ts";
-import { removeTree } from "../store/archive.ts";
 import { identityOf, OVERLAY_BUILDER } from "../store/identities.ts";
 import {
   type OverlayMeta,
@@ -24,6 +23,7 @@ import {
   worldDir,
 } from "../store/overlays.ts";
 import { paths } from "../store/paths.ts";
+import { removeTree } from "../store/tree.ts";
 import { defaultWorld, readWorldMeta, worldMounts, worldPath } from "../store/worlds.ts";
 import { createBuildDisk } from "./disk.ts";
 import { fetchVerified } from "./fetch.ts";

@@ -19,9 +19,9 @@ import {
   type ArchiveRule,
   type ExtractOptions,
   extractTar,
-  removeTree,
   type TarSource,
 } from "../../src/store/archive.ts";
+import { removeTree } from "../../src/store/tree.ts";
 import { makeTar } from "../helpers/tar.ts";
 
 let work: string;

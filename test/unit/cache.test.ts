@@ -17,7 +17,7 @@ import * as fsp from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type CacheDecision, computeKey, restore, save } from "../../src/build/cache.ts";
-import { removeTree } from "../../src/store/archive.ts";
+import { removeTree } from "../../src/store/tree.ts";
 
 const SECRET = "host-secret-6f1c2a";
 
