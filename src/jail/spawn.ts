@@ -381,6 +381,22 @@ function prepareWith(spec: JailSpec, started: number, made: MadeCgroups | null, 
   // Network (net "private" only): the address is leased before the jail exists, so a spawn
   // that cannot get one fails here and leaves nothing behind. none/host do no extra work.
   const net: JailNet | null = spec.net === "private" ? reserveNet(spec, id) : null;
+  try {
+    return prepareRest(spec, started, made, hold, id, net);
+  } catch (e) {
+    if (net) void releaseNet(net);
+    throw e;
+  }
+}
+
+function prepareRest(
+  spec: JailSpec,
+  started: number,
+  made: MadeCgroups | null,
+  hold: boolean,
+  id: string,
+  net: JailNet | null,
+): Prepared {
   const stdio = (spec.stdio ?? ["ignore", "inherit", "inherit"]).map(stdioFd) as [number, number, number];
   const cgroups: CgroupDir[] = made?.dirs ?? cgroupDirsFor(id, spec.limits);
   const work = prepareUpper(spec);
@@ -399,8 +415,10 @@ function prepareWith(spec: JailSpec, started: number, made: MadeCgroups | null, 
     stdio,
     hide: hiddenPaths(),
     newSession: spec.newSession ?? (spec.stdio?.[0] ?? "ignore") !== "inherit",
-    // No network to wire, no cgroups to place, no start to wait for: the go needs no owner.
-    go: !hold && !net && !spec.userns,
+    // The child wires its own address; with its filter elements already in (net.ready), no
+    // cgroups to place and no start to wait for, the go needs no owner.
+    go: !hold && (!net || net.ready) && !spec.userns,
+    net: net?.wire,
   });
   const ownerMs = performance.now() - started;
   return {
@@ -498,7 +516,7 @@ class RunningJail implements Jail {
     this.exited = this.result(ended, reaped);
 
     const ownerPlaces = spec.userns ? prep.cgroups : [];
-    this.wired = !prep.net && ownerPlaces.length === 0;
+    this.wired = (!prep.net || prep.net.ready) && ownerPlaces.length === 0;
     if (!this.wired) this.wire(ownerPlaces);
     if (!opts.hold) this.start();
   }
@@ -559,7 +577,7 @@ class RunningJail implements Jail {
       throw e;
     };
     const { net } = this.prep;
-    this.attached = net ? attachNet(net, this.pid).catch(fail("network")) : null;
+    this.attached = net && !net.ready ? attachNet(net).catch(fail("network")) : null;
     const placed =
       ownerPlaces.length > 0
         ? joinCgroups(ownerPlaces, this.spec.limits ?? {}, this.pid).catch(fail("cgroups"))

@@ -19,6 +19,7 @@ const ns_pool = @import("ns_pool.zig");
 const warm = @import("warm.zig");
 const hide = @import("hide.zig");
 const idmap = @import("idmap.zig");
+const netwire = @import("netwire.zig");
 
 const Spec = spec_mod.Spec;
 const keeper_elf = @embedFile("keeper_bin");
@@ -523,6 +524,10 @@ fn child(spec: *Spec, fds: ChildFds, trees: ?*idmap.Trees, owner_ns: [2]u64) nor
         .{ .fd = fds.ns.ipc, .kind = linux.CLONE.NEWIPC, .what = "IPC" },
         .{ .fd = fds.ns.uts, .kind = linux.CLONE.NEWUTS, .what = "UTS" },
     };
+    // A private address: the host's side is reached through what is opened here, before the
+    // namespaces change (netwire.zig).
+    var host_net = netwire.Host{};
+    if (spec.net_wire != null) if (host_net.open()) |f| c.die(f.e, "network: {s}", .{f.step});
     for (pooled) |p| if (p.fd >= 0) {
         c.check(linux.syscall2(.setns, @bitCast(@as(isize, p.fd)), p.kind), "enter pooled {s} namespace", .{p.what});
         _ = linux.close(p.fd);
@@ -533,6 +538,12 @@ fn child(spec: *Spec, fds: ChildFds, trees: ?*idmap.Trees, owner_ns: [2]u64) nor
     if (ns != 0) c.check(linux.unshare(ns), "unshare namespaces", .{});
     if (!root_built) c.check(linux.mount(null, "/", null, linux.MS.REC | linux.MS.PRIVATE, 0), "make / private", .{});
     c.mark("namespaces");
+    if (spec.net_wire) |raw| {
+        const w = netwire.Wire.decode(raw) catch unreachable;
+        if (netwire.wireJail(&w, &host_net)) |f| c.die(f.e, "network {s}: {s}", .{ w.vethName(), f.step });
+        host_net.close();
+        c.mark("network");
+    }
 
     // setns put us at a pooled namespace's root; otherwise the root is built here.
     var root_path = Path{};
