@@ -18,7 +18,7 @@ import {
   takeMadeCgroups,
 } from "./cgroup.ts";
 import { shimReap, shimSpawn } from "./ffi.ts";
-import { attachNet, type JailNet, releaseNet, reserveNet } from "./net.ts";
+import { attachNet, type JailNet, releaseNet, reserveNet, unwireNet } from "./net.ts";
 import { knownRoots } from "./net-registry.ts";
 import { platformNumbers, type SignalName } from "./platform.ts";
 import { removeScratch } from "./scratch.ts";
@@ -514,6 +514,11 @@ class RunningJail implements Jail {
     });
     this.closed = reaped.then(() => this.cleanUp());
     this.exited = this.result(ended, reaped);
+    // The payload's end: its address comes off the host while the jail's namespaces go.
+    if (prep.net) {
+      const net = prep.net;
+      void ended.then(() => this.attached?.catch(() => {})).then(() => unwireNet(net).catch(() => {}));
+    }
 
     const ownerPlaces = spec.userns ? prep.cgroups : [];
     this.wired = (!prep.net || prep.net.ready) && ownerPlaces.length === 0;
