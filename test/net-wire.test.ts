@@ -49,9 +49,15 @@ const spec = (argv: string[], extra: Partial<JailSpec> = {}): JailSpec => ({
 function leftovers(): string[] {
   const out: string[] = [];
   const cfg = netConfig();
-  for (const dev of readdirSync("/sys/class/net")) if (dev.startsWith(cfg.vethPrefix)) out.push(`veth ${dev}`);
+  for (const dev of readdirSync("/sys/class/net"))
+    if (dev.startsWith(cfg.vethPrefix)) out.push(`veth ${dev}`);
   for (const line of sh(`nft list table ${cfg.table}`).out.split("\n"))
-    if (line.includes(PREFIX) && !line.includes(`${PREFIX}1 `) && !line.includes(`${PREFIX}1 }`) && !line.includes(`${PREFIX}0/24`))
+    if (
+      line.includes(PREFIX) &&
+      !line.includes(`${PREFIX}1 `) &&
+      !line.includes(`${PREFIX}1 }`) &&
+      !line.includes(`${PREFIX}0/24`)
+    )
       out.push(`nft ${line.trim()}`);
   for (const line of sh("ip route").out.split("\n"))
     if (line.includes(PREFIX) && !line.startsWith(`unreachable ${PREFIX}0/24`)) out.push(`route ${line}`);
@@ -108,20 +114,23 @@ describe("wiring failures leave nothing behind", () => {
     });
   }
 
-  rootTest("a veth name already taken on the host: that address is refused, auto skips it; the interface is untouched", async () => {
-    const name = vethName(parseIp(`${PREFIX}2`)!);
-    expect(sh(`ip link add ${name} type veth peer name ljtwcoll0p`).code).toBe(0);
-    try {
-      expect(() => spawnJail(spec(["/bin/true"], { address: `${PREFIX}2` }))).toThrow(/in use/);
-      const { r, address } = await run(spec(["/bin/true"]));
-      expect(r.status).toBe(0);
-      expect(address).toBe(`${PREFIX}3`);
-      expect(existsSync(`/sys/class/net/${name}`)).toBe(true);
-    } finally {
-      sh(`ip link del ${name}`);
-    }
-    await noLeftovers();
-  });
+  rootTest(
+    "a veth name already taken on the host: that address is refused, auto skips it; the interface is untouched",
+    async () => {
+      const name = vethName(parseIp(`${PREFIX}2`)!);
+      expect(sh(`ip link add ${name} type veth peer name ljtwcoll0p`).code).toBe(0);
+      try {
+        expect(() => spawnJail(spec(["/bin/true"], { address: `${PREFIX}2` }))).toThrow(/in use/);
+        const { r, address } = await run(spec(["/bin/true"]));
+        expect(r.status).toBe(0);
+        expect(address).toBe(`${PREFIX}3`);
+        expect(existsSync(`/sys/class/net/${name}`)).toBe(true);
+      } finally {
+        sh(`ip link del ${name}`);
+      }
+      await noLeftovers();
+    },
+  );
 
   rootTest("an address leased by another live process is refused (conflict); its lease stays", async () => {
     const file = leasePath(`${PREFIX}9`);
@@ -129,7 +138,14 @@ describe("wiring failures leave nothing behind", () => {
     const start = (await Bun.file("/proc/1/stat").text()).split(") ")[1]!.split(" ")[19];
     writeFileSync(
       file,
-      JSON.stringify({ address: `${PREFIX}9`, owner: `1.${start}`, jail: "other", veth: "x", egress: false, links: [] }),
+      JSON.stringify({
+        address: `${PREFIX}9`,
+        owner: `1.${start}`,
+        jail: "other",
+        veth: "x",
+        egress: false,
+        links: [],
+      }),
     );
     try {
       let err: unknown;
@@ -151,7 +167,14 @@ describe("wiring failures leave nothing behind", () => {
     const file = leasePath(`${PREFIX}10`);
     writeFileSync(
       file,
-      JSON.stringify({ address: `${PREFIX}10`, owner: "999999.1", jail: "dead", veth: vethName(parseIp(`${PREFIX}10`)!), egress: true, links: [] }),
+      JSON.stringify({
+        address: `${PREFIX}10`,
+        owner: "999999.1",
+        jail: "dead",
+        veth: vethName(parseIp(`${PREFIX}10`)!),
+        egress: true,
+        links: [],
+      }),
     );
     const { r, address } = await run(spec(["/bin/true"], { address: `${PREFIX}10` }));
     expect(r.status).toBe(0);

@@ -77,8 +77,8 @@ export interface JailNet {
   wire: Uint8Array;
   /** The filter's elements are in (before the spawn): the jail needs nothing of its owner. */
   ready: boolean;
-  /** The removal of its elements and veth, once started (unwireNet). */
-  unwired?: Promise<void>;
+  /** Its elements and veth have been taken off the host (unwireNet). */
+  unwired?: boolean;
 }
 
 const netError = (message: string, hint?: string) => new LjError("isolation", "net-setup", message, { hint });
@@ -123,7 +123,15 @@ export function checkNetSpec(spec: JailSpec, cfg: NetConfig = netConfig()): void
 }
 
 /** Records of a request to the shim (zig/src/netwire.zig, `Tag`). */
-const REQ = { table: 1, jailAdd: 2, jailDel: 3, linkAdd: 4, linkDel: 5, guardAdd: 6, vethRelease: 7 } as const;
+const REQ = {
+  table: 1,
+  jailAdd: 2,
+  jailDel: 3,
+  linkAdd: 4,
+  linkDel: 5,
+  guardAdd: 6,
+  vethRelease: 7,
+} as const;
 const IFNAMSIZ = 16;
 
 function ipv4Bytes(address: string): Uint8Array {
@@ -528,55 +536,34 @@ export async function attachNet(net: JailNet): Promise<void> {
   net.ready = true;
 }
 
-type Answer = { id: number; errno?: number; message?: string };
-let worker: Worker | undefined;
-let nextId = 0;
-const waiting = new Map<number, (a: Answer) => void>();
-
-/** Runs a request on the network worker (net-worker.ts), off the event loop. */
-function offLoop(cfg: NetConfig, req: NetRequest): Promise<void> {
-  if (!worker) {
-    worker = new Worker(new URL("./net-worker.ts", import.meta.url).href);
-    worker.onmessage = (e: MessageEvent<Answer>) => {
-      waiting.get(e.data.id)?.(e.data);
-      waiting.delete(e.data.id);
-      if (waiting.size === 0) worker?.unref();
-    };
-  }
-  worker.ref();
-  const id = ++nextId;
-  const done = new Promise<void>((resolve, reject) => {
-    waiting.set(id, (a) => (a.message === undefined ? resolve() : reject(new ShimError(a.errno ?? 0, a.message))));
-  });
-  worker.postMessage({ id, req: req.encode(cfg.table) });
-  return done;
-}
-
 /**
  * Takes a jail's address off the host once its payload has ended: its elements and links out
  * (one transaction), its host veth down and renamed out of the address's way (the kernel
- * deletes it with the jail's namespace). Runs on the network worker; started as soon as the
- * payload's end is known, so it overlaps the jail's own teardown.
+ * deletes it with the jail's namespace). Called as soon as the payload's end is known, so it
+ * overlaps the jail's own teardown; a few hundred microseconds, on the event loop.
  */
-export function unwireNet(net: JailNet): Promise<void> {
-  net.unwired ??= (async () => {
-    const { lease, cfg } = net;
-    const req = new NetRequest().append(net.stale).jail(false, lease);
-    linkRemovals(cfg, lease.address, req);
-    req.release(lease.veth);
-    try {
-      await offLoop(cfg, req);
-    } catch (e) {
-      // No table (deleted by hand, or never made): no elements either; the veth still goes.
-      if (tableGone(e)) await offLoop(cfg, req.releasesOnly()).catch(() => {});
+export function unwireNet(net: JailNet): void {
+  if (net.unwired) return;
+  net.unwired = true;
+  const { lease, cfg } = net;
+  const req = new NetRequest().append(net.stale).jail(false, lease);
+  linkRemovals(cfg, lease.address, req);
+  req.release(lease.veth);
+  try {
+    shimNet(req.encode(cfg.table));
+  } catch (e) {
+    // No table (deleted by hand, or never made): no elements either; the veth still goes.
+    if (tableGone(e)) {
+      try {
+        shimNet(req.releasesOnly().encode(cfg.table));
+      } catch {}
     }
-  })();
-  return net.unwired;
+  }
 }
 
 /** Everything a jail's address put on the host removed (unwireNet), then its lease given back. */
 export async function releaseNet(net: JailNet): Promise<void> {
-  await unwireNet(net);
+  unwireNet(net);
   dropLease(net.lease.address, net.lease.owner, net.cfg.dir);
   net.unhold();
 }

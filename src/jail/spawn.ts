@@ -517,7 +517,7 @@ class RunningJail implements Jail {
     // The payload's end: its address comes off the host while the jail's namespaces go.
     if (prep.net) {
       const net = prep.net;
-      void ended.then(() => this.attached?.catch(() => {})).then(() => unwireNet(net).catch(() => {}));
+      void ended.then(() => this.attached?.catch(() => {})).then(() => unwireNet(net));
     }
 
     const ownerPlaces = spec.userns ? prep.cgroups : [];

@@ -74,7 +74,6 @@ function removeSlug(app: string, slug: Slug): void {
   rmSync(`${slug.path}.log`, { force: true });
 }
 
-
 /**
  * A process's argv: plain words (no quoting, variables, globs, redirections, operators or
  * leading assignments) run as they are, without a shell in between, so the app's process is
@@ -82,7 +81,9 @@ function removeSlug(app: string, slug: Slug): void {
  * anything else runs under `/bin/sh -c`.
  */
 const SHELL_WORDS = new Set(
-  ". : [ alias bg break case cd command continue eval exec exit export fg for getopts hash if read readonly return set shift source test times trap type ulimit umask unalias unset wait while until".split(" "),
+  ". : [ alias bg break case cd command continue eval exec exit export fg for getopts hash if read readonly return set shift source test times trap type ulimit umask unalias unset wait while until".split(
+    " ",
+  ),
 );
 
 export function commandArgv(cmd: string): string[] {
@@ -90,10 +91,7 @@ export function commandArgv(cmd: string): string[] {
   const plain = /^[A-Za-z0-9_./:@%+,=-]+$/;
   const first = words[0] ?? "";
   const direct =
-    first !== "" &&
-    !first.includes("=") &&
-    !SHELL_WORDS.has(first) &&
-    words.every((w) => plain.test(w));
+    first !== "" && !first.includes("=") && !SHELL_WORDS.has(first) && words.every((w) => plain.test(w));
   return direct ? words : ["/bin/sh", "-c", cmd];
 }
 

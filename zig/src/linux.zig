@@ -540,9 +540,9 @@ fn child(spec: *Spec, fds: ChildFds, trees: ?*idmap.Trees, owner_ns: [2]u64) nor
     c.mark("namespaces");
     if (spec.net_wire) |raw| {
         const w = netwire.Wire.decode(raw) catch unreachable;
-        if (netwire.wireJail(&w, &host_net)) |f| c.die(f.e, "network {s}: {s}", .{ w.vethName(), f.step });
+        if (netwire.wireJail(&w, &host_net, std.mem.sliceTo(&fds.ns.veth, 0), c.trace)) |f| c.die(f.e, "network {s}: {s}", .{ w.vethName(), f.step });
         host_net.close();
-        c.mark("network");
+        c.mark("network: jail end");
     }
 
     // setns put us at a pooled namespace's root; otherwise the root is built here.

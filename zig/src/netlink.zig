@@ -88,9 +88,15 @@ pub const Builder = struct {
     /// Set when something did not fit: the request is refused before it is sent.
     overflow: bool = false,
     count: u32 = 0,
+    /// Sequence numbers of the first and the last message: answers to anything else (left over
+    /// from an earlier request on the same socket) are skipped.
+    first_seq: u32 = 0,
+    last_seq: u32 = 0,
 
     pub fn begin(b: *Builder, typ: u16, flags: u16, seq: u32) void {
         b.start = b.len;
+        if (b.count == 0) b.first_seq = seq;
+        b.last_seq = seq;
         b.count += 1;
         const h = Header{ .len = 0, .type = typ, .flags = flags, .seq = seq, .pid = 0 };
         b.put(std.mem.asBytes(&h));
@@ -208,6 +214,10 @@ pub const Socket = struct {
             while (pos + @sizeOf(Header) <= rc) {
                 const h = std.mem.bytesToValue(Header, buf[pos..][0..@sizeOf(Header)]);
                 if (h.len < @sizeOf(Header) or pos + h.len > rc) break;
+                if (h.seq < b.first_seq or h.seq > b.last_seq) {
+                    pos += std.mem.alignForward(usize, h.len, 4);
+                    continue;
+                }
                 if (h.type == NLMSG_ERROR) {
                     got += 1;
                     const code = std.mem.readInt(i32, buf[pos + 16 ..][0..4], .little);

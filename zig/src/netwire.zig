@@ -16,6 +16,7 @@
 const std = @import("std");
 const linux = std.os.linux;
 const nl = @import("netlink.zig");
+const sys = @import("sys.zig");
 
 pub const Failure = nl.Failure;
 pub const ifnamsiz = 16;
@@ -88,9 +89,11 @@ pub const Host = struct {
     }
 };
 
-/// Wires the jail (the caller is in its new network namespace). On failure the step is named;
-/// the caller ends the jail, and its namespace takes what was made with it.
-pub fn wireJail(w: *const Wire, host: *Host) ?Failure {
+/// Wires the jail (the caller is in its new network namespace). `pooled` names the host end of
+/// a veth the namespace pool made with this namespace (its jail end eth0, both without IPv6
+/// link-local addresses), or is empty: then the veth is made here. On failure the step is
+/// named; the caller ends the jail, and its namespace takes what was made with it.
+pub fn wireJail(w: *const Wire, host: *Host, pooled: []const u8, trace: *sys.Trace) ?Failure {
     var jail = nl.Rt{ .sock = switch (nl.Socket.open(nl.NETLINK_ROUTE)) {
         .ok => |s| s,
         .err => |e| return .{ .e = e, .step = "rtnetlink socket in the jail" },
@@ -106,26 +109,63 @@ pub fn wireJail(w: *const Wire, host: *Host) ?Failure {
         }
     };
     if (S.at(&step, w.fail_at)) |f| return f;
-    if (jail.addVeth("eth0", veth, host.ns_fd)) |f| return f;
     var hidx: i32 = 0;
-    if (host.rt.index(veth, &hidx)) |f| return f;
+    if (pooled.len > 0) {
+        // Down and without addresses until now: it may take the jail's name.
+        if (host.rt.index(pooled, &hidx)) |f| return f;
+        if (host.rt.rename(hidx, veth)) |f| return f;
+    } else {
+        if (jail.addVeth("eth0", veth, host.ns_fd)) |f| return f;
+        if (host.rt.index(veth, &hidx)) |f| return f;
+    }
+    trace.mark(if (pooled.len > 0) "network: pooled veth renamed" else "network: veth made");
     if (S.at(&step, w.fail_at)) |f| return f;
-    if (host.rt.configure(hidx, w.v6, true)) |f| return f;
+    if (host.rt.configure(hidx, w.v6 and pooled.len == 0, true)) |f| return f;
     if (host.rt.addPeerAddress(hidx, w.gateway, w.address)) |f| return f;
     if (host.rt.setUp(hidx, true)) |f| return f;
     // The whole subnet is unreachable from the host except through a live jail's veth (its
     // /32 peer route wins): a connection to an address whose jail is gone, or not wired yet,
     // fails here instead of following the default route off the machine.
     if (host.rt.replaceUnreachable(w.network, w.prefix)) |f| return f;
+    trace.mark("network: host end");
     if (S.at(&step, w.fail_at)) |f| return f;
     var jidx: i32 = 0;
     if (jail.index("eth0", &jidx)) |f| return f;
-    if (jail.configure(jidx, w.v6, null)) |f| return f;
+    if (pooled.len == 0) if (jail.configure(jidx, w.v6, null)) |f| return f;
     if (jail.addPeerAddress(jidx, w.address, w.gateway)) |f| return f;
     if (jail.setUp(jidx, true)) |f| return f;
     if (jail.addDefaultRoute(w.gateway)) |f| return f;
     if (S.at(&step, w.fail_at)) |f| return f;
     return null;
+}
+
+/// For the namespace pool's maker, in the new namespace it made (`host` opened before): a veth
+/// whose jail end is eth0 and whose host end gets a temporary name ("ljnp<11 hex>": in the
+/// family the filter knows, down, no address; deleted by the kernel with the namespace if no
+/// jail takes it), IPv6 link-local addresses off on both ends. Returns the host end's name.
+pub fn poolVeth(host: *Host, out: *[ifnamsiz]u8) ?[]const u8 {
+    var r: [8]u8 = undefined;
+    _ = linux.getrandom(&r, r.len, 0);
+    const n = std.mem.readInt(u64, &r, .little) & 0xfffffffffff;
+    out.* = std.mem.zeroes([ifnamsiz]u8);
+    var name_buf: [ifnamsiz]u8 = undefined;
+    const name = std.fmt.bufPrint(&name_buf, "ljnp{x:0>11}", .{n}) catch return null;
+    var jail = nl.Rt{ .sock = switch (nl.Socket.open(nl.NETLINK_ROUTE)) {
+        .ok => |s| s,
+        .err => return null,
+    } };
+    defer jail.sock.close();
+    if (jail.addVeth("eth0", name, host.ns_fd) != null) return null;
+    @memcpy(out[0..name.len], name);
+    // Once the pair exists its name is the set's, whatever follows: the jail must not make
+    // another eth0. (Without these settings the jail's link-local IPv6 address is dropped by
+    // the filter like any non-IPv4 packet.)
+    if (linux.access("/proc/sys/net/ipv6", linux.F_OK) == 0) {
+        var idx: i32 = 0;
+        if (jail.index("eth0", &idx) == null) _ = jail.configure(idx, true, null);
+        if (host.rt.index(name, &idx) == null) _ = host.rt.configure(idx, true, null);
+    }
+    return out[0..name.len];
 }
 
 // ---------------------------------------------------------------------------------------
@@ -181,6 +221,13 @@ fn element(batch: *nl.NftBatch, add: bool, table: []const u8, set: []const u8, k
     if (!add) batch.element(false, table, set, key);
 }
 
+/// The owner's nftables socket, kept for the process's life: closing a netlink socket that
+/// removed set elements waits for nftables to free them (an RCU grace period, about 10 ms),
+/// while the removal itself takes microseconds.
+var nft_sock = nl.Socket{ .fd = -1 };
+var nft_lock: std.Thread.Mutex = .{};
+var nft_seq: u32 = 0;
+
 pub const RunFailure = struct { e: linux.E, step: []const u8, what: []const u8 = "" };
 
 const version: u32 = 1;
@@ -190,9 +237,8 @@ pub fn run(req: []const u8) ?RunFailure {
     if (req.len < 8 or !std.mem.eql(u8, req[0..4], "LJN1") or std.mem.readInt(u32, req[4..8], .little) != version)
         return .{ .e = .INVAL, .step = "decode the network request" };
     var table: []const u8 = "";
-    var sock = nl.Socket{ .fd = -1 };
-    defer sock.close();
-    var batch = nl.NftBatch.init(1);
+    // Sequence numbers of its own for every request on the shared socket.
+    var batch = nl.NftBatch.init(1024 + @atomicRmw(u32, &nft_seq, .Add, 1024, .monotonic) % (1 << 30));
     var releases: [64][ifnamsiz]u8 = undefined;
     var nrel: usize = 0;
     var pos: usize = 8;
@@ -230,11 +276,17 @@ pub fn run(req: []const u8) ?RunFailure {
     if (batch.msgs > 0) {
         if (table.len == 0) return .{ .e = .INVAL, .step = "decode the network request (no table)" };
         if (batch.b.overflow) return .{ .e = .MSGSIZE, .step = "too many set elements in one request" };
-        switch (nl.Socket.open(nl.NETLINK_NETFILTER)) {
-            .ok => |s| sock = s,
+        nft_lock.lock();
+        defer nft_lock.unlock();
+        if (nft_sock.fd < 0) switch (nl.Socket.open(nl.NETLINK_NETFILTER)) {
+            .ok => |s| nft_sock = s,
             .err => |e| return .{ .e = e, .step = "nfnetlink socket" },
+        };
+        if (batch.commit(&nft_sock)) |f| {
+            // A socket that lost track of its answers is not used again.
+            if (f.e != .NOENT and f.e != .EXIST) nft_sock.close();
+            return .{ .e = f.e, .step = "nftables set elements", .what = table };
         }
-        if (batch.commit(&sock)) |f| return .{ .e = f.e, .step = "nftables set elements", .what = table };
     }
     for (releases[0..nrel]) |*name| {
         if (releaseVeth(std.mem.sliceTo(name, 0))) |f| return .{ .e = f.e, .step = f.step, .what = std.mem.sliceTo(name, 0) };
