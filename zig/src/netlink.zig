@@ -53,6 +53,8 @@ pub const RTN_UNICAST: u8 = 1;
 pub const RTN_UNREACHABLE: u8 = 7;
 
 pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
+pub const NFT_MSG_GETTABLE: u16 = 1;
+pub const NFTA_TABLE_NAME: u16 = 1;
 pub const NFT_MSG_NEWSETELEM: u16 = 12;
 pub const NFT_MSG_DELSETELEM: u16 = 14;
 pub const NFNL_MSG_BATCH_BEGIN: u16 = 16;
@@ -402,6 +404,17 @@ pub const NftBatch = struct {
         return .{ .e = f.e, .index = if (f.seq > n.first) f.seq - n.first - 1 else 0 };
     }
 };
+
+/// Whether the inet table `name` exists (null: the kernel said something else than yes or no).
+pub fn tableExists(sock: *Socket, name: []const u8) ?bool {
+    var b = Builder{};
+    b.begin((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE, F.REQUEST, sock.next());
+    b.put(std.mem.asBytes(&NfGen{ .family = NFPROTO_INET }));
+    b.attrStr(NFTA_TABLE_NAME, name);
+    b.end();
+    const f = sock.exchange(&b, 1, null, 0) orelse return true;
+    return if (f.e == .NOENT) false else null;
+}
 
 test "builder pads attributes and closes nests" {
     var b = Builder{};

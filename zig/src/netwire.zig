@@ -237,8 +237,7 @@ pub fn run(req: []const u8) ?RunFailure {
     if (req.len < 8 or !std.mem.eql(u8, req[0..4], "LJN1") or std.mem.readInt(u32, req[4..8], .little) != version)
         return .{ .e = .INVAL, .step = "decode the network request" };
     var table: []const u8 = "";
-    // Sequence numbers of its own for every request on the shared socket.
-    var batch = nl.NftBatch.init(1024 + @atomicRmw(u32, &nft_seq, .Add, 1024, .monotonic) % (1 << 30));
+    var batch = newBatch();
     var releases: [64][ifnamsiz]u8 = undefined;
     var nrel: usize = 0;
     var pos: usize = 8;
@@ -276,22 +275,53 @@ pub fn run(req: []const u8) ?RunFailure {
     if (batch.msgs > 0) {
         if (table.len == 0) return .{ .e = .INVAL, .step = "decode the network request (no table)" };
         if (batch.b.overflow) return .{ .e = .MSGSIZE, .step = "too many set elements in one request" };
-        nft_lock.lock();
-        defer nft_lock.unlock();
-        if (nft_sock.fd < 0) switch (nl.Socket.open(nl.NETLINK_NETFILTER)) {
-            .ok => |s| nft_sock = s,
-            .err => |e| return .{ .e = e, .step = "nfnetlink socket" },
-        };
-        if (batch.commit(&nft_sock)) |f| {
-            // A socket that lost track of its answers is not used again.
-            if (f.e != .NOENT and f.e != .EXIST) nft_sock.close();
-            return .{ .e = f.e, .step = "nftables set elements", .what = table };
-        }
+        if (commit(&batch)) |f| return .{ .e = f.e, .step = f.step, .what = table };
     }
     for (releases[0..nrel]) |*name| {
         if (releaseVeth(std.mem.sliceTo(name, 0))) |f| return .{ .e = f.e, .step = f.step, .what = std.mem.sliceTo(name, 0) };
     }
     return null;
+}
+
+fn newBatch() nl.NftBatch {
+    // Sequence numbers of its own for every request on the shared socket.
+    return nl.NftBatch.init(1024 + @atomicRmw(u32, &nft_seq, .Add, 1024, .monotonic) % (1 << 30));
+}
+
+fn commit(batch: *nl.NftBatch) ?Failure {
+    nft_lock.lock();
+    defer nft_lock.unlock();
+    if (nft_sock.fd < 0) switch (nl.Socket.open(nl.NETLINK_NETFILTER)) {
+        .ok => |s| nft_sock = s,
+        .err => |e| return .{ .e = e, .step = "nfnetlink socket" },
+    };
+    if (batch.commit(&nft_sock)) |f| {
+        // A socket that lost track of its answers is not used again.
+        if (f.e != .NOENT and f.e != .EXIST) nft_sock.close();
+        return .{ .e = f.e, .step = "nftables set elements" };
+    }
+    return null;
+}
+
+/// For the native ljspawn: whether the root's table is there (the TypeScript side makes it).
+pub fn tableExists(table: []const u8) ?bool {
+    nft_lock.lock();
+    defer nft_lock.unlock();
+    if (nft_sock.fd < 0) switch (nl.Socket.open(nl.NETLINK_NETFILTER)) {
+        .ok => |s| nft_sock = s,
+        .err => return null,
+    };
+    return nl.tableExists(&nft_sock, table);
+}
+
+/// For the native ljspawn: a jail's elements (no egress, no links: those go through the
+/// TypeScript CLI) added or removed.
+pub fn jailElementsNow(table: []const u8, add: bool, address: [4]u8, veth: []const u8) ?Failure {
+    var j = JailRecord{ .address = address, .egress = false, .veth = std.mem.zeroes([ifnamsiz]u8), .uplink = std.mem.zeroes([ifnamsiz]u8) };
+    @memcpy(j.veth[0..veth.len], veth);
+    var batch = newBatch();
+    jailElements(&batch, add, table, j);
+    return commit(&batch);
 }
 
 /// Takes a finished jail's host veth out of the way: down (its routes go with it) and renamed
