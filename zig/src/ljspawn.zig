@@ -423,6 +423,7 @@ const Net = struct {
         _ = netwire.releaseVeth(&n.lease.veth);
         netlease.drop(n.lease);
         netlease.unregister(n.reg);
+        netwire.handOffSocket();
     }
 };
 

@@ -303,6 +303,33 @@ fn commit(batch: *nl.NftBatch) ?Failure {
     return null;
 }
 
+/// For a short-lived process (the native ljspawn) about to exit: the last close of a netlink
+/// socket that removed set elements waits for nftables to free them (an RCU grace period),
+/// which would hold up the process's exit. A child keeps a copy of the socket until this
+/// process is gone (the end of a pipe it waits on), so that wait happens in the child, after
+/// everything is done, without anyone waiting for it.
+pub fn handOffSocket() void {
+    if (nft_sock.fd < 0) return;
+    var p: [2]i32 = undefined;
+    if (linux.E.init(linux.pipe2(&p, .{ .CLOEXEC = true })) != .SUCCESS) return;
+    const pid = linux.fork();
+    if (linux.E.init(pid) != .SUCCESS) return;
+    if (pid == 0) {
+        // Nothing but the two: a reader of our output must not wait for this child.
+        _ = linux.dup3(p[0], 0, 0);
+        _ = linux.dup3(nft_sock.fd, 1, 0);
+        _ = linux.syscall3(.close_range, 2, std.math.maxInt(u32), 0);
+        var b: [1]u8 = undefined;
+        while (true) {
+            const rc = linux.read(0, &b, 1);
+            if (linux.E.init(rc) != .INTR) break;
+        }
+        linux.exit_group(0);
+    }
+    _ = linux.close(p[0]);
+    // Our copy of the pipe's write end goes with this process.
+}
+
 /// For the native ljspawn: whether the root's table is there (the TypeScript side makes it).
 pub fn tableExists(table: []const u8) ?bool {
     nft_lock.lock();
