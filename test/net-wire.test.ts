@@ -5,11 +5,12 @@
  */
 import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { existsSync, readdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { collectNetLeftovers, type NetLeftoverReport } from "../src/jail/net.ts";
 import { leasePath, netConfig, netDirs, parseIp, vethName } from "../src/jail/net-alloc.ts";
 import { spawnJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
-import { type JailEnv, makeJailEnv } from "./helpers/jail-env.ts";
+import { type JailEnv, makeJailEnv, projectDir } from "./helpers/jail-env.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
 
 // A subnet of its own (test/net.test.ts uses 10.248.0.0/24).
@@ -181,4 +182,39 @@ describe("wiring failures leave nothing behind", () => {
     expect(address).toBe(`${PREFIX}10`);
     await noLeftovers();
   });
+
+  rootTest(
+    "the native ljspawn leases and wires by itself, next to the API's jails; a conflict goes to the TypeScript CLI",
+    async () => {
+      const ljspawn = join(projectDir, "zig", "zig-out", "bin", "ljspawn");
+      // The root's table is made by the TypeScript side, with its first jail.
+      expect((await run(spec(["/bin/true"]))).r.status).toBe(0);
+      // The API's jail holds the lowest address.
+      const held = spawnJail(spec(["/bin/sleep", "30"], { stdio: ["ignore", "ignore", "ignore"] }));
+      try {
+        // No TypeScript to fall back on: this one must run natively.
+        const native = Bun.spawnSync([ljspawn, "-i", "auto", "-p", "ip -4 -o addr show dev eth0; ip route"], {
+          env: { ...process.env, LJ_BUN: "/nonexistent" },
+          stderr: "pipe",
+        });
+        expect(native.stderr.toString()).toBe("");
+        expect(native.exitCode).toBe(0);
+        expect(native.stdout.toString()).toContain(`inet ${PREFIX}3 peer ${PREFIX}1/32`);
+        expect(native.stdout.toString()).toContain(`default via ${PREFIX}1 dev eth0`);
+        // Its lease, elements and veth are gone with it; the API's jail keeps its own.
+        expect(readdirSync(netDirs.leases())).toEqual([held.address!]);
+        // The held address: the TypeScript CLI words the refusal.
+        const taken = Bun.spawnSync([ljspawn, "-i", held.address!, "--", "/bin/true"], {
+          env: { ...process.env },
+          stderr: "pipe",
+        });
+        expect(taken.stderr.toString()).toContain(`address ${held.address} is in use`);
+        expect(taken.exitCode).toBe(73);
+      } finally {
+        held.kill("SIGKILL");
+        await held.closed;
+      }
+      await noLeftovers();
+    },
+  );
 });
