@@ -514,10 +514,14 @@ class RunningJail implements Jail {
     });
     this.closed = reaped.then(() => this.cleanUp());
     this.exited = this.result(ended, reaped);
-    // The payload's end: its address comes off the host while the jail's namespaces go.
+    // The payload's end: its address comes off the host while the jail's namespaces go (once
+    // whoever waits for the result has it).
     if (prep.net) {
       const net = prep.net;
-      void ended.then(() => this.attached?.catch(() => {})).then(() => unwireNet(net));
+      void this.exited
+        .catch(() => {})
+        .then(() => this.attached?.catch(() => {}))
+        .then(() => setImmediate(() => unwireNet(net)));
     }
 
     const ownerPlaces = spec.userns ? prep.cgroups : [];
