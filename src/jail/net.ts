@@ -16,7 +16,7 @@
  * the way (down, renamed) while the kernel deletes it with the jail's namespace. Only the
  * table's rules go through `nft -f`, once per process and configuration.
  */
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { LjError } from "../errors.ts";
 import { ShimError, shimNet } from "./ffi.ts";
 import {
@@ -73,8 +73,10 @@ export interface JailNet {
   unhold: () => void;
   /** Kernel state left by a stale lease of the same address, removed with ours going in. */
   stale: NetRequest;
-  /** What the jail's child wires (the spec's `net` record). */
+  /** What the jail's child wires (the spec's `net` record), or its owner for a user-namespaced
+   * jail (whose child has no rights over the host's network). */
   wire: Uint8Array;
+  ownerWires: boolean;
   /** The filter's elements are in (before the spawn): the jail needs nothing of its owner. */
   ready: boolean;
   /** Its elements and veth have been taken off the host (unwireNet). */
@@ -131,6 +133,7 @@ const REQ = {
   linkDel: 5,
   guardAdd: 6,
   vethRelease: 7,
+  wire: 8,
 } as const;
 const IFNAMSIZ = 16;
 
@@ -186,6 +189,15 @@ export class NetRequest {
   /** A finished jail's host veth: down and renamed out of its address's way. */
   release(veth: string): this {
     this.parts.push({ tag: REQ.vethRelease, body: ifnameBytes(veth) });
+    return this;
+  }
+
+  /** A jail its owner wires from outside (user-namespaced): `pid` its keeper, `wire` its record. */
+  wire(pid: number, wire: Uint8Array): this {
+    const b = new Uint8Array(4 + wire.length);
+    new DataView(b.buffer).setInt32(0, pid, true);
+    b.set(wire, 4);
+    this.parts.push({ tag: REQ.wire, body: b });
     return this;
   }
 
@@ -470,9 +482,10 @@ export function reserveNet(spec: JailSpec, jailId: string, cfg: NetConfig = netC
     unhold,
     stale,
     wire: wireRecord(cfg, lease),
+    ownerWires: !!spec.userns,
     ready: false,
   };
-  if (basesReady.has(baseKey(cfg))) {
+  if (basesReady.has(baseKey(cfg)) && !net.ownerWires) {
     try {
       install(net, applyNow);
       net.ready = true;
@@ -503,7 +516,11 @@ function readSysctl(path: string): string | null {
 }
 
 /** The jail's elements (and a stale lease's removal), then forwarding on its egress uplinks. */
-function install<T>(net: JailNet, applyFn: (cfg: NetConfig, req: NetRequest) => T): T | Promise<void> {
+function install<T>(
+  net: JailNet,
+  applyFn: (cfg: NetConfig, req: NetRequest) => T,
+  pid?: number,
+): T | Promise<void> {
   const { lease, cfg } = net;
   // Egress needs forwarding on the uplink; where lightjail turns it on, `guard` keeps that
   // uplink from forwarding anything but jail traffic. The guard goes in before the switch.
@@ -512,6 +529,7 @@ function install<T>(net: JailNet, applyFn: (cfg: NetConfig, req: NetRequest) => 
   const req = new NetRequest().append(net.stale).jail(true, lease);
   for (const to of lease.links) req.link(true, lease.address, to);
   for (const u of switchOn) req.guard(u);
+  if (pid !== undefined) req.wire(pid, net.wire);
   const switchForwarding = () => {
     net.stale = new NetRequest();
     try {
@@ -527,12 +545,37 @@ function install<T>(net: JailNet, applyFn: (cfg: NetConfig, req: NetRequest) => 
 }
 
 /**
+ * The jail's child unshares its network namespace a moment after it exists: until then
+ * /proc/PID/ns/net is the host's. Wait for it.
+ */
+async function jailNetns(pid: number): Promise<void> {
+  const host = readlinkSync("/proc/self/ns/net");
+  for (let i = 0, delay = 0; ; i++, delay = Math.min(delay + 1, 5)) {
+    let ns: string;
+    try {
+      ns = readlinkSync(`/proc/${pid}/ns/net`);
+    } catch {
+      throw netError(`the jail (pid ${pid}) ended before its network was set up`);
+    }
+    if (ns !== host) return;
+    if (i > 2000) throw netError(`the jail (pid ${pid}) never got its own network namespace`);
+    await Bun.sleep(delay);
+  }
+}
+
+/**
  * For a jail spawned before this process had the root's table: makes the table, then puts the
  * jail's elements in (the jail waits for its go meanwhile; its child wires the rest itself).
+ * A user-namespaced jail (`pid`: its keeper) is wired by its owner too, from outside, once it
+ * has its network namespace.
  */
-export async function attachNet(net: JailNet): Promise<void> {
+export async function attachNet(net: JailNet, pid: number): Promise<void> {
   if (net.ready) return;
-  await install(net, apply);
+  if (net.ownerWires) {
+    await ensureBase(net.cfg);
+    await jailNetns(pid);
+  }
+  await install(net, apply, net.ownerWires ? pid : undefined);
   net.ready = true;
 }
 

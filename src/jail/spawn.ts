@@ -418,7 +418,7 @@ function prepareRest(
     // The child wires its own address; with its filter elements already in (net.ready), no
     // cgroups to place and no start to wait for, the go needs no owner.
     go: !hold && (!net || net.ready) && !spec.userns,
-    net: net?.wire,
+    net: net && !net.ownerWires ? net.wire : undefined,
   });
   const ownerMs = performance.now() - started;
   return {
@@ -586,7 +586,7 @@ class RunningJail implements Jail {
       throw e;
     };
     const { net } = this.prep;
-    this.attached = net && !net.ready ? attachNet(net).catch(fail("network")) : null;
+    this.attached = net && !net.ready ? attachNet(net, this.pid).catch(fail("network")) : null;
     const placed =
       ownerPlaces.length > 0
         ? joinCgroups(ownerPlaces, this.spec.limits ?? {}, this.pid).catch(fail("cgroups"))

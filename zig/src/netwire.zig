@@ -99,6 +99,14 @@ pub fn wireJail(w: *const Wire, host: *Host, pooled: []const u8, trace: *sys.Tra
         .err => |e| return .{ .e = e, .step = "rtnetlink socket in the jail" },
     } };
     defer jail.sock.close();
+    return wire(w, &host.rt, &jail, if (pooled.len > 0) .{ .pooled = pooled } else .{ .from_jail = host.ns_fd }, trace);
+}
+
+/// How the veth comes to be: made from the jail's side (its peer put in the host's namespace,
+/// by descriptor), from the host's (its peer put in the jail's), or made by the pool already.
+const Making = union(enum) { from_jail: i32, from_host: i32, pooled: []const u8 };
+
+fn wire(w: *const Wire, host: *nl.Rt, jail: *nl.Rt, making: Making, trace: *sys.Trace) ?Failure {
     const veth = w.vethName();
     var step: u8 = 0;
     const S = struct {
@@ -110,33 +118,98 @@ pub fn wireJail(w: *const Wire, host: *Host, pooled: []const u8, trace: *sys.Tra
     };
     if (S.at(&step, w.fail_at)) |f| return f;
     var hidx: i32 = 0;
-    if (pooled.len > 0) {
+    switch (making) {
         // Down and without addresses until now: it may take the jail's name.
-        if (host.rt.index(pooled, &hidx)) |f| return f;
-        if (host.rt.rename(hidx, veth)) |f| return f;
-    } else {
-        if (jail.addVeth("eth0", veth, host.ns_fd)) |f| return f;
-        if (host.rt.index(veth, &hidx)) |f| return f;
+        .pooled => |name| {
+            if (host.index(name, &hidx)) |f| return f;
+            if (host.rename(hidx, veth)) |f| return f;
+        },
+        .from_jail => |host_ns| if (jail.addVeth("eth0", veth, host_ns)) |f| return f,
+        .from_host => |jail_ns| if (host.addVeth(veth, "eth0", jail_ns)) |f| return f,
     }
-    trace.mark(if (pooled.len > 0) "network: pooled veth renamed" else "network: veth made");
+    if (making != .pooled) if (host.index(veth, &hidx)) |f| return f;
+    const fresh = making != .pooled;
+    trace.mark(if (fresh) "network: veth made" else "network: pooled veth renamed");
     if (S.at(&step, w.fail_at)) |f| return f;
-    if (host.rt.configure(hidx, w.v6 and pooled.len == 0, true)) |f| return f;
-    if (host.rt.addPeerAddress(hidx, w.gateway, w.address)) |f| return f;
-    if (host.rt.setUp(hidx, true)) |f| return f;
+    if (host.configure(hidx, w.v6 and fresh, true)) |f| return f;
+    if (host.addPeerAddress(hidx, w.gateway, w.address)) |f| return f;
+    if (host.setUp(hidx, true)) |f| return f;
     // The whole subnet is unreachable from the host except through a live jail's veth (its
     // /32 peer route wins): a connection to an address whose jail is gone, or not wired yet,
     // fails here instead of following the default route off the machine.
-    if (host.rt.replaceUnreachable(w.network, w.prefix)) |f| return f;
+    if (host.replaceUnreachable(w.network, w.prefix)) |f| return f;
     trace.mark("network: host end");
     if (S.at(&step, w.fail_at)) |f| return f;
     var jidx: i32 = 0;
     if (jail.index("eth0", &jidx)) |f| return f;
-    if (pooled.len == 0) if (jail.configure(jidx, w.v6, null)) |f| return f;
+    if (fresh) if (jail.configure(jidx, w.v6, null)) |f| return f;
     if (jail.addPeerAddress(jidx, w.address, w.gateway)) |f| return f;
     if (jail.setUp(jidx, true)) |f| return f;
     if (jail.addDefaultRoute(w.gateway)) |f| return f;
     if (S.at(&step, w.fail_at)) |f| return f;
     return null;
+}
+
+/// A socket in another process's network namespace, for the owner (whose threads must never
+/// change namespace): a short-lived helper that shares our memory and descriptor table enters
+/// the namespace, opens it, and exits.
+const Helper = struct {
+    var stack: [16 * 1024]u8 align(16) = undefined;
+    var ns_fd: i32 = -1;
+    var sock: i32 = -1;
+    var err: u16 = 0;
+
+    fn enter(_: usize) callconv(.c) u8 {
+        if (linux.E.init(linux.syscall2(.setns, @bitCast(@as(isize, ns_fd)), linux.CLONE.NEWNET)) != .SUCCESS) {
+            err = @intFromEnum(linux.E.PERM);
+            return 1;
+        }
+        const rc = linux.socket(linux.AF.NETLINK, linux.SOCK.RAW | linux.SOCK.CLOEXEC, nl.NETLINK_ROUTE);
+        if (linux.E.init(rc) != .SUCCESS) {
+            err = @intFromEnum(linux.E.init(rc));
+            return 1;
+        }
+        sock = @intCast(rc);
+        return 0;
+    }
+
+    fn socketIn(ns: i32) ?Failure {
+        ns_fd = ns;
+        sock = -1;
+        err = 0;
+        // Bun's handlers must not run on the helper's stack.
+        const all = linux.sigfillset();
+        var old: linux.sigset_t = undefined;
+        _ = linux.sigprocmask(linux.SIG.SETMASK, &all, &old);
+        const pid = linux.clone(enter, @intFromPtr(&stack) + stack.len, linux.CLONE.VM | linux.CLONE.FILES, 0, null, 0, null);
+        _ = linux.sigprocmask(linux.SIG.SETMASK, &old, null);
+        if (linux.E.init(pid) != .SUCCESS) return .{ .e = linux.E.init(pid), .step = "start a helper for the jail's namespace" };
+        var status: u32 = 0;
+        while (linux.E.init(linux.wait4(@intCast(pid), &status, sys.W_ALL, null)) == .INTR) {}
+        if (sock < 0) return .{ .e = @enumFromInt(if (err == 0) @intFromEnum(linux.E.IO) else err), .step = "rtnetlink socket in the jail" };
+        return null;
+    }
+};
+
+/// For a jail whose child cannot reach the host's side (a user-namespaced one: its namespaces
+/// belong to its own user namespace, which has no rights over the host's): the owner wires it
+/// from outside, once the jail's child has its own network namespace (`pid`: the jail's keeper).
+pub fn wireFromOwner(w: *const Wire, pid: i32) ?Failure {
+    var path: [40]u8 = undefined;
+    const p = std.fmt.bufPrintZ(&path, "/proc/{d}/ns/net", .{pid}) catch unreachable;
+    const ns = linux.open(p, .{ .CLOEXEC = true }, 0);
+    if (errnoOf(ns)) |e| return .{ .e = e, .step = "open the jail's network namespace" };
+    defer _ = linux.close(@intCast(ns));
+    if (Helper.socketIn(@intCast(ns))) |f| return f;
+    var jail = nl.Rt{ .sock = .{ .fd = Helper.sock } };
+    defer jail.sock.close();
+    var host = nl.Rt{ .sock = switch (nl.Socket.open(nl.NETLINK_ROUTE)) {
+        .ok => |s| s,
+        .err => |e| return .{ .e = e, .step = "rtnetlink socket on the host" },
+    } };
+    defer host.sock.close();
+    var trace = sys.Trace{};
+    return wire(w, &host, &jail, .{ .from_host = @intCast(ns) }, &trace);
 }
 
 /// For the namespace pool's maker, in the new namespace it made (`host` opened before): a veth
@@ -185,6 +258,8 @@ pub const Tag = enum(u16) {
     guard_add = 6,
     /// [16]u8 ifname: a jail's host veth, down and renamed out of the way (after the jail)
     veth_release = 7,
+    /// i32 pid, then a Wire: a jail wired by its owner (wireFromOwner), after the elements
+    wire = 8,
     _,
 };
 
@@ -232,12 +307,14 @@ pub const RunFailure = struct { e: linux.E, step: []const u8, what: []const u8 =
 
 const version: u32 = 1;
 
-/// Applies an owner's request: every set element in one transaction, then veth releases.
+/// Applies an owner's request: every set element in one transaction, then the wiring of a jail
+/// its owner wires, then veth releases.
 pub fn run(req: []const u8) ?RunFailure {
     if (req.len < 8 or !std.mem.eql(u8, req[0..4], "LJN1") or std.mem.readInt(u32, req[4..8], .little) != version)
         return .{ .e = .INVAL, .step = "decode the network request" };
     var table: []const u8 = "";
     var batch = newBatch();
+    var wiring: ?struct { pid: i32, w: Wire } = null;
     var releases: [64][ifnamsiz]u8 = undefined;
     var nrel: usize = 0;
     var pos: usize = 8;
@@ -264,6 +341,10 @@ pub fn run(req: []const u8) ?RunFailure {
                 if (p.len != ifnamsiz) return .{ .e = .INVAL, .step = "decode a guard record" };
                 element(&batch, true, table, "guard", p);
             },
+            .wire => {
+                if (p.len != 4 + Wire.size or wiring != null) return .{ .e = .INVAL, .step = "decode a wire record" };
+                wiring = .{ .pid = std.mem.readInt(i32, p[0..4], .little), .w = Wire.decode(p[4..]) catch unreachable };
+            },
             .veth_release => {
                 if (p.len != ifnamsiz or nrel == releases.len) return .{ .e = .INVAL, .step = "decode a veth record" };
                 releases[nrel] = p[0..ifnamsiz].*;
@@ -277,6 +358,7 @@ pub fn run(req: []const u8) ?RunFailure {
         if (batch.b.overflow) return .{ .e = .MSGSIZE, .step = "too many set elements in one request" };
         if (commit(&batch)) |f| return .{ .e = f.e, .step = f.step, .what = table };
     }
+    if (wiring) |x| if (wireFromOwner(&x.w, x.pid)) |f| return .{ .e = f.e, .step = f.step, .what = x.w.vethName() };
     for (releases[0..nrel]) |*name| {
         if (releaseVeth(std.mem.sliceTo(name, 0))) |f| return .{ .e = f.e, .step = f.step, .what = std.mem.sliceTo(name, 0) };
     }
