@@ -388,8 +388,8 @@ fn commit(batch: *nl.NftBatch) ?Failure {
 /// For a short-lived process (the native ljspawn) about to exit: the last close of a netlink
 /// socket that removed set elements waits for nftables to free them (an RCU grace period),
 /// which would hold up the process's exit. A child keeps a copy of the socket until this
-/// process is gone (the end of a pipe it waits on), so that wait happens in the child, after
-/// everything is done, without anyone waiting for it.
+/// process is gone (the end of a pipe it waits on) and a moment more, so that the close finds
+/// the elements freed, after everything is done, without anyone waiting for it.
 pub fn handOffSocket() void {
     if (nft_sock.fd < 0) return;
     var p: [2]i32 = undefined;
@@ -406,6 +406,11 @@ pub fn handOffSocket() void {
             const rc = linux.read(0, &b, 1);
             if (linux.E.init(rc) != .INTR) break;
         }
+        // By now nftables' own worker has usually freed the elements (after its grace period),
+        // and the close finds nothing to wait for: it would otherwise wait holding nftables'
+        // lock, stalling the next process's transaction.
+        const pause = linux.timespec{ .sec = 0, .nsec = 200 * std.time.ns_per_ms };
+        _ = linux.nanosleep(&pause, null);
         linux.exit_group(0);
     }
     _ = linux.close(p[0]);
