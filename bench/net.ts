@@ -71,7 +71,10 @@ const native = (net: boolean) => {
   if (p.exitCode !== 0) throw new Error(`${argv.join(" ")}: ${p.stderr}`);
   return ms;
 };
-for (let i = 0; i < 3; i++) native(true), native(false);
+for (let i = 0; i < 3; i++) {
+  native(true);
+  native(false);
+}
 for (let round = 0; round < ROUNDS; round++) {
   for (const net of [true, false]) {
     for (let i = 0; i < PER_ROUND; i++) {

@@ -397,14 +397,9 @@ async function nftJail(cfg: NetConfig, lines: string[]): Promise<void> {
 const ENOENT = 2;
 const tableGone = (e: unknown) => e instanceof ShimError && e.errno === ENOENT;
 
+/** Applies a request at once; the shim's error as it is (tableGone tells a missing table). */
 function applyNow(cfg: NetConfig, req: NetRequest): void {
-  if (req.empty) return;
-  try {
-    shimNet(req.encode(cfg.table));
-  } catch (e) {
-    if (e instanceof ShimError) throw netError(e.message);
-    throw e;
-  }
+  if (!req.empty) shimNet(req.encode(cfg.table));
 }
 
 /** Applies a request once the table is there; a table deleted by hand is made again once. */
@@ -419,7 +414,11 @@ async function apply(cfg: NetConfig, req: NetRequest): Promise<void> {
   }
   forgetBase(cfg);
   await ensureBase(cfg);
-  applyNow(cfg, req);
+  try {
+    applyNow(cfg, req);
+  } catch (e) {
+    throw netError((e as Error).message);
+  }
 }
 
 function staleCleanup(cfg: NetConfig, stale: Lease): NetRequest {
@@ -490,9 +489,9 @@ export function reserveNet(spec: JailSpec, jailId: string, cfg: NetConfig = netC
       install(net, applyNow);
       net.ready = true;
     } catch (e) {
-      if (!(e instanceof LjError && /ENOENT/.test(e.message))) {
+      if (!tableGone(e)) {
         abandon(net);
-        throw e;
+        throw e instanceof ShimError ? netError(e.message) : e;
       }
       forgetBase(cfg); // the table was deleted by hand: attachNet makes it again
     }
