@@ -203,6 +203,23 @@ describe("wiring failures leave nothing behind", () => {
         expect(native.stdout.toString()).toContain(`default via ${PREFIX}1 dev eth0`);
         // Its lease, elements and veth are gone with it; the API's jail keeps its own.
         expect(readdirSync(netDirs.leases())).toEqual([held.address!]);
+        // A native jail's lease keeps the API away from its address, the same way.
+        const running = Bun.spawn([ljspawn, "-i", "auto", "--", "/bin/sleep", "5"], {
+          env: { ...process.env, LJ_BUN: "/nonexistent" },
+          stdout: "ignore",
+          stderr: "pipe",
+        });
+        try {
+          for (let i = 0; i < 500 && !existsSync(leasePath(`${PREFIX}3`)); i++) await Bun.sleep(10);
+          expect(existsSync(leasePath(`${PREFIX}3`))).toBe(true);
+          const next = await run(spec(["/bin/true"]));
+          expect(next.r.status).toBe(0);
+          expect(next.address).toBe(`${PREFIX}4`);
+        } finally {
+          running.kill("SIGTERM");
+          await running.exited;
+        }
+        expect(existsSync(leasePath(`${PREFIX}3`))).toBe(false);
         // The held address: the TypeScript CLI words the refusal.
         const taken = Bun.spawnSync([ljspawn, "-i", held.address!, "--", "/bin/true"], {
           env: { ...process.env },
