@@ -164,8 +164,11 @@ rootTest(
       jailA.kill("SIGKILL");
       await jailA.closed;
     }
-    // A's own teardown left nothing of A.
-    expect(readdirSync("/sys/class/net").filter((d) => d.startsWith(cfgA.vethPrefix))).toEqual([]);
+    // A's own teardown left nothing of A (its released veth goes with the jail's namespace,
+    // a moment later).
+    const ofA = () => readdirSync("/sys/class/net").filter((d) => d.startsWith(cfgA.vethPrefix));
+    for (let i = 0; i < 200 && ofA().length > 0; i++) await Bun.sleep(10);
+    expect(ofA()).toEqual([]);
   },
   60_000,
 );

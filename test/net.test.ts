@@ -186,7 +186,14 @@ function leftovers(): string[] {
   return out;
 }
 
+/**
+ * A finished jail's host veth is taken out of the way at once (down, no address, renamed
+ * "<prefix>x...") and deleted by the kernel with the jail's namespace a moment later: wait for
+ * that (bounded), then nothing at all may be left.
+ */
 async function noLeftovers(): Promise<void> {
+  const released = `veth ${netConfig().vethPrefix}x`;
+  for (let i = 0; i < 200 && leftovers().some((l) => l.startsWith(released)); i++) await Bun.sleep(10);
   expect(leftovers()).toEqual([]);
 }
 

@@ -560,21 +560,25 @@ describe("running apps", () => {
       });
       expect(ps.processes[0]!.lastExit).toBe("exited with status 3");
       expect(await textVia(s, "phoenix")).toEqual({ status: 200, text: "hello from node web.1 v1\n" });
-      // SIGKILL from outside, as the OOM killer would.
+      // SIGKILL from outside to the app's own process, as the OOM killer would: the command
+      // runs without a shell in between, so its end is its own.
       const jail = (
         s.paas.formation as unknown as {
-          sets: Map<string, { instances: { jail: { kill(s: string): void } }[] }>;
+          sets: Map<string, { instances: { jail: { pid: number } }[] }>;
         }
       ).sets.get("phoenix")!.instances[0]!.jail;
-      jail.kill("SIGKILL");
-      await until(async () => {
-        const r = await api<{ processes: { restarts: number; state: string }[] }>(
+      const payload = Number(readFileSync(`/proc/${jail.pid}/task/${jail.pid}/children`, "utf8").trim());
+      expect(readFileSync(`/proc/${payload}/comm`, "utf8").trim()).toBe("node");
+      process.kill(payload, "SIGKILL");
+      const killed = await until(async () => {
+        const r = await api<{ processes: { restarts: number; state: string; lastExit: string }[] }>(
           s,
           "GET",
           "/apps/phoenix/ps",
         );
-        return r.processes[0]?.restarts === 2 && r.processes[0].state === "up";
+        return r.processes[0]?.restarts === 2 && r.processes[0].state === "up" ? r : null;
       });
+      expect(killed.processes[0]!.lastExit).toBe("was killed by SIGKILL");
       expect((await textVia(s, "phoenix")).status).toBe(200);
     },
     60_000,

@@ -185,6 +185,7 @@ const Tag = {
   iface: 24,
   idmap: 25,
   hide: 26,
+  net: 27,
 } as const;
 
 export const Flag = {
@@ -415,6 +416,8 @@ export interface EncodeContext {
   go?: boolean;
   /** Host paths the jail must never see (the state root): masked wherever its tree shows them. */
   hide?: string[];
+  /** Linux, net "private": the address the jail's child wires (src/jail/net.ts, wireRecord). */
+  net?: Uint8Array;
 }
 
 function ipBytes(addr: string): { tag: number; bytes: Uint8Array } {
@@ -474,6 +477,7 @@ export function encodeSpec(spec: JailSpec, ctx: EncodeContext): Uint8Array {
     e.prefixed(Tag.mount, flagsM, `${m.src}\0${m.dst}\0`);
   }
   for (const h of ctx.hide ?? []) e.str(Tag.hide, h);
+  if (ctx.net) e.record(Tag.net, ctx.net);
   for (const cg of ctx.cgroups ?? []) e.prefixed(Tag.cgroup, cg.kind, `${cg.dir}\0`);
   const lim = spec.limits ?? {};
   if (lim.memoryBytes || lim.pids || lim.cpus) {

@@ -42,6 +42,27 @@ export interface ProcessLimitDefaults {
   pids?: number;
 }
 
+/**
+ * A process's argv: plain words (no quoting, variables, globs, redirections, operators or
+ * leading assignments) run as they are, without a shell in between, so the app's process is
+ * the jail's payload (its end is its own, "was killed by SIGKILL", and no shell sits beside
+ * it); anything else runs under `/bin/sh -c`.
+ */
+const SHELL_WORDS = new Set(
+  ". : [ alias bg break case cd command continue eval exec exit export fg for getopts hash if read readonly return set shift source test times trap type ulimit umask unalias unset wait while until".split(
+    " ",
+  ),
+);
+
+export function commandArgv(cmd: string): string[] {
+  const words = cmd.trim().split(/[ \t]+/);
+  const plain = /^[A-Za-z0-9_./:@%+,=-]+$/;
+  const first = words[0] ?? "";
+  const direct =
+    first !== "" && !first.includes("=") && !SHELL_WORDS.has(first) && words.every((w) => plain.test(w));
+  return direct ? words : ["/bin/sh", "-c", cmd];
+}
+
 export class ProcessSpecs {
   constructor(
     private readonly db: PaasDb,
@@ -60,7 +81,7 @@ export class ProcessSpecs {
     // The app's own host identity: no other tenant's process shares its uid (per-user limits).
     const who = identityOf("app", app);
     return {
-      argv: ["/bin/sh", "-c", cmd],
+      argv: commandArgv(cmd),
       layers: [slug.worldPath, ...slug.overlays.map((o) => o.path), slug.path],
       mounts: [...slug.worldMounts, ...identityEtc(slug.worldPath, who, slug.cwd)],
       cwd: slug.cwd,

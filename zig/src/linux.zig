@@ -20,6 +20,7 @@ const warm = @import("warm.zig");
 const hide = @import("hide.zig");
 const idmap = @import("idmap.zig");
 const clone3 = @import("clone3.zig");
+const netwire = @import("netwire.zig");
 
 const Spec = spec_mod.Spec;
 const keeper_elf = @embedFile("keeper_bin");
@@ -575,6 +576,10 @@ fn child(ctx: *ChildCtx) noreturn {
         .{ .fd = fds.ns.ipc, .kind = linux.CLONE.NEWIPC, .what = "IPC" },
         .{ .fd = fds.ns.uts, .kind = linux.CLONE.NEWUTS, .what = "UTS" },
     };
+    // A private address: the host's side is reached through what is opened here, before the
+    // namespaces change (netwire.zig).
+    var host_net = netwire.Host{};
+    if (spec.net_wire != null) if (host_net.open()) |f| c.die(f.e, "network: {s}", .{f.step});
     for (pooled) |p| if (p.fd >= 0) {
         c.check(linux.syscall2(.setns, @bitCast(@as(isize, p.fd)), p.kind), "enter pooled {s} namespace", .{p.what});
         _ = linux.close(p.fd);
@@ -585,6 +590,12 @@ fn child(ctx: *ChildCtx) noreturn {
     if (ns != 0) c.check(linux.unshare(ns), "unshare namespaces", .{});
     if (!root_built) c.check(linux.mount(null, "/", null, linux.MS.REC | linux.MS.PRIVATE, 0), "make / private", .{});
     c.mark("namespaces");
+    if (spec.net_wire) |raw| {
+        const w = netwire.Wire.decode(raw) catch unreachable;
+        if (netwire.wireJail(&w, &host_net, std.mem.sliceTo(&fds.ns.veth, 0), c.trace)) |f| c.die(f.e, "network {s}: {s}", .{ w.vethName(), f.step });
+        host_net.close();
+        c.mark("network: jail end");
+    }
 
     // setns put us at a pooled namespace's root; otherwise the root is built here.
     var root_path = Path{};
