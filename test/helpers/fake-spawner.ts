@@ -117,4 +117,6 @@ export class FakeSpawner implements Spawner {
 }
 
 /** The shell command a fake jail was asked to run. */
-export const commandOf = (spec: JailSpec): string => spec.argv.at(-1) ?? "";
+/** The command line a process was given: under `/bin/sh -c`, or as plain words (commandArgv). */
+export const commandOf = (spec: JailSpec): string =>
+  spec.argv[0] === "/bin/sh" && spec.argv[1] === "-c" ? (spec.argv[2] ?? "") : spec.argv.join(" ");
