@@ -69,43 +69,78 @@ fn millis(v: []const u8) Delegate!u64 {
 
 const cap_names = [_][]const u8{ "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP" };
 
+/// One flag of the table both front ends read (spawn-flags.txt; src/cli/spawn-args.ts reads it
+/// too): whether it takes a value, and whether this binary handles it or hands over.
+const Flag = struct { name: []const u8, takes_value: bool, native: bool };
+
+const flag_table: []const Flag = blk: {
+    @setEvalBranchQuota(200_000);
+    const text = @embedFile("spawn-flags.txt");
+    var count = 0;
+    var lines = std.mem.tokenizeScalar(u8, text, '\n');
+    while (lines.next()) |l| {
+        if (l[0] != '#') count += 1;
+    }
+    var out: [count]Flag = undefined;
+    var n = 0;
+    lines.reset();
+    while (lines.next()) |l| {
+        if (l[0] == '#') continue;
+        var fields = std.mem.tokenizeAny(u8, l, " \t");
+        const name = fields.next().?;
+        const value = fields.next().?;
+        const who = fields.next().?;
+        if (!std.mem.eql(u8, who, "both") and !std.mem.eql(u8, who, "ts")) @compileError("spawn-flags.txt: " ++ l);
+        out[n] = .{ .name = name, .takes_value = !std.mem.eql(u8, value, "-"), .native = std.mem.eql(u8, who, "both") };
+        n += 1;
+    }
+    const table = out;
+    break :blk &table;
+};
+
+fn lookup(name: []const u8) ?Flag {
+    for (flag_table) |f| if (eql(f.name, name)) return f;
+    return null;
+}
+
 fn parse(gpa: Allocator, raw: []const []const u8) (Delegate || Allocator.Error)!Args {
     var a = Args{};
     var i: usize = 0;
     while (i < raw.len) : (i += 1) {
         const arg = raw[i];
-        if (std.mem.eql(u8, arg, "--")) {
+        if (eql(arg, "--")) {
             a.argv = raw[i + 1 ..];
             break;
         }
-        // Flags that take no value.
-        if (std.mem.eql(u8, arg, "-0")) {
+        // --flag=value, or the flag alone (its value, if it takes one, is the next argument).
+        var flag = arg;
+        var inline_value: ?[]const u8 = null;
+        if (std.mem.startsWith(u8, arg, "--")) if (std.mem.indexOfScalar(u8, arg, '=')) |eq| {
+            flag = arg[0..eq];
+            inline_value = arg[eq + 1 ..];
+        };
+        // Unknown flags, and the ones only the TypeScript CLI handles, go there whole.
+        const f = lookup(flag) orelse return error.Delegate;
+        if (!f.native) return error.Delegate;
+        var value: []const u8 = "";
+        if (f.takes_value) {
+            value = inline_value orelse blk: {
+                if (i + 1 >= raw.len) return error.Delegate;
+                i += 1;
+                break :blk raw[i];
+            };
+        } else if (inline_value != null) return error.Delegate;
+
+        if (eql(flag, "-0")) {
             a.uid = 65534;
             a.gid = 65534;
-            continue;
-        }
-        if (std.mem.eql(u8, arg, "--read-only")) {
+        } else if (eql(flag, "--read-only")) {
             a.read_only = true;
-            continue;
-        }
-        if (std.mem.eql(u8, arg, "--json")) {
+        } else if (eql(flag, "--json")) {
             a.json = true;
-            continue;
-        }
-        if (std.mem.eql(u8, arg, "--debug")) continue;
-        // Flags with a value (as the next argument, or --flag=value).
-        var flag = arg;
-        var value: []const u8 = undefined;
-        if (std.mem.startsWith(u8, arg, "--") and std.mem.indexOfScalar(u8, arg, '=') != null) {
-            const eq = std.mem.indexOfScalar(u8, arg, '=').?;
-            flag = arg[0..eq];
-            value = arg[eq + 1 ..];
-        } else {
-            if (i + 1 >= raw.len) return error.Delegate;
-            i += 1;
-            value = raw[i];
-        }
-        if (eql(flag, "-d")) {
+        } else if (eql(flag, "--debug")) {
+            // Stack traces are the TypeScript CLI's; here errors are one line anyway.
+        } else if (eql(flag, "-d")) {
             a.root = value;
         } else if (eql(flag, "-p")) {
             a.script = value;
@@ -154,7 +189,7 @@ fn parse(gpa: Allocator, raw: []const []const u8) (Delegate || Allocator.Error)!
             a.uid = std.fmt.parseInt(u32, it.next().?, 10) catch return error.Delegate;
             a.gid = if (it.next()) |g| std.fmt.parseInt(u32, g, 10) catch return error.Delegate else a.uid;
         } else {
-            // -f, --egress, --userns, --help and anything unknown.
+            // A flag the table marks as handled here but this switch does not know.
             return error.Delegate;
         }
     }
