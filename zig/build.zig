@@ -6,7 +6,7 @@ pub fn build(b: *std.Build) void {
     const os = target.result.os.tag;
 
     const lib_mod = b.createModule(.{
-        .root_source_file = b.path("src/jail.zig"),
+        .root_source_file = b.path("jail.zig"),
         .target = target,
         .optimize = optimize,
         // FreeBSD's jail, nmount and rctl calls go through libc; Linux uses raw syscalls only.
@@ -63,7 +63,7 @@ pub fn build(b: *std.Build) void {
     for ([_][]const u8{ "x86_64-freebsd.14.0", "aarch64-freebsd.14.0" }) |triple| {
         const query = std.Target.Query.parse(.{ .arch_os_abi = triple }) catch unreachable;
         const cross_lib = b.addLibrary(.{ .name = "lightjail", .linkage = .dynamic, .root_module = b.createModule(.{
-            .root_source_file = b.path("src/jail.zig"),
+            .root_source_file = b.path("jail.zig"),
             .target = b.resolveTargetQuery(query),
             .optimize = optimize,
             .link_libc = true,

@@ -6,15 +6,15 @@
 const std = @import("std");
 
 /// A failed safety check ends only the process it happens in, at once (see panic.zig).
-pub const panic = std.debug.FullPanic(@import("panic.zig").handler);
+pub const panic = std.debug.FullPanic(@import("src/panic.zig").handler);
 const builtin = @import("builtin");
-const abi = @import("abi.zig");
-const spec_mod = @import("spec.zig");
-const errtext = @import("errtext.zig");
+const abi = @import("src/abi.zig");
+const spec_mod = @import("src/spec.zig");
+const errtext = @import("src/errtext.zig");
 
 const backend = switch (builtin.os.tag) {
-    .linux => @import("linux.zig"),
-    .freebsd => @import("freebsd.zig"),
+    .linux => @import("src/linux.zig"),
+    .freebsd => @import("src/freebsd.zig"),
     else => @compileError("lightjail supports Linux and FreeBSD"),
 };
 
@@ -68,13 +68,13 @@ export fn lj_net(req_ptr: [*]const u8, req_len: usize, err_ptr: [*]u8, err_len: 
     if (builtin.os.tag != .linux) {
         return err.set(@intFromEnum(std.posix.E.NOSYS), "private addresses are wired by ifconfig and pf on this platform", .{});
     } else {
-        const f = @import("netwire.zig").run(req_ptr[0..req_len]) orelse return 0;
+        const f = @import("src/netwire.zig").run(req_ptr[0..req_len]) orelse return 0;
         return err.set(@intFromEnum(f.e), "{s} {s}", .{ f.step, f.what });
     }
 }
 
 test {
     _ = spec_mod;
-    _ = @import("hide.zig");
+    _ = @import("src/hide.zig");
     _ = errtext;
 }
