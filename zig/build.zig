@@ -56,6 +56,14 @@ pub fn build(b: *std.Build) void {
         }) });
         test_step.dependOn(&b.addRunArtifact(t).step);
     }
+    // The Linux backend's mount helpers (option escaping) where they can run.
+    if (b.graph.host.result.os.tag == .linux) {
+        const t = b.addTest(.{ .root_module = b.createModule(.{
+            .root_source_file = b.path("src/linux_mounts.zig"),
+            .target = b.graph.host,
+        }) });
+        test_step.dependOn(&b.addRunArtifact(t).step);
+    }
 
     // The FreeBSD backend cannot run on our Linux machines: `zig build cross` builds it for
     // both FreeBSD targets (libc from Zig's FreeBSD 14.0 stubs) into lib/<triple>/.
