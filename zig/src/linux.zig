@@ -5,7 +5,9 @@
 //! Threading rule: Bun is multithreaded, so lj_spawn never changes the calling process. It
 //! clones a child (a copy of the calling thread only) which does all the work with raw
 //! syscalls: no allocator, no locks, no libc. The child ends by executing the keeper from a
-//! sealed memfd, which drops every trace of the Bun process.
+//! sealed memfd, which drops every trace of the Bun process. This file is the process (the
+//! owner's spawn, the child's order of steps, the keeper); the root's mounts are
+//! linux_mounts.zig and the cgroups linux_cgroups.zig.
 const std = @import("std");
 const linux = std.os.linux;
 const sys = @import("sys.zig");
