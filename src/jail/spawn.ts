@@ -364,27 +364,27 @@ function prepare(spec: JailSpec, hold: boolean): Prepared {
   // Cgroups made ahead of time; a user-namespaced jail is placed by its owner.
   const made = spec.userns ? null : takeStockCgroups(spec.limits);
   try {
-    return prepareWith(spec, started, made, hold);
+    return prepareWithCgroups(spec, started, made, hold);
   } catch (e) {
     if (made) void releaseCgroups(made.dirs, spec.limits).catch(() => {});
     throw e;
   }
 }
 
-function prepareWith(spec: JailSpec, started: number, made: StockCgroups | null, hold: boolean): Prepared {
+function prepareWithCgroups(spec: JailSpec, started: number, made: StockCgroups | null, hold: boolean): Prepared {
   const id = made?.id ?? newJailId();
   // Network (net "private" only): the address is leased before the jail exists, so a spawn
   // that cannot get one fails here and leaves nothing behind. none/host do no extra work.
   const net: JailNet | null = spec.net === "private" ? reserveNet(spec, id) : null;
   try {
-    return prepareRest(spec, started, made, hold, id, net);
+    return prepareWithNet(spec, started, made, hold, id, net);
   } catch (e) {
     if (net) void releaseNet(net);
     throw e;
   }
 }
 
-function prepareRest(
+function prepareWithNet(
   spec: JailSpec,
   started: number,
   made: StockCgroups | null,
