@@ -10,6 +10,7 @@ import { collectNetLeftovers, type NetLeftoverReport } from "../src/jail/net.ts"
 import { leasePath, netConfig, netDirs, parseIp, vethName } from "../src/jail/net-alloc.ts";
 import { spawnJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
+import { hostSh } from "./helpers/host-sh.ts";
 import { type JailEnv, makeJailEnv, projectDir } from "./helpers/jail-env.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
 
@@ -19,10 +20,7 @@ const PREFIX = "10.247.3.";
 
 let env: JailEnv;
 
-function sh(cmd: string): { code: number; out: string } {
-  const p = Bun.spawnSync(["sh", "-c", cmd], { stderr: "pipe" });
-  return { code: p.exitCode, out: p.stdout.toString() + p.stderr.toString() };
-}
+const sh = hostSh;
 
 beforeAll(async () => {
   if (!isRoot()) return;

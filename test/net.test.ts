@@ -17,6 +17,7 @@ import {
 import { netConfig, netDirs, parseIp, vethName } from "../src/jail/net-alloc.ts";
 import { type Jail, spawnJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
+import { hostSh } from "./helpers/host-sh.ts";
 import { type JailEnv, lj, makeJailEnv, projectDir } from "./helpers/jail-env.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
 
@@ -37,10 +38,7 @@ const BLOCKED = "ERR OSError 113";
 
 let env: JailEnv;
 
-function sh(cmd: string): { code: number; out: string } {
-  const p = Bun.spawnSync(["sh", "-c", cmd], { stderr: "pipe" });
-  return { code: p.exitCode, out: p.stdout.toString() + p.stderr.toString() };
-}
+const sh = hostSh;
 
 beforeAll(async () => {
   if (!isRoot()) return;

@@ -371,7 +371,12 @@ function prepare(spec: JailSpec, hold: boolean): Prepared {
   }
 }
 
-function prepareWithCgroups(spec: JailSpec, started: number, made: StockCgroups | null, hold: boolean): Prepared {
+function prepareWithCgroups(
+  spec: JailSpec,
+  started: number,
+  made: StockCgroups | null,
+  hold: boolean,
+): Prepared {
   const id = made?.id ?? newJailId();
   // Network (net "private" only): the address is leased before the jail exists, so a spawn
   // that cannot get one fails here and leaves nothing behind. none/host do no extra work.
