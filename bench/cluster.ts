@@ -14,8 +14,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { createWorld } from "../src/build/worlds.ts";
 import { Instance } from "../src/paas/supervisor.ts";
-import { createWorld, worldMounts, worldPath } from "../src/store/worlds.ts";
+import { worldMounts, worldPath } from "../src/store/worlds.ts";
 import {
   type Cluster,
   type NodeAgentProcess,

@@ -4,14 +4,16 @@
  *
  *   start   spawnJail -> /bin/true exited (the payload runs only after its veth, addresses,
  *           routes and filter elements are in place);
- *   full    spawnJail -> closed (teardown included: veth, rules and lease removed).
+ *   full    spawnJail -> closed (teardown included: veth, rules and lease removed);
+ *   native  the native `ljspawn -- /bin/true` as a whole process, with `-i auto` and without
+ *           (cold: a new process each time), started from here one after another.
  *
  * Prints a table and, as its last line, one JSON object with the medians and the ratios
  * against net none. Needs root. Uses its own subnet so a real lightjail is not disturbed.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { spawnJail } from "../src/jail/spawn.ts";
 import type { JailSpec, NetMode } from "../src/jail/spec.ts";
 import { makeMiniWorld } from "./mini-world.ts";
@@ -59,6 +61,30 @@ for (let round = 0; round < ROUNDS; round++) {
   for (const m of modes) for (let i = 0; i < PER_ROUND; i++) await once(m);
 }
 
+// The native ljspawn, as a whole process: with a private address and without.
+const ljspawn = resolve(import.meta.dir, "..", "zig", "zig-out", "bin", "ljspawn");
+const native = (net: boolean) => {
+  const argv = [ljspawn, "--world", "mini", ...(net ? ["-i", "auto"] : []), "--", "/bin/true"];
+  const t = performance.now();
+  const p = Bun.spawnSync(argv, { stdout: "ignore", stderr: "pipe", env: process.env });
+  const ms = performance.now() - t;
+  if (p.exitCode !== 0) throw new Error(`${argv.join(" ")}: ${p.stderr}`);
+  return ms;
+};
+for (let i = 0; i < 3; i++) {
+  native(true);
+  native(false);
+}
+for (let round = 0; round < ROUNDS; round++) {
+  for (const net of [true, false]) {
+    for (let i = 0; i < PER_ROUND; i++) {
+      const k = net ? "ljspawn -i auto" : "ljspawn";
+      samples[k] ??= [];
+      samples[k].push(native(net));
+    }
+  }
+}
+
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
@@ -70,6 +96,7 @@ const result = {
     private_over_none_start: med["private start"]! / med["none start"]!,
     private_over_none_full: med["private full"]! / med["none full"]!,
     host_over_none_start: med["host start"]! / med["none start"]!,
+    native_private_over_none: med["ljspawn -i auto"]! / med.ljspawn!,
   },
   added_ms: {
     start: med["private start"]! - med["none start"]!,

@@ -27,10 +27,11 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cache=${LJ_GUEST_CACHE:-${LJ_TEST_WORLD_CACHE:-/var/cache/lightjail-test-worlds}/cgroup2-guest}
 suite=bookworm
-# kmod: modprobe for overlay and friends; the rest is what the jail tests run in the host world.
-packages=(kmod iproute2 nftables procps util-linux python3 perl xz-utils ca-certificates)
+# kmod: modprobe for overlay and friends; bubblewrap: the spawn benchmark's peer; the rest is
+# what the jail tests run in the host world.
+packages=(kmod iproute2 nftables procps util-linux python3 perl xz-utils ca-certificates bubblewrap)
 # Bump when the image is built differently (the key also covers the kernel and packages).
-image_version=1
+image_version=2
 # Exit status when the guest itself failed (no result from the command).
 GUEST_FAILED=3
 
@@ -79,7 +80,7 @@ mirror() {
   if [ -n "${LJ_DEBIAN_MIRROR:-}" ]; then echo "$LJ_DEBIAN_MIRROR"; return; fi
   # The one the host's apt uses (the only one this machine may reach), as lj world create finds it.
   (cd "$here" && "$here/.tools/bin/bun" -e \
-    "import { debianMirror } from './src/store/worlds.ts'; console.log(debianMirror('$suite'))")
+    "import { debianMirror } from './src/build/worlds.ts'; console.log(debianMirror('$suite'))")
 }
 
 build_image() {

@@ -9,9 +9,9 @@
  */
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { processStartTime } from "../src/jail/cgroup.ts";
 import { shimCleanup, shimUnmount } from "../src/jail/ffi.ts";
 import { gc } from "../src/jail/gc.ts";
+import { processStartTime } from "../src/jail/owner.ts";
 import { JailPool } from "../src/jail/pool.ts";
 import { mountTable } from "../src/jail/scratch.ts";
 import { type JailResult, runJail, spawnJail } from "../src/jail/spawn.ts";

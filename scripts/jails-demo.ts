@@ -3,10 +3,12 @@
  * then runs jailed processes that show what a jail is and what it keeps out. It uses the
  * public TypeScript API, as a program of yours would.
  */
+
+import { createWorld } from "../src/build/worlds.ts";
 import { runJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
 import { paths } from "../src/store/paths.ts";
-import { createWorld, listWorlds, setDefaultWorld, worldMounts, worldPath } from "../src/store/worlds.ts";
+import { listWorlds, setDefaultWorld, worldMounts, worldPath } from "../src/store/worlds.ts";
 
 if (process.getuid?.() !== 0) {
   console.error("The demo creates namespaces, mounts and cgroups: run it as root (sudo ./lj demo).");

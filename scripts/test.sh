@@ -8,11 +8,11 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 export PATH="$here/.tools/bin:$PATH"
 cd "$here"
-# The jail tests that run in the guest: the cgroup work (limits, OOM, CPU quota, gc, leftovers)
-# and the jail core around it, about 3 minutes under emulation. test/seccomp.test.ts runs the
-# host's node, postgres and redis, which the guest has not; test/userns.test.ts finds unreaped
-# helper processes there now and then (a known problem, not the guest's): both stay on the host.
-guest_tests=(test/jail.test.ts test/limits.test.ts)
+# The jail tests that run in the guest: the cgroup work (limits, OOM, CPU quota, gc, leftovers,
+# clone3 into a cgroup), the jail core around it and user-namespaced jails (builds run in
+# them), a few minutes under emulation. test/seccomp.test.ts runs the host's node, postgres and
+# redis, which the guest has not: it stays on the host.
+guest_tests=(test/jail.test.ts test/limits.test.ts test/userns.test.ts)
 
 "$here/scripts/check.sh" || { echo "checks failed"; exit 1; }
 

@@ -4,8 +4,8 @@
  */
 import { existsSync, mkdirSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
+import { createWorld } from "../src/build/worlds.ts";
 import { spawnJail } from "../src/jail/spawn.ts";
-import { createWorld } from "../src/store/worlds.ts";
 
 export async function sh(cmd: string[], cwd?: string): Promise<string> {
   const p = Bun.spawn(cmd, { cwd, stdio: ["ignore", "pipe", "pipe"] });

@@ -2,7 +2,7 @@
  * The TypeScript side's FreeBSD code paths, run on Linux: the per-platform numbers (errno and
  * signals, the destroy request that replaces SIGKILL), owner identity through the shim, the
  * status lines that decide whether a stage may be removed, the removal that never descends
- * into a mount, and world names. The shim's side is tested in zig/src/freebsd_plan.zig.
+ * into a mount, and world names. The shim's side is tested in zig/src/freebsd_steps.zig.
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -10,8 +10,8 @@ import * as fsp from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LjError } from "../src/errors.ts";
-import { processStartTime } from "../src/jail/cgroup.ts";
 import { reapPending } from "../src/jail/ffi.ts";
+import { processStartTime } from "../src/jail/owner.ts";
 import { platformNumbers } from "../src/jail/platform.ts";
 import { removeScratch } from "../src/jail/scratch.ts";
 import { ownerSignal, parseStatus, signalNumber, stageTornDown } from "../src/jail/spawn.ts";

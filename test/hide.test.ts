@@ -7,10 +7,11 @@
 import { afterAll, beforeAll, expect } from "bun:test";
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
+import { createWorld } from "../src/build/worlds.ts";
 import { holdSubnet, netConfig } from "../src/jail/net.ts";
 import { runJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
-import { createWorld, worldMounts, worldPath } from "../src/store/worlds.ts";
+import { worldMounts, worldPath } from "../src/store/worlds.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
 
 const roots: string[] = [];

@@ -13,6 +13,7 @@ import { waitForPort } from "../src/jail/net.ts";
 import { netConfig, parseIp, vethName } from "../src/jail/net-alloc.ts";
 import { liveRoots } from "../src/jail/net-registry.ts";
 import { type Jail, spawnJail } from "../src/jail/spawn.ts";
+import { hostSh } from "./helpers/host-sh.ts";
 import { type JailEnv, lj, makeJailEnv, projectDir } from "./helpers/jail-env.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
 
@@ -25,10 +26,7 @@ const OVERLAPS_C = "10.251.0.128/25";
 let a: JailEnv; // this process's root
 let b: JailEnv; // another root, driven through child processes
 
-function sh(cmd: string): { code: number; out: string } {
-  const p = Bun.spawnSync(["sh", "-c", cmd], { stderr: "pipe" });
-  return { code: p.exitCode, out: p.stdout.toString() + p.stderr.toString() };
-}
+const sh = hostSh;
 
 beforeAll(async () => {
   if (!isRoot()) return;
@@ -164,8 +162,11 @@ rootTest(
       jailA.kill("SIGKILL");
       await jailA.closed;
     }
-    // A's own teardown left nothing of A.
-    expect(readdirSync("/sys/class/net").filter((d) => d.startsWith(cfgA.vethPrefix))).toEqual([]);
+    // A's own teardown left nothing of A (its released veth goes with the jail's namespace,
+    // a moment later).
+    const ofA = () => readdirSync("/sys/class/net").filter((d) => d.startsWith(cfgA.vethPrefix));
+    for (let i = 0; i < 200 && ofA().length > 0; i++) await Bun.sleep(10);
+    expect(ofA()).toEqual([]);
   },
   60_000,
 );
@@ -196,7 +197,10 @@ rootTest(
       const serve = await lj(["serve", "--port", "0"], { LIGHTJAIL_ROOT: b.root, LJ_SUBNET: OVERLAPS_C });
       expect(serve.code).toBe(73);
       expect(serve.stderr).toContain(`overlaps ${SUBNET_C}`);
-      // In this process too (the API's error).
+      // In this process too (the API's error), once root A's own registration here (kept a
+      // second past its last private jail) is gone: A then starts afresh, with C's subnet.
+      const aRoot = netConfig({ LIGHTJAIL_ROOT: a.root }).root;
+      for (let i = 0; i < 100 && liveRoots().some((e) => e.root === aRoot); i++) await Bun.sleep(50);
       process.env.LJ_SUBNET = SUBNET_C; // root A with C's subnet
       let err: unknown;
       try {

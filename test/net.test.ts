@@ -17,6 +17,7 @@ import {
 import { netConfig, netDirs, parseIp, vethName } from "../src/jail/net-alloc.ts";
 import { type Jail, spawnJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
+import { hostSh } from "./helpers/host-sh.ts";
 import { type JailEnv, lj, makeJailEnv, projectDir } from "./helpers/jail-env.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
 
@@ -37,10 +38,7 @@ const BLOCKED = "ERR OSError 113";
 
 let env: JailEnv;
 
-function sh(cmd: string): { code: number; out: string } {
-  const p = Bun.spawnSync(["sh", "-c", cmd], { stderr: "pipe" });
-  return { code: p.exitCode, out: p.stdout.toString() + p.stderr.toString() };
-}
+const sh = hostSh;
 
 beforeAll(async () => {
   if (!isRoot()) return;
@@ -186,7 +184,14 @@ function leftovers(): string[] {
   return out;
 }
 
+/**
+ * A finished jail's host veth is taken out of the way at once (down, no address, renamed
+ * "<prefix>x...") and deleted by the kernel with the jail's namespace a moment later: wait for
+ * that (bounded), then nothing at all may be left.
+ */
 async function noLeftovers(): Promise<void> {
+  const released = `veth ${netConfig().vethPrefix}x`;
+  for (let i = 0; i < 200 && leftovers().some((l) => l.startsWith(released)); i++) await Bun.sleep(10);
   expect(leftovers()).toEqual([]);
 }
 

@@ -23,8 +23,9 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { firstLine, startServe } from "../scripts/serve-process.ts";
-import { detectLayout, ownerId, ownerLive, processStartTime, processState } from "../src/jail/cgroup.ts";
+import { detectLayout } from "../src/jail/cgroup.ts";
 import { netConfig } from "../src/jail/net-alloc.ts";
+import { ownerId, ownerLive, processStartTime, processState } from "../src/jail/owner.ts";
 import { PaasDb, SCHEMA_VERSION } from "../src/paas/db.ts";
 import { LogHub } from "../src/paas/logs.ts";
 import { readTail } from "../src/paas/rotate.ts";

@@ -115,9 +115,9 @@ describe("real builds", () => {
       await createApp(s, "limited");
       const dir = appCopy("node-hello", { "lj.toml": "[limits]\nmemory_mb = 200\npids = 77\ncpus = 0.5\n" });
       expect((await deployDir(s, "limited", dir)).deploy?.status).toBe("succeeded");
-      const rel = s.paas.releases("limited")[0]!;
+      const rel = s.paas.releases.list("limited")[0]!;
       expect(rel.slug.limits).toEqual({ memoryMb: 200, pids: 77, cpus: 0.5 });
-      const spec = () => s.paas.processSpec("limited", rel, "web", "web.1").limits;
+      const spec = () => s.paas.specs.processSpec("limited", rel, "web", "web.1").limits;
       expect(spec()).toEqual({ memoryBytes: 200 * 1048576, pids: 77, cpus: 0.5 });
       await api(s, "PATCH", "/apps/limited/formation", { web: { memoryMb: 300 } });
       expect(spec()).toEqual({ memoryBytes: 300 * 1048576, pids: 77, cpus: 0.5 });

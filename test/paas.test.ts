@@ -211,32 +211,41 @@ describe("deploys", () => {
     60_000,
   );
 
+  /** An app serving v1, then a deploy of `files` over node-hello that must fail. */
+  async function failedOver(app: string, files: Record<string, string>) {
+    await createApp(s, app);
+    expect((await deployDir(s, app, appCopy("node-hello"))).deploy?.status).toBe("succeeded");
+    const d = await deployDir(s, app, appCopy("node-hello", files));
+    expect(d.deploy?.status).toBe("failed");
+    expect(d.log).toContain("Release v1 is still serving");
+    expect(await textVia(s, app)).toEqual({ status: 200, text: "hello from node web.1 v1\n" });
+    const rels = await api<{ releases: { version: number }[] }>(s, "GET", `/apps/${app}/releases`);
+    expect(rels.releases.map((r) => r.version)).toEqual([1]);
+    const ps = await api<{ processes: { release: number; state: string }[] }>(s, "GET", `/apps/${app}/ps`);
+    expect(ps.processes).toEqual([expect.objectContaining({ release: 1, state: "up" })]);
+    return d;
+  }
+
+  rootTest("a failed build keeps the release serving", async () => {
+    await failedOver("keep-build", { FAIL_BUILD: "" });
+  });
+
   rootTest(
-    "a failed build and a failed health check leave the previous release serving",
+    "a web process that never listens keeps the release serving",
     async () => {
-      await createApp(s, "keep");
-      expect((await deployDir(s, "keep", appCopy("node-hello"))).deploy?.status).toBe("succeeded");
-      const broken = await deployDir(s, "keep", appCopy("node-hello", { FAIL_BUILD: "" }));
-      expect(broken.deploy?.status).toBe("failed");
-      expect(broken.log).toContain("Release v1 is still serving");
       // Listens on the wrong port: never healthy.
-      const deaf = await deployDir(
-        s,
-        "keep",
-        appCopy("node-hello", { Procfile: "web: PORT=6000 node server.js\n" }),
-      );
-      expect(deaf.deploy?.status).toBe("failed");
-      expect(deaf.deploy?.error).toContain("health check");
-      // Crashes at once.
-      const crash = await deployDir(s, "keep", appCopy("node-hello", { Procfile: "web: exit 7\n" }));
-      expect(crash.deploy?.status).toBe("failed");
-      expect(await textVia(s, "keep")).toEqual({ status: 200, text: "hello from node web.1 v1\n" });
-      const rels = await api<{ releases: { version: number }[] }>(s, "GET", "/apps/keep/releases");
-      expect(rels.releases.map((r) => r.version)).toEqual([1]);
-      const ps = await api<{ processes: { release: number; state: string }[] }>(s, "GET", "/apps/keep/ps");
-      expect(ps.processes).toEqual([expect.objectContaining({ release: 1, state: "up" })]);
+      const d = await failedOver("keep-deaf", { Procfile: "web: PORT=6000 node server.js\n" });
+      expect(d.deploy?.error).toContain("health check");
     },
-    60_000,
+    30_000,
+  );
+
+  rootTest(
+    "a web process that crashes keeps the release serving",
+    async () => {
+      await failedOver("keep-crash", { Procfile: "web: exit 7\n" });
+    },
+    30_000,
   );
 
   rootTest(
@@ -449,7 +458,7 @@ describe("release phase", () => {
       expect(ok.log).toContain("Running the release command of v1: echo migrating $LJ_RELEASE");
       expect(ok.log).toContain("migrating v1");
       // Not a process type: nothing runs it after the release phase.
-      expect(s.paas.ps("rel").map((p) => p.name)).toEqual(["web.1"]);
+      expect(s.paas.formation.ps("rel").map((p) => p.name)).toEqual(["web.1"]);
       const bad = await deployDir(
         s,
         "rel",
@@ -551,19 +560,25 @@ describe("running apps", () => {
       });
       expect(ps.processes[0]!.lastExit).toBe("exited with status 3");
       expect(await textVia(s, "phoenix")).toEqual({ status: 200, text: "hello from node web.1 v1\n" });
-      // SIGKILL from outside, as the OOM killer would.
+      // SIGKILL from outside to the app's own process, as the OOM killer would: the command
+      // runs without a shell in between, so its end is its own.
       const jail = (
-        s.paas as unknown as { sets: Map<string, { instances: { jail: { kill(s: string): void } }[] }> }
+        s.paas.formation as unknown as {
+          sets: Map<string, { instances: { jail: { pid: number } }[] }>;
+        }
       ).sets.get("phoenix")!.instances[0]!.jail;
-      jail.kill("SIGKILL");
-      await until(async () => {
-        const r = await api<{ processes: { restarts: number; state: string }[] }>(
+      const payload = Number(readFileSync(`/proc/${jail.pid}/task/${jail.pid}/children`, "utf8").trim());
+      expect(readFileSync(`/proc/${payload}/comm`, "utf8").trim()).toBe("node");
+      process.kill(payload, "SIGKILL");
+      const killed = await until(async () => {
+        const r = await api<{ processes: { restarts: number; state: string; lastExit: string }[] }>(
           s,
           "GET",
           "/apps/phoenix/ps",
         );
-        return r.processes[0]?.restarts === 2 && r.processes[0].state === "up";
+        return r.processes[0]?.restarts === 2 && r.processes[0].state === "up" ? r : null;
       });
+      expect(killed.processes[0]!.lastExit).toBe("was killed by SIGKILL");
       expect((await textVia(s, "phoenix")).status).toBe(200);
     },
     60_000,
@@ -578,7 +593,7 @@ describe("running apps", () => {
       expect(r.code).toBe(0);
       expect(JSON.parse(r.stdout).formation.web).toEqual({ count: 1, memoryMb: 96, pids: 32 });
       const jail = (
-        s.paas as unknown as { sets: Map<string, { instances: { jail: { cgroups: string[] } }[] }> }
+        s.paas.formation as unknown as { sets: Map<string, { instances: { jail: { cgroups: string[] } }[] }> }
       ).sets.get("limits")!.instances[0]!.jail;
       const read = (f: string) =>
         jail.cgroups.map((d) => {
@@ -646,44 +661,47 @@ describe("running apps", () => {
     30_000,
   );
 
-  rootTest(
-    "apps list/info/destroy and a CLI deploy that respects .gitignore",
-    async () => {
-      const dir = appCopy("node-hello", {
-        ".gitignore": "secret.txt\nbuild/\n",
-        "secret.txt": "do not ship",
-      });
-      const c = await cli(["apps", "create", "cliapp"]);
-      expect(c.code).toBe(0);
-      expect(c.stdout).toContain("created cliapp");
-      const d = await cli(["deploy", dir, "--app", "cliapp"]);
-      expect(d.stderr).toContain("uploaded 4 files");
-      expect(d.stdout).toContain("deployed cliapp v1");
-      expect(d.code).toBe(0);
-      const ls = await lj(["run", "cliapp", "--", "ls -a"], { LJ_REMOTE: s.url, LJ_TOKEN: s.token });
-      expect(ls.stdout.split("\n").filter(Boolean).sort()).toEqual([
-        ".",
-        "..",
-        ".gitignore",
-        "Procfile",
-        "package.json",
-        "server.js",
-      ]);
-      const list = await cli(["apps", "list", "--json"]);
-      expect(JSON.parse(list.stdout).apps.map((a: { name: string }) => a.name)).toContain("cliapp");
-      const info = await cli(["apps", "info", "cliapp"]);
-      expect(info.stdout).toContain("release:   v1");
-      const failed = await cli(["deploy", appCopy("node-hello", { FAIL_BUILD: "" }), "--app", "cliapp"]);
-      expect(failed.code).toBe(65);
-      expect(failed.stderr).toContain("failed: the build script failed");
-      const gone = await cli(["apps", "destroy", "cliapp", "--confirm", "cliapp"]);
-      expect(gone.code).toBe(0);
-      expect((await textVia(s, "cliapp")).status).toBe(404);
-      const again = await cli(["apps", "info", "cliapp"]);
-      expect(again.code).toBe(66);
-    },
-    60_000,
-  );
+  rootTest("lj deploy leaves out what .gitignore names", async () => {
+    const dir = appCopy("node-hello", {
+      ".gitignore": "secret.txt\nbuild/\n",
+      "secret.txt": "do not ship",
+    });
+    expect((await cli(["apps", "create", "cliapp"])).stdout).toContain("created cliapp");
+    const d = await cli(["deploy", dir, "--app", "cliapp"]);
+    expect(d.stderr).toContain("uploaded 4 files");
+    expect(d.stdout).toContain("deployed cliapp v1");
+    expect(d.code).toBe(0);
+    const ls = await lj(["run", "cliapp", "--", "ls -a"], { LJ_REMOTE: s.url, LJ_TOKEN: s.token });
+    expect(ls.stdout.split("\n").filter(Boolean).sort()).toEqual([
+      ".",
+      "..",
+      ".gitignore",
+      "Procfile",
+      "package.json",
+      "server.js",
+    ]);
+  });
+
+  rootTest("a failed lj deploy exits 65", async () => {
+    await createApp(s, "clifail");
+    const failed = await cli(["deploy", appCopy("node-hello", { FAIL_BUILD: "" }), "--app", "clifail"]);
+    expect(failed.code).toBe(65);
+    expect(failed.stderr).toContain("failed: the build script failed");
+  });
+
+  rootTest("lj apps list, info and destroy", async () => {
+    const c = await cli(["apps", "create", "cliapps"]);
+    expect(c.code).toBe(0);
+    expect((await deployDir(s, "cliapps", appCopy("node-hello"))).deploy?.status).toBe("succeeded");
+    const list = await cli(["apps", "list", "--json"]);
+    expect(JSON.parse(list.stdout).apps.map((a: { name: string }) => a.name)).toContain("cliapps");
+    const info = await cli(["apps", "info", "cliapps"]);
+    expect(info.stdout).toContain("release:   v1");
+    const gone = await cli(["apps", "destroy", "cliapps", "--confirm", "cliapps"]);
+    expect(gone.code).toBe(0);
+    expect((await textVia(s, "cliapps")).status).toBe(404);
+    expect((await cli(["apps", "info", "cliapps"])).code).toBe(66);
+  });
 });
 
 describe("router", () => {

@@ -24,10 +24,11 @@ import {
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import type { Socket, TCPSocketListener } from "bun";
+import { createWorld } from "../src/build/worlds.ts";
 import { spawnJail } from "../src/jail/spawn.ts";
 import { type RunningServer, startServer } from "../src/server/serve.ts";
 import { type Identity, identityOf } from "../src/store/identities.ts";
-import { createWorld, worldMounts, worldPath } from "../src/store/worlds.ts";
+import { worldMounts, worldPath } from "../src/store/worlds.ts";
 import { api, createApp, deployDir, textVia } from "./fixtures/paas/helpers.ts";
 import { projectDir } from "./helpers/jail-env.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
@@ -68,7 +69,7 @@ function expectAllDenied(report: string): void {
 }
 
 async function runOnce(appName: string, command: string): Promise<{ status: number; out: string }> {
-  const jail = s.paas.runOnce(appName, command);
+  const jail = s.paas.runs.once(appName, command);
   const [out, err, r] = await Promise.all([
     new Response(jail.stdout).text(),
     new Response(jail.stderr).text(),
@@ -79,7 +80,7 @@ async function runOnce(appName: string, command: string): Promise<{ status: numb
 }
 
 const slugDir = (appName: string) => {
-  const rel = s.paas.releases(appName)[0];
+  const rel = s.paas.releases.list(appName)[0];
   if (!rel) throw new Error(`${appName} has no release`);
   return rel.slug.path;
 };
@@ -114,7 +115,7 @@ beforeAll(async () => {
   if (v.deploy?.status !== "succeeded") throw new Error(`victim deploy failed:\n${v.log}`);
   await api(s, "POST", "/services", { type: "redis", name: "vault" });
   const svc = await api<{ service: { address: string } }>(s, "GET", "/services/vault");
-  const victimAddr = s.paas.ps("victim")[0]?.address;
+  const victimAddr = s.paas.formation.ps("victim")[0]?.address;
   const targets = [
     `LJ_STATE='${root}'`,
     `API_PORT=${s.port}`,
@@ -230,7 +231,7 @@ describe("an attacker's running process", () => {
         "import ctypes,sys,time\nlibc=ctypes.CDLL(None)\nn=0\nwhile libc.inotify_init()>=0: n+=1\nprint('held',n,flush=True)\ntime.sleep(60)";
       const one =
         "import ctypes\nlibc=ctypes.CDLL(None)\nprint('ok' if libc.inotify_init()>=0 else 'refused')";
-      const holder = s.paas.runOnce("attacker", `python3 -c "${grab}"`);
+      const holder = s.paas.runs.once("attacker", `python3 -c "${grab}"`);
       try {
         const reader = holder.stdout!.getReader();
         const first = new TextDecoder().decode((await reader.read()).value);

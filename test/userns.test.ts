@@ -212,7 +212,15 @@ describe("idmapped layers", () => {
     // children this process had before (other tests' jails) do not count.
     const children = () => kids().filter((pid) => !kidsBefore.includes(pid));
     for (let i = 0; i < 100 && children().length > 0; i++) await Bun.sleep(100);
-    expect(children()).toEqual([]);
+    // A leftover shows as "pid (comm) state ... flags": enough to tell which helper it was.
+    const describe = (pid: string) => {
+      try {
+        return readFileSync(`/proc/${pid}/stat`, "utf8").split(" ").slice(0, 9).join(" ");
+      } catch {
+        return `${pid} gone`;
+      }
+    };
+    expect(children().map(describe)).toEqual([]);
   });
 
   rootTest("a layer on a filesystem without idmapped mounts fails with a clear error", async () => {

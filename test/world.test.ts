@@ -14,13 +14,11 @@ import { release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { runCommand } from "citty";
 import * as tar from "tar-stream";
+import { createWorld, debianMirror, isEtcSecret } from "../src/build/worlds.ts";
 import { worldCommand } from "../src/cli/world.ts";
 import { LjError } from "../src/errors.ts";
 import {
-  createWorld,
-  debianMirror,
   defaultWorld,
-  isEtcSecret,
   listWorlds,
   META_FILE,
   readWorldMeta,

@@ -6,7 +6,7 @@ pub fn build(b: *std.Build) void {
     const os = target.result.os.tag;
 
     const lib_mod = b.createModule(.{
-        .root_source_file = b.path("src/jail.zig"),
+        .root_source_file = b.path("jail.zig"),
         .target = target,
         .optimize = optimize,
         // FreeBSD's jail, nmount and rctl calls go through libc; Linux uses raw syscalls only.
@@ -49,9 +49,17 @@ pub fn build(b: *std.Build) void {
 
     // Unit tests: the pure parts of both backends run on any host.
     const test_step = b.step("test", "Run the shim's unit tests");
-    for ([_][]const u8{ "src/spec.zig", "src/errtext.zig", "src/hide.zig", "src/seccomp.zig", "src/freebsd_logic.zig", "src/freebsd_plan.zig", "src/warm.zig", "src/idmap.zig" }) |file| {
+    for ([_][]const u8{ "src/spec.zig", "src/errtext.zig", "src/hide.zig", "src/seccomp.zig", "src/freebsd_params.zig", "src/freebsd_steps.zig", "src/warm.zig", "src/idmap.zig", "src/clone3.zig", "src/netlink.zig", "src/netwire.zig", "src/netlease.zig" }) |file| {
         const t = b.addTest(.{ .root_module = b.createModule(.{
             .root_source_file = b.path(file),
+            .target = b.graph.host,
+        }) });
+        test_step.dependOn(&b.addRunArtifact(t).step);
+    }
+    // The Linux backend's mount helpers (option escaping) where they can run.
+    if (b.graph.host.result.os.tag == .linux) {
+        const t = b.addTest(.{ .root_module = b.createModule(.{
+            .root_source_file = b.path("src/linux_mounts.zig"),
             .target = b.graph.host,
         }) });
         test_step.dependOn(&b.addRunArtifact(t).step);
@@ -63,7 +71,7 @@ pub fn build(b: *std.Build) void {
     for ([_][]const u8{ "x86_64-freebsd.14.0", "aarch64-freebsd.14.0" }) |triple| {
         const query = std.Target.Query.parse(.{ .arch_os_abi = triple }) catch unreachable;
         const cross_lib = b.addLibrary(.{ .name = "lightjail", .linkage = .dynamic, .root_module = b.createModule(.{
-            .root_source_file = b.path("src/jail.zig"),
+            .root_source_file = b.path("jail.zig"),
             .target = b.resolveTargetQuery(query),
             .optimize = optimize,
             .link_libc = true,

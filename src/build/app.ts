@@ -9,17 +9,17 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync } fr
 import * as fsp from "node:fs/promises";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
-import { ownerId } from "../jail/cgroup.ts";
+import { ownerId } from "../jail/owner.ts";
 import { discover, findPlugin } from "../plugins/registry.ts";
-import { removeTree } from "../store/archive.ts";
 import { identityOf } from "../store/identities.ts";
 import { checkName } from "../store/names.ts";
 import { paths } from "../store/paths.ts";
+import { removeTree } from "../store/tree.ts";
 import { worldMounts, worldPath } from "../store/worlds.ts";
 import { cacheDir, computeKey, decide, restore, save } from "./cache.ts";
 import { createBuildDisk } from "./disk.ts";
 import { buildBind, runBuild, tailLines, whyBuildFailed } from "./isolation.ts";
-import { type BuiltOverlay, ensureOverlay } from "./overlays.ts";
+import { ensureOverlay, flatten } from "./overlays.ts";
 import { type FullPlan, planApp as plan } from "./plan.ts";
 import { BASE_PATH } from "./run.ts";
 import { chownTree, copySanitised, ownedBy, reportSanitised } from "./sanitise.ts";
@@ -241,17 +241,6 @@ function saveDownloads(onDisk: string, saved: string): void {
   chmodSync(next, 0o700);
   rmSync(saved, { recursive: true, force: true });
   renameSync(next, saved);
-}
-
-/** The overlays a built overlay runs on plus itself, bottom to top, each once. */
-export function flatten(top: BuiltOverlay): BuiltOverlay[] {
-  const out: BuiltOverlay[] = [];
-  const add = (o: BuiltOverlay) => {
-    for (const p of o.parents) add(p);
-    if (!out.some((x) => x.id === o.id && x.path === o.path)) out.push(o);
-  };
-  add(top);
-  return out;
 }
 
 /** Reads a published slug's metadata. */

@@ -23,8 +23,8 @@ import {
 import * as fsp from "node:fs/promises";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
-import { removeTree } from "../store/archive.ts";
 import { paths } from "../store/paths.ts";
+import { removeTree } from "../store/tree.ts";
 
 export interface CacheKey {
   key: string;

@@ -13,7 +13,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
-import { ownerId, ownerLive } from "../jail/cgroup.ts";
+import { ownerId, ownerLive } from "../jail/owner.ts";
 import { ensureSearchable } from "../jail/spawn.ts";
 import { paths } from "../store/paths.ts";
 

@@ -9,13 +9,16 @@ import { basename, dirname, join, relative, resolve } from "node:path";
 import { LjError } from "../errors.ts";
 import { loadJailfile } from "../plugins/jailfile.ts";
 import { loadPluginDir, type PluginInfo, sourceKey, splitUrl } from "../plugins/registry.ts";
-import { removeTree } from "../store/archive.ts";
 import type { OverlayMeta } from "../store/overlays.ts";
 import { paths } from "../store/paths.ts";
+import { removeTree } from "../store/tree.ts";
 
 export const looksLikeUrl = (s: string) =>
   /^[a-z][a-z0-9+.-]*:\/\//i.test(s) || /^[^/:\s]+@[^/:\s]+:/.test(s);
 
+const REMOTE_COMMANDS = new Set(["clone", "fetch", "ls-remote"]);
+
+/** Runs git without a terminal to prompt on; its trimmed stdout, or an error with its stderr. */
 export async function git(args: string[], cwd?: string): Promise<string> {
   const p = Bun.spawn(["git", ...args], {
     cwd,
@@ -32,9 +35,9 @@ export async function git(args: string[], cwd?: string): Promise<string> {
       "unavailable",
       "git-failed",
       `git ${args[0]} failed: ${err.trim().split("\n").slice(-3).join("; ")}`,
-      {
-        hint: "check the URL and that the repository is reachable",
-      },
+      REMOTE_COMMANDS.has(args[0] ?? "")
+        ? { hint: "check the URL and that the repository is reachable" }
+        : {},
     );
   }
   return out.trim();

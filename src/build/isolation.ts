@@ -18,6 +18,7 @@
  *   host trusts) keep working (`LJ_BUILD_PROXY=0` leaves both out).
  */
 import { existsSync, readFileSync } from "node:fs";
+import { describeEnd } from "../jail/ended.ts";
 import type { BindMount, JailSpec } from "../jail/spec.ts";
 import type { Identity } from "../store/identities.ts";
 import { runStreamed, type StreamedRun } from "./run.ts";
@@ -171,17 +172,7 @@ export function runBuild(b: BuildRun): Promise<StreamedRun> {
 
 /** Why a build that did not succeed ended, in words (one wording for every build). */
 export function whyBuildFailed(run: StreamedRun, limits: BuildLimits): string {
-  const r = run.result;
-  const why =
-    r.reason === "timeout"
-      ? `timed out after ${limits.timeoutS}s`
-      : r.reason === "oom"
-        ? `ran out of memory (limit ${limits.memoryMb} MB)`
-        : r.reason === "setup"
-          ? `could not start: ${r.error}`
-          : r.signal
-            ? `was killed by signal ${r.signal}`
-            : `exited with status ${r.exitCode}`;
+  const why = describeEnd(run.result, { timeout: `${limits.timeoutS}s`, memory: `${limits.memoryMb} MB` });
   const full = run.tail.some((l) => /No space left on device|ENOSPC/.test(l));
   return full ? `${why} (its disk of ${limits.diskMb} MB may be full)` : why;
 }

@@ -13,7 +13,6 @@ import { getXattr } from "../jail/ffi.ts";
 import { BUILD_CAPS } from "../jail/spec.ts";
 import type { RuntimeBuild } from "../plugins/define.ts";
 import { type Discovery, discover, findPlugin, loadHooks, type PluginInfo } from "../plugins/registry.ts";
-import { removeTree } from "../store/archive.ts";
 import { identityOf, OVERLAY_BUILDER } from "../store/identities.ts";
 import {
   type OverlayMeta,
@@ -24,6 +23,7 @@ import {
   worldDir,
 } from "../store/overlays.ts";
 import { paths } from "../store/paths.ts";
+import { removeTree } from "../store/tree.ts";
 import { defaultWorld, readWorldMeta, worldMounts, worldPath } from "../store/worlds.ts";
 import { createBuildDisk } from "./disk.ts";
 import { fetchVerified } from "./fetch.ts";
@@ -425,3 +425,14 @@ async function keepFailedLog(logFile: string, type: string, name: string, versio
 }
 
 export { overlayBase };
+
+/** The overlays a built overlay runs on plus itself, bottom to top, each once. */
+export function flatten(top: BuiltOverlay): BuiltOverlay[] {
+  const out: BuiltOverlay[] = [];
+  const add = (o: BuiltOverlay) => {
+    for (const p of o.parents) add(p);
+    if (!out.some((x) => x.id === o.id && x.path === o.path)) out.push(o);
+  };
+  add(top);
+  return out;
+}

@@ -11,6 +11,7 @@
 import { createWriteStream } from "node:fs";
 import { type JailResult, spawnJail } from "../jail/spawn.ts";
 import type { JailSpec } from "../jail/spec.ts";
+import { pumpLines } from "../lines.ts";
 import type { BuildLog } from "./types.ts";
 
 export interface StreamedRun {
@@ -92,28 +93,13 @@ export async function runStreamed(
     () => opts.log?.(`[${opts.label} ${elapsed()}] ... still running (${lines} lines of output so far)`),
     opts.heartbeatMs ?? 15000,
   );
-  const pump = async (s: ReadableStream<Uint8Array> | null) => {
-    if (!s) return;
-    const dec = new TextDecoder();
-    let buf = "";
-    for await (const chunk of s) {
-      buf += dec.decode(chunk, { stream: true });
-      let i = buf.indexOf("\n");
-      while (i >= 0) {
-        emit(buf.slice(0, i).replace(/\r$/, ""));
-        buf = buf.slice(i + 1);
-        i = buf.indexOf("\n");
-      }
-      // A line without an end is cut where it reaches the cap, so it never grows unbounded.
-      if (buf.length > OUTPUT_CAP.maxLine) {
-        emit(buf);
-        buf = "";
-      }
-    }
-    if (buf.length > 0) emit(buf);
-  };
   try {
-    const [, , result] = await Promise.all([pump(jail.stdout), pump(jail.stderr), jail.exited]);
+    const [, , result] = await Promise.all([
+      // A line without an end is cut where it reaches the cap, so it never grows unbounded.
+      pumpLines(jail.stdout, emit, OUTPUT_CAP.maxLine),
+      pumpLines(jail.stderr, emit, OUTPUT_CAP.maxLine),
+      jail.exited,
+    ]);
     await jail.closed;
     if (result.error) emit(`jail setup failed: ${result.error}`);
     out.end();

@@ -13,8 +13,8 @@ import {
   splitUrl,
 } from "../plugins/registry.ts";
 import { scaffold } from "../plugins/scaffold.ts";
-import { removeTree } from "../store/archive.ts";
 import { paths } from "../store/paths.ts";
+import { removeTree } from "../store/tree.ts";
 
 const out = (t: string) => process.stdout.write(`${t}\n`);
 const err = (t: string) => process.stderr.write(`${t}\n`);

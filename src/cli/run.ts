@@ -6,6 +6,7 @@
  */
 import { defineCommand } from "citty";
 import { LjError, usageError } from "../errors.ts";
+import { pumpLines } from "../lines.ts";
 import { APP_RE, appAndRest, type Client, client, clientArgs, failure } from "./client.ts";
 
 /** lj's own flags that take a value: their value is not the app. */
@@ -82,19 +83,17 @@ export const runCommand = defineCommand({
 async function transcript(c: Client, app: string, command: string): Promise<void> {
   const res = await c.request("POST", `/api/v1/apps/${app}/run`, { command });
   if (!res.ok || !res.body) throw await failure(res);
-  const dec = new TextDecoder();
-  let buf = "";
   let status = 1;
-  for await (const chunk of res.body) {
-    buf += dec.decode(chunk, { stream: true });
-    for (let nl = buf.indexOf("\n"); nl >= 0; nl = buf.indexOf("\n")) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
+  // Frames are one JSON object a line, however long: no line is cut.
+  await pumpLines(
+    res.body,
+    (line) => {
       process.stdout.write(`${line}\n`);
       const f = JSON.parse(line) as { exit?: number };
       if (f.exit !== undefined) status = f.exit;
-    }
-  }
+    },
+    Number.POSITIVE_INFINITY,
+  );
   process.exitCode = status;
 }
 

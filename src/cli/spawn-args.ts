@@ -5,9 +5,29 @@
  * exact handling, and every mistake must say which flag was wrong.
  */
 import { resolve } from "node:path";
+import flagTable from "../../zig/src/spawn-flags.txt" with { type: "text" };
 import { usageError } from "../errors.ts";
 import type { BindMount, JailSpec, NetMode } from "../jail/spec.ts";
 import { NOBODY } from "../jail/spec.ts";
+
+/** A flag of `lj spawn`, from the table both parsers read (zig/src/spawn-flags.txt). */
+export interface SpawnFlag {
+  flag: string;
+  /** The name of its value; null for a switch. */
+  value: string | null;
+  /** The native ljspawn handles it too (otherwise it hands the command line over). */
+  native: boolean;
+}
+
+export const SPAWN_FLAGS: ReadonlyMap<string, SpawnFlag> = new Map(
+  flagTable
+    .split("\n")
+    .filter((l) => l.trim() && !l.startsWith("#"))
+    .map((l) => {
+      const [flag, value, who] = l.trim().split(/\s+/) as [string, string, string];
+      return [flag, { flag, value: value === "-" ? null : value, native: who === "both" }];
+    }),
+);
 
 export interface SpawnArgs {
   root?: string;
@@ -129,54 +149,59 @@ export function parseSpawnArgs(raw: string[]): SpawnArgs {
     trace: false,
     egress: false,
   };
-  let i = 0;
-  const value = (flag: string): string => {
-    const v = raw[++i];
-    if (v === undefined) throw usageError(`${flag} needs a value`);
-    return v;
-  };
-  for (; i < raw.length; i++) {
+  for (let i = 0; i < raw.length; i++) {
     let arg = raw[i]!;
+    if (arg === "--") {
+      a.argv = raw.slice(i + 1);
+      break;
+    }
     let inline: string | undefined;
     if (arg.startsWith("--") && arg.includes("=")) {
       inline = arg.slice(arg.indexOf("=") + 1);
       arg = arg.slice(0, arg.indexOf("="));
     }
-    const val = (flag: string) => inline ?? value(flag);
+    const known = SPAWN_FLAGS.get(arg);
+    if (!known) {
+      if (arg.startsWith("-")) throw usageError(`unknown option ${arg}`, "lj spawn --help lists the options");
+      throw usageError(`unexpected argument "${arg}"`, "put the command after --, or use -p 'SCRIPT'");
+    }
+    if (!known.value && inline !== undefined) throw usageError(`${arg} takes no value`);
+    let v = "";
+    if (known.value) {
+      const next = inline ?? raw[++i];
+      if (next === undefined) throw usageError(`${arg} needs a value (${known.value})`);
+      v = next;
+    }
     switch (arg) {
-      case "--":
-        a.argv = raw.slice(i + 1);
-        i = raw.length;
-        break;
       case "-d":
-        a.root = resolve(val(arg));
+        a.root = resolve(v);
         break;
       case "-p":
-        a.script = val(arg);
+        a.script = v;
         break;
       case "-n":
-        a.name = val(arg);
+        a.name = v;
         break;
       case "-0":
         a.nobody = true;
         break;
       case "-m":
-        a.memoryMb = positiveInt("-m", val(arg));
+        a.memoryMb = positiveInt("-m", v);
         break;
       case "-i":
-        a.address = val(arg);
+        a.address = v;
         break;
       case "-f":
-        a.iface = val(arg);
+        a.iface = v;
         break;
       case "--world":
-        a.world = val(arg);
+        a.world = v;
         break;
       case "--overlay":
-        a.overlays.push(resolve(val(arg)));
+        a.overlays.push(resolve(v));
         break;
       case "--upper":
-        a.upper = resolve(val(arg));
+        a.upper = resolve(v);
         break;
       case "--userns":
         a.userns = true;
@@ -185,7 +210,6 @@ export function parseSpawnArgs(raw: string[]): SpawnArgs {
         a.readOnly = true;
         break;
       case "--net": {
-        const v = val(arg);
         if (v !== "none" && v !== "host" && v !== "private") {
           throw usageError(
             `--net takes none, host or private, got "${v}"`,
@@ -199,32 +223,30 @@ export function parseSpawnArgs(raw: string[]): SpawnArgs {
         a.egress = true;
         break;
       case "--env": {
-        const v = val(arg);
         const eq = v.indexOf("=");
         if (eq <= 0) throw usageError(`--env takes K=V, got "${v}"`);
         a.env[v.slice(0, eq)] = v.slice(eq + 1);
         break;
       }
       case "--mount":
-        a.mounts.push(parseMount(val(arg)));
+        a.mounts.push(parseMount(v));
         break;
       case "--pids":
-        a.pids = positiveInt("--pids", val(arg));
+        a.pids = positiveInt("--pids", v);
         break;
       case "--cpus":
-        a.cpus = positiveNumber("--cpus", val(arg));
+        a.cpus = positiveNumber("--cpus", v);
         break;
       case "--timeout":
-        a.timeoutS = positiveNumber("--timeout", val(arg));
+        a.timeoutS = positiveNumber("--timeout", v);
         break;
       case "--cap":
-        a.caps.push(val(arg));
+        a.caps.push(v);
         break;
       case "--cwd":
-        a.cwd = val(arg);
+        a.cwd = v;
         break;
       case "--user": {
-        const v = val(arg);
         const m = /^(\d+)(?::(\d+))?$/.exec(v);
         if (!m) throw usageError(`--user takes UID[:GID] as numbers, got "${v}"`);
         a.user = { uid: Number(m[1]), gid: Number(m[2] ?? m[1]) };
@@ -239,9 +261,7 @@ export function parseSpawnArgs(raw: string[]): SpawnArgs {
       case "--debug":
         break;
       default:
-        if (arg.startsWith("-"))
-          throw usageError(`unknown option ${arg}`, "lj spawn --help lists the options");
-        throw usageError(`unexpected argument "${arg}"`, "put the command after --, or use -p 'SCRIPT'");
+        throw new Error(`spawn-flags.txt names ${arg}, which parseSpawnArgs does not handle`);
     }
   }
   if (a.script !== undefined && a.argv.length > 0)

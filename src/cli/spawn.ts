@@ -1,22 +1,11 @@
 import { closeSync, createReadStream, createWriteStream } from "node:fs";
 import { LjError } from "../errors.ts";
+import { signalName } from "../jail/ended.ts";
 import { type JailPty, setWindowSize, startOnTerminal } from "../jail/pty.ts";
 import { type Jail, type JailResult, spawnJail } from "../jail/spawn.ts";
 import type { JailSpec } from "../jail/spec.ts";
 import type { WorldMeta } from "../store/worlds.ts";
 import { parseSpawnArgs, SPAWN_USAGE, type SpawnArgs, specFromArgs } from "./spawn-args.ts";
-
-const SIGNAL_NAMES: Record<number, string> = {
-  1: "SIGHUP",
-  2: "SIGINT",
-  3: "SIGQUIT",
-  6: "SIGABRT",
-  9: "SIGKILL",
-  11: "SIGSEGV",
-  13: "SIGPIPE",
-  15: "SIGTERM",
-};
-export const signalName = (n: number) => SIGNAL_NAMES[n] ?? `signal ${n}`;
 
 /** Resolves -d / --world / --overlay into the jail's root. */
 export async function rootFor(a: SpawnArgs): Promise<Pick<JailSpec, "root" | "layers" | "mounts">> {

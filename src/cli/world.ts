@@ -1,8 +1,8 @@
 import { defineCommand } from "citty";
 import { createConsola } from "consola";
+import { createWorld } from "../build/worlds.ts";
 import { assertWorldUnused } from "../store/world-users.ts";
 import {
-  createWorld,
   defaultWorld,
   listWorlds,
   removeWorld,

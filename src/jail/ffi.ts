@@ -24,6 +24,7 @@ const symbols = {
   lj_unmount: { args: [FFIType.ptr, FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
   lj_cleanup: { args: [FFIType.ptr, FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
   lj_proc_start: { args: [FFIType.i32, FFIType.ptr, FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
+  lj_net: { args: [FFIType.ptr, FFIType.u64, FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
 } as const;
 
 type Shim = ReturnType<typeof dlopen<typeof symbols>>["symbols"];
@@ -138,6 +139,17 @@ export function shimCleanup(name: string): void {
   const p = Buffer.from(`${name}\0`);
   const err = new Uint8Array(ERR_LEN);
   const rc = s.lj_cleanup(ptr(p), ptr(err), ERR_LEN);
+  if (rc !== 0) throw new ShimError(rc, errText(err));
+}
+
+/**
+ * Applies a network request (encoded by src/jail/net.ts: a jail's filter elements, links and
+ * guards in one nftables transaction, then host veth releases). Linux only.
+ */
+export function shimNet(req: Uint8Array): void {
+  const s = load();
+  const err = new Uint8Array(ERR_LEN);
+  const rc = s.lj_net(ptr(req), req.byteLength, ptr(err), ERR_LEN);
   if (rc !== 0) throw new ShimError(rc, errText(err));
 }
 

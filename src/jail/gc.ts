@@ -7,9 +7,10 @@
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { paths } from "../store/paths.ts";
-import { findLeftoverCgroups, ownerLive, reclaimCgroup } from "./cgroup.ts";
+import { findLeftoverCgroups, reclaimCgroup } from "./cgroup.ts";
 import { shimCleanup, shimUnmount } from "./ffi.ts";
 import { collectNetLeftovers } from "./net.ts";
+import { ownerLive } from "./owner.ts";
 import { freebsdJailName } from "./spec.ts";
 
 export interface GcReport {

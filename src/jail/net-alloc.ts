@@ -22,7 +22,7 @@ import {
 import { join, resolve } from "node:path";
 import { LjError } from "../errors.ts";
 import { ljRoot, paths } from "../store/paths.ts";
-import { ownerId, ownerLive } from "./cgroup.ts";
+import { ownerId, ownerLive } from "./owner.ts";
 
 /** Default jail subnet: private, and only ever routed to namespaces on this machine. */
 export const DEFAULT_SUBNET = "10.233.0.0/16";

@@ -25,8 +25,8 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
-import { ownerId } from "./cgroup.ts";
 import { type NetConfig, ownerAlive, parseSubnet, rootId, subnetsOverlap } from "./net-alloc.ts";
+import { ownerId } from "./owner.ts";
 
 const BASE = "/run/lightjail";
 const DIR = join(BASE, "roots");
@@ -112,6 +112,15 @@ function liveEntries(): RootEntry[] {
  * that no jail of that root can be set up meanwhile; returns whether it ran.
  */
 export function ifRootIdle(root: string, fn: () => void): boolean {
+  // This process's own registration that only lingers (no hold left) does not count.
+  for (const [key, h] of held) {
+    if (h.count > 0 || !key.startsWith(`${root}\n`)) continue;
+    if (h.linger) clearTimeout(h.linger);
+    held.delete(key);
+    try {
+      unlinkSync(h.file);
+    } catch {}
+  }
   return locked(() => {
     if (liveEntries().some((e) => e.root === root)) return false;
     fn();
@@ -196,7 +205,7 @@ function conflict(cfg: NetConfig, e: RootEntry): LjError | null {
 }
 
 /** This process's registrations: one file per root and subnet, kept while something holds it. */
-const held = new Map<string, { file: string; count: number }>();
+const held = new Map<string, { file: string; count: number; linger?: ReturnType<typeof setTimeout> }>();
 let exitHook = false;
 
 function register(cfg: NetConfig): string {
@@ -243,17 +252,28 @@ export function holdSubnet(cfg: NetConfig): () => void {
     });
   }
   const entry = h;
+  if (entry.linger) clearTimeout(entry.linger);
+  entry.linger = undefined;
   let released = false;
   return () => {
     if (released) return;
     released = true;
     if (--entry.count > 0 || held.get(key) !== entry) return;
-    held.delete(key);
-    try {
-      unlinkSync(entry.file);
-    } catch {}
+    // Jails one after another would register and unregister each time: the registration
+    // outlives the last hold by a moment (a live entry only ever blocks an overlapping root).
+    entry.linger = setTimeout(() => {
+      if (entry.count > 0 || held.get(key) !== entry) return;
+      held.delete(key);
+      try {
+        unlinkSync(entry.file);
+      } catch {}
+    }, LINGER_MS);
+    entry.linger.unref();
   };
 }
+
+/** How long a registration outlives its last hold. */
+const LINGER_MS = 1000;
 
 /** Notes which root a table belongs to, so that gc can find tables of roots deleted since. */
 export function recordTable(table: string, root: string): void {

@@ -1,16 +1,20 @@
 /**
  * Jail networking on Linux (net: "private"). Each jail gets a veth pair: the host end
- * (ljv<address in hex>) carries the subnet's gateway address with the jail's address as its
- * point-to-point peer, the jail end (eth0) carries the jail's address with the gateway as
+ * (ljn<root tag><address in hex>) carries the subnet's gateway address with the jail's address
+ * as its point-to-point peer, the jail end (eth0) carries the jail's address with the gateway as
  * peer and default route. Every packet between jails therefore crosses the host, where the
  * root's own nftables table (`inet lightjail_<hash of the root>`) decides: a jail may talk to
  * the allowed ports of its gateway, to the jails it was linked to, and (with egress) to
  * addresses outside the machine through NAT; nothing else. Per-jail state is only set
- * elements, so adding or removing a jail is one atomic nft transaction and the rules
- * themselves never change after the first jail of a process.
+ * elements, so adding or removing a jail is one atomic transaction and the rules themselves
+ * never change after the first jail of a process.
  *
- * Costs per jail: one `ip -batch` on the host, one in the jail (via nsenter), one `nft -f`
- * (in parallel with the first) and one sysctl write; teardown one `ip` and one `nft`.
+ * The per-jail work is netlink from the shim (zig/src/netwire.zig), which defines what a jail
+ * gets for the native ljspawn as well: the jail's child wires its veth, addresses and routes
+ * while it builds its root; the owner adds the set elements in one nftables transaction before
+ * the spawn (one call, no process), and at the end removes them and takes the host veth out of
+ * the way (down, renamed) while the kernel deletes it with the jail's namespace. Only the
+ * table's rules go through `nft -f`, once per process and configuration.
  */
 import {
   existsSync,
@@ -23,6 +27,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
+import { ShimError, shimNet } from "./ffi.ts";
 import {
   acquireLease,
   claimStale,
@@ -75,9 +80,16 @@ export interface JailNet {
   cfg: NetConfig;
   /** Ends this jail's hold on the root's registration (net-registry.ts). */
   unhold: () => void;
-  /** Kernel state left by a stale lease of the same address, removed before ours goes in. */
-  staleNft: string[];
-  staleVeth: boolean;
+  /** Kernel state left by a stale lease of the same address, removed with ours going in. */
+  stale: NetRequest;
+  /** What the jail's child wires (the spec's `net` record), or its owner for a user-namespaced
+   * jail (whose child has no rights over the host's network). */
+  wire: Uint8Array;
+  ownerWires: boolean;
+  /** The filter's elements are in (before the spawn): the jail needs nothing of its owner. */
+  ready: boolean;
+  /** Its elements and veth have been taken off the host (unwireNet). */
+  unwired?: boolean;
 }
 
 const netError = (message: string, hint?: string) => new LjError("isolation", "net-setup", message, { hint });
@@ -121,15 +133,111 @@ export function checkNetSpec(spec: JailSpec, cfg: NetConfig = netConfig()): void
   }
 }
 
-/** Element lines (without add/delete) that describe a lease in the table. */
-function elements(lease: Lease): string[] {
-  const a = lease.address;
-  const out = [`jails { "${lease.veth}" . ${a} }`];
-  if (lease.egress) out.push(`egress { ${a} }`);
-  if (lease.egress && lease.uplink) out.push(`egress_via { ${a} . "${lease.uplink}" }`);
-  else if (lease.egress) out.push(`egress_any { ${a} }`);
-  for (const to of lease.links) out.push(`links { ${a} . ${to} }`);
-  return out;
+/** Records of a request to the shim (zig/src/netwire.zig, `Tag`). */
+const REQ = {
+  table: 1,
+  jailAdd: 2,
+  jailDel: 3,
+  linkAdd: 4,
+  linkDel: 5,
+  guardAdd: 6,
+  vethRelease: 7,
+  wire: 8,
+} as const;
+const IFNAMSIZ = 16;
+
+function ipv4Bytes(address: string): Uint8Array {
+  const ip = parseIp(address);
+  if (ip === null) throw netError(`"${address}" is not an IPv4 address`);
+  return Uint8Array.of(ip >>> 24, (ip >>> 16) & 255, (ip >>> 8) & 255, ip & 255);
+}
+
+function ifnameBytes(name: string): Uint8Array {
+  const b = new Uint8Array(IFNAMSIZ);
+  const text = new TextEncoder().encode(name);
+  if (text.length >= IFNAMSIZ) throw netError(`interface name "${name}" is longer than 15 bytes`);
+  b.set(text);
+  return b;
+}
+
+/**
+ * A request for the shim: a jail's set elements, links and guards, added or removed in one
+ * nftables transaction, then host veths released. What each record becomes in the table (which
+ * sets, which keys) is defined once, in zig/src/netwire.zig.
+ */
+export class NetRequest {
+  private parts: { tag: number; body: Uint8Array }[] = [];
+
+  get empty(): boolean {
+    return this.parts.length === 0;
+  }
+
+  jail(add: boolean, lease: Lease): this {
+    const b = new Uint8Array(8 + 2 * IFNAMSIZ);
+    b.set(ipv4Bytes(lease.address), 0);
+    b[4] = lease.egress ? 1 : 0;
+    b.set(ifnameBytes(lease.veth), 8);
+    if (lease.egress && lease.uplink) b.set(ifnameBytes(lease.uplink), 8 + IFNAMSIZ);
+    this.parts.push({ tag: add ? REQ.jailAdd : REQ.jailDel, body: b });
+    return this;
+  }
+
+  link(add: boolean, from: string, to: string): this {
+    const b = new Uint8Array(8);
+    b.set(ipv4Bytes(from), 0);
+    b.set(ipv4Bytes(to), 4);
+    this.parts.push({ tag: add ? REQ.linkAdd : REQ.linkDel, body: b });
+    return this;
+  }
+
+  guard(uplink: string): this {
+    this.parts.push({ tag: REQ.guardAdd, body: ifnameBytes(uplink) });
+    return this;
+  }
+
+  /** A finished jail's host veth: down and renamed out of its address's way. */
+  release(veth: string): this {
+    this.parts.push({ tag: REQ.vethRelease, body: ifnameBytes(veth) });
+    return this;
+  }
+
+  /** A jail its owner wires from outside (user-namespaced): `pid` its keeper, `wire` its record. */
+  wire(pid: number, wire: Uint8Array): this {
+    const b = new Uint8Array(4 + wire.length);
+    new DataView(b.buffer).setInt32(0, pid, true);
+    b.set(wire, 4);
+    this.parts.push({ tag: REQ.wire, body: b });
+    return this;
+  }
+
+  append(other: NetRequest): this {
+    this.parts.push(...other.parts);
+    return this;
+  }
+
+  /** The same request without its set elements (the table is gone, and its elements with it). */
+  releasesOnly(): NetRequest {
+    const r = new NetRequest();
+    r.parts = this.parts.filter((p) => p.tag === REQ.vethRelease);
+    return r;
+  }
+
+  encode(table: string): Uint8Array {
+    const name = new TextEncoder().encode(`${table.replace(/^inet /, "")}\0`);
+    const all = [{ tag: REQ.table, body: name }, ...this.parts];
+    const out = new Uint8Array(8 + all.reduce((n, p) => n + 8 + p.body.length, 0));
+    const dv = new DataView(out.buffer);
+    out.set(new TextEncoder().encode("LJN1"), 0);
+    dv.setUint32(4, 1, true);
+    let pos = 8;
+    for (const p of all) {
+      dv.setUint16(pos, p.tag, true);
+      dv.setUint32(pos + 4, p.body.length, true);
+      out.set(p.body, pos + 8);
+      pos += 8 + p.body.length;
+    }
+    return out;
+  }
 }
 
 /** Removing an element that may be gone fails a transaction; adding it first never does. */
@@ -138,14 +246,13 @@ function removal(cfg: NetConfig, el: string): string[] {
 }
 
 /** Links of other jails to this address, and this address's recorded links: gone with it. */
-function linkRemovals(cfg: NetConfig, address: string): string[] {
-  const out: string[] = [];
+function linkRemovals(cfg: NetConfig, address: string, req: NetRequest): NetRequest {
   for (const l of listLinks(cfg.dir)) {
     if (l.from !== address && l.to !== address) continue;
-    out.push(...removal(cfg, `links { ${l.from} . ${l.to} }`));
+    req.link(false, l.from, l.to);
     forgetLink(l.from, l.to, cfg.dir);
   }
-  return out;
+  return req;
 }
 
 /**
@@ -260,6 +367,8 @@ async function runOrThrow(what: string, argv: string[], input?: string): Promise
 
 /** Table set-ups done (or under way) by this process, per root and configuration. */
 const bases = new Map<string, Promise<void>>();
+/** Those finished: a jail of theirs gets its elements before it is spawned. */
+const basesReady = new Set<string>();
 const baseKey = (cfg: NetConfig) => JSON.stringify([cfg.table, cfg.subnet.cidr, cfg.gatewayPorts]);
 
 function ensureBase(cfg: NetConfig): Promise<void> {
@@ -267,7 +376,10 @@ function ensureBase(cfg: NetConfig): Promise<void> {
   const known = bases.get(key);
   if (known) return known;
   const p = runOrThrow(`nftables table ${cfg.table}`, ["nft", "-f", "-"], baseScript(cfg)).then(
-    () => recordTable(cfg.table, cfg.root),
+    () => {
+      recordTable(cfg.table, cfg.root);
+      basesReady.add(key);
+    },
     (e) => {
       bases.delete(key);
       throw e;
@@ -277,39 +389,85 @@ function ensureBase(cfg: NetConfig): Promise<void> {
   return p;
 }
 
-/** Applies a per-jail transaction; a missing table (deleted by hand) is recreated once. */
+function forgetBase(cfg: NetConfig): void {
+  bases.delete(baseKey(cfg));
+  basesReady.delete(baseKey(cfg));
+}
+
+/** Applies a per-jail transaction (text, for the rare changes: gateway ports, gc); a missing table is recreated once. */
 async function nftJail(cfg: NetConfig, lines: string[]): Promise<void> {
   if (lines.length === 0) return;
   await ensureBase(cfg);
   const script = `${lines.join("\n")}\n`;
   const r = await run(["nft", "-f", "-"], script);
   if (r.ok) return;
-  bases.delete(baseKey(cfg));
+  forgetBase(cfg);
   await ensureBase(cfg);
   await runOrThrow("nftables jail rules", ["nft", "-f", "-"], script);
 }
 
-function staleCleanup(cfg: NetConfig, stale: Lease): { nft: string[]; veth: boolean } {
-  return {
-    nft: [
-      ...elements(stale).flatMap((el) => removal(cfg, el)),
-      ...linkRemovals(cfg, stale.address),
-      ...inboundRemovals(cfg, stale.address),
-    ],
-    veth: existsSync(`/sys/class/net/${stale.veth}`),
-  };
+const ENOENT = 2;
+const tableGone = (e: unknown) => e instanceof ShimError && e.errno === ENOENT;
+
+/** Applies a request at once; the shim's error as it is (tableGone tells a missing table). */
+function applyNow(cfg: NetConfig, req: NetRequest): void {
+  if (!req.empty) shimNet(req.encode(cfg.table));
+}
+
+/** Applies a request once the table is there; a table deleted by hand is made again once. */
+async function apply(cfg: NetConfig, req: NetRequest): Promise<void> {
+  if (req.empty) return;
+  await ensureBase(cfg);
+  try {
+    shimNet(req.encode(cfg.table));
+    return;
+  } catch (e) {
+    if (!tableGone(e)) throw netError((e as Error).message);
+  }
+  forgetBase(cfg);
+  await ensureBase(cfg);
+  try {
+    applyNow(cfg, req);
+  } catch (e) {
+    throw netError((e as Error).message);
+  }
+}
+
+function staleCleanup(cfg: NetConfig, stale: Lease): NetRequest {
+  const req = new NetRequest().jail(false, stale);
+  linkRemovals(cfg, stale.address, req);
+  removeInboundNow(cfg, stale.address);
+  if (existsSync(`/sys/class/net/${stale.veth}`)) req.release(stale.veth);
+  return req;
+}
+
+let ipv6: boolean | undefined;
+/** Test hook: make the child's wiring fail at this step (netwire.zig), to prove nothing stays. */
+const failAt = () => Math.max(0, Math.min(255, Number(process.env.LJ_TEST_NET_FAIL_AT ?? 0) || 0));
+
+/** The spec's `net` record (netwire.Wire): what the jail's child wires. */
+function wireRecord(cfg: NetConfig, lease: Lease): Uint8Array {
+  ipv6 ??= existsSync("/proc/sys/net/ipv6");
+  const b = new Uint8Array(32);
+  b.set(ipv4Bytes(lease.address), 0);
+  b.set(ipv4Bytes(formatIp(cfg.subnet.gateway)), 4);
+  b.set(ipv4Bytes(formatIp(cfg.subnet.network)), 8);
+  b[12] = cfg.subnet.prefix;
+  b[13] = ipv6 ? 1 : 0;
+  b[14] = failAt();
+  b.set(ifnameBytes(lease.veth), 16);
+  return b;
 }
 
 /**
- * Reserves the jail's address (synchronously: `jail.address` is known when spawnJail returns).
- * Leftovers of a dead owner's jail at the same address are removed in the same transactions
- * that install ours.
+ * Reserves the jail's address (synchronously: `jail.address` is known when spawnJail returns)
+ * and, once this process has the root's table, puts its filter elements in. Leftovers of a
+ * dead owner's jail at the same address are removed in the same transaction.
  */
 export function reserveNet(spec: JailSpec, jailId: string, cfg: NetConfig = netConfig()): JailNet {
   checkNetSpec(spec, cfg);
   const unhold = holdSubnet(cfg);
-  const staleNft: string[] = [];
-  let staleVeth = false;
+  const stale = new NetRequest();
   let lease: Lease;
   try {
     lease = acquireLease(
@@ -321,26 +479,44 @@ export function reserveNet(spec: JailSpec, jailId: string, cfg: NetConfig = netC
         links: spec.links ?? [],
       },
       cfg,
-      (stale) => {
-        const c = staleCleanup(cfg, stale);
-        staleNft.push(...c.nft);
-        staleVeth ||= c.veth;
-      },
+      (s) => stale.append(staleCleanup(cfg, s)),
     );
   } catch (e) {
     unhold();
     throw e;
   }
   for (const to of lease.links) recordLink(lease.address, to, cfg.dir);
-  return {
+  const net: JailNet = {
     address: lease.address,
     gateway: formatIp(cfg.subnet.gateway),
     lease,
     cfg,
     unhold,
-    staleNft,
-    staleVeth,
+    stale,
+    wire: wireRecord(cfg, lease),
+    ownerWires: !!spec.userns,
+    ready: false,
   };
+  if (basesReady.has(baseKey(cfg)) && !net.ownerWires) {
+    try {
+      install(net, applyNow);
+      net.ready = true;
+    } catch (e) {
+      if (!tableGone(e)) {
+        abandon(net);
+        throw e instanceof ShimError ? netError(e.message) : e;
+      }
+      forgetBase(cfg); // the table was deleted by hand: attachNet makes it again
+    }
+  }
+  return net;
+}
+
+/** A reservation given up before its jail existed: lease, links and hold go. */
+function abandon(net: JailNet): void {
+  for (const to of net.lease.links) forgetLink(net.address, to, net.cfg.dir);
+  dropLease(net.address, net.lease.owner, net.cfg.dir);
+  net.unhold();
 }
 
 function readSysctl(path: string): string | null {
@@ -351,100 +527,108 @@ function readSysctl(path: string): string | null {
   }
 }
 
+/** The jail's elements (and a stale lease's removal), then forwarding on its egress uplinks. */
+function install<T>(
+  net: JailNet,
+  applyFn: (cfg: NetConfig, req: NetRequest) => T,
+  pid?: number,
+): T | Promise<void> {
+  const { lease, cfg } = net;
+  // Egress needs forwarding on the uplink; where lightjail turns it on, `guard` keeps that
+  // uplink from forwarding anything but jail traffic. The guard goes in before the switch.
+  const uplinks = lease.egress ? (lease.uplink ? [lease.uplink] : defaultRouteIfaces()) : [];
+  const switchOn = uplinks.filter((u) => readSysctl(`/proc/sys/net/ipv4/conf/${u}/forwarding`) === "0");
+  const req = new NetRequest().append(net.stale).jail(true, lease);
+  for (const to of lease.links) req.link(true, lease.address, to);
+  for (const u of switchOn) req.guard(u);
+  if (pid !== undefined) req.wire(pid, net.wire);
+  const switchForwarding = () => {
+    net.stale = new NetRequest();
+    try {
+      for (const u of switchOn) writeFileSync(`/proc/sys/net/ipv4/conf/${u}/forwarding`, "1");
+    } catch (e) {
+      throw netError(`enable forwarding on ${switchOn.join(", ")}: ${(e as Error).message}`);
+    }
+  };
+  const done = applyFn(cfg, req);
+  if (done instanceof Promise) return done.then(switchForwarding);
+  switchForwarding();
+  return done;
+}
+
 /**
  * The jail's child unshares its network namespace a moment after it exists: until then
- * /proc/PID/ns/net is the host's, and wiring it would put "eth0" on the host. Wait for it.
+ * /proc/PID/ns/net is the host's. Wait for it.
  */
-async function jailNetns(pid: number): Promise<string> {
+async function jailNetns(pid: number): Promise<void> {
   const host = readlinkSync("/proc/self/ns/net");
-  const path = `/proc/${pid}/ns/net`;
   for (let i = 0, delay = 0; ; i++, delay = Math.min(delay + 1, 5)) {
     let ns: string;
     try {
-      ns = readlinkSync(path);
+      ns = readlinkSync(`/proc/${pid}/ns/net`);
     } catch {
       throw netError(`the jail (pid ${pid}) ended before its network was set up`);
     }
-    if (ns !== host) return path;
+    if (ns !== host) return;
     if (i > 2000) throw netError(`the jail (pid ${pid}) never got its own network namespace`);
     await Bun.sleep(delay);
   }
 }
 
-/** Wires a held jail (pid = its keeper) to its address. Throws with the failing step. */
+/**
+ * For a jail spawned before this process had the root's table: makes the table, then puts the
+ * jail's elements in (the jail waits for its go meanwhile; its child wires the rest itself).
+ * A user-namespaced jail (`pid`: its keeper) is wired by its owner too, from outside, once it
+ * has its network namespace.
+ */
 export async function attachNet(net: JailNet, pid: number): Promise<void> {
-  const { lease, gateway: gw, address: addr, cfg } = net;
-  const veth = lease.veth;
-  const v6 = existsSync("/proc/sys/net/ipv6");
-  const inner = [
-    ...(v6 ? ["link set eth0 addrgenmode none"] : []),
-    `addr add ${addr} peer ${gw} dev eth0`,
-    "link set eth0 up",
-    `route add default via ${gw}`,
-  ];
-  // Egress needs forwarding on the uplink; where lightjail turns it on, `guard` keeps that
-  // uplink from forwarding anything but jail traffic. The guard goes in before the switch.
-  const uplinks = lease.egress ? (lease.uplink ? [lease.uplink] : defaultRouteIfaces()) : [];
-  const switchOn = uplinks.filter((u) => readSysctl(`/proc/sys/net/ipv4/conf/${u}/forwarding`) === "0");
-  const nft = [
-    ...net.staleNft,
-    ...switchOn.map((u) => `add element ${cfg.table} guard { "${u}" }`),
-    ...elements(lease).map((el) => `add element ${cfg.table} ${el}`),
-  ];
-  const nftDone = nftJail(cfg, nft);
-  nftDone.catch(() => {}); // awaited below; not unhandled if the namespace wait throws first
-  const netns = await jailNetns(pid);
-  const host = [
-    // The whole subnet is unreachable from the host except through a live jail's veth (its
-    // /32 peer route wins): a connection to an address whose jail is gone, or not wired yet,
-    // fails here instead of following the default route off the machine.
-    `route replace unreachable ${cfg.subnet.cidr}`,
-    ...(net.staleVeth ? [`link del ${veth}`] : []),
-    `link add ${veth} type veth peer name eth0 netns ${netns}`,
-    ...(v6 ? [`link set ${veth} addrgenmode none`] : []),
-    `addr add ${gw} peer ${addr} dev ${veth}`,
-    `link set ${veth} up`,
-  ];
-  await Promise.all([
-    nftDone,
-    runOrThrow(`host end of ${veth}`, ["ip", "-batch", "-"], `${host.join("\n")}\n`),
-  ]);
-  net.staleNft = [];
-  net.staleVeth = false;
-  try {
-    writeFileSync(`/proc/sys/net/ipv4/conf/${veth}/forwarding`, "1");
-    for (const u of switchOn) writeFileSync(`/proc/sys/net/ipv4/conf/${u}/forwarding`, "1");
-  } catch (e) {
-    throw netError(`enable forwarding for ${veth}: ${(e as Error).message}`);
+  if (net.ready) return;
+  if (net.ownerWires) {
+    await ensureBase(net.cfg);
+    await jailNetns(pid);
   }
-  await runOrThrow(
-    `jail end of ${veth}`,
-    ["nsenter", `--net=${netns}`, "ip", "-batch", "-"],
-    `${inner.join("\n")}\n`,
-  );
+  await install(net, apply, net.ownerWires ? pid : undefined);
+  net.ready = true;
 }
 
-/** Removes everything a jail's address put on the host: veth (and its route), rules, lease. */
-export async function releaseNet(net: JailNet): Promise<void> {
+/**
+ * Takes a jail's address off the host once its payload has ended: its elements and links out
+ * (one transaction), its host veth down and renamed out of the address's way (the kernel
+ * deletes it with the jail's namespace). Called as soon as the payload's end is known, so it
+ * overlaps the jail's own teardown; a few hundred microseconds, on the event loop.
+ */
+export function unwireNet(net: JailNet): void {
+  if (net.unwired) return;
+  net.unwired = true;
   const { lease, cfg } = net;
-  const lines = [
-    ...net.staleNft,
-    ...elements(lease).flatMap((el) => removal(cfg, el)),
-    ...linkRemovals(cfg, lease.address),
-    ...inboundRemovals(cfg, lease.address),
-  ];
-  await Promise.all([
-    existsSync(`/sys/class/net/${lease.veth}`) ? run(["ip", "link", "del", lease.veth]) : null,
-    nftJail(cfg, lines).catch(() => {}),
-  ]);
-  dropLease(lease.address, lease.owner, cfg.dir);
+  const req = new NetRequest().append(net.stale).jail(false, lease);
+  linkRemovals(cfg, lease.address, req);
+  req.release(lease.veth);
+  try {
+    shimNet(req.encode(cfg.table));
+  } catch (e) {
+    // No table (deleted by hand, or never made): no elements either; the veth still goes.
+    if (tableGone(e)) {
+      try {
+        shimNet(req.releasesOnly().encode(cfg.table));
+      } catch {}
+    }
+  }
+}
+
+/** Everything a jail's address put on the host removed (unwireNet), then its lease given back. */
+export async function releaseNet(net: JailNet): Promise<void> {
+  unwireNet(net);
+  // Published ports (rare: a cluster node's pods) go before the address can be leased again.
+  const inbound = inboundRemovals(net.cfg, net.lease.address);
+  if (inbound.length) await nftJail(net.cfg, inbound).catch(() => {});
+  dropLease(net.lease.address, net.lease.owner, net.cfg.dir);
   net.unhold();
 }
 
 /** Cleans up after a lease whose owner died (gc, or an allocation that wants the address). */
 async function reclaimLease(stale: Lease, cfg: NetConfig): Promise<void> {
-  const c = staleCleanup(cfg, stale);
-  await Promise.all([c.veth ? run(["ip", "link", "del", stale.veth]) : null, nftJail(cfg, c.nft)]);
+  await apply(cfg, staleCleanup(cfg, stale));
 }
 
 export interface JailLink {
@@ -475,13 +659,13 @@ export async function linkJails(from: Addressed, to: Addressed): Promise<JailLin
   const b = addressOf(to, "the linked jail");
   const cfg = netConfig();
   recordLink(a, b, cfg.dir);
-  await nftJail(cfg, [`add element ${cfg.table} links { ${a} . ${b} }`]);
+  await apply(cfg, new NetRequest().link(true, a, b));
   return {
     from: a,
     to: b,
     async unlink() {
       forgetLink(a, b, cfg.dir);
-      await nftJail(cfg, removal(cfg, `links { ${a} . ${b} }`));
+      await apply(cfg, new NetRequest().link(false, a, b));
     },
   };
 }
@@ -501,6 +685,23 @@ function inboundRemovals(cfg: NetConfig, address: string): string[] {
     .split("\n")
     .filter(Boolean)
     .flatMap((el) => removal(cfg, el));
+}
+
+/**
+ * A dead owner's published ports at an address being leased again, removed before the new
+ * jail is wired (synchronously: the lease is taken synchronously). Rare: a node agent that
+ * died with pods running.
+ */
+function removeInboundNow(cfg: NetConfig, address: string): void {
+  const lines = inboundRemovals(cfg, address);
+  if (lines.length === 0) return;
+  const p = Bun.spawnSync(["nft", "-f", "-"], {
+    stdin: new TextEncoder().encode(`${lines.join("\n")}\n`),
+    stderr: "pipe",
+  });
+  if (p.exitCode !== 0 && !/No such file or directory/.test(p.stderr.toString())) {
+    throw netError(`removing published ports of ${address}: ${p.stderr.toString().trim()}`);
+  }
 }
 
 export interface Published {
@@ -694,8 +895,11 @@ export async function collectNetLeftovers(report: NetLeftoverReport): Promise<vo
   const live = new Map<string, Lease>();
   for (const l of listLeases(cfg.dir)) if (ownerAlive(l.owner)) live.set(l.address, l);
   for (const dev of existsSync("/sys/class/net") ? readdirSync("/sys/class/net") : []) {
+    // An address's veth nobody holds, or a released one the kernel has not deleted yet
+    // (renamed "<prefix>x<7 hex>" when its jail ended: its namespace outlived the jail).
     const addr = vethAddress(dev, cfg.vethPrefix);
-    if (!addr || !inSubnet(addr) || live.get(addr)?.veth === dev) continue;
+    const released = dev.startsWith(`${cfg.vethPrefix}x`);
+    if (!released && (!addr || !inSubnet(addr) || live.get(addr)?.veth === dev)) continue;
     const r = await run(["ip", "link", "del", dev]);
     if (r.ok) report.removed.push({ kind: "net-veth", what: dev });
     else if (existsSync(`/sys/class/net/${dev}`))
@@ -773,7 +977,11 @@ function dropTable(
   if (!ran) return;
   if (err) report.errors.push({ kind: "net-table", what: table, error: err });
   else report.removed.push({ kind: "net-table", what: table });
-  for (const key of [...bases.keys()]) if (key.startsWith(`[${JSON.stringify(table)},`)) bases.delete(key);
+  for (const key of [...bases.keys()]) {
+    if (!key.startsWith(`[${JSON.stringify(table)},`)) continue;
+    bases.delete(key);
+    basesReady.delete(key);
+  }
 }
 
 /**

@@ -8,18 +8,13 @@ import { basename, dirname, join } from "node:path";
 import type { FileSink } from "bun";
 import { LjError } from "../errors.ts";
 import { paths } from "../store/paths.ts";
-import {
-  cgroupDirsFor,
-  joinCgroups,
-  type MadeCgroups,
-  newJailId,
-  oomKilled,
-  releaseCgroups,
-  takeMadeCgroups,
-} from "./cgroup.ts";
+import { cgroupDirsFor, joinCgroups } from "./cgroup.ts";
+import { releaseCgroups, type StockCgroups, takeStockCgroups } from "./cgroup-stock.ts";
+import { oomKilled } from "./cgroup-usage.ts";
 import { shimReap, shimSpawn } from "./ffi.ts";
-import { attachNet, type JailNet, releaseNet, reserveNet } from "./net.ts";
+import { attachNet, type JailNet, releaseNet, reserveNet, unwireNet } from "./net.ts";
 import { knownRoots } from "./net-registry.ts";
+import { newJailId } from "./owner.ts";
 import { platformNumbers, type SignalName } from "./platform.ts";
 import { removeScratch } from "./scratch.ts";
 import {
@@ -367,20 +362,41 @@ function prepare(spec: JailSpec, hold: boolean): Prepared {
   validateSpec(spec);
   const started = performance.now();
   // Cgroups made ahead of time; a user-namespaced jail is placed by its owner.
-  const made = spec.userns ? null : takeMadeCgroups(spec.limits);
+  const made = spec.userns ? null : takeStockCgroups(spec.limits);
   try {
-    return prepareWith(spec, started, made, hold);
+    return prepareWithCgroups(spec, started, made, hold);
   } catch (e) {
     if (made) void releaseCgroups(made.dirs, spec.limits).catch(() => {});
     throw e;
   }
 }
 
-function prepareWith(spec: JailSpec, started: number, made: MadeCgroups | null, hold: boolean): Prepared {
+function prepareWithCgroups(
+  spec: JailSpec,
+  started: number,
+  made: StockCgroups | null,
+  hold: boolean,
+): Prepared {
   const id = made?.id ?? newJailId();
   // Network (net "private" only): the address is leased before the jail exists, so a spawn
   // that cannot get one fails here and leaves nothing behind. none/host do no extra work.
   const net: JailNet | null = spec.net === "private" ? reserveNet(spec, id) : null;
+  try {
+    return prepareWithNet(spec, started, made, hold, id, net);
+  } catch (e) {
+    if (net) void releaseNet(net);
+    throw e;
+  }
+}
+
+function prepareWithNet(
+  spec: JailSpec,
+  started: number,
+  made: StockCgroups | null,
+  hold: boolean,
+  id: string,
+  net: JailNet | null,
+): Prepared {
   const stdio = (spec.stdio ?? ["ignore", "inherit", "inherit"]).map(stdioFd) as [number, number, number];
   const cgroups: CgroupDir[] = made?.dirs ?? cgroupDirsFor(id, spec.limits);
   const work = prepareUpper(spec);
@@ -399,8 +415,10 @@ function prepareWith(spec: JailSpec, started: number, made: MadeCgroups | null, 
     stdio,
     hide: hiddenPaths(),
     newSession: spec.newSession ?? (spec.stdio?.[0] ?? "ignore") !== "inherit",
-    // No network to wire, no cgroups to place, no start to wait for: the go needs no owner.
-    go: !hold && !net && !spec.userns,
+    // The child wires its own address; with its filter elements already in (net.ready), no
+    // cgroups to place and no start to wait for, the go needs no owner.
+    go: !hold && (!net || net.ready) && !spec.userns,
+    net: net && !net.ownerWires ? net.wire : undefined,
   });
   const ownerMs = performance.now() - started;
   return {
@@ -496,9 +514,18 @@ class RunningJail implements Jail {
     });
     this.closed = reaped.then(() => this.cleanUp());
     this.exited = this.result(ended, reaped);
+    // The payload's end: its address comes off the host while the jail's namespaces go (once
+    // whoever waits for the result has it).
+    if (prep.net) {
+      const net = prep.net;
+      void this.exited
+        .catch(() => {})
+        .then(() => this.attached?.catch(() => {}))
+        .then(() => setImmediate(() => unwireNet(net)));
+    }
 
     const ownerPlaces = spec.userns ? prep.cgroups : [];
-    this.wired = !prep.net && ownerPlaces.length === 0;
+    this.wired = (!prep.net || prep.net.ready) && ownerPlaces.length === 0;
     if (!this.wired) this.wire(ownerPlaces);
     if (!opts.hold) this.start();
   }
@@ -559,7 +586,7 @@ class RunningJail implements Jail {
       throw e;
     };
     const { net } = this.prep;
-    this.attached = net ? attachNet(net, this.pid).catch(fail("network")) : null;
+    this.attached = net && !net.ready ? attachNet(net, this.pid).catch(fail("network")) : null;
     const placed =
       ownerPlaces.length > 0
         ? joinCgroups(ownerPlaces, this.spec.limits ?? {}, this.pid).catch(fail("cgroups"))

@@ -185,6 +185,7 @@ const Tag = {
   iface: 24,
   idmap: 25,
   hide: 26,
+  net: 27,
 } as const;
 
 export const Flag = {
@@ -198,6 +199,15 @@ export const Flag = {
   trace: 1 << 7,
   /** The owner has nothing to do before the payload starts: the shim lets it go at once. */
   go: 1 << 8,
+} as const;
+
+/** A mount record's flags (zig/src/spec.zig MountFlags). */
+export const MountFlag = {
+  readonly: 1 << 0,
+  /** Create the target if it is missing (always asked for). */
+  create: 1 << 1,
+  idmap: 1 << 2,
+  layered: 1 << 3,
 } as const;
 
 /** `join`: made and limited ahead of time by the owner; the jail only joins it. */
@@ -406,6 +416,8 @@ export interface EncodeContext {
   go?: boolean;
   /** Host paths the jail must never see (the state root): masked wherever its tree shows them. */
   hide?: string[];
+  /** Linux, net "private": the address the jail's child wires (src/jail/net.ts, wireRecord). */
+  net?: Uint8Array;
 }
 
 function ipBytes(addr: string): { tag: number; bytes: Uint8Array } {
@@ -457,10 +469,15 @@ export function encodeSpec(spec: JailSpec, ctx: EncodeContext): Uint8Array {
     e.record(Tag.rlimit, b);
   }
   for (const m of spec.mounts ?? []) {
-    const flagsM = (m.readonly ? 1 : 0) | 2 | (m.idmap ? 4 : 0) | (m.layered ? 8 : 0);
+    const flagsM =
+      MountFlag.create |
+      (m.readonly ? MountFlag.readonly : 0) |
+      (m.idmap ? MountFlag.idmap : 0) |
+      (m.layered ? MountFlag.layered : 0);
     e.prefixed(Tag.mount, flagsM, `${m.src}\0${m.dst}\0`);
   }
   for (const h of ctx.hide ?? []) e.str(Tag.hide, h);
+  if (ctx.net) e.record(Tag.net, ctx.net);
   for (const cg of ctx.cgroups ?? []) e.prefixed(Tag.cgroup, cg.kind, `${cg.dir}\0`);
   const lim = spec.limits ?? {};
   if (lim.memoryBytes || lim.pids || lim.cpus) {

@@ -9,7 +9,7 @@ import type { V1Container, V1ContainerState, V1Pod, V1PodCondition, V1Probe } fr
 import type { Published } from "../jail/net.ts";
 import { type Jail, type JailResult, spawnJail } from "../jail/spawn.ts";
 import type { JailSpec } from "../jail/spec.ts";
-import { pumpLines } from "../paas/logs.ts";
+import { pumpLines } from "../lines.ts";
 import { wired } from "../paas/supervisor.ts";
 import { ContainerLog } from "./container-log.ts";
 import { type ContainerJail, containerJail } from "./container-spec.ts";

@@ -202,6 +202,7 @@ function deployRow(r: Raw): DeployRow {
 }
 
 export class PaasDb {
+  /** The connection: SQL stays in this file (tests may seed rows through it). */
   readonly db: Database;
 
   constructor(file: string) {
@@ -259,6 +260,11 @@ export class PaasDb {
     this.db.query("DELETE FROM apps WHERE name = ?").run(name);
   }
 
+  /** The config of an app without a release (with one, a new release records it). */
+  setConfig(name: string, config: Record<string, string>): void {
+    this.db.query("UPDATE apps SET config = ? WHERE name = ?").run(JSON.stringify(config), name);
+  }
+
   setFormation(name: string, formation: Formation): void {
     this.db.query("UPDATE apps SET formation = ? WHERE name = ?").run(JSON.stringify(formation), name);
   }
@@ -309,6 +315,12 @@ export class PaasDb {
       });
     }
     return r;
+  }
+
+  /** The app's current release (null before its first); throws for an unknown app. */
+  currentRelease(app: string): ReleaseRow | null {
+    const a = this.app(app);
+    return a.currentRelease === null ? null : this.release(app, a.currentRelease);
   }
 
   releases(app: string): ReleaseRow[] {

@@ -36,12 +36,12 @@ export function checkDomain(input: unknown, serverDomain: string): string {
 /** The domains of every app, cached for the per-request lookup. */
 export class Domains {
   private byName = new Map<string, string>();
-  /** Called after every change (the certificate manager listens). */
-  onChange: () => void = () => {};
 
   constructor(
     private readonly db: PaasDb,
     private readonly serverDomain: string,
+    /** Called after every change (the edge and the certificate manager listen). */
+    private readonly onChange: () => void = () => {},
   ) {
     this.reload();
   }

@@ -7,12 +7,12 @@
  */
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { ownerLive } from "../jail/cgroup.ts";
 import type { GcReport } from "../jail/gc.ts";
+import { ownerLive } from "../jail/owner.ts";
 import { paths } from "../store/paths.ts";
 import type { PaasDb } from "./db.ts";
 
-const TEMP = /^\.tmp-(\d+)\.(\d+)-/;
+const TEMP = /^\.tmp-(\d+\.\d+)-/;
 
 const list = (dir: string): string[] => {
   try {
@@ -30,10 +30,15 @@ const isDir = (p: string) => {
   }
 };
 
-/** True when a temporary's builder still runs (a name without a builder has no live one). */
-function builderLive(name: string): boolean {
-  const m = TEMP.exec(name);
+/** True when a builder ("PID.START", as ownerId() writes it) still runs. */
+function builderLive(id: string | undefined): boolean {
+  const m = /^(\d+)\.(\d+)$/.exec(id ?? "");
   return !!m && ownerLive(Number(m[1]), m[2]);
+}
+
+/** True when a temporary's builder still runs (a name without a builder has no live one). */
+function tempLive(name: string): boolean {
+  return builderLive(TEMP.exec(name)?.[1]);
 }
 
 function remove(report: GcReport, kind: string, p: string): void {
@@ -53,8 +58,8 @@ export function collectBuildTemps(report: GcReport, root = paths.slugs()): void 
     for (const n of list(dir)) {
       const work = n.startsWith(".") && n.endsWith(".work") ? n.slice(1, -".work".length) : null;
       if (work !== null) {
-        if (!builderLive(work)) remove(report, "build-temp", join(dir, n));
-      } else if (n.startsWith(".tmp-") && !builderLive(n)) {
+        if (!tempLive(work)) remove(report, "build-temp", join(dir, n));
+      } else if (n.startsWith(".tmp-") && !tempLive(n)) {
         remove(report, "build-temp", join(dir, n));
       }
     }
@@ -67,10 +72,7 @@ interface SlugRecord {
 
 function slugBuilderLive(file: string): boolean {
   try {
-    const s = JSON.parse(readFileSync(file, "utf8")) as SlugRecord;
-    if (!s.builder) return false;
-    const [pid, start] = s.builder.split(".");
-    return ownerLive(Number(pid), start);
+    return builderLive((JSON.parse(readFileSync(file, "utf8")) as SlugRecord).builder);
   } catch {
     return false;
   }

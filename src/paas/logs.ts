@@ -106,32 +106,3 @@ export class LogHub {
     for (const f of rotatedFiles(this.file(app), this.rotation.keep)) rmSync(f, { force: true });
   }
 }
-
-/** Splits a byte stream into lines and hands each to `fn` (the last partial line at the end). */
-export async function pumpLines(
-  stream: ReadableStream<Uint8Array> | null,
-  fn: (line: string) => void,
-): Promise<void> {
-  if (!stream) return;
-  const dec = new TextDecoder();
-  let buf = "";
-  try {
-    for await (const chunk of stream) {
-      buf += dec.decode(chunk, { stream: true });
-      let nl = buf.indexOf("\n");
-      while (nl >= 0) {
-        fn(buf.slice(0, nl).replace(/\r$/, ""));
-        buf = buf.slice(nl + 1);
-        nl = buf.indexOf("\n");
-      }
-      if (buf.length > 16384) {
-        fn(buf);
-        buf = "";
-      }
-    }
-  } catch {
-    // The jail went away mid-read.
-  }
-  buf += dec.decode();
-  if (buf.length > 0) fn(buf);
-}

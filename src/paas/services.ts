@@ -9,23 +9,25 @@
  * A service runs from its plugin's overlay (plugins/services/<type>/) over the default world.
  * Where that overlay cannot be built (a host world shares the host's read-only /usr, so apt
  * cannot install into it) and the world already has the server's binaries, the service runs
- * them directly ("world" runtime); the choice is recorded per service.
+ * them directly ("world" runtime) by the recipe of its plugin's [service.world]; the choice is
+ * recorded per service.
  */
 import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ensureOverlay } from "../build/overlays.ts";
+import { ensureOverlay, flatten } from "../build/overlays.ts";
 import { BASE_PATH } from "../build/run.ts";
 import { LjError } from "../errors.ts";
 import { type Jail, runJail } from "../jail/spawn.ts";
 import type { JailSpec } from "../jail/spec.ts";
-import type { ServiceSection } from "../plugins/manifest.ts";
+import type { ServiceSection, WorldRecipe } from "../plugins/manifest.ts";
 import { discover, findPlugin } from "../plugins/registry.ts";
 import { forgetIdentity, identityEtc, identityOf } from "../store/identities.ts";
 import { NAME_RE } from "../store/names.ts";
 import { paths } from "../store/paths.ts";
 import { defaultWorld, worldMounts, worldPath } from "../store/worlds.ts";
-import type { ServiceRow } from "./db.ts";
-import type { Paas, ServiceBinding } from "./paas.ts";
+import type { PaasDb, ServiceRow } from "./db.ts";
+import type { LogHub } from "./logs.ts";
+import type { ServiceBinding, ServiceProvider } from "./process-spec.ts";
 import { Instance, PROCESS_DEFAULTS } from "./supervisor.ts";
 
 const PLUGIN_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"];
@@ -43,42 +45,18 @@ interface ServiceRecord {
   env: Record<string, string>;
 }
 
-/** Services the world's own binaries can run when the plugin's overlay cannot be built. */
-interface WorldRecipe {
-  needs: () => string | null;
-  init?: (bin: string) => string;
-  run: (bin: string) => string;
-  /** Exits 0 once the server at $HOST:$PORT answers (as the plugin's [service.health]). */
-  ready: (bin: string) => string;
+/** A world recipe's commands with ${BIN} set, or null when the world lacks its server. */
+function worldCommands(recipe: WorldRecipe | undefined): WorldRecipe | null {
+  const bin = recipe?.binDirs.find((d) => existsSync(join(d, recipe.needs)));
+  if (!recipe || bin === undefined) return null;
+  const set = (cmd: string) => expand(cmd, { BIN: bin });
+  return {
+    ...recipe,
+    ...(recipe.init !== undefined ? { init: set(recipe.init) } : {}),
+    start: set(recipe.start),
+    health: set(recipe.health),
+  };
 }
-
-function pgBin(): string | null {
-  for (const v of ["17", "16", "15", "14", "13"]) {
-    if (existsSync(`/usr/lib/postgresql/${v}/bin/postgres`)) return `/usr/lib/postgresql/${v}/bin`;
-  }
-  return null;
-}
-
-const WORLD_RECIPES: Record<string, WorldRecipe> = {
-  postgres: {
-    needs: pgBin,
-    init: (bin) =>
-      [
-        "set -e",
-        "printf '%s\\n' \"$PASSWORD\" > /tmp/pw",
-        `${bin}/initdb -D /data/pg -U postgres --pwfile=/tmp/pw --auth-local=trust --auth-host=scram-sha-256 -E UTF8 >/dev/null`,
-        'echo "host all all 0.0.0.0/0 scram-sha-256" >> /data/pg/pg_hba.conf',
-      ].join("\n"),
-    run: (bin) => `exec ${bin}/postgres -D /data/pg -c listen_addresses='*' -p "$PORT" -k /tmp`,
-    ready: (bin) => `exec ${bin}/pg_isready -q -h "$HOST" -p "$PORT"`,
-  },
-  redis: {
-    needs: () => (existsSync("/usr/bin/redis-server") ? "/usr/bin" : null),
-    run: (bin) =>
-      `exec ${bin}/redis-server --bind 0.0.0.0 --port "$PORT" --dir /data --appendonly yes --requirepass "$PASSWORD"`,
-    ready: (bin) => `REDISCLI_AUTH="$PASSWORD" ${bin}/redis-cli -h "$HOST" -p "$PORT" ping | grep -q PONG`,
-  },
-};
 
 /** The environment every jail of a service starts from (the server's and its health checks'). */
 const BASE_ENV = { PATH: BASE_PATH, LANG: "C.UTF-8" };
@@ -105,10 +83,15 @@ export interface ServiceInfo extends ServiceRow {
   env: Record<string, string>;
 }
 
-export class ServiceManager {
+export class ServiceManager implements ServiceProvider {
   private readonly running = new Map<string, Instance>();
 
-  constructor(private readonly paas: Paas) {}
+  constructor(
+    private readonly db: PaasDb,
+    private readonly logs: LogHub,
+    /** Restarts an app's processes (their links changed). */
+    private readonly restartApp: (app: string) => Promise<unknown>,
+  ) {}
 
   private dir(name: string): string {
     return join(paths.paasServices(), name);
@@ -124,7 +107,7 @@ export class ServiceManager {
   }
 
   private log(name: string, line: string): void {
-    this.paas.logs.write(`service-${name}`, "lj", line);
+    this.logs.write(`service-${name}`, "lj", line);
   }
 
   private section(type: string): ServiceSection {
@@ -134,22 +117,27 @@ export class ServiceManager {
     return p.manifest.service;
   }
 
+  /** The plugin's world recipe with ${BIN} set; the world must have its server. */
+  private worldRecipe(type: string): WorldRecipe {
+    const w = worldCommands(this.section(type).world);
+    if (!w) {
+      throw new LjError("unavailable", "service-unavailable", `the world has no ${type} server to run`, {
+        hint: "use a world where the plugin's install script can install it (e.g. --from debootstrap:bookworm)",
+      });
+    }
+    return w;
+  }
+
   /** Builds (or finds) the plugin's overlay; falls back to the world's binaries. */
   private async chooseRuntime(type: string, name: string, world: string): Promise<Runtime> {
     const svc = this.section(type);
     try {
       const plugin = findPlugin(discover(), { type: "service", name: type });
       const top = await ensureOverlay(plugin, { world, log: (l) => this.log(name, l) });
-      const layers: string[] = [];
-      const walk = (o: typeof top) => {
-        for (const p of o.parents) walk(p);
-        if (!layers.includes(o.path)) layers.push(o.path);
-      };
-      walk(top);
+      const layers = flatten(top).map((o) => o.path);
       return { kind: "overlay", world, layers, start: svc.start, dataDir: svc.dataDir };
     } catch (e) {
-      const recipe = WORLD_RECIPES[type];
-      if (!recipe?.needs()) {
+      if (!worldCommands(svc.world)) {
         throw new LjError(
           "unavailable",
           "service-unavailable",
@@ -200,11 +188,10 @@ export class ServiceManager {
         userns: { uidBase: who.uid, gidBase: who.gid, count: who.count },
       };
     }
-    const recipe = WORLD_RECIPES[rec.type]!;
-    const bin = recipe.needs()!;
+    const world = this.worldRecipe(rec.type);
     return {
       ...base,
-      argv: ["/bin/sh", "-c", init ? recipe.init!(bin) : recipe.run(bin)],
+      argv: ["/bin/sh", "-c", init ? (world.init ?? "true") : world.start],
       env: { ...base.env, DATA_DIR: "/data", HOME: "/data" },
       layers: layersOf(rt),
       mounts: [...mounts, ...identityEtc(worldPath(rt.world), who, "/data"), { src: data, dst: "/data" }],
@@ -224,7 +211,7 @@ export class ServiceManager {
       0,
       () => spec,
       {
-        log: (_src, line) => this.paas.logs.write(`service-${row.name}`, row.name, line),
+        log: (_src, line) => this.logs.write(`service-${row.name}`, row.name, line),
         changed: () => {},
         ready: (jail, deadline) => this.ready(rec, password, jail, deadline),
       },
@@ -246,11 +233,10 @@ export class ServiceManager {
    */
   private async ready(rec: ServiceRecord, password: string, jail: Jail, deadline: number): Promise<void> {
     const rt = rec.runtime;
-    const recipe = WORLD_RECIPES[rec.type];
     const health =
       rt.kind === "overlay"
         ? this.section(rec.type).health
-        : { command: recipe!.ready(recipe!.needs()!), intervalS: 0.25, timeoutS: 60, retries: 240 };
+        : { command: this.worldRecipe(rec.type).health, intervalS: 0.25, timeoutS: 60, retries: 240 };
     const address = jail.address;
     if (!address) throw new LjError("internal", "service-no-address", `${rec.name} has no address`);
     const who = identityOf("service", rec.name);
@@ -303,7 +289,7 @@ export class ServiceManager {
         hint: "use 1-31 lower-case letters, digits and dashes, starting with a letter",
       });
     }
-    if (this.paas.db.findService(name))
+    if (this.db.findService(name))
       throw new LjError("conflict", "service-exists", `service ${name} already exists`);
     let svc: ServiceSection;
     try {
@@ -332,8 +318,7 @@ export class ServiceManager {
       const who = identityOf("service", name);
       chownSync(data, who.uid, who.gid);
       if (runtime.kind === "world") {
-        const init = WORLD_RECIPES[type]?.init;
-        if (init) {
+        if (this.worldRecipe(type).init !== undefined) {
           const r = await runJail({ ...(await this.spec(rec, password, true)), timeoutMs: 120_000 });
           if (r.status !== 0) {
             throw new LjError(
@@ -344,12 +329,12 @@ export class ServiceManager {
           }
         }
       }
-      this.paas.db.createService(name, type, { password });
-      await this.start(this.paas.db.service(name));
+      this.db.createService(name, type, { password });
+      await this.start(this.db.service(name));
     } catch (e) {
       await this.running.get(name)?.stop();
       this.running.delete(name);
-      this.paas.db.deleteService(name);
+      this.db.deleteService(name);
       rmSync(dir, { recursive: true, force: true });
       rmSync(data, { recursive: true, force: true });
       throw e;
@@ -369,7 +354,7 @@ export class ServiceManager {
   }
 
   info(name: string): ServiceInfo {
-    const row = this.paas.db.service(name);
+    const row = this.db.service(name);
     const inst = this.running.get(name);
     const address = inst?.jail?.address ?? null;
     const rec = this.record(name);
@@ -388,12 +373,12 @@ export class ServiceManager {
   }
 
   list(): ServiceInfo[] {
-    return this.paas.db.services().map((s) => this.info(s.name));
+    return this.db.services().map((s) => this.info(s.name));
   }
 
   bindingFor(app: string): ServiceBinding {
     const out: ServiceBinding = { env: {}, addresses: [] };
-    for (const s of this.paas.db.linkedServices(app)) {
+    for (const s of this.db.linkedServices(app)) {
       const address = this.running.get(s.name)?.jail?.address;
       if (!address) continue;
       Object.assign(out.env, this.envOf(s, address));
@@ -403,25 +388,25 @@ export class ServiceManager {
   }
 
   async link(name: string, app: string): Promise<ServiceInfo> {
-    this.paas.db.service(name);
-    this.paas.db.app(app);
-    this.paas.db.link(name, app);
-    this.paas.logs.write(app, "lj", `service ${name} linked`);
-    await this.paas.restart(app);
+    this.db.service(name);
+    this.db.app(app);
+    this.db.link(name, app);
+    this.logs.write(app, "lj", `service ${name} linked`);
+    await this.restartApp(app);
     return this.info(name);
   }
 
   async unlink(name: string, app: string): Promise<ServiceInfo> {
-    this.paas.db.service(name);
-    this.paas.db.unlink(name, app);
-    this.paas.logs.write(app, "lj", `service ${name} unlinked`);
-    await this.paas.restart(app);
+    this.db.service(name);
+    this.db.unlink(name, app);
+    this.logs.write(app, "lj", `service ${name} unlinked`);
+    await this.restartApp(app);
     return this.info(name);
   }
 
   /** Destroys a service and its data; refused while apps are linked to it, unless `force`. */
   async destroy(name: string, opts: { force?: boolean } = {}): Promise<void> {
-    const row = this.paas.db.service(name);
+    const row = this.db.service(name);
     if (row.links.length > 0 && !opts.force) {
       throw new LjError(
         "conflict",
@@ -432,23 +417,23 @@ export class ServiceManager {
         },
       );
     }
-    this.paas.db.deleteService(name);
+    this.db.deleteService(name);
     for (const app of row.links) {
-      this.paas.logs.write(app, "lj", `service ${name} unlinked: the service was destroyed`);
-      await this.paas.restart(app).catch(() => {});
+      this.logs.write(app, "lj", `service ${name} unlinked: the service was destroyed`);
+      await this.restartApp(app).catch(() => {});
     }
     await this.running.get(name)?.stop();
     this.running.delete(name);
     rmSync(this.dir(name), { recursive: true, force: true });
     rmSync(this.dataDir(name), { recursive: true, force: true });
-    this.paas.logs.forget(`service-${name}`);
+    this.logs.forget(`service-${name}`);
     forgetIdentity("service", name);
   }
 
   /** Starts every service (before apps, so their links resolve). */
   async recover(): Promise<void> {
     await Promise.all(
-      this.paas.db
+      this.db
         .services()
         .map((s) =>
           this.start(s).catch((e: Error) => this.log(s.name, `could not start ${s.name}: ${e.message}`)),

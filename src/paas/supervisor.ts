@@ -6,12 +6,13 @@
  */
 import { readFileSync } from "node:fs";
 import { LjError } from "../errors.ts";
-import { fdUse, type LimitCounters, limitCounters, memoryUsage } from "../jail/cgroup.ts";
+import { fdUse, type LimitCounters, limitCounters, memoryUsage } from "../jail/cgroup-usage.ts";
+import { describeEnd } from "../jail/ended.ts";
 import { waitForPort } from "../jail/net.ts";
 import { parseIp, vethName } from "../jail/net-alloc.ts";
-import { type Jail, spawnJail } from "../jail/spawn.ts";
+import { type Jail, type SpawnOptions, spawnJail } from "../jail/spawn.ts";
 import type { JailSpec } from "../jail/spec.ts";
-import { pumpLines } from "./logs.ts";
+import { pumpLines } from "../lines.ts";
 
 export type InstanceState = "starting" | "up" | "crashed" | "crash-loop" | "stopped";
 
@@ -53,6 +54,24 @@ export interface SupervisorHooks {
   /** How often a running process's limits are sampled (default LIMITS_SAMPLE_MS). */
   sampleMs?: number;
 }
+
+/**
+ * How the PaaS starts jails and learns that one serves: real jails by default; the unit tests
+ * pass a fake that runs no jail, so the supervisor's logic is tested in milliseconds.
+ */
+export interface Spawner {
+  spawn(spec: JailSpec, opts?: SpawnOptions): Jail;
+  /** Resolves once the jail accepts connections on `port`; throws at the deadline or its end. */
+  listening(jail: Jail, port: number, deadline: number): Promise<void>;
+}
+
+export const jailSpawner: Spawner = {
+  spawn: spawnJail,
+  async listening(jail, port, deadline) {
+    await wired(jail, deadline);
+    await waitForPort(jail, port, { timeoutMs: Math.max(1, deadline - performance.now()) });
+  },
+};
 
 export const WEB_PORT = 5000;
 const BACKOFF_START_MS = 250;
@@ -98,6 +117,7 @@ export class Instance {
     private readonly healthTimeoutMs: number,
     /** The port a health check waits for; null: up once started. */
     readonly port: number | null = type === "web" ? WEB_PORT : null,
+    private readonly spawner: Spawner = jailSpawner,
   ) {}
 
   get name(): string {
@@ -110,7 +130,7 @@ export class Instance {
     let spec: JailSpec;
     try {
       spec = this.spec();
-      jail = spawnJail(spec);
+      jail = this.spawner.spawn(spec);
     } catch (e) {
       this.lastExit = `could not start: ${(e as Error).message}`;
       this.hooks.log("lj", `${this.name}: ${this.lastExit}`);
@@ -132,16 +152,7 @@ export class Instance {
       watch.finish();
       if (this.jail !== jail) return;
       this.jail = null;
-      const how =
-        this.unhealthy === jail
-          ? "killed: it failed its health check"
-          : r.reason === "setup"
-            ? `could not start: ${r.error}`
-            : r.reason === "oom"
-              ? "killed: out of memory"
-              : r.signal !== null
-                ? `killed by signal ${r.signal}`
-                : `exited with status ${r.exitCode}`;
+      const how = this.unhealthy === jail ? "killed: it failed its health check" : describeEnd(r);
       this.lastExit = how;
       if (!this.wanted) return;
       this.hooks.log("lj", `${this.name} (v${this.release}) ${how}`);
@@ -157,8 +168,7 @@ export class Instance {
     if (this.port !== null) {
       const deadline = performance.now() + this.healthTimeoutMs;
       try {
-        await wired(jail, deadline);
-        await waitForPort(jail, this.port, { timeoutMs: Math.max(1, deadline - performance.now()) });
+        await this.spawner.listening(jail, this.port, deadline);
         if (this.hooks.ready) await this.hooks.ready(jail, deadline);
       } catch (e) {
         // A process that never became healthy is not left running unready: it ends, and like
@@ -389,6 +399,7 @@ export class ProcessSet {
     private readonly specFor: SpecFactory,
     private readonly hooks: SupervisorHooks,
     private readonly healthTimeoutMs: number,
+    private readonly spawner: Spawner = jailSpawner,
   ) {}
 
   /** Starts instances up to `counts` (and stops the surplus); returns the new instances. */
@@ -405,6 +416,8 @@ export class ProcessSet {
           () => this.specFor(type, index),
           this.hooks,
           this.healthTimeoutMs,
+          type === "web" ? WEB_PORT : null,
+          this.spawner,
         );
         this.instances.push(inst);
         inst.start();

@@ -63,6 +63,22 @@ export interface ServiceSection {
   health: HealthCheck;
   /** Environment a linked app receives; ${HOST} ${PORT} ${PASSWORD} ${NAME} are substituted. */
   env: Record<string, string>;
+  /** How to run the world's own server where the plugin's overlay cannot be built. */
+  world?: WorldRecipe;
+}
+
+/**
+ * A service run from binaries the world already has (a host world shares the host's read-only
+ * /usr, so the install script cannot install into it). Commands get ${BIN}, the first of
+ * `binDirs` that holds `needs`, and run as the service's own user with its data at /data.
+ */
+export interface WorldRecipe {
+  binDirs: string[];
+  needs: string;
+  /** Run once when the service is created (e.g. initdb). */
+  init?: string;
+  start: string;
+  health: string;
 }
 
 export interface Manifest {
@@ -114,8 +130,9 @@ const SECTION_KEYS: Record<string, string[]> = {
   install: ["script", "net", "memory_mb", "cpus", "pids", "timeout_s", "env"],
   detect: ["files", "contains", "priority"],
   build: ["script", "cache", "lockfiles", "env", "net"],
-  service: ["start", "port", "data_dir", "user", "health", "env"],
+  service: ["start", "port", "data_dir", "user", "health", "env", "world"],
   "service.health": ["command", "interval_s", "timeout_s", "retries"],
+  "service.world": ["bin_dirs", "needs", "init", "start", "health"],
 };
 
 /** Finds the line of a dotted key in TOML text (best effort: table headers, then `key =`). */
@@ -414,6 +431,22 @@ export function parseManifest(text: string, file: string, dir: string): Manifest
       },
       env: r.strMap(svc, "env", "service.env"),
     };
+    const w = r.table(svc, "world", "service.world");
+    if (w) {
+      const need = (key: string, what: string) =>
+        r.str(w, key, `service.world.${key}`, { required: true, what })!;
+      const init = r.str(w, "init", "service.world.init");
+      const binDirs = r.strList(w, "bin_dirs", "service.world.bin_dirs");
+      if (binDirs.length === 0 || binDirs.some((d) => !d.startsWith("/")))
+        r.fail("service.world.bin_dirs", "absolute directories to look for the server in", w.bin_dirs);
+      service.world = {
+        binDirs,
+        needs: need("needs", "the server's file name in one of bin_dirs"),
+        ...(init !== undefined ? { init } : {}),
+        start: need("start", "the command that starts the world's server"),
+        health: need("health", "a health check command"),
+      };
+    }
   } else if (type === "service") {
     r.fail("service", "a [service] table (start, port, data_dir, health, env) for a plugin of type service");
   }

@@ -6,16 +6,11 @@
  */
 import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { git } from "../build/git.ts";
 import { LjError } from "../errors.ts";
 import { paths } from "../store/paths.ts";
 
 const HOOK_SCRIPT = join(import.meta.dir, "git-hook.ts");
-
-async function git(args: string[], cwd?: string): Promise<void> {
-  const p = Bun.spawn(["git", ...args], { cwd, stdout: "ignore", stderr: "pipe" });
-  const [err, code] = await Promise.all([new Response(p.stderr).text(), p.exited]);
-  if (code !== 0) throw new LjError("internal", "git-failed", `git ${args[0]}: ${err.trim()}`);
-}
 
 /** The app's bare repository, created on first use with its deploy hook. */
 export async function ensureRepo(app: string): Promise<string> {

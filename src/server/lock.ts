@@ -7,7 +7,7 @@
 import { linkSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
-import { ownerId, ownerLive } from "../jail/cgroup.ts";
+import { ownerId, ownerLive } from "../jail/owner.ts";
 import { paths } from "../store/paths.ts";
 
 export const serveLockFile = () => join(paths.paas(), "serve.lock");

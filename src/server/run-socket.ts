@@ -17,7 +17,7 @@ import { LjError } from "../errors.ts";
 import type { JailPty } from "../jail/pty.ts";
 import { setWindowSize } from "../jail/pty.ts";
 import type { Jail } from "../jail/spawn.ts";
-import type { Paas } from "../paas/paas.ts";
+import type { Runs } from "../paas/runs.ts";
 
 export interface RunWsData {
   kind: "run";
@@ -51,14 +51,14 @@ function frame(stream: number, chunk: Uint8Array): Uint8Array {
  * upgrade (no app, no release, bad query) are thrown, so the API answers them as JSON.
  */
 export async function upgradeRun(
-  paas: Paas,
+  runs: Runs,
   server: Server<unknown> | undefined,
   req: Request,
   app: string,
 ): Promise<Response> {
   const q = new URL(req.url).searchParams;
   if (q.get("check") === "1") {
-    paas.checkRunnable(app);
+    runs.checkRunnable(app);
     return Response.json({ ok: true });
   }
   const command = q.get("command");
@@ -69,15 +69,15 @@ export async function upgradeRun(
       hint: "POST /api/v1/apps/APP/run runs without input (docs/api.md)",
     });
   }
-  paas.checkRunnable(app);
+  runs.checkRunnable(app);
   let data: RunWsData;
   if (q.get("tty") === "1") {
     const term = q.get("term") ?? "";
     const size = { rows: Number(q.get("rows") ?? 24), cols: Number(q.get("cols") ?? 80) };
-    const { jail, pty } = await paas.runOnTerminal(app, command, size, TERM_RE.test(term) ? term : "xterm");
+    const { jail, pty } = await runs.onTerminal(app, command, size, TERM_RE.test(term) ? term : "xterm");
     data = { kind: "run", jail, pty };
   } else {
-    data = { kind: "run", jail: paas.runOnce(app, command, { stdin: true }), pty: null };
+    data = { kind: "run", jail: runs.once(app, command, { stdin: true }), pty: null };
   }
   if (!server.upgrade(req, { data })) {
     data.jail.kill("SIGKILL");

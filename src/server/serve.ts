@@ -8,9 +8,7 @@ import { join } from "node:path";
 import type { Server, ServerWebSocket, WebSocketHandler } from "bun";
 import { holdSubnet, netConfig } from "../jail/net.ts";
 import { Domains } from "../paas/domains.ts";
-import { type BuildFn, Paas, type PaasOptions } from "../paas/paas.ts";
-import { ServiceManager } from "../paas/services.ts";
-import type { ExtractLimits } from "../store/archive.ts";
+import { Paas, type PaasOptions } from "../paas/paas.ts";
 import { paths } from "../store/paths.ts";
 import { createApi } from "./api.ts";
 import { loadOrCreateToken } from "./auth.ts";
@@ -27,8 +25,6 @@ export interface ServeOptions extends PaasOptions {
   /** Apps answer at APP.<domain>; default "localhost". */
   domain?: string;
   maxUploadBytes?: number;
-  archiveLimits?: Partial<ExtractLimits>;
-  build?: BuildFn;
   /**
    * Peers (CIDRs) whose X-Forwarded-For / Forwarded chain the router keeps and appends to
    * (`lj serve --trusted-proxy`); when absent, LJ_TRUSTED_PROXIES or [router] trusted_proxies
@@ -113,11 +109,12 @@ async function serve(
   const { token, created } = loadOrCreateToken();
   const domain = o.domain ?? "localhost";
   const paas = new Paas(o);
-  const services = new ServiceManager(paas);
-  paas.services = services;
-  const domains = new Domains(paas.db, domain);
   const log = (line: string) => process.stderr.write(`${line}\n`);
   let edge: Edge | null = null;
+  const domains = new Domains(paas.db, domain, () => {
+    edge?.reloadTls();
+    void certs.reconcile();
+  });
   const certs = new CertManager({
     dir: join(paths.paas(), "certs"),
     wanted: () => domains.names(),
@@ -126,31 +123,26 @@ async function serve(
     onChange: () => edge?.reloadTls(),
     checkEveryMs: o.certCheckEveryMs,
   });
-  domains.onChange = () => {
-    edge?.reloadTls();
-    void certs.reconcile();
-  };
   const router = new Router({
     domain,
     domains,
     maxBodyBytes: o.maxBodyBytes,
-    targets: (app) => paas.targets(app),
+    targets: (app) => paas.formation.targets(app),
     accessLog: join(paths.paasLogs(), "access.log"),
     appLog: (app, line) => paas.logs.write(app, "router", line),
     trustedProxies,
   });
-  paas.onChange = () => router.invalidate();
+  paas.onChange(() => router.invalidate());
   let selfUrl = "";
   const api = createApi({
     paas,
-    services,
+    services: paas.services,
     token,
     domain,
     domains,
     certs,
     selfUrl: () => selfUrl,
     maxUploadBytes: o.maxUploadBytes,
-    archiveLimits: o.archiveLimits,
   });
   const maxBody = o.maxBodyBytes ?? DEFAULT_MAX_BODY_MB * 1024 * 1024;
   edge = new Edge({
@@ -170,7 +162,6 @@ async function serve(
   const host = server.hostname === "0.0.0.0" || server.hostname === "::" ? "127.0.0.1" : server.hostname;
   selfUrl = `http://${host}:${server.port}`;
   await paas.prepare();
-  await services.recover();
   await paas.recover();
   certs.start();
   const running = edge;
@@ -193,7 +184,6 @@ async function serve(
       running.stop();
       router.flush();
       await paas.close();
-      await services.close();
       unholdNet();
       unlock();
     },

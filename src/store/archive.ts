@@ -6,6 +6,7 @@ import { Readable, type Transform } from "node:stream";
 import * as zlib from "node:zlib";
 import * as tar from "tar-stream";
 import { LjError } from "../errors.ts";
+import { removeTree } from "./tree.ts";
 
 /**
  * Safe streaming tar extraction.
@@ -902,27 +903,6 @@ async function lexists(p: string): Promise<boolean> {
     () => true,
     () => false,
   );
-}
-
-/**
- * Remove a tree we created. A failed rootfs extraction as non-root can hold 0555 directories
- * (modes are applied at the end, but a failure there is possible), so retry after making
- * directories writable. Never follows symlinks (fs.rm uses lstat).
- */
-export async function removeTree(p: string): Promise<void> {
-  try {
-    await fsp.rm(p, { recursive: true, force: true });
-  } catch {
-    await makeWritable(p);
-    await fsp.rm(p, { recursive: true, force: true });
-  }
-}
-
-async function makeWritable(p: string): Promise<void> {
-  const st = await fsp.lstat(p).catch(() => null);
-  if (!st?.isDirectory()) return;
-  await fsp.chmod(p, 0o700).catch(() => {});
-  for (const e of await fsp.readdir(p).catch(() => [] as string[])) await makeWritable(join(p, e));
 }
 
 function isErrno(e: unknown): e is NodeJS.ErrnoException {

@@ -9,6 +9,7 @@ import * as fsp from "node:fs/promises";
 import { join, relative } from "node:path";
 import { LjError } from "../errors.ts";
 import { paths } from "./paths.ts";
+import { removeTree } from "./tree.ts";
 
 export interface OverlayMeta {
   version: 1;
@@ -131,11 +132,6 @@ export function findOverlays(query: string): StoredOverlay[] {
   });
 }
 
-async function removeTreeSafe(p: string): Promise<void> {
-  const { removeTree } = await import("./archive.ts");
-  await removeTree(p);
-}
-
 /** Removes one published overlay: renamed away first, so it vanishes atomically. */
 export async function removeOverlay(o: StoredOverlay, opts: { force?: boolean } = {}): Promise<void> {
   const users = overlayUsers(o);
@@ -151,7 +147,7 @@ export async function removeOverlay(o: StoredOverlay, opts: { force?: boolean } 
   }
   const doomed = join(o.dir, "..", `.rm-${o.meta.overlayVersion}-${process.pid}-${Date.now()}`);
   await fsp.rename(o.dir, doomed);
-  await removeTreeSafe(doomed);
+  await removeTree(doomed);
 }
 
 interface SlugRef {
@@ -229,7 +225,7 @@ export async function staleTemps(parent: string, dryRun = false): Promise<string
     const p = join(parent, n);
     if (n.startsWith(".tmp-") && ownerAlive(p)) continue;
     out.push(p);
-    if (!dryRun) await removeTreeSafe(p).catch(() => {});
+    if (!dryRun) await removeTree(p).catch(() => {});
   }
   return out;
 }

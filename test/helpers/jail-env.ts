@@ -5,8 +5,9 @@
 import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { createWorld } from "../../src/build/worlds.ts";
 import type { JailSpec } from "../../src/jail/spec.ts";
-import { createWorld, worldMounts, worldPath } from "../../src/store/worlds.ts";
+import { worldMounts, worldPath } from "../../src/store/worlds.ts";
 
 export const projectDir = resolve(import.meta.dir, "..", "..");
 export const cliPath = join(projectDir, "src", "cli", "lj.ts");

@@ -13,7 +13,7 @@
 //! for the owner's start message ('g', or 'p' and a pooled jail's payload), drops to the
 //! requested uid/gid and executes.
 //!
-//! The order of the steps lives in freebsd_plan.zig, the encodings in freebsd_logic.zig; both
+//! The order of the steps lives in freebsd_steps.zig, the encodings in freebsd_params.zig; both
 //! are unit-tested on Linux. This file is the thin system-call layer (`Real`) plus the fork and
 //! exec code. It is cross-compiled for x86_64- and aarch64-freebsd.14.0 and has NOT been run on
 //! FreeBSD (see docs/freebsd.md).
@@ -22,22 +22,22 @@ const c = std.c;
 const abi = @import("abi.zig");
 const spec_mod = @import("spec.zig");
 const errtext = @import("errtext.zig");
-const logic = @import("freebsd_logic.zig");
-const plan_mod = @import("freebsd_plan.zig");
+const params = @import("freebsd_params.zig");
+const plan_mod = @import("freebsd_steps.zig");
 const start_mod = @import("freebsd_start.zig");
 
 const Spec = spec_mod.Spec;
-const E = logic.E;
-const eno = logic.eno;
+const E = params.E;
+const errnoCode = params.errnoCode;
 
 // ---------------------------------------------------------------------------------------
 // libc entry points std.c does not declare (or declares with a narrower type).
 
-extern "c" fn jail_set(iov: [*]logic.Iovec, niov: c_uint, flags: c_int) c_int;
+extern "c" fn jail_set(iov: [*]params.Iovec, niov: c_uint, flags: c_int) c_int;
 extern "c" fn jail_attach(jid: c_int) c_int;
 extern "c" fn jail_remove(jid: c_int) c_int;
-extern "c" fn jail_get(iov: [*]logic.Iovec, niov: c_uint, flags: c_int) c_int;
-const sys_nmount = @extern(*const fn ([*]logic.Iovec, c_uint, c_int) callconv(.c) c_int, .{ .name = "nmount" });
+extern "c" fn jail_get(iov: [*]params.Iovec, niov: c_uint, flags: c_int) c_int;
+const sys_nmount = @extern(*const fn ([*]params.Iovec, c_uint, c_int) callconv(.c) c_int, .{ .name = "nmount" });
 extern "c" fn rctl_add_rule(inbuf: [*]const u8, inlen: usize, outbuf: ?[*]u8, outlen: usize) c_int;
 extern "c" fn rctl_remove_rule(inbuf: [*]const u8, inlen: usize, outbuf: ?[*]u8, outlen: usize) c_int;
 extern "c" fn procctl(idtype: c_int, id: i64, cmd: c_int, data: ?*anyopaque) c_int;
@@ -92,7 +92,7 @@ const forwarded = [_]c_int{ SIG.INT, SIG.HUP, SIG.QUIT, SIG.TERM, SIG.USR1, SIG.
 
 comptime {
     std.debug.assert(@sizeOf(c.Stat) == 224);
-    std.debug.assert(@sizeOf(logic.Iovec) == 16);
+    std.debug.assert(@sizeOf(params.Iovec) == 16);
 }
 
 fn errno() u16 {
@@ -110,11 +110,11 @@ pub fn spawn(spec: *const Spec, out: *abi.SpawnOut, err: errtext.CBuf) c_int {
     out.* = .{ .pid = -1, .status_fd = -1, .sync_fd = -1, .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1, .reserved = .{ -1, -1 } };
     // Cheap checks before anything exists; the rest fails on the status pipe with its step.
     const name = spec.jail_name orelse spec.hostname orelse
-        return err.set(eno(.INVAL), "a FreeBSD jail needs a name (jail_name or hostname)", .{});
-    if (logic.checkJailName(name)) |why| return err.set(eno(.INVAL), "jail name \"{s}\" {s}", .{ name, why });
+        return err.set(errnoCode(.INVAL), "a FreeBSD jail needs a name (jail_name or hostname)", .{});
+    if (params.checkJailName(name)) |why| return err.set(errnoCode(.INVAL), "jail name \"{s}\" {s}", .{ name, why });
     for (spec.rlimits.slice()) |r| {
-        if (logic.rlimitResource(r.resource) == null)
-            return err.set(eno(.INVAL), "rlimit resource {d} has no FreeBSD equivalent", .{r.resource});
+        if (params.rlimitResource(r.resource) == null)
+            return err.set(errnoCode(.INVAL), "rlimit resource {d} has no FreeBSD equivalent", .{r.resource});
     }
 
     var status = Pipe{};
@@ -202,10 +202,10 @@ pub fn reap(pid: i32, nohang: bool, status: *i32, err: errtext.CBuf) c_int {
         const rc = c.wait4(pid, &st, if (nohang) WNOHANG else 0, null);
         if (rc < 0) {
             const e = errno();
-            if (e == eno(.INTR)) continue;
+            if (e == errnoCode(.INTR)) continue;
             return err.set(e, "wait for jail supervisor {d}", .{pid});
         }
-        if (rc == 0) return eno(.AGAIN);
+        if (rc == 0) return errnoCode(.AGAIN);
         status.* = st;
         return 0;
     }
@@ -222,22 +222,22 @@ pub fn cleanup(name: [*:0]const u8, err: errtext.CBuf) c_int {
     const jid = jailByName(n);
     if (jid >= 0) {
         if (jail_remove(jid) != 0) return err.set(errno(), "remove jail {s}", .{n});
-    } else if (errno() != eno(.NOENT)) {
+    } else if (errno() != errnoCode(.NOENT)) {
         return err.set(errno(), "find jail {s}", .{n});
     }
     var fb: [300]u8 = undefined;
-    const filter = std.fmt.bufPrintZ(&fb, "jail:{s}", .{n}) catch return err.set(eno(.NAMETOOLONG), "jail name {s}", .{n});
+    const filter = std.fmt.bufPrintZ(&fb, "jail:{s}", .{n}) catch return err.set(errnoCode(.NAMETOOLONG), "jail name {s}", .{n});
     if (rctl_remove_rule(filter.ptr, filter.len + 1, null, 0) != 0) {
         const e = errno();
         // No such rules, or RACCT off (then there never were any).
-        if (e != eno(.SRCH) and e != eno(.NOSYS)) return err.set(e, "remove RCTL rules {s}", .{filter});
+        if (e != errnoCode(.SRCH) and e != errnoCode(.NOSYS)) return err.set(e, "remove RCTL rules {s}", .{filter});
     }
     return 0;
 }
 
 /// The jid of the jail with this name, or -1 with errno set (ENOENT: there is none).
 fn jailByName(name: [:0]const u8) c_int {
-    var l = logic.IovList(2){};
+    var l = params.IovList(2){};
     l.str("name", name);
     var msg: [256]u8 = undefined;
     l.errmsg(&msg);
@@ -248,18 +248,18 @@ fn jailByName(name: [:0]const u8) c_int {
 /// A process's start time in microseconds since boot (its identity across pid reuse), from
 /// kern.proc.pid.<pid> and kern.boottime: what /proc/PID/stat's starttime is on Linux.
 pub fn procStart(pid: i32, out: *u64, err: errtext.CBuf) c_int {
-    var kp: [logic.kinfo_proc_size]u8 align(8) = undefined;
+    var kp: [params.kinfo_proc_size]u8 align(8) = undefined;
     var len: usize = kp.len;
-    const mib = [_]c_int{ logic.CTL_KERN, logic.KERN_PROC, logic.KERN_PROC_PID, pid };
+    const mib = [_]c_int{ params.CTL_KERN, params.KERN_PROC, params.KERN_PROC_PID, pid };
     if (c.sysctl(&mib, mib.len, &kp, &len, null, 0) != 0) return err.set(errno(), "sysctl kern.proc.pid.{d}", .{pid});
     // No such process: the kernel answers with an empty record.
-    if (len == 0) return err.set(eno(.SRCH), "process {d}", .{pid});
+    if (len == 0) return err.set(errnoCode(.SRCH), "process {d}", .{pid});
     var boot: [2]i64 = undefined;
     var blen: usize = @sizeOf(@TypeOf(boot));
-    const bmib = [_]c_int{ logic.CTL_KERN, logic.KERN_BOOTTIME };
+    const bmib = [_]c_int{ params.CTL_KERN, params.KERN_BOOTTIME };
     if (c.sysctl(&bmib, bmib.len, &boot, &blen, null, 0) != 0) return err.set(errno(), "sysctl kern.boottime", .{});
-    out.* = logic.procStartMicros(kp[0..len], pid, boot) orelse
-        return err.set(eno(.PROTO), "kern.proc.pid.{d}: unexpected kinfo_proc ({d} bytes)", .{ pid, len });
+    out.* = params.procStartMicros(kp[0..len], pid, boot) orelse
+        return err.set(errnoCode(.PROTO), "kern.proc.pid.{d}: unexpected kinfo_proc ({d} bytes)", .{ pid, len });
     return 0;
 }
 
@@ -267,10 +267,10 @@ pub fn unmount(path: [*:0]const u8, err: errtext.CBuf) c_int {
     var n: usize = 0;
     while (n < plan_mod.max_steps) : (n += 1) {
         var rc = sys_unmount(path, 0);
-        if (rc != 0 and errno() == eno(.BUSY)) rc = sys_unmount(path, logic.MNT_FORCE);
+        if (rc != 0 and errno() == errnoCode(.BUSY)) rc = sys_unmount(path, params.MNT_FORCE);
         if (rc != 0) {
             const e = errno();
-            if (n > 0 and (e == eno(.INVAL) or e == eno(.NOENT))) return 0;
+            if (n > 0 and (e == errnoCode(.INVAL) or e == errnoCode(.NOENT))) return 0;
             return err.set(e, "unmount {s}", .{path});
         }
     }
@@ -323,7 +323,7 @@ fn dieEarly(status_fd: c_int, e: u16, comptime fmt: []const u8, args: anytype) n
     var text: [600]u8 = undefined;
     var line: [720]u8 = undefined;
     const t = errtext.format(&text, e, fmt, args);
-    writeAll(status_fd, logic.errorLine(&line, e, t));
+    writeAll(status_fd, params.errorLine(&line, e, t));
     c._exit(127);
 }
 
@@ -332,7 +332,7 @@ fn writeAll(fd: c_int, bytes: []const u8) void {
     while (off < bytes.len) {
         const n = c.write(fd, bytes[off..].ptr, bytes.len - off);
         if (n < 0) {
-            if (errno() == eno(.INTR)) continue;
+            if (errno() == errnoCode(.INTR)) continue;
             return;
         }
         off += @intCast(n);
@@ -365,14 +365,14 @@ fn supervisor(spec: *const Spec, ends: Ends) noreturn {
     _ = c.sigprocmask(c.SIG.SETMASK, &none, null);
 
     var sig: c_int = SIG.TERM;
-    _ = procctl(logic.P_PID, c.getpid(), logic.PROC_PDEATHSIG_CTL, &sig);
+    _ = procctl(params.P_PID, c.getpid(), params.PROC_PDEATHSIG_CTL, &sig);
     // The owner may have died before the line above took effect.
     if (c.getppid() != ends.owner) c._exit(127);
 
     // Descriptors: 0-2 the payload's stdio, 3.. its passed descriptors, then the status
     // and sync pipes (close-on-exec). Everything else inherited from the owner is closed.
     const layout = placeFds(spec, ends);
-    if (procctl(logic.P_PID, c.getpid(), logic.PROC_REAP_ACQUIRE, null) != 0)
+    if (procctl(params.P_PID, c.getpid(), params.PROC_REAP_ACQUIRE, null) != 0)
         dieEarly(layout.status, errno(), "become the reaper of jail {s}", .{spec.jail_name orelse spec.hostname.?});
 
     g_plan = .{};
@@ -435,7 +435,7 @@ fn placeFds(spec: *const Spec, ends: Ends) Layout {
 }
 
 // ---------------------------------------------------------------------------------------
-// The system-call layer the plan runs against (see Supervisor in freebsd_plan.zig).
+// The system-call layer the plan runs against (see Supervisor in freebsd_steps.zig).
 
 const Real = struct {
     spec: *const Spec,
@@ -447,16 +447,16 @@ const Real = struct {
         return g_destroy.load(.acquire);
     }
     pub fn jailExists(_: *Real, name: [:0]const u8) u16 {
-        return if (jailByName(name) >= 0) eno(.EXIST) else if (errno() == eno(.NOENT)) 0 else errno();
+        return if (jailByName(name) >= 0) errnoCode(.EXIST) else if (errno() == errnoCode(.NOENT)) 0 else errno();
     }
-    pub fn hasAddress(_: *Real, a: logic.Alias) bool {
+    pub fn hasAddress(_: *Real, a: params.Alias) bool {
         var list: ?*Ifaddrs = null;
         // Unknown: assume absent, and SIOCAIFADDR decides.
         if (getifaddrs(&list) != 0) return false;
         defer freeifaddrs(list);
         var it = list;
         while (it) |ifa| : (it = ifa.next) {
-            if (ifa.addr) |sa| if (logic.sockaddrIs(sa, a)) return true;
+            if (ifa.addr) |sa| if (params.sockaddrIs(sa, a)) return true;
         }
         return false;
     }
@@ -472,27 +472,27 @@ const Real = struct {
     pub fn rctlRemove(_: *Real, filter: [:0]const u8) u16 {
         return rcErr(rctl_remove_rule(filter.ptr, filter.len + 1, null, 0));
     }
-    pub fn aliasAdd(_: *Real, iface: [:0]const u8, a: logic.Alias) u16 {
+    pub fn aliasAdd(_: *Real, iface: [:0]const u8, a: params.Alias) u16 {
         return switch (a) {
             .v4 => |v| blk: {
-                var req = logic.aliasAdd4(iface, v);
-                break :blk ifIoctl(logic.AF_INET, logic.SIOCAIFADDR, &req);
+                var req = params.aliasAdd4(iface, v);
+                break :blk ifIoctl(params.AF_INET, params.SIOCAIFADDR, &req);
             },
             .v6 => |v| blk: {
-                var req = logic.aliasAdd6(iface, v);
-                break :blk ifIoctl(logic.AF_INET6, logic.SIOCAIFADDR_IN6, &req);
+                var req = params.aliasAdd6(iface, v);
+                break :blk ifIoctl(params.AF_INET6, params.SIOCAIFADDR_IN6, &req);
             },
         };
     }
-    pub fn aliasDel(_: *Real, iface: [:0]const u8, a: logic.Alias) u16 {
+    pub fn aliasDel(_: *Real, iface: [:0]const u8, a: params.Alias) u16 {
         return switch (a) {
             .v4 => |v| blk: {
-                var req = logic.aliasDel4(iface, v);
-                break :blk ifIoctl(logic.AF_INET, logic.SIOCDIFADDR, &req);
+                var req = params.aliasDel4(iface, v);
+                break :blk ifIoctl(params.AF_INET, params.SIOCDIFADDR, &req);
             },
             .v6 => |v| blk: {
-                var req = logic.aliasDel6(iface, v);
-                break :blk ifIoctl(logic.AF_INET6, logic.SIOCDIFADDR_IN6, &req);
+                var req = params.aliasDel6(iface, v);
+                break :blk ifIoctl(params.AF_INET6, params.SIOCDIFADDR_IN6, &req);
             },
         };
     }
@@ -502,25 +502,25 @@ const Real = struct {
     pub fn ensure(_: *Real, root: [:0]const u8, rel: [:0]const u8, create: bool, like: ?[:0]const u8) u16 {
         return ensurePath(root, rel, create, like);
     }
-    pub fn nmount(_: *Real, iov: []logic.Iovec, flags: c_int) u16 {
+    pub fn nmount(_: *Real, iov: []params.Iovec, flags: c_int) u16 {
         return rcErr(sys_nmount(iov.ptr, @intCast(iov.len), flags));
     }
     pub fn unmount(_: *Real, path: [:0]const u8, flags: c_int) u16 {
         return rcErr(sys_unmount(path.ptr, flags));
     }
-    pub fn devfsRules(_: *Real, dev: [:0]const u8, rules: []const logic.DevfsRule) u16 {
+    pub fn devfsRules(_: *Real, dev: [:0]const u8, rules: []const params.DevfsRule) u16 {
         const fd = c.open(dev.ptr, .{ .DIRECTORY = true, .CLOEXEC = true });
         if (fd < 0) return errno();
         defer _ = c.close(fd);
         for (rules) |r| {
             var rule = r;
             // A rule with this id exists already: installed by an earlier jail.
-            if (sys_ioctl(fd, logic.DEVFSIO_RADD, &rule) != 0 and errno() != eno(.EXIST)) return errno();
+            if (sys_ioctl(fd, params.DEVFSIO_RADD, &rule) != 0 and errno() != errnoCode(.EXIST)) return errno();
         }
-        var rs: u16 = logic.devfs_ruleset;
-        return rcErr(sys_ioctl(fd, logic.DEVFSIO_SAPPLY, &rs));
+        var rs: u16 = params.devfs_ruleset;
+        return rcErr(sys_ioctl(fd, params.DEVFSIO_SAPPLY, &rs));
     }
-    pub fn jailSet(_: *Real, iov: []logic.Iovec, flags: c_int, jid: *i32, desc: *c_int) u16 {
+    pub fn jailSet(_: *Real, iov: []params.Iovec, flags: c_int, jid: *i32, desc: *c_int) u16 {
         _ = desc; // written by the kernel through the `desc` parameter
         const rc = jail_set(iov.ptr, @intCast(iov.len), flags);
         if (rc < 0) return errno();
@@ -539,7 +539,7 @@ const Real = struct {
     pub fn reapAll(_: *Real) void {
         while (true) {
             var st: c_int = 0;
-            if (c.wait4(-1, &st, 0, null) < 0 and errno() != eno(.INTR)) return; // ECHILD: none left
+            if (c.wait4(-1, &st, 0, null) < 0 and errno() != errnoCode(.INTR)) return; // ECHILD: none left
         }
     }
     pub fn startPayload(self: *Real, jid: i32, pid: *i32) u16 {
@@ -568,7 +568,7 @@ const Real = struct {
         while (true) {
             const rc = c.wait4(-1, &st, 0, null);
             if (rc < 0) {
-                if (errno() == eno(.INTR)) continue;
+                if (errno() == errnoCode(.INTR)) continue;
                 // No child at all: cannot happen while the payload lives; report it as killed.
                 return .{ .ended = .{ .signaled = SIG.KILL } };
             }
@@ -578,13 +578,13 @@ const Real = struct {
         var n: usize = 0;
         while (n < self.payload_line.len) {
             const r = c.read(self.exec_r, self.payload_line[n..].ptr, self.payload_line.len - n);
-            if (r < 0 and errno() == eno(.INTR)) continue;
+            if (r < 0 and errno() == errnoCode(.INTR)) continue;
             if (r <= 0) break;
             n += @intCast(r);
         }
         _ = c.close(self.exec_r);
         if (n > 0) return .{ .setup_failed = self.payload_line[0..n] };
-        return .{ .ended = logic.decodeWait(st) };
+        return .{ .ended = params.decodeWait(st) };
     }
     pub fn report(self: *Real, line: []const u8) void {
         writeAll(self.layout.status, line);
@@ -610,10 +610,10 @@ fn ensurePath(root: [:0]const u8, rel: [:0]const u8, create: bool, like: ?[:0]co
     var dir = c.open(root.ptr, .{ .DIRECTORY = true, .CLOEXEC = true });
     if (dir < 0) return errno();
     defer _ = c.close(dir);
-    var name: [logic.path_max]u8 = undefined;
+    var name: [params.path_max]u8 = undefined;
     var it = std.mem.tokenizeScalar(u8, rel, '/');
     while (it.next()) |comp| {
-        if (comp.len >= name.len) return eno(.NAMETOOLONG);
+        if (comp.len >= name.len) return errnoCode(.NAMETOOLONG);
         @memcpy(name[0..comp.len], comp);
         name[comp.len] = 0;
         const z: [*:0]const u8 = @ptrCast(&name);
@@ -621,17 +621,17 @@ fn ensurePath(root: [:0]const u8, rel: [:0]const u8, create: bool, like: ?[:0]co
         if (last and leaf_file) {
             var st: c.Stat = undefined;
             if (c.fstatat(dir, z, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-                return if ((st.mode & S_IFMT) == S_IFREG) 0 else eno(.LOOP);
+                return if ((st.mode & S_IFMT) == S_IFREG) 0 else errnoCode(.LOOP);
             }
-            if (errno() != eno(.NOENT) or !create) return errno();
+            if (errno() != errnoCode(.NOENT) or !create) return errno();
             const fd = c.openat(dir, z, .{ .ACCMODE = .WRONLY, .CREAT = true, .EXCL = true, .NOFOLLOW = true, .CLOEXEC = true }, @as(c_uint, 0o644));
             if (fd < 0) return errno();
             _ = c.close(fd);
             return 0;
         }
         var next = c.openat(dir, z, .{ .DIRECTORY = true, .NOFOLLOW = true, .CLOEXEC = true });
-        if (next < 0 and errno() == eno(.NOENT) and create) {
-            if (c.mkdirat(dir, z, 0o755) != 0 and errno() != eno(.EXIST)) return errno();
+        if (next < 0 and errno() == errnoCode(.NOENT) and create) {
+            if (c.mkdirat(dir, z, 0o755) != 0 and errno() != errnoCode(.EXIST)) return errno();
             next = c.openat(dir, z, .{ .DIRECTORY = true, .NOFOLLOW = true, .CLOEXEC = true });
         }
         if (next < 0) return errno();
@@ -653,7 +653,7 @@ const Payload = struct {
         var text: [600]u8 = undefined;
         var line: [720]u8 = undefined;
         const t = errtext.format(&text, e, fmt, args);
-        writeAll(p.exec_w, logic.errorLine(&line, e, t));
+        writeAll(p.exec_w, params.errorLine(&line, e, t));
         c._exit(127);
     }
 };
@@ -668,7 +668,7 @@ const SyncReader = struct {
         var off: usize = 0;
         while (off < buf.len) {
             const n = c.read(r.fd, buf[off..].ptr, buf.len - off);
-            if (n < 0 and errno() == eno(.INTR)) continue;
+            if (n < 0 and errno() == errnoCode(.INTR)) continue;
             if (n <= 0) return false;
             off += @intCast(n);
         }
@@ -687,7 +687,7 @@ fn payload(spawned: *const Spec, layout: Layout, jid: i32, pipe: Pipe, superviso
     _ = c.sigemptyset(&none);
     _ = c.sigprocmask(c.SIG.SETMASK, &none, null);
     var kill_sig: c_int = SIG.KILL;
-    _ = procctl(logic.P_PID, c.getpid(), logic.PROC_PDEATHSIG_CTL, &kill_sig);
+    _ = procctl(params.P_PID, c.getpid(), params.PROC_PDEATHSIG_CTL, &kill_sig);
     // The supervisor may have died before the line above took effect.
     if (c.getppid() != supervisor_pid) c._exit(127);
 
@@ -709,31 +709,31 @@ fn payload(spawned: *const Spec, layout: Layout, jid: i32, pipe: Pipe, superviso
     while (fd < layout.n) : (fd += 1) {
         var st: c.Stat = undefined;
         if (c.fstat(fd, &st) == 0 and (st.mode & S_IFMT) == S_IFDIR)
-            p.die(eno(.PERM), "descriptor {d} is a directory: a directory descriptor would let the jail escape", .{fd});
+            p.die(errnoCode(.PERM), "descriptor {d} is a directory: a directory descriptor would let the jail escape", .{fd});
     }
 
     const name = spawned.jail_name orelse spawned.hostname.?;
     if (jail_attach(jid) != 0) p.die(errno(), "attach to jail {s} (jid {d})", .{ name, jid });
 
     for (spawned.rlimits.slice()) |r| {
-        const res = logic.rlimitResource(r.resource) orelse p.die(eno(.INVAL), "rlimit {d}", .{r.resource});
-        const lim = Rlimit{ .cur = logic.rlimitValue(r.soft), .max = logic.rlimitValue(r.hard) };
+        const res = params.rlimitResource(r.resource) orelse p.die(errnoCode(.INVAL), "rlimit {d}", .{r.resource});
+        const lim = Rlimit{ .cur = params.rlimitValue(r.soft), .max = params.rlimitValue(r.hard) };
         if (sys_setrlimit(res, &lim) != 0) p.die(errno(), "setrlimit {d}", .{r.resource});
     }
 
     // Hold here until the owner says go, or sends a pooled jail's payload; EOF means it died.
     var sf = start_mod.Failure{};
     const spec = start_mod.read(SyncReader{ .fd = layout.sync }, spawned, &g_run_spec, &g_start_buf, &sf) catch |e| switch (e) {
-        error.Canceled => p.die(eno(.CANCELED), "jail owner went away before start", .{}),
-        error.Unknown => p.die(eno(.PROTO), "unknown start message", .{}),
-        error.TooLarge => p.die(eno(.@"2BIG"), "payload of {d} bytes is too large", .{sf.len}),
-        error.Invalid => p.die(eno(.INVAL), "invalid payload (record {d}): {s}", .{ sf.tag, @errorName(sf.err) }),
+        error.Canceled => p.die(errnoCode(.CANCELED), "jail owner went away before start", .{}),
+        error.Unknown => p.die(errnoCode(.PROTO), "unknown start message", .{}),
+        error.TooLarge => p.die(errnoCode(.@"2BIG"), "payload of {d} bytes is too large", .{sf.len}),
+        error.Invalid => p.die(errnoCode(.INVAL), "invalid payload (record {d}): {s}", .{ sf.tag, @errorName(sf.err) }),
     };
     _ = c.close(layout.sync);
 
     if (spec.flags.new_session and c.setsid() < 0) p.die(errno(), "setsid", .{});
-    var nnp: c_int = logic.PROC_NO_NEW_PRIVS_ENABLE;
-    if (procctl(logic.P_PID, c.getpid(), logic.PROC_NO_NEW_PRIVS_CTL, &nnp) != 0) p.die(errno(), "no_new_privs", .{});
+    var nnp: c_int = params.PROC_NO_NEW_PRIVS_ENABLE;
+    if (procctl(params.P_PID, c.getpid(), params.PROC_NO_NEW_PRIVS_CTL, &nnp) != 0) p.die(errno(), "no_new_privs", .{});
     const groups = [_]u32{spec.gid};
     if (setgroups(1, &groups) != 0) p.die(errno(), "setgroups {d}", .{spec.gid});
     if (c.setgid(spec.gid) != 0) p.die(errno(), "setgid {d}", .{spec.gid});
@@ -753,15 +753,15 @@ fn payload(spawned: *const Spec, layout: Layout, jid: i32, pipe: Pipe, superviso
 
 /// execve, searching PATH from the payload's own environment for names without a slash.
 fn execvpe(file: []const u8, argv: [*:null]const ?[*:0]const u8, envp: [*:null]const ?[*:0]const u8, env: []const [*:0]const u8) u16 {
-    var it = logic.PathIter.init(file, logic.pathOf(env));
-    var first: u16 = eno(.NOENT);
-    var buf: [logic.path_max]u8 = undefined;
+    var it = params.PathIter.init(file, params.pathOf(env));
+    var first: u16 = errnoCode(.NOENT);
+    var buf: [params.path_max]u8 = undefined;
     while (it.next(&buf)) |path| {
         _ = c.execve(path.ptr, argv, envp);
         const e = errno();
         if (it.direct) return e;
         // Like execvp: remember a permission problem, keep looking past plain absence.
-        if (e == eno(.ACCES)) first = e else if (e != eno(.NOENT) and e != eno(.NOTDIR)) return e;
+        if (e == errnoCode(.ACCES)) first = e else if (e != errnoCode(.NOENT) and e != errnoCode(.NOTDIR)) return e;
     }
     return first;
 }

@@ -2,10 +2,13 @@
 //!
 //! A cold `lj spawn` pays for starting Bun and loading the CLI before the jail even begins;
 //! this front end calls the Linux backend directly. It handles the common flags (the seed's
-//! `-d -p -n -0 -m`, worlds, overlays, limits, mounts, environment) exactly as `lj spawn`
-//! does, and hands everything else (private addresses, user namespaces, and any argument it
-//! does not accept) to the TypeScript CLI, which then also words every usage error. So there
-//! is one definition of the command's behaviour, and this file is its fast path.
+//! `-d -p -n -0 -m -i`, worlds, overlays, limits, mounts, environment) exactly as `lj spawn`
+//! does, and hands everything else (egress, links, user namespaces, and any argument it does
+//! not accept) to the TypeScript CLI, which then also words every usage error. So there is one
+//! definition of the command's behaviour, and this file is its fast path. A private address
+//! (`-i ADDR|auto`) is leased in the root's lease files (netlease.zig) and wired by the same
+//! code as every jail's (netwire.zig); when something needs more (the root's filter table not
+//! made yet, a conflict, a stale lease) the TypeScript CLI takes over.
 const std = @import("std");
 
 /// A failed safety check ends only the process it happens in, at once (see panic.zig).
@@ -17,6 +20,8 @@ const abi = @import("abi.zig");
 const spec_mod = @import("spec.zig");
 const errtext = @import("errtext.zig");
 const backend = @import("linux.zig");
+const netlease = @import("netlease.zig");
+const netwire = @import("netwire.zig");
 
 const Allocator = std.mem.Allocator;
 
@@ -35,6 +40,8 @@ const Args = struct {
     upper: ?[]const u8 = null,
     read_only: bool = false,
     net_host: bool = false,
+    /// -i: "auto" or ADDR[/PREFIX] (a private address).
+    address: ?[]const u8 = null,
     env: std.ArrayList([]const u8) = .empty,
     mounts: std.ArrayList(Mount) = .empty,
     pids: u64 = 0,
@@ -62,43 +69,78 @@ fn millis(v: []const u8) Delegate!u64 {
 
 const cap_names = [_][]const u8{ "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP" };
 
+/// One flag of the table both front ends read (spawn-flags.txt; src/cli/spawn-args.ts reads it
+/// too): whether it takes a value, and whether this binary handles it or hands over.
+const Flag = struct { name: []const u8, takes_value: bool, native: bool };
+
+const flag_table: []const Flag = blk: {
+    @setEvalBranchQuota(200_000);
+    const text = @embedFile("spawn-flags.txt");
+    var count = 0;
+    var lines = std.mem.tokenizeScalar(u8, text, '\n');
+    while (lines.next()) |l| {
+        if (l[0] != '#') count += 1;
+    }
+    var out: [count]Flag = undefined;
+    var n = 0;
+    lines.reset();
+    while (lines.next()) |l| {
+        if (l[0] == '#') continue;
+        var fields = std.mem.tokenizeAny(u8, l, " \t");
+        const name = fields.next().?;
+        const value = fields.next().?;
+        const who = fields.next().?;
+        if (!std.mem.eql(u8, who, "both") and !std.mem.eql(u8, who, "ts")) @compileError("spawn-flags.txt: " ++ l);
+        out[n] = .{ .name = name, .takes_value = !std.mem.eql(u8, value, "-"), .native = std.mem.eql(u8, who, "both") };
+        n += 1;
+    }
+    const table = out;
+    break :blk &table;
+};
+
+fn lookup(name: []const u8) ?Flag {
+    for (flag_table) |f| if (eql(f.name, name)) return f;
+    return null;
+}
+
 fn parse(gpa: Allocator, raw: []const []const u8) (Delegate || Allocator.Error)!Args {
     var a = Args{};
     var i: usize = 0;
     while (i < raw.len) : (i += 1) {
         const arg = raw[i];
-        if (std.mem.eql(u8, arg, "--")) {
+        if (eql(arg, "--")) {
             a.argv = raw[i + 1 ..];
             break;
         }
-        // Flags that take no value.
-        if (std.mem.eql(u8, arg, "-0")) {
+        // --flag=value, or the flag alone (its value, if it takes one, is the next argument).
+        var flag = arg;
+        var inline_value: ?[]const u8 = null;
+        if (std.mem.startsWith(u8, arg, "--")) if (std.mem.indexOfScalar(u8, arg, '=')) |eq| {
+            flag = arg[0..eq];
+            inline_value = arg[eq + 1 ..];
+        };
+        // Unknown flags, and the ones only the TypeScript CLI handles, go there whole.
+        const f = lookup(flag) orelse return error.Delegate;
+        if (!f.native) return error.Delegate;
+        var value: []const u8 = "";
+        if (f.takes_value) {
+            value = inline_value orelse blk: {
+                if (i + 1 >= raw.len) return error.Delegate;
+                i += 1;
+                break :blk raw[i];
+            };
+        } else if (inline_value != null) return error.Delegate;
+
+        if (eql(flag, "-0")) {
             a.uid = 65534;
             a.gid = 65534;
-            continue;
-        }
-        if (std.mem.eql(u8, arg, "--read-only")) {
+        } else if (eql(flag, "--read-only")) {
             a.read_only = true;
-            continue;
-        }
-        if (std.mem.eql(u8, arg, "--json")) {
+        } else if (eql(flag, "--json")) {
             a.json = true;
-            continue;
-        }
-        if (std.mem.eql(u8, arg, "--debug")) continue;
-        // Flags with a value (as the next argument, or --flag=value).
-        var flag = arg;
-        var value: []const u8 = undefined;
-        if (std.mem.startsWith(u8, arg, "--") and std.mem.indexOfScalar(u8, arg, '=') != null) {
-            const eq = std.mem.indexOfScalar(u8, arg, '=').?;
-            flag = arg[0..eq];
-            value = arg[eq + 1 ..];
-        } else {
-            if (i + 1 >= raw.len) return error.Delegate;
-            i += 1;
-            value = raw[i];
-        }
-        if (eql(flag, "-d")) {
+        } else if (eql(flag, "--debug")) {
+            // Stack traces are the TypeScript CLI's; here errors are one line anyway.
+        } else if (eql(flag, "-d")) {
             a.root = value;
         } else if (eql(flag, "-p")) {
             a.script = value;
@@ -114,6 +156,8 @@ fn parse(gpa: Allocator, raw: []const []const u8) (Delegate || Allocator.Error)!
             a.upper = value;
         } else if (eql(flag, "--net")) {
             if (eql(value, "host")) a.net_host = true else if (!eql(value, "none")) return error.Delegate;
+        } else if (eql(flag, "-i")) {
+            a.address = value;
         } else if (eql(flag, "--env")) {
             const eq = std.mem.indexOfScalar(u8, value, '=') orelse return error.Delegate;
             if (eq == 0) return error.Delegate;
@@ -145,7 +189,7 @@ fn parse(gpa: Allocator, raw: []const []const u8) (Delegate || Allocator.Error)!
             a.uid = std.fmt.parseInt(u32, it.next().?, 10) catch return error.Delegate;
             a.gid = if (it.next()) |g| std.fmt.parseInt(u32, g, 10) catch return error.Delegate else a.uid;
         } else {
-            // -i, -f, --egress, --userns, --help and anything unknown.
+            // A flag the table marks as handled here but this switch does not know.
             return error.Delegate;
         }
     }
@@ -153,6 +197,7 @@ fn parse(gpa: Allocator, raw: []const []const u8) (Delegate || Allocator.Error)!
     if ((a.script != null) == has_cmd) return error.Delegate;
     if (a.root != null and (a.world != null or a.overlays.items.len > 0)) return error.Delegate;
     if (a.read_only and a.root == null) return error.Delegate;
+    if (a.address != null and a.net_host) return error.Delegate;
     return a;
 }
 
@@ -299,7 +344,7 @@ fn forward(sig: i32) callconv(.c) void {
     if (pid > 0) _ = linux.kill(pid, sig);
 }
 
-fn encode(gpa: Allocator, a: *const Args, root: ?[]const u8, layers: []const []const u8, mounts: []const Mount, cgroups: []const Cg, stage: []const u8, work: ?[]const u8) ![]const u8 {
+fn encode(gpa: Allocator, a: *const Args, root: ?[]const u8, layers: []const []const u8, mounts: []const Mount, cgroups: []const Cg, stage: []const u8, work: ?[]const u8, wire: ?*const [netwire.Wire.size]u8) ![]const u8 {
     var e = try spec_mod.Encoder.init(gpa);
     if (root) |r| try e.string(.root_dir, r);
     for (layers) |l| try e.string(.lower, l);
@@ -322,7 +367,8 @@ fn encode(gpa: Allocator, a: *const Args, root: ?[]const u8, layers: []const []c
     try e.int(.uid, u32, a.uid);
     try e.int(.gid, u32, a.gid);
     // stdin is inherited: the payload stays in the caller's session (job control works).
-    try e.int(.flags, u32, @bitCast(spec_mod.Flags{ .net_host = a.net_host, .root_readonly = a.read_only }));
+    try e.int(.flags, u32, @bitCast(spec_mod.Flags{ .net_host = a.net_host, .net_private = wire != null, .root_readonly = a.read_only }));
+    if (wire) |w| try e.raw(.net, w);
     if (a.caps != 0) try e.int(.caps, u64, a.caps);
     for (mounts) |m| try e.pair(.mount, @bitCast(spec_mod.MountFlags{ .readonly = m.readonly, .layered = m.layered }), m.src, m.dst);
     // lightjail's own state is never visible in a jail (hide.zig), under either spelling.
@@ -371,6 +417,51 @@ fn delegate(raw: []const []const u8) noreturn {
     linux.exit_group(70);
 }
 
+/// A private address from lease to release: registered with the root, leased, its filter
+/// elements in before the spawn; afterwards taken off the host as src/jail/net.ts does.
+const Net = struct {
+    cfg: netlease.Config,
+    reg: netlease.Registration,
+    lease: netlease.Lease,
+    wire: [netwire.Wire.size]u8,
+
+    fn reserve(gpa: Allocator, requested: []const u8) !Net {
+        const cfg = try netlease.config(gpa, ljRoot());
+        // The rules are the TypeScript side's to make (once per root): without them, it runs.
+        if ((netwire.tableExists(&cfg.table) orelse false) == false) return error.Delegate;
+        const owner = try netlease.ownerId(gpa);
+        const reg = try netlease.register(gpa, &cfg, owner);
+        errdefer netlease.unregister(reg);
+        const jail = try std.fmt.allocPrint(gpa, "{s}.1", .{owner});
+        const lease = try netlease.acquire(gpa, &cfg, owner, jail, requested);
+        errdefer netlease.drop(lease);
+        const addr = netlease.ipBytes(lease.address);
+        if (netwire.jailElementsNow(&cfg.table, true, addr, &lease.veth)) |f|
+            return fail("network {s}: {s}: {s}", .{ &lease.veth, f.step, @tagName(f.e) });
+        var w = netwire.Wire{
+            .address = addr,
+            .gateway = netlease.ipBytes(cfg.subnet.gateway()),
+            .network = netlease.ipBytes(cfg.subnet.network),
+            .prefix = cfg.subnet.prefix,
+            .v6 = linux.access("/proc/sys/net/ipv6", linux.F_OK) == 0,
+            .fail_at = 0,
+            .veth = std.mem.zeroes([netwire.ifnamsiz]u8),
+        };
+        @memcpy(w.veth[0..lease.veth.len], &lease.veth);
+        var n = Net{ .cfg = cfg, .reg = reg, .lease = lease, .wire = undefined };
+        w.encode(&n.wire);
+        return n;
+    }
+
+    fn release(n: *Net) void {
+        _ = netwire.jailElementsNow(&n.cfg.table, false, netlease.ipBytes(n.lease.address), &n.lease.veth);
+        _ = netwire.releaseVeth(&n.lease.veth);
+        netlease.drop(n.lease);
+        netlease.unregister(n.reg);
+        netwire.handOffSocket();
+    }
+};
+
 pub fn main() u8 {
     var arena = std.heap.ArenaAllocator.init(std.heap.page_allocator);
     const gpa = arena.allocator();
@@ -416,7 +507,10 @@ fn run(gpa: Allocator, raw: []const []const u8) !u8 {
     var cgs: std.ArrayList(Cg) = .empty;
     try cgroupDirs(gpa, &a, &cgs);
 
-    const bytes = try encode(gpa, &a, root, layers.items, mounts.items, cgs.items, stage, work);
+    var net: ?Net = null;
+    if (a.address) |addr| net = try Net.reserve(gpa, addr);
+    defer if (net) |*n| n.release();
+    const bytes = try encode(gpa, &a, root, layers.items, mounts.items, cgs.items, stage, work, if (net) |*n| &n.wire else null);
     var out: abi.SpawnOut = undefined;
     var errbuf: [1024]u8 = undefined;
     const rc = backend.spawnRaw(bytes, &out, .{ .ptr = &errbuf, .len = errbuf.len });

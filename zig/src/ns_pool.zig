@@ -30,6 +30,7 @@ const sys = @import("sys.zig");
 const W_ALL = sys.W_ALL;
 const spec_mod = @import("spec.zig");
 const Spec = spec_mod.Spec;
+const netwire = @import("netwire.zig");
 
 const pool_size = 6;
 
@@ -40,6 +41,9 @@ pub const Set = struct {
     uts: i32 = -1,
     /// The mount namespace with the root built at `<stage>/root`.
     mnt: i32 = -1,
+    /// The host end of a veth made with the network namespace (its jail end is eth0), for a
+    /// jail with a private address (netwire.poolVeth); empty: none.
+    veth: [netwire.ifnamsiz]u8 = std.mem.zeroes([netwire.ifnamsiz]u8),
 
     pub fn close(s: *Set) void {
         for ([_]i32{ s.net, s.ipc, s.uts, s.mnt }) |fd| if (fd >= 0) {
@@ -48,6 +52,9 @@ pub const Set = struct {
         s.* = .{};
     }
 };
+
+/// Whether the last jail taken had a private address: the makers then make veths too.
+var want_veth = false;
 
 const State = enum(u8) { empty, making, ready };
 
@@ -61,6 +68,8 @@ const Slot = struct {
     set: Set = .{},
     /// The key generation the root was built for (0: no root).
     root_gen: u32 = 0,
+    /// Make a veth with the network namespace (want_veth when the maker started).
+    veth: bool = false,
     /// The maker's own copy of the recipe, so that the key can move on while it builds.
     recipe: Recipe = .{},
     /// The root builder's path buffers and overlay options live here.
@@ -214,12 +223,22 @@ pub fn take(spec: *const Spec, bytes: []const u8) Set {
         }
         if (pick == null) pick = s;
     }
+    // A veth belongs to jails with a private address: a set with one only serves those (any
+    // other drops the set's network namespace, and the veth with it), and the jail taken
+    // decides whether the next sets are made with one.
+    const private = spec.net_wire != null;
+    want_veth = private;
     var got: Set = .{};
     if (pick) |s| {
         got = s.set;
         if (got.mnt >= 0 and !servesRoot(s, key_fits)) {
             _ = linux.close(got.mnt);
             got.mnt = -1;
+        }
+        if (got.veth[0] != 0 and !private) {
+            _ = linux.close(got.net);
+            got.net = -1;
+            got.veth[0] = 0;
         }
         s.state = .empty;
         s.set = .{};
@@ -273,6 +292,7 @@ pub fn refill(build: RootBuilder) void {
         s.set = .{};
         s.done = false;
         s.root_gen = if (with_root and s.recipe.set(key.recipe.bytes[0..key.recipe.len])) key.gen else 0;
+        s.veth = want_veth;
         s.ctid = 1;
         // No exit signal: Bun never hears of these children; collect() reaps them.
         const flags: u32 = linux.CLONE.VM | linux.CLONE.FILES | linux.CLONE.CHILD_CLEARTID;
@@ -298,8 +318,14 @@ fn maker(arg: usize) callconv(.c) u8 {
     const with_root = s.root_gen != 0;
     var ns: usize = linux.CLONE.NEWNET | linux.CLONE.NEWIPC | linux.CLONE.NEWUTS;
     if (with_root) ns |= linux.CLONE.NEWNS;
+    // A veth's host end is reached through the host's namespace, opened first.
+    var host = netwire.Host{};
+    defer host.close();
+    if (s.veth and host.open() != null) s.veth = false;
     if (linux.E.init(linux.unshare(ns)) != .SUCCESS) return 1;
     if (sys.loopbackUp() != null) return 1;
+    // Without its veth the set still serves (the jail makes its own).
+    if (s.veth) _ = netwire.poolVeth(&host, &s.set.veth);
     s.set.net = openNs("/proc/self/ns/net");
     s.set.ipc = openNs("/proc/self/ns/ipc");
     s.set.uts = openNs("/proc/self/ns/uts");

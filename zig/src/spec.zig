@@ -36,6 +36,7 @@ pub const Tag = enum(u16) {
     iface = 24, // string: interface the FreeBSD address aliases live on
     idmap = 25, // u32 host_uid_base, u32 host_gid_base, u32 count (user namespace, Linux)
     hide = 26, // string, repeated: a host path no jail may see (lightjail's state root)
+    net = 27, // 32 bytes: the private address the child wires (Linux, netwire.Wire)
     _,
 };
 
@@ -148,7 +149,11 @@ pub const Spec = struct {
     host_uid_base: u32 = 100000,
     host_gid_base: u32 = 100000,
     id_count: u32 = 65536,
+    /// A private address for the child to wire (netwire.zig decodes it).
+    net_wire: ?*const [net_wire_size]u8 = null,
 };
+
+pub const net_wire_size = 32;
 
 /// A fixed-capacity list: the decoder must not allocate.
 pub fn Bounded(comptime T: type, comptime cap: usize) type {
@@ -299,6 +304,10 @@ fn record(out: *Spec, tag: Tag, p: []const u8) DecodeError!void {
         },
         .iface => out.iface = try str(p),
         .hide => try out.hides.append(try str(p)),
+        .net => {
+            if (p.len != net_wire_size) return error.BadLength;
+            out.net_wire = p[0..net_wire_size];
+        },
         .idmap => {
             if (p.len != 12) return error.BadLength;
             out.host_uid_base = readInt(u32, p[0..4]);

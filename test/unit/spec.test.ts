@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { LjError } from "../errors.ts";
-import { capMask, encodeSpec, type JailSpec, STDIO_PIPE, validateSpec } from "./spec.ts";
+import { LjError } from "../../src/errors.ts";
+import { capMask, encodeSpec, type JailSpec, STDIO_PIPE, validateSpec } from "../../src/jail/spec.ts";
 
 const base: JailSpec = { argv: ["/bin/true"], layers: ["/w"] };
 
@@ -105,7 +105,7 @@ describe("encodeSpec", () => {
 
 describe("status lines", () => {
   test("setup errors, ends and teardown errors are told apart", async () => {
-    const { parseStatus } = await import("./spawn.ts");
+    const { parseStatus } = await import("../../src/jail/spawn.ts");
     expect(parseStatus("E 2 exec /x: ENOENT\n")).toEqual({
       error: { errno: 2, text: "exec /x: ENOENT" },
       marks: [],
@@ -121,7 +121,7 @@ describe("status lines", () => {
   });
 
   test("a traced jail's marks keep their order and their multi-word names", async () => {
-    const { parseStatus } = await import("./spawn.ts");
+    const { parseStatus } = await import("../../src/jail/spawn.ts");
     expect(parseStatus("T spawn call 100\nT /proc 250\nT payload ran 1000\nX 0\n")).toEqual({
       exitCode: 0,
       marks: [
@@ -135,7 +135,7 @@ describe("status lines", () => {
 
 describe("platforms", () => {
   test("the backend follows process.platform, and other platforms are refused clearly", async () => {
-    const { supportedPlatform } = await import("./ffi.ts");
+    const { supportedPlatform } = await import("../../src/jail/ffi.ts");
     expect(supportedPlatform("linux")).toBe("linux");
     expect(supportedPlatform("freebsd")).toBe("freebsd");
     let err: unknown;

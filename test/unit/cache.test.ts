@@ -16,8 +16,8 @@ import {
 import * as fsp from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { removeTree } from "../store/archive.ts";
-import { type CacheDecision, computeKey, restore, save } from "./cache.ts";
+import { type CacheDecision, computeKey, restore, save } from "../../src/build/cache.ts";
+import { removeTree } from "../../src/store/tree.ts";
 
 const SECRET = "host-secret-6f1c2a";
 

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { forgetIdentity, ID_COUNT, identityEtc, identityOf, idRegion } from "./identities.ts";
+import { forgetIdentity, ID_COUNT, identityEtc, identityOf, idRegion } from "../../src/store/identities.ts";
 
 let root: string;
 const saved = process.env.LIGHTJAIL_ROOT;

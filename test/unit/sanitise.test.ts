@@ -14,9 +14,9 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { rootTest } from "../../test/helpers/root.ts";
-import { getXattr, makeWhiteout, setXattr } from "../jail/ffi.ts";
-import { copySanitised, escapesTree, ownedBy, shiftedFrom } from "./sanitise.ts";
+import { copySanitised, escapesTree, ownedBy, shiftedFrom } from "../../src/build/sanitise.ts";
+import { getXattr, makeWhiteout, setXattr } from "../../src/jail/ffi.ts";
+import { rootTest } from "../helpers/root.ts";
 
 const dirs: string[] = [];
 const fresh = () => {

@@ -6,15 +6,15 @@
 const std = @import("std");
 
 /// A failed safety check ends only the process it happens in, at once (see panic.zig).
-pub const panic = std.debug.FullPanic(@import("panic.zig").handler);
+pub const panic = std.debug.FullPanic(@import("src/panic.zig").handler);
 const builtin = @import("builtin");
-const abi = @import("abi.zig");
-const spec_mod = @import("spec.zig");
-const errtext = @import("errtext.zig");
+const abi = @import("src/abi.zig");
+const spec_mod = @import("src/spec.zig");
+const errtext = @import("src/errtext.zig");
 
 const backend = switch (builtin.os.tag) {
-    .linux => @import("linux.zig"),
-    .freebsd => @import("freebsd.zig"),
+    .linux => @import("src/linux.zig"),
+    .freebsd => @import("src/freebsd.zig"),
     else => @compileError("lightjail supports Linux and FreeBSD"),
 };
 
@@ -61,8 +61,20 @@ export fn lj_proc_start(pid: i32, out: *u64, err_ptr: [*]u8, err_len: usize) c_i
     return err.set(@intFromEnum(std.posix.E.NOSYS), "process start times come from /proc on this platform", .{});
 }
 
+/// The owner's side of private addresses (Linux, netwire.zig): a jail's filter elements, links
+/// and guards in one nftables transaction, and the release of finished jails' host veths.
+export fn lj_net(req_ptr: [*]const u8, req_len: usize, err_ptr: [*]u8, err_len: usize) c_int {
+    const err = errtext.CBuf{ .ptr = err_ptr, .len = err_len };
+    if (builtin.os.tag != .linux) {
+        return err.set(@intFromEnum(std.posix.E.NOSYS), "private addresses are wired by ifconfig and pf on this platform", .{});
+    } else {
+        const f = @import("src/netwire.zig").run(req_ptr[0..req_len]) orelse return 0;
+        return err.set(@intFromEnum(f.e), "{s} {s}", .{ f.step, f.what });
+    }
+}
+
 test {
     _ = spec_mod;
-    _ = @import("hide.zig");
+    _ = @import("src/hide.zig");
     _ = errtext;
 }

@@ -6,11 +6,11 @@
 //! reverse order, also after a failure half way. freebsd.zig supplies the real layer; the
 //! tests below supply a recording fake, so the order is checked on any host.
 const std = @import("std");
-const logic = @import("freebsd_logic.zig");
+const params = @import("freebsd_params.zig");
 const hide = @import("hide.zig");
 
-const eno = logic.eno;
-pub const Failure = logic.Failure;
+const errnoCode = params.errnoCode;
+pub const Failure = params.Failure;
 
 pub const max_steps = 256;
 /// SIGKILL (9 on every platform): how a destroyed jail's end is reported.
@@ -24,19 +24,19 @@ pub const Step = union(enum) {
     rctl: struct { rule: [:0]const u8, filter: [:0]const u8 },
     /// An address alias on the interface; undone with its deletion. An address the host has
     /// already is used as is, neither added nor removed (SIOCAIFADDR would replace it).
-    alias: logic.Alias,
+    alias: params.Alias,
     /// A directory of the stage (kept: the stage belongs to the caller).
     mkdir: [:0]const u8,
     /// Checks (and creates when asked) a mount point beneath the jail root, refusing symlinks.
     /// `like` names the source of a nullfs mount: a file source gets a file mount point.
     ensure: struct { root: [:0]const u8, rel: [:0]const u8, create: bool, like: ?[:0]const u8 = null },
     /// nmount; undone with unmount of fspath.
-    mount: logic.MountSpec,
+    mount: params.MountSpec,
     /// Installs lightjail's devfs ruleset through the devfs mounted at this path.
     devfs_rules: [:0]const u8,
     /// Masks a hidden host path (lightjail's state root) at `rel` beneath the root with a
     /// read-only nullfs view of an empty directory; nothing to do when the tree has no `rel`.
-    hide: struct { root: [:0]const u8, rel: [:0]const u8, mount: logic.MountSpec },
+    hide: struct { root: [:0]const u8, rel: [:0]const u8, mount: params.MountSpec },
     /// jail_set; undone with jail_remove (and the close of an owning descriptor).
     jail,
 };
@@ -44,7 +44,7 @@ pub const Step = union(enum) {
 pub const BuildError = error{Invalid};
 
 /// What the plan needs from a spec (spec.zig's Spec, copied by `Input.fromSpec`). Kept apart
-/// from spec.zig so this file and its tests depend on nothing but the pure logic.
+/// from spec.zig so this file and its tests depend on nothing but the pure params.
 pub const Mount = struct { src: [:0]const u8, dst: [:0]const u8, readonly: bool = false, create: bool = true };
 
 pub const Input = struct {
@@ -55,7 +55,7 @@ pub const Input = struct {
     upper: ?[:0]const u8 = null,
     hostname: ?[:0]const u8 = null,
     jail_name: ?[:0]const u8 = null,
-    limits: logic.Limits = .{},
+    limits: params.Limits = .{},
     ip4: []const [4]u8 = &.{},
     ip6: []const [16]u8 = &.{},
     iface: ?[:0]const u8 = null,
@@ -109,8 +109,8 @@ pub const Plan = struct {
     skipped: std.StaticBitSet(max_steps) = .initEmpty(),
     jid: i32 = -1,
     desc: c_int = -1,
-    params: logic.JailParams = .{},
-    mparams: logic.MountParams = .{},
+    params: params.JailParams = .{},
+    mparams: params.MountParams = .{},
     kmsg: [256]u8 = undefined,
 
     pub fn steps_(p: *const Plan) []const Step {
@@ -119,7 +119,7 @@ pub const Plan = struct {
 
     fn add(p: *Plan, s: Step, f: *Failure) BuildError!void {
         if (p.n == max_steps) {
-            f.set(eno(.@"2BIG"), "jail setup has more than {d} steps", .{max_steps}, "");
+            f.set(errnoCode(.@"2BIG"), "jail setup has more than {d} steps", .{max_steps}, "");
             return error.Invalid;
         }
         p.steps[p.n] = s;
@@ -130,12 +130,12 @@ pub const Plan = struct {
     fn path(p: *Plan, parts: []const []const u8, f: *Failure) BuildError![:0]const u8 {
         var len: usize = 0;
         for (parts) |part| len += part.len;
-        if (len >= logic.path_max) {
-            f.set(eno(.NAMETOOLONG), "path {s}... is longer than {d} bytes", .{ parts[0], logic.path_max - 1 }, "");
+        if (len >= params.path_max) {
+            f.set(errnoCode(.NAMETOOLONG), "path {s}... is longer than {d} bytes", .{ parts[0], params.path_max - 1 }, "");
             return error.Invalid;
         }
         if (p.used + len + 1 > p.arena.len) {
-            f.set(eno(.NAMETOOLONG), "jail setup paths exceed {d} bytes", .{arena_size}, "");
+            f.set(errnoCode(.NAMETOOLONG), "jail setup paths exceed {d} bytes", .{arena_size}, "");
             return error.Invalid;
         }
         const start = p.used;
@@ -148,11 +148,11 @@ pub const Plan = struct {
         return p.arena[start .. start + len :0];
     }
 
-    fn rctl(p: *Plan, r: logic.Rule, f: *Failure) BuildError!void {
+    fn rctl(p: *Plan, r: params.Rule, f: *Failure) BuildError!void {
         var b1: [512]u8 = undefined;
         var b2: [512]u8 = undefined;
-        const rule = logic.rctlRule(&b1, p.name, r) catch unreachable;
-        const filter = logic.rctlFilter(&b2, p.name, r.resource) catch unreachable;
+        const rule = params.rctlRule(&b1, p.name, r) catch unreachable;
+        const filter = params.rctlFilter(&b2, p.name, r.resource) catch unreachable;
         try p.add(.{ .rctl = .{ .rule = try p.path(&.{rule}, f), .filter = try p.path(&.{filter}, f) } }, f);
     }
 
@@ -160,20 +160,20 @@ pub const Plan = struct {
     fn inside(p: *Plan, dst: []const u8, f: *Failure) BuildError![:0]const u8 {
         const rel = std.mem.trim(u8, dst, "/");
         if (rel.len == 0) {
-            f.set(eno(.INVAL), "mount target {s} is the jail root", .{dst}, "");
+            f.set(errnoCode(.INVAL), "mount target {s} is the jail root", .{dst}, "");
             return error.Invalid;
         }
         var it = std.mem.splitScalar(u8, rel, '/');
         while (it.next()) |c| {
             if (std.mem.eql(u8, c, "..") or std.mem.eql(u8, c, ".")) {
-                f.set(eno(.INVAL), "mount target {s} has a '.' or '..' component", .{dst}, "");
+                f.set(errnoCode(.INVAL), "mount target {s} has a '.' or '..' component", .{dst}, "");
                 return error.Invalid;
             }
         }
         return p.path(&.{rel}, f);
     }
 
-    fn mountInside(p: *Plan, rel: [:0]const u8, create: bool, like: ?[:0]const u8, m: logic.MountSpec, f: *Failure) BuildError!void {
+    fn mountInside(p: *Plan, rel: [:0]const u8, create: bool, like: ?[:0]const u8, m: params.MountSpec, f: *Failure) BuildError!void {
         try p.add(.{ .ensure = .{ .root = p.root, .rel = rel, .create = create, .like = like } }, f);
         var mm = m;
         mm.fspath = try p.path(&.{ p.root, "/", rel }, f);
@@ -184,11 +184,11 @@ pub const Plan = struct {
         p.n = 0;
         p.used = 0;
         p.name = s.jail_name orelse s.hostname orelse {
-            f.set(eno(.INVAL), "a FreeBSD jail needs a name (jail_name or hostname)", .{}, "");
+            f.set(errnoCode(.INVAL), "a FreeBSD jail needs a name (jail_name or hostname)", .{}, "");
             return error.Invalid;
         };
-        if (logic.checkJailName(p.name)) |why| {
-            f.set(eno(.INVAL), "jail name \"{s}\" {s}", .{ p.name, why }, "");
+        if (params.checkJailName(p.name)) |why| {
+            f.set(errnoCode(.INVAL), "jail name \"{s}\" {s}", .{ p.name, why }, "");
             return error.Invalid;
         }
         p.hostname = s.hostname orelse p.name;
@@ -201,14 +201,14 @@ pub const Plan = struct {
         try p.add(.name_free, f);
 
         // 1. Limits first: a host without RACCT fails before anything else exists.
-        var rules: [3]logic.Rule = undefined;
-        for (logic.rctlRules(s.limits, &rules)) |r|
+        var rules: [3]params.Rule = undefined;
+        for (params.rctlRules(s.limits, &rules)) |r|
             try p.rctl(r, f);
 
         // 2. Address aliases for ip4.addr/ip6.addr.
         if (p.ip4.len + p.ip6.len > 0) {
-            if (logic.checkIface(p.iface)) |why| {
-                f.set(eno(.INVAL), "interface name \"{s}\" {s}", .{ p.iface, why }, "");
+            if (params.checkIface(p.iface)) |why| {
+                f.set(errnoCode(.INVAL), "interface name \"{s}\" {s}", .{ p.iface, why }, "");
                 return error.Invalid;
             }
         }
@@ -225,13 +225,13 @@ pub const Plan = struct {
                 try p.add(.{ .mkdir = p.root }, f);
                 try p.add(.{ .mount = .{ .kind = .nullfs, .fspath = p.root, .from = dir, .readonly = s.root_readonly } }, f);
             } else if (s.root_readonly) {
-                f.set(eno(.INVAL), "a read-only root {s} needs a stage directory on FreeBSD", .{dir}, "");
+                f.set(errnoCode(.INVAL), "a read-only root {s} needs a stage directory on FreeBSD", .{dir}, "");
                 return error.Invalid;
             } else {
-                var buf: [logic.path_max]u8 = undefined;
+                var buf: [params.path_max]u8 = undefined;
                 for (s.hides) |h| if (hide.jailPath(&buf, dir, "/", h) != null) {
                     // A mask mounted straight on the directory would hide the state from the host.
-                    f.set(eno(.INVAL), "root {s} shows {s} (lightjail's state): it needs a stage directory to mask it", .{ dir, h }, "");
+                    f.set(errnoCode(.INVAL), "root {s} shows {s} (lightjail's state): it needs a stage directory to mask it", .{ dir, h }, "");
                     return error.Invalid;
                 };
                 p.root = dir;
@@ -240,7 +240,7 @@ pub const Plan = struct {
             const stage = s.stage.?;
             const lowers = s.lowers;
             if (lowers.len == 0) {
-                f.set(eno(.INVAL), "no world or layers to build the root from", .{}, "");
+                f.set(errnoCode(.INVAL), "no world or layers to build the root from", .{}, "");
                 return error.Invalid;
             }
             p.root = try p.path(&.{ stage, "/root" }, f);
@@ -287,17 +287,17 @@ pub const Plan = struct {
     }
 
     fn hideAt(p: *Plan, s: *const Input, empty: *?[:0]const u8, src: []const u8, dst: []const u8, hidden: []const u8, f: *Failure) BuildError!void {
-        var buf: [logic.path_max]u8 = undefined;
+        var buf: [params.path_max]u8 = undefined;
         const found = hide.jailPath(&buf, src, dst, hidden) orelse return;
         if (found.len == 0) {
-            f.set(eno(.ACCES), "{s} holds lightjail's state and cannot be a jail's root", .{src}, "");
+            f.set(errnoCode(.ACCES), "{s} holds lightjail's state and cannot be a jail's root", .{src}, "");
             return error.Invalid;
         }
         const rel = try p.path(&.{found}, f);
         for (p.steps_()) |st| if (st == .hide and std.mem.eql(u8, st.hide.rel, rel)) return;
         if (empty.* == null) {
             const stage = s.stage orelse {
-                f.set(eno(.INVAL), "masking {s} needs a stage directory on FreeBSD", .{hidden}, "");
+                f.set(errnoCode(.INVAL), "masking {s} needs a stage directory on FreeBSD", .{hidden}, "");
                 return error.Invalid;
             };
             empty.* = try p.path(&.{ stage, "/empty" }, f);
@@ -308,7 +308,7 @@ pub const Plan = struct {
     }
 };
 
-fn addrText(buf: []u8, a: logic.Alias) []const u8 {
+fn addrText(buf: []u8, a: params.Alias) []const u8 {
     return switch (a) {
         .v4 => |v| std.fmt.bufPrint(buf, "{d}.{d}.{d}.{d}", .{ v[0], v[1], v[2], v[3] }) catch unreachable,
         .v6 => |v| blk: {
@@ -324,7 +324,7 @@ fn addrText(buf: []u8, a: logic.Alias) []const u8 {
 
 /// How the payload ended, as the supervisor saw it.
 pub const Outcome = union(enum) {
-    ended: logic.End,
+    ended: params.End,
     /// The payload failed before exec; its "E" line, reported after teardown.
     setup_failed: []const u8,
 };
@@ -347,7 +347,7 @@ pub fn Supervisor(comptime Sys: type) type {
             done.* = 0;
             p.skipped = .initEmpty();
             for (p.steps_(), 0..) |step, i| {
-                if (sys.destroyed()) return fail(f, eno(.CANCELED), "jail {s} destroyed during setup", .{p.name}, "");
+                if (sys.destroyed()) return fail(f, errnoCode(.CANCELED), "jail {s} destroyed during setup", .{p.name}, "");
                 if (!run(sys, p, step, i, f)) return false;
                 done.* += 1;
             }
@@ -358,7 +358,7 @@ pub fn Supervisor(comptime Sys: type) type {
             switch (step) {
                 .name_free => {
                     const e = sys.jailExists(p.name);
-                    if (e == eno(.EXIST)) return fail(f, e, "jail name {s} is taken by a running jail", .{p.name}, "");
+                    if (e == errnoCode(.EXIST)) return fail(f, e, "jail name {s} is taken by a running jail", .{p.name}, "");
                     if (e != 0) return fail(f, e, "look up jail {s}", .{p.name}, "");
                 },
                 .rctl => |r| {
@@ -376,17 +376,17 @@ pub fn Supervisor(comptime Sys: type) type {
                 },
                 .mkdir => |d| {
                     const e = sys.mkdir(d);
-                    if (e != 0 and e != eno(.EXIST)) return fail(f, e, "mkdir {s}", .{d}, "");
+                    if (e != 0 and e != errnoCode(.EXIST)) return fail(f, e, "mkdir {s}", .{d}, "");
                 },
                 .ensure => |m| {
                     const e = sys.ensure(m.root, m.rel, m.create, m.like);
                     // FreeBSD's open(2) fails with EMLINK on a symlink under O_NOFOLLOW.
-                    if (e == eno(.LOOP) or e == eno(.MLINK) or e == eno(.NOTDIR))
+                    if (e == errnoCode(.LOOP) or e == errnoCode(.MLINK) or e == errnoCode(.NOTDIR))
                         return fail(f, e, "mount point /{s} in {s} is or passes a symlink or a non-directory", .{ m.rel, m.root }, "");
                     if (e != 0) return fail(f, e, "mount point /{s} in {s}", .{ m.rel, m.root }, "");
                 },
                 .mount => |m| {
-                    logic.mountParams(&p.mparams, m, &p.kmsg);
+                    params.mountParams(&p.mparams, m, &p.kmsg);
                     const e = sys.nmount(p.mparams.slice(), m.flags());
                     if (e != 0) {
                         if (m.from) |from|
@@ -395,13 +395,13 @@ pub fn Supervisor(comptime Sys: type) type {
                     }
                 },
                 .devfs_rules => |dev| {
-                    const rules = logic.devfsRules(logic.devfs_ruleset);
+                    const rules = params.devfsRules(params.devfs_ruleset);
                     const e = sys.devfsRules(dev, &rules);
-                    if (e != 0) return fail(f, e, "install devfs ruleset {d} on {s}", .{ logic.devfs_ruleset, dev }, "");
+                    if (e != 0) return fail(f, e, "install devfs ruleset {d} on {s}", .{ params.devfs_ruleset, dev }, "");
                 },
                 .hide => |h| {
                     const e = sys.ensure(h.root, h.rel, false, null);
-                    if (e == eno(.NOENT)) {
+                    if (e == errnoCode(.NOENT)) {
                         p.skipped.set(i); // not in this tree: nothing to hide
                         return true;
                     }
@@ -414,17 +414,17 @@ pub fn Supervisor(comptime Sys: type) type {
         }
 
         fn createJail(sys: *Sys, p: *Plan, f: *Failure) bool {
-            const cfg = logic.JailConfig{ .path = p.root, .name = p.name, .hostname = p.hostname, .ip4 = p.ip4, .ip6 = p.ip6, .desc = &p.desc };
+            const cfg = params.JailConfig{ .path = p.root, .name = p.name, .hostname = p.hostname, .ip4 = p.ip4, .ip6 = p.ip6, .desc = &p.desc };
             // FreeBSD 15+: an owning descriptor ties the jail to this process. 14.x rejects the
             // flag with EINVAL; then a plain persistent jail, removed by teardown.
-            logic.jailParams(&p.params, cfg, &Sys.known, &p.kmsg);
-            var e = sys.jailSet(p.params.slice(), logic.JAIL_CREATE | logic.JAIL_OWN_DESC, &p.jid, &p.desc);
-            if (e == eno(.INVAL)) {
+            params.jailParams(&p.params, cfg, &Sys.known, &p.kmsg);
+            var e = sys.jailSet(p.params.slice(), params.JAIL_CREATE | params.JAIL_OWN_DESC, &p.jid, &p.desc);
+            if (e == errnoCode(.INVAL)) {
                 var plain = cfg;
                 plain.desc = null;
                 p.desc = -1;
-                logic.jailParams(&p.params, plain, &Sys.known, &p.kmsg);
-                e = sys.jailSet(p.params.slice(), logic.JAIL_CREATE, &p.jid, &p.desc);
+                params.jailParams(&p.params, plain, &Sys.known, &p.kmsg);
+                e = sys.jailSet(p.params.slice(), params.JAIL_CREATE, &p.jid, &p.desc);
             }
             if (e != 0) return fail(f, e, "create jail {s} at {s}", .{ p.name, p.root }, &p.kmsg);
             return true;
@@ -454,18 +454,18 @@ pub fn Supervisor(comptime Sys: type) type {
             switch (step) {
                 .rctl => |r| {
                     const e = sys.rctlRemove(r.filter);
-                    if (e != 0 and e != eno(.SRCH)) return fail(out, e, "remove RCTL rule {s}", .{r.filter}, "");
+                    if (e != 0 and e != errnoCode(.SRCH)) return fail(out, e, "remove RCTL rule {s}", .{r.filter}, "");
                 },
                 .alias => |a| {
                     const e = sys.aliasDel(p.iface, a);
                     var b: [64]u8 = undefined;
-                    if (e != 0 and e != eno(.ADDRNOTAVAIL)) return fail(out, e, "remove address {s} from {s}", .{ addrText(&b, a), p.iface }, "");
+                    if (e != 0 and e != errnoCode(.ADDRNOTAVAIL)) return fail(out, e, "remove address {s} from {s}", .{ addrText(&b, a), p.iface }, "");
                 },
                 .name_free, .mkdir, .ensure, .devfs_rules => {},
                 .hide => |h| return undo(sys, p, .{ .mount = h.mount }, f),
                 .mount => |m| {
                     var e = sys.unmount(m.fspath, 0);
-                    if (e == eno(.BUSY)) e = sys.unmount(m.fspath, logic.MNT_FORCE);
+                    if (e == errnoCode(.BUSY)) e = sys.unmount(m.fspath, params.MNT_FORCE);
                     if (e != 0) return fail(out, e, "unmount {s}", .{m.fspath}, "");
                 },
                 .jail => {
@@ -474,7 +474,7 @@ pub fn Supervisor(comptime Sys: type) type {
                     sys.reapAll();
                     if (p.desc >= 0) sys.closeFd(p.desc);
                     p.desc = -1;
-                    if (e != 0 and e != eno(.INVAL)) return fail(out, e, "remove jail {s} (jid {d})", .{ p.name, p.jid }, "");
+                    if (e != 0 and e != errnoCode(.INVAL)) return fail(out, e, "remove jail {s} (jid {d})", .{ p.name, p.jid }, "");
                 },
             }
             return true;
@@ -491,7 +491,7 @@ pub fn Supervisor(comptime Sys: type) type {
             if (!setup(sys, p, &done, &f)) {
                 const clean = teardown(sys, p, done, &tf);
                 if (sys.destroyed()) return destroyedEnd(sys, clean, &tf);
-                sys.report(logic.errorLine(&line, f.errno, f.text()));
+                sys.report(params.errorLine(&line, f.errno, f.text()));
                 if (!clean) sys.report(teardownLine(&line, &tf));
                 return 127;
             }
@@ -501,7 +501,7 @@ pub fn Supervisor(comptime Sys: type) type {
             if (e != 0) {
                 f.set(e, "fork the payload of jail {s}", .{p.name}, "");
                 const clean = teardown(sys, p, done, &tf);
-                sys.report(logic.errorLine(&line, f.errno, f.text()));
+                sys.report(params.errorLine(&line, f.errno, f.text()));
                 if (!clean) sys.report(teardownLine(&line, &tf));
                 return 127;
             }
@@ -511,7 +511,7 @@ pub fn Supervisor(comptime Sys: type) type {
             // a destroyed jail ends as killed.
             if (sys.destroyed()) return destroyedEnd(sys, clean, &tf);
             switch (outcome) {
-                .ended => |end| sys.report(logic.endLine(&line, end)),
+                .ended => |end| sys.report(params.endLine(&line, end)),
                 .setup_failed => |l| sys.report(l),
             }
             if (!clean) sys.report(teardownLine(&line, &tf));
@@ -525,7 +525,7 @@ pub fn Supervisor(comptime Sys: type) type {
         /// it): "S 9" after the teardown, and any teardown failure after it.
         fn destroyedEnd(sys: *Sys, clean: bool, tf: *const Failure) u8 {
             var line: [720]u8 = undefined;
-            sys.report(logic.endLine(&line, .{ .signaled = sig_kill }));
+            sys.report(params.endLine(&line, .{ .signaled = sig_kill }));
             if (!clean) sys.report(teardownLine(&line, tf));
             return if (clean) 0 else 1;
         }
@@ -533,7 +533,7 @@ pub fn Supervisor(comptime Sys: type) type {
         fn teardownLine(buf: []u8, tf: *const Failure) []const u8 {
             var t: [640]u8 = undefined;
             const text = std.fmt.bufPrint(&t, "teardown: {s}", .{tf.text()}) catch tf.text();
-            return logic.errorLine(buf, tf.errno, text);
+            return params.errorLine(buf, tf.errno, text);
         }
     };
 }
@@ -585,7 +585,7 @@ const Fake = struct {
         return 0;
     }
 
-    fn failIov(s: *Fake, iov: []logic.Iovec, e: u16) void {
+    fn failIov(s: *Fake, iov: []params.Iovec, e: u16) void {
         if (e == 0 or s.fail_msg.len == 0) return;
         const buf: [*]u8 = @ptrCast(@constCast(iov[iov.len - 1].base.?));
         @memcpy(buf[0..s.fail_msg.len], s.fail_msg);
@@ -597,7 +597,7 @@ const Fake = struct {
     pub fn jailExists(s: *Fake, name: [:0]const u8) u16 {
         return s.rec("jail_get {s}", .{name});
     }
-    pub fn hasAddress(s: *Fake, a: logic.Alias) bool {
+    pub fn hasAddress(s: *Fake, a: params.Alias) bool {
         var b: [64]u8 = undefined;
         _ = s.rec("has-addr {s}", .{addrText(&b, a)});
         return s.addr_present;
@@ -611,11 +611,11 @@ const Fake = struct {
     pub fn rctlRemove(s: *Fake, filter: [:0]const u8) u16 {
         return s.rec("rctl- {s}", .{filter});
     }
-    pub fn aliasAdd(s: *Fake, iface: [:0]const u8, a: logic.Alias) u16 {
+    pub fn aliasAdd(s: *Fake, iface: [:0]const u8, a: params.Alias) u16 {
         var b: [64]u8 = undefined;
         return s.rec("alias+ {s} {s}", .{ iface, addrText(&b, a) });
     }
-    pub fn aliasDel(s: *Fake, iface: [:0]const u8, a: logic.Alias) u16 {
+    pub fn aliasDel(s: *Fake, iface: [:0]const u8, a: params.Alias) u16 {
         var b: [64]u8 = undefined;
         return s.rec("alias- {s} {s}", .{ iface, addrText(&b, a) });
     }
@@ -625,27 +625,27 @@ const Fake = struct {
     pub fn ensure(s: *Fake, root: [:0]const u8, rel: [:0]const u8, create: bool, like: ?[:0]const u8) u16 {
         return s.rec("ensure {s} {s}{s}{s}{s}", .{ root, rel, if (create) " create" else "", if (like != null) " like=" else "", if (like) |l| l else "" });
     }
-    pub fn nmount(s: *Fake, iov: []logic.Iovec, flags: c_int) u16 {
+    pub fn nmount(s: *Fake, iov: []params.Iovec, flags: c_int) u16 {
         var out: [2048]u8 = undefined;
-        const e = s.rec("nmount {x} {s}", .{ flags, logic.renderIov(iov, &out) });
+        const e = s.rec("nmount {x} {s}", .{ flags, params.renderIov(iov, &out) });
         s.failIov(iov, e);
         return e;
     }
     pub fn unmount(s: *Fake, path: [:0]const u8, flags: c_int) u16 {
-        return s.rec("unmount {s}{s}", .{ path, if (flags & logic.MNT_FORCE != 0) " force" else "" });
+        return s.rec("unmount {s}{s}", .{ path, if (flags & params.MNT_FORCE != 0) " force" else "" });
     }
-    pub fn devfsRules(s: *Fake, dev: [:0]const u8, rules: []const logic.DevfsRule) u16 {
+    pub fn devfsRules(s: *Fake, dev: [:0]const u8, rules: []const params.DevfsRule) u16 {
         return s.rec("devfs-rules {s} {d}", .{ dev, rules.len });
     }
-    pub fn jailSet(s: *Fake, iov: []logic.Iovec, flags: c_int, jid: *i32, desc: *c_int) u16 {
+    pub fn jailSet(s: *Fake, iov: []params.Iovec, flags: c_int, jid: *i32, desc: *c_int) u16 {
         var out: [4096]u8 = undefined;
-        const e = s.rec("jail_set {x} {s}", .{ flags, logic.renderIov(iov, &out) });
+        const e = s.rec("jail_set {x} {s}", .{ flags, params.renderIov(iov, &out) });
         if (e != 0) {
             s.failIov(iov, e);
             return e;
         }
-        if (flags & logic.JAIL_OWN_DESC != 0) {
-            if (s.no_desc) return eno(.INVAL);
+        if (flags & params.JAIL_OWN_DESC != 0) {
+            if (s.no_desc) return errnoCode(.INVAL);
             desc.* = 9;
         }
         jid.* = 7;
@@ -814,7 +814,7 @@ test "a failure half way undoes exactly the completed steps, in reverse" {
     const p = try newPlan(full_input);
     defer testing.allocator.destroy(p);
 
-    var fake = Fake{ .fail_on = "nmount 8 fstype=devfs", .fail_errno = eno(.NODEV), .fail_msg = "devfs: no such ruleset" };
+    var fake = Fake{ .fail_on = "nmount 8 fstype=devfs", .fail_errno = errnoCode(.NODEV), .fail_msg = "devfs: no such ruleset" };
     defer fake.deinit();
     try testing.expectEqual(@as(u8, 127), Sup.lifecycle(&fake, p));
     var v: std.ArrayList(u8) = .empty;
@@ -842,20 +842,20 @@ test "a failure half way undoes exactly the completed steps, in reverse" {
 test "RACCT disabled: the first RCTL rule fails with the loader tunable named, nothing else runs" {
     const p = try newPlan(full_input);
     defer testing.allocator.destroy(p);
-    var fake = Fake{ .fail_on = "rctl+", .fail_errno = eno(.NOSYS) };
+    var fake = Fake{ .fail_on = "rctl+", .fail_errno = errnoCode(.NOSYS) };
     defer fake.deinit();
     try testing.expectEqual(@as(u8, 127), Sup.lifecycle(&fake, p));
     var v: std.ArrayList(u8) = .empty;
     defer v.deinit(testing.allocator);
     var want: [512]u8 = undefined;
-    const w = try std.fmt.bufPrint(&want, "jail_get lj-t\nrctl+ jail:lj-t:memoryuse:deny=1048576\nreport E {d} add RCTL rule jail:lj-t:memoryuse:deny=1048576: ENOSYS (RACCT/RCTL is disabled: set kern.racct.enable=1 in /boot/loader.conf and reboot)\n", .{eno(.NOSYS)});
+    const w = try std.fmt.bufPrint(&want, "jail_get lj-t\nrctl+ jail:lj-t:memoryuse:deny=1048576\nreport E {d} add RCTL rule jail:lj-t:memoryuse:deny=1048576: ENOSYS (RACCT/RCTL is disabled: set kern.racct.enable=1 in /boot/loader.conf and reboot)\n", .{errnoCode(.NOSYS)});
     try testing.expectEqualStrings(w, try fake.verbs(&v));
 }
 
 test "jail_set failure surfaces the kernel's errmsg and undoes the mounts" {
     const p = try newPlan(.{ .stage = "/s", .lowers = &.{"/w"}, .jail_name = "lj-u" });
     defer testing.allocator.destroy(p);
-    var fake = Fake{ .fail_on = "jail_set", .fail_errno = eno(.INVAL), .fail_msg = "unknown parameter: allow.nofoo" };
+    var fake = Fake{ .fail_on = "jail_set", .fail_errno = errnoCode(.INVAL), .fail_msg = "unknown parameter: allow.nofoo" };
     defer fake.deinit();
     try testing.expectEqual(@as(u8, 127), Sup.lifecycle(&fake, p));
     const log = fake.log.items;
@@ -870,7 +870,7 @@ test "jail_set failure surfaces the kernel's errmsg and undoes the mounts" {
 test "teardown keeps going after a failure, retries busy mounts with force, reports after X" {
     const p = try newPlan(.{ .stage = "/s", .lowers = &.{"/w"}, .upper = "/up", .jail_name = "lj-v" });
     defer testing.allocator.destroy(p);
-    var fake = Fake{ .fail_on = "unmount /s/root/dev", .fail_errno = eno(.BUSY) };
+    var fake = Fake{ .fail_on = "unmount /s/root/dev", .fail_errno = errnoCode(.BUSY) };
     defer fake.deinit();
     try testing.expectEqual(@as(u8, 1), Sup.lifecycle(&fake, p));
     var v: std.ArrayList(u8) = .empty;
@@ -900,7 +900,7 @@ test "teardown keeps going after a failure, retries busy mounts with force, repo
         \\report X 0
         \\report E {d} teardown: unmount /s/root/dev: EBUSY
         \\
-    , .{eno(.BUSY)});
+    , .{errnoCode(.BUSY)});
     try testing.expectEqualStrings(w, try fake.verbs(&v));
 }
 
@@ -984,11 +984,11 @@ test "a symlinked mount point is refused with a text that says so" {
     const m = [_]Mount{.{ .src = "/data", .dst = "/srv" }};
     const p = try newPlan(.{ .root_dir = "/r", .jail_name = "lj-y", .no_tmp = true, .mounts = &m });
     defer testing.allocator.destroy(p);
-    var fake = Fake{ .fail_on = "ensure /r srv", .fail_errno = eno(.MLINK) };
+    var fake = Fake{ .fail_on = "ensure /r srv", .fail_errno = errnoCode(.MLINK) };
     defer fake.deinit();
     try testing.expectEqual(@as(u8, 127), Sup.lifecycle(&fake, p));
     var want: [256]u8 = undefined;
-    const w = try std.fmt.bufPrint(&want, "unmount /r/dev\nreport E {d} mount point /srv in /r is or passes a symlink or a non-directory: EMLINK\n", .{eno(.MLINK)});
+    const w = try std.fmt.bufPrint(&want, "unmount /r/dev\nreport E {d} mount point /srv in /r is or passes a symlink or a non-directory: EMLINK\n", .{errnoCode(.MLINK)});
     try testing.expect(std.mem.endsWith(u8, fake.log.items, w));
 }
 
@@ -1031,11 +1031,11 @@ test "the owner's destroy request while the payload runs: full teardown, then S 
 test "a jail name in use is refused before any RCTL rule, alias or mount" {
     const p = try newPlan(full_input);
     defer testing.allocator.destroy(p);
-    var fake = Fake{ .fail_on = "jail_get", .fail_errno = eno(.EXIST) };
+    var fake = Fake{ .fail_on = "jail_get", .fail_errno = errnoCode(.EXIST) };
     defer fake.deinit();
     try testing.expectEqual(@as(u8, 127), Sup.lifecycle(&fake, p));
     var want: [256]u8 = undefined;
-    const w = try std.fmt.bufPrint(&want, "jail_get lj-t\nreport E {d} jail name lj-t is taken by a running jail: EEXIST\n", .{eno(.EXIST)});
+    const w = try std.fmt.bufPrint(&want, "jail_get lj-t\nreport E {d} jail name lj-t is taken by a running jail: EEXIST\n", .{errnoCode(.EXIST)});
     try testing.expectEqualStrings(w, fake.log.items);
 }
 
@@ -1093,7 +1093,7 @@ test "lightjail's state is masked wherever a layer, a -d root or a nullfs mount 
     // The world itself holds the state root (a -d root of /, say): masked at its jail path.
     const p2 = try newPlan(.{ .root_dir = "/", .stage = "/s2", .jail_name = "lj-h2", .no_tmp = true, .hides = &hides });
     defer testing.allocator.destroy(p2);
-    var fake2 = Fake{ .fail_on = "ensure /s2/root usr/local/lj", .fail_errno = eno(.NOENT) };
+    var fake2 = Fake{ .fail_on = "ensure /s2/root usr/local/lj", .fail_errno = errnoCode(.NOENT) };
     defer fake2.deinit();
     try testing.expectEqual(@as(u8, 0), Sup.lifecycle(&fake2, p2));
     // Not in this tree: nothing mounted there, nothing unmounted.

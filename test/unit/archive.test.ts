@@ -13,16 +13,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { gzipSync } from "node:zlib";
-import { makeTar } from "../../test/helpers/tar.ts";
-import { LjError } from "../errors.ts";
+import { LjError } from "../../src/errors.ts";
 import {
   ArchiveError,
   type ArchiveRule,
   type ExtractOptions,
   extractTar,
-  removeTree,
   type TarSource,
-} from "./archive.ts";
+} from "../../src/store/archive.ts";
+import { removeTree } from "../../src/store/tree.ts";
+import { makeTar } from "../helpers/tar.ts";
 
 let work: string;
 let dest: string;

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { LjError } from "../errors.ts";
-import { parseSpawnArgs, specFromArgs } from "./spawn-args.ts";
+import { parseSpawnArgs, SPAWN_FLAGS, SPAWN_USAGE, specFromArgs } from "../../src/cli/spawn-args.ts";
+import { LjError } from "../../src/errors.ts";
 
 function usage(args: string[]): string {
   try {
@@ -75,7 +75,7 @@ describe("lj spawn arguments", () => {
 
   test("mistakes name the flag", () => {
     expect(usage(["--nope"])).toBe("unknown option --nope");
-    expect(usage(["-m"])).toBe("-m needs a value");
+    expect(usage(["-m"])).toBe("-m needs a value (MB)");
     expect(usage(["-m", "0", "-p", "x"])).toContain("-m needs a positive whole number");
     expect(usage(["--net", "bridge", "-p", "x"])).toContain("--net takes none, host or private");
     expect(usage(["--env", "NOVALUE", "-p", "x"])).toContain("--env takes K=V");
@@ -96,5 +96,43 @@ describe("lj spawn arguments", () => {
     const auto = specFromArgs(parseSpawnArgs(["--net", "private", "-p", "x"]));
     expect([auto.net, auto.address, auto.egress]).toEqual(["private", "auto", undefined]);
     expect(specFromArgs(parseSpawnArgs(["-p", "x"])).address).toBeUndefined();
+  });
+});
+
+describe("the flag table both parsers read (zig/src/spawn-flags.txt)", () => {
+  test("every flag in it is parsed, with or without its value as the table says", () => {
+    const sample: Record<string, string> = {
+      "-m": "64",
+      "--pids": "8",
+      "--cpus": "0.5",
+      "--timeout": "2",
+      "--env": "K=V",
+      "--mount": "/tmp:/mnt",
+      "--user": "1000:1000",
+      "--net": "none",
+      "-i": "auto",
+      "-f": "eth0",
+    };
+    expect(SPAWN_FLAGS.size).toBeGreaterThan(20);
+    for (const f of SPAWN_FLAGS.values()) {
+      const args = f.value ? [f.flag, sample[f.flag] ?? "x"] : [f.flag];
+      // Flags that need another one to make sense get it.
+      const extra =
+        f.flag === "--read-only"
+          ? ["-d", "/tmp"]
+          : f.flag === "-f" || f.flag === "--egress"
+            ? ["-i", "auto"]
+            : [];
+      const run = f.flag === "-p" ? [] : ["--", "true"];
+      expect(() => parseSpawnArgs([...extra, ...args, ...run])).not.toThrow();
+      if (f.value) expect(() => parseSpawnArgs([f.flag])).toThrow(`${f.flag} needs a value (${f.value})`);
+      else if (f.flag.startsWith("--"))
+        expect(() => parseSpawnArgs([`${f.flag}=1`, "--", "true"])).toThrow("takes no value");
+    }
+  });
+
+  test("the usage text names every flag, and nothing outside the table is a flag", () => {
+    for (const f of SPAWN_FLAGS.keys()) expect(SPAWN_USAGE).toContain(`  ${f}`);
+    expect(() => parseSpawnArgs(["--frobnicate", "--", "true"])).toThrow("unknown option --frobnicate");
   });
 });

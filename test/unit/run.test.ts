@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { BoundedLog } from "./run.ts";
+import { BoundedLog } from "../../src/build/run.ts";
 
 const cap = { headBytes: 100, tailLines: 3, maxLine: 20 };
 

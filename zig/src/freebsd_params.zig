@@ -1,4 +1,4 @@
-//! The FreeBSD backend's pure logic: everything that can be decided without a FreeBSD kernel.
+//! What the FreeBSD backend hands the kernel, decided without a FreeBSD kernel:
 //! jail_set(2)/nmount(2) parameter lists (the iovec name/value protocol), RCTL rule strings,
 //! devfs rule records, interface alias requests, rlimit translation, the PATH search and the
 //! status-line texts. It compiles and is unit-tested on any host (`zig build test` on Linux);
@@ -12,7 +12,7 @@ const errtext = @import("errtext.zig");
 
 /// errno numbers of the host that runs this code: FreeBSD's in the library, Linux's in tests.
 pub const E = std.posix.E;
-pub fn eno(e: E) u16 {
+pub fn errnoCode(e: E) u16 {
     return @intFromEnum(e);
 }
 
@@ -598,9 +598,9 @@ pub const Failure = struct {
 /// Advice for the failures an operator can fix.
 fn hint(errno: u16, comptime step: []const u8) ?[]const u8 {
     if (comptime std.mem.startsWith(u8, step, "add RCTL rule")) {
-        if (errno == eno(.NOSYS)) return "RACCT/RCTL is disabled: set kern.racct.enable=1 in /boot/loader.conf and reboot";
+        if (errno == errnoCode(.NOSYS)) return "RACCT/RCTL is disabled: set kern.racct.enable=1 in /boot/loader.conf and reboot";
     }
-    if (errno == eno(.PERM)) return "lightjail's FreeBSD backend must run as root";
+    if (errno == errnoCode(.PERM)) return "lightjail's FreeBSD backend must run as root";
     return null;
 }
 
@@ -906,15 +906,15 @@ test "status lines" {
 
 test "error texts name the step, the errno, the kernel message and a hint" {
     var f = Failure{};
-    f.set(eno(.NOSYS), "add RCTL rule {s}", .{"jail:a:memoryuse:deny=1"}, "");
+    f.set(errnoCode(.NOSYS), "add RCTL rule {s}", .{"jail:a:memoryuse:deny=1"}, "");
     try testing.expectEqualStrings("add RCTL rule jail:a:memoryuse:deny=1: ENOSYS (RACCT/RCTL is disabled: set kern.racct.enable=1 in /boot/loader.conf and reboot)", f.text());
     var kmsg = [_]u8{0} ** 32;
     @memcpy(kmsg[0..17], "unknown parameter");
-    f.set(eno(.INVAL), "create jail {s}", .{"lj-a"}, &kmsg);
+    f.set(errnoCode(.INVAL), "create jail {s}", .{"lj-a"}, &kmsg);
     try testing.expectEqualStrings("create jail lj-a: EINVAL: unknown parameter", f.text());
-    f.set(eno(.PERM), "create jail {s}", .{"lj-a"}, "");
+    f.set(errnoCode(.PERM), "create jail {s}", .{"lj-a"}, "");
     try testing.expectEqualStrings("create jail lj-a: EPERM (lightjail's FreeBSD backend must run as root)", f.text());
-    try testing.expectEqual(eno(.PERM), f.errno);
+    try testing.expectEqual(errnoCode(.PERM), f.errno);
 }
 
 test "PATH search candidates" {

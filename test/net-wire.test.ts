@@ -1,0 +1,235 @@
+/**
+ * The netlink wiring's failure cases (zig/src/netwire.zig, src/jail/net.ts): a veth name
+ * already taken, an address already leased, and the wiring failing halfway. Each leaves
+ * nothing behind: no veth, no set element, no route but the subnet's own, no lease.
+ */
+import { afterAll, beforeAll, describe, expect } from "bun:test";
+import { existsSync, readdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { collectNetLeftovers, type NetLeftoverReport } from "../src/jail/net.ts";
+import { leasePath, netConfig, netDirs, parseIp, vethName } from "../src/jail/net-alloc.ts";
+import { spawnJail } from "../src/jail/spawn.ts";
+import type { JailSpec } from "../src/jail/spec.ts";
+import { hostSh } from "./helpers/host-sh.ts";
+import { type JailEnv, makeJailEnv, projectDir } from "./helpers/jail-env.ts";
+import { isRoot, rootTest } from "./helpers/root.ts";
+
+// A subnet of its own (test/net.test.ts uses 10.248.0.0/24).
+const SUBNET = "10.247.3.0/24";
+const PREFIX = "10.247.3.";
+
+let env: JailEnv;
+
+const sh = hostSh;
+
+beforeAll(async () => {
+  if (!isRoot()) return;
+  process.env.LJ_SUBNET = SUBNET;
+  env = await makeJailEnv();
+});
+
+afterAll(async () => {
+  if (!isRoot()) return;
+  delete process.env.LJ_TEST_NET_FAIL_AT;
+  const report: NetLeftoverReport = { removed: [], errors: [] };
+  await collectNetLeftovers(report);
+  expect(report.errors).toEqual([]);
+  env.cleanup();
+});
+
+const spec = (argv: string[], extra: Partial<JailSpec> = {}): JailSpec => ({
+  ...env.base,
+  argv,
+  net: "private",
+  stdio: ["ignore", "pipe", "pipe"],
+  ...extra,
+});
+
+function leftovers(): string[] {
+  const out: string[] = [];
+  const cfg = netConfig();
+  for (const dev of readdirSync("/sys/class/net"))
+    if (dev.startsWith(cfg.vethPrefix)) out.push(`veth ${dev}`);
+  for (const line of sh(`nft list table ${cfg.table}`).out.split("\n"))
+    if (
+      line.includes(PREFIX) &&
+      !line.includes(`${PREFIX}1 `) &&
+      !line.includes(`${PREFIX}1 }`) &&
+      !line.includes(`${PREFIX}0/24`)
+    )
+      out.push(`nft ${line.trim()}`);
+  for (const line of sh("ip route").out.split("\n"))
+    if (line.includes(PREFIX) && !line.startsWith(`unreachable ${PREFIX}0/24`)) out.push(`route ${line}`);
+  if (existsSync(netDirs.leases())) for (const f of readdirSync(netDirs.leases())) out.push(`lease ${f}`);
+  return out;
+}
+
+/** Released veths go with their namespace a moment later; then nothing may be left. */
+async function noLeftovers(): Promise<void> {
+  const released = `veth ${netConfig().vethPrefix}x`;
+  for (let i = 0; i < 200 && leftovers().some((l) => l.startsWith(released)); i++) await Bun.sleep(10);
+  expect(leftovers()).toEqual([]);
+}
+
+async function run(s: JailSpec) {
+  const j = spawnJail(s);
+  const [out, err, r] = await Promise.all([
+    new Response(j.stdout!).text(),
+    new Response(j.stderr!).text(),
+    j.exited,
+  ]);
+  await j.closed;
+  return { out, err, r, address: j.address };
+}
+
+describe("wiring failures leave nothing behind", () => {
+  rootTest("a working jail first: its eth0 has the address, and it is all gone after", async () => {
+    const { out, r } = await run(spec(["/bin/sh", "-c", "ip -4 -o addr show dev eth0; ip route"]));
+    expect(r.status).toBe(0);
+    expect(out).toContain(`inet ${PREFIX}2 peer ${PREFIX}1/32`);
+    expect(out).toContain(`default via ${PREFIX}1 dev eth0`);
+    await noLeftovers();
+  });
+
+  for (const step of [1, 2, 3, 4]) {
+    rootTest(`the wiring failing at step ${step} of 4: a setup error naming it, nothing left`, async () => {
+      process.env.LJ_TEST_NET_FAIL_AT = String(step);
+      try {
+        const { r, out } = await run(spec(["/bin/echo", "payload ran"]));
+        expect(out).toBe("");
+        expect(r.reason).toBe("setup");
+        expect(r.status).toBe(125);
+        expect(r.error).toContain("injected failure");
+        expect(r.error).toContain(vethName(parseIp(`${PREFIX}2`)!));
+      } finally {
+        delete process.env.LJ_TEST_NET_FAIL_AT;
+      }
+      await noLeftovers();
+      // The address is free again at once.
+      const again = await run(spec(["/bin/true"]));
+      expect(again.r.status).toBe(0);
+      expect(again.address).toBe(`${PREFIX}2`);
+      await noLeftovers();
+    });
+  }
+
+  rootTest(
+    "a veth name already taken on the host: that address is refused, auto skips it; the interface is untouched",
+    async () => {
+      const name = vethName(parseIp(`${PREFIX}2`)!);
+      expect(sh(`ip link add ${name} type veth peer name ljtwcoll0p`).code).toBe(0);
+      try {
+        expect(() => spawnJail(spec(["/bin/true"], { address: `${PREFIX}2` }))).toThrow(/in use/);
+        const { r, address } = await run(spec(["/bin/true"]));
+        expect(r.status).toBe(0);
+        expect(address).toBe(`${PREFIX}3`);
+        expect(existsSync(`/sys/class/net/${name}`)).toBe(true);
+      } finally {
+        sh(`ip link del ${name}`);
+      }
+      await noLeftovers();
+    },
+  );
+
+  rootTest("an address leased by another live process is refused (conflict); its lease stays", async () => {
+    const file = leasePath(`${PREFIX}9`);
+    // pid 1 lives: its lease is not stale.
+    const start = (await Bun.file("/proc/1/stat").text()).split(") ")[1]!.split(" ")[19];
+    writeFileSync(
+      file,
+      JSON.stringify({
+        address: `${PREFIX}9`,
+        owner: `1.${start}`,
+        jail: "other",
+        veth: "x",
+        egress: false,
+        links: [],
+      }),
+    );
+    try {
+      let err: unknown;
+      try {
+        spawnJail(spec(["/bin/true"], { address: `${PREFIX}9` }));
+      } catch (e) {
+        err = e;
+      }
+      expect((err as { code?: string }).code).toBe("address-in-use");
+      expect((err as Error).message).toContain("in use by jail other");
+      expect(existsSync(file)).toBe(true);
+    } finally {
+      sh(`rm -f ${file}`);
+    }
+    await noLeftovers();
+  });
+
+  rootTest("a dead owner's lease is reclaimed by the next jail that wants its address", async () => {
+    const file = leasePath(`${PREFIX}10`);
+    writeFileSync(
+      file,
+      JSON.stringify({
+        address: `${PREFIX}10`,
+        owner: "999999.1",
+        jail: "dead",
+        veth: vethName(parseIp(`${PREFIX}10`)!),
+        egress: true,
+        links: [],
+      }),
+    );
+    const { r, address } = await run(spec(["/bin/true"], { address: `${PREFIX}10` }));
+    expect(r.status).toBe(0);
+    expect(address).toBe(`${PREFIX}10`);
+    await noLeftovers();
+  });
+
+  rootTest(
+    "the native ljspawn leases and wires by itself, next to the API's jails; a conflict goes to the TypeScript CLI",
+    async () => {
+      const ljspawn = join(projectDir, "zig", "zig-out", "bin", "ljspawn");
+      // The root's table is made by the TypeScript side, with its first jail.
+      expect((await run(spec(["/bin/true"]))).r.status).toBe(0);
+      // The API's jail holds the lowest address.
+      const held = spawnJail(spec(["/bin/sleep", "30"], { stdio: ["ignore", "ignore", "ignore"] }));
+      try {
+        // No TypeScript to fall back on: this one must run natively.
+        const native = Bun.spawnSync([ljspawn, "-i", "auto", "-p", "ip -4 -o addr show dev eth0; ip route"], {
+          env: { ...process.env, LJ_BUN: "/nonexistent" },
+          stderr: "pipe",
+        });
+        expect(native.stderr.toString()).toBe("");
+        expect(native.exitCode).toBe(0);
+        expect(native.stdout.toString()).toContain(`inet ${PREFIX}3 peer ${PREFIX}1/32`);
+        expect(native.stdout.toString()).toContain(`default via ${PREFIX}1 dev eth0`);
+        // Its lease, elements and veth are gone with it; the API's jail keeps its own.
+        expect(readdirSync(netDirs.leases())).toEqual([held.address!]);
+        // A native jail's lease keeps the API away from its address, the same way.
+        const running = Bun.spawn([ljspawn, "-i", "auto", "--", "/bin/sleep", "5"], {
+          env: { ...process.env, LJ_BUN: "/nonexistent" },
+          stdout: "ignore",
+          stderr: "pipe",
+        });
+        try {
+          for (let i = 0; i < 500 && !existsSync(leasePath(`${PREFIX}3`)); i++) await Bun.sleep(10);
+          expect(existsSync(leasePath(`${PREFIX}3`))).toBe(true);
+          const next = await run(spec(["/bin/true"]));
+          expect(next.r.status).toBe(0);
+          expect(next.address).toBe(`${PREFIX}4`);
+        } finally {
+          running.kill("SIGTERM");
+          await running.exited;
+        }
+        expect(existsSync(leasePath(`${PREFIX}3`))).toBe(false);
+        // The held address: the TypeScript CLI words the refusal.
+        const taken = Bun.spawnSync([ljspawn, "-i", held.address!, "--", "/bin/true"], {
+          env: { ...process.env },
+          stderr: "pipe",
+        });
+        expect(taken.stderr.toString()).toContain(`address ${held.address} is in use`);
+        expect(taken.exitCode).toBe(73);
+      } finally {
+        held.kill("SIGKILL");
+        await held.closed;
+      }
+      await noLeftovers();
+    },
+  );
+});
