@@ -264,8 +264,16 @@ describe("lightjail nodes in a Kubernetes cluster", () => {
         20_000,
         () => !existsSync(leases) || readdirSync(leases).length === 0,
       );
-      const links = await runCommand(["ip", "-n", nodes[0]!.ns, "-o", "link"]);
-      expect(links.stdout).not.toContain("ljn");
+      // No jail veth (live, or renamed while the kernel deletes it); the namespace pool's
+      // spares (ljnp...: made ahead, down, no address, no jail) may stay while the agent lives.
+      await waitFor("kube-a's jail veths gone", 20_000, async () => {
+        const links = await runCommand(["ip", "-n", nodes[0]!.ns, "-o", "link"]);
+        return !/ ljn[0-9a-f]/.test(links.stdout);
+      });
+      // No filter elements for jails or published ports either.
+      const rules = await runCommand(["ip", "netns", "exec", nodes[0]!.ns, "nft", "list", "ruleset"]);
+      expect(rules.stdout).toContain("set inbound {");
+      expect(rules.stdout).not.toMatch(/set (jails|inbound) \{[^}]*elements/);
       expect(readdirSync(join(a.root, "run", "net", "inbound"))).toEqual([]);
     },
     420_000,
