@@ -29,7 +29,7 @@ export interface PodHost {
 const BACKOFF_START_MS = 1000;
 const BACKOFF_MAX_MS = 30_000;
 /** Probe retry before a probe's first pass (then its own period). */
-const FIRST_PASS_RETRY_MS = 200;
+const FIRST_PASS_RETRY_MS = 100;
 /** A run this long resets the backoff. */
 const STABLE_MS = 60_000;
 
