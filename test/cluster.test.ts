@@ -264,12 +264,19 @@ describe("lightjail nodes in a Kubernetes cluster", () => {
         20_000,
         () => !existsSync(leases) || readdirSync(leases).length === 0,
       );
-      // No jail veth (live, or renamed while the kernel deletes it); the namespace pool's
-      // spares (ljnp...: made ahead, down, no address, no jail) may stay while the agent lives.
-      await waitFor("kube-a's jail veths gone", 20_000, async () => {
-        const links = await runCommand(["ip", "-n", nodes[0]!.ns, "-o", "link"]);
-        return !/ ljn[0-9a-f]/.test(links.stdout);
-      });
+      // No jail's veth left up (ljn<tag><address>); released ones (ljn<tag>x..., down and
+      // renamed) go with their namespace, which the kernel may take a while to tear down
+      // on a loaded machine; the namespace pool's spares (ljnp..., no jail) stay with the agent.
+      let links = "";
+      await waitFor(
+        "kube-a's jail veths gone",
+        20_000,
+        async () => {
+          links = (await runCommand(["ip", "-n", nodes[0]!.ns, "-o", "link"])).stdout;
+          return !/ ljn[0-9a-f]{12}[@:]/.test(links);
+        },
+        () => `${links}\n${a.output.join("")}`,
+      );
       // No filter elements for jails or published ports either.
       const rules = await runCommand(["ip", "netns", "exec", nodes[0]!.ns, "nft", "list", "ruleset"]);
       expect(rules.stdout).toContain("set inbound {");
