@@ -23,6 +23,11 @@ export interface RouterOptions {
   targets(app: string): Target[] | null;
   /** Access log file (appended in batches, rotated by size: src/paas/rotate.ts). */
   accessLog?: string;
+  /**
+   * Where an edge worker process sends its batches of access-log lines instead (to lj serve,
+   * the log's one writer: `record`); `lines` counts the requests in the batch.
+   */
+  accessSink?(text: string, lines: number): void;
   accessLogRotation?: LogRotation;
   /** The app's own log: router errors (5xx) always, every request with appLogAll. */
   appLog?(app: string, line: string): void;
@@ -48,7 +53,8 @@ export const DEFAULT_PER_INSTANCE = 32;
 /** The default of `lj serve --max-body` (MB): request bodies to apps. */
 export const DEFAULT_MAX_BODY_MB = 1024;
 
-const HOP = [
+/** Hop-by-hop headers: they describe one connection and are never passed on. */
+export const HOP = [
   "connection",
   "keep-alive",
   "proxy-authenticate",
@@ -306,7 +312,7 @@ export class Router {
     const line = `${method} ${path} ${status} ${ms}ms -> ${t ? `${t.address}:${t.port}` : "-"}${why ? ` (${why})` : ""}`;
     // The app's own log gets what its owner needs to see; every request goes to the access log.
     if (status >= 500 || status === 413 || this.opts.appLogAll) this.opts.appLog?.(app, line);
-    if (!this.opts.accessLog) return;
+    if (!this.opts.accessLog && !this.opts.accessSink) return;
     this.accessBuf.push(`${this.now()} ${app} ${line}\n`);
     this.flushTimer ??= setTimeout(() => this.flush(), 500);
   }
@@ -323,14 +329,24 @@ export class Router {
     return this.stamp;
   }
 
+  /** Lines an edge worker process logged (see accessSink), written with this router's own. */
+  record(text: string): void {
+    if (!this.opts.accessLog) return;
+    this.accessBuf.push(text);
+    this.flushTimer ??= setTimeout(() => this.flush(), 500);
+  }
+
   flush(): void {
     if (this.flushTimer) clearTimeout(this.flushTimer);
     this.flushTimer = null;
-    if (!this.opts.accessLog || this.accessBuf.length === 0) return;
-    try {
-      appendRotating(this.opts.accessLog, this.accessBuf.join(""), this.rotation);
-    } catch {}
+    if (this.accessBuf.length === 0) return;
+    const lines = this.accessBuf;
     this.accessBuf = [];
+    if (this.opts.accessSink) return this.opts.accessSink(lines.join(""), lines.length);
+    if (!this.opts.accessLog) return;
+    try {
+      appendRotating(this.opts.accessLog, lines.join(""), this.rotation);
+    } catch {}
   }
 
   /** Bun.serve websocket handlers for bridged upgrades. */
