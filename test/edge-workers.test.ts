@@ -195,7 +195,7 @@ describe("edge workers", () => {
       15_000,
       "a new worker",
     );
-    expect(pids).toContain(other);
+    expect(pids).toContain(other!);
     // The new worker has every table: routes, domains and certificates.
     const fresh = edge.stats().findIndex((s) => s.pid !== other);
     const before = edge.stats()[fresh]!.requests;

@@ -11,6 +11,7 @@ import type { Server, ServerWebSocket } from "bun";
 import { appendRotating, type LogRotation, logRotation } from "../../paas/rotate.ts";
 import { NAME_RE } from "../../store/names.ts";
 import { FORWARDING_HEADERS, forwardingHeaders, TrustedProxies } from "./forwarding.ts";
+import { Upstreams } from "./upstream.ts";
 
 export interface Target {
   address: string;
@@ -88,6 +89,9 @@ const page = (status: number, title: string, text: string) =>
   );
 
 const isForwarding = (k: string) => (FORWARDING_HEADERS as readonly string[]).includes(k);
+
+/** Request headers an app never gets from the client: the router writes its own. */
+const NOT_PASSED = new Set<string>([...HOP, ...FORWARDING_HEADERS]);
 
 const escapeHtml = (s: string) => s.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
 
@@ -198,11 +202,12 @@ export class Router {
       this.access(app, req.method, path, ok ? 101 : 400, started, target);
       return ok ? undefined : new Response("WebSocket upgrade failed\n", { status: 400 });
     }
+    const hasBody = req.method !== "GET" && req.method !== "HEAD" && req.body !== null;
+    if (!hasBody) return this.send(req, app, path, host, forwarded, target, started);
     for (const h of HOP) if (headers.has(h)) headers.delete(h);
     for (const h of FORWARDING_HEADERS) if (headers.has(h)) headers.delete(h);
     for (const [k, v] of Object.entries(forwarded)) headers.set(k, v);
     headers.set("host", host);
-    const hasBody = req.method !== "GET" && req.method !== "HEAD" && req.body !== null;
     // A body can be sent once: only requests without one are retried on another instance.
     const cut: { why: string | null } = { why: null };
     for (let attempt = 0; ; attempt++) {
@@ -246,6 +251,61 @@ export class Router {
         target = next;
       }
     }
+  }
+
+  /** Keep-alive sockets toward the instances, for requests without a body. */
+  private readonly upstreams = new Upstreams();
+
+  /**
+   * A request without a body: its head written once as text on a pooled socket; retried once
+   * on another instance when the first cannot be reached.
+   */
+  private async send(
+    req: Request,
+    app: string,
+    path: string,
+    host: string,
+    forwarded: Record<string, string>,
+    first: Target,
+    started: number,
+  ): Promise<Response> {
+    let head = `${req.method} ${path} HTTP/1.1\r\nhost: ${host}\r\n`;
+    req.headers.forEach((v, k) => {
+      if (!NOT_PASSED.has(k)) head += `${k}: ${v}\r\n`;
+    });
+    for (const k in forwarded) head += `${k}: ${forwarded[k]}\r\n`;
+    head += "\r\n";
+    const isHead = req.method === "HEAD";
+    let target = first;
+    for (let attempt = 0; ; attempt++) {
+      const gate = this.gate(target);
+      if (gate.busy >= this.perInstance) await new Promise<void>((r) => gate.waiting.push(r));
+      gate.busy++;
+      try {
+        const res = await this.upstreams.request(target.address, target.port, head, isHead);
+        this.access(app, req.method, path, res.status, started, target);
+        return res;
+      } catch (e) {
+        const next = attempt === 0 ? this.pick(app, target) : null;
+        if (!next || next === target) {
+          this.access(app, req.method, path, 502, started, target);
+          return page(
+            502,
+            "Bad gateway",
+            `The instance of <b>${escapeHtml(app)}</b> did not answer (${escapeHtml((e as Error).message)}).`,
+          );
+        }
+        target = next;
+      } finally {
+        gate.busy--;
+        gate.waiting.shift()?.();
+      }
+    }
+  }
+
+  /** Closes the pooled sockets toward the instances. */
+  close(): void {
+    this.upstreams.close();
   }
 
   private gates = new Map<string, Gate>();

@@ -174,11 +174,11 @@ export class EdgeWorkers {
       slot.failed = reject;
       slot.startedAt = performance.now();
       slot.applied = this.seq;
-      const proc = Bun.spawn([process.execPath, ENTRY], {
+      const proc: Subprocess = Bun.spawn([process.execPath, ENTRY], {
         stdio: ["ignore", "inherit", "inherit"],
         serialization: "json",
         ipc: (m: FromWorker) => this.onMessage(slot, m),
-        onExit: (_p, code, signal) => this.onExit(slot, proc, code, signal),
+        onExit: (_p, code, signal): void => this.onExit(slot, proc, code, signal),
       });
       slot.proc = proc;
       const start: ToWorker = {
