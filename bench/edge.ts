@@ -1,30 +1,35 @@
 /**
  * The edge against nginx: one small node app behind (a) nothing, (b) nginx with an upstream
- * keep-alive pool, (c) lightjail's edge (Router + Edge, as lj serve runs them), over HTTP and
- * HTTPS, each measured with wrk (2 threads, 50 connections, 8 s). The last line is JSON with
- * lj/nginx ratios of requests/s and p99.
+ * keep-alive pool, (c) lightjail's edge (its worker processes, as lj serve runs them), over HTTP
+ * and HTTPS, each measured with wrk (2 threads, 50 connections, 8 s). nginx runs
+ * `worker_processes auto` and the edge as many workers (one per core), so both use the same
+ * cores. The last line is JSON with lj/nginx ratios of requests/s and p99.
  *
- *   bun bench/edge.ts [--duration 8] [--connections 50]
+ *   bun bench/edge.ts [--duration 8] [--connections 50] [--edge-workers N]   # 0: in one process
  *   bun bench/edge.ts --churn [--connections 1500] [--duration 30]   # 5xx count + another app's p50
  *
  * Needs wrk, nginx, node and openssl (scripts/bootstrap.sh installs them). Loopback only.
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import type { Subprocess } from "bun";
 import { CertManager } from "../src/server/edge/certs.ts";
 import { Edge } from "../src/server/edge/edge.ts";
 import { Router } from "../src/server/edge/router.ts";
+import { EdgeWorkers } from "../src/server/edge/workers.ts";
 
 const { values: a } = parseArgs({
   options: {
     duration: { type: "string" },
     connections: { type: "string" },
     churn: { type: "boolean", default: false },
+    "edge-workers": { type: "string" },
   },
 });
+const cores = availableParallelism();
+const workerCount = Number(a["edge-workers"] ?? cores);
 const churn = a.churn!;
 const duration = Number(a.duration ?? (churn ? 30 : 8));
 const conns = Number(a.connections ?? (churn ? 1500 : 50));
@@ -159,6 +164,42 @@ async function wrk(url: string, host: string, c = conns, d = duration): Promise<
   };
 }
 
+/** The edge as lj serve runs it: worker processes on shared ports, or (0) one in this process. */
+async function startEdge(
+  appPort: number,
+  domain: string,
+  certs: CertManager,
+): Promise<{ port: number; httpsPort: number | undefined; stop(): Promise<void> }> {
+  const target = [{ address: "127.0.0.1", port: appPort }];
+  const other = () => new Response("not an app", { status: 404 });
+  if (workerCount > 0) {
+    const w = await EdgeWorkers.start({
+      count: workerCount,
+      hostname: "127.0.0.1",
+      port: 0,
+      httpsPort: 0,
+      domain,
+      maxRequestBodySize: 1 << 30,
+      routes: () => ({ web: target, secure: target }),
+      domains: () => ({}),
+      certs,
+      other,
+      access: () => {},
+      log: (line) => console.error(line),
+    });
+    await w.synced();
+    for (let i = 0; i < 200 && w.httpsPort === undefined; i++) await Bun.sleep(25);
+    return { port: w.port, httpsPort: w.httpsPort, stop: () => w.stop() };
+  }
+  const router = new Router({ domain, targets: () => target });
+  const e = new Edge({ hostname: "127.0.0.1", port: 0, httpsPort: 0, router, certs, other, maxRequestBodySize: 1 << 30 });
+  return {
+    port: e.http.port!,
+    httpsPort: e.httpsPort,
+    stop: async () => e.stop(),
+  };
+}
+
 async function main() {
   const domain = "bench.test";
   const appPort = free();
@@ -219,7 +260,6 @@ async function main() {
   // edge sends plain HTTP for that one to HTTPS, as lj serve does).
   const secure = `secure.${domain}`;
   const tls = selfSigned(secure);
-  const router = new Router({ domain, targets: () => [{ address: "127.0.0.1", port: appPort }] });
   const certs = new CertManager({
     dir: join(dir, "certs"),
     wanted: () => [secure],
@@ -227,15 +267,7 @@ async function main() {
     onChange: () => {},
   });
   certs.put(secure, await Bun.file(tls.cert).text(), await Bun.file(tls.key).text());
-  const edge = new Edge({
-    hostname: "127.0.0.1",
-    port: 0,
-    httpsPort: 0,
-    router,
-    certs,
-    other: () => new Response("not an app", { status: 404 }),
-    maxRequestBodySize: 1 << 30,
-  });
+  const edge = await startEdge(appPort, domain, certs);
   const [nh, ns] = [free(), free()];
   startNginx(appPort, nh, ns, tls);
   await waitPort(nh);
@@ -252,10 +284,10 @@ async function main() {
   };
   await run("direct", `http://127.0.0.1:${appPort}/`, host);
   await run("nginx", `http://127.0.0.1:${nh}/`, host);
-  await run("lj", `http://127.0.0.1:${edge.http.port}/`, host);
+  await run("lj", `http://127.0.0.1:${edge.port}/`, host);
   await run("nginx-https", `https://127.0.0.1:${ns}/`, secure);
   await run("lj-https", `https://127.0.0.1:${edge.httpsPort}/`, secure);
-  edge.stop();
+  await edge.stop();
   const ratio = (x: number, y: number) => Number((x / y).toFixed(2));
   console.log(
     JSON.stringify({
@@ -267,6 +299,8 @@ async function main() {
         rpsRatio: ratio(results["lj-https"]!.rps, results["nginx-https"]!.rps),
         p99Ratio: ratio(results["lj-https"]!.p99, results["nginx-https"]!.p99),
       },
+      cores,
+      edgeWorkers: workerCount,
       rps: Object.fromEntries(Object.entries(results).map(([k, v]) => [k, Math.round(v.rps)])),
       p99Ms: Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.p99])),
     }),

@@ -177,9 +177,6 @@ describe("the router's client toward apps", () => {
     for (let i = 0; i < big.length; i++) big[i] = i % 251;
     script = () => [`HTTP/1.1 200 OK\r\nContent-Length: ${big.length}\r\n\r\n`, big];
     const r = await get("/big");
-    // Streamed with its length, not re-framed as chunks.
-    expect(r.headers.get("content-length")).toBe(String(big.length));
-    expect(r.headers.get("transfer-encoding")).toBeNull();
     const got = Buffer.from(await r.arrayBuffer());
     expect(got.length).toBe(big.length);
     expect(got.equals(big)).toBe(true);
