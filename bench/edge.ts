@@ -5,12 +5,14 @@
  * `worker_processes auto` and the edge as many workers (one per core), so both use the same
  * cores. The last line is JSON with lj/nginx ratios of requests/s and p99.
  *
- *   bun bench/edge.ts [--duration 8] [--connections 50] [--edge-workers N]   # 0: in one process
+ *   bun bench/edge.ts [--duration 8] [--connections 50] [--edge-workers N] [--rounds R]
+ *     (--edge-workers 0: the edge in one process; --rounds: the peers alternate R times, and the
+ *     JSON gives the median of the per-round ratios)
  *   bun bench/edge.ts --churn [--connections 1500] [--duration 30]   # 5xx count + another app's p50
  *
  * Needs wrk, nginx, node and openssl (scripts/bootstrap.sh installs them). Loopback only.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -26,10 +28,12 @@ const { values: a } = parseArgs({
     connections: { type: "string" },
     churn: { type: "boolean", default: false },
     "edge-workers": { type: "string" },
+    rounds: { type: "string" },
   },
 });
 const cores = availableParallelism();
 const workerCount = Number(a["edge-workers"] ?? cores);
+const rounds = Number(a.rounds ?? 1);
 const churn = a.churn!;
 const duration = Number(a.duration ?? (churn ? 30 : 8));
 const conns = Number(a.connections ?? (churn ? 1500 : 50));
@@ -98,6 +102,37 @@ function selfSigned(name: string): { cert: string; key: string } {
   return { cert, key };
 }
 
+/**
+ * CPU seconds (user + system, every thread) the processes used so far; null without /proc.
+ * Per request it says what each proxy costs the machine, steady even when the machine is busy.
+ */
+function cpuSeconds(pids: number[]): number | null {
+  let ticks = 0;
+  try {
+    for (const p of pids) {
+      const f = readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1]!.split(" ");
+      ticks += Number(f[11]) + Number(f[12]);
+    }
+  } catch {
+    return null;
+  }
+  return ticks / 100;
+}
+
+/** The process and its children (nginx: the master and its workers). */
+function withChildren(pid: number): number[] {
+  const out = [pid];
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/stat`, "utf8").split(") ")[1]!.split(" ")[1] === String(pid)) out.push(Number(d));
+    } catch {}
+  }
+  return out;
+}
+
+let nginxPid = 0;
+
 function startNginx(app: number, http: number, https: number, tls: { cert: string; key: string }): void {
   const conf = join(dir, "nginx.conf");
   writeFileSync(
@@ -128,10 +163,14 @@ http {
 }
 `,
   );
-  procs.push(Bun.spawn(["nginx", "-c", conf, "-p", dir], { stdout: "ignore", stderr: "inherit" }));
+  const p = Bun.spawn(["nginx", "-c", conf, "-p", dir], { stdout: "ignore", stderr: "inherit" });
+  nginxPid = p.pid;
+  procs.push(p);
 }
 
 interface Wrk {
+  /** The proxy's CPU time per request (µs), when /proc tells. */
+  cpuUs?: number;
   rps: number;
   p50: number;
   p99: number;
@@ -169,7 +208,7 @@ async function startEdge(
   appPort: number,
   domain: string,
   certs: CertManager,
-): Promise<{ port: number; httpsPort: number | undefined; stop(): Promise<void> }> {
+): Promise<{ port: number; httpsPort: number | undefined; pids(): number[]; stop(): Promise<void> }> {
   const target = [{ address: "127.0.0.1", port: appPort }];
   const other = () => new Response("not an app", { status: 404 });
   if (workerCount > 0) {
@@ -189,13 +228,19 @@ async function startEdge(
     });
     await w.synced();
     for (let i = 0; i < 200 && w.httpsPort === undefined; i++) await Bun.sleep(25);
-    return { port: w.port, httpsPort: w.httpsPort, stop: () => w.stop() };
+    return {
+      port: w.port,
+      httpsPort: w.httpsPort,
+      pids: () => w.stats().flatMap((s) => (s.pid ? [s.pid] : [])),
+      stop: () => w.stop(),
+    };
   }
   const router = new Router({ domain, targets: () => target });
   const e = new Edge({ hostname: "127.0.0.1", port: 0, httpsPort: 0, router, certs, other, maxRequestBodySize: 1 << 30 });
   return {
     port: e.http.port!,
     httpsPort: e.httpsPort,
+    pids: () => [process.pid],
     stop: async () => e.stop(),
   };
 }
@@ -274,35 +319,53 @@ async function main() {
   await waitPort(ns);
 
   const host = `web.${domain}`;
-  const results: Record<string, Wrk> = {};
-  const run = async (name: string, url: string, h: string) => {
+  const results: Record<string, Wrk[]> = {};
+  const ngPids = () => withChildren(nginxPid);
+  const run = async (name: string, url: string, h: string, procsOf: () => number[] = () => []) => {
+    const pids = procsOf();
+    const c0 = cpuSeconds(pids);
     const r = await wrk(url, h);
-    results[name] = r;
+    const c1 = cpuSeconds(pids);
+    if (pids.length > 0 && c0 !== null && c1 !== null && r.requests > 0) r.cpuUs = ((c1 - c0) * 1e6) / r.requests;
+    (results[name] ??= []).push(r);
     console.log(
-      `${name.padEnd(12)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  non-2xx ${r.non2xx}  socket errors ${r.errors}`,
+      `${name.padEnd(12)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  non-2xx ${r.non2xx}  socket errors ${r.errors}${r.cpuUs === undefined ? "" : `  proxy cpu ${r.cpuUs.toFixed(1)} us/req`}`,
     );
   };
-  await run("direct", `http://127.0.0.1:${appPort}/`, host);
-  await run("nginx", `http://127.0.0.1:${nh}/`, host);
-  await run("lj", `http://127.0.0.1:${edge.port}/`, host);
-  await run("nginx-https", `https://127.0.0.1:${ns}/`, secure);
-  await run("lj-https", `https://127.0.0.1:${edge.httpsPort}/`, secure);
+  // Rounds alternate the peers, so that a busy spell on the machine hits both alike.
+  for (let i = 0; i < rounds; i++) {
+    await run("direct", `http://127.0.0.1:${appPort}/`, host);
+    await run("nginx", `http://127.0.0.1:${nh}/`, host, ngPids);
+    await run("lj", `http://127.0.0.1:${edge.port}/`, host, edge.pids);
+    await run("nginx-https", `https://127.0.0.1:${ns}/`, secure, ngPids);
+    await run("lj-https", `https://127.0.0.1:${edge.httpsPort}/`, secure, edge.pids);
+  }
   await edge.stop();
-  const ratio = (x: number, y: number) => Number((x / y).toFixed(2));
+  const median = (xs: number[]) => {
+    const s = [...xs].sort((x, y) => x - y);
+    const m = s.length >> 1;
+    return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+  };
+  const two = (x: number) => Number(x.toFixed(2));
+  // Ratios per round (the two ran a few seconds apart), then their median.
+  const ratios = (lj: string, peer: string, key: "rps" | "p99") =>
+    two(median(results[lj]!.map((r, i) => r[key] / results[peer]![i]![key])));
+  const med = (key: "rps" | "p99" | "cpuUs") =>
+    Object.fromEntries(
+      Object.entries(results)
+        .filter(([, v]) => v.every((r) => r[key] !== undefined))
+        .map(([k, v]) => [k, two(median(v.map((r) => r[key]!)))]),
+    );
   console.log(
     JSON.stringify({
-      http: {
-        rpsRatio: ratio(results.lj!.rps, results.nginx!.rps),
-        p99Ratio: ratio(results.lj!.p99, results.nginx!.p99),
-      },
-      https: {
-        rpsRatio: ratio(results["lj-https"]!.rps, results["nginx-https"]!.rps),
-        p99Ratio: ratio(results["lj-https"]!.p99, results["nginx-https"]!.p99),
-      },
+      http: { rpsRatio: ratios("lj", "nginx", "rps"), p99Ratio: ratios("lj", "nginx", "p99") },
+      https: { rpsRatio: ratios("lj-https", "nginx-https", "rps"), p99Ratio: ratios("lj-https", "nginx-https", "p99") },
+      rounds,
       cores,
       edgeWorkers: workerCount,
-      rps: Object.fromEntries(Object.entries(results).map(([k, v]) => [k, Math.round(v.rps)])),
-      p99Ms: Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.p99])),
+      rps: med("rps"),
+      p99Ms: med("p99"),
+      proxyCpuUsPerRequest: med("cpuUs"),
     }),
   );
 }

@@ -71,6 +71,8 @@ export interface RunningServer {
   router: Router;
   /** The edge's worker processes (none when the edge runs in this process). */
   edgeWorkers: EdgeWorkers | null;
+  /** Writes the access-log lines buffered so far (the workers' too). */
+  flushAccessLog(): Promise<void>;
   /** The listener the API is served on (the edge's, or the workers' private one behind them). */
   server: Server<WsData | RunWsData>;
   stop(): Promise<void>;
@@ -230,11 +232,16 @@ async function serve(
     router,
     edgeWorkers,
     server,
+    async flushAccessLog() {
+      await edgeWorkers?.flush();
+      router.flush();
+    },
     async stop() {
       await certs.stop();
       running?.stop();
       await edgeWorkers?.stop();
       router.flush();
+      router.close();
       await paas.close();
       await services.close();
       unholdNet();

@@ -47,12 +47,13 @@ class Conn {
   private early: Uint8Array[] = [];
   private status = 0;
   private statusText = "";
-  private headers: Headers | null = null;
+  private headers: [string, string][] | null = null;
   private ctl: ReadableStreamDefaultController<Uint8Array> | null = null;
   private unsent: string | null = null;
   /** Requests this socket carried (a first one that fails is not a stale socket). */
   uses = 0;
   receiving = false;
+  idleSince = 0;
 
   constructor(private readonly pool: Pool) {}
 
@@ -120,7 +121,7 @@ class Conn {
       this.status = status;
       this.statusText = m[3] ?? "";
       if (m[1] === "0") this.reusable = false;
-      const h = new Headers();
+      const h: [string, string][] = [];
       let length = -1;
       let chunked = false;
       for (let i = 1; i < lines.length; i++) {
@@ -135,7 +136,7 @@ class Conn {
           length = Number(value);
         } else if (name === "transfer-encoding") chunked = value.toLowerCase().split(",").pop()!.trim() === "chunked";
         else if (name === "connection" && /(^|,)\s*close\s*($|,)/i.test(value)) this.reusable = false;
-        if (!HOP_RESPONSE.has(name)) h.append(name, value);
+        if (!HOP_RESPONSE.has(name)) h.push([name, value]);
       }
       this.headers = h;
       if (this.ex!.head || status === 204 || status === 304) this.framing = "none";
@@ -143,7 +144,7 @@ class Conn {
         this.framing = "chunked";
         this.chunkState = "size";
         this.line = "";
-        h.delete("content-length");
+        if (length >= 0) this.headers = h.filter(([n]) => n !== "content-length");
       } else if (length >= 0) {
         this.framing = "length";
         this.remaining = length;
@@ -305,6 +306,7 @@ class Conn {
 class Pool {
   private idle: Conn[] = [];
   private all = new Set<Conn>();
+  private sweeper: ReturnType<typeof setInterval> | null = null;
 
   constructor(
     readonly address: string,
@@ -322,7 +324,6 @@ class Pool {
         drain: (s) => s.data.drain(),
         close: (s) => s.data.closed(),
         error: (s, e) => s.data.fail(e),
-        timeout: (s) => s.data.destroy(),
       },
     });
     conn.socket.setNoDelay(true);
@@ -330,24 +331,32 @@ class Pool {
     return conn;
   }
 
-  async request(head: string, isHead: boolean): Promise<Response> {
-    for (;;) {
-      const pooled = this.idle.pop();
-      const conn = pooled ?? (await this.open());
-      conn.socket!.timeout(0);
-      try {
-        return await conn.send(head, isHead);
-      } catch (e) {
-        // An app may close an idle socket just as it is taken: then once more on a new one.
-        if (!(e instanceof StaleSocket)) throw e;
-      }
-    }
+  /** A pooled socket when one is idle (no promise to wait on first), else a new one. */
+  request(head: string, isHead: boolean): Promise<Response> {
+    const pooled = this.idle.pop();
+    if (!pooled) return this.open().then((c) => c.send(head, isHead));
+    // An app may close an idle socket just as it is taken: then once more on another one.
+    return pooled
+      .send(head, isHead)
+      .catch((e) => (e instanceof StaleSocket ? this.request(head, isHead) : Promise.reject(e)));
   }
 
   release(c: Conn): void {
     if (!c.socket) return;
-    c.socket.timeout(IDLE_SECONDS);
+    c.idleSince = performance.now();
     this.idle.push(c);
+    // Idle sockets are swept by a timer (a timeout set per request costs more than this).
+    this.sweeper ??= setInterval(() => this.sweep(), (IDLE_SECONDS * 1000) / 3);
+    this.sweeper.unref?.();
+  }
+
+  private sweep(): void {
+    const old = performance.now() - IDLE_SECONDS * 1000;
+    for (const c of this.idle.filter((c) => c.idleSince < old)) c.destroy();
+    if (this.all.size === 0 && this.sweeper) {
+      clearInterval(this.sweeper);
+      this.sweeper = null;
+    }
   }
 
   forget(c: Conn): void {
@@ -358,6 +367,8 @@ class Pool {
 
   close(): void {
     for (const c of [...this.all]) c.destroy();
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = null;
   }
 }
 

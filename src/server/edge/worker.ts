@@ -120,6 +120,10 @@ process.on("message", (m: ToWorker) => {
         edge?.reloadTls();
         send({ t: "applied", seq: m.seq, httpsPort: edge?.httpsPort ?? null });
         break;
+      case "flush":
+        router?.flush();
+        send({ t: "applied", seq: m.seq, httpsPort: edge?.httpsPort ?? null });
+        break;
       case "stop":
         // The last log lines go first: lj serve ends this process when "stopped" arrives.
         edge?.stop();

@@ -36,6 +36,7 @@ export type ToWorker =
   | { t: "start"; config: WorkerConfig; routes: Routes; domains: Domains; certs: CertCopy }
   | { t: "routes"; seq: number; routes: Routes; domains: Domains }
   | { t: "certs"; seq: number; certs: CertCopy }
+  | { t: "flush"; seq: number }
   | { t: "stop" };
 
 export type FromWorker =
@@ -277,6 +278,12 @@ export class EdgeWorkers {
         this.broadcast({ t: "certs", seq: ++this.seq, certs: this.certCopy() });
       }
     });
+  }
+
+  /** Every worker's buffered access-log lines, sent now (resolves when they have arrived). */
+  flush(): Promise<void> {
+    this.broadcast({ t: "flush", seq: ++this.seq });
+    return this.synced();
   }
 
   /** Resolves once every running worker has applied everything published so far. */
