@@ -185,7 +185,9 @@ describe("edge workers", () => {
   test("a killed worker is replaced and the edge keeps answering", async () => {
     const [victim, other] = edge.stats().map((s) => s.pid!);
     process.kill(victim!, "SIGKILL");
-    // While it is gone the other worker answers every connection.
+    // Connections the kernel had queued on its socket die with it (as with any server); once it
+    // is gone, and until its successor listens, the other worker answers every connection.
+    await until(() => !edge.stats().some((s) => s.pid === victim), 10_000, "the worker to end");
     for (let i = 0; i < 20; i++) expect((await get("web.w.test", "/during")).status).toBe(200);
     const pids = await until(
       () => {

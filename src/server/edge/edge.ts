@@ -90,7 +90,7 @@ export class Edge {
             if (answer) return new Response(answer, { headers: { "content-type": "text/plain" } });
             if (this.o.shared) return this.o.other(req, srv);
           }
-          const name = host ? hostName(host) : "";
+          const name = host && this.https ? hostName(host) : "";
           if (name && this.https && certs.get(name) && router.appFor(host)) {
             const port = this.https.port === 443 ? "" : `:${this.https.port}`;
             return Response.redirect(`https://${name}${port}${path}`, 308);

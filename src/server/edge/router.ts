@@ -143,7 +143,12 @@ export class Router {
     return ts[n % ts.length]!;
   }
 
-  async fetch(req: Request, server: Server<WsData>, app: string): Promise<Response | undefined> {
+  /**
+   * Answers a request for `app`. Requests without a body (most) go out on the router's own
+   * sockets (upstream.ts) without an async step of their own here; uploads and WebSocket
+   * upgrades take the general path.
+   */
+  fetch(req: Request, server: Server<WsData>, app: string): Response | undefined | Promise<Response | undefined> {
     const started = performance.now();
     const raw = req.url;
     const slash = raw.indexOf("/", raw.indexOf("//") + 2);
@@ -161,12 +166,45 @@ export class Router {
         `No instance of <b>${escapeHtml(app)}</b> is up right now. It may be starting or crashing; try again in a moment, or see <code>lj ps ${escapeHtml(app)}</code> and <code>lj logs ${escapeHtml(app)}</code>.`,
       );
     }
-    let target: Target = first;
     const tooLarge = this.oversized(req);
     if (tooLarge) {
       this.access(app, req.method, path, 413, started, null, tooLarge);
       return page(413, "Request body too large", escapeHtml(tooLarge));
     }
+    const headers = req.headers;
+    const method = req.method;
+    const bodiless = method === "GET" || method === "HEAD" || req.body === null;
+    if (bodiless && !headers.has("upgrade")) {
+      const host = headers.get("host") ?? "";
+      const forwarded = forwardingHeaders(
+        server.requestIP(req)?.address,
+        raw.startsWith("https:") ? "https" : "http",
+        host,
+        this.trusted,
+        (name) => headers.get(name),
+      );
+      let head = `${method} ${path} HTTP/1.1\r\nhost: ${host}\r\n`;
+      headers.forEach((v, k) => {
+        if (!NOT_PASSED.has(k)) head += `${k}: ${v}\r\n`;
+      });
+      for (const k in forwarded) head += `${k}: ${forwarded[k]}\r\n`;
+      head += "\r\n";
+      return this.send(app, method, path, head, first, started, 0);
+    }
+    return this.forward(req, server, app, path, first, started);
+  }
+
+  /** Uploads (the body streamed through fetch) and WebSocket upgrades. */
+  private async forward(
+    req: Request,
+    server: Server<WsData>,
+    app: string,
+    path: string,
+    first: Target,
+    started: number,
+  ): Promise<Response | undefined> {
+    let target = first;
+    const raw = req.url;
     // The incoming request's own headers are edited in place: copying them costs per request.
     const headers = req.headers;
     const wsUpgrade = headers.get("upgrade")?.toLowerCase() === "websocket";
@@ -203,7 +241,6 @@ export class Router {
       return ok ? undefined : new Response("WebSocket upgrade failed\n", { status: 400 });
     }
     const hasBody = req.method !== "GET" && req.method !== "HEAD" && req.body !== null;
-    if (!hasBody) return this.send(req, app, path, host, forwarded, target, started);
     for (const h of HOP) if (headers.has(h)) headers.delete(h);
     for (const h of FORWARDING_HEADERS) if (headers.has(h)) headers.delete(h);
     for (const [k, v] of Object.entries(forwarded)) headers.set(k, v);
@@ -257,50 +294,60 @@ export class Router {
   private readonly upstreams = new Upstreams();
 
   /**
-   * A request without a body: its head written once as text on a pooled socket; retried once
-   * on another instance when the first cannot be reached.
+   * A request without a body: its head written once on a pooled socket (after a wait at the
+   * instance's gate when it is full); sent to another instance once when the first cannot be
+   * reached.
    */
-  private async send(
-    req: Request,
+  private send(
     app: string,
+    method: string,
     path: string,
-    host: string,
-    forwarded: Record<string, string>,
-    first: Target,
+    head: string,
+    target: Target,
     started: number,
+    attempt: number,
   ): Promise<Response> {
-    let head = `${req.method} ${path} HTTP/1.1\r\nhost: ${host}\r\n`;
-    req.headers.forEach((v, k) => {
-      if (!NOT_PASSED.has(k)) head += `${k}: ${v}\r\n`;
-    });
-    for (const k in forwarded) head += `${k}: ${forwarded[k]}\r\n`;
-    head += "\r\n";
-    const isHead = req.method === "HEAD";
-    let target = first;
-    for (let attempt = 0; ; attempt++) {
-      const gate = this.gate(target);
-      if (gate.busy >= this.perInstance) await new Promise<void>((r) => gate.waiting.push(r));
-      gate.busy++;
-      try {
-        const res = await this.upstreams.request(target.address, target.port, head, isHead);
-        this.access(app, req.method, path, res.status, started, target);
+    const gate = this.gate(target);
+    if (gate.busy >= this.perInstance)
+      return new Promise<void>((r) => gate.waiting.push(r)).then(() =>
+        this.sendNow(app, method, path, head, target, started, attempt, gate),
+      );
+    return this.sendNow(app, method, path, head, target, started, attempt, gate);
+  }
+
+  private sendNow(
+    app: string,
+    method: string,
+    path: string,
+    head: string,
+    target: Target,
+    started: number,
+    attempt: number,
+    gate: Gate,
+  ): Promise<Response> {
+    gate.busy++;
+    const done = () => {
+      gate.busy--;
+      gate.waiting.shift()?.();
+    };
+    return this.upstreams.request(target.address, target.port, head, method === "HEAD").then(
+      (res) => {
+        done();
+        this.access(app, method, path, res.status, started, target);
         return res;
-      } catch (e) {
+      },
+      (e: Error) => {
+        done();
         const next = attempt === 0 ? this.pick(app, target) : null;
-        if (!next || next === target) {
-          this.access(app, req.method, path, 502, started, target);
-          return page(
-            502,
-            "Bad gateway",
-            `The instance of <b>${escapeHtml(app)}</b> did not answer (${escapeHtml((e as Error).message)}).`,
-          );
-        }
-        target = next;
-      } finally {
-        gate.busy--;
-        gate.waiting.shift()?.();
-      }
-    }
+        if (next && next !== target) return this.send(app, method, path, head, next, started, 1);
+        this.access(app, method, path, 502, started, target);
+        return page(
+          502,
+          "Bad gateway",
+          `The instance of <b>${escapeHtml(app)}</b> did not answer (${escapeHtml(e.message)}).`,
+        );
+      },
+    );
   }
 
   /** Closes the pooled sockets toward the instances. */

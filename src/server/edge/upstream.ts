@@ -112,15 +112,16 @@ class Conn {
       }
       this.headBuf = null;
       const lines = buf.toString("latin1", 0, end).split("\r\n");
-      const m = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/.exec(lines[0]!);
-      if (!m) throw new Error("the app's response is not HTTP/1.x");
-      const status = Number(m[2]);
+      const first = lines[0]!;
+      const status = Number(first.slice(9, 12));
+      if (!first.startsWith("HTTP/1.") || first.charCodeAt(12) !== 32 && first.length !== 12 || !(status >= 100 && status <= 599))
+        throw new Error("the app's response is not HTTP/1.x");
       buf = buf.subarray(end + 4);
       // 1xx informational heads (100 Continue, 103 Early Hints) precede the real one.
-      if (status >= 100 && status < 200) continue;
+      if (status < 200) continue;
       this.status = status;
-      this.statusText = m[3] ?? "";
-      if (m[1] === "0") this.reusable = false;
+      this.statusText = first.slice(13);
+      if (first.charCodeAt(7) === 48) this.reusable = false; // HTTP/1.0
       const h: [string, string][] = [];
       let length = -1;
       let chunked = false;
@@ -128,15 +129,23 @@ class Conn {
         const l = lines[i]!;
         const colon = l.indexOf(":");
         if (colon <= 0) throw new Error("the app sent a malformed header line");
-        const name = l.slice(0, colon).trim().toLowerCase();
-        const value = l.slice(colon + 1).trim();
-        if (name === "content-length") {
+        const name = l.slice(0, colon);
+        let value = l.slice(colon + 1);
+        if (value.charCodeAt(0) === 32 || value.charCodeAt(value.length - 1) <= 32) value = value.trim();
+        // Only the names that frame the response or describe the connection are looked at.
+        const n = name.length;
+        if (n !== 14 && n !== 17 && n !== 10 && n !== 16 && n !== 7) {
+          h.push([name, value]);
+          continue;
+        }
+        const lower = name.toLowerCase();
+        if (lower === "content-length") {
           if (!/^\d+$/.test(value) || (length >= 0 && Number(value) !== length))
             throw new Error("the app sent a bad Content-Length");
           length = Number(value);
-        } else if (name === "transfer-encoding") chunked = value.toLowerCase().split(",").pop()!.trim() === "chunked";
-        else if (name === "connection" && /(^|,)\s*close\s*($|,)/i.test(value)) this.reusable = false;
-        if (!HOP_RESPONSE.has(name)) h.push([name, value]);
+        } else if (lower === "transfer-encoding") chunked = value.toLowerCase().split(",").pop()!.trim() === "chunked";
+        else if (lower === "connection" && /(^|,)\s*close\s*($|,)/i.test(value)) this.reusable = false;
+        if (!HOP_RESPONSE.has(lower)) h.push([name, value]);
       }
       this.headers = h;
       if (this.ex!.head || status === 204 || status === 304) this.framing = "none";
@@ -144,7 +153,7 @@ class Conn {
         this.framing = "chunked";
         this.chunkState = "size";
         this.line = "";
-        if (length >= 0) this.headers = h.filter(([n]) => n !== "content-length");
+        if (length >= 0) this.headers = h.filter(([n]) => n.toLowerCase() !== "content-length");
       } else if (length >= 0) {
         this.framing = "length";
         this.remaining = length;
