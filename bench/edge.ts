@@ -125,7 +125,8 @@ function withChildren(pid: number): number[] {
   for (const d of readdirSync("/proc")) {
     if (!/^\d+$/.test(d)) continue;
     try {
-      if (readFileSync(`/proc/${d}/stat`, "utf8").split(") ")[1]!.split(" ")[1] === String(pid)) out.push(Number(d));
+      if (readFileSync(`/proc/${d}/stat`, "utf8").split(") ")[1]!.split(" ")[1] === String(pid))
+        out.push(Number(d));
     } catch {}
   }
   return out;
@@ -205,29 +206,28 @@ async function wrk(url: string, host: string, c = conns, d = duration): Promise<
 
 /** The edge as lj serve runs it: worker processes on shared ports, or (0) one in this process. */
 async function startEdge(
-  appPort: number,
+  routes: Record<string, { address: string; port: number }[]>,
   domain: string,
-  certs: CertManager,
+  certs: CertManager | null,
 ): Promise<{ port: number; httpsPort: number | undefined; pids(): number[]; stop(): Promise<void> }> {
-  const target = [{ address: "127.0.0.1", port: appPort }];
   const other = () => new Response("not an app", { status: 404 });
   if (workerCount > 0) {
     const w = await EdgeWorkers.start({
       count: workerCount,
       hostname: "127.0.0.1",
       port: 0,
-      httpsPort: 0,
+      httpsPort: certs ? 0 : undefined,
       domain,
       maxRequestBodySize: 1 << 30,
-      routes: () => ({ web: target, secure: target }),
+      routes: () => routes,
       domains: () => ({}),
-      certs,
+      certs: certs ?? undefined,
       other,
       access: () => {},
       log: (line) => console.error(line),
     });
     await w.synced();
-    for (let i = 0; i < 200 && w.httpsPort === undefined; i++) await Bun.sleep(25);
+    for (let i = 0; certs && i < 200 && w.httpsPort === undefined; i++) await Bun.sleep(25);
     return {
       port: w.port,
       httpsPort: w.httpsPort,
@@ -235,8 +235,16 @@ async function startEdge(
       stop: () => w.stop(),
     };
   }
-  const router = new Router({ domain, targets: () => target });
-  const e = new Edge({ hostname: "127.0.0.1", port: 0, httpsPort: 0, router, certs, other, maxRequestBodySize: 1 << 30 });
+  const router = new Router({ domain, targets: (app) => routes[app] ?? null });
+  const e = new Edge({
+    hostname: "127.0.0.1",
+    port: 0,
+    httpsPort: certs ? 0 : undefined,
+    router,
+    certs: certs ?? undefined,
+    other,
+    maxRequestBodySize: 1 << 30,
+  });
   return {
     port: e.http.port!,
     httpsPort: e.httpsPort,
@@ -255,23 +263,12 @@ async function main() {
     const calmPort = free();
     nodeApp(calmPort);
     await waitPort(calmPort);
-    const router = new Router({
+    const edge = await startEdge(
+      { web: [{ address: "127.0.0.1", port: appPort }], calm: [{ address: "127.0.0.1", port: calmPort }] },
       domain,
-      targets: (app) =>
-        app === "web"
-          ? [{ address: "127.0.0.1", port: appPort }]
-          : app === "calm"
-            ? [{ address: "127.0.0.1", port: calmPort }]
-            : null,
-    });
-    const edge = new Edge({
-      hostname: "127.0.0.1",
-      port: 0,
-      router,
-      other: () => new Response("not an app", { status: 404 }),
-      maxRequestBodySize: 1 << 30,
-    });
-    const port = edge.http.port!;
+      null,
+    );
+    const port = edge.port;
     const load = wrk(`http://127.0.0.1:${port}/`, `web.${domain}`);
     await Bun.sleep(2000);
     const times: number[] = [];
@@ -287,7 +284,7 @@ async function main() {
     const w = await load;
     times.sort((x, y) => x - y);
     const q = (f: number) => Number(times[Math.floor(f * (times.length - 1))]!.toFixed(2));
-    edge.stop();
+    await edge.stop();
     const res = {
       connections: conns,
       seconds: duration,
@@ -312,7 +309,8 @@ async function main() {
     onChange: () => {},
   });
   certs.put(secure, await Bun.file(tls.cert).text(), await Bun.file(tls.key).text());
-  const edge = await startEdge(appPort, domain, certs);
+  const target = [{ address: "127.0.0.1", port: appPort }];
+  const edge = await startEdge({ web: target, secure: target }, domain, certs);
   const [nh, ns] = [free(), free()];
   startNginx(appPort, nh, ns, tls);
   await waitPort(nh);
@@ -326,8 +324,9 @@ async function main() {
     const c0 = cpuSeconds(pids);
     const r = await wrk(url, h);
     const c1 = cpuSeconds(pids);
-    if (pids.length > 0 && c0 !== null && c1 !== null && r.requests > 0) r.cpuUs = ((c1 - c0) * 1e6) / r.requests;
-    (results[name] ??= []).push(r);
+    if (pids.length > 0 && c0 !== null && c1 !== null && r.requests > 0)
+      r.cpuUs = ((c1 - c0) * 1e6) / r.requests;
+    results[name] = [...(results[name] ?? []), r];
     console.log(
       `${name.padEnd(12)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  non-2xx ${r.non2xx}  socket errors ${r.errors}${r.cpuUs === undefined ? "" : `  proxy cpu ${r.cpuUs.toFixed(1)} us/req`}`,
     );
@@ -359,7 +358,10 @@ async function main() {
   console.log(
     JSON.stringify({
       http: { rpsRatio: ratios("lj", "nginx", "rps"), p99Ratio: ratios("lj", "nginx", "p99") },
-      https: { rpsRatio: ratios("lj-https", "nginx-https", "rps"), p99Ratio: ratios("lj-https", "nginx-https", "p99") },
+      https: {
+        rpsRatio: ratios("lj-https", "nginx-https", "rps"),
+        p99Ratio: ratios("lj-https", "nginx-https", "p99"),
+      },
       rounds,
       cores,
       edgeWorkers: workerCount,

@@ -77,7 +77,10 @@ afterAll(() => {
 });
 
 const get = (path = "/", init: RequestInit = {}) =>
-  fetch(`http://127.0.0.1:${edge.port}${path}`, { ...init, headers: { host: "web.u.test", ...(init.headers ?? {}) } });
+  fetch(`http://127.0.0.1:${edge.port}${path}`, {
+    ...init,
+    headers: { host: "web.u.test", ...(init.headers ?? {}) },
+  });
 
 describe("the router's client toward apps", () => {
   test("Content-Length bodies, on one kept-alive socket; the request head is the router's", async () => {
@@ -135,11 +138,13 @@ describe("the router's client toward apps", () => {
     expect(await h.text()).toBe("");
     script = () => ["HTTP/1.1 204 No Content\r\n\r\n"];
     expect((await get("/204")).status).toBe(204);
-    script = () => ["HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n"];
+    script = () => ['HTTP/1.1 304 Not Modified\r\nETag: "x"\r\n\r\n'];
     const n = await get("/304");
     expect(n.status).toBe(304);
     expect(n.headers.get("etag")).toBe('"x"');
-    script = () => ["HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nmk"];
+    script = () => [
+      "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nmk",
+    ];
     const c = await get("/103");
     expect(c.status).toBe(201);
     expect(await c.text()).toBe("mk");

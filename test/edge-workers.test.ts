@@ -38,7 +38,10 @@ function selfSigned(name: string): { cert: string; key: string } {
 
 /** One request on a connection of its own (so the kernel picks a worker for each). */
 async function get(host: string, path = "/", port = edge.port): Promise<{ status: number; body: string }> {
-  const r = await fetch(`http://127.0.0.1:${port}${path}`, { headers: { host, connection: "close" }, keepalive: false });
+  const r = await fetch(`http://127.0.0.1:${port}${path}`, {
+    headers: { host, connection: "close" },
+    keepalive: false,
+  });
   return { status: r.status, body: await r.text() };
 }
 
@@ -61,7 +64,12 @@ beforeAll(async () => {
     port: 0,
     fetch: (req) => new Response(`app saw ${new URL(req.url).pathname} for ${req.headers.get("host")}\n`),
   });
-  certs = new CertManager({ dir: join(dir, "certs"), wanted: () => Object.keys(domains), log: () => {}, onChange: () => {} });
+  certs = new CertManager({
+    dir: join(dir, "certs"),
+    wanted: () => Object.keys(domains),
+    log: () => {},
+    onChange: () => {},
+  });
   edge = await EdgeWorkers.start({
     count: 2,
     hostname: "127.0.0.1",
@@ -74,7 +82,9 @@ beforeAll(async () => {
     certs,
     other: (req, srv) => {
       if (req.headers.get("upgrade") === "websocket")
-        return srv.upgrade(req, { data: {} as WsData }) ? (undefined as unknown as Response) : new Response("no", { status: 400 });
+        return srv.upgrade(req, { data: {} as WsData })
+          ? (undefined as unknown as Response)
+          : new Response("no", { status: 400 });
       return new Response(`api: ${new URL(req.url).pathname}\n`, { status: 200 });
     },
     websocket: {
@@ -109,7 +119,9 @@ describe("edge workers", () => {
       expect(r).toEqual({ status: 200, body: `app saw /n${i} for web.w.test\n` });
     }
     // Every worker answered some of the 60 connections, each with the new route.
-    await until(() => edge.stats().reduce((n, s) => n + s.requests, 0) >= before.reduce((n, x) => n + x, 0) + 60);
+    await until(
+      () => edge.stats().reduce((n, s) => n + s.requests, 0) >= before.reduce((n, x) => n + x, 0) + 60,
+    );
     const after = edge.stats().map((s) => s.requests);
     expect(after.filter((n, i) => n > before[i]!).length).toBe(2);
     expect(served()).toBe(2);
@@ -122,7 +134,11 @@ describe("edge workers", () => {
     edge.publish();
     await edge.synced();
     for (let i = 0; i < 20; i++) expect((await get("web.w.test")).status).toBe(503);
-    await until(() => appLines.filter((l) => l.startsWith("web GET / 503")).length === 20, 10_000, "20 app-log lines");
+    await until(
+      () => appLines.filter((l) => l.startsWith("web GET / 503")).length === 20,
+      10_000,
+      "20 app-log lines",
+    );
     routes = { web: [{ address: "127.0.0.1", port: backend.port! }] };
     edge.publish();
     await edge.synced();

@@ -50,7 +50,8 @@ export const serveCommand = defineCommand({
     },
     "edge-workers": {
       type: "string",
-      description: "edge worker processes serving HTTP and HTTPS (auto: one per core; 0: in the server process)",
+      description:
+        "edge worker processes serving HTTP and HTTPS (auto: one per core; 0: in the server process)",
       default: "auto",
     },
     json: { type: "boolean", description: "print the listening address as JSON" },

@@ -18,9 +18,9 @@ import { createApi } from "./api.ts";
 import { loadOrCreateToken } from "./auth.ts";
 import { CertManager, LETS_ENCRYPT } from "./edge/certs.ts";
 import { Edge } from "./edge/edge.ts";
-import { EdgeWorkers } from "./edge/workers.ts";
 import { TrustedProxies, trustedProxiesFromConfig } from "./edge/forwarding.ts";
 import { DEFAULT_MAX_BODY_MB, Router, type WsData } from "./edge/router.ts";
+import { EdgeWorkers } from "./edge/workers.ts";
 import { acquireServeLock } from "./lock.ts";
 import { type RunWsData, runWebsocket } from "./run-socket.ts";
 

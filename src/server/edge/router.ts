@@ -29,6 +29,8 @@ export interface RouterOptions {
    * the log's one writer: `record`); `lines` counts the requests in the batch.
    */
   accessSink?(text: string, lines: number): void;
+  /** How long access-log lines wait to be written together (ms); default 500. */
+  flushEveryMs?: number;
   accessLogRotation?: LogRotation;
   /** The app's own log: router errors (5xx) always, every request with appLogAll. */
   appLog?(app: string, line: string): void;
@@ -148,7 +150,11 @@ export class Router {
    * sockets (upstream.ts) without an async step of their own here; uploads and WebSocket
    * upgrades take the general path.
    */
-  fetch(req: Request, server: Server<WsData>, app: string): Response | undefined | Promise<Response | undefined> {
+  fetch(
+    req: Request,
+    server: Server<WsData>,
+    app: string,
+  ): Response | undefined | Promise<Response | undefined> {
     const started = performance.now();
     const raw = req.url;
     const slash = raw.indexOf("/", raw.indexOf("//") + 2);
@@ -421,7 +427,7 @@ export class Router {
     if (status >= 500 || status === 413 || this.opts.appLogAll) this.opts.appLog?.(app, line);
     if (!this.opts.accessLog && !this.opts.accessSink) return;
     this.accessBuf.push(`${this.now()} ${app} ${line}\n`);
-    this.flushTimer ??= setTimeout(() => this.flush(), 500);
+    this.flushTimer ??= setTimeout(() => this.flush(), this.opts.flushEveryMs ?? 500);
   }
 
   private stamp = "";
@@ -449,7 +455,10 @@ export class Router {
     if (this.accessBuf.length === 0) return;
     const lines = this.accessBuf;
     this.accessBuf = [];
-    if (this.opts.accessSink) return this.opts.accessSink(lines.join(""), lines.length);
+    if (this.opts.accessSink) {
+      this.opts.accessSink(lines.join(""), lines.length);
+      return;
+    }
     if (!this.opts.accessLog) return;
     try {
       appendRotating(this.opts.accessLog, lines.join(""), this.rotation);

@@ -20,7 +20,14 @@ const IDLE_SECONDS = 30;
 const CRLF2 = Buffer.from("\r\n\r\n");
 
 /** Response headers that describe the app's connection, not the response. */
-const HOP_RESPONSE = new Set(["connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade", "trailer"]);
+const HOP_RESPONSE = new Set([
+  "connection",
+  "keep-alive",
+  "transfer-encoding",
+  "proxy-connection",
+  "upgrade",
+  "trailer",
+]);
 
 /** The app closed a pooled socket before answering: safe to send the request again. */
 export class StaleSocket extends Error {}
@@ -114,7 +121,11 @@ class Conn {
       const lines = buf.toString("latin1", 0, end).split("\r\n");
       const first = lines[0]!;
       const status = Number(first.slice(9, 12));
-      if (!first.startsWith("HTTP/1.") || first.charCodeAt(12) !== 32 && first.length !== 12 || !(status >= 100 && status <= 599))
+      if (
+        !first.startsWith("HTTP/1.") ||
+        (first.charCodeAt(12) !== 32 && first.length !== 12) ||
+        !(status >= 100 && status <= 599)
+      )
         throw new Error("the app's response is not HTTP/1.x");
       buf = buf.subarray(end + 4);
       // 1xx informational heads (100 Continue, 103 Early Hints) precede the real one.
@@ -143,7 +154,8 @@ class Conn {
           if (!/^\d+$/.test(value) || (length >= 0 && Number(value) !== length))
             throw new Error("the app sent a bad Content-Length");
           length = Number(value);
-        } else if (lower === "transfer-encoding") chunked = value.toLowerCase().split(",").pop()!.trim() === "chunked";
+        } else if (lower === "transfer-encoding")
+          chunked = value.toLowerCase().split(",").pop()!.trim() === "chunked";
         else if (lower === "connection" && /(^|,)\s*close\s*($|,)/i.test(value)) this.reusable = false;
         if (!HOP_RESPONSE.has(lower)) h.push([name, value]);
       }
@@ -178,7 +190,11 @@ class Conn {
 
   private body(buf: Buffer): void {
     let at = 0;
-    while (at < buf.length || this.framing === "none" || (this.framing === "length" && this.remaining === 0)) {
+    while (
+      at < buf.length ||
+      this.framing === "none" ||
+      (this.framing === "length" && this.remaining === 0)
+    ) {
       switch (this.framing) {
         case "none":
           this.finish(at < buf.length);
@@ -227,7 +243,8 @@ class Conn {
       this.chunkState = "size";
     } else if (this.chunkState === "size") {
       const size = Number.parseInt(line.split(";")[0]!, 16);
-      if (!/^[0-9a-fA-F]+/.test(line) || !Number.isSafeInteger(size)) throw new Error("the app sent a bad chunk size");
+      if (!/^[0-9a-fA-F]+/.test(line) || !Number.isSafeInteger(size))
+        throw new Error("the app sent a bad chunk size");
       if (size === 0) this.chunkState = "trailer";
       else {
         this.remaining = size;
@@ -252,7 +269,8 @@ class Conn {
     let body: Uint8Array | ReadableStream<Uint8Array> | null;
     if (complete) {
       const parts = this.early;
-      body = parts.length === 0 ? null : parts.length === 1 ? new Uint8Array(parts[0]!) : Buffer.concat(parts);
+      body =
+        parts.length === 0 ? null : parts.length === 1 ? new Uint8Array(parts[0]!) : Buffer.concat(parts);
       if (this.ex.head || this.status === 204 || this.status === 304) body = null;
     } else {
       const early = this.early;

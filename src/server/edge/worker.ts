@@ -34,7 +34,10 @@ function pathOf(url: string): string {
 }
 
 const failed = (text: string) =>
-  new Response(`lj serve did not answer: ${text}\n`, { status: 502, headers: { "content-type": "text/plain" } });
+  new Response(`lj serve did not answer: ${text}\n`, {
+    status: 502,
+    headers: { "content-type": "text/plain" },
+  });
 
 /** Not for an app: passed to lj serve as it came, bodies streamed both ways. */
 function forwarder(port: number) {
@@ -52,8 +55,16 @@ function forwarder(port: number) {
         .split(",")
         .map((s) => s.trim())
         .filter(Boolean);
-      const data: WsData = { kind: "router-ws", url: `ws://127.0.0.1:${port}${path}`, headers: wsHeaders, protocols, queue: [] };
-      return srv.upgrade(req, { data }) ? (undefined as unknown as Response) : new Response("WebSocket upgrade failed\n", { status: 400 });
+      const data: WsData = {
+        kind: "router-ws",
+        url: `ws://127.0.0.1:${port}${path}`,
+        headers: wsHeaders,
+        protocols,
+        queue: [],
+      };
+      return srv.upgrade(req, { data })
+        ? (undefined as unknown as Response)
+        : new Response("WebSocket upgrade failed\n", { status: 400 });
     }
     const host = headers.get("host");
     for (const h of HOP) if (headers.has(h)) headers.delete(h);
@@ -85,6 +96,9 @@ function start(c: WorkerConfig): void {
     appLogAll: c.appLogAll,
     appLog: (app, line) => send({ t: "app-log", app, line }),
     accessSink: (text, lines) => send({ t: "access", text, lines }),
+    // Small batches often: serialising half a second of a busy edge's lines at once would hold
+    // up the requests behind it.
+    flushEveryMs: 50,
   });
   edge = new Edge({
     hostname: c.hostname,

@@ -245,7 +245,10 @@ export class EdgeWorkers {
   }
 
   private certCopy(): CertCopy {
-    return (this.o.certs?.active() ?? []).map(([n, c]) => [n, { cert: c.cert, key: c.key, notAfter: c.notAfter }]);
+    return (this.o.certs?.active() ?? []).map(([n, c]) => [
+      n,
+      { cert: c.cert, key: c.key, notAfter: c.notAfter },
+    ]);
   }
 
   private certKey(): string {
