@@ -16,6 +16,8 @@ import type { Socket } from "bun";
 const MAX_HEAD = 64 * 1024;
 /** An idle pooled socket is closed after this long (apps close theirs sooner: node after 5 s). */
 const IDLE_SECONDS = 30;
+/** An app that has not begun its answer after this long gets the request failed (502). */
+export const HEAD_TIMEOUT_SECONDS = 300;
 
 const CRLF2 = Buffer.from("\r\n\r\n");
 
@@ -60,6 +62,7 @@ class Conn {
   /** Requests this socket carried (a first one that fails is not a stale socket). */
   uses = 0;
   receiving = false;
+  /** When the socket went idle, or (while a request is out) when the request was sent. */
   idleSince = 0;
 
   constructor(private readonly pool: Pool) {}
@@ -74,6 +77,7 @@ class Conn {
       this.ctl = null;
       this.reusable = true;
       this.uses++;
+      this.idleSince = performance.now();
       const n = this.socket!.write(head);
       if (n < head.length) this.unsent = head.slice(Math.max(n, 0));
     });
@@ -303,10 +307,18 @@ class Conn {
     else this.pool.release(this);
   }
 
-  fail(e: Error): void {
+  /** Fails a request whose answer has not begun since before `late`. */
+  overdue(late: number): void {
+    if (this.ex && !this.receiving && this.idleSince < late)
+      this.fail(new Error(`no answer within ${HEAD_TIMEOUT_SECONDS} s`), false);
+  }
+
+  /** Ends the exchange with `e`; a reused socket that failed before any answer may be stale. */
+  fail(e: Error, mayBeStale = true): void {
     const ex = this.ex;
     this.ex = null;
-    if (ex && !this.responded) ex.reject(!this.receiving && this.uses > 1 ? new StaleSocket(e.message) : e);
+    const stale = mayBeStale && !this.receiving && this.uses > 1;
+    if (ex && !this.responded) ex.reject(stale ? new StaleSocket(e.message) : e);
     else this.ctl?.error(e);
     this.ctl = null;
     this.destroy();
@@ -355,6 +367,8 @@ class Pool {
     });
     conn.socket.setNoDelay(true);
     this.all.add(conn);
+    this.sweeper ??= setInterval(() => this.sweep(), (IDLE_SECONDS * 1000) / 3);
+    this.sweeper.unref?.();
     return conn;
   }
 
@@ -371,15 +385,16 @@ class Pool {
   release(c: Conn): void {
     if (!c.socket) return;
     c.idleSince = performance.now();
-    this.idle.push(c);
     // Idle sockets are swept by a timer (a timeout set per request costs more than this).
-    this.sweeper ??= setInterval(() => this.sweep(), (IDLE_SECONDS * 1000) / 3);
-    this.sweeper.unref?.();
+    this.idle.push(c);
   }
 
   private sweep(): void {
-    const old = performance.now() - IDLE_SECONDS * 1000;
+    const now = performance.now();
+    const old = now - IDLE_SECONDS * 1000;
     for (const c of this.idle.filter((c) => c.idleSince < old)) c.destroy();
+    const late = now - HEAD_TIMEOUT_SECONDS * 1000;
+    for (const c of this.all) c.overdue(late);
     if (this.all.size === 0 && this.sweeper) {
       clearInterval(this.sweeper);
       this.sweeper = null;
