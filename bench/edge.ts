@@ -7,7 +7,8 @@
  *
  *   bun bench/edge.ts [--duration 8] [--connections 50] [--edge-workers N] [--rounds R]
  *     (--edge-workers 0: the edge in one process; --rounds: the peers alternate R times, and the
- *     JSON gives the median of the per-round ratios)
+ *     JSON gives the median of the per-round ratios; --nginx-log off: nginx without the access
+ *     log that the edge always writes)
  *   bun bench/edge.ts --churn [--connections 1500] [--duration 30]   # 5xx count + another app's p50
  *
  * Needs wrk, nginx, node and openssl (scripts/bootstrap.sh installs them). Loopback only.
@@ -29,11 +30,14 @@ const { values: a } = parseArgs({
     churn: { type: "boolean", default: false },
     "edge-workers": { type: "string" },
     rounds: { type: "string" },
+    "nginx-log": { type: "string" },
   },
 });
 const cores = availableParallelism();
 const workerCount = Number(a["edge-workers"] ?? cores);
 const rounds = Number(a.rounds ?? 1);
+// nginx writes an access log as the edge does (buffered, as the edge batches its lines).
+const nginxLog = (a["nginx-log"] ?? "on") !== "off";
 const churn = a.churn!;
 const duration = Number(a.duration ?? (churn ? 30 : 8));
 const conns = Number(a.connections ?? (churn ? 1500 : 50));
@@ -144,7 +148,7 @@ error_log ${dir}/nginx.err;
 daemon off;
 events { worker_connections 8192; }
 http {
-  access_log off;
+  ${nginxLog ? `access_log ${dir}/nginx-access.log combined buffer=64k flush=1s;` : "access_log off;"}
   upstream app { server 127.0.0.1:${app}; keepalive 64; }
   server {
     listen 127.0.0.1:${http};
@@ -363,6 +367,7 @@ async function main() {
         p99Ratio: ratios("lj-https", "nginx-https", "p99"),
       },
       rounds,
+      nginxAccessLog: nginxLog,
       cores,
       edgeWorkers: workerCount,
       rps: med("rps"),

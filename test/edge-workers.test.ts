@@ -7,9 +7,11 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Server } from "bun";
+import { edgeArgs } from "../src/cli/serve.ts";
+import { LjError } from "../src/errors.ts";
 import { CertManager } from "../src/server/edge/certs.ts";
 import type { Target, WsData } from "../src/server/edge/router.ts";
 import { EdgeWorkers } from "../src/server/edge/workers.ts";
@@ -85,7 +87,24 @@ beforeAll(async () => {
         return srv.upgrade(req, { data: {} as WsData })
           ? (undefined as unknown as Response)
           : new Response("no", { status: 400 });
-      return new Response(`api: ${new URL(req.url).pathname}\n`, { status: 200 });
+      const path = new URL(req.url).pathname;
+      if (req.method === "POST")
+        return req.arrayBuffer().then((b) => new Response(`api got ${b.byteLength} bytes\n`));
+      if (path === "/api/v1/follow") {
+        // A long answer in pieces, as deploy logs follow.
+        return new Response(
+          new ReadableStream({
+            async start(c) {
+              for (let i = 0; i < 5; i++) {
+                c.enqueue(new TextEncoder().encode(`line ${i}\n`));
+                await Bun.sleep(30);
+              }
+              c.close();
+            },
+          }),
+        );
+      }
+      return new Response(`api: ${path}\n`, { status: 200 });
     },
     websocket: {
       open(ws) {
@@ -176,6 +195,17 @@ describe("edge workers", () => {
 
   test("what is not for an app reaches the owning process: API, ACME challenges, WebSockets", async () => {
     expect(await get("127.0.0.1", "/api/v1/apps")).toEqual({ status: 200, body: "api: /api/v1/apps\n" });
+    // An upload streams through a worker to the owner; a long answer streams back.
+    const up = await fetch(`http://127.0.0.1:${edge.port}/api/v1/apps/x/deploys`, {
+      method: "POST",
+      headers: { host: "127.0.0.1" },
+      body: new Uint8Array(512 * 1024),
+    });
+    expect(await up.text()).toBe(`api got ${512 * 1024} bytes\n`);
+    expect(await get("127.0.0.1", "/api/v1/follow")).toEqual({
+      status: 200,
+      body: "line 0\nline 1\nline 2\nline 3\nline 4\n",
+    });
     (certs.challenges as Map<string, string>).set("tok123", "tok123.thumb");
     for (let i = 0; i < 6; i++)
       expect(await get("shop.test", "/.well-known/acme-challenge/tok123")).toEqual({
@@ -228,6 +258,23 @@ describe("edge workers", () => {
 });
 
 describe("edge workers and their owner", () => {
+  test("lj serve --edge-workers: auto is one per core, 0 keeps the edge in lj serve, the rest is refused", () => {
+    expect(edgeArgs({}).edgeWorkers).toBe(availableParallelism());
+    expect(edgeArgs({ "edge-workers": "0" }).edgeWorkers).toBe(0);
+    expect(edgeArgs({ "edge-workers": "3" }).edgeWorkers).toBe(3);
+    for (const bad of ["-1", "two", "1.5", "9999"]) {
+      let err: unknown;
+      try {
+        edgeArgs({ "edge-workers": bad });
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(LjError);
+      expect((err as LjError).exitCode).toBe(64);
+      expect((err as LjError).message).toContain("--edge-workers");
+    }
+  });
+
   test("workers end when the process that started them dies", async () => {
     const script = join(dir, "owner.ts");
     await Bun.write(
