@@ -84,6 +84,8 @@ interface Slot {
   httpsPort: number | null;
   applied: number;
   restartDelay: number;
+  /** A worker of this slot has listened (a later one that fails is retried, not fatal). */
+  served?: boolean;
   ready?: (port: number) => void;
   failed?: (e: Error) => void;
   stopped?: () => void;
@@ -196,6 +198,7 @@ export class EdgeWorkers {
   private onMessage(slot: Slot, m: FromWorker): void {
     switch (m.t) {
       case "ready":
+        slot.served = true;
         slot.httpsPort = m.httpsPort;
         slot.ready?.(m.port);
         slot.ready = slot.failed = undefined;
@@ -231,7 +234,8 @@ export class EdgeWorkers {
     if (slot.failed) {
       slot.failed(new Error(`edge worker exited (${signal ?? `code ${code}`}) before it listened`));
       slot.ready = slot.failed = undefined;
-      return;
+      // At start that fails lj serve; a replacement that cannot listen is tried again below.
+      if (!slot.served) return;
     }
     if (this.stopping) return;
     // Started again at once; one that keeps dying young waits longer each time (at most 5 s).
