@@ -129,6 +129,9 @@ export class Router {
 
   invalidate(): void {
     this.cache.clear();
+    // Gates of instances with nothing in flight are made again when needed (instances come and
+    // go with every deploy; their gates should not stay).
+    for (const [k, g] of this.gates) if (g.busy === 0 && g.waiting.length === 0) this.gates.delete(k);
   }
 
   private pick(app: string, skip?: Target): Target | null | undefined {

@@ -350,6 +350,8 @@ class Pool {
   constructor(
     readonly address: string,
     readonly port: number,
+    /** Called when the pool has no socket left and stops its timer (its owner forgets it). */
+    private readonly onEmpty: () => void,
   ) {}
 
   private async open(): Promise<Conn> {
@@ -398,6 +400,7 @@ class Pool {
     if (this.all.size === 0 && this.sweeper) {
       clearInterval(this.sweeper);
       this.sweeper = null;
+      this.onEmpty();
     }
   }
 
@@ -423,7 +426,10 @@ export class Upstreams {
     const key = `${address}:${port}`;
     let p = this.pools.get(key);
     if (!p) {
-      p = new Pool(address, port);
+      const pool = new Pool(address, port, () => {
+        if (this.pools.get(key) === pool) this.pools.delete(key);
+      });
+      p = pool;
       this.pools.set(key, p);
     }
     return p.request(head, isHead);
