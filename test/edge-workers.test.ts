@@ -275,6 +275,42 @@ describe("edge workers and their owner", () => {
     }
   });
 
+  test("the bound on requests in flight toward one instance holds over all workers together", async () => {
+    let now = 0;
+    let most = 0;
+    const slow = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      async fetch() {
+        most = Math.max(most, ++now);
+        await Bun.sleep(100);
+        now--;
+        return new Response("slow\n");
+      },
+    });
+    const w = await EdgeWorkers.start({
+      count: 2,
+      hostname: "127.0.0.1",
+      port: 0,
+      domain: "b.test",
+      perInstance: 4,
+      maxRequestBodySize: 1024,
+      routes: () => ({ slow: [{ address: "127.0.0.1", port: slow.port! }] }),
+      domains: () => ({}),
+      other: () => new Response("api"),
+      log: () => {},
+    });
+    try {
+      const all = await Promise.all(Array.from({ length: 24 }, () => get("slow.b.test", "/", w.port)));
+      expect(all.every((r) => r.status === 200 && r.body === "slow\n")).toBe(true);
+      expect(most).toBeLessThanOrEqual(4);
+      expect(most).toBeGreaterThanOrEqual(2);
+    } finally {
+      await w.stop();
+      slow.stop(true);
+    }
+  }, 30_000);
+
   test("workers end when the process that started them dies", async () => {
     const script = join(dir, "owner.ts");
     await Bun.write(

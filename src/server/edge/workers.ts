@@ -11,7 +11,7 @@
 import { join } from "node:path";
 import type { Server, Subprocess, WebSocketHandler } from "bun";
 import type { EdgeCerts } from "./edge.ts";
-import type { Target, WsData } from "./router.ts";
+import { DEFAULT_PER_INSTANCE, type Target, type WsData } from "./router.ts";
 
 type Routes = Record<string, Target[]>;
 type Domains = Record<string, string>;
@@ -57,7 +57,7 @@ export interface EdgeWorkersOptions {
   httpsPort?: number;
   domain: string;
   trustedProxies?: readonly string[];
-  /** Requests in flight toward one instance, over all workers together. */
+  /** Requests in flight toward one instance, over all workers together (default as the router's). */
   perInstance?: number;
   maxBodyBytes?: number;
   maxRequestBodySize: number;
@@ -152,7 +152,7 @@ export class EdgeWorkers {
       httpsPort: o.httpsPort === 0 ? freePort(o.hostname) : o.httpsPort,
       domain: o.domain,
       trustedProxies: o.trustedProxies ?? [],
-      perInstance: o.perInstance === undefined ? undefined : Math.max(1, Math.ceil(o.perInstance / o.count)),
+      perInstance: Math.max(1, Math.ceil((o.perInstance ?? DEFAULT_PER_INSTANCE) / o.count)),
       maxBodyBytes: o.maxBodyBytes,
       maxRequestBodySize: o.maxRequestBodySize,
       appLogAll: o.appLogAll,
