@@ -189,6 +189,27 @@ describe("the router's client toward apps", () => {
     expect(await (await get("/after-big")).text()).toBe("ok");
   });
 
+  test("a slow client: the app's socket waits for it, then carries the next request", async () => {
+    const big = Buffer.alloc(4 * 1024 * 1024, 7);
+    script = () => [`HTTP/1.1 200 OK\r\nContent-Length: ${big.length}\r\n\r\n`, big];
+    const before = connections;
+    for (let round = 0; round < 2; round++) {
+      const r = await get(`/slow${round}`);
+      const reader = r.body!.getReader();
+      let n = 0;
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        n += value.length;
+        if (n < big.length / 2) await Bun.sleep(2);
+      }
+      expect(n).toBe(big.length);
+    }
+    script = () => ["HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"];
+    expect(await (await get("/after-slow")).text()).toBe("ok");
+    expect(connections - before).toBeLessThanOrEqual(1);
+  }, 30_000);
+
   test("request bodies still reach the app (POST)", async () => {
     script = (head) => {
       const len = /content-length: (\d+)/i.exec(head)?.[1] ?? "none";

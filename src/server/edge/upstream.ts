@@ -59,6 +59,8 @@ class Conn {
   private headers: [string, string][] | null = null;
   private ctl: ReadableStreamDefaultController<Uint8Array> | null = null;
   private unsent: string | null = null;
+  /** Reading stopped while the client's queue is full. */
+  private paused = false;
   /** Requests this socket carried (a first one that fails is not a stale socket). */
   uses = 0;
   receiving = false;
@@ -189,7 +191,10 @@ class Conn {
       return;
     }
     this.ctl.enqueue(new Uint8Array(piece));
-    if ((this.ctl.desiredSize ?? 1) <= 0) this.socket?.pause();
+    if ((this.ctl.desiredSize ?? 1) <= 0 && !this.paused) {
+      this.paused = true;
+      this.socket?.pause();
+    }
   }
 
   private body(buf: Buffer): void {
@@ -284,9 +289,7 @@ class Conn {
             for (const p of early) ctl.enqueue(new Uint8Array(p));
             this.ctl = ctl;
           },
-          pull: () => {
-            this.socket?.resume();
-          },
+          pull: () => this.resume(),
           cancel: () => this.destroy(),
         },
         { highWaterMark: 4 },
@@ -296,8 +299,17 @@ class Conn {
     this.ex.resolve(new Response(body, init));
   }
 
+  private resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.socket?.resume();
+  }
+
   /** The response is complete: the socket goes back to the pool or is closed. */
   private finish(extra: boolean): void {
+    // Its last bytes may have come in the read that filled the client's queue: reading goes on
+    // for the next request.
+    this.resume();
     if (!this.responded) this.respond(true);
     else this.ctl?.close();
     this.ctl = null;
