@@ -187,7 +187,8 @@ async function serve(
       domain,
       trustedProxies: trustedProxies.list,
       maxBodyBytes: o.maxBodyBytes,
-      routes: () => Object.fromEntries(paas.db.apps().map((a) => [a.name, paas.formation.targets(a.name) ?? []])),
+      routes: () =>
+        Object.fromEntries(paas.db.apps().map((a) => [a.name, paas.formation.targets(a.name) ?? []])),
       domains: () => Object.fromEntries(domains.list().map((d) => [d.domain, d.app])),
       certs,
       access: (text) => router.record(text),
