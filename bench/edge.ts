@@ -1,30 +1,43 @@
 /**
  * The edge against nginx: one small node app behind (a) nothing, (b) nginx with an upstream
- * keep-alive pool, (c) lightjail's edge (Router + Edge, as lj serve runs them), over HTTP and
- * HTTPS, each measured with wrk (2 threads, 50 connections, 8 s). The last line is JSON with
- * lj/nginx ratios of requests/s and p99.
+ * keep-alive pool, (c) lightjail's edge (its worker processes, as lj serve runs them), over HTTP
+ * and HTTPS, each measured with wrk (2 threads, 50 connections, 8 s). nginx runs
+ * `worker_processes auto` and the edge as many workers (one per core), so both use the same
+ * cores. The last line is JSON with lj/nginx ratios of requests/s and p99.
  *
- *   bun bench/edge.ts [--duration 8] [--connections 50]
+ *   bun bench/edge.ts [--duration 8] [--connections 50] [--edge-workers N] [--rounds R]
+ *     (--edge-workers 0: the edge in one process; --rounds: the peers alternate R times, and the
+ *     JSON gives the median of the per-round ratios; --nginx-log off: nginx without the access
+ *     log that the edge always writes)
  *   bun bench/edge.ts --churn [--connections 1500] [--duration 30]   # 5xx count + another app's p50
  *
  * Needs wrk, nginx, node and openssl (scripts/bootstrap.sh installs them). Loopback only.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import type { Subprocess } from "bun";
 import { CertManager } from "../src/server/edge/certs.ts";
 import { Edge } from "../src/server/edge/edge.ts";
 import { Router } from "../src/server/edge/router.ts";
+import { EdgeWorkers } from "../src/server/edge/workers.ts";
 
 const { values: a } = parseArgs({
   options: {
     duration: { type: "string" },
     connections: { type: "string" },
     churn: { type: "boolean", default: false },
+    "edge-workers": { type: "string" },
+    rounds: { type: "string" },
+    "nginx-log": { type: "string" },
   },
 });
+const cores = availableParallelism();
+const workerCount = Number(a["edge-workers"] ?? cores);
+const rounds = Number(a.rounds ?? 1);
+// nginx writes an access log as the edge does (buffered, as the edge batches its lines).
+const nginxLog = (a["nginx-log"] ?? "on") !== "off";
 const churn = a.churn!;
 const duration = Number(a.duration ?? (churn ? 30 : 8));
 const conns = Number(a.connections ?? (churn ? 1500 : 50));
@@ -93,6 +106,38 @@ function selfSigned(name: string): { cert: string; key: string } {
   return { cert, key };
 }
 
+/**
+ * CPU seconds (user + system, every thread) the processes used so far; null without /proc.
+ * Per request it says what each proxy costs the machine, steady even when the machine is busy.
+ */
+function cpuSeconds(pids: number[]): number | null {
+  let ticks = 0;
+  try {
+    for (const p of pids) {
+      const f = readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1]!.split(" ");
+      ticks += Number(f[11]) + Number(f[12]);
+    }
+  } catch {
+    return null;
+  }
+  return ticks / 100;
+}
+
+/** The process and its children (nginx: the master and its workers). */
+function withChildren(pid: number): number[] {
+  const out = [pid];
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/stat`, "utf8").split(") ")[1]!.split(" ")[1] === String(pid))
+        out.push(Number(d));
+    } catch {}
+  }
+  return out;
+}
+
+let nginxPid = 0;
+
 function startNginx(app: number, http: number, https: number, tls: { cert: string; key: string }): void {
   const conf = join(dir, "nginx.conf");
   writeFileSync(
@@ -103,7 +148,7 @@ error_log ${dir}/nginx.err;
 daemon off;
 events { worker_connections 8192; }
 http {
-  access_log off;
+  ${nginxLog ? `access_log ${dir}/nginx-access.log combined buffer=64k flush=1s;` : "access_log off;"}
   upstream app { server 127.0.0.1:${app}; keepalive 64; }
   server {
     listen 127.0.0.1:${http};
@@ -123,10 +168,14 @@ http {
 }
 `,
   );
-  procs.push(Bun.spawn(["nginx", "-c", conf, "-p", dir], { stdout: "ignore", stderr: "inherit" }));
+  const p = Bun.spawn(["nginx", "-c", conf, "-p", dir], { stdout: "ignore", stderr: "inherit" });
+  nginxPid = p.pid;
+  procs.push(p);
 }
 
 interface Wrk {
+  /** The proxy's CPU time per request (µs), when /proc tells. */
+  cpuUs?: number;
   rps: number;
   p50: number;
   p99: number;
@@ -159,6 +208,55 @@ async function wrk(url: string, host: string, c = conns, d = duration): Promise<
   };
 }
 
+/** The edge as lj serve runs it: worker processes on shared ports, or (0) one in this process. */
+async function startEdge(
+  routes: Record<string, { address: string; port: number }[]>,
+  domain: string,
+  certs: CertManager | null,
+): Promise<{ port: number; httpsPort: number | undefined; pids(): number[]; stop(): Promise<void> }> {
+  const other = () => new Response("not an app", { status: 404 });
+  if (workerCount > 0) {
+    const w = await EdgeWorkers.start({
+      count: workerCount,
+      hostname: "127.0.0.1",
+      port: 0,
+      httpsPort: certs ? 0 : undefined,
+      domain,
+      maxRequestBodySize: 1 << 30,
+      routes: () => routes,
+      domains: () => ({}),
+      certs: certs ?? undefined,
+      other,
+      access: () => {},
+      log: (line) => console.error(line),
+    });
+    await w.synced();
+    for (let i = 0; certs && i < 200 && w.httpsPort === undefined; i++) await Bun.sleep(25);
+    return {
+      port: w.port,
+      httpsPort: w.httpsPort,
+      pids: () => w.stats().flatMap((s) => (s.pid ? [s.pid] : [])),
+      stop: () => w.stop(),
+    };
+  }
+  const router = new Router({ domain, targets: (app) => routes[app] ?? null });
+  const e = new Edge({
+    hostname: "127.0.0.1",
+    port: 0,
+    httpsPort: certs ? 0 : undefined,
+    router,
+    certs: certs ?? undefined,
+    other,
+    maxRequestBodySize: 1 << 30,
+  });
+  return {
+    port: e.http.port!,
+    httpsPort: e.httpsPort,
+    pids: () => [process.pid],
+    stop: async () => e.stop(),
+  };
+}
+
 async function main() {
   const domain = "bench.test";
   const appPort = free();
@@ -169,23 +267,12 @@ async function main() {
     const calmPort = free();
     nodeApp(calmPort);
     await waitPort(calmPort);
-    const router = new Router({
+    const edge = await startEdge(
+      { web: [{ address: "127.0.0.1", port: appPort }], calm: [{ address: "127.0.0.1", port: calmPort }] },
       domain,
-      targets: (app) =>
-        app === "web"
-          ? [{ address: "127.0.0.1", port: appPort }]
-          : app === "calm"
-            ? [{ address: "127.0.0.1", port: calmPort }]
-            : null,
-    });
-    const edge = new Edge({
-      hostname: "127.0.0.1",
-      port: 0,
-      router,
-      other: () => new Response("not an app", { status: 404 }),
-      maxRequestBodySize: 1 << 30,
-    });
-    const port = edge.http.port!;
+      null,
+    );
+    const port = edge.port;
     const load = wrk(`http://127.0.0.1:${port}/`, `web.${domain}`);
     await Bun.sleep(2000);
     const times: number[] = [];
@@ -201,7 +288,7 @@ async function main() {
     const w = await load;
     times.sort((x, y) => x - y);
     const q = (f: number) => Number(times[Math.floor(f * (times.length - 1))]!.toFixed(2));
-    edge.stop();
+    await edge.stop();
     const res = {
       connections: conns,
       seconds: duration,
@@ -219,7 +306,6 @@ async function main() {
   // edge sends plain HTTP for that one to HTTPS, as lj serve does).
   const secure = `secure.${domain}`;
   const tls = selfSigned(secure);
-  const router = new Router({ domain, targets: () => [{ address: "127.0.0.1", port: appPort }] });
   const certs = new CertManager({
     dir: join(dir, "certs"),
     wanted: () => [secure],
@@ -227,48 +313,66 @@ async function main() {
     onChange: () => {},
   });
   certs.put(secure, await Bun.file(tls.cert).text(), await Bun.file(tls.key).text());
-  const edge = new Edge({
-    hostname: "127.0.0.1",
-    port: 0,
-    httpsPort: 0,
-    router,
-    certs,
-    other: () => new Response("not an app", { status: 404 }),
-    maxRequestBodySize: 1 << 30,
-  });
+  const target = [{ address: "127.0.0.1", port: appPort }];
+  const edge = await startEdge({ web: target, secure: target }, domain, certs);
   const [nh, ns] = [free(), free()];
   startNginx(appPort, nh, ns, tls);
   await waitPort(nh);
   await waitPort(ns);
 
   const host = `web.${domain}`;
-  const results: Record<string, Wrk> = {};
-  const run = async (name: string, url: string, h: string) => {
+  const results: Record<string, Wrk[]> = {};
+  const ngPids = () => withChildren(nginxPid);
+  const run = async (name: string, url: string, h: string, procsOf: () => number[] = () => []) => {
+    const pids = procsOf();
+    const c0 = cpuSeconds(pids);
     const r = await wrk(url, h);
-    results[name] = r;
+    const c1 = cpuSeconds(pids);
+    if (pids.length > 0 && c0 !== null && c1 !== null && r.requests > 0)
+      r.cpuUs = ((c1 - c0) * 1e6) / r.requests;
+    results[name] = [...(results[name] ?? []), r];
     console.log(
-      `${name.padEnd(12)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  non-2xx ${r.non2xx}  socket errors ${r.errors}`,
+      `${name.padEnd(12)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  non-2xx ${r.non2xx}  socket errors ${r.errors}${r.cpuUs === undefined ? "" : `  proxy cpu ${r.cpuUs.toFixed(1)} us/req`}`,
     );
   };
-  await run("direct", `http://127.0.0.1:${appPort}/`, host);
-  await run("nginx", `http://127.0.0.1:${nh}/`, host);
-  await run("lj", `http://127.0.0.1:${edge.http.port}/`, host);
-  await run("nginx-https", `https://127.0.0.1:${ns}/`, secure);
-  await run("lj-https", `https://127.0.0.1:${edge.httpsPort}/`, secure);
-  edge.stop();
-  const ratio = (x: number, y: number) => Number((x / y).toFixed(2));
+  // Rounds alternate the peers, so that a busy spell on the machine hits both alike.
+  for (let i = 0; i < rounds; i++) {
+    await run("direct", `http://127.0.0.1:${appPort}/`, host);
+    await run("nginx", `http://127.0.0.1:${nh}/`, host, ngPids);
+    await run("lj", `http://127.0.0.1:${edge.port}/`, host, edge.pids);
+    await run("nginx-https", `https://127.0.0.1:${ns}/`, secure, ngPids);
+    await run("lj-https", `https://127.0.0.1:${edge.httpsPort}/`, secure, edge.pids);
+  }
+  await edge.stop();
+  const median = (xs: number[]) => {
+    const s = [...xs].sort((x, y) => x - y);
+    const m = s.length >> 1;
+    return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+  };
+  const two = (x: number) => Number(x.toFixed(2));
+  // Ratios per round (the two ran a few seconds apart), then their median.
+  const ratios = (lj: string, peer: string, key: "rps" | "p99") =>
+    two(median(results[lj]!.map((r, i) => r[key] / results[peer]![i]![key])));
+  const med = (key: "rps" | "p99" | "cpuUs") =>
+    Object.fromEntries(
+      Object.entries(results)
+        .filter(([, v]) => v.every((r) => r[key] !== undefined))
+        .map(([k, v]) => [k, two(median(v.map((r) => r[key]!)))]),
+    );
   console.log(
     JSON.stringify({
-      http: {
-        rpsRatio: ratio(results.lj!.rps, results.nginx!.rps),
-        p99Ratio: ratio(results.lj!.p99, results.nginx!.p99),
-      },
+      http: { rpsRatio: ratios("lj", "nginx", "rps"), p99Ratio: ratios("lj", "nginx", "p99") },
       https: {
-        rpsRatio: ratio(results["lj-https"]!.rps, results["nginx-https"]!.rps),
-        p99Ratio: ratio(results["lj-https"]!.p99, results["nginx-https"]!.p99),
+        rpsRatio: ratios("lj-https", "nginx-https", "rps"),
+        p99Ratio: ratios("lj-https", "nginx-https", "p99"),
       },
-      rps: Object.fromEntries(Object.entries(results).map(([k, v]) => [k, Math.round(v.rps)])),
-      p99Ms: Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.p99])),
+      rounds,
+      nginxAccessLog: nginxLog,
+      cores,
+      edgeWorkers: workerCount,
+      rps: med("rps"),
+      p99Ms: med("p99"),
+      proxyCpuUsPerRequest: med("cpuUs"),
     }),
   );
 }

@@ -25,9 +25,13 @@ beforeAll(async () => {
   if (process.getuid?.() !== 0) return;
   root = mkdtempSync(join(tmpdir(), "lj-debian-"));
   process.env.LIGHTJAIL_ROOT = root;
+  // One subnet of its own for the whole file: this process and the CLIs it starts are one root,
+  // and every process of a root must use the same subnet.
+  process.env.LJ_SUBNET = "10.243.0.0/24";
   world = await debianWorld(root);
 }, 300_000);
 afterAll(() => {
+  delete process.env.LJ_SUBNET;
   if (root) rmSync(root, { recursive: true, force: true });
 });
 
@@ -173,7 +177,6 @@ rootTest(
     const { setDefaultWorld } = await import("../src/store/worlds.ts");
     const { startServer } = await import("../src/server/serve.ts");
     await setDefaultWorld(world);
-    process.env.LJ_SUBNET = "10.243.0.0/24";
     const s = await startServer({ hostname: "127.0.0.1", port: 0, healthTimeoutMs: 60_000 });
     try {
       const call = async (method: string, path: string, body?: unknown) => {
@@ -196,7 +199,6 @@ rootTest(
       await call("DELETE", "/services/cache");
     } finally {
       await s.stop();
-      delete process.env.LJ_SUBNET;
     }
   },
   300_000,

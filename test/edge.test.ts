@@ -191,6 +191,9 @@ beforeAll(async () => {
     maxBodyBytes: 64 * 1024,
     acme: { directory: pebble.directory, email: "ops@example.com", ca: pebble.ca },
     certCheckEveryMs: 1000,
+    // As lj serve runs by default: the listeners in worker processes (HTTP-01 answered through
+    // them, certificates reaching each of them).
+    edgeWorkers: 2,
   });
 }, 60_000);
 
@@ -330,7 +333,7 @@ describe("domains and HTTPS", () => {
         body: chunks,
       });
       expect(chunked.status).toBe(413);
-      s.router.flush();
+      await s.flushAccessLog();
       const access = readFileSync(join(paths.paasLogs(), "access.log"), "utf8");
       expect(access.match(/shop POST \/ 413 .*--max-body/g)?.length).toBe(2);
       await until(

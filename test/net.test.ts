@@ -5,7 +5,7 @@
  * namespace the tests create (it also plays the cloud metadata endpoint 169.254.169.254).
  */
 import { afterAll, beforeAll, describe, expect } from "bun:test";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import {
   allowGatewayPort,
@@ -135,6 +135,17 @@ async function stop(...jails: Jail[]): Promise<void> {
 }
 
 /**
+ * The jail's network namespace, for nsenter; refuses while it is still the host's (a jail's
+ * first process enters its own a moment after it exists): a test must never change the host.
+ */
+function jailNet(j: Jail): string {
+  const path = `/proc/${j.pid}/ns/net`;
+  if (readlinkSync(path) === readlinkSync("/proc/self/ns/net"))
+    throw new Error(`jail ${j.address} is not in its own network namespace yet`);
+  return path;
+}
+
+/**
  * Connects from inside a jail's network namespace (the host's python3 entering only the
  * jail's netns): "OK <first line>" or "ERR <reason>".
  */
@@ -148,7 +159,7 @@ async function connectFrom(j: Jail, host: string, port: number, source?: string)
     "except Exception as e:",
     "  print('ERR', type(e).__name__)",
   ].join("\n");
-  const p = Bun.spawn(["nsenter", `--net=/proc/${j.pid}/ns/net`, "/usr/bin/python3", "-c", py], {
+  const p = Bun.spawn(["nsenter", `--net=${jailNet(j)}`, "/usr/bin/python3", "-c", py], {
     stdout: "pipe",
     stderr: "inherit",
   });
@@ -158,9 +169,23 @@ async function connectFrom(j: Jail, host: string, port: number, source?: string)
 }
 
 /** Resolves once the jail's eth0 is configured (its default route is in place). */
+/**
+ * Until the jail's first process is in a network namespace of its own with its default route
+ * through the jail gateway. (Until its child has entered that namespace, /proc/PID/ns/net is
+ * the host's: a command "in the jail" would change the host.)
+ */
 async function waitUntilWired(j: Jail): Promise<void> {
+  const hostNs = readlinkSync("/proc/self/ns/net");
   for (let i = 0; i < 500; i++) {
-    if (sh(`nsenter --net=/proc/${j.pid}/ns/net ip route show default`).out.includes("via")) return;
+    let own = false;
+    try {
+      own = readlinkSync(`/proc/${j.pid}/ns/net`) !== hostNs;
+    } catch {}
+    if (
+      own &&
+      sh(`nsenter --net=/proc/${j.pid}/ns/net ip route show default`).out.includes(`via ${GATEWAY} `)
+    )
+      return;
     await Bun.sleep(10);
   }
   throw new Error("jail network never came up");
@@ -371,11 +396,11 @@ describe("reachability and filtering", () => {
         // Sends one datagram from inside a jail's network namespace, from `source`.
         const send = (j: Jail, source: string, text: string) =>
           sh(
-            `nsenter --net=/proc/${j.pid}/ns/net /usr/bin/python3 -c "import socket; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('${source}',0)); s.sendto(b'${text}',('${a.address}',9999))"`,
+            `nsenter --net=${jailNet(j)} /usr/bin/python3 -c "import socket; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('${source}',0)); s.sendto(b'${text}',('${a.address}',9999))"`,
           );
         // c takes b's address as an extra one and sends as b: the filter knows b's address lives
         // behind b's veth, and drops it. The same datagram from b itself arrives.
-        expect(sh(`nsenter --net=/proc/${c.pid}/ns/net ip addr add ${b.address}/32 dev eth0`).code).toBe(0);
+        expect(sh(`nsenter --net=${jailNet(c)} ip addr add ${b.address}/32 dev eth0`).code).toBe(0);
         const forged = send(c, b.address!, "forged");
         expect(forged.out).toBe("");
         expect(forged.code).toBe(0);

@@ -1,4 +1,5 @@
 import { readFileSync, writeFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { defineCommand } from "citty";
 import { LjError } from "../errors.ts";
 import { splitList } from "../server/edge/forwarding.ts";
@@ -46,6 +47,12 @@ export const serveCommand = defineCommand({
     "acme-ca": {
       type: "string",
       description: "PEM file of a CA to trust for the ACME server (a private CA)",
+    },
+    "edge-workers": {
+      type: "string",
+      description:
+        "edge worker processes serving HTTP and HTTPS (auto: one per core; 0: in the server process)",
+      default: "auto",
     },
     json: { type: "boolean", description: "print the listening address as JSON" },
     install: {
@@ -114,7 +121,16 @@ export function edgeArgs(args: Record<string, unknown>): {
   maxBodyBytes: number;
   httpsPort?: number;
   acme?: { email?: string; directory?: string; ca?: string };
+  edgeWorkers: number;
 } {
+  const w = String(args["edge-workers"] ?? "auto");
+  const edgeWorkers = w === "auto" ? availableParallelism() : Number(w);
+  if (!/^(auto|[0-9]+)$/.test(w) || edgeWorkers > 256)
+    throw new LjError(
+      "usage",
+      "bad-edge-workers",
+      `--edge-workers: ${JSON.stringify(w)} is not "auto" or a count of processes (0 to 256)`,
+    );
   const maxBody = Number(args["max-body"] ?? 1024);
   if (!Number.isFinite(maxBody) || maxBody <= 0)
     throw new LjError(
@@ -156,6 +172,7 @@ export function edgeArgs(args: Record<string, unknown>): {
     maxBodyBytes: maxBody * 1024 * 1024,
     httpsPort,
     acme: acmeOn ? { email, directory, ca } : undefined,
+    edgeWorkers,
   };
 }
 

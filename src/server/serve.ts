@@ -1,7 +1,9 @@
 /**
- * `lj serve`: one Bun.serve for the API, git and the router. A request whose Host is
- * APP.<domain> goes to the router; everything else to the API. On start the PaaS brings back
- * every app's desired state.
+ * `lj serve`: the edge (HTTP and HTTPS listeners in front of the router) and the API and git
+ * behind it. A request whose Host is APP.<domain> or an app's custom domain goes to the router;
+ * everything else to the API. With edge workers (edge/workers.ts) the listeners run in worker
+ * processes, one per core, fed from here; without, in this process. On start the PaaS brings
+ * back every app's desired state.
  */
 
 import { join } from "node:path";
@@ -16,6 +18,7 @@ import { CertManager, LETS_ENCRYPT } from "./edge/certs.ts";
 import { Edge } from "./edge/edge.ts";
 import { TrustedProxies, trustedProxiesFromConfig } from "./edge/forwarding.ts";
 import { DEFAULT_MAX_BODY_MB, Router, type WsData } from "./edge/router.ts";
+import { EdgeWorkers } from "./edge/workers.ts";
 import { acquireServeLock } from "./lock.ts";
 import { type RunWsData, runWebsocket } from "./run-socket.ts";
 
@@ -39,6 +42,11 @@ export interface ServeOptions extends PaasOptions {
   acme?: { email?: string; directory?: string; ca?: string };
   /** How often certificates are checked for renewal (ms); default 6 hours. */
   certCheckEveryMs?: number;
+  /**
+   * Edge worker processes serving the listeners (`lj serve --edge-workers`, one per core by
+   * default there); 0, the default here, serves them in this process.
+   */
+  edgeWorkers?: number;
 }
 
 export interface RunningServer {
@@ -57,6 +65,11 @@ export interface RunningServer {
   certs: CertManager;
   paas: Paas;
   router: Router;
+  /** The edge's worker processes (none when the edge runs in this process). */
+  edgeWorkers: EdgeWorkers | null;
+  /** Writes the access-log lines buffered so far (the workers' too). */
+  flushAccessLog(): Promise<void>;
+  /** The listener the API is served on (the edge's, or the workers' private one behind them). */
   server: Server<WsData | RunWsData>;
   stop(): Promise<void>;
 }
@@ -111,8 +124,10 @@ async function serve(
   const paas = new Paas(o);
   const log = (line: string) => process.stderr.write(`${line}\n`);
   let edge: Edge | null = null;
+  let workers: EdgeWorkers | null = null;
   const domains = new Domains(paas.db, domain, () => {
     edge?.reloadTls();
+    workers?.publish();
     void certs.reconcile();
   });
   const certs = new CertManager({
@@ -120,19 +135,26 @@ async function serve(
     wanted: () => domains.names(),
     acme: o.acme ? { directory: LETS_ENCRYPT, ...o.acme } : undefined,
     log,
-    onChange: () => edge?.reloadTls(),
+    onChange: () => {
+      edge?.reloadTls();
+      workers?.publish();
+    },
     checkEveryMs: o.certCheckEveryMs,
   });
+  const appLog = (app: string, line: string) => paas.logs.write(app, "router", line);
   const router = new Router({
     domain,
     domains,
     maxBodyBytes: o.maxBodyBytes,
     targets: (app) => paas.formation.targets(app),
     accessLog: join(paths.paasLogs(), "access.log"),
-    appLog: (app, line) => paas.logs.write(app, "router", line),
+    appLog,
     trustedProxies,
   });
-  paas.onChange(() => router.invalidate());
+  paas.onChange(() => {
+    router.invalidate();
+    workers?.publish();
+  });
   let selfUrl = "";
   const api = createApi({
     paas,
@@ -145,44 +167,73 @@ async function serve(
     maxUploadBytes: o.maxUploadBytes,
   });
   const maxBody = o.maxBodyBytes ?? DEFAULT_MAX_BODY_MB * 1024 * 1024;
-  edge = new Edge({
+  const shared = {
     hostname: o.hostname ?? "127.0.0.1",
     port: o.port ?? 0,
     httpsPort: o.httpsPort,
-    router,
-    certs,
-    other: (req, srv) => api.fetch(req, { server: srv }),
+    other: (req: Request, srv: Server<WsData>) => api.fetch(req, { server: srv }),
     // `lj run` sessions share the listener with the router's WebSocket bridges.
     websocket: websockets(router) as unknown as WebSocketHandler<WsData>,
     // Bun's own cap answers without a body or a log line: ours (the upload route's, the
     // router's) sit below it and say why.
     maxRequestBodySize: Math.max(o.maxUploadBytes ?? 256 * 1024 * 1024, maxBody) + 64 * 1024 * 1024,
-  });
-  const server = edge.http;
-  const host = server.hostname === "0.0.0.0" || server.hostname === "::" ? "127.0.0.1" : server.hostname;
-  selfUrl = `http://${host}:${server.port}`;
+  };
+  let listen: { hostname: string; port: number };
+  let server: Server<WsData>;
+  if (o.edgeWorkers) {
+    workers = await EdgeWorkers.start({
+      ...shared,
+      count: o.edgeWorkers,
+      domain,
+      trustedProxies: trustedProxies.list,
+      maxBodyBytes: o.maxBodyBytes,
+      routes: () =>
+        Object.fromEntries(paas.db.apps().map((a) => [a.name, paas.formation.targets(a.name) ?? []])),
+      domains: () => Object.fromEntries(domains.list().map((d) => [d.domain, d.app])),
+      certs,
+      access: (text) => router.record(text),
+      appLog,
+      log,
+    });
+    server = workers.server;
+    listen = { hostname: shared.hostname, port: workers.port };
+  } else {
+    edge = new Edge({ ...shared, router, certs });
+    server = edge.http;
+    listen = { hostname: server.hostname ?? shared.hostname, port: server.port! };
+  }
+  const host = listen.hostname === "0.0.0.0" || listen.hostname === "::" ? "127.0.0.1" : listen.hostname;
+  selfUrl = `http://${host}:${listen.port}`;
   await paas.prepare();
   await paas.recover();
   certs.start();
   const running = edge;
+  const edgeWorkers = workers;
   return {
     url: selfUrl,
-    listen: { hostname: server.hostname ?? o.hostname ?? "127.0.0.1", port: server.port! },
-    port: server.port!,
+    listen,
+    port: listen.port,
     token,
     tokenCreated: created,
     domain,
     trustedProxies: trustedProxies.list,
-    httpsPort: () => running.httpsPort,
+    httpsPort: () => running?.httpsPort ?? edgeWorkers?.httpsPort,
     domains,
     certs,
     paas,
     router,
+    edgeWorkers,
     server,
+    async flushAccessLog() {
+      await edgeWorkers?.flush();
+      router.flush();
+    },
     async stop() {
       await certs.stop();
-      running.stop();
+      running?.stop();
+      await edgeWorkers?.stop();
       router.flush();
+      router.close();
       await paas.close();
       unholdNet();
       unlock();

@@ -31,7 +31,7 @@ const O = linux.O;
 const child_mod = @import("linux_child.zig");
 const Child = child_mod.Child;
 const Path = child_mod.Path;
-const eno = child_mod.eno;
+const errnoCode = child_mod.errnoCode;
 const cgroups = @import("linux_cgroups.zig");
 const mounts = @import("linux_mounts.zig");
 
@@ -105,8 +105,8 @@ fn ended(pidfd: i32) bool {
 }
 
 fn fail(err: errtext.CBuf, e: linux.E, comptime fmt: []const u8, args: anytype) error{Failed} {
-    _ = err.set(eno(e), fmt, args);
-    last_errno = eno(e);
+    _ = err.set(errnoCode(e), fmt, args);
+    last_errno = errnoCode(e);
     return error.Failed;
 }
 
@@ -435,9 +435,9 @@ pub fn reap(pid: i32, nohang: bool, status: *i32, err: errtext.CBuf) c_int {
         const rc = linux.wait4(pid, &st, flags, null);
         if (errno(rc)) |e| {
             if (e == .INTR) continue;
-            return err.set(eno(e), "wait for jail {d}", .{pid});
+            return err.set(errnoCode(e), "wait for jail {d}", .{pid});
         }
-        if (rc == 0) return eno(.AGAIN);
+        if (rc == 0) return errnoCode(.AGAIN);
         status.* = @bitCast(st);
         return 0;
     }
@@ -453,7 +453,7 @@ pub fn cleanup(name: [*:0]const u8, err: errtext.CBuf) c_int {
 }
 
 pub fn unmount(path: [*:0]const u8, err: errtext.CBuf) c_int {
-    if (errno(linux.umount2(path, linux.MNT.DETACH))) |e| return err.set(eno(e), "unmount {s}", .{path});
+    if (errno(linux.umount2(path, linux.MNT.DETACH))) |e| return err.set(errnoCode(e), "unmount {s}", .{path});
     return 0;
 }
 

@@ -15,7 +15,7 @@ const Spec = spec_mod.Spec;
 pub const path_max = 4096;
 
 /// An errno as the number the status line and error texts carry.
-pub fn eno(e: linux.E) u16 {
+pub fn errnoCode(e: linux.E) u16 {
     return @intFromEnum(e);
 }
 
@@ -29,9 +29,9 @@ pub const Child = struct {
     /// Reports a setup failure on the status pipe ("E errno text") and exits.
     pub fn die(c: *const Child, e: linux.E, comptime fmt: []const u8, args: anytype) noreturn {
         var text: [700]u8 = undefined;
-        const t = errtext.format(&text, eno(e), fmt, args);
+        const t = errtext.format(&text, errnoCode(e), fmt, args);
         var line: [720]u8 = undefined;
-        const l = std.fmt.bufPrint(&line, "{c} {d} {s}\n", .{ abi.status_error, eno(e), t }) catch "E 5 jail setup\n";
+        const l = std.fmt.bufPrint(&line, "{c} {d} {s}\n", .{ abi.status_error, errnoCode(e), t }) catch "E 5 jail setup\n";
         c.trace.flush(c.status_fd, l);
         linux.exit_group(127);
     }

@@ -4,10 +4,20 @@
  * serves everything else; the HTTPS listener (when a port is given) serves every certificate
  * by SNI. Bun cannot change a listener's certificates in place, so a change starts a new HTTPS
  * listener on the same port (SO_REUSEPORT) and lets the old one finish its requests.
+ *
+ * One Edge runs in each edge worker process (workers.ts), all of them `shared` listeners on
+ * the same ports; without workers, lj serve runs one in its own process.
  */
 import type { Server, WebSocketHandler } from "bun";
-import type { CertManager } from "./certs.ts";
 import type { Router, WsData } from "./router.ts";
+
+/** What the edge needs of the certificates (CertManager in lj serve, a copy in a worker). */
+export interface EdgeCerts {
+  get(name: string): { cert: string; key: string } | null;
+  active(): [string, { cert: string; key: string; notAfter: number }][];
+  /** HTTP-01 responses being served: token -> key authorisation. */
+  readonly challenges: ReadonlyMap<string, string>;
+}
 
 export interface EdgeOptions {
   hostname: string;
@@ -17,7 +27,12 @@ export interface EdgeOptions {
   router: Router;
   /** Requests that are not for an app (the API, git). */
   other(req: Request, server: Server<WsData>): Response | Promise<Response>;
-  certs?: CertManager;
+  certs?: EdgeCerts;
+  /**
+   * Several processes listen on these ports (SO_REUSEPORT on HTTP too): the edge workers.
+   * Challenges they do not know go to `other` (lj serve holds them while an order runs).
+   */
+  shared?: boolean;
   /** WebSocket handling (default: the router's bridges to apps). */
   websocket?: WebSocketHandler<WsData>;
   /** Bun's own per-request cap, above every limit of ours so that ours answer first. */
@@ -61,7 +76,7 @@ export class Edge {
     return Bun.serve<WsData>({
       hostname: this.o.hostname,
       port,
-      reusePort: tls,
+      reusePort: tls || this.o.shared === true,
       ...(entries ? { tls: entries } : {}),
       maxRequestBodySize: this.o.maxRequestBodySize,
       idleTimeout: 120,
@@ -73,8 +88,9 @@ export class Edge {
           if (path.startsWith(CHALLENGE)) {
             const answer = certs.challenges.get(path.slice(CHALLENGE.length));
             if (answer) return new Response(answer, { headers: { "content-type": "text/plain" } });
+            if (this.o.shared) return this.o.other(req, srv);
           }
-          const name = host ? hostName(host) : "";
+          const name = host && this.https ? hostName(host) : "";
           if (name && this.https && certs.get(name) && router.appFor(host)) {
             const port = this.https.port === 443 ? "" : `:${this.https.port}`;
             return Response.redirect(`https://${name}${port}${path}`, 308);

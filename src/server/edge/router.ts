@@ -11,6 +11,7 @@ import type { Server, ServerWebSocket } from "bun";
 import { appendRotating, type LogRotation, logRotation } from "../../paas/rotate.ts";
 import { NAME_RE } from "../../store/names.ts";
 import { FORWARDING_HEADERS, forwardingHeaders, TrustedProxies } from "./forwarding.ts";
+import { Upstreams } from "./upstream.ts";
 
 export interface Target {
   address: string;
@@ -23,6 +24,13 @@ export interface RouterOptions {
   targets(app: string): Target[] | null;
   /** Access log file (appended in batches, rotated by size: src/paas/rotate.ts). */
   accessLog?: string;
+  /**
+   * Where an edge worker process sends its batches of access-log lines instead (to lj serve,
+   * the log's one writer: `record`); `lines` counts the requests in the batch.
+   */
+  accessSink?(text: string, lines: number): void;
+  /** How long access-log lines wait to be written together (ms); default 500. */
+  flushEveryMs?: number;
   accessLogRotation?: LogRotation;
   /** The app's own log: router errors (5xx) always, every request with appLogAll. */
   appLog?(app: string, line: string): void;
@@ -48,7 +56,8 @@ export const DEFAULT_PER_INSTANCE = 32;
 /** The default of `lj serve --max-body` (MB): request bodies to apps. */
 export const DEFAULT_MAX_BODY_MB = 1024;
 
-const HOP = [
+/** Hop-by-hop headers: they describe one connection and are never passed on. */
+export const HOP = [
   "connection",
   "keep-alive",
   "proxy-authenticate",
@@ -82,6 +91,9 @@ const page = (status: number, title: string, text: string) =>
   );
 
 const isForwarding = (k: string) => (FORWARDING_HEADERS as readonly string[]).includes(k);
+
+/** Request headers an app never gets from the client: the router writes its own. */
+const NOT_PASSED = new Set<string>([...HOP, ...FORWARDING_HEADERS]);
 
 const escapeHtml = (s: string) => s.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
 
@@ -117,6 +129,9 @@ export class Router {
 
   invalidate(): void {
     this.cache.clear();
+    // Gates of instances with nothing in flight are made again when needed (instances come and
+    // go with every deploy; their gates should not stay).
+    for (const [k, g] of this.gates) if (g.busy === 0 && g.waiting.length === 0) this.gates.delete(k);
   }
 
   private pick(app: string, skip?: Target): Target | null | undefined {
@@ -133,7 +148,16 @@ export class Router {
     return ts[n % ts.length]!;
   }
 
-  async fetch(req: Request, server: Server<WsData>, app: string): Promise<Response | undefined> {
+  /**
+   * Answers a request for `app`. Requests without a body (most) go out on the router's own
+   * sockets (upstream.ts) without an async step of their own here; uploads and WebSocket
+   * upgrades take the general path.
+   */
+  fetch(
+    req: Request,
+    server: Server<WsData>,
+    app: string,
+  ): Response | undefined | Promise<Response | undefined> {
     const started = performance.now();
     const raw = req.url;
     const slash = raw.indexOf("/", raw.indexOf("//") + 2);
@@ -151,12 +175,45 @@ export class Router {
         `No instance of <b>${escapeHtml(app)}</b> is up right now. It may be starting or crashing; try again in a moment, or see <code>lj ps ${escapeHtml(app)}</code> and <code>lj logs ${escapeHtml(app)}</code>.`,
       );
     }
-    let target: Target = first;
     const tooLarge = this.oversized(req);
     if (tooLarge) {
       this.access(app, req.method, path, 413, started, null, tooLarge);
       return page(413, "Request body too large", escapeHtml(tooLarge));
     }
+    const headers = req.headers;
+    const method = req.method;
+    const bodiless = method === "GET" || method === "HEAD" || req.body === null;
+    if (bodiless && !headers.has("upgrade")) {
+      const host = headers.get("host") ?? "";
+      const forwarded = forwardingHeaders(
+        server.requestIP(req)?.address,
+        raw.startsWith("https:") ? "https" : "http",
+        host,
+        this.trusted,
+        (name) => headers.get(name),
+      );
+      let head = `${method} ${path} HTTP/1.1\r\nhost: ${host}\r\n`;
+      headers.forEach((v, k) => {
+        if (!NOT_PASSED.has(k)) head += `${k}: ${v}\r\n`;
+      });
+      for (const k in forwarded) head += `${k}: ${forwarded[k]}\r\n`;
+      head += "\r\n";
+      return this.send(app, method, path, head, first, started, 0);
+    }
+    return this.forward(req, server, app, path, first, started);
+  }
+
+  /** Uploads (the body streamed through fetch) and WebSocket upgrades. */
+  private async forward(
+    req: Request,
+    server: Server<WsData>,
+    app: string,
+    path: string,
+    first: Target,
+    started: number,
+  ): Promise<Response | undefined> {
+    let target = first;
+    const raw = req.url;
     // The incoming request's own headers are edited in place: copying them costs per request.
     const headers = req.headers;
     const wsUpgrade = headers.get("upgrade")?.toLowerCase() === "websocket";
@@ -192,11 +249,11 @@ export class Router {
       this.access(app, req.method, path, ok ? 101 : 400, started, target);
       return ok ? undefined : new Response("WebSocket upgrade failed\n", { status: 400 });
     }
+    const hasBody = req.method !== "GET" && req.method !== "HEAD" && req.body !== null;
     for (const h of HOP) if (headers.has(h)) headers.delete(h);
     for (const h of FORWARDING_HEADERS) if (headers.has(h)) headers.delete(h);
     for (const [k, v] of Object.entries(forwarded)) headers.set(k, v);
     headers.set("host", host);
-    const hasBody = req.method !== "GET" && req.method !== "HEAD" && req.body !== null;
     // A body can be sent once: only requests without one are retried on another instance.
     const cut: { why: string | null } = { why: null };
     for (let attempt = 0; ; attempt++) {
@@ -240,6 +297,71 @@ export class Router {
         target = next;
       }
     }
+  }
+
+  /** Keep-alive sockets toward the instances, for requests without a body. */
+  private readonly upstreams = new Upstreams();
+
+  /**
+   * A request without a body: its head written once on a pooled socket (after a wait at the
+   * instance's gate when it is full); sent to another instance once when the first cannot be
+   * reached.
+   */
+  private send(
+    app: string,
+    method: string,
+    path: string,
+    head: string,
+    target: Target,
+    started: number,
+    attempt: number,
+  ): Promise<Response> {
+    const gate = this.gate(target);
+    if (gate.busy >= this.perInstance)
+      return new Promise<void>((r) => gate.waiting.push(r)).then(() =>
+        this.sendNow(app, method, path, head, target, started, attempt, gate),
+      );
+    return this.sendNow(app, method, path, head, target, started, attempt, gate);
+  }
+
+  private sendNow(
+    app: string,
+    method: string,
+    path: string,
+    head: string,
+    target: Target,
+    started: number,
+    attempt: number,
+    gate: Gate,
+  ): Promise<Response> {
+    gate.busy++;
+    const done = () => {
+      gate.busy--;
+      gate.waiting.shift()?.();
+    };
+    return this.upstreams.request(target.address, target.port, head, method === "HEAD").then(
+      (res) => {
+        done();
+        this.access(app, method, path, res.status, started, target);
+        return res;
+      },
+      (e: Error) => {
+        done();
+        const next = attempt === 0 ? this.pick(app, target) : null;
+        if (next && next !== target) return this.send(app, method, path, head, next, started, 1);
+        this.access(app, method, path, 502, started, target);
+        return page(
+          502,
+          "Bad gateway",
+          `The instance of <b>${escapeHtml(app)}</b> did not answer (${escapeHtml(e.message)}).`,
+        );
+      },
+    );
+  }
+
+  /** Closes the pooled sockets toward the instances. */
+  close(): void {
+    this.upstreams.close();
   }
 
   private gates = new Map<string, Gate>();
@@ -306,9 +428,9 @@ export class Router {
     const line = `${method} ${path} ${status} ${ms}ms -> ${t ? `${t.address}:${t.port}` : "-"}${why ? ` (${why})` : ""}`;
     // The app's own log gets what its owner needs to see; every request goes to the access log.
     if (status >= 500 || status === 413 || this.opts.appLogAll) this.opts.appLog?.(app, line);
-    if (!this.opts.accessLog) return;
+    if (!this.opts.accessLog && !this.opts.accessSink) return;
     this.accessBuf.push(`${this.now()} ${app} ${line}\n`);
-    this.flushTimer ??= setTimeout(() => this.flush(), 500);
+    this.flushTimer ??= setTimeout(() => this.flush(), this.opts.flushEveryMs ?? 500);
   }
 
   private stamp = "";
@@ -323,14 +445,27 @@ export class Router {
     return this.stamp;
   }
 
+  /** Lines an edge worker process logged (see accessSink), written with this router's own. */
+  record(text: string): void {
+    if (!this.opts.accessLog) return;
+    this.accessBuf.push(text);
+    this.flushTimer ??= setTimeout(() => this.flush(), 500);
+  }
+
   flush(): void {
     if (this.flushTimer) clearTimeout(this.flushTimer);
     this.flushTimer = null;
-    if (!this.opts.accessLog || this.accessBuf.length === 0) return;
-    try {
-      appendRotating(this.opts.accessLog, this.accessBuf.join(""), this.rotation);
-    } catch {}
+    if (this.accessBuf.length === 0) return;
+    const lines = this.accessBuf;
     this.accessBuf = [];
+    if (this.opts.accessSink) {
+      this.opts.accessSink(lines.join(""), lines.length);
+      return;
+    }
+    if (!this.opts.accessLog) return;
+    try {
+      appendRotating(this.opts.accessLog, lines.join(""), this.rotation);
+    } catch {}
   }
 
   /** Bun.serve websocket handlers for bridged upgrades. */
