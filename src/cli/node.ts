@@ -40,6 +40,11 @@ const runCommand = defineCommand({
     },
     "max-pods": { type: "string", description: "pods this node takes", default: "110" },
     heartbeat: { type: "string", description: "seconds between lease renewals", default: "10" },
+    "exec-probes": {
+      type: "boolean",
+      description: "run pods' exec probes (their commands run without the container's seccomp filter)",
+      default: false,
+    },
   },
   async run({ args }) {
     const { parseQuantity } = await import("../node/quantity.ts");
@@ -59,6 +64,7 @@ const runCommand = defineCommand({
       },
       maxPods: positiveInt(args["max-pods"], "--max-pods"),
       heartbeatSeconds: positiveInt(args.heartbeat, "--heartbeat"),
+      execProbes: args["exec-probes"],
     });
     await agent.start();
     await new Promise<void>((resolve) => {

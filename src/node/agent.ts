@@ -37,6 +37,12 @@ export interface NodeOptions {
   maxPods: number;
   /** Lease renewal period; the node's status is reported every few of them. */
   heartbeatSeconds: number;
+  /**
+   * Runs exec probes (off by default): the probe's command enters the container's namespaces,
+   * root, cgroups and uid with no_new_privs, but not its seccomp filter, so a tenant's probe
+   * reaches more of the kernel than its container does. Off, such pods are refused.
+   */
+  execProbes?: boolean;
   log?: (line: string) => void;
 }
 
@@ -356,6 +362,7 @@ export class NodeAgent {
     return {
       nodeName: this.opts.name,
       hostIP: this.opts.address,
+      execProbes: this.opts.execProbes ?? false,
       changed: (p: PodRunner) => this.report(p),
       // A node on loopback (one machine, tests) reaches its jails directly: nothing to publish.
       publish: async (address: string, ports: number[]) =>

@@ -19,6 +19,8 @@ import { type ProbeTarget, probeTiming, runProbe } from "./probes.ts";
 export interface PodHost {
   nodeName: string;
   hostIP: string;
+  /** Exec probes are allowed (NodeOptions.execProbes). */
+  execProbes: boolean;
   /** The pod's status changed: report it (the host batches reports). */
   changed(pod: PodRunner): void;
   /** Opens a running container's ports to the node network. */
@@ -94,6 +96,15 @@ export class PodRunner {
     const spec = this.pod.spec;
     if ((spec?.containers?.length ?? 0) !== 1 || (spec?.initContainers?.length ?? 0) > 0) {
       this.fail("Unsupported", "lightjail nodes run pods of exactly one container (no init containers)");
+      return;
+    }
+    const c = spec?.containers?.[0];
+    const exec = [c?.readinessProbe, c?.livenessProbe, c?.startupProbe].some((p) => p?.exec);
+    if (exec && !this.host.execProbes) {
+      this.fail(
+        "Unsupported",
+        "exec probes are off on this node (lj node run --exec-probes turns them on): they run without the container's seccomp filter",
+      );
       return;
     }
     if (spec?.hostNetwork) {
