@@ -56,13 +56,15 @@ pub fn build(b: *std.Build) void {
         }) });
         test_step.dependOn(&b.addRunArtifact(t).step);
     }
-    // The Linux backend's mount helpers (option escaping) where they can run.
+    // The Linux backend's mount and cgroup helpers where they can run.
     if (b.graph.host.result.os.tag == .linux) {
-        const t = b.addTest(.{ .root_module = b.createModule(.{
-            .root_source_file = b.path("src/linux_mounts.zig"),
-            .target = b.graph.host,
-        }) });
-        test_step.dependOn(&b.addRunArtifact(t).step);
+        for ([_][]const u8{ "src/linux_mounts.zig", "src/linux_cgroups.zig" }) |file| {
+            const t = b.addTest(.{ .root_module = b.createModule(.{
+                .root_source_file = b.path(file),
+                .target = b.graph.host,
+            }) });
+            test_step.dependOn(&b.addRunArtifact(t).step);
+        }
     }
 
     // The FreeBSD backend cannot run on our Linux machines: `zig build cross` builds it for

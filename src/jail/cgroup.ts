@@ -10,6 +10,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
 import { mkdir, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import limitTable from "../../zig/src/cgroup-limits.txt" with { type: "text" };
 import { LjError } from "../errors.ts";
 import { ownerLive } from "./owner.ts";
 import { type CgroupDir, CgroupKind, type JailLimits } from "./spec.ts";
@@ -135,33 +136,54 @@ function need(base: string | undefined, controller: string, id: string, kind: nu
   return { kind, dir: join(base, id) };
 }
 
+/** One line of the table the shim's placer reads too (zig/src/cgroup-limits.txt). */
+interface LimitFile {
+  kind: number;
+  limit: "memory" | "pids" | "cpu";
+  file: string;
+  value: string;
+  optional: boolean;
+}
+
+const LIMIT_FILES: LimitFile[] = limitTable
+  .split("\n")
+  .filter((l) => l.trim() && !l.startsWith("#"))
+  .map((l) => {
+    const [kind, limit, file, value, required] = l.trim().split(/\s+/) as [
+      string,
+      string,
+      string,
+      string,
+      string,
+    ];
+    return {
+      kind: CgroupKind[kind as keyof typeof CgroupKind],
+      limit: limit as LimitFile["limit"],
+      file,
+      value,
+      optional: required !== "yes",
+    };
+  });
+
 /** The files a cgroup of this kind gets for these limits; `optional` ones may be missing. */
 export function limitFiles(
   kind: number,
   limits: JailLimits,
 ): { file: string; value: string; optional?: boolean }[] {
-  const mem = limits.memoryBytes ? String(Math.floor(limits.memoryBytes)) : undefined;
-  const pids = limits.pids ? String(Math.floor(limits.pids)) : undefined;
-  const quota = limits.cpus ? String(Math.round(limits.cpus * 100_000)) : undefined;
-  const out: { file: string; value: string; optional?: boolean }[] = [];
-  if (kind === CgroupKind.unified) {
-    if (mem) {
-      out.push({ file: "memory.max", value: mem });
-      out.push({ file: "memory.swap.max", value: "0", optional: true });
-      out.push({ file: "memory.oom.group", value: "1", optional: true });
-    }
-    if (pids) out.push({ file: "pids.max", value: pids });
-    if (quota) out.push({ file: "cpu.max", value: `${quota} 100000` });
-  } else if (kind === CgroupKind.memory && mem) {
-    out.push({ file: "memory.limit_in_bytes", value: mem });
-    out.push({ file: "memory.memsw.limit_in_bytes", value: mem, optional: true });
-  } else if (kind === CgroupKind.pids && pids) {
-    out.push({ file: "pids.max", value: pids });
-  } else if (kind === CgroupKind.cpu && quota) {
-    out.push({ file: "cpu.cfs_period_us", value: "100000" });
-    out.push({ file: "cpu.cfs_quota_us", value: quota });
-  }
-  return out;
+  const has = { memory: limits.memoryBytes, pids: limits.pids, cpu: limits.cpus };
+  const token: Record<string, string | undefined> = {
+    BYTES: limits.memoryBytes ? String(Math.floor(limits.memoryBytes)) : undefined,
+    PIDS: limits.pids ? String(Math.floor(limits.pids)) : undefined,
+    QUOTA: limits.cpus ? String(Math.round(limits.cpus * 100_000)) : undefined,
+  };
+  return LIMIT_FILES.filter((l) => l.kind === kind && has[l.limit]).map((l) => ({
+    file: l.file,
+    value: l.value
+      .split("_")
+      .map((w) => token[w] ?? w)
+      .join(" "),
+    ...(l.optional ? { optional: true } : {}),
+  }));
 }
 
 /** A missing optional file (no swap accounting, an older kernel) is not an error. */

@@ -24,6 +24,66 @@ pub const CgFailure = struct {
     }
 };
 
+/// One file of cgroup-limits.txt, the table the owner's side (src/jail/cgroup.ts) reads too.
+const LimitFile = struct {
+    kind: spec_mod.CgroupKind,
+    limit: enum { memory, pids, cpu },
+    file: []const u8,
+    value: []const u8,
+    required: bool,
+
+    /// The value for this jail, or null when it has no such limit.
+    fn render(l: *const LimitFile, s: *const Spec, buf: []u8) ?[]const u8 {
+        const n: u64 = switch (l.limit) {
+            .memory => s.memory_bytes_max,
+            .pids => s.pids_max,
+            .cpu => s.cpu_millis,
+        };
+        if (n == 0) return null;
+        var w = std.Io.Writer.fixed(buf);
+        var words = std.mem.splitScalar(u8, l.value, '_');
+        var first = true;
+        while (words.next()) |word| {
+            if (!first) w.writeByte(' ') catch return null;
+            first = false;
+            if (std.mem.eql(u8, word, "BYTES")) w.print("{d}", .{s.memory_bytes_max}) catch return null else if (std.mem.eql(u8, word, "PIDS")) w.print("{d}", .{s.pids_max}) catch return null else if (std.mem.eql(u8, word, "QUOTA")) w.print("{d}", .{s.cpu_millis * 100}) catch return null else w.writeAll(word) catch return null;
+        }
+        return w.buffered();
+    }
+};
+
+const limit_files: []const LimitFile = blk: {
+    @setEvalBranchQuota(200_000);
+    const text = @embedFile("cgroup-limits.txt");
+    var count = 0;
+    var lines = std.mem.tokenizeScalar(u8, text, '\n');
+    while (lines.next()) |l| {
+        if (l[0] != '#') count += 1;
+    }
+    var out: [count]LimitFile = undefined;
+    var n = 0;
+    lines.reset();
+    while (lines.next()) |l| {
+        if (l[0] == '#') continue;
+        var f = std.mem.tokenizeAny(u8, l, " \t");
+        const kind = f.next().?;
+        const limit = f.next().?;
+        const file = f.next().?;
+        const value = f.next().?;
+        const required = f.next().?;
+        out[n] = .{
+            .kind = std.meta.stringToEnum(spec_mod.CgroupKind, kind) orelse @compileError("cgroup-limits.txt: kind " ++ kind),
+            .limit = std.meta.stringToEnum(@FieldType(LimitFile, "limit"), limit) orelse @compileError("cgroup-limits.txt: limit " ++ limit),
+            .file = file,
+            .value = value,
+            .required = std.mem.eql(u8, required, "yes"),
+        };
+        n += 1;
+    }
+    const table = out;
+    break :blk &table;
+};
+
 /// Creates the jail's cgroups, writes its limits and moves the process `procs` names into them
 /// (a pid as the writer's pid namespace sees it). Cgroups made ahead of time are only joined.
 pub fn setupCgroups(s: *const Spec, procs: []const u8, f: *CgFailure) bool {
@@ -39,27 +99,15 @@ pub fn setupCgroups(s: *const Spec, procs: []const u8, f: *CgFailure) bool {
             f.len = (std.fmt.bufPrint(&f.buf, "{s}", .{cg.dir}) catch "").len;
             return false;
         };
-        var v: [32]u8 = undefined;
-        const ok = switch (cg.kind) {
-            .unified => (s.memory_bytes_max == 0 or (writeCg(cg.dir, "memory.max", num(&v, s.memory_bytes_max), true, f) and
-                writeCg(cg.dir, "memory.swap.max", "0", false, f) and
-                writeCg(cg.dir, "memory.oom.group", "1", false, f))) and
-                (s.pids_max == 0 or writeCg(cg.dir, "pids.max", num(&v, s.pids_max), true, f)) and
-                (s.cpu_millis == 0 or writeCg(cg.dir, "cpu.max", std.fmt.bufPrint(&v, "{d} 100000", .{s.cpu_millis * 100}) catch unreachable, true, f)),
-            .memory => s.memory_bytes_max == 0 or (writeCg(cg.dir, "memory.limit_in_bytes", num(&v, s.memory_bytes_max), true, f) and
-                writeCg(cg.dir, "memory.memsw.limit_in_bytes", num(&v, s.memory_bytes_max), false, f)),
-            .pids => s.pids_max == 0 or writeCg(cg.dir, "pids.max", num(&v, s.pids_max), true, f),
-            .cpu => s.cpu_millis == 0 or (writeCg(cg.dir, "cpu.cfs_period_us", "100000", true, f) and
-                writeCg(cg.dir, "cpu.cfs_quota_us", num(&v, s.cpu_millis * 100), true, f)),
-            .join, _ => true,
-        };
-        if (!ok or !writeCg(cg.dir, "cgroup.procs", procs, true, f)) return false;
+        for (limit_files) |l| {
+            if (l.kind != cg.kind) continue;
+            var v: [48]u8 = undefined;
+            const value = l.render(s, &v) orelse continue;
+            if (!writeCg(cg.dir, l.file, value, l.required, f)) return false;
+        }
+        if (!writeCg(cg.dir, "cgroup.procs", procs, true, f)) return false;
     }
     return true;
-}
-
-fn num(buf: *[32]u8, v: u64) []const u8 {
-    return std.fmt.bufPrint(buf, "{d}", .{v}) catch unreachable;
 }
 
 fn writeCg(dir: [:0]const u8, file: []const u8, value: []const u8, required: bool, f: *CgFailure) bool {
@@ -129,4 +177,34 @@ pub fn awaitPlacer(c: *const Child, p: *Placer) void {
         _ = linux.futex(&p.ctid, .{ .cmd = .WAIT, .private = false }, @bitCast(@atomicLoad(i32, &p.ctid, .acquire)), .{ .timeout = null }, null, 0);
     }
     if (!p.ok) c.die(p.failure.e, "{s} {s}", .{ p.failure.what, p.failure.path() });
+}
+
+test "the limit files a jail's cgroups get, from cgroup-limits.txt" {
+    var s = Spec{};
+    s.memory_bytes_max = 64 << 20;
+    s.pids_max = 8;
+    s.cpu_millis = 500;
+    var got: [16][2][]const u8 = undefined;
+    var bufs: [16][48]u8 = undefined;
+    var n: usize = 0;
+    for (limit_files) |*l| {
+        if (l.kind != .unified and l.kind != .cpu) continue;
+        const v = l.render(&s, &bufs[n]) orelse continue;
+        got[n] = .{ l.file, v };
+        n += 1;
+    }
+    const want = [_][2][]const u8{
+        .{ "memory.max", "67108864" },    .{ "memory.swap.max", "0" },    .{ "memory.oom.group", "1" },
+        .{ "pids.max", "8" },             .{ "cpu.max", "50000 100000" }, .{ "cpu.cfs_period_us", "100000" },
+        .{ "cpu.cfs_quota_us", "50000" },
+    };
+    try std.testing.expectEqual(want.len, n);
+    for (want, got[0..n]) |w, g| {
+        try std.testing.expectEqualStrings(w[0], g[0]);
+        try std.testing.expectEqualStrings(w[1], g[1]);
+    }
+    // No limit, no file.
+    const none = Spec{};
+    var buf: [48]u8 = undefined;
+    for (limit_files) |*l| try std.testing.expect(l.render(&none, &buf) == null);
 }
