@@ -10,7 +10,7 @@ import { paths } from "../store/paths.ts";
 import { findLeftoverCgroups, reclaimCgroup } from "./cgroup.ts";
 import { shimCleanup, shimUnmount } from "./ffi.ts";
 import { collectNetLeftovers } from "./net.ts";
-import { ownerLive } from "./owner.ts";
+import { jailOwnerLive } from "./owner.ts";
 import { freebsdJailName } from "./spec.ts";
 
 export interface GcReport {
@@ -41,12 +41,6 @@ function mountPoints(): string[] {
   }
 }
 
-/** True when a jail id ("<owner pid>.<owner start>.<n>") names an owner that is still alive. */
-function ownerAlive(id: string): boolean {
-  const m = /^(\d+)\.(\d+)\.\d+$/.exec(id);
-  return !!m && ownerLive(Number(m[1]), m[2]);
-}
-
 /**
  * Mounts under the run directory in the host's mount table, deepest first, except those of
  * live jails (FreeBSD keeps each jail's root on run/stage/<jail id>; Linux jails mount only
@@ -56,7 +50,7 @@ export function leftoverMounts(root = paths.run()): string[] {
   const prefix = root.endsWith("/") ? root : `${root}/`;
   return mountPoints()
     .filter((p) => p.startsWith(prefix))
-    .filter((p) => !ownerAlive(p.slice(prefix.length).split("/")[1] ?? ""))
+    .filter((p) => !jailOwnerLive(p.slice(prefix.length).split("/")[1] ?? ""))
     .sort((a, b) => b.length - a.length);
 }
 
@@ -68,7 +62,7 @@ function deadFreebsdJails(): string[] {
   } catch {
     return [];
   }
-  return ids.filter((id) => /^\d+\.\d+\.\d+$/.test(id) && !ownerAlive(id)).map(freebsdJailName);
+  return ids.filter((id) => /^\d+\.\d+\.\d+$/.test(id) && !jailOwnerLive(id)).map(freebsdJailName);
 }
 
 const collectors: GcCollector[] = [

@@ -22,7 +22,7 @@ import {
 import { join, resolve } from "node:path";
 import { LjError } from "../errors.ts";
 import { ljRoot, paths } from "../store/paths.ts";
-import { ownerId, ownerLive } from "./owner.ts";
+import { ownerId, ownerIdLive } from "./owner.ts";
 
 /** Default jail subnet: private, and only ever routed to namespaces on this machine. */
 export const DEFAULT_SUBNET = "10.233.0.0/16";
@@ -273,10 +273,6 @@ export function readLease(file: string): Lease | null {
 }
 
 /** True while the process named "<pid>.<start time>" lives. */
-export function ownerAlive(owner: string): boolean {
-  const [pid, start] = owner.split(".");
-  return ownerLive(Number(pid), start);
-}
 
 let tmpSeq = 0;
 function createExclusive(file: string, body: string, dir: string): boolean {
@@ -300,7 +296,7 @@ function createExclusive(file: string, body: string, dir: string): boolean {
 export function claimStale(address: string, dir = defaultDir()): Lease | null {
   const file = leasePath(address, dir);
   const seen = readLease(file);
-  if (!seen || ownerAlive(seen.owner)) return null;
+  if (!seen || ownerIdLive(seen.owner)) return null;
   const tomb = join(dir, `.stale.${address}.${process.pid}.${++tmpSeq}`);
   try {
     renameSync(file, tomb);
@@ -308,7 +304,7 @@ export function claimStale(address: string, dir = defaultDir()): Lease | null {
     return null; // someone else got there first
   }
   const got = readLease(tomb);
-  if (got && ownerAlive(got.owner)) {
+  if (got && ownerIdLive(got.owner)) {
     // A live owner took the address between our read and the rename: give it back.
     try {
       linkSync(tomb, file);
@@ -490,7 +486,7 @@ export function livePorts(dir: string): GatewayPort[] {
   for (const n of names) {
     const m = /^(tcp|udp)_(\d+)_(\d+\.\d+)$/.exec(n);
     if (!m) continue;
-    if (!ownerAlive(m[3]!)) {
+    if (!ownerIdLive(m[3]!)) {
       try {
         unlinkSync(join(netDirs.ports(dir), n));
       } catch {}

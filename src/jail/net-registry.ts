@@ -25,8 +25,8 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
-import { type NetConfig, ownerAlive, parseSubnet, rootId, subnetsOverlap } from "./net-alloc.ts";
-import { ownerId } from "./owner.ts";
+import { type NetConfig, parseSubnet, rootId, subnetsOverlap } from "./net-alloc.ts";
+import { ownerId, ownerIdLive } from "./owner.ts";
 
 const BASE = "/run/lightjail";
 const DIR = join(BASE, "roots");
@@ -96,7 +96,7 @@ function liveEntries(): RootEntry[] {
   const out: RootEntry[] = [];
   for (const name of readdirSync(DIR)) {
     const e = readEntry(name);
-    if (e && ownerAlive(e.owner)) {
+    if (e && ownerIdLive(e.owner)) {
       out.push(e);
       continue;
     }

@@ -44,7 +44,6 @@ import {
   livePorts,
   type NetConfig,
   netConfig,
-  ownerAlive,
   parseGatewayPort,
   parseIp,
   readLease,
@@ -54,6 +53,7 @@ import {
   vethAddress,
 } from "./net-alloc.ts";
 import { forgetTable, holdSubnet, ifRootIdle, orphanTables, recordTable } from "./net-registry.ts";
+import { ownerIdLive } from "./owner.ts";
 import type { JailSpec } from "./spec.ts";
 
 export { DEFAULT_SUBNET, netConfig } from "./net-alloc.ts";
@@ -876,7 +876,7 @@ export async function collectNetLeftovers(report: NetLeftoverReport): Promise<vo
     return;
   }
   for (const l of listLeases(cfg.dir)) {
-    if (ownerAlive(l.owner)) continue;
+    if (ownerIdLive(l.owner)) continue;
     const stale = claimStale(l.address, cfg.dir);
     if (!stale) continue;
     try {
@@ -893,7 +893,7 @@ export async function collectNetLeftovers(report: NetLeftoverReport): Promise<vo
     return ip !== null && ip >= subnet.first && ip <= subnet.last;
   };
   const live = new Map<string, Lease>();
-  for (const l of listLeases(cfg.dir)) if (ownerAlive(l.owner)) live.set(l.address, l);
+  for (const l of listLeases(cfg.dir)) if (ownerIdLive(l.owner)) live.set(l.address, l);
   for (const dev of existsSync("/sys/class/net") ? readdirSync("/sys/class/net") : []) {
     // An address's veth nobody holds, or a released one the kernel has not deleted yet
     // (renamed "<prefix>x<7 hex>" when its jail ended: its namespace outlived the jail).
@@ -907,7 +907,7 @@ export async function collectNetLeftovers(report: NetLeftoverReport): Promise<vo
   }
   for (const l of listLinks(cfg.dir)) {
     if (live.has(l.from) && live.has(l.to)) continue;
-    if (ownerAlive(l.owner) && live.has(l.from)) continue;
+    if (ownerIdLive(l.owner) && live.has(l.from)) continue;
     forgetLink(l.from, l.to, cfg.dir);
   }
   await dropOrphanTables(report);
@@ -956,7 +956,7 @@ export async function collectNetLeftovers(report: NetLeftoverReport): Promise<vo
  * would otherwise route anything.
  */
 function dropIdleTable(cfg: NetConfig, sets: Record<string, string[][]>, report: NetLeftoverReport): void {
-  if (listLeases(cfg.dir).some((l) => ownerAlive(l.owner))) return;
+  if (listLeases(cfg.dir).some((l) => ownerIdLive(l.owner))) return;
   dropTable(cfg.table, cfg.root, sets, report);
 }
 

@@ -67,6 +67,18 @@ export function ownerLive(pid: number, start: string | undefined): boolean {
   return state !== null && state !== "Z" && state !== "X";
 }
 
+/** True while the owner an id "<pid>.<start time>" names (as ownerId() writes it) runs. */
+export function ownerIdLive(owner: string | undefined): boolean {
+  const m = /^(\d+)\.(\d+)$/.exec(owner ?? "");
+  return !!m && ownerLive(Number(m[1]), m[2]);
+}
+
+/** True while the owner of a jail id "<owner pid>.<owner start time>.<n>" runs. */
+export function jailOwnerLive(id: string): boolean {
+  const m = /^(\d+\.\d+)\.\d+$/.exec(id);
+  return !!m && ownerIdLive(m[1]);
+}
+
 export function newJailId(): string {
   seq += 1;
   return `${ownerId()}.${seq}`;

@@ -8,7 +8,7 @@
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { GcReport } from "../jail/gc.ts";
-import { ownerLive } from "../jail/owner.ts";
+import { ownerIdLive } from "../jail/owner.ts";
 import { paths } from "../store/paths.ts";
 import type { PaasDb } from "./db.ts";
 
@@ -30,15 +30,9 @@ const isDir = (p: string) => {
   }
 };
 
-/** True when a builder ("PID.START", as ownerId() writes it) still runs. */
-function builderLive(id: string | undefined): boolean {
-  const m = /^(\d+)\.(\d+)$/.exec(id ?? "");
-  return !!m && ownerLive(Number(m[1]), m[2]);
-}
-
 /** True when a temporary's builder still runs (a name without a builder has no live one). */
 function tempLive(name: string): boolean {
-  return builderLive(TEMP.exec(name)?.[1]);
+  return ownerIdLive(TEMP.exec(name)?.[1]);
 }
 
 function remove(report: GcReport, kind: string, p: string): void {
@@ -72,7 +66,7 @@ interface SlugRecord {
 
 function slugBuilderLive(file: string): boolean {
   try {
-    return builderLive((JSON.parse(readFileSync(file, "utf8")) as SlugRecord).builder);
+    return ownerIdLive((JSON.parse(readFileSync(file, "utf8")) as SlugRecord).builder);
   } catch {
     return false;
   }

@@ -7,7 +7,7 @@
 import { linkSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
-import { ownerId, ownerLive } from "../jail/owner.ts";
+import { ownerId, ownerIdLive } from "../jail/owner.ts";
 import { paths } from "../store/paths.ts";
 
 export const serveLockFile = () => join(paths.paas(), "serve.lock");
@@ -20,8 +20,7 @@ export function serveLockHolder(file = serveLockFile()): number | null {
   } catch {
     return null;
   }
-  const [pid, start] = held.split(".");
-  return ownerLive(Number(pid), start) ? Number(pid) : null;
+  return ownerIdLive(held) ? Number(held.split(".")[0]) : null;
 }
 
 const busy = (pid: number) =>
