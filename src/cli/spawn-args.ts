@@ -9,6 +9,7 @@ import flagTable from "../../zig/src/spawn-flags.txt" with { type: "text" };
 import { usageError } from "../errors.ts";
 import type { BindMount, JailSpec, NetMode } from "../jail/spec.ts";
 import { NOBODY } from "../jail/spec.ts";
+import { tableRows } from "../jail/table.ts";
 
 /** A flag of `lj spawn`, from the table both parsers read (zig/src/spawn-flags.txt). */
 export interface SpawnFlag {
@@ -20,13 +21,10 @@ export interface SpawnFlag {
 }
 
 export const SPAWN_FLAGS: ReadonlyMap<string, SpawnFlag> = new Map(
-  flagTable
-    .split("\n")
-    .filter((l) => l.trim() && !l.startsWith("#"))
-    .map((l) => {
-      const [flag, value, who] = l.trim().split(/\s+/) as [string, string, string];
-      return [flag, { flag, value: value === "-" ? null : value, native: who === "both" }];
-    }),
+  tableRows(flagTable).map(([flag, value, who]) => [
+    flag!,
+    { flag: flag!, value: value === "-" ? null : value!, native: who === "both" },
+  ]),
 );
 
 export interface SpawnArgs {

@@ -14,6 +14,7 @@ import limitTable from "../../zig/src/cgroup-limits.txt" with { type: "text" };
 import { LjError } from "../errors.ts";
 import { ownerLive } from "./owner.ts";
 import { type CgroupDir, CgroupKind, type JailLimits } from "./spec.ts";
+import { tableRows } from "./table.ts";
 
 const BASE = "lightjail";
 
@@ -145,26 +146,13 @@ interface LimitFile {
   optional: boolean;
 }
 
-const LIMIT_FILES: LimitFile[] = limitTable
-  .split("\n")
-  .filter((l) => l.trim() && !l.startsWith("#"))
-  .map((l) => {
-    const [kind, limit, file, value, required] = l.trim().split(/\s+/) as [
-      string,
-      string,
-      string,
-      string,
-      string,
-    ];
-    return {
-      kind: CgroupKind[kind as keyof typeof CgroupKind],
-      limit: limit as LimitFile["limit"],
-      file,
-      value,
-      optional: required !== "yes",
-    };
-  });
-
+const LIMIT_FILES: LimitFile[] = tableRows(limitTable).map(([kind, limit, file, value, required]) => ({
+  kind: CgroupKind[kind as keyof typeof CgroupKind],
+  limit: limit as LimitFile["limit"],
+  file: file!,
+  value: value!,
+  optional: required !== "yes",
+}));
 /** The files a cgroup of this kind gets for these limits; `optional` ones may be missing. */
 export function limitFiles(
   kind: number,

@@ -53,35 +53,17 @@ const LimitFile = struct {
 };
 
 const limit_files: []const LimitFile = blk: {
-    @setEvalBranchQuota(200_000);
-    const text = @embedFile("cgroup-limits.txt");
-    var count = 0;
-    var lines = std.mem.tokenizeScalar(u8, text, '\n');
-    while (lines.next()) |l| {
-        if (l[0] != '#') count += 1;
-    }
-    var out: [count]LimitFile = undefined;
-    var n = 0;
-    lines.reset();
-    while (lines.next()) |l| {
-        if (l[0] == '#') continue;
-        var f = std.mem.tokenizeAny(u8, l, " \t");
-        const kind = f.next().?;
-        const limit = f.next().?;
-        const file = f.next().?;
-        const value = f.next().?;
-        const required = f.next().?;
-        out[n] = .{
-            .kind = std.meta.stringToEnum(spec_mod.CgroupKind, kind) orelse @compileError("cgroup-limits.txt: kind " ++ kind),
-            .limit = std.meta.stringToEnum(@FieldType(LimitFile, "limit"), limit) orelse @compileError("cgroup-limits.txt: limit " ++ limit),
-            .file = file,
-            .value = value,
-            .required = std.mem.eql(u8, required, "yes"),
-        };
-        n += 1;
-    }
-    const table = out;
-    break :blk &table;
+    const table = @import("table.zig").rows(@embedFile("cgroup-limits.txt"), 5);
+    var out: [table.len]LimitFile = undefined;
+    for (table, &out) |row, *l| l.* = .{
+        .kind = std.meta.stringToEnum(spec_mod.CgroupKind, row[0]) orelse @compileError("cgroup-limits.txt: kind " ++ row[0]),
+        .limit = std.meta.stringToEnum(@FieldType(LimitFile, "limit"), row[1]) orelse @compileError("cgroup-limits.txt: limit " ++ row[1]),
+        .file = row[2],
+        .value = row[3],
+        .required = std.mem.eql(u8, row[4], "yes"),
+    };
+    const final = out;
+    break :blk &final;
 };
 
 /// Creates the jail's cgroups, writes its limits and moves the process `procs` names into them

@@ -74,28 +74,14 @@ const cap_names = [_][]const u8{ "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FO
 const Flag = struct { name: []const u8, takes_value: bool, native: bool };
 
 const flag_table: []const Flag = blk: {
-    @setEvalBranchQuota(200_000);
-    const text = @embedFile("spawn-flags.txt");
-    var count = 0;
-    var lines = std.mem.tokenizeScalar(u8, text, '\n');
-    while (lines.next()) |l| {
-        if (l[0] != '#') count += 1;
+    const table = @import("table.zig").rows(@embedFile("spawn-flags.txt"), 3);
+    var out: [table.len]Flag = undefined;
+    for (table, &out) |row, *f| {
+        if (!std.mem.eql(u8, row[2], "both") and !std.mem.eql(u8, row[2], "ts")) @compileError("spawn-flags.txt: " ++ row[0]);
+        f.* = .{ .name = row[0], .takes_value = !std.mem.eql(u8, row[1], "-"), .native = std.mem.eql(u8, row[2], "both") };
     }
-    var out: [count]Flag = undefined;
-    var n = 0;
-    lines.reset();
-    while (lines.next()) |l| {
-        if (l[0] == '#') continue;
-        var fields = std.mem.tokenizeAny(u8, l, " \t");
-        const name = fields.next().?;
-        const value = fields.next().?;
-        const who = fields.next().?;
-        if (!std.mem.eql(u8, who, "both") and !std.mem.eql(u8, who, "ts")) @compileError("spawn-flags.txt: " ++ l);
-        out[n] = .{ .name = name, .takes_value = !std.mem.eql(u8, value, "-"), .native = std.mem.eql(u8, who, "both") };
-        n += 1;
-    }
-    const table = out;
-    break :blk &table;
+    const final = out;
+    break :blk &final;
 };
 
 fn lookup(name: []const u8) ?Flag {
