@@ -273,7 +273,7 @@ describe("limits and lifetime", () => {
       },
     );
     expect(cli.code).toBe(137);
-    expect(cli.stderr).toContain("memory limit of 48 MB");
+    expect(cli.stderr).toContain("ran out of memory (limit 48 MB)");
   });
 
   rootTest("a fork bomb stops at the pids limit and the host stays responsive", async () => {

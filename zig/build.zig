@@ -49,7 +49,7 @@ pub fn build(b: *std.Build) void {
 
     // Unit tests: the pure parts of both backends run on any host.
     const test_step = b.step("test", "Run the shim's unit tests");
-    for ([_][]const u8{ "src/spec.zig", "src/errtext.zig", "src/hide.zig", "src/seccomp.zig", "src/freebsd_params.zig", "src/freebsd_steps.zig", "src/warm.zig", "src/idmap.zig", "src/clone3.zig", "src/table.zig", "src/netlink.zig", "src/netwire.zig", "src/netlease.zig" }) |file| {
+    for ([_][]const u8{ "src/spec.zig", "src/errtext.zig", "src/hide.zig", "src/seccomp.zig", "src/freebsd_params.zig", "src/freebsd_steps.zig", "src/warm.zig", "src/idmap.zig", "src/clone3.zig", "src/table.zig", "src/ended.zig", "src/cgroup_layout.zig", "src/netlink.zig", "src/netwire.zig", "src/netlease.zig" }) |file| {
         const t = b.addTest(.{ .root_module = b.createModule(.{
             .root_source_file = b.path(file),
             .target = b.graph.host,

@@ -73,6 +73,32 @@ export fn lj_net(req_ptr: [*]const u8, req_len: usize, err_ptr: [*]u8, err_len: 
     }
 }
 
+/// Where jails' cgroups live (Linux, src/cgroup_layout.zig): from `info` (mountinfo text; when
+/// empty, this process's), made ready when `prepare` is set, written NUL-terminated into `out`
+/// as "VERSION\nHIERARCHY DIR\n...". FreeBSD limits jails with RCTL: ENOSYS.
+export fn lj_cgroup_layout(info_ptr: [*]const u8, info_len: usize, prepare: c_int, out_ptr: [*]u8, out_len: usize, err_ptr: [*]u8, err_len: usize) c_int {
+    const err = errtext.CBuf{ .ptr = err_ptr, .len = err_len };
+    if (builtin.os.tag != .linux) {
+        return err.set(@intFromEnum(std.posix.E.NOSYS), "jails' limits are RCTL rules on this platform", .{});
+    } else {
+        const layout_mod = @import("src/cgroup_layout.zig");
+        const gpa = std.heap.page_allocator;
+        const own = if (info_len == 0) std.fs.cwd().readFileAlloc(gpa, "/proc/self/mountinfo", 1 << 22) catch |e| {
+            return err.set(@intFromEnum(std.posix.E.IO), "read /proc/self/mountinfo: {s}", .{@errorName(e)});
+        } else null;
+        defer if (own) |o| gpa.free(o);
+        const layout = layout_mod.detect(own orelse info_ptr[0..info_len]);
+        if (prepare != 0) if (layout_mod.prepare(&layout)) |f| {
+            return err.set(@intFromEnum(f.e), "{s} {s}", .{ f.what, f.path.buf[0..f.path.len] });
+        };
+        if (out_len == 0) return err.set(@intFromEnum(std.posix.E.NOSPC), "no room for the layout", .{});
+        var w = std.Io.Writer.fixed(out_ptr[0 .. out_len - 1]);
+        layout.write(&w) catch return err.set(@intFromEnum(std.posix.E.NOSPC), "no room for the layout", .{});
+        out_ptr[w.end] = 0;
+        return 0;
+    }
+}
+
 test {
     _ = spec_mod;
     _ = @import("src/hide.zig");

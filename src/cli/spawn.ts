@@ -1,6 +1,6 @@
 import { closeSync, createReadStream, createWriteStream } from "node:fs";
 import { LjError } from "../errors.ts";
-import { signalName } from "../jail/ended.ts";
+import { spawnEndLine } from "../jail/ended.ts";
 import { type JailPty, setWindowSize, startOnTerminal } from "../jail/pty.ts";
 import { type Jail, type JailResult, spawnJail } from "../jail/spawn.ts";
 import type { JailSpec } from "../jail/spec.ts";
@@ -127,15 +127,10 @@ export async function runSpawn(raw: string[], prog = "lj"): Promise<number> {
     for (const s of result.trace) process.stderr.write(`  ${s.step.padEnd(width)}  ${s.ms.toFixed(3)}\n`);
     process.stderr.write(`  ${"total".padEnd(width)}  ${result.durationMs.toFixed(3)}\n`);
   }
-  if (!a.json) {
-    if (result.reason === "oom") {
-      process.stderr.write(`${prog}: killed: the jail exceeded its memory limit of ${a.memoryMb} MB\n`);
-    } else if (result.reason === "timeout") {
-      process.stderr.write(`${prog}: killed: timeout of ${a.timeoutS} s reached\n`);
-    } else if (result.signal !== null && result.signal !== 2 && result.signal !== 13) {
-      process.stderr.write(`${prog}: the jailed process was killed by ${signalName(result.signal)}\n`);
-    }
-  }
+  const last = a.json
+    ? null
+    : spawnEndLine(result, { memory: `${a.memoryMb} MB`, timeout: `${a.timeoutS} s` });
+  if (last) process.stderr.write(`${prog}: ${last}\n`);
   return result.status;
 }
 

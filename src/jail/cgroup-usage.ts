@@ -3,8 +3,10 @@
  * refused and CPU throttled, and which of its processes holds the most descriptors.
  */
 import { readdirSync, readFileSync } from "node:fs";
+import oomTable from "../../zig/src/oom-evidence.txt" with { type: "text" };
 import { cgroupLayout, readText } from "./cgroup.ts";
 import { type CgroupDir, CgroupKind } from "./spec.ts";
+import { tableRows } from "./table.ts";
 
 /** The number on a keyed file's line `name N` (memory.events, memory.oom_control), or 0. */
 export function counter(text: string, name: string): number {
@@ -14,26 +16,30 @@ export function counter(text: string, name: string): number {
   return Number(text.slice(at + name.length + 1, end < 0 ? undefined : end)) || 0;
 }
 
+/** One piece of evidence of an OOM kill, from the table the native ljspawn reads too. */
+const OOM_EVIDENCE = tableRows(oomTable).map(([kind, file, name, when]) => ({
+  kind: CgroupKind[kind as keyof typeof CgroupKind],
+  file: file!,
+  counter: name === "-" ? null : name!,
+  onlyAfterSigkill: when === "sigkill",
+}));
+
 /**
- * True when the jail ran out of memory: the kernel's OOM killer fired in its memory cgroup.
- * For a jail that died by SIGKILL (which nobody else sent) hitting the limit is evidence
- * enough: under heavy load the v1 kill counter has been seen to lag behind the kill itself.
+ * True when the jail ran out of memory: the kernel's OOM killer fired in its memory cgroup
+ * (zig/src/oom-evidence.txt says which counters show it).
  */
 export function oomKilled(dirs: CgroupDir[], diedBySigkill = false): boolean {
   // Synchronous: a cgroup file is read from kernel memory in microseconds, far less than a
   // round trip through the thread pool would add to every jail's end.
   for (const d of dirs) {
-    try {
-      if (d.kind === CgroupKind.unified) {
-        const events = readText(d.dir, "memory.events");
-        if (counter(events, "oom_kill") > 0 || (diedBySigkill && counter(events, "oom") > 0)) return true;
-      } else if (d.kind === CgroupKind.memory) {
-        const control = readText(d.dir, "memory.oom_control");
-        if (counter(control, "oom_kill") > 0) return true;
-        if (diedBySigkill && Number(readText(d.dir, "memory.failcnt")) > 0) return true;
+    for (const e of OOM_EVIDENCE) {
+      if (e.kind !== d.kind || (e.onlyAfterSigkill && !diedBySigkill)) continue;
+      try {
+        const text = readText(d.dir, e.file);
+        if ((e.counter === null ? Number(text) : counter(text, e.counter)) > 0) return true;
+      } catch {
+        // The directory may never have been created (setup failed before it).
       }
-    } catch {
-      // The directory may never have been created (setup failed before it).
     }
   }
   return false;

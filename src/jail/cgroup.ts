@@ -7,16 +7,15 @@
  * of time are cgroup-stock.ts; what the kernel counted in them (OOM kills, refused forks, CPU
  * throttling) is cgroup-usage.ts.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
 import { mkdir, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import limitTable from "../../zig/src/cgroup-limits.txt" with { type: "text" };
 import { LjError } from "../errors.ts";
+import { shimCgroupLayout } from "./ffi.ts";
 import { ownerLive } from "./owner.ts";
 import { type CgroupDir, CgroupKind, type JailLimits } from "./spec.ts";
 import { tableRows } from "./table.ts";
-
-const BASE = "lightjail";
 
 export interface CgroupLayout {
   version: 1 | 2;
@@ -25,39 +24,30 @@ export interface CgroupLayout {
   memory?: string;
   pids?: string;
   cpu?: string;
+  /** Where a cgroup2 hierarchy is mounted (also on a hybrid v1 host), and with favordynmods. */
+  cgroup2?: { point: string; favordynmods: boolean };
 }
 
 let layout: CgroupLayout | undefined;
 
 export const readText = (dir: string, file: string) => readFileSync(join(dir, file), "utf8");
 
-function parseMountinfo(text: string): { fstype: string; point: string; superOpts: string }[] {
-  const out: { fstype: string; point: string; superOpts: string }[] = [];
-  for (const line of text.split("\n")) {
-    const sep = line.indexOf(" - ");
-    if (sep < 0) continue;
-    const left = line.slice(0, sep).split(" ");
-    const right = line.slice(sep + 3).split(" ");
-    out.push({ point: left[4] ?? "", fstype: right[0] ?? "", superOpts: right[2] ?? "" });
+/** The layout as the shim finds it (zig/src/cgroup_layout.zig, the one owner of it). */
+function parseLayout(text: string): CgroupLayout | null {
+  const [version, ...rest] = text.trim().split("\n");
+  if (version !== "1" && version !== "2") return null;
+  const out: CgroupLayout = { version: Number(version) as 1 | 2 };
+  for (const line of rest) {
+    const [name, dir, opt] = line.split(" ") as [string, string, string?];
+    if (name === "cgroup2") out.cgroup2 = { point: dir, favordynmods: opt === "favordynmods" };
+    else out[name as "unified" | "memory" | "pids" | "cpu"] = dir;
   }
   return out;
 }
 
-/** Finds the hierarchies from /proc/self/mountinfo; v1 controllers win over a hybrid v2. */
-export function detectLayout(mountinfo = readFileSync("/proc/self/mountinfo", "utf8")): CgroupLayout | null {
-  const mounts = parseMountinfo(mountinfo);
-  const v1: CgroupLayout = { version: 1 };
-  for (const m of mounts) {
-    if (m.fstype !== "cgroup") continue;
-    const opts = m.superOpts.split(",");
-    if (opts.includes("memory")) v1.memory = join(m.point, BASE);
-    if (opts.includes("pids")) v1.pids = join(m.point, BASE);
-    if (opts.includes("cpu")) v1.cpu = join(m.point, BASE);
-  }
-  if (v1.memory || v1.pids || v1.cpu) return v1;
-  const v2 = mounts.find((m) => m.fstype === "cgroup2");
-  if (v2) return { version: 2, unified: join(v2.point, BASE) };
-  return null;
+/** Finds the hierarchies in mountinfo (this process's by default); v1 controllers win over a hybrid v2. */
+export function detectLayout(mountinfo = ""): CgroupLayout | null {
+  return parseLayout(shimCgroupLayout(mountinfo, false));
 }
 
 /**
@@ -69,41 +59,35 @@ export function detectLayout(mountinfo = readFileSync("/proc/self/mountinfo", "u
  * one cgroup2 mount carrying it (the v2 root, or a hybrid host's unified hierarchy) covers v1
  * controllers too. Opt out with LJ_CGROUP_FAVORDYNMODS=0; kernels without it are left as is.
  */
-export function favorDynamicMoves(mountinfo = readFileSync("/proc/self/mountinfo", "utf8")): string | null {
+export function favorDynamicMoves(found: CgroupLayout | null = detectLayout()): string | null {
   if (process.env.LJ_CGROUP_FAVORDYNMODS === "0") return null;
-  const v2 = parseMountinfo(mountinfo).find((m) => m.fstype === "cgroup2");
+  const v2 = found?.cgroup2;
   if (!v2) return null;
-  if (v2.superOpts.split(",").includes("favordynmods")) return v2.point;
+  if (v2.favordynmods) return v2.point;
   const r = Bun.spawnSync(["mount", "-o", "remount,favordynmods", v2.point], {
     stdio: ["ignore", "ignore", "ignore"],
   });
   return r.exitCode === 0 ? v2.point : null;
 }
 
-/** Creates the lightjail base cgroups once per process (and enables v2 controllers). */
+/** Finds the hierarchies and makes the lightjail bases ready, once per process. */
 export function cgroupLayout(): CgroupLayout | null {
   if (layout) return layout;
-  const mountinfo = readFileSync("/proc/self/mountinfo", "utf8");
-  const found = detectLayout(mountinfo);
-  if (!found) return null;
-  favorDynamicMoves(mountinfo);
-  if (found.version === 2 && found.unified) {
-    const parent = join(found.unified, "..");
-    mkdirSync(found.unified, { recursive: true });
-    for (const dir of [parent, found.unified]) {
-      const available = readText(dir, "cgroup.controllers").trim().split(/\s+/);
-      const want = ["memory", "pids", "cpu"].filter((c) => available.includes(c));
-      try {
-        writeFileSync(join(dir, "cgroup.subtree_control"), want.map((c) => `+${c}`).join(" "));
-      } catch (e) {
-        throw new LjError("isolation", "cgroup", `cannot enable cgroup controllers in ${dir}: ${e}`, {
-          hint: "lightjail needs a delegated cgroup v2 subtree (run as root, or under systemd Delegate=yes)",
-        });
-      }
-    }
-  } else {
-    for (const d of [found.memory, found.pids, found.cpu]) if (d) mkdirSync(d, { recursive: true });
+  favorDynamicMoves(detectLayout());
+  let found: CgroupLayout | null;
+  try {
+    found = parseLayout(shimCgroupLayout("", true));
+  } catch (e) {
+    throw new LjError(
+      "isolation",
+      "cgroup",
+      `cannot prepare the cgroups for jails: ${(e as Error).message}`,
+      {
+        hint: "lightjail needs a delegated cgroup v2 subtree (run as root, or under systemd Delegate=yes)",
+      },
+    );
   }
+  if (!found) return null;
   layout = found;
   return layout;
 }

@@ -1,22 +1,18 @@
 /**
  * How a jail ended, in words: one wording wherever it is told (app processes, release
- * commands, builds, `lj spawn`). Signals go by name; these numbers are the same on Linux and
- * FreeBSD.
+ * commands, builds, `lj spawn`), kept in zig/src/endings.txt, which the native ljspawn tells
+ * from too (zig/src/ended.zig).
  */
+import endingsTable from "../../zig/src/endings.txt" with { type: "text" };
 import type { JailResult } from "./spawn.ts";
+import { tableWords } from "./table.ts";
 
-const SIGNAL_NAMES: Record<number, string> = {
-  1: "SIGHUP",
-  2: "SIGINT",
-  3: "SIGQUIT",
-  6: "SIGABRT",
-  9: "SIGKILL",
-  11: "SIGSEGV",
-  13: "SIGPIPE",
-  15: "SIGTERM",
-};
+const WORDS = tableWords(endingsTable);
 
-export const signalName = (n: number) => SIGNAL_NAMES[n] ?? `signal ${n}`;
+const words = (key: string, fill: Record<string, string | number | null | undefined> = {}) =>
+  WORDS.get(key)!.replace(/\{(\w+)\}/g, (_, name: string) => String(fill[name]));
+
+export const signalName = (n: number) => WORDS.get(String(n)) ?? `signal ${n}`;
 
 /** What the jail was allowed, to say what it exceeded ("10 minutes", "512 MB"). */
 export interface EndLimits {
@@ -30,11 +26,26 @@ export function describeEnd(
 ): string {
   switch (r.reason) {
     case "timeout":
-      return limits.timeout ? `timed out after ${limits.timeout}` : "timed out";
+      return limits.timeout ? words("timeout-limit", { LIMIT: limits.timeout }) : words("timeout");
     case "oom":
-      return limits.memory ? `ran out of memory (limit ${limits.memory})` : "ran out of memory";
+      return limits.memory ? words("oom-limit", { LIMIT: limits.memory }) : words("oom");
     case "setup":
-      return `could not start: ${r.error}`;
+      return words("setup", { ERROR: r.error });
   }
-  return r.signal !== null ? `was killed by ${signalName(r.signal)}` : `exited with status ${r.exitCode}`;
+  return r.signal !== null
+    ? words("signal", { SIGNAL: signalName(r.signal) })
+    : words("exit", { STATUS: r.exitCode });
+}
+
+/**
+ * The line `lj spawn` leaves on stderr after its jail: none for an exit, nor for the signals
+ * a terminal or a closed pipe sends (SIGINT, SIGPIPE), whose end the caller already knows.
+ */
+export function spawnEndLine(
+  r: Pick<JailResult, "reason" | "exitCode" | "signal" | "error">,
+  limits: EndLimits,
+): string | null {
+  if (r.reason === "exit" || r.reason === "setup") return null;
+  if (r.reason === "signal" && (r.signal === 2 || r.signal === 13)) return null;
+  return `the jail ${describeEnd(r, limits)}`;
 }

@@ -25,6 +25,10 @@ const symbols = {
   lj_cleanup: { args: [FFIType.ptr, FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
   lj_proc_start: { args: [FFIType.i32, FFIType.ptr, FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
   lj_net: { args: [FFIType.ptr, FFIType.u64, FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
+  lj_cgroup_layout: {
+    args: [FFIType.ptr, FFIType.u64, FFIType.i32, FFIType.ptr, FFIType.u64, FFIType.ptr, FFIType.u64],
+    returns: FFIType.i32,
+  },
 } as const;
 
 type Shim = ReturnType<typeof dlopen<typeof symbols>>["symbols"];
@@ -76,7 +80,7 @@ export class ShimError extends LjError {
 }
 
 const decoder = new TextDecoder();
-function errText(buf: Uint8Array): string {
+function cString(buf: Uint8Array): string {
   const end = buf.indexOf(0);
   return decoder.decode(buf.subarray(0, end < 0 ? buf.length : end));
 }
@@ -96,7 +100,7 @@ export function shimSpawn(spec: Uint8Array): SpawnFds {
   const out = new Int32Array(8);
   const err = new Uint8Array(ERR_LEN);
   const rc = s.lj_spawn(ptr(spec), spec.byteLength, ptr(out), ptr(err), ERR_LEN);
-  if (rc !== 0) throw new ShimError(rc, errText(err));
+  if (rc !== 0) throw new ShimError(rc, cString(err));
   return {
     pid: out[0]!,
     statusFd: out[1]!,
@@ -119,7 +123,7 @@ export function shimReap(pid: number, nohang: boolean): number | null {
   const err = new Uint8Array(ERR_LEN);
   const rc = s.lj_reap(pid, nohang ? 1 : 0, ptr(status), ptr(err), ERR_LEN);
   if (reapPending(rc)) return null;
-  if (rc !== 0) throw new ShimError(rc, errText(err));
+  if (rc !== 0) throw new ShimError(rc, cString(err));
   return status[0]!;
 }
 
@@ -129,7 +133,7 @@ export function shimUnmount(path: string): void {
   const p = Buffer.from(`${path}\0`);
   const err = new Uint8Array(ERR_LEN);
   const rc = s.lj_unmount(ptr(p), ptr(err), ERR_LEN);
-  if (rc !== 0) throw new ShimError(rc, errText(err));
+  if (rc !== 0) throw new ShimError(rc, cString(err));
 }
 
 /** Removes the kernel-side leftovers of a dead owner's jail by name (FreeBSD: the jail and its
@@ -139,7 +143,7 @@ export function shimCleanup(name: string): void {
   const p = Buffer.from(`${name}\0`);
   const err = new Uint8Array(ERR_LEN);
   const rc = s.lj_cleanup(ptr(p), ptr(err), ERR_LEN);
-  if (rc !== 0) throw new ShimError(rc, errText(err));
+  if (rc !== 0) throw new ShimError(rc, cString(err));
 }
 
 /**
@@ -150,7 +154,29 @@ export function shimNet(req: Uint8Array): void {
   const s = load();
   const err = new Uint8Array(ERR_LEN);
   const rc = s.lj_net(ptr(req), req.byteLength, ptr(err), ERR_LEN);
-  if (rc !== 0) throw new ShimError(rc, errText(err));
+  if (rc !== 0) throw new ShimError(rc, cString(err));
+}
+
+/**
+ * Where jails' cgroups live (zig/src/cgroup_layout.zig): "VERSION\nHIERARCHY DIR\n..." read
+ * from `mountinfo` (this process's when empty), the bases made ready when `prepare` is set.
+ */
+export function shimCgroupLayout(mountinfo: string, prepare: boolean): string {
+  const s = load();
+  const info = Buffer.from(mountinfo);
+  const out = new Uint8Array(4096);
+  const err = new Uint8Array(ERR_LEN);
+  const rc = s.lj_cgroup_layout(
+    info.byteLength ? ptr(info) : null,
+    info.byteLength,
+    prepare ? 1 : 0,
+    ptr(out),
+    out.byteLength,
+    ptr(err),
+    ERR_LEN,
+  );
+  if (rc !== 0) throw new ShimError(rc, cString(err));
+  return cString(out);
 }
 
 /**

@@ -22,6 +22,8 @@ const errtext = @import("errtext.zig");
 const backend = @import("linux.zig");
 const netlease = @import("netlease.zig");
 const netwire = @import("netwire.zig");
+const ended = @import("ended.zig");
+const cgroup_layout = @import("cgroup_layout.zig");
 
 const Allocator = std.mem.Allocator;
 
@@ -244,7 +246,7 @@ fn worldMounts(gpa: Allocator, dir: []const u8, out: *std.ArrayList(Mount)) !voi
 }
 
 // ---------------------------------------------------------------------------------------
-// cgroups, as src/jail/cgroup.ts lays them out.
+// cgroups, where cgroup_layout.zig puts them, named as src/jail/cgroup.ts names them.
 
 const Cg = struct { dir: []const u8, kind: spec_mod.CgroupKind };
 
@@ -260,65 +262,41 @@ fn processStartTime(gpa: Allocator) ![]const u8 {
 fn cgroupDirs(gpa: Allocator, a: *const Args, out: *std.ArrayList(Cg)) !void {
     if (a.memory_mb == 0 and a.pids == 0 and a.cpu_millis == 0) return;
     const id = try std.fmt.allocPrint(gpa, "{d}.{s}.1", .{ linux.getpid(), try processStartTime(gpa) });
-    const info = try std.fs.cwd().readFileAlloc(gpa, "/proc/self/mountinfo", 1 << 20);
-    var lines = std.mem.splitScalar(u8, info, '\n');
-    while (lines.next()) |line| {
-        const sep = std.mem.indexOf(u8, line, " - ") orelse continue;
-        var left = std.mem.tokenizeScalar(u8, line[0..sep], ' ');
-        var k: usize = 0;
-        var point: []const u8 = "";
-        while (left.next()) |f| : (k += 1) if (k == 4) {
-            point = f;
-        };
-        var right = std.mem.tokenizeScalar(u8, line[sep + 3 ..], ' ');
-        const fstype = right.next() orelse continue;
-        _ = right.next();
-        const opts = right.next() orelse "";
-        if (!eql(fstype, "cgroup")) continue;
-        var o = std.mem.splitScalar(u8, opts, ',');
-        while (o.next()) |opt| {
-            const kind: @FieldType(Cg, "kind") = if (eql(opt, "memory") and a.memory_mb > 0) .memory else if (eql(opt, "pids") and a.pids > 0) .pids else if (eql(opt, "cpu") and a.cpu_millis > 0) .cpu else continue;
-            const base = try std.fs.path.join(gpa, &.{ point, "lightjail" });
-            std.fs.cwd().makePath(base) catch |e| return fail("create cgroup {s}: {s}", .{ base, @errorName(e) });
-            try out.append(gpa, .{ .dir = try std.fs.path.join(gpa, &.{ base, id }), .kind = kind });
-        }
+    const info = try std.fs.cwd().readFileAlloc(gpa, "/proc/self/mountinfo", 1 << 22);
+    const layout = cgroup_layout.detect(info);
+    // No cgroups at all: the TypeScript CLI words that error.
+    if (layout.version == 0) return error.Delegate;
+    if (cgroup_layout.prepare(&layout)) |f| return fail("{s} {s}: {s}", .{ f.what, f.path.buf[0..f.path.len], @tagName(f.e) });
+    if (layout.base(.unified)) |base| {
+        try out.append(gpa, .{ .dir = try std.fs.path.join(gpa, &.{ base, id }), .kind = .unified });
+        return;
     }
-    // Only a v2 hierarchy: the TypeScript CLI enables its controllers first.
-    if (out.items.len == 0) return error.Delegate;
+    const wanted = [_]struct { h: cgroup_layout.Hierarchy, kind: spec_mod.CgroupKind, on: bool }{
+        .{ .h = .memory, .kind = .memory, .on = a.memory_mb > 0 },
+        .{ .h = .pids, .kind = .pids, .on = a.pids > 0 },
+        .{ .h = .cpu, .kind = .cpu, .on = a.cpu_millis > 0 },
+    };
+    for (wanted) |w| if (w.on) {
+        // A controller that is not mounted: the TypeScript CLI words that error.
+        const base = layout.base(w.h) orelse return error.Delegate;
+        try out.append(gpa, .{ .dir = try std.fs.path.join(gpa, &.{ base, id }), .kind = w.kind });
+    };
 }
 
-/// As src/jail/cgroup.ts decides it: the OOM killer fired in the jail's memory cgroup or, for a
-/// jail that died by a SIGKILL nobody else sent, it had hit its limit (the kill counter can lag).
+/// Whether the OOM killer ended the jail, from the evidence both tellers read (ended.zig).
 fn oomKilled(gpa: Allocator, dirs: []const Cg, sigkilled: bool) bool {
+    const Dir = struct {
+        gpa: Allocator,
+        dir: []const u8,
+        fn read(d: @This(), file: []const u8) ?[]const u8 {
+            const p = std.fs.path.join(d.gpa, &.{ d.dir, file }) catch return null;
+            return std.fs.cwd().readFileAlloc(d.gpa, p, 4096) catch null;
+        }
+    };
     for (dirs) |cg| {
-        if (cg.kind != .memory) continue;
-        const p = std.fs.path.join(gpa, &.{ cg.dir, "memory.oom_control" }) catch return false;
-        const text = std.fs.cwd().readFileAlloc(gpa, p, 4096) catch return false;
-        if (std.mem.indexOf(u8, text, "oom_kill ")) |at| {
-            const n = std.mem.trim(u8, std.mem.sliceTo(text[at + 9 ..], '\n'), " ");
-            if (!eql(n, "0")) return true;
-        }
-        if (sigkilled) {
-            const fp = std.fs.path.join(gpa, &.{ cg.dir, "memory.failcnt" }) catch return false;
-            const fc = std.fs.cwd().readFileAlloc(gpa, fp, 64) catch return false;
-            if (!eql(std.mem.trim(u8, fc, " \n"), "0")) return true;
-        }
+        if (ended.oomShown(cg.kind, sigkilled, Dir{ .gpa = gpa, .dir = cg.dir }, Dir.read)) return true;
     }
     return false;
-}
-
-fn signalName(sig: u32, buf: *[16]u8) []const u8 {
-    return switch (sig) {
-        1 => "SIGHUP",
-        2 => "SIGINT",
-        3 => "SIGQUIT",
-        6 => "SIGABRT",
-        9 => "SIGKILL",
-        11 => "SIGSEGV",
-        13 => "SIGPIPE",
-        15 => "SIGTERM",
-        else => std.fmt.bufPrint(buf, "signal {d}", .{sig}) catch "a signal",
-    };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -590,15 +568,17 @@ fn run(gpa: Allocator, raw: []const []const u8) !u8 {
         _ = fail("jail setup failed: {s}", .{se}) catch {};
         return 71;
     }
-    var namebuf: [16]u8 = undefined;
     if (!a.json) {
-        if (oom) {
-            _ = fail("killed: the jail exceeded its memory limit of {d} MB", .{a.memory_mb}) catch {};
-        } else if (timed_out) {
-            _ = fail("killed: timeout of {d} s reached", .{@as(f64, @floatFromInt(a.timeout_ms)) / 1000}) catch {};
-        } else if (signal) |s| if (s != 2 and s != 13) {
-            _ = fail("the jailed process was killed by {s}", .{signalName(s, &namebuf)}) catch {};
-        };
+        var lb: [512]u8 = undefined;
+        var w = std.Io.Writer.fixed(&lb);
+        var limit: []const u8 = "";
+        var limit_buf: [32]u8 = undefined;
+        const why: ended.Reason = if (timed_out) .timeout else if (oom) .oom else if (signal != null) .signal else .exit;
+        if (why == .oom) limit = std.fmt.bufPrint(&limit_buf, "{d} MB", .{a.memory_mb}) catch "";
+        if (why == .timeout) limit = std.fmt.bufPrint(&limit_buf, "{d} s", .{@as(f64, @floatFromInt(a.timeout_ms)) / 1000}) catch "";
+        if (ended.writeSpawnEndLine(&w, why, .{ .signal = signal orelse 0, .limit = limit }) catch false) {
+            _ = fail("{s}", .{w.buffered()}) catch {};
+        }
     }
     return @intCast(status & 0xff);
 }
