@@ -127,14 +127,15 @@ export function fishScript(root: Node): string {
   return `${lines.join("\n")}\n`;
 }
 
-export const completionCommand = defineCommand({
-  meta: { name: "completion", description: "Print a shell completion script: lj completion bash|zsh|fish" },
-  args: { shell: { type: "positional", required: true, description: "bash, zsh or fish" } },
-  async run({ args }) {
-    const { main } = await import("./main.ts");
-    const root = await tree("lj", main);
-    const make = { bash: bashScript, zsh: zshScript, fish: fishScript }[args.shell as "bash"];
-    if (!make) throw usageError(`no completion for "${args.shell}"`, "lj completion bash, zsh or fish");
-    process.stdout.write(make(root));
-  },
-});
+/** `lj completion`, over the command tree it completes (given by main.ts, which holds it). */
+export const completionCommand = (main: CommandDef) =>
+  defineCommand({
+    meta: { name: "completion", description: "Print a shell completion script: lj completion bash|zsh|fish" },
+    args: { shell: { type: "positional", required: true, description: "bash, zsh or fish" } },
+    async run({ args }) {
+      const root = await tree("lj", main);
+      const make = { bash: bashScript, zsh: zshScript, fish: fishScript }[args.shell as "bash"];
+      if (!make) throw usageError(`no completion for "${args.shell}"`, "lj completion bash, zsh or fish");
+      process.stdout.write(make(root));
+    },
+  });

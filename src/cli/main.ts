@@ -8,7 +8,7 @@ import pkg from "../../package.json" with { type: "json" };
 import { ExitCode } from "../errors.ts";
 import { reportError } from "./report.ts";
 
-export const main = defineCommand({
+export const main: CommandDef = defineCommand({
   meta: {
     name: "lj",
     version: pkg.version,
@@ -41,7 +41,7 @@ export const main = defineCommand({
     servers: () => import("./login.ts").then((m) => m.serversCommand),
     "git-credential": () => import("./login.ts").then((m) => m.gitCredentialCommand),
     node: () => import("./node.ts").then((m) => m.nodeCommand),
-    completion: () => import("./completion.ts").then((m) => m.completionCommand),
+    completion: () => import("./completion.ts").then((m) => m.completionCommand(main)),
   },
 });
 
@@ -95,10 +95,4 @@ export async function runCli(argv: string[], prog = "lj"): Promise<number> {
   } catch (e) {
     return reportError(prog, e, debug, flags.includes("--json"));
   }
-}
-
-if (import.meta.main) {
-  import("./lj.ts").then(({ runEntry }) =>
-    runEntry(process.argv.slice(2)).then((code) => process.exit(code)),
-  );
 }
