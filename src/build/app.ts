@@ -10,6 +10,7 @@ import * as fsp from "node:fs/promises";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
 import { ownerId } from "../jail/owner.ts";
+import { DEFAULT_PATH } from "../jail/spec.ts";
 import { discover, findPlugin } from "../plugins/registry.ts";
 import { identityOf } from "../store/identities.ts";
 import { checkName } from "../store/names.ts";
@@ -21,7 +22,6 @@ import { createBuildDisk } from "./disk.ts";
 import { buildBind, runBuild, tailLines, whyBuildFailed } from "./isolation.ts";
 import { ensureOverlay, flatten } from "./overlays.ts";
 import { type FullPlan, planApp as plan } from "./plan.ts";
-import { BASE_PATH } from "./run.ts";
 import { chownTree, copySanitised, ownedBy, reportSanitised } from "./sanitise.ts";
 import type { AppPlan, BuildLog, Slug } from "./types.ts";
 
@@ -138,7 +138,7 @@ export async function buildApp(dir: string, opts: BuildAppOptions): Promise<Slug
       limits: buildLimits,
       argv: ["/bin/sh", "-c", `mkdir -p "$HOME" && ${p.build.script}`],
       env: {
-        PATH: `/app/bin:${BASE_PATH}`,
+        PATH: `/app/bin:${DEFAULT_PATH}`,
         HOME: "/tmp/lj/home",
         LANG: "C.UTF-8",
         LJ_APP: opts.app,

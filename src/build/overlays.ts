@@ -10,7 +10,7 @@ import * as fsp from "node:fs/promises";
 import { dirname, join, relative } from "node:path";
 import { LjError } from "../errors.ts";
 import { getXattr } from "../jail/ffi.ts";
-import { BUILD_CAPS } from "../jail/spec.ts";
+import { BUILD_CAPS, DEFAULT_PATH } from "../jail/spec.ts";
 import type { RuntimeBuild } from "../plugins/define.ts";
 import { type Discovery, discover, findPlugin, loadHooks, type PluginInfo } from "../plugins/registry.ts";
 import { identityOf, OVERLAY_BUILDER } from "../store/identities.ts";
@@ -28,7 +28,7 @@ import { defaultWorld, readWorldMeta, worldMounts, worldPath } from "../store/wo
 import { createBuildDisk } from "./disk.ts";
 import { fetchVerified } from "./fetch.ts";
 import { buildBind, runBuild, tailLines, whyBuildFailed } from "./isolation.ts";
-import { BASE_PATH, scriptArgv } from "./run.ts";
+import { scriptArgv } from "./run.ts";
 import { chownTree, copySanitised, reportSanitised, shiftedFrom } from "./sanitise.ts";
 import type { BuildLog, OverlayRef } from "./types.ts";
 
@@ -249,7 +249,7 @@ async function buildOne(
         limits,
         argv,
         env: {
-          PATH: BASE_PATH,
+          PATH: DEFAULT_PATH,
           HOME: "/root",
           LANG: "C.UTF-8",
           DEBIAN_FRONTEND: "noninteractive",

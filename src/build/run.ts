@@ -110,8 +110,6 @@ export async function runStreamed(
   }
 }
 
-export const BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 /** Interpreter argv for a script: its #! line, else /bin/sh -e. */
 export function scriptArgv(text: string, path: string): string[] {
   const first = text.split("\n", 1)[0] ?? "";

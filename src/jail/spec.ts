@@ -154,6 +154,12 @@ const RLIMITS: Record<RlimitName, number> = {
 
 export const NOBODY = 65534;
 
+/**
+ * Where a jail's programs are looked up when its environment says nothing else; the shim
+ * searches the same list for a payload without PATH (zig/src/sys.zig `default_path`).
+ */
+export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /** Host paths a spec may mask (zig/src/spec.zig max_hides). */
 export const MAX_HIDDEN = 16;
 

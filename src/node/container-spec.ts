@@ -6,12 +6,11 @@
  */
 import type { V1Container, V1Pod } from "@kubernetes/client-node";
 import { LjError } from "../errors.ts";
-import type { JailSpec } from "../jail/spec.ts";
+import { DEFAULT_PATH, type JailSpec } from "../jail/spec.ts";
 import { type Identity, identityEtc, identityOf } from "../store/identities.ts";
 import { resolveImage } from "./image.ts";
 import { parseQuantity } from "./quantity.ts";
 
-export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /** Without a memory limit a container gets this much (a jail is never unlimited). */
 export const DEFAULT_MEMORY_BYTES = 512 * 1024 * 1024;
 export const DEFAULT_PIDS = 512;

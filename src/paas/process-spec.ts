@@ -4,10 +4,11 @@
  * formation, the app's lj.toml [limits] and the server's defaults. App processes, the release
  * command and one-off runs all get their jails here.
  */
-import { BASE_PATH } from "../build/run.ts";
+
 import type { Slug } from "../build/types.ts";
 import { LjError } from "../errors.ts";
 import type { JailSpec } from "../jail/spec.ts";
+import { DEFAULT_PATH } from "../jail/spec.ts";
 import { identityEtc, identityOf } from "../store/identities.ts";
 import type { PaasDb } from "./db.ts";
 import { PROCESS_DEFAULTS, WEB_PORT } from "./supervisor.ts";
@@ -27,7 +28,7 @@ export interface ServiceProvider {
 export const RELEASE_PHASE = "release";
 
 /** An app process's PATH: its own node_modules binaries first (a slug may set its own). */
-const DEFAULT_PATH = `/app/node_modules/.bin:${BASE_PATH}`;
+const APP_PATH = `/app/node_modules/.bin:${DEFAULT_PATH}`;
 
 /** What a process is started from: a release, or the one a deploy or config change is making. */
 export interface ReleaseOf {
@@ -86,7 +87,7 @@ export class ProcessSpecs {
       mounts: [...slug.worldMounts, ...identityEtc(slug.worldPath, who, slug.cwd)],
       cwd: slug.cwd,
       env: {
-        PATH: DEFAULT_PATH,
+        PATH: APP_PATH,
         HOME: slug.cwd,
         ...slug.env,
         ...binding.env,

@@ -15,10 +15,10 @@
 import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ensureOverlay, flatten } from "../build/overlays.ts";
-import { BASE_PATH } from "../build/run.ts";
 import { LjError } from "../errors.ts";
 import { type Jail, runJail } from "../jail/spawn.ts";
 import type { JailSpec } from "../jail/spec.ts";
+import { DEFAULT_PATH } from "../jail/spec.ts";
 import type { ServiceSection, WorldRecipe } from "../plugins/manifest.ts";
 import { discover, findPlugin } from "../plugins/registry.ts";
 import { forgetIdentity, identityEtc, identityOf } from "../store/identities.ts";
@@ -59,7 +59,7 @@ function worldCommands(recipe: WorldRecipe | undefined): WorldRecipe | null {
 }
 
 /** The environment every jail of a service starts from (the server's and its health checks'). */
-const BASE_ENV = { PATH: BASE_PATH, LANG: "C.UTF-8" };
+const BASE_ENV = { PATH: DEFAULT_PATH, LANG: "C.UTF-8" };
 
 /** A service's root: the world, and the plugin's overlay chain over it. */
 const layersOf = (rt: Runtime): string[] =>
