@@ -438,6 +438,21 @@ pub fn jailElementsNow(table: []const u8, add: bool, address: [4]u8, veth: []con
     return commit(&batch);
 }
 
+/// Takes a lease's state off the host (netlease.takeOff): its elements and links in one
+/// transaction (none when the table is gone: they went with it), then its host veth released.
+pub fn takeOff(table: []const u8, address: [4]u8, egress: bool, veth: []const u8, uplink: []const u8, links: []const [8]u8, release: bool) ?RunFailure {
+    var j = JailRecord{ .address = address, .egress = egress, .veth = std.mem.zeroes([ifnamsiz]u8), .uplink = std.mem.zeroes([ifnamsiz]u8) };
+    @memcpy(j.veth[0..@min(veth.len, ifnamsiz - 1)], veth[0..@min(veth.len, ifnamsiz - 1)]);
+    @memcpy(j.uplink[0..@min(uplink.len, ifnamsiz - 1)], uplink[0..@min(uplink.len, ifnamsiz - 1)]);
+    var batch = newBatch();
+    jailElements(&batch, false, table, j);
+    for (links) |*k| element(&batch, false, table, "links", k);
+    if (batch.b.overflow) return .{ .e = .MSGSIZE, .step = "too many set elements in one request" };
+    if (commit(&batch)) |f| if (f.e != .NOENT) return .{ .e = f.e, .step = f.step, .what = table };
+    if (release and veth.len > 0 and veth.len < ifnamsiz) if (releaseVeth(veth)) |f| return .{ .e = f.e, .step = f.step, .what = veth };
+    return null;
+}
+
 /// Takes a finished jail's host veth out of the way: down (its routes go with it) and renamed
 /// to "<its root prefix>x<7 hex>", so that its address and name are free at once while the
 /// kernel deletes it with the jail's namespace. One that is gone already is fine.
