@@ -182,7 +182,7 @@ describe("wiring failures leave nothing behind", () => {
   });
 
   rootTest(
-    "the native ljspawn leases and wires by itself, next to the API's jails; a conflict goes to the TypeScript CLI",
+    "the native ljspawn leases and wires by itself, next to the API's jails, and words a conflict as the API does",
     async () => {
       const ljspawn = join(projectDir, "zig", "zig-out", "bin", "ljspawn");
       // The root's table is made by the TypeScript side, with its first jail.
@@ -218,12 +218,15 @@ describe("wiring failures leave nothing behind", () => {
           await running.exited;
         }
         expect(existsSync(leasePath(`${PREFIX}3`))).toBe(false);
-        // The held address: the TypeScript CLI words the refusal.
+        // The held address: refused natively, in the same words and with the same exit code
+        // as the API's refusal (one definition: zig/src/netlease.zig).
         const taken = Bun.spawnSync([ljspawn, "-i", held.address!, "--", "/bin/true"], {
-          env: { ...process.env },
+          env: { ...process.env, LJ_BUN: "/nonexistent" },
           stderr: "pipe",
         });
-        expect(taken.stderr.toString()).toContain(`address ${held.address} is in use`);
+        expect(taken.stderr.toString()).toBe(
+          `ljspawn: address ${held.address} is in use by jail ${held.id}\n  hint: pick another address, or -i auto\n`,
+        );
         expect(taken.exitCode).toBe(73);
       } finally {
         held.kill("SIGKILL");
