@@ -236,3 +236,106 @@ describe("wiring failures leave nothing behind", () => {
     },
   );
 });
+
+describe("the native ljspawn follows the same lease rules, without the TypeScript CLI", () => {
+  const ljspawn = join(projectDir, "zig", "zig-out", "bin", "ljspawn");
+  // No TypeScript to fall back on: everything here must run natively.
+  const native = (args: string[], extra: Record<string, string> = {}) => {
+    const p = Bun.spawnSync([ljspawn, ...args], {
+      env: { ...process.env, LJ_BUN: "/nonexistent", ...extra },
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    return { code: p.exitCode, out: p.stdout.toString(), err: p.stderr.toString() };
+  };
+  const liveOwner = async () => `1.${(await Bun.file("/proc/1/stat").text()).split(") ")[1]!.split(" ")[19]}`;
+  const leaseBody = (address: string, owner: string, jail: string) =>
+    JSON.stringify({ address, owner, jail, veth: vethName(parseIp(address)!), egress: false, links: [] });
+
+  rootTest("the root's table first (the API's jails make it)", async () => {
+    expect((await run(spec(["/bin/true"]))).r.status).toBe(0);
+    await noLeftovers();
+  });
+
+  rootTest(
+    "an address leased by a live process: refused in the API's words, exit 73, its lease stays",
+    async () => {
+      const file = leasePath(`${PREFIX}20`);
+      writeFileSync(file, leaseBody(`${PREFIX}20`, await liveOwner(), "other"));
+      try {
+        const r = native(["-i", `${PREFIX}20`, "--", "/bin/true"]);
+        expect(r.err).toBe(
+          `ljspawn: address ${PREFIX}20 is in use by jail other\n  hint: pick another address, or -i auto\n`,
+        );
+        expect(r.code).toBe(73);
+        expect(existsSync(file)).toBe(true);
+      } finally {
+        sh(`rm -f ${file}`);
+      }
+      await noLeftovers();
+    },
+  );
+
+  rootTest(
+    "a dead owner's lease (with a link record) is reclaimed natively, its state taken off",
+    async () => {
+      const addr = `${PREFIX}21`;
+      writeFileSync(leasePath(addr), leaseBody(addr, "999999.1", "dead"));
+      const link = join(netDirs.links(), `${addr}_${PREFIX}22`);
+      writeFileSync(link, "999999.1");
+      const r = native(["-i", addr, "-p", "ip -4 -o addr show dev eth0"]);
+      expect(r.err).toBe("");
+      expect(r.code).toBe(0);
+      expect(r.out).toContain(`inet ${addr} peer ${PREFIX}1/32`);
+      expect(existsSync(link)).toBe(false);
+      await noLeftovers();
+    },
+  );
+
+  rootTest("a full subnet: refused in the API's words (exit 69); the API refuses alike", async () => {
+    const owner = await liveOwner();
+    const made: string[] = [];
+    for (let i = 2; i <= 254; i++) {
+      const a = `${PREFIX}${i}`;
+      if (existsSync(leasePath(a))) continue;
+      writeFileSync(leasePath(a), leaseBody(a, owner, "filler"));
+      made.push(a);
+    }
+    try {
+      const r = native(["-i", "auto", "--", "/bin/true"]);
+      expect(r.err).toBe(
+        `ljspawn: no free address left in ${SUBNET}\n  hint: end some jails, run lj gc, or configure a larger subnet (LJ_SUBNET)\n`,
+      );
+      expect(r.code).toBe(69);
+      let err: unknown;
+      try {
+        spawnJail(spec(["/bin/true"]));
+      } catch (e) {
+        err = e;
+      }
+      expect((err as { code?: string }).code).toBe("subnet-full");
+      expect((err as Error).message).toBe(`no free address left in ${SUBNET}`);
+    } finally {
+      for (const a of made) sh(`rm -f ${leasePath(a)}`);
+    }
+    await noLeftovers();
+  });
+
+  rootTest("a subnet that is no subnet: refused with its source named (exit 78)", () => {
+    const r = native(["-i", "auto", "--", "/bin/true"], { LJ_SUBNET: "10.247.3.1/24" });
+    expect(r.err).toBe('ljspawn: LJ_SUBNET "10.247.3.1/24" has host bits set; did you mean 10.247.3.0/24?\n');
+    expect(r.code).toBe(78);
+  });
+
+  for (const step of [2, 4]) {
+    rootTest(`the native wiring failing at step ${step} of 4: an error naming it, nothing left`, async () => {
+      const r = native(["-i", "auto", "--", "/bin/echo", "payload ran"], {
+        LJ_TEST_NET_FAIL_AT: String(step),
+      });
+      expect(r.out).toBe("");
+      expect(r.err).toContain("injected failure");
+      expect(r.code).not.toBe(0);
+      await noLeftovers();
+    });
+  }
+});

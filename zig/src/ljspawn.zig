@@ -440,7 +440,8 @@ const Net = struct {
             .network = netlease.ipBytes(cfg.subnet.network),
             .prefix = cfg.subnet.prefix,
             .v6 = linux.access("/proc/sys/net/ipv6", linux.F_OK) == 0,
-            .fail_at = 0,
+            // Tests make the wiring fail at a step, to prove nothing stays (as the API's jails).
+            .fail_at = std.fmt.parseInt(u8, std.posix.getenv("LJ_TEST_NET_FAIL_AT") orelse "0", 10) catch 0,
             .veth = std.mem.zeroes([netwire.ifnamsiz]u8),
         };
         @memcpy(w.veth[0..lease.veth.len], lease.veth);
