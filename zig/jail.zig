@@ -84,10 +84,23 @@ export fn lj_lease(op: u32, req_ptr: [*]const u8, req_len: usize, out_ptr: [*]u8
         return err.set(@intFromEnum(std.posix.E.NOSYS), "private addresses are leased by the FreeBSD backend's own rules", .{});
     } else {
         const netlease = @import("src/netlease.zig");
+        // The namespace pool's veths (the lease of an address may take one's name).
+        const args = req_ptr[0..req_len];
+        if (op == @intFromEnum(netlease.Op.pool_claim) or op == @intFromEnum(netlease.Op.pool_unclaim)) {
+            var name: [16]u8 = undefined;
+            var got: []const u8 = "";
+            if (op == @intFromEnum(netlease.Op.pool_unclaim)) backend.unclaimPooledVeth(args) else got = backend.claimPooledVeth(args, &name) orelse "";
+            if (out_len.* < got.len + 2) return err.set(@intFromEnum(std.posix.E.RANGE), "lease answer", .{});
+            out_ptr[0] = '"';
+            @memcpy(out_ptr[1..][0..got.len], got);
+            out_ptr[1 + got.len] = '"';
+            out_len.* = got.len + 2;
+            return 0;
+        }
         var arena = std.heap.ArenaAllocator.init(std.heap.page_allocator);
         defer arena.deinit();
         var why: netlease.Why = .{};
-        switch (netlease.call(arena.allocator(), op, req_ptr[0..req_len], out_ptr[0..out_len.*], &why)) {
+        switch (netlease.call(arena.allocator(), op, args, out_ptr[0..out_len.*], &why)) {
             .ok => |n| {
                 out_len.* = n;
                 return 0;

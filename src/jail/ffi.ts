@@ -171,6 +171,8 @@ export const LeaseOp = {
   reclaim: 10,
   list: 11,
   takeOff: 12,
+  poolClaim: 13,
+  poolUnclaim: 14,
 } as const;
 
 const EPERM = 1;

@@ -199,6 +199,22 @@ export interface LeaseRequest {
   egress: boolean;
   uplink?: string;
   links: string[];
+  /** A pooled veth's name to lease the address with (claimPooledVeth), instead of the address's. */
+  veth?: string;
+}
+
+/**
+ * A veth of the namespace pool, made ahead with this root's prefix, set aside for the jail
+ * about to be leased: leased with its name, the jail keeps it (no rename on its path). Null
+ * when the pool has none ready.
+ */
+export function claimPooledVeth(cfg: NetConfig): string | null {
+  return (shimLease(LeaseOp.poolClaim, [cfg.vethPrefix]) as string) || null;
+}
+
+/** Gives back a claimed pooled veth whose jail was never spawned. */
+export function unclaimPooledVeth(name: string): void {
+  shimLease(LeaseOp.poolUnclaim, [name]);
 }
 
 /**
@@ -217,6 +233,7 @@ export function acquireLease(req: LeaseRequest, cfg: NetConfig): { lease: Lease;
     req.egress ? "1" : "0",
     req.uplink ?? "",
     req.links.join(","),
+    req.veth ?? "",
   ]) as { lease: Lease; reclaimed: string[] };
 }
 

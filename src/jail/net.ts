@@ -30,6 +30,7 @@ import { LjError } from "../errors.ts";
 import { ShimError, shimNet } from "./ffi.ts";
 import {
   acquireLease,
+  claimPooledVeth,
   claimStale,
   dropLease,
   forgetLink,
@@ -49,8 +50,10 @@ import {
   recordLink,
   recordPort,
   takeOff,
+  unclaimPooledVeth,
   VETH_FAMILY,
   vethAddress,
+  vethName,
 } from "./net-alloc.ts";
 import { forgetTable, holdSubnet, ifRootIdle, orphanTables, recordTable } from "./net-registry.ts";
 import { ownerIdLive } from "./owner.ts";
@@ -434,6 +437,8 @@ function wireRecord(cfg: NetConfig, lease: Lease): Uint8Array {
 export function reserveNet(spec: JailSpec, jailId: string, cfg: NetConfig = netConfig()): JailNet {
   checkNetSpec(spec, cfg);
   const unhold = holdSubnet(cfg);
+  // A user-namespaced jail is wired from outside, with a veth of its own (no pool).
+  const pooled = spec.userns ? null : claimPooledVeth(cfg);
   let lease: Lease;
   try {
     const got = acquireLease(
@@ -443,6 +448,7 @@ export function reserveNet(spec: JailSpec, jailId: string, cfg: NetConfig = netC
         egress: !!spec.egress,
         uplink: spec.iface,
         links: spec.links ?? [],
+        veth: pooled ?? undefined,
       },
       cfg,
     );
@@ -455,6 +461,7 @@ export function reserveNet(spec: JailSpec, jailId: string, cfg: NetConfig = netC
       throw e;
     }
   } catch (e) {
+    if (pooled) unclaimPooledVeth(pooled);
     unhold();
     throw e;
   }
@@ -484,8 +491,18 @@ export function reserveNet(spec: JailSpec, jailId: string, cfg: NetConfig = netC
   return net;
 }
 
+/**
+ * A pooled veth claimed for a jail that was never spawned goes back to the pool (no-op once
+ * the jail took it).
+ */
+function giveBackPooled(net: JailNet): void {
+  if (net.lease.veth !== vethName(parseIp(net.address)!, net.cfg.vethPrefix))
+    unclaimPooledVeth(net.lease.veth);
+}
+
 /** A reservation given up before its jail existed: lease, links and hold go. */
 function abandon(net: JailNet): void {
+  giveBackPooled(net);
   for (const to of net.lease.links) forgetLink(net.address, to, net.cfg.dir);
   dropLease(net.address, net.lease.owner, net.cfg.dir);
   net.unhold();
@@ -573,6 +590,7 @@ export function unwireNet(net: JailNet): void {
   net.unwired = true;
   const { lease, cfg } = net;
   try {
+    giveBackPooled(net);
     takeOff(lease, cfg);
   } catch {
     // What could not come off is swept by lj gc (it finds elements and veths without a lease).

@@ -400,6 +400,8 @@ pub const Request = struct {
     egress: bool = false,
     uplink: ?[]const u8 = null,
     links: []const []const u8 = &.{},
+    /// The host veth's name when it is not the address's own: a pooled veth's ("<prefix>p...").
+    veth: ?[]const u8 = null,
     /// Whether the caller removes a reclaimed address's published ports (the TypeScript side,
     /// which publishes them); without, such an address is left for `lj gc`.
     removes_published: bool = false,
@@ -559,7 +561,7 @@ fn take(gpa: Allocator, c: *const Config, req: Request, ip: u32, why: *Why) Erro
         .address = try gpa.dupe(u8, formatIp(&b, ip)),
         .owner = req.owner,
         .jail = req.jail,
-        .veth = try gpa.dupe(u8, &veth),
+        .veth = try gpa.dupe(u8, if (pooledName(c, req.veth)) |p| p else &veth),
         .egress = req.egress,
         .uplink = if (req.egress) req.uplink else null,
         .links = req.links,
@@ -572,6 +574,14 @@ fn take(gpa: Allocator, c: *const Config, req: Request, ip: u32, why: *Why) Erro
         return null;
     }
     return l;
+}
+
+/// A pooled veth's name of this root ("<prefix>p<7 hex>"), or null.
+fn pooledName(c: *const Config, name: ?[]const u8) ?[]const u8 {
+    const n = name orelse return null;
+    if (n.len != 15 or !std.mem.startsWith(u8, n, &c.prefix) or n[7] != 'p') return null;
+    for (n[8..]) |ch| if (!std.ascii.isHex(ch)) return null;
+    return n;
 }
 
 /// Gives an address back, if `owner` still holds it.
@@ -644,8 +654,8 @@ pub const Op = enum(u32) {
     roots = 6,
     /// -> the live registry entries (dead ones swept)
     live_roots = 7,
-    /// root, subnet, owner, jail, address, egress ("1"), uplink, links (comma-separated)
-    /// -> {lease, reclaimed}
+    /// root, subnet, owner, jail, address, egress ("1"), uplink, links (comma-separated), veth
+    /// (a pooled veth's name, or empty: the address's) -> {lease, reclaimed}
     acquire = 8,
     /// run/net dir, address, owner
     drop = 9,
@@ -655,6 +665,10 @@ pub const Op = enum(u32) {
     list = 11,
     /// root, subnet, lease (JSON) -> a finished jail's state taken off the host
     take_off = 12,
+    /// veth prefix -> the name of a pooled veth set aside for the next jail, or "" (jail.zig)
+    pool_claim = 13,
+    /// name -> that veth's claim given back (jail.zig)
+    pool_unclaim = 14,
     _,
 };
 
@@ -683,7 +697,7 @@ pub fn call(gpa: Allocator, op_num: u32, req: []const u8, out: []u8, why: *Why) 
 threadlocal var failure: netwire.RunFailure = undefined;
 
 fn answer(gpa: Allocator, op: Op, req: []const u8, why: *Why) (Error || error{ BadRequest, Failed })![]const u8 {
-    var args: [8][]const u8 = @splat("");
+    var args: [9][]const u8 = @splat("");
     var n: usize = 0;
     var it = std.mem.splitScalar(u8, req, 0);
     while (it.next()) |a| : (n += 1) {
@@ -731,6 +745,7 @@ fn answer(gpa: Allocator, op: Op, req: []const u8, why: *Why) (Error || error{ B
                 .egress = std.mem.eql(u8, args[5], "1"),
                 .uplink = if (args[6].len > 0) args[6] else null,
                 .links = links.items,
+                .veth = if (args[8].len > 0) args[8] else null,
                 .removes_published = true,
             }, why);
             return js.of(gpa, got);
@@ -754,7 +769,7 @@ fn answer(gpa: Allocator, op: Op, req: []const u8, why: *Why) (Error || error{ B
             }
             return "null";
         },
-        _ => return error.BadRequest,
+        .pool_claim, .pool_unclaim, _ => return error.BadRequest,
     }
 }
 
