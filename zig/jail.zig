@@ -97,7 +97,9 @@ export fn lj_lease(op: u32, req_ptr: [*]const u8, req_len: usize, out_ptr: [*]u8
             out_len.* = got.len + 2;
             return 0;
         }
-        var arena = std.heap.ArenaAllocator.init(std.heap.page_allocator);
+        // Most requests fit in a stack buffer: no mapping made and unmapped per call.
+        var fallback = std.heap.stackFallback(32 * 1024, std.heap.page_allocator);
+        var arena = std.heap.ArenaAllocator.init(fallback.get());
         defer arena.deinit();
         var why: netlease.Why = .{};
         switch (netlease.call(arena.allocator(), op, args, out_ptr[0..out_len.*], &why)) {

@@ -196,11 +196,29 @@ pub const Config = struct {
 /// The root's names and subnet. `subnet_text` comes from LJ_SUBNET or config.toml (read by the
 /// caller); `source` names which, for a refusal.
 pub fn config(gpa: Allocator, root_in: []const u8, subnet_text: []const u8, source: []const u8, why: *Why) Error!Config {
-    const root = std.fs.cwd().realpathAlloc(gpa, root_in) catch try std.fs.path.resolve(gpa, &.{root_in});
+    const root = try realRoot(gpa, root_in);
     var c = Config{ .root = root, .hash = undefined, .subnet = undefined, .table = undefined, .prefix = undefined, .dir = try std.fs.path.join(gpa, &.{ root_in, "run", "net" }) };
     names(root, &c);
     c.subnet = try parseSubnet(try gpa.dupe(u8, subnet_text), source, why);
     return c;
+}
+
+/// The last root resolved, for the next call: a process works with one root, asked often.
+var last_root: struct { lock: std.Thread.Mutex = .{}, in: [512]u8 = undefined, in_len: usize = 0, real: [512]u8 = undefined, real_len: usize = 0 } = .{};
+
+fn realRoot(gpa: Allocator, root_in: []const u8) Allocator.Error![]const u8 {
+    last_root.lock.lock();
+    defer last_root.lock.unlock();
+    if (last_root.in_len > 0 and std.mem.eql(u8, last_root.in[0..last_root.in_len], root_in))
+        return gpa.dupe(u8, last_root.real[0..last_root.real_len]);
+    const real = std.fs.cwd().realpathAlloc(gpa, root_in) catch try std.fs.path.resolve(gpa, &.{root_in});
+    if (root_in.len <= last_root.in.len and real.len <= last_root.real.len) {
+        @memcpy(last_root.in[0..root_in.len], root_in);
+        last_root.in_len = root_in.len;
+        @memcpy(last_root.real[0..real.len], real);
+        last_root.real_len = real.len;
+    }
+    return real;
 }
 
 fn names(real_root: []const u8, c: *Config) void {
@@ -439,8 +457,9 @@ fn vethExists(name: []const u8) bool {
 var tmp_seq = std.atomic.Value(u32).init(0);
 
 /// Creates `file` with `body`, atomically and only if it does not exist (link(2) of a
-/// finished temporary file). False when it exists.
+/// finished temporary file: an unnamed one where the file system has them). False when it exists.
 fn createExclusive(gpa: Allocator, dir: []const u8, file: []const u8, body: []const u8, why: *Why) Error!bool {
+    if (try createUnnamed(gpa, dir, file, body, why)) |made| return made;
     const tmp = try std.fmt.allocPrint(gpa, "{s}/.tmp.{d}.z{d}", .{ dir, linux.getpid(), tmp_seq.fetchAdd(1, .monotonic) });
     std.fs.cwd().writeFile(.{ .sub_path = tmp, .data = body, .flags = .{ .mode = 0o600 } }) catch |e| return why.io("write", tmp, e);
     defer std.fs.cwd().deleteFile(tmp) catch {};
@@ -449,6 +468,33 @@ fn createExclusive(gpa: Allocator, dir: []const u8, file: []const u8, body: []co
         else => return why.io("link", file, e),
     };
     return true;
+}
+
+/// createExclusive with an O_TMPFILE file linked into place (no name to make and remove);
+/// null where the file system has none.
+fn createUnnamed(gpa: Allocator, dir: []const u8, file: []const u8, body: []const u8, why: *Why) Error!?bool {
+    const dirz = try gpa.dupeZ(u8, dir);
+    const rc = linux.open(dirz, .{ .ACCMODE = .WRONLY, .TMPFILE = true, .CLOEXEC = true }, 0o600);
+    if (linux.E.init(rc) != .SUCCESS) return null;
+    const fd: i32 = @intCast(rc);
+    defer _ = linux.close(fd);
+    var done: usize = 0;
+    while (done < body.len) {
+        const n = linux.write(fd, body[done..].ptr, body.len - done);
+        switch (linux.E.init(n)) {
+            .SUCCESS => done += n,
+            .INTR => {},
+            else => |e| return why.set(.isolation, "net-state", "write a lease in {s}: E{s}", .{ dir, @tagName(e) }, "", .{}),
+        }
+    }
+    var proc: [32]u8 = undefined;
+    const from = std.fmt.bufPrintZ(&proc, "/proc/self/fd/{d}", .{fd}) catch unreachable;
+    const to = try gpa.dupeZ(u8, file);
+    return switch (linux.E.init(linux.linkat(linux.AT.FDCWD, from, linux.AT.FDCWD, to, linux.AT.SYMLINK_FOLLOW))) {
+        .SUCCESS => true,
+        .EXIST => false,
+        else => |e| why.set(.isolation, "net-state", "link {s}: E{s}", .{ file, @tagName(e) }, "", .{}),
+    };
 }
 
 /// Takes a dead owner's lease out of the way (a rename only one process wins) and its kernel
@@ -510,7 +556,7 @@ pub fn takeOff(gpa: Allocator, c: *const Config, l: Lease) Allocator.Error!?netw
 /// leftover `lj gc` has not removed yet: that address is skipped.
 pub fn acquire(gpa: Allocator, c: *const Config, req: Request, why: *Why) Error!Acquired {
     const dir = try leasesDir(gpa, c);
-    std.fs.cwd().makePath(dir) catch |e| return why.io("create", dir, e);
+    if (!exists(dir)) std.fs.cwd().makePath(dir) catch |e| return why.io("create", dir, e);
     var reclaimed: std.ArrayList([]const u8) = .empty;
     const s = c.subnet;
     if (!std.mem.eql(u8, req.address, "auto")) {
