@@ -151,12 +151,21 @@ export function netConfig(env: Record<string, string | undefined> = process.env)
   return { ...names, uplinks, gatewayPorts };
 }
 
+/** The host veths of this process's leased addresses (an address's own name, or a pooled one). */
+const ownVeths = new Map<string, string>();
+
 /**
- * Host-side veth name (15 characters, the kernel's limit): the root's prefix and the address
+ * The host-side veth of an address: for an address this process leased, its lease's (a
+ * pooled veth keeps the name the pool gave it); otherwise, or with an explicit `prefix`, the
+ * address's own name (15 characters, the kernel's limit): the root's prefix and the address
  * in hex, so it names the root and the address (and through its lease, the owner).
  */
-export function vethName(ip: number, prefix = netConfig().vethPrefix): string {
-  return `${prefix}${ip.toString(16).padStart(8, "0")}`;
+export function vethName(ip: number, prefix?: string): string {
+  if (prefix === undefined) {
+    const own = ownVeths.get(formatIp(ip));
+    if (own) return own;
+  }
+  return `${prefix ?? netConfig().vethPrefix}${ip.toString(16).padStart(8, "0")}`;
 }
 
 /** The address a veth of this root stands for; null for any other interface. */
@@ -224,7 +233,7 @@ export function unclaimPooledVeth(name: string): void {
  */
 export function acquireLease(req: LeaseRequest, cfg: NetConfig): { lease: Lease; reclaimed: string[] } {
   ensureDirs(cfg.dir);
-  return shimLease(LeaseOp.acquire, [
+  const got = shimLease(LeaseOp.acquire, [
     cfg.root,
     cfg.subnet.cidr,
     ownerId(),
@@ -235,10 +244,13 @@ export function acquireLease(req: LeaseRequest, cfg: NetConfig): { lease: Lease;
     req.links.join(","),
     req.veth ?? "",
   ]) as { lease: Lease; reclaimed: string[] };
+  ownVeths.set(got.lease.address, got.lease.veth);
+  return got;
 }
 
 /** Gives an address back, if `owner` still holds it. */
 export function dropLease(address: string, owner = ownerId(), dir = defaultDir()): void {
+  if (owner === ownerId()) ownVeths.delete(address);
   shimLease(LeaseOp.drop, [dir, address, owner]);
 }
 
