@@ -9,8 +9,8 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LjError } from "../src/errors.ts";
-import { waitForPort } from "../src/jail/net.ts";
-import { netConfig, parseIp, vethName } from "../src/jail/net-alloc.ts";
+import { leaseOf, waitForPort } from "../src/jail/net.ts";
+import { netConfig } from "../src/jail/net-alloc.ts";
 import { liveRoots } from "../src/jail/net-registry.ts";
 import { type Jail, spawnJail } from "../src/jail/spawn.ts";
 import { hostSh } from "./helpers/host-sh.ts";
@@ -80,10 +80,10 @@ async function owner(
     script,
     `import { spawnJail } from ${JSON.stringify(join(projectDir, "src/jail/spawn.ts"))};
 import { waitForPort } from ${JSON.stringify(join(projectDir, "src/jail/net.ts"))};
-import { netConfig, parseIp, vethName } from ${JSON.stringify(join(projectDir, "src/jail/net-alloc.ts"))};
+import { leaseOf } from ${JSON.stringify(join(projectDir, "src/jail/net.ts"))};
 const j = spawnJail(${JSON.stringify(spec)});
 await waitForPort(j, 8080, { timeoutMs: 10_000 });
-console.log(j.address, vethName(parseIp(j.address)!, netConfig().vethPrefix));
+console.log(j.address, leaseOf(j.address).veth);
 await j.exited;`,
   );
   const proc = Bun.spawn([process.execPath, script], {
@@ -118,7 +118,8 @@ rootTest(
     const jailA = await serverA();
     const ownerB = await owner(b, SUBNET_B);
     try {
-      const vethA = vethName(parseIp(jailA.address!)!, cfgA.vethPrefix);
+      // The jail's host veth: its address's name, or a pooled one's (made ahead, kept).
+      const vethA = leaseOf(jailA.address!)!.veth;
       // Names derive from each root: different tables, different veth prefixes.
       expect(cfgA.vethPrefix).not.toBe(cfgB.vethPrefix);
       expect(cfgA.table).not.toBe(cfgB.table);
@@ -164,7 +165,13 @@ rootTest(
     }
     // A's own teardown left nothing of A (its released veth goes with the jail's namespace,
     // a moment later).
-    const ofA = () => readdirSync("/sys/class/net").filter((d) => d.startsWith(cfgA.vethPrefix));
+    // (The pool's spare veths, down and without an address, are no leftover.)
+    const ofA = () =>
+      readdirSync("/sys/class/net").filter(
+        (d) =>
+          d.startsWith(cfgA.vethPrefix) &&
+          !(d.startsWith(`${cfgA.vethPrefix}p`) && sh(`ip -4 -o addr show dev ${d}`).out.trim() === ""),
+      );
     for (let i = 0; i < 200 && ofA().length > 0; i++) await Bun.sleep(10);
     expect(ofA()).toEqual([]);
   },

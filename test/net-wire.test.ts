@@ -45,11 +45,19 @@ const spec = (argv: string[], extra: Partial<JailSpec> = {}): JailSpec => ({
   ...extra,
 });
 
+/**
+ * The namespace pool's spare veths (made ahead with the root's prefix, down, without an
+ * address, gone with the pool) are no leftover; a jail's released one keeps its address until
+ * the kernel deletes it with the jail's namespace.
+ */
+const poolSpare = (dev: string, prefix: string) =>
+  dev.startsWith(`${prefix}p`) && sh(`ip -4 -o addr show dev ${dev}`).out.trim() === "";
+
 function leftovers(): string[] {
   const out: string[] = [];
   const cfg = netConfig();
   for (const dev of readdirSync("/sys/class/net"))
-    if (dev.startsWith(cfg.vethPrefix)) out.push(`veth ${dev}`);
+    if (dev.startsWith(cfg.vethPrefix) && !poolSpare(dev, cfg.vethPrefix)) out.push(`veth ${dev}`);
   for (const line of sh(`nft list table ${cfg.table}`).out.split("\n"))
     if (
       line.includes(PREFIX) &&
@@ -66,8 +74,9 @@ function leftovers(): string[] {
 
 /** Released veths go with their namespace a moment later; then nothing may be left. */
 async function noLeftovers(): Promise<void> {
-  const released = `veth ${netConfig().vethPrefix}x`;
-  for (let i = 0; i < 200 && leftovers().some((l) => l.startsWith(released)); i++) await Bun.sleep(10);
+  const prefix = netConfig().vethPrefix;
+  const released = (l: string) => l.startsWith(`veth ${prefix}x`) || l.startsWith(`veth ${prefix}p`);
+  for (let i = 0; i < 200 && leftovers().some(released); i++) await Bun.sleep(10);
   expect(leftovers()).toEqual([]);
 }
 
@@ -100,7 +109,10 @@ describe("wiring failures leave nothing behind", () => {
         expect(r.reason).toBe("setup");
         expect(r.status).toBe(125);
         expect(r.error).toContain("injected failure");
-        expect(r.error).toContain(vethName(parseIp(`${PREFIX}2`)!));
+        // It names the jail's host veth (its address's name, or a pooled one's).
+        expect(r.error).toMatch(
+          new RegExp(`network ${netConfig().vethPrefix}[0-9a-fp][0-9a-f]{7}: injected`),
+        );
       } finally {
         delete process.env.LJ_TEST_NET_FAIL_AT;
       }
@@ -182,7 +194,7 @@ describe("wiring failures leave nothing behind", () => {
   });
 
   rootTest(
-    "the native ljspawn leases and wires by itself, next to the API's jails; a conflict goes to the TypeScript CLI",
+    "the native ljspawn leases and wires by itself, next to the API's jails, and words a conflict as the API does",
     async () => {
       const ljspawn = join(projectDir, "zig", "zig-out", "bin", "ljspawn");
       // The root's table is made by the TypeScript side, with its first jail.
@@ -218,12 +230,15 @@ describe("wiring failures leave nothing behind", () => {
           await running.exited;
         }
         expect(existsSync(leasePath(`${PREFIX}3`))).toBe(false);
-        // The held address: the TypeScript CLI words the refusal.
+        // The held address: refused natively, in the same words and with the same exit code
+        // as the API's refusal (one definition: zig/src/netlease.zig).
         const taken = Bun.spawnSync([ljspawn, "-i", held.address!, "--", "/bin/true"], {
-          env: { ...process.env },
+          env: { ...process.env, LJ_BUN: "/nonexistent" },
           stderr: "pipe",
         });
-        expect(taken.stderr.toString()).toContain(`address ${held.address} is in use`);
+        expect(taken.stderr.toString()).toBe(
+          `ljspawn: address ${held.address} is in use by jail ${held.id}\n  hint: pick another address, or -i auto\n`,
+        );
         expect(taken.exitCode).toBe(73);
       } finally {
         held.kill("SIGKILL");
@@ -232,4 +247,107 @@ describe("wiring failures leave nothing behind", () => {
       await noLeftovers();
     },
   );
+});
+
+describe("the native ljspawn follows the same lease rules, without the TypeScript CLI", () => {
+  const ljspawn = join(projectDir, "zig", "zig-out", "bin", "ljspawn");
+  // No TypeScript to fall back on: everything here must run natively.
+  const native = (args: string[], extra: Record<string, string> = {}) => {
+    const p = Bun.spawnSync([ljspawn, ...args], {
+      env: { ...process.env, LJ_BUN: "/nonexistent", ...extra },
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    return { code: p.exitCode, out: p.stdout.toString(), err: p.stderr.toString() };
+  };
+  const liveOwner = async () => `1.${(await Bun.file("/proc/1/stat").text()).split(") ")[1]!.split(" ")[19]}`;
+  const leaseBody = (address: string, owner: string, jail: string) =>
+    JSON.stringify({ address, owner, jail, veth: vethName(parseIp(address)!), egress: false, links: [] });
+
+  rootTest("the root's table first (the API's jails make it)", async () => {
+    expect((await run(spec(["/bin/true"]))).r.status).toBe(0);
+    await noLeftovers();
+  });
+
+  rootTest(
+    "an address leased by a live process: refused in the API's words, exit 73, its lease stays",
+    async () => {
+      const file = leasePath(`${PREFIX}20`);
+      writeFileSync(file, leaseBody(`${PREFIX}20`, await liveOwner(), "other"));
+      try {
+        const r = native(["-i", `${PREFIX}20`, "--", "/bin/true"]);
+        expect(r.err).toBe(
+          `ljspawn: address ${PREFIX}20 is in use by jail other\n  hint: pick another address, or -i auto\n`,
+        );
+        expect(r.code).toBe(73);
+        expect(existsSync(file)).toBe(true);
+      } finally {
+        sh(`rm -f ${file}`);
+      }
+      await noLeftovers();
+    },
+  );
+
+  rootTest(
+    "a dead owner's lease (with a link record) is reclaimed natively, its state taken off",
+    async () => {
+      const addr = `${PREFIX}21`;
+      writeFileSync(leasePath(addr), leaseBody(addr, "999999.1", "dead"));
+      const link = join(netDirs.links(), `${addr}_${PREFIX}22`);
+      writeFileSync(link, "999999.1");
+      const r = native(["-i", addr, "-p", "ip -4 -o addr show dev eth0"]);
+      expect(r.err).toBe("");
+      expect(r.code).toBe(0);
+      expect(r.out).toContain(`inet ${addr} peer ${PREFIX}1/32`);
+      expect(existsSync(link)).toBe(false);
+      await noLeftovers();
+    },
+  );
+
+  rootTest("a full subnet: refused in the API's words (exit 69); the API refuses alike", async () => {
+    const owner = await liveOwner();
+    const made: string[] = [];
+    for (let i = 2; i <= 254; i++) {
+      const a = `${PREFIX}${i}`;
+      if (existsSync(leasePath(a))) continue;
+      writeFileSync(leasePath(a), leaseBody(a, owner, "filler"));
+      made.push(a);
+    }
+    try {
+      const r = native(["-i", "auto", "--", "/bin/true"]);
+      expect(r.err).toBe(
+        `ljspawn: no free address left in ${SUBNET}\n  hint: end some jails, run lj gc, or configure a larger subnet (LJ_SUBNET)\n`,
+      );
+      expect(r.code).toBe(69);
+      let err: unknown;
+      try {
+        spawnJail(spec(["/bin/true"]));
+      } catch (e) {
+        err = e;
+      }
+      expect((err as { code?: string }).code).toBe("subnet-full");
+      expect((err as Error).message).toBe(`no free address left in ${SUBNET}`);
+    } finally {
+      for (const a of made) sh(`rm -f ${leasePath(a)}`);
+    }
+    await noLeftovers();
+  });
+
+  rootTest("a subnet that is no subnet: refused with its source named (exit 78)", () => {
+    const r = native(["-i", "auto", "--", "/bin/true"], { LJ_SUBNET: "10.247.3.1/24" });
+    expect(r.err).toBe('ljspawn: LJ_SUBNET "10.247.3.1/24" has host bits set; did you mean 10.247.3.0/24?\n');
+    expect(r.code).toBe(78);
+  });
+
+  for (const step of [2, 4]) {
+    rootTest(`the native wiring failing at step ${step} of 4: an error naming it, nothing left`, async () => {
+      const r = native(["-i", "auto", "--", "/bin/echo", "payload ran"], {
+        LJ_TEST_NET_FAIL_AT: String(step),
+      });
+      expect(r.out).toBe("");
+      expect(r.err).toContain("injected failure");
+      expect(r.code).not.toBe(0);
+      await noLeftovers();
+    });
+  }
 });

@@ -10,11 +10,12 @@ import { join } from "node:path";
 import {
   allowGatewayPort,
   collectNetLeftovers,
+  leaseOf,
   linkJails,
   type NetLeftoverReport,
   waitForPort,
 } from "../src/jail/net.ts";
-import { netConfig, netDirs, parseIp, vethName } from "../src/jail/net-alloc.ts";
+import { netConfig, netDirs } from "../src/jail/net-alloc.ts";
 import { type Jail, spawnJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
 import { hostSh } from "./helpers/host-sh.ts";
@@ -191,12 +192,20 @@ async function waitUntilWired(j: Jail): Promise<void> {
   throw new Error("jail network never came up");
 }
 
+/**
+ * The namespace pool's spare veths (made ahead with the root's prefix, down, without an
+ * address, gone with the pool) are no leftover; a jail's released one keeps its address until
+ * the kernel deletes it with the jail's namespace.
+ */
+const poolSpare = (dev: string, prefix: string) =>
+  dev.startsWith(`${prefix}p`) && sh(`ip -4 -o addr show dev ${dev}`).out.trim() === "";
+
 /** Everything the subnet may leave on the host: must all be empty. */
 function leftovers(): string[] {
   const out: string[] = [];
   const cfg = netConfig();
   for (const dev of readdirSync("/sys/class/net"))
-    if (dev.startsWith(cfg.vethPrefix)) out.push(`veth ${dev}`);
+    if (dev.startsWith(cfg.vethPrefix) && !poolSpare(dev, cfg.vethPrefix)) out.push(`veth ${dev}`);
   const rules = sh(`nft list table ${cfg.table}`).out;
   for (const line of rules.split("\n"))
     if (line.includes(PREFIX) && !line.includes(GATEWAY) && !line.includes(`${PREFIX}0/24`))
@@ -215,8 +224,9 @@ function leftovers(): string[] {
  * that (bounded), then nothing at all may be left.
  */
 async function noLeftovers(): Promise<void> {
-  const released = `veth ${netConfig().vethPrefix}x`;
-  for (let i = 0; i < 200 && leftovers().some((l) => l.startsWith(released)); i++) await Bun.sleep(10);
+  const prefix = netConfig().vethPrefix;
+  const released = (l: string) => l.startsWith(`veth ${prefix}x`) || l.startsWith(`veth ${prefix}p`);
+  for (let i = 0; i < 200 && leftovers().some(released); i++) await Bun.sleep(10);
   expect(leftovers()).toEqual([]);
 }
 
@@ -540,7 +550,7 @@ describe("reachability and filtering", () => {
 describe("teardown", () => {
   rootTest("nothing is left after the payload is SIGKILLed", async () => {
     const j = await server({ egress: true, iface: UPLINK });
-    expect(existsSync(`/sys/class/net/${vethName(parseIp(j.address!)!)}`)).toBe(true);
+    expect(existsSync(`/sys/class/net/${leaseOf(j.address!)!.veth}`)).toBe(true);
     process.kill(payloadPid(j), "SIGKILL");
     const r = await j.exited;
     expect(r.signal).toBe(9);

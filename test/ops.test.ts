@@ -162,10 +162,16 @@ describe("owners", () => {
         // nftables: the jails set holds exactly the live leases' addresses of this subnet.
         // This root's own table (src/jail/net-alloc.ts names it after the root).
         const [family, table] = netConfig(envs).table.split(" ") as [string, string];
-        const nft = Bun.spawnSync(["nft", "-j", "list", "set", family, table, "jails"]).stdout.toString();
-        const inSet = [...nft.matchAll(/10\.246\.1\.\d+/g)].map((m) => m[0]);
-        const leased = leases().map((f) => f.replace(/\.json$/, ""));
-        expect([...new Set(inSet)].sort()).toEqual(leased.sort());
+        // (A process's first jails are leased before its table exists: their elements follow.)
+        const inSet = () => {
+          const nft = Bun.spawnSync(["nft", "-j", "list", "set", family, table, "jails"]).stdout.toString();
+          return [...new Set([...nft.matchAll(/10\.246\.1\.\d+/g)].map((m) => m[0]))].sort();
+        };
+        const leased = leases()
+          .map((f) => f.replace(/\.json$/, ""))
+          .sort();
+        await until(() => inSet().join() === leased.join(), 5_000, "the jails' set elements").catch(() => {});
+        expect(inSet()).toEqual(leased);
 
         // One server per root: a second one is refused, naming the first.
         const second = await runCommand([process.execPath, cliPath, "serve", "--port", "0"], {

@@ -99,6 +99,53 @@ export fn lj_cgroup_layout(info_ptr: [*]const u8, info_len: usize, prepare: c_in
     }
 }
 
+/// The rules of a root's private addresses (Linux, netlease.zig): its names, the registry of
+/// live roots, the address leases. `op` picks the operation, `req` holds its NUL-separated
+/// arguments, and the answer is JSON in `out` (its length in `out_len`). A refusal (an address
+/// in use, a full subnet, a conflicting root) is errno EPERM with "kind\tcode\tmessage\thint"
+/// as its text; an answer too large for `out` is ERANGE with the size it needs in `out_len`.
+export fn lj_lease(op: u32, req_ptr: [*]const u8, req_len: usize, out_ptr: [*]u8, out_len: *usize, err_ptr: [*]u8, err_len: usize) c_int {
+    const err = errtext.CBuf{ .ptr = err_ptr, .len = err_len };
+    if (builtin.os.tag != .linux) {
+        return err.set(@intFromEnum(std.posix.E.NOSYS), "private addresses are leased by the FreeBSD backend's own rules", .{});
+    } else {
+        const netlease = @import("src/netlease.zig");
+        // The namespace pool's veths (the lease of an address may take one's name).
+        const args = req_ptr[0..req_len];
+        if (op == @intFromEnum(netlease.Op.pool_claim) or op == @intFromEnum(netlease.Op.pool_unclaim)) {
+            var name: [16]u8 = undefined;
+            var got: []const u8 = "";
+            if (op == @intFromEnum(netlease.Op.pool_unclaim)) backend.unclaimPooledVeth(args) else got = backend.claimPooledVeth(args, &name) orelse "";
+            if (out_len.* < got.len + 2) return err.set(@intFromEnum(std.posix.E.RANGE), "lease answer", .{});
+            out_ptr[0] = '"';
+            @memcpy(out_ptr[1..][0..got.len], got);
+            out_ptr[1 + got.len] = '"';
+            out_len.* = got.len + 2;
+            return 0;
+        }
+        // Most requests fit in a stack buffer: no mapping made and unmapped per call.
+        var fallback = std.heap.stackFallback(32 * 1024, std.heap.page_allocator);
+        var arena = std.heap.ArenaAllocator.init(fallback.get());
+        defer arena.deinit();
+        var why: netlease.Why = .{};
+        switch (netlease.call(arena.allocator(), op, args, out_ptr[0..out_len.*], &why)) {
+            .ok => |n| {
+                out_len.* = n;
+                return 0;
+            },
+            .too_small => |n| {
+                out_len.* = n;
+                return err.set(@intFromEnum(std.posix.E.RANGE), "lease answer of {d} bytes", .{n});
+            },
+            .refused => {
+                _ = errtext.format(err.slice(), 0, "{s}\t{s}\t{s}\t{s}", .{ @tagName(why.kind), why.code, why.message(), why.hint() });
+                return @intFromEnum(std.posix.E.PERM);
+            },
+            .failed => |f| return err.set(@intFromEnum(f.e), "{s} {s}", .{ f.step, f.what }),
+        }
+    }
+}
+
 test {
     _ = spec_mod;
     _ = @import("src/hide.zig");

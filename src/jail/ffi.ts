@@ -5,7 +5,7 @@
 import { dlopen, FFIType, ptr } from "bun:ffi";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { LjError } from "../errors.ts";
+import { LjError, type LjErrorKind } from "../errors.ts";
 import { platformNumbers } from "./platform.ts";
 
 export const ABI_VERSION = 1;
@@ -27,6 +27,10 @@ const symbols = {
   lj_net: { args: [FFIType.ptr, FFIType.u64, FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
   lj_cgroup_layout: {
     args: [FFIType.ptr, FFIType.u64, FFIType.i32, FFIType.ptr, FFIType.u64, FFIType.ptr, FFIType.u64],
+    returns: FFIType.i32,
+  },
+  lj_lease: {
+    args: [FFIType.u32, FFIType.ptr, FFIType.u64, FFIType.ptr, FFIType.ptr, FFIType.ptr, FFIType.u64],
     returns: FFIType.i32,
   },
 } as const;
@@ -177,6 +181,64 @@ export function shimCgroupLayout(mountinfo: string, prepare: boolean): string {
   );
   if (rc !== 0) throw new ShimError(rc, cString(err));
   return cString(out);
+}
+
+/** The operations of lj_lease (zig/src/netlease.zig, `Op`). */
+export const LeaseOp = {
+  config: 1,
+  subnet: 2,
+  register: 3,
+  unregister: 4,
+  lockIfIdle: 5,
+  roots: 6,
+  liveRoots: 7,
+  acquire: 8,
+  drop: 9,
+  reclaim: 10,
+  list: 11,
+  takeOff: 12,
+  poolClaim: 13,
+  poolUnclaim: 14,
+} as const;
+
+const EPERM = 1;
+const ERANGE = 34;
+let leaseOut = new Uint8Array(64 * 1024);
+const encoder = new TextEncoder();
+const NUL = new Uint8Array(1);
+
+/**
+ * One operation of the lease rules (Linux): its string arguments in, its JSON answer out. A
+ * refusal becomes the LjError the shim worded (kind, code, message, hint); an OS failure a
+ * ShimError naming the step.
+ */
+export function shimLease(op: number, args: string[]): unknown {
+  const s = load();
+  const req = encoder.encode(args.join("\0"));
+  const err = new Uint8Array(ERR_LEN);
+  const len = new BigUint64Array(1);
+  for (;;) {
+    len[0] = BigInt(leaseOut.length);
+    const rc = s.lj_lease(
+      op,
+      ptr(req.length ? req : NUL),
+      req.length,
+      ptr(leaseOut),
+      ptr(len),
+      ptr(err),
+      ERR_LEN,
+    );
+    if (rc === 0) return JSON.parse(decoder.decode(leaseOut.subarray(0, Number(len[0]))));
+    if (rc === ERANGE && Number(len[0]) > leaseOut.length) {
+      leaseOut = new Uint8Array(Number(len[0]) * 2);
+      continue;
+    }
+    const text = cString(err);
+    const [kind, code, message, hint] = text.split("\t");
+    if (rc === EPERM && message !== undefined)
+      throw new LjError(kind as LjErrorKind, code!, message, { hint: hint || undefined });
+    throw new ShimError(rc, text);
+  }
 }
 
 /**

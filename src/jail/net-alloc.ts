@@ -1,27 +1,17 @@
 /**
- * Jail addresses: the subnet they come from and the leases that keep two live jails from
- * sharing one. A lease is a file per address under $LIGHTJAIL_ROOT/run/net/leases/, created
- * with link(2) from a finished temporary file, so it appears atomically with its content and
- * at most one process can hold it, whichever process (or Bun instance) asks. It names the
- * owner by pid and start time: a lease whose owner is gone is stale and can be reclaimed
- * (by `lj gc`, or by an allocation that needs the address) after its kernel state is removed.
+ * Jail addresses: the TypeScript side of a root's private network configuration and records.
+ * The rules themselves (subnets, a root's names, the machine-wide registry, the address leases
+ * and their stale reclaim, and the words of every refusal) are the shim's, zig/src/netlease.zig,
+ * shared with the native ljspawn; the functions here call it through ffi.ts. What stays here is
+ * what only this side does: reading the configuration (LJ_* and config.toml), and the records of
+ * links, opened gateway ports and published ports.
  */
 
-import { createHash } from "node:crypto";
-import {
-  existsSync,
-  linkSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  realpathSync,
-  renameSync,
-  unlinkSync,
-  writeFileSync,
-} from "node:fs";
-import { join, resolve } from "node:path";
+import { mkdirSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { LjError } from "../errors.ts";
 import { ljRoot, paths } from "../store/paths.ts";
+import { LeaseOp, shimLease } from "./ffi.ts";
 import { ownerId, ownerIdLive } from "./owner.ts";
 
 /** Default jail subnet: private, and only ever routed to namespaces on this machine. */
@@ -73,9 +63,6 @@ export interface Lease {
   links: string[];
 }
 
-const invalidAddr = (message: string, hint?: string) =>
-  new LjError("usage", "invalid-address", message, { hint });
-
 export function parseIp(s: string): number | null {
   const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
   if (!m) return null;
@@ -88,32 +75,9 @@ export function formatIp(n: number): string {
   return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
 }
 
-const mask = (prefix: number) => (prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0);
-
+/** A jail subnet (/8 to /29, no host bits); `source` names where the text came from. */
 export function parseSubnet(cidr: string, source = "subnet"): Subnet {
-  const [addr, p] = cidr.split("/");
-  const ip = parseIp(addr ?? "");
-  const prefix = Number(p);
-  if (ip === null || p === undefined || !/^\d+$/.test(p) || prefix < 8 || prefix > 29) {
-    throw new LjError(
-      "config",
-      "bad-subnet",
-      `${source} "${cidr}" is not an IPv4 subnet between /8 and /29`,
-      {
-        hint: `e.g. ${DEFAULT_SUBNET}`,
-      },
-    );
-  }
-  const network = (ip & mask(prefix)) >>> 0;
-  if (network !== ip) {
-    throw new LjError(
-      "config",
-      "bad-subnet",
-      `${source} "${cidr}" has host bits set; did you mean ${formatIp(network)}/${prefix}?`,
-    );
-  }
-  const broadcast = (network | ~mask(prefix)) >>> 0;
-  return { network, prefix, gateway: network + 1, first: network + 2, last: broadcast - 1, cidr };
+  return shimLease(LeaseOp.subnet, [cidr, source]) as Subnet;
 }
 
 function readConfigNet(file: string): { subnet?: string; uplinks?: string[]; gatewayPorts?: unknown[] } {
@@ -149,33 +113,23 @@ export function parseGatewayPort(v: unknown, source = "gateway port"): GatewayPo
   return { proto: (m[2] as "tcp" | "udp" | undefined) ?? "tcp", port };
 }
 
-const rootIds = new Map<string, { root: string; hash: string }>();
-
-/**
- * A root's identity on this machine: its real path and a hash of it. Two roots never share a
- * table or veth names because both derive from this hash (a 4-digit veth tag could collide:
- * the registry refuses a second live root with the same tag).
- */
-export function rootId(root = paths.root()): { root: string; hash: string } {
-  const known = rootIds.get(root);
-  if (known) return known;
-  let real: string;
-  try {
-    real = realpathSync(root);
-  } catch {
-    real = resolve(root);
-  }
-  const id = { root: real, hash: createHash("sha256").update(real).digest("hex") };
-  rootIds.set(root, id);
-  return id;
+interface RootNames {
+  root: string;
+  table: string;
+  vethPrefix: string;
+  dir: string;
+  subnet: Subnet;
 }
+const namesOf = new Map<string, RootNames>();
 
 /**
  * The subnet, uplinks and gateway ports (LJ_SUBNET / LJ_UPLINKS / LJ_GATEWAY_PORTS win over
- * [net] subnet / uplinks / gateway_ports in $LIGHTJAIL_ROOT/config.toml), and this root's names.
+ * [net] subnet / uplinks / gateway_ports in $LIGHTJAIL_ROOT/config.toml), and this root's names
+ * (the shim's: its real path's hash gives its table and veth prefix).
  */
 export function netConfig(env: Record<string, string | undefined> = process.env): NetConfig {
-  const configFile = join(ljRoot(env), "config.toml");
+  const root = ljRoot(env);
+  const configFile = join(root, "config.toml");
   const file = readConfigNet(configFile);
   const subnetText = env.LJ_SUBNET || file.subnet || DEFAULT_SUBNET;
   const source = env.LJ_SUBNET ? "LJ_SUBNET" : file.subnet ? `[net] subnet in ${configFile}` : "subnet";
@@ -187,53 +141,31 @@ export function netConfig(env: Record<string, string | undefined> = process.env)
           .filter((p) => p.trim())
           .map((p) => parseGatewayPort(p, "LJ_GATEWAY_PORTS"))
       : (file.gatewayPorts ?? []).map((p) => parseGatewayPort(p, `[net] gateway_ports in ${configFile}`));
-  const { root, hash } = rootId(ljRoot(env));
-  return {
-    subnet: parseSubnet(subnetText, source),
-    uplinks,
-    gatewayPorts,
-    root,
-    table: `inet lightjail_${hash.slice(0, 12)}`,
-    vethPrefix: `${VETH_FAMILY}${hash.slice(0, 4)}`,
-    dir: join(ljRoot(env), "run", "net"),
-  };
+  const key = `${root}\n${subnetText}`;
+  let names = namesOf.get(key);
+  if (!names) {
+    const c = shimLease(LeaseOp.config, [root, subnetText, source]) as RootNames;
+    names = { ...c, table: `inet ${c.table}` };
+    namesOf.set(key, names);
+  }
+  return { ...names, uplinks, gatewayPorts };
 }
 
-/** True when two subnets share any address (for CIDR blocks: one contains the other). */
-export function subnetsOverlap(a: Subnet, b: Subnet): boolean {
-  const p = Math.min(a.prefix, b.prefix);
-  return (a.network & mask(p)) >>> 0 === (b.network & mask(p)) >>> 0;
-}
-
-/** Parses ADDR[/PREFIX] for a jail: inside the subnet, neither its gateway nor its ends. */
-export function parseJailAddress(text: string, subnet: Subnet): number {
-  const [addr, p] = text.split("/");
-  const ip = parseIp(addr ?? "");
-  if (ip === null) throw invalidAddr(`"${text}" is not an IPv4 address`, "give -i ADDR[/PREFIX] or -i auto");
-  if (p !== undefined && Number(p) !== subnet.prefix) {
-    throw invalidAddr(
-      `prefix /${p} of ${text} does not match the jail subnet ${subnet.cidr}`,
-      "leave the prefix out",
-    );
-  }
-  if ((ip & mask(subnet.prefix)) >>> 0 !== subnet.network) {
-    throw invalidAddr(
-      `${addr} is outside the jail subnet ${subnet.cidr}`,
-      "set LJ_SUBNET or [net] subnet in config.toml",
-    );
-  }
-  if (ip < subnet.first || ip > subnet.last) {
-    throw invalidAddr(`${addr} is reserved in ${subnet.cidr} (network, gateway or broadcast)`);
-  }
-  return ip;
-}
+/** The host veths of this process's leased addresses (an address's own name, or a pooled one). */
+const ownVeths = new Map<string, string>();
 
 /**
- * Host-side veth name (15 characters, the kernel's limit): the root's prefix and the address
+ * The host-side veth of an address: for an address this process leased, its lease's (a
+ * pooled veth keeps the name the pool gave it); otherwise, or with an explicit `prefix`, the
+ * address's own name (15 characters, the kernel's limit): the root's prefix and the address
  * in hex, so it names the root and the address (and through its lease, the owner).
  */
-export function vethName(ip: number, prefix = netConfig().vethPrefix): string {
-  return `${prefix}${ip.toString(16).padStart(8, "0")}`;
+export function vethName(ip: number, prefix?: string): string {
+  if (prefix === undefined) {
+    const own = ownVeths.get(formatIp(ip));
+    if (own) return own;
+  }
+  return `${prefix ?? netConfig().vethPrefix}${ip.toString(16).padStart(8, "0")}`;
 }
 
 /** The address a veth of this root stands for; null for any other interface. */
@@ -263,57 +195,10 @@ function ensureDirs(dir: string): void {
 
 export const leasePath = (address: string, dir = defaultDir()) => join(netDirs.leases(dir), address);
 
-export function readLease(file: string): Lease | null {
-  try {
-    const l = JSON.parse(readFileSync(file, "utf8")) as Lease;
-    return typeof l.address === "string" && typeof l.owner === "string" ? l : null;
-  } catch {
-    return null;
-  }
-}
-
-/** True while the process named "<pid>.<start time>" lives. */
-
-let tmpSeq = 0;
-function createExclusive(file: string, body: string, dir: string): boolean {
-  const tmp = join(dir, `.tmp.${process.pid}.${++tmpSeq}`);
-  writeFileSync(tmp, body, { mode: 0o600 });
-  try {
-    linkSync(tmp, file);
-    return true;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "EEXIST") return false;
-    throw e;
-  } finally {
-    unlinkSync(tmp);
-  }
-}
-
-/**
- * Takes a stale lease out of the way so that exactly one caller cleans up after it: the rename
- * succeeds for one process only. Returns the lease for the caller to clean up, or null.
- */
-export function claimStale(address: string, dir = defaultDir()): Lease | null {
-  const file = leasePath(address, dir);
-  const seen = readLease(file);
-  if (!seen || ownerIdLive(seen.owner)) return null;
-  const tomb = join(dir, `.stale.${address}.${process.pid}.${++tmpSeq}`);
-  try {
-    renameSync(file, tomb);
-  } catch {
-    return null; // someone else got there first
-  }
-  const got = readLease(tomb);
-  if (got && ownerIdLive(got.owner)) {
-    // A live owner took the address between our read and the rename: give it back.
-    try {
-      linkSync(tomb, file);
-    } catch {}
-    unlinkSync(tomb);
-    return null;
-  }
-  unlinkSync(tomb);
-  return got ?? seen;
+/** A dead owner's lease claimed (exactly one caller wins) and its kernel state taken off the
+ * host (elements, links, veth); null when it is live, gone, or someone else's to clean. */
+export function claimStale(address: string, cfg: NetConfig): Lease | null {
+  return shimLease(LeaseOp.reclaim, [cfg.root, cfg.subnet.cidr, address]) as Lease | null;
 }
 
 export interface LeaseRequest {
@@ -323,98 +208,64 @@ export interface LeaseRequest {
   egress: boolean;
   uplink?: string;
   links: string[];
+  /** A pooled veth's name to lease the address with (claimPooledVeth), instead of the address's. */
+  veth?: string;
 }
 
 /**
- * Reserves an address in cfg's root. `reclaim` removes a stale lease's kernel state (it runs
- * synchronously enough for allocation: the caller passes a function that schedules the cleanup
- * and returns whether the address may be reused now).
+ * A veth of the namespace pool, made ahead with this root's prefix, set aside for the jail
+ * about to be leased: leased with its name, the jail keeps it (no rename on its path). Null
+ * when the pool has none ready.
  */
-export function acquireLease(req: LeaseRequest, cfg: NetConfig, reclaim: (stale: Lease) => void): Lease {
-  const { dir } = cfg;
-  ensureDirs(dir);
-  const make = (ip: number): Lease => ({
-    address: formatIp(ip),
-    owner: ownerId(),
-    jail: req.jail,
-    veth: vethName(ip, cfg.vethPrefix),
-    egress: req.egress,
-    ...(req.uplink ? { uplink: req.uplink } : {}),
-    links: req.links,
-  });
-  const take = (lease: Lease): Lease | null => {
-    if (!createExclusive(leasePath(lease.address, dir), JSON.stringify(lease), dir)) return null;
-    // A veth of ours without a live lease is a leftover that lj gc has not removed yet.
-    if (existsSync(`/sys/class/net/${lease.veth}`)) {
-      unlinkSync(leasePath(lease.address, dir));
-      return null;
-    }
-    return lease;
-  };
-  const tryTake = (ip: number): Lease | null => {
-    const lease = make(ip);
-    const got = take(lease);
-    if (got) return got;
-    const stale = claimStale(lease.address, dir);
-    if (!stale) return null;
-    reclaim(stale);
-    // The stale jail's veth, if the kernel still has it, is removed by our own setup.
-    return createExclusive(leasePath(lease.address, dir), JSON.stringify(lease), dir) ? lease : null;
-  };
-  const { subnet } = cfg;
-  if (req.address !== "auto") {
-    const ip = parseJailAddress(req.address, subnet);
-    const got = tryTake(ip);
-    if (got) return got;
-    const holder = readLease(leasePath(formatIp(ip), dir));
-    throw new LjError(
-      "conflict",
-      "address-in-use",
-      `address ${formatIp(ip)} is in use by jail ${holder?.jail ?? "?"}`,
-      {
-        hint: "pick another address, or -i auto",
-      },
-    );
-  }
-  // Lowest free address first: the listing only skips known leases; link(2) decides.
-  const taken = new Set(readdirSync(netDirs.leases(dir)));
-  for (let ip = subnet.first; ip <= subnet.last; ip++) {
-    if (taken.has(formatIp(ip))) continue;
-    const got = tryTake(ip);
-    if (got) return got;
-  }
-  // Full: leases of dead owners are the only hope.
-  for (const name of taken) {
-    const ip = parseIp(name);
-    if (ip === null || ip < subnet.first || ip > subnet.last) continue;
-    const stale = claimStale(name, dir);
-    if (!stale) continue;
-    reclaim(stale);
-    const got = tryTake(ip);
-    if (got) return got;
-  }
-  throw new LjError("unavailable", "subnet-full", `no free address left in ${subnet.cidr}`, {
-    hint: "end some jails, run lj gc, or configure a larger subnet (LJ_SUBNET)",
-  });
+export function claimPooledVeth(cfg: NetConfig): string | null {
+  return (shimLease(LeaseOp.poolClaim, [cfg.vethPrefix]) as string) || null;
 }
 
+/** Gives back a claimed pooled veth whose jail was never spawned. */
+export function unclaimPooledVeth(name: string): void {
+  shimLease(LeaseOp.poolUnclaim, [name]);
+}
+
+/**
+ * Reserves an address in cfg's root for this process. Returns the lease and the addresses
+ * whose stale leases were reclaimed on the way (their kernel state is off already; their
+ * published ports, if any, are the caller's to remove before the jail is wired).
+ */
+export function acquireLease(req: LeaseRequest, cfg: NetConfig): { lease: Lease; reclaimed: string[] } {
+  ensureDirs(cfg.dir);
+  const got = shimLease(LeaseOp.acquire, [
+    cfg.root,
+    cfg.subnet.cidr,
+    ownerId(),
+    req.jail,
+    req.address,
+    req.egress ? "1" : "0",
+    req.uplink ?? "",
+    req.links.join(","),
+    req.veth ?? "",
+  ]) as { lease: Lease; reclaimed: string[] };
+  ownVeths.set(got.lease.address, got.lease.veth);
+  return got;
+}
+
+/** Gives an address back, if `owner` still holds it. */
 export function dropLease(address: string, owner = ownerId(), dir = defaultDir()): void {
-  const file = leasePath(address, dir);
-  const l = readLease(file);
-  if (l && l.owner !== owner) return; // not ours any more
-  try {
-    unlinkSync(file);
-  } catch {}
+  if (owner === ownerId()) ownVeths.delete(address);
+  shimLease(LeaseOp.drop, [dir, address, owner]);
+}
+
+/** A lease's state off the host: its elements and links (and their records), its veth released. */
+export function takeOff(lease: Lease, cfg: NetConfig): void {
+  shimLease(LeaseOp.takeOff, [cfg.root, cfg.subnet.cidr, JSON.stringify(lease)]);
 }
 
 export function listLeases(dir = defaultDir()): Lease[] {
-  let names: string[] = [];
-  try {
-    names = readdirSync(netDirs.leases(dir));
-  } catch {
-    return [];
-  }
-  return names.map((n) => readLease(join(netDirs.leases(dir), n))).filter((l): l is Lease => l !== null);
+  return shimLease(LeaseOp.list, [dir]) as Lease[];
+}
+
+/** The lease of an address, or null. */
+export function readLease(address: string, dir = defaultDir()): Lease | null {
+  return listLeases(dir).find((l) => l.address === address) ?? null;
 }
 
 /** Link records: "<from>_<to>" files, so gc and the other end can find and drop them. */

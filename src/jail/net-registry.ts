@@ -1,22 +1,15 @@
 /**
- * The machine-wide view of live state roots with private networking: which root uses which
- * jail subnet. Two roots whose subnets overlap would hand out the same addresses and fight
- * over the same routes, so the second one refuses to start.
- *
- * The registry is a directory on tmpfs, /run/lightjail/roots (gone at reboot, like every
- * process it describes): one file per (root, owner process), "<root hash>.<pid>.<start time>",
- * holding the root, its subnet and its veth prefix. A process is registered while it holds the
- * network of a root: while it has private jails there, or serves it (`lj serve`). Checking the others and
- * adding its own file happen under an exclusive flock(2) on /run/lightjail/roots.lock, so two
- * roots starting at once cannot both pass; the kernel drops the lock with its holder. A file
- * whose owner is dead is stale: it never blocks and whoever sees it removes it.
+ * This process's side of the machine-wide registry of live state roots (the registry's rules,
+ * files and refusals are the shim's: zig/src/netlease.zig). A process is registered while it
+ * holds the network of a root: while it has private jails there, or serves it (`lj serve`);
+ * holdSubnet counts this process's holds so that only the first registers and the last
+ * unregisters. Also here: which root each nftables table was made for, so that gc can find
+ * tables of roots deleted since.
  */
-import { dlopen, FFIType } from "bun:ffi";
 import {
   closeSync,
   existsSync,
   mkdirSync,
-  openSync,
   readdirSync,
   readFileSync,
   statSync,
@@ -24,13 +17,12 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
-import { LjError } from "../errors.ts";
-import { type NetConfig, parseSubnet, rootId, subnetsOverlap } from "./net-alloc.ts";
-import { ownerId, ownerIdLive } from "./owner.ts";
+import { LeaseOp, shimLease } from "./ffi.ts";
+import type { NetConfig } from "./net-alloc.ts";
+import { ownerId } from "./owner.ts";
 
 const BASE = "/run/lightjail";
 const DIR = join(BASE, "roots");
-const LOCK = join(BASE, "roots.lock");
 /** Which root each nftables table was made for: "<table name>" files holding the root's path. */
 const TABLES = join(BASE, "tables");
 
@@ -39,72 +31,6 @@ export interface RootEntry {
   subnet: string;
   vethPrefix: string;
   owner: string;
-}
-
-type Flock = (fd: number, op: number) => number;
-let flockFn: Flock | null = null;
-
-/** flock(2) from the C library (Node's fs has no advisory locks). */
-function flock(): Flock {
-  if (flockFn) return flockFn;
-  for (const name of ["libc.so.6", "libc.so"]) {
-    try {
-      const lib = dlopen(name, { flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 } });
-      flockFn = lib.symbols.flock as Flock;
-      return flockFn;
-    } catch {}
-  }
-  throw new LjError("unavailable", "no-flock", "cannot load flock(2) from the C library");
-}
-
-const LOCK_EX = 2;
-const LOCK_NB = 4;
-
-/** Runs fn holding the registry lock (waits up to 10 s for another process's short hold). */
-function locked<T>(fn: () => T): T {
-  mkdirSync(DIR, { recursive: true, mode: 0o700 });
-  const fd = openSync(LOCK, "a", 0o600);
-  try {
-    const lock = flock();
-    const deadline = Date.now() + 10_000;
-    while (lock(fd, LOCK_EX | LOCK_NB) !== 0) {
-      if (Date.now() > deadline)
-        throw new LjError("unavailable", "registry-busy", `${LOCK} stayed locked for 10 s`, {
-          hint: "another lightjail process holds it; check for a stopped (SIGSTOP) lj process",
-        });
-      Bun.sleepSync(2);
-    }
-    return fn(); // closing the descriptor releases the lock
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function readEntry(name: string): RootEntry | null {
-  try {
-    const e = JSON.parse(readFileSync(join(DIR, name), "utf8")) as RootEntry;
-    return typeof e.root === "string" && typeof e.subnet === "string" && typeof e.owner === "string"
-      ? e
-      : null;
-  } catch {
-    return null;
-  }
-}
-
-/** Live entries of the registry; stale files (dead owners, unreadable) are removed. Under the lock. */
-function liveEntries(): RootEntry[] {
-  const out: RootEntry[] = [];
-  for (const name of readdirSync(DIR)) {
-    const e = readEntry(name);
-    if (e && ownerIdLive(e.owner)) {
-      out.push(e);
-      continue;
-    }
-    try {
-      unlinkSync(join(DIR, name));
-    } catch {}
-  }
-  return out;
 }
 
 /**
@@ -117,15 +43,16 @@ export function ifRootIdle(root: string, fn: () => void): boolean {
     if (h.count > 0 || !key.startsWith(`${root}\n`)) continue;
     if (h.linger) clearTimeout(h.linger);
     held.delete(key);
-    try {
-      unlinkSync(h.file);
-    } catch {}
+    unregister(h.file);
   }
-  return locked(() => {
-    if (liveEntries().some((e) => e.root === root)) return false;
+  const fd = shimLease(LeaseOp.lockIfIdle, [root]) as number;
+  if (fd < 0) return false;
+  try {
     fn();
-    return true;
-  });
+  } finally {
+    closeSync(fd); // releases the lock
+  }
+  return true;
 }
 
 /**
@@ -150,80 +77,21 @@ function knownRootsCache(): { stamp: number; roots: string[] } {
 }
 
 function readKnownRoots(): string[] {
-  let names: string[];
-  try {
-    names = readdirSync(DIR);
-  } catch {
-    return [];
-  }
-  return [...new Set(names.map(readEntry).flatMap((e) => (e ? [e.root] : [])))];
+  return [...new Set((shimLease(LeaseOp.roots, []) as RootEntry[]).map((e) => e.root))];
 }
 
 /** Live roots with their subnets (diagnostics and tests). */
 export function liveRoots(): RootEntry[] {
-  return locked(liveEntries);
-}
-
-const configHint = (cfg: NetConfig) =>
-  `give one of them another subnet: LJ_SUBNET=... or [net] subnet = "..." in ${join(cfg.root, "config.toml")}`;
-
-/** The reason `mine` may not start next to the live entry `e`, or null. */
-function conflict(cfg: NetConfig, e: RootEntry): LjError | null {
-  const who = `${e.root} (process ${e.owner.split(".")[0]})`;
-  if (e.root === cfg.root) {
-    if (e.subnet === cfg.subnet.cidr) return null;
-    return new LjError(
-      "conflict",
-      "subnet-mismatch",
-      `jail subnet ${cfg.subnet.cidr} for ${cfg.root} differs from ${e.subnet}, which this root is live with in process ${e.owner.split(".")[0]}`,
-      { hint: "every process of a root must use the same subnet (LJ_SUBNET, [net] subnet)" },
-    );
-  }
-  let theirs: ReturnType<typeof parseSubnet>;
-  try {
-    theirs = parseSubnet(e.subnet);
-  } catch {
-    return null;
-  }
-  if (subnetsOverlap(theirs, cfg.subnet)) {
-    return new LjError(
-      "conflict",
-      "subnet-overlap",
-      `jail subnet ${cfg.subnet.cidr} of ${cfg.root} overlaps ${e.subnet} of ${who}`,
-      { hint: configHint(cfg) },
-    );
-  }
-  if (e.vethPrefix === cfg.vethPrefix) {
-    return new LjError(
-      "conflict",
-      "root-tag-clash",
-      `state roots ${cfg.root} and ${who} hash to the same veth prefix ${cfg.vethPrefix}`,
-      { hint: "move one of the roots to another path (LIGHTJAIL_ROOT)" },
-    );
-  }
-  return null;
+  return shimLease(LeaseOp.liveRoots, []) as RootEntry[];
 }
 
 /** This process's registrations: one file per root and subnet, kept while something holds it. */
 const held = new Map<string, { file: string; count: number; linger?: ReturnType<typeof setTimeout> }>();
 let exitHook = false;
 
+/** Registers this process with cfg's root and subnet; refuses (conflict) an overlapping live root. */
 function register(cfg: NetConfig): string {
-  return locked(() => {
-    for (const e of liveEntries()) {
-      const err = conflict(cfg, e);
-      if (err) throw err;
-    }
-    const file = join(DIR, `${rootId(cfg.root).hash.slice(0, 16)}.${ownerId()}`);
-    const entry: RootEntry = {
-      root: cfg.root,
-      subnet: cfg.subnet.cidr,
-      vethPrefix: cfg.vethPrefix,
-      owner: ownerId(),
-    };
-    writeFileSync(file, JSON.stringify(entry), { mode: 0o600 });
-    return file;
-  });
+  return shimLease(LeaseOp.register, [cfg.root, cfg.subnet.cidr, ownerId()]) as string;
 }
 
 /**
@@ -245,9 +113,7 @@ export function holdSubnet(cfg: NetConfig): () => void {
     // Tidy, not needed: a dead owner's file never blocks anyone.
     process.on("exit", () => {
       for (const x of held.values()) {
-        try {
-          unlinkSync(x.file);
-        } catch {}
+        unregister(x.file);
       }
     });
   }
@@ -264,13 +130,13 @@ export function holdSubnet(cfg: NetConfig): () => void {
     entry.linger = setTimeout(() => {
       if (entry.count > 0 || held.get(key) !== entry) return;
       held.delete(key);
-      try {
-        unlinkSync(entry.file);
-      } catch {}
+      unregister(entry.file);
     }, LINGER_MS);
     entry.linger.unref();
   };
 }
+
+const unregister = (file: string) => shimLease(LeaseOp.unregister, [file]);
 
 /** How long a registration outlives its last hold. */
 const LINGER_MS = 1000;

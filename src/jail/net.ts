@@ -30,6 +30,7 @@ import { LjError } from "../errors.ts";
 import { ShimError, shimNet } from "./ffi.ts";
 import {
   acquireLease,
+  claimPooledVeth,
   claimStale,
   dropLease,
   forgetLink,
@@ -37,7 +38,6 @@ import {
   formatIp,
   type GatewayPort,
   type Lease,
-  leasePath,
   linkFile,
   listLeases,
   listLinks,
@@ -49,8 +49,11 @@ import {
   readLease,
   recordLink,
   recordPort,
+  takeOff,
+  unclaimPooledVeth,
   VETH_FAMILY,
   vethAddress,
+  vethName,
 } from "./net-alloc.ts";
 import { forgetTable, holdSubnet, ifRootIdle, orphanTables, recordTable } from "./net-registry.ts";
 import { ownerIdLive } from "./owner.ts";
@@ -80,8 +83,6 @@ export interface JailNet {
   cfg: NetConfig;
   /** Ends this jail's hold on the root's registration (net-registry.ts). */
   unhold: () => void;
-  /** Kernel state left by a stale lease of the same address, removed with ours going in. */
-  stale: NetRequest;
   /** What the jail's child wires (the spec's `net` record), or its owner for a user-namespaced
    * jail (whose child has no rights over the host's network). */
   wire: Uint8Array;
@@ -195,12 +196,6 @@ export class NetRequest {
     return this;
   }
 
-  /** A finished jail's host veth: down and renamed out of its address's way. */
-  release(veth: string): this {
-    this.parts.push({ tag: REQ.vethRelease, body: ifnameBytes(veth) });
-    return this;
-  }
-
   /** A jail its owner wires from outside (user-namespaced): `pid` its keeper, `wire` its record. */
   wire(pid: number, wire: Uint8Array): this {
     const b = new Uint8Array(4 + wire.length);
@@ -213,13 +208,6 @@ export class NetRequest {
   append(other: NetRequest): this {
     this.parts.push(...other.parts);
     return this;
-  }
-
-  /** The same request without its set elements (the table is gone, and its elements with it). */
-  releasesOnly(): NetRequest {
-    const r = new NetRequest();
-    r.parts = this.parts.filter((p) => p.tag === REQ.vethRelease);
-    return r;
   }
 
   encode(table: string): Uint8Array {
@@ -243,16 +231,6 @@ export class NetRequest {
 /** Removing an element that may be gone fails a transaction; adding it first never does. */
 function removal(cfg: NetConfig, el: string): string[] {
   return [`add element ${cfg.table} ${el}`, `delete element ${cfg.table} ${el}`];
-}
-
-/** Links of other jails to this address, and this address's recorded links: gone with it. */
-function linkRemovals(cfg: NetConfig, address: string, req: NetRequest): NetRequest {
-  for (const l of listLinks(cfg.dir)) {
-    if (l.from !== address && l.to !== address) continue;
-    req.link(false, l.from, l.to);
-    forgetLink(l.from, l.to, cfg.dir);
-  }
-  return req;
 }
 
 /**
@@ -433,14 +411,6 @@ async function apply(cfg: NetConfig, req: NetRequest): Promise<void> {
   }
 }
 
-function staleCleanup(cfg: NetConfig, stale: Lease): NetRequest {
-  const req = new NetRequest().jail(false, stale);
-  linkRemovals(cfg, stale.address, req);
-  removeInboundNow(cfg, stale.address);
-  if (existsSync(`/sys/class/net/${stale.veth}`)) req.release(stale.veth);
-  return req;
-}
-
 let ipv6: boolean | undefined;
 /** Test hook: make the child's wiring fail at this step (netwire.zig), to prove nothing stays. */
 const failAt = () => Math.max(0, Math.min(255, Number(process.env.LJ_TEST_NET_FAIL_AT ?? 0) || 0));
@@ -467,21 +437,31 @@ function wireRecord(cfg: NetConfig, lease: Lease): Uint8Array {
 export function reserveNet(spec: JailSpec, jailId: string, cfg: NetConfig = netConfig()): JailNet {
   checkNetSpec(spec, cfg);
   const unhold = holdSubnet(cfg);
-  const stale = new NetRequest();
+  // A user-namespaced jail is wired from outside, with a veth of its own (no pool).
+  const pooled = spec.userns ? null : claimPooledVeth(cfg);
   let lease: Lease;
   try {
-    lease = acquireLease(
+    const got = acquireLease(
       {
         address: spec.address ?? "auto",
         jail: jailId,
         egress: !!spec.egress,
         uplink: spec.iface,
         links: spec.links ?? [],
+        veth: pooled ?? undefined,
       },
       cfg,
-      (s) => stale.append(staleCleanup(cfg, s)),
     );
+    lease = got.lease;
+    // A dead owner's published ports at a reclaimed address go before anything reaches it.
+    try {
+      for (const a of got.reclaimed) removeInboundNow(cfg, a);
+    } catch (e) {
+      dropLease(lease.address, lease.owner, cfg.dir);
+      throw e;
+    }
   } catch (e) {
+    if (pooled) unclaimPooledVeth(pooled);
     unhold();
     throw e;
   }
@@ -492,7 +472,6 @@ export function reserveNet(spec: JailSpec, jailId: string, cfg: NetConfig = netC
     lease,
     cfg,
     unhold,
-    stale,
     wire: wireRecord(cfg, lease),
     ownerWires: !!spec.userns,
     ready: false,
@@ -512,8 +491,18 @@ export function reserveNet(spec: JailSpec, jailId: string, cfg: NetConfig = netC
   return net;
 }
 
+/**
+ * A pooled veth claimed for a jail that was never spawned goes back to the pool (no-op once
+ * the jail took it).
+ */
+function giveBackPooled(net: JailNet): void {
+  if (net.lease.veth !== vethName(parseIp(net.address)!, net.cfg.vethPrefix))
+    unclaimPooledVeth(net.lease.veth);
+}
+
 /** A reservation given up before its jail existed: lease, links and hold go. */
 function abandon(net: JailNet): void {
+  giveBackPooled(net);
   for (const to of net.lease.links) forgetLink(net.address, to, net.cfg.dir);
   dropLease(net.address, net.lease.owner, net.cfg.dir);
   net.unhold();
@@ -527,7 +516,7 @@ function readSysctl(path: string): string | null {
   }
 }
 
-/** The jail's elements (and a stale lease's removal), then forwarding on its egress uplinks. */
+/** The jail's elements, then forwarding on its egress uplinks. */
 function install<T>(
   net: JailNet,
   applyFn: (cfg: NetConfig, req: NetRequest) => T,
@@ -538,12 +527,11 @@ function install<T>(
   // uplink from forwarding anything but jail traffic. The guard goes in before the switch.
   const uplinks = lease.egress ? (lease.uplink ? [lease.uplink] : defaultRouteIfaces()) : [];
   const switchOn = uplinks.filter((u) => readSysctl(`/proc/sys/net/ipv4/conf/${u}/forwarding`) === "0");
-  const req = new NetRequest().append(net.stale).jail(true, lease);
+  const req = new NetRequest().jail(true, lease);
   for (const to of lease.links) req.link(true, lease.address, to);
   for (const u of switchOn) req.guard(u);
   if (pid !== undefined) req.wire(pid, net.wire);
   const switchForwarding = () => {
-    net.stale = new NetRequest();
     try {
       for (const u of switchOn) writeFileSync(`/proc/sys/net/ipv4/conf/${u}/forwarding`, "1");
     } catch (e) {
@@ -601,18 +589,11 @@ export function unwireNet(net: JailNet): void {
   if (net.unwired) return;
   net.unwired = true;
   const { lease, cfg } = net;
-  const req = new NetRequest().append(net.stale).jail(false, lease);
-  linkRemovals(cfg, lease.address, req);
-  req.release(lease.veth);
   try {
-    shimNet(req.encode(cfg.table));
-  } catch (e) {
-    // No table (deleted by hand, or never made): no elements either; the veth still goes.
-    if (tableGone(e)) {
-      try {
-        shimNet(req.releasesOnly().encode(cfg.table));
-      } catch {}
-    }
+    giveBackPooled(net);
+    takeOff(lease, cfg);
+  } catch {
+    // What could not come off is swept by lj gc (it finds elements and veths without a lease).
   }
 }
 
@@ -624,11 +605,6 @@ export async function releaseNet(net: JailNet): Promise<void> {
   if (inbound.length) await nftJail(net.cfg, inbound).catch(() => {});
   dropLease(net.lease.address, net.lease.owner, net.cfg.dir);
   net.unhold();
-}
-
-/** Cleans up after a lease whose owner died (gc, or an allocation that wants the address). */
-async function reclaimLease(stale: Lease, cfg: NetConfig): Promise<void> {
-  await apply(cfg, staleCleanup(cfg, stale));
 }
 
 export interface JailLink {
@@ -877,13 +853,13 @@ export async function collectNetLeftovers(report: NetLeftoverReport): Promise<vo
   }
   for (const l of listLeases(cfg.dir)) {
     if (ownerIdLive(l.owner)) continue;
-    const stale = claimStale(l.address, cfg.dir);
-    if (!stale) continue;
     try {
-      await reclaimLease(stale, cfg);
+      const stale = claimStale(l.address, cfg);
+      if (!stale) continue;
+      removeInboundNow(cfg, stale.address);
       report.removed.push({ kind: "net-lease", what: `${stale.address} (${stale.veth})` });
     } catch (e) {
-      report.errors.push({ kind: "net-lease", what: stale.address, error: (e as Error).message });
+      report.errors.push({ kind: "net-lease", what: l.address, error: (e as Error).message });
     }
   }
   // Only this root's veths and addresses: other roots on the machine own theirs.
@@ -1005,5 +981,5 @@ async function dropOrphanTables(report: NetLeftoverReport): Promise<void> {
 
 /** The lease of an address (diagnostics, tests). */
 export function leaseOf(address: string): Lease | null {
-  return readLease(leasePath(address));
+  return readLease(address);
 }

@@ -128,6 +128,21 @@ const region_size = 1 << 20;
 /// namespaces to throw away.
 pub var ns_pool_enabled = true;
 
+/// A pooled veth of the root `prefix` set aside for the jail about to be leased with its name
+/// (ns_pool.claim), or null; `unclaim` gives one back whose jail was never spawned.
+pub fn claimPooledVeth(prefix: []const u8, out: *[16]u8) ?[]const u8 {
+    if (!ns_pool_enabled) return null;
+    regions_lock.lock();
+    defer regions_lock.unlock();
+    return ns_pool.claim(prefix, out);
+}
+
+pub fn unclaimPooledVeth(name: []const u8) void {
+    regions_lock.lock();
+    defer regions_lock.unlock();
+    ns_pool.unclaim(name);
+}
+
 const Region = struct {
     /// Non-zero while the child may still use the region; the kernel zeroes it at exec/exit.
     ctid: i32 align(4) = 0,

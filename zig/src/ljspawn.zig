@@ -382,45 +382,67 @@ fn delegate(raw: []const []const u8) noreturn {
 }
 
 /// A private address from lease to release: registered with the root, leased, its filter
-/// elements in before the spawn; afterwards taken off the host as src/jail/net.ts does.
+/// elements in before the spawn; afterwards taken off the host. The rules (and the words of a
+/// refusal) are netlease.zig's, the same the TypeScript API follows.
 const Net = struct {
+    gpa: Allocator,
     cfg: netlease.Config,
-    reg: netlease.Registration,
+    reg: []const u8,
     lease: netlease.Lease,
     wire: [netwire.Wire.size]u8,
 
     fn reserve(gpa: Allocator, requested: []const u8) !Net {
-        const cfg = try netlease.config(gpa, ljRoot());
-        // The rules are the TypeScript side's to make (once per root): without them, it runs.
+        var why: netlease.Why = .{};
+        const src = try netlease.subnetSource(gpa, ljRoot()) orelse return error.Delegate;
+        const cfg = netlease.config(gpa, ljRoot(), src.text, src.source, &why) catch |e| return refuse(e, &why);
+        // The table's rules are the TypeScript side's to make (once per root): without them, it runs.
         if ((netwire.tableExists(&cfg.table) orelse false) == false) return error.Delegate;
         const owner = try netlease.ownerId(gpa);
-        const reg = try netlease.register(gpa, &cfg, owner);
+        const reg = netlease.register(gpa, &cfg, owner, &why) catch |e| return refuse(e, &why);
         errdefer netlease.unregister(reg);
         const jail = try std.fmt.allocPrint(gpa, "{s}.1", .{owner});
-        const lease = try netlease.acquire(gpa, &cfg, owner, jail, requested);
-        errdefer netlease.drop(lease);
-        const addr = netlease.ipBytes(lease.address);
-        if (netwire.jailElementsNow(&cfg.table, true, addr, &lease.veth)) |f|
-            return fail("network {s}: {s}: {s}", .{ &lease.veth, f.step, @tagName(f.e) });
+        // Published ports of a dead owner's address are the TypeScript side's to remove: such
+        // an address is skipped here.
+        const got = netlease.acquire(gpa, &cfg, .{ .address = requested, .owner = owner, .jail = jail }, &why) catch |e| {
+            netlease.unregister(reg);
+            return refuse(e, &why);
+        };
+        const lease = got.lease;
+        errdefer netlease.drop(gpa, cfg.dir, lease.address, owner) catch {};
+        const addr = netlease.ipBytes(netlease.parseIp(lease.address).?);
+        if (netwire.jailElementsNow(&cfg.table, true, addr, lease.veth)) |f|
+            return fail("network {s}: {s}: {s}", .{ lease.veth, f.step, @tagName(f.e) });
         var w = netwire.Wire{
             .address = addr,
             .gateway = netlease.ipBytes(cfg.subnet.gateway()),
             .network = netlease.ipBytes(cfg.subnet.network),
             .prefix = cfg.subnet.prefix,
             .v6 = linux.access("/proc/sys/net/ipv6", linux.F_OK) == 0,
-            .fail_at = 0,
+            // Tests make the wiring fail at a step, to prove nothing stays (as the API's jails).
+            .fail_at = std.fmt.parseInt(u8, std.posix.getenv("LJ_TEST_NET_FAIL_AT") orelse "0", 10) catch 0,
             .veth = std.mem.zeroes([netwire.ifnamsiz]u8),
         };
-        @memcpy(w.veth[0..lease.veth.len], &lease.veth);
-        var n = Net{ .cfg = cfg, .reg = reg, .lease = lease, .wire = undefined };
+        @memcpy(w.veth[0..lease.veth.len], lease.veth);
+        var n = Net{ .gpa = gpa, .cfg = cfg, .reg = reg, .lease = lease, .wire = undefined };
         w.encode(&n.wire);
         return n;
     }
 
+    /// A refusal worded by netlease.zig, as the TypeScript CLI shows one, with its kind's exit code.
+    fn refuse(e: netlease.Error, why: *const netlease.Why) error{OutOfMemory} {
+        if (e == error.OutOfMemory) return error.OutOfMemory;
+        var buf: [1200]u8 = undefined;
+        const text = if (why.hint().len > 0)
+            std.fmt.bufPrint(&buf, "ljspawn: {s}\n  hint: {s}\n", .{ why.message(), why.hint() }) catch "ljspawn: refused\n"
+        else
+            std.fmt.bufPrint(&buf, "ljspawn: {s}\n", .{why.message()}) catch "ljspawn: refused\n";
+        _ = linux.write(2, text.ptr, text.len);
+        linux.exit_group(why.kind.exitCode());
+    }
+
     fn release(n: *Net) void {
-        _ = netwire.jailElementsNow(&n.cfg.table, false, netlease.ipBytes(n.lease.address), &n.lease.veth);
-        _ = netwire.releaseVeth(&n.lease.veth);
-        netlease.drop(n.lease);
+        _ = netlease.takeOff(n.gpa, &n.cfg, n.lease) catch {};
+        netlease.drop(n.gpa, n.cfg.dir, n.lease.address, n.lease.owner) catch {};
         netlease.unregister(n.reg);
         netwire.handOffSocket();
     }

@@ -122,7 +122,8 @@ fn wire(w: *const Wire, host: *nl.Rt, jail: *nl.Rt, making: Making, trace: *sys.
         // Down and without addresses until now: it may take the jail's name.
         .pooled => |name| {
             if (host.index(name, &hidx)) |f| return f;
-            if (host.rename(hidx, veth)) |f| return f;
+            // Leased with its pooled name, it keeps it: no rename (an RCU grace period).
+            if (!std.mem.eql(u8, name, veth)) if (host.rename(hidx, veth)) |f| return f;
         },
         .from_jail => |host_ns| if (jail.addVeth("eth0", veth, host_ns)) |f| return f,
         .from_host => |jail_ns| if (host.addVeth(veth, "eth0", jail_ns)) |f| return f,
@@ -213,16 +214,17 @@ pub fn wireFromOwner(w: *const Wire, pid: i32) ?Failure {
 }
 
 /// For the namespace pool's maker, in the new namespace it made (`host` opened before): a veth
-/// whose jail end is eth0 and whose host end gets a temporary name ("ljnp<11 hex>": in the
-/// family the filter knows, down, no address; deleted by the kernel with the namespace if no
-/// jail takes it), IPv6 link-local addresses off on both ends. Returns the host end's name.
-pub fn poolVeth(host: *Host, out: *[ifnamsiz]u8) ?[]const u8 {
-    var r: [8]u8 = undefined;
+/// whose jail end is eth0 and whose host end is named "<root prefix>p<7 hex>" (in the root's
+/// family, which its filter knows; never an address's name, whose 8 digits are hex), down, no
+/// address, deleted by the kernel with the namespace if no jail takes it; IPv6 link-local
+/// addresses off on both ends. A jail leased with this name keeps it. Returns the name.
+pub fn poolVeth(host: *Host, prefix: *const [7]u8, out: *[ifnamsiz]u8) ?[]const u8 {
+    var r: [4]u8 = undefined;
     _ = linux.getrandom(&r, r.len, 0);
-    const n = std.mem.readInt(u64, &r, .little) & 0xfffffffffff;
+    const n = std.mem.readInt(u32, &r, .little) & 0xfffffff;
     out.* = std.mem.zeroes([ifnamsiz]u8);
     var name_buf: [ifnamsiz]u8 = undefined;
-    const name = std.fmt.bufPrint(&name_buf, "ljnp{x:0>11}", .{n}) catch return null;
+    const name = std.fmt.bufPrint(&name_buf, "{s}p{x:0>7}", .{ prefix, n }) catch return null;
     var jail = nl.Rt{ .sock = switch (nl.Socket.open(nl.NETLINK_ROUTE)) {
         .ok => |s| s,
         .err => return null,
@@ -438,6 +440,21 @@ pub fn jailElementsNow(table: []const u8, add: bool, address: [4]u8, veth: []con
     return commit(&batch);
 }
 
+/// Takes a lease's state off the host (netlease.takeOff): its elements and links in one
+/// transaction (none when the table is gone: they went with it), then its host veth released.
+pub fn takeOff(table: []const u8, address: [4]u8, egress: bool, veth: []const u8, uplink: []const u8, links: []const [8]u8, release: bool) ?RunFailure {
+    var j = JailRecord{ .address = address, .egress = egress, .veth = std.mem.zeroes([ifnamsiz]u8), .uplink = std.mem.zeroes([ifnamsiz]u8) };
+    @memcpy(j.veth[0..@min(veth.len, ifnamsiz - 1)], veth[0..@min(veth.len, ifnamsiz - 1)]);
+    @memcpy(j.uplink[0..@min(uplink.len, ifnamsiz - 1)], uplink[0..@min(uplink.len, ifnamsiz - 1)]);
+    var batch = newBatch();
+    jailElements(&batch, false, table, j);
+    for (links) |*k| element(&batch, false, table, "links", k);
+    if (batch.b.overflow) return .{ .e = .MSGSIZE, .step = "too many set elements in one request" };
+    if (commit(&batch)) |f| if (f.e != .NOENT) return .{ .e = f.e, .step = f.step, .what = table };
+    if (release and veth.len > 0 and veth.len < ifnamsiz) if (releaseVeth(veth)) |f| return .{ .e = f.e, .step = f.step, .what = veth };
+    return null;
+}
+
 /// Takes a finished jail's host veth out of the way: down (its routes go with it) and renamed
 /// to "<its root prefix>x<7 hex>", so that its address and name are free at once while the
 /// kernel deletes it with the jail's namespace. One that is gone already is fine.
@@ -450,7 +467,8 @@ pub fn releaseVeth(name: []const u8) ?Failure {
     var idx: i32 = 0;
     if (rt.index(name, &idx)) |f| return if (f.e == .NODEV) null else f;
     if (rt.setUp(idx, false)) |f| return if (f.e == .NODEV) null else f;
-    if (name.len < 8) return null;
+    // A pooled name is no address's: down (its routes gone) is out of the address's way.
+    if (name.len < 8 or name[7] == 'p') return null;
     var tries: usize = 0;
     while (tries < 8) : (tries += 1) {
         var grave: [ifnamsiz]u8 = undefined;

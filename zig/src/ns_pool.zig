@@ -55,6 +55,9 @@ pub const Set = struct {
 
 /// Whether the last jail taken had a private address: the makers then make veths too.
 var want_veth = false;
+/// That jail's root's veth prefix ("ljn<4 hex>"): pooled veths are named in its family
+/// ("<prefix>p<7 hex>"), so that the root's filter knows them and a jail can keep the name.
+var veth_prefix: [7]u8 = "ljnpool".*;
 
 const State = enum(u8) { empty, making, ready };
 
@@ -70,6 +73,10 @@ const Slot = struct {
     root_gen: u32 = 0,
     /// Make a veth with the network namespace (want_veth when the maker started).
     veth: bool = false,
+    /// The prefix to name it with (veth_prefix when the maker started).
+    prefix: [7]u8 = undefined,
+    /// Its veth is set aside for the jail whose address was just leased with it (claim()).
+    claimed: bool = false,
     /// The maker's own copy of the recipe, so that the key can move on while it builds.
     recipe: Recipe = .{},
     /// The root builder's path buffers and overlay options live here.
@@ -213,10 +220,17 @@ pub fn take(spec: *const Spec, bytes: []const u8) Set {
     }
     // A recipe whose root a maker failed to build stays the key, unbuilt, until another comes.
     const key_fits = same and !key.failed;
-    // A ready set with this jail's root first, else any ready set (its root then dropped).
+    // The set whose veth this jail's address was leased with, if any; else a ready set with
+    // this jail's root first, else any ready set (its root then dropped). A set claimed for
+    // another jail is that jail's.
+    const wanted: []const u8 = if (spec.net_wire) |w| std.mem.sliceTo(w[16..32], 0) else "";
     var pick: ?*Slot = null;
     for (&slots) |*s| {
-        if (s.state != .ready) continue;
+        if (s.state == .ready and s.claimed and std.mem.eql(u8, std.mem.sliceTo(&s.set.veth, 0), wanted)) pick = s;
+    }
+    for (&slots) |*s| {
+        if (pick != null and pick.?.claimed) break;
+        if (s.state != .ready or s.claimed) continue;
         if (servesRoot(s, key_fits)) {
             pick = s;
             break;
@@ -228,6 +242,7 @@ pub fn take(spec: *const Spec, bytes: []const u8) Set {
     // decides whether the next sets are made with one.
     const private = spec.net_wire != null;
     want_veth = private;
+    if (private and std.mem.startsWith(u8, wanted, "ljn") and wanted.len == 15) veth_prefix = wanted[0..7].*;
     var got: Set = .{};
     if (pick) |s| {
         got = s.set;
@@ -241,6 +256,7 @@ pub fn take(spec: *const Spec, bytes: []const u8) Set {
             got.veth[0] = 0;
         }
         s.state = .empty;
+        s.claimed = false;
         s.set = .{};
     }
     if (wants_root and !same) adopt(spec, bytes);
@@ -261,6 +277,29 @@ fn collect() void {
         if (s.set.uts < 0) broken = true else if (s.root_gen == key.gen) key.failed = true;
         s.set.close();
         s.state = .empty;
+    }
+}
+
+/// Sets aside a ready set's veth of the root `prefix` for the next jail whose spec names it
+/// (its address leased with this name: the jail then keeps the name, no rename on its path).
+/// Null when none is ready.
+pub fn claim(prefix: []const u8, out: *[netwire.ifnamsiz]u8) ?[]const u8 {
+    if (broken) return null;
+    collect();
+    for (&slots) |*s| {
+        const name = std.mem.sliceTo(&s.set.veth, 0);
+        if (s.state != .ready or s.claimed or name.len != 15 or !std.mem.startsWith(u8, name, prefix) or name[7] != 'p') continue;
+        s.claimed = true;
+        out.* = s.set.veth;
+        return std.mem.sliceTo(out, 0);
+    }
+    return null;
+}
+
+/// Gives back a claim whose jail was never spawned.
+pub fn unclaim(name: []const u8) void {
+    for (&slots) |*s| {
+        if (s.claimed and std.mem.eql(u8, std.mem.sliceTo(&s.set.veth, 0), name)) s.claimed = false;
     }
 }
 
@@ -293,6 +332,8 @@ pub fn refill(build: RootBuilder) void {
         s.done = false;
         s.root_gen = if (with_root and s.recipe.set(key.recipe.bytes[0..key.recipe.len])) key.gen else 0;
         s.veth = want_veth;
+        s.prefix = veth_prefix;
+        s.claimed = false;
         s.ctid = 1;
         // No exit signal: Bun never hears of these children; collect() reaps them.
         const flags: u32 = linux.CLONE.VM | linux.CLONE.FILES | linux.CLONE.CHILD_CLEARTID;
@@ -325,7 +366,7 @@ fn maker(arg: usize) callconv(.c) u8 {
     if (linux.E.init(linux.unshare(ns)) != .SUCCESS) return 1;
     if (sys.loopbackUp() != null) return 1;
     // Without its veth the set still serves (the jail makes its own).
-    if (s.veth) _ = netwire.poolVeth(&host, &s.set.veth);
+    if (s.veth) _ = netwire.poolVeth(&host, &s.prefix, &s.set.veth);
     s.set.net = openNs("/proc/self/ns/net");
     s.set.ipc = openNs("/proc/self/ns/ipc");
     s.set.uts = openNs("/proc/self/ns/uts");
