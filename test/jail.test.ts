@@ -835,6 +835,22 @@ describe("native ljspawn", () => {
     }
   });
 
+  rootTest(
+    "the native ljspawn sets limits itself, on cgroup v1 and v2 alike (no hand-off to Bun)",
+    async () => {
+      const hog = 'x=$(head -c 200000000 /dev/zero | tr "\\0" a)';
+      const p = Bun.spawn([native, "--world", "test", "-m", "48", "--pids", "32", "-p", hog], {
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { ...process.env, LIGHTJAIL_ROOT: env.root, LJ_BUN: "/nonexistent" },
+      });
+      const [err, code] = await Promise.all([new Response(p.stderr).text(), p.exited]);
+      expect({ code, err }).toEqual({
+        code: 137,
+        err: "ljspawn: the jail ran out of memory (limit 48 MB)\n",
+      });
+    },
+  );
+
   for (const args of cases) {
     rootTest(`ljspawn ${args.join(" ")} behaves exactly like lj spawn`, async () => {
       const fast = await run([native], args);
