@@ -21,8 +21,7 @@ import { pipeline } from "node:stream/promises";
 import * as zlib from "node:zlib";
 import * as tar from "tar-stream";
 import { LjError } from "../errors.ts";
-import type { PaasDb } from "../paas/db.ts";
-import { commandArgv, RELEASE_PHASE, releaseEnv } from "../paas/process-spec.ts";
+import { commandArgv, RELEASE_PHASE, type ReleaseOf, releaseEnv } from "../paas/process-spec.ts";
 import { paths } from "../store/paths.ts";
 import { removeTree } from "../store/tree.ts";
 
@@ -59,11 +58,12 @@ export class ReleaseArtefacts {
   private readonly blobs = new Map<string, Packed>();
   private ready: Promise<void> | null = null;
 
-  constructor(private readonly db: PaasDb) {}
+  /** `releaseOf`: a recorded release, or one being rolled out (Formation.releaseOf). */
+  constructor(private readonly releaseOf: (app: string, version: number) => ReleaseOf) {}
 
   /** The manifest of release `version` of `app`; packs layers not packed yet. */
   async manifest(app: string, version: number): Promise<ReleaseManifest> {
-    const rel = this.db.release(app, version);
+    const rel = this.releaseOf(app, version);
     const { slug } = rel;
     const overlays = await Promise.all(slug.overlays.map((o) => this.pack(o.path)));
     const top = await this.pack(slug.path);

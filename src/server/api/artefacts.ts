@@ -18,7 +18,7 @@ export const nodeTokenFile = () => join(paths.paas(), "node-token");
 
 export function artefactRoutes(o: ApiOptions): Hono<Env> {
   const token = loadOrCreateToken(nodeTokenFile()).token;
-  const artefacts = new ReleaseArtefacts(o.paas.db);
+  const artefacts = new ReleaseArtefacts((app, v) => o.paas.formation.releaseOf(app, v));
   const r = new Hono<Env>();
   r.use("*", async (c, next) => {
     const presented = presentedToken(c.req.header("authorization"));
