@@ -104,7 +104,10 @@ export async function containerJail(
 function argvOf(c: V1Container, image: ImageRoot, expand: (s: string) => string): string[] {
   if (c.command?.length) return [...c.command, ...(c.args ?? [])].map(expand);
   // The release's own command is not expanded: $(...) in it is the shell's.
-  const own = image.processes[c.name];
+  // Kubernetes names take no underscore: process type a_b is container a-b.
+  const own =
+    image.processes[c.name] ??
+    Object.entries(image.processes).find(([t]) => t.replace(/_/g, "-") === c.name)?.[1];
   if (own) return [...own, ...(c.args ?? []).map(expand)];
   const types = Object.keys(image.processes);
   throw new ContainerConfigError(

@@ -179,7 +179,8 @@ export class Formation {
   async restart(app: string): Promise<InstanceInfo[]> {
     return this.p.locks.run(app, async () => {
       const cur = this.p.db.currentRelease(app);
-      if (cur) await this.p.scheduler.scale(app, cur, this.counts(this.p.db.app(app).formation, cur.slug), true);
+      if (cur)
+        await this.p.scheduler.scale(app, cur, this.counts(this.p.db.app(app).formation, cur.slug), true);
       return this.ps(app);
     });
   }
