@@ -16,6 +16,8 @@ import { isRoot, rootTest } from "./helpers/root.ts";
 import { type Cluster, kubeTools, startCluster, waitFor } from "./kube-cluster.ts";
 
 const NODE = "rel";
+/** Release images of app `site` run only in its namespace. */
+const NS = "lj-site";
 let cluster: Cluster;
 let env: JailEnv;
 let s: RunningServer;
@@ -61,6 +63,7 @@ beforeAll(async () => {
     },
   });
   cluster = await startCluster({ nodes: [NODE] });
+  await cluster.api("POST", "/api/v1/namespaces", { metadata: { name: NS } });
   agent = new NodeAgent({
     kubeconfig: cluster.nodeKubeconfig(NODE),
     name: NODE,
@@ -106,20 +109,26 @@ const pod = (name: string) => ({
   },
 });
 
-const create = (name: string) => cluster.api("POST", "/api/v1/namespaces/default/pods", pod(name));
-const read = (name: string) => cluster.api<Pod>("GET", `/api/v1/namespaces/default/pods/${name}`);
-const remove = (name: string) =>
-  cluster.api("DELETE", `/api/v1/namespaces/default/pods/${name}`, { gracePeriodSeconds: 1 });
+const create = (name: string, ns = NS) => cluster.api("POST", `/api/v1/namespaces/${ns}/pods`, pod(name));
+const read = (name: string, ns = NS) => cluster.api<Pod>("GET", `/api/v1/namespaces/${ns}/pods/${name}`);
+const remove = (name: string, ns = NS) =>
+  cluster.api("DELETE", `/api/v1/namespaces/${ns}/pods/${name}`, { gracePeriodSeconds: 1 });
 const ready = (p: Pod) =>
   p.status.conditions?.some((c) => c.type === "Ready" && c.status === "True") ?? false;
 
-async function until(name: string, what: string, ok: (p: Pod) => boolean, ms = 60_000): Promise<Pod> {
+async function until(
+  name: string,
+  what: string,
+  ok: (p: Pod) => boolean,
+  ms = 60_000,
+  ns = NS,
+): Promise<Pod> {
   let last: Pod | undefined;
   await waitFor(
     `${name}: ${what}`,
     ms,
     async () => {
-      last = await read(name);
+      last = await read(name, ns);
       return ok(last);
     },
     () => `${JSON.stringify(last?.status)}\n${agentLog.join("\n")}`,
@@ -127,9 +136,9 @@ async function until(name: string, what: string, ok: (p: Pod) => boolean, ms = 6
   return last!;
 }
 
-async function gone(name: string): Promise<void> {
+async function gone(name: string, ns = NS): Promise<void> {
   await waitFor(`${name} deleted`, 30_000, async () => {
-    const r = await cluster.raw("GET", `/api/v1/namespaces/default/pods/${name}`);
+    const r = await cluster.raw("GET", `/api/v1/namespaces/${ns}/pods/${name}`);
     return r.status === 404;
   });
 }
@@ -169,6 +178,28 @@ describe("release images: lj.local/APP:vN from the lj serve that built it", () =
     expect((await fetch(`${s.url}/node/v1/releases/site/v9`, { headers: byNode })).status).toBe(404);
     expect((await fetch(`${s.url}/node/v1/releases/site/latest`, { headers: byNode })).status).toBe(400);
   });
+
+  rootTest(
+    "a release image runs only in its app's namespace: elsewhere it is refused before any pull",
+    async () => {
+      await create("elsewhere", "default");
+      const p = await until(
+        "elsewhere",
+        "ErrImagePull",
+        (p) => p.status.containerStatuses?.[0]?.state.waiting?.reason === "ErrImagePull",
+        30_000,
+        "default",
+      );
+      expect(p.status.containerStatuses?.[0]?.state.waiting?.message).toContain(
+        "runs only in namespace lj-site",
+      );
+      expect(agentLog.filter((l) => l.startsWith("pulled "))).toEqual([]);
+      expect(readdirSync(layersDir())).toEqual([]);
+      await remove("elsewhere", "default");
+      await gone("elsewhere", "default");
+    },
+    60_000,
+  );
 
   rootTest(
     "a blob whose digest does not match is refused (ErrImagePull) and nothing is cached",

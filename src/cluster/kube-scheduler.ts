@@ -15,6 +15,7 @@
  */
 import type { V1Deployment, V1Pod } from "@kubernetes/client-node";
 import { LjError } from "../errors.ts";
+import { releaseNamespace } from "../node/image.ts";
 import { connect, describe, type Kube, listWatch, statusOf } from "../node/kube.ts";
 import type { ReleaseOf } from "../paas/process-spec.ts";
 import type { Counts, Log, Scheduler, SchedulerParts, Staged, Target } from "../paas/scheduler.ts";
@@ -36,8 +37,11 @@ export function kubeScheduler(o: KubeSchedulerOptions) {
   return (parts: SchedulerParts): Scheduler => new KubeScheduler(parts, o);
 }
 
-/** The app's namespace: every app is a tenant of its own on the nodes. */
-export const namespaceOf = (app: string) => `lj-${app}`;
+/**
+ * The app's namespace: every app is a tenant of its own on the nodes, and the only namespace
+ * where nodes run its release images.
+ */
+export const namespaceOf = releaseNamespace;
 /** A process type as a Kubernetes name (they take no underscore). */
 export const kubeName = (type: string) => type.replace(/_/g, "-");
 

@@ -88,7 +88,7 @@ export async function containerJail(
   opts: { hostIP: string; address?: string; releases?: ReleaseImages | null },
 ): Promise<ContainerJail> {
   if (!c.image) throw new ContainerConfigError(`container ${c.name} has no image`);
-  const image = await resolveImage(c.image, opts.releases ?? null);
+  const image = await resolveImage(c.image, opts.releases ?? null, pod.metadata?.namespace ?? "default");
   try {
     return { ...make(pod, c, image, opts), image };
   } catch (e) {

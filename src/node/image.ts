@@ -60,9 +60,26 @@ export function parseImage(image: string): ImageRef {
   return { kind: "release", app: repo, version: Number(v[1]) };
 }
 
-export async function resolveImage(image: string, releases: ReleaseImages | null): Promise<ImageRoot> {
+/**
+ * A release holds its app's config (secrets among it), so only the app's own namespace may run
+ * it: `lj.local/APP:vN` runs in namespace `lj-APP` (where `lj serve --scheduler kubernetes`
+ * puts the app) and nowhere else, whoever may create pods elsewhere.
+ */
+export const releaseNamespace = (app: string) => `lj-${app}`;
+
+export async function resolveImage(
+  image: string,
+  releases: ReleaseImages | null,
+  namespace: string,
+): Promise<ImageRoot> {
   const ref = parseImage(image);
   if (ref.kind === "release") {
+    if (namespace !== releaseNamespace(ref.app)) {
+      throw new ImageError(
+        "ErrImagePull",
+        `${image} runs only in namespace ${releaseNamespace(ref.app)} (its app's), not in ${namespace}`,
+      );
+    }
     if (!releases) {
       throw new ImageError(
         "ErrImagePull",
