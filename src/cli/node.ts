@@ -75,9 +75,10 @@ const runCommand = defineCommand({
     const name = args.name ?? hostname();
     if (!/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(name))
       throw new LjError("usage", "bad-node-name", `"${name}" is not a valid node name (lower-case DNS name)`);
-    const releases = args["release-server"]
-      ? { url: args["release-server"], token: nodeToken(args["node-token-file"]) }
-      : undefined;
+    const server = args["release-server"];
+    if (server !== undefined && !/^https?:\/\/[^\s/]+/.test(server))
+      throw new LjError("usage", "bad-release-server", `--release-server: "${server}" is not an http(s) URL`);
+    const releases = server ? { url: server, token: nodeToken(args["node-token-file"]) } : undefined;
     const agent = new NodeAgent({
       kubeconfig: args.kubeconfig,
       name,

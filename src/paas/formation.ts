@@ -7,7 +7,7 @@
  */
 import type { Slug } from "../build/types.ts";
 import { LjError } from "../errors.ts";
-import type { Formation as FormationRow, PaasDb, ReleaseRow } from "./db.ts";
+import type { Formation as FormationRow, PaasDb } from "./db.ts";
 import type { AppLocks } from "./locks.ts";
 import { RELEASE_PHASE, type ReleaseOf } from "./process-spec.ts";
 import type { Scheduler, Staged, Target } from "./scheduler.ts";
