@@ -112,6 +112,21 @@ afterAll(async () => {
 }, 90_000);
 
 describe("lj serve --scheduler kubernetes", () => {
+  rootTest("bad scheduler options are refused before anything starts", async () => {
+    const other = await lj(["serve", "--scheduler", "nomad"], { LIGHTJAIL_ROOT: env.root });
+    expect(other.code).toBe(64);
+    expect(other.stderr).toContain('--scheduler: "nomad" is not local or kubernetes');
+    const noConfig = await lj(["serve", "--scheduler", "kubernetes"], { LIGHTJAIL_ROOT: env.root });
+    expect(noConfig.code).toBe(64);
+    expect(noConfig.stderr).toContain("--scheduler kubernetes needs --kubeconfig FILE");
+    const unreadable = await lj(
+      ["serve", "--scheduler", "kubernetes", "--kubeconfig", "/nonexistent/kubeconfig", "--port", "0"],
+      { LIGHTJAIL_ROOT: env.root },
+    );
+    expect(unreadable.code).toBe(78);
+    expect(unreadable.stderr).toContain("cannot read kubeconfig /nonexistent/kubeconfig");
+  });
+
   rootTest(
     "deploy, scale to 2 through the edge, redeploy, a failing release is undone, rollback, destroy",
     async () => {

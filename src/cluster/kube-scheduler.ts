@@ -33,8 +33,10 @@ export interface KubeSchedulerOptions {
   log?: Log;
 }
 
+/** Reads the kubeconfig now (a bad one is refused before the server starts). */
 export function kubeScheduler(o: KubeSchedulerOptions) {
-  return (parts: SchedulerParts): Scheduler => new KubeScheduler(parts, o);
+  const kube = connect(o.kubeconfig);
+  return (parts: SchedulerParts): Scheduler => new KubeScheduler(parts, kube, o.log);
 }
 
 /**
@@ -59,10 +61,11 @@ export class KubeScheduler implements Scheduler {
 
   constructor(
     private readonly p: SchedulerParts,
-    o: KubeSchedulerOptions,
+    kube: Kube,
+    log?: Log,
   ) {
-    this.kube = connect(o.kubeconfig);
-    this.log = o.log ?? ((l) => process.stderr.write(`lj serve: ${l}\n`));
+    this.kube = kube;
+    this.log = log ?? ((l) => process.stderr.write(`lj serve: ${l}\n`));
     const w = listWatch<V1Pod>(this.kube, {
       path: "/api/v1/pods",
       query: { labelSelector: APP_LABEL },
