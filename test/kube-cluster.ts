@@ -444,7 +444,12 @@ function cgroupRemounts(): string {
 }
 
 /** `lj node run` in the node's namespace, with a state root of its own that has a host world. */
-export async function startNodeAgent(cluster: Cluster, n: TestNode): Promise<NodeAgentProcess> {
+export async function startNodeAgent(
+  cluster: Cluster,
+  n: TestNode,
+  /** More `lj node run` options (a release server). */
+  extra: string[] = [],
+): Promise<NodeAgentProcess> {
   const root = mkdtempSync(join(tmpdir(), `lj-node-${n.name}-`));
   const env = { ...process.env, LIGHTJAIL_ROOT: root, LJ_SUBNET: n.pods };
   const w = await runCommand([process.execPath, cliPath, "world", "create", "host", "--from", "host"], env);
@@ -468,6 +473,7 @@ export async function startNodeAgent(cluster: Cluster, n: TestNode): Promise<Nod
       `--address=${n.address}`,
       `--client-ca=${cluster.kubeletClientCa}`,
       "--heartbeat=1",
+      ...extra,
     ],
     { env, stdio: ["ignore", "ignore", "pipe"] },
   );

@@ -344,6 +344,24 @@ describe("a lightjail node runs pods as jails", () => {
     ]);
     expect(badReserve.code).toBe(65);
     expect(badReserve.stderr).toContain('"lots" is not a Kubernetes quantity');
+    const badServer = await lj([
+      "node",
+      "run",
+      "--kubeconfig",
+      kc,
+      "--address",
+      "127.0.0.1",
+      "--release-server",
+      "ftp://x",
+    ]);
+    expect(badServer.code).toBe(64);
+    expect(badServer.stderr).toContain('--release-server: "ftp://x" is not an http(s) URL');
+    const noToken = await lj(
+      ["node", "run", "--kubeconfig", kc, "--address", "127.0.0.1", "--release-server", "http://127.0.0.1:1"],
+      { LJ_NODE_TOKEN: "" },
+    );
+    expect(noToken.code).toBe(64);
+    expect(noToken.stderr).toContain("--release-server needs the server's node token");
     const notHere = await lj([
       "node",
       "run",

@@ -564,9 +564,9 @@ describe("running apps", () => {
       // runs without a shell in between, so its end is its own.
       const jail = (
         s.paas.formation as unknown as {
-          sets: Map<string, { instances: { jail: { pid: number } }[] }>;
+          p: { scheduler: { sets: Map<string, { instances: { jail: { pid: number } }[] }> } };
         }
-      ).sets.get("phoenix")!.instances[0]!.jail;
+      ).p.scheduler.sets.get("phoenix")!.instances[0]!.jail;
       const payload = Number(readFileSync(`/proc/${jail.pid}/task/${jail.pid}/children`, "utf8").trim());
       expect(readFileSync(`/proc/${payload}/comm`, "utf8").trim()).toBe("node");
       process.kill(payload, "SIGKILL");
@@ -593,8 +593,10 @@ describe("running apps", () => {
       expect(r.code).toBe(0);
       expect(JSON.parse(r.stdout).formation.web).toEqual({ count: 1, memoryMb: 96, pids: 32 });
       const jail = (
-        s.paas.formation as unknown as { sets: Map<string, { instances: { jail: { cgroups: string[] } }[] }> }
-      ).sets.get("limits")!.instances[0]!.jail;
+        s.paas.formation as unknown as {
+          p: { scheduler: { sets: Map<string, { instances: { jail: { cgroups: string[] } }[] }> } };
+        }
+      ).p.scheduler.sets.get("limits")!.instances[0]!.jail;
       const read = (f: string) =>
         jail.cgroups.map((d) => {
           try {

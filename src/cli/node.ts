@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { defineCommand } from "citty";
 import { LjError } from "../errors.ts";
@@ -7,6 +8,15 @@ function positiveInt(v: string, what: string, min = 1): number {
   if (!Number.isInteger(n) || n < min)
     throw new LjError("usage", "bad-number", `${what} must be a whole number >= ${min} (got "${v}")`);
   return n;
+}
+
+function nodeToken(file: string | undefined): string {
+  const token = file ? readFileSync(file, "utf8").trim() : process.env.LJ_NODE_TOKEN?.trim();
+  if (!token)
+    throw new LjError("usage", "no-node-token", "--release-server needs the server's node token", {
+      hint: "pass --node-token-file FILE or set LJ_NODE_TOKEN (`lj node token` on the lj serve machine prints it)",
+    });
+  return token;
 }
 
 const runCommand = defineCommand({
@@ -40,6 +50,19 @@ const runCommand = defineCommand({
     },
     "max-pods": { type: "string", description: "pods this node takes", default: "110" },
     heartbeat: { type: "string", description: "seconds between lease renewals", default: "10" },
+    "release-server": {
+      type: "string",
+      description: "URL of the lj serve whose releases (lj.local/APP:vN images) this node runs",
+    },
+    "node-token-file": {
+      type: "string",
+      description: "file holding that server's node token (`lj node token` there); or LJ_NODE_TOKEN",
+    },
+    "image-grace": {
+      type: "string",
+      description: "seconds a cached release layer no pod uses is kept",
+      default: "600",
+    },
     "exec-probes": {
       type: "boolean",
       description: "run pods' exec probes (their commands run without the container's seccomp filter)",
@@ -52,6 +75,10 @@ const runCommand = defineCommand({
     const name = args.name ?? hostname();
     if (!/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(name))
       throw new LjError("usage", "bad-node-name", `"${name}" is not a valid node name (lower-case DNS name)`);
+    const server = args["release-server"];
+    if (server !== undefined && !/^https?:\/\/[^\s/]+/.test(server))
+      throw new LjError("usage", "bad-release-server", `--release-server: "${server}" is not an http(s) URL`);
+    const releases = server ? { url: server, token: nodeToken(args["node-token-file"]) } : undefined;
     const agent = new NodeAgent({
       kubeconfig: args.kubeconfig,
       name,
@@ -65,6 +92,8 @@ const runCommand = defineCommand({
       maxPods: positiveInt(args["max-pods"], "--max-pods"),
       heartbeatSeconds: positiveInt(args.heartbeat, "--heartbeat"),
       execProbes: args["exec-probes"],
+      releases,
+      imageGraceSeconds: positiveInt(args["image-grace"], "--image-grace", 0),
     });
     await agent.start();
     await new Promise<void>((resolve) => {
@@ -79,7 +108,20 @@ const runCommand = defineCommand({
   },
 });
 
+const tokenCommand = defineCommand({
+  meta: {
+    name: "token",
+    description:
+      "Print this lj serve's node token (made on first use): nodes present it to fetch release artefacts, and it grants nothing else",
+  },
+  async run() {
+    const { loadOrCreateToken } = await import("../server/auth.ts");
+    const { nodeTokenFile } = await import("../server/api/artefacts.ts");
+    process.stdout.write(`${loadOrCreateToken(nodeTokenFile()).token}\n`);
+  },
+});
+
 export const nodeCommand = defineCommand({
   meta: { name: "node", description: "Run this machine as a Kubernetes node (pods as jails)" },
-  subCommands: { run: runCommand },
+  subCommands: { run: runCommand, token: tokenCommand },
 });

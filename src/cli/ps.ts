@@ -11,6 +11,7 @@ interface Proc {
   memoryBytes: number | null;
   startedAt: string | null;
   lastExit: string | null;
+  node?: string | null;
   limits?: LimitsSeen | null;
 }
 
@@ -45,7 +46,9 @@ export const psCommand = defineCommand({
     const r = await client(args).json<{ processes: Proc[] }>("GET", `/api/v1/apps/${app}/ps`);
     if (args.json) return printJson(r);
     if (r.processes.length === 0) return out("no processes");
-    table([
+    // Under the Kubernetes scheduler every process has a node.
+    const nodes = r.processes.some((p) => p.node !== undefined);
+    const rows = [
       ["PROCESS", "RELEASE", "STATE", "RESTARTS", "MEMORY", "FDS", "ADDRESS", "LIMITS HIT", "LAST EXIT"],
       ...r.processes.map((p) => [
         p.name,
@@ -58,6 +61,9 @@ export const psCommand = defineCommand({
         limitsColumn(p.limits),
         p.lastExit ?? "-",
       ]),
-    ]);
+    ];
+    table(
+      nodes ? rows.map((row, i) => [...row, i === 0 ? "NODE" : (r.processes[i - 1]!.node ?? "-")]) : rows,
+    );
   },
 });

@@ -54,6 +54,13 @@ export const serveCommand = defineCommand({
         "edge worker processes serving HTTP and HTTPS (auto: one per core; 0: in the server process)",
       default: "auto",
     },
+    scheduler: {
+      type: "string",
+      description:
+        "where app processes run: local (jails on this machine) or kubernetes (Deployments on lightjail nodes; docs/cluster.md)",
+      default: "local",
+    },
+    kubeconfig: { type: "string", description: "the cluster's kubeconfig, with --scheduler kubernetes" },
     json: { type: "boolean", description: "print the listening address as JSON" },
     install: {
       type: "boolean",
@@ -68,6 +75,7 @@ export const serveCommand = defineCommand({
       throw new LjError("usage", "bad-port", `invalid port ${args.port}`);
     if (args.install) return install(rawArgs, args["service-file"]);
     const edge = edgeArgs(args);
+    const scheduler = await schedulerArg(args.scheduler, args.kubeconfig);
     const { startServer } = await import("../server/serve.ts");
     const s = await startServer({
       hostname: args.host,
@@ -78,6 +86,7 @@ export const serveCommand = defineCommand({
       maxUploadBytes: Number(args["max-upload"]) * 1024 * 1024,
       trustedProxies: repeated(rawArgs, "--trusted-proxy"),
       ...edge,
+      ...(scheduler ? { scheduler } : {}),
     });
     writeFileSync(serverRecordFile(), JSON.stringify({ url: s.url, pid: process.pid, domain: s.domain }), {
       mode: 0o600,
@@ -115,6 +124,21 @@ export const serveCommand = defineCommand({
     await s.stop();
   },
 });
+
+/** `--scheduler local|kubernetes` (with `--kubeconfig`), checked before anything starts. */
+async function schedulerArg(name: string, kubeconfig: string | undefined) {
+  if (name === "local") {
+    if (kubeconfig !== undefined)
+      throw new LjError("usage", "bad-scheduler", "--kubeconfig is for --scheduler kubernetes");
+    return undefined;
+  }
+  if (name !== "kubernetes")
+    throw new LjError("usage", "bad-scheduler", `--scheduler: "${name}" is not local or kubernetes`);
+  if (!kubeconfig)
+    throw new LjError("usage", "bad-scheduler", "--scheduler kubernetes needs --kubeconfig FILE");
+  const { kubeScheduler } = await import("../cluster/kube-scheduler.ts");
+  return kubeScheduler({ kubeconfig });
+}
 
 /** The edge's settings from `lj serve`'s options, checked before anything starts. */
 export function edgeArgs(args: Record<string, unknown>): {

@@ -18,6 +18,7 @@ import { connect, describe, type Kube, listWatch, mergePatch, statusOf } from ".
 import { type KubeletServer, startKubeletServer } from "./kubelet-server.ts";
 import { PodRunner } from "./pod.ts";
 import { formatBytes, formatCpus } from "./quantity.ts";
+import { ReleaseImages, type ReleaseSource } from "./release-images.ts";
 import { interfaceOf, RouteTable } from "./routes.ts";
 
 export const NODE_LABEL = "lightjail/node";
@@ -43,6 +44,10 @@ export interface NodeOptions {
    * reaches more of the kernel than its container does. Off, such pods are refused.
    */
   execProbes?: boolean;
+  /** The lj serve release images come from, and the node token (none: world images only). */
+  releases?: ReleaseSource;
+  /** How long a cached release layer no pod uses is kept (default 600 s). */
+  imageGraceSeconds?: number;
   log?: (line: string) => void;
 }
 
@@ -58,11 +63,20 @@ export class NodeAgent {
   private uplink = "";
   private readonly podCidr: string;
   private readonly log: (line: string) => void;
+  /** The cache of release layers (null without a release server). */
+  readonly images: ReleaseImages | null;
 
   constructor(private readonly opts: NodeOptions) {
     this.kube = connect(opts.kubeconfig);
     this.podCidr = netConfig().subnet.cidr;
     this.log = opts.log ?? ((l) => process.stderr.write(`lj node: ${l}\n`));
+    this.images = opts.releases ? new ReleaseImages(opts.releases, this.log) : null;
+  }
+
+  /** Collects cached release layers no pod has used for the grace period. */
+  collectImages(leftovers = false): Promise<string[]> {
+    const grace = (this.opts.imageGraceSeconds ?? 600) * 1000;
+    return this.images?.collect(grace, leftovers) ?? Promise.resolve([]);
   }
 
   async start(): Promise<void> {
@@ -94,7 +108,14 @@ export class NodeAgent {
       throw e;
     }
     this.routes = new RouteTable(o.name, this.log);
+    // Before any pod holds a layer: what the last run left unused a grace period ago goes.
+    await this.collectImages(true).catch((e) => this.log(`release layers: ${describe(e)}`));
+    const graceMs = (o.imageGraceSeconds ?? 600) * 1000;
     this.timers.push(
+      setInterval(
+        () => void this.collectImages().catch((e) => this.log(`release layers: ${describe(e)}`)),
+        Math.min(Math.max(graceMs / 2, 1000), 60_000),
+      ),
       setInterval(
         () => void this.renewLease().catch((e) => this.log(`lease: ${describe(e)}`)),
         o.heartbeatSeconds * 1000,
@@ -363,6 +384,7 @@ export class NodeAgent {
       nodeName: this.opts.name,
       hostIP: this.opts.address,
       execProbes: this.opts.execProbes ?? false,
+      releases: this.images,
       changed: (p: PodRunner) => this.report(p),
       // A node on loopback (one machine, tests) reaches its jails directly: nothing to publish.
       publish: async (address: string, ports: number[]) =>

@@ -6,6 +6,7 @@
 import { readFileSync } from "node:fs";
 import {
   ApiException,
+  AppsV1Api,
   CoordinationV1Api,
   CoreV1Api,
   createConfiguration,
@@ -23,6 +24,7 @@ export interface Kube {
   config: KubeConfig;
   server: string;
   core: CoreV1Api;
+  apps: AppsV1Api;
   leases: CoordinationV1Api;
   /** The CA file that signed the API server's certificate (the node trusts it for clients too). */
   caFile: string | undefined;
@@ -108,6 +110,7 @@ export function connect(kubeconfig: string): Kube {
     config,
     server: cluster.server,
     core: new CoreV1Api(api),
+    apps: new AppsV1Api(api),
     leases: new CoordinationV1Api(api),
     caFile: cluster.caFile,
     async watch(path, query, signal) {

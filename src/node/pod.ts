@@ -15,12 +15,15 @@ import { ContainerLog } from "./container-log.ts";
 import { type ContainerJail, containerJail } from "./container-spec.ts";
 import { ImageError } from "./image.ts";
 import { type ProbeTarget, probeTiming, runProbe } from "./probes.ts";
+import type { ReleaseImages } from "./release-images.ts";
 
 export interface PodHost {
   nodeName: string;
   hostIP: string;
   /** Exec probes are allowed (NodeOptions.execProbes). */
   execProbes: boolean;
+  /** Where release images come from (null: the node runs world images only). */
+  releases: ReleaseImages | null;
   /** The pod's status changed: report it (the host batches reports). */
   changed(pod: PodRunner): void;
   /** Opens a running container's ports to the node network. */
@@ -130,7 +133,14 @@ export class PodRunner {
     const c = this.container!;
     let spec: JailSpec;
     try {
-      this.made ??= await containerJail(this.pod, c, { hostIP: this.host.hostIP });
+      this.made ??= await containerJail(this.pod, c, {
+        hostIP: this.host.hostIP,
+        releases: this.host.releases,
+      });
+      if (!this.wanted) {
+        this.giveBack();
+        return;
+      }
       spec = { ...this.made.spec, ...(this.address ? { address: this.address } : {}) };
     } catch (e) {
       const reason =
@@ -208,6 +218,7 @@ export class PodRunner {
       (policy === "Always" || (policy === "OnFailure" && (r.status !== 0 || this.killedForLiveness)));
     this.killedForLiveness = false;
     if (!again) {
+      this.giveBack();
       this.state = terminated;
       if (this.wanted) this.phase = r.status === 0 ? "Succeeded" : "Failed";
       this.host.changed(this);
@@ -356,6 +367,13 @@ export class PodRunner {
       await jail.closed;
     }
     await this.done;
+    this.giveBack();
+  }
+
+  /** The pod is done with its image: its cached layers may go. */
+  private giveBack(): void {
+    this.made?.image.release();
+    this.made = null;
   }
 
   private condition(type: string, ok: boolean): V1PodCondition {

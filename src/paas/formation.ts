@@ -1,17 +1,17 @@
 /**
- * The formation: which processes of each app run, and how many of each type. It owns the
- * running process sets (one per app, of its current release) and the changes to them: scaling,
- * restarts, and the switch from one release's processes to the next (src/paas/releases.ts
- * decides when). Formation changes (`lj scale`, PATCH /formation) are checked here before
+ * The formation: which processes of each app run, and how many of each type, and the changes
+ * to them: scaling, restarts, and the switch from one release's processes to the next
+ * (src/paas/releases.ts decides when). A scheduler (scheduler.ts: local jails, or Kubernetes)
+ * runs them. Formation changes (`lj scale`, PATCH /formation) are checked here before
  * anything is stored.
  */
 import type { Slug } from "../build/types.ts";
 import { LjError } from "../errors.ts";
-import type { Formation as FormationRow, PaasDb, ReleaseRow } from "./db.ts";
+import type { Formation as FormationRow, PaasDb } from "./db.ts";
 import type { AppLocks } from "./locks.ts";
-import type { LogHub } from "./logs.ts";
-import { type ProcessSpecs, RELEASE_PHASE, type ReleaseOf } from "./process-spec.ts";
-import { type InstanceInfo, ProcessSet, type Spawner, WEB_PORT } from "./supervisor.ts";
+import { RELEASE_PHASE, type ReleaseOf } from "./process-spec.ts";
+import type { Scheduler, Staged, Target } from "./scheduler.ts";
+import type { InstanceInfo } from "./supervisor.ts";
 
 /**
  * What a formation change may hold, and the accepted range of each field. Everything is checked
@@ -76,19 +76,19 @@ export function checkFormationChange(type: string, change: unknown): void {
 export interface FormationParts {
   db: PaasDb;
   locks: AppLocks;
-  specs: ProcessSpecs;
-  logs: LogHub;
-  spawner: Spawner;
-  /** Called whenever an app's set of healthy web targets may have changed. */
-  changed: () => void;
-  /** How long a new web process may take to accept connections. */
-  healthTimeoutMs: number;
+  scheduler: Scheduler;
 }
 
 export class Formation {
-  private readonly sets = new Map<string, ProcessSet>();
+  /** Releases being started, before they are recorded (a scheduler's nodes may ask for them). */
+  private readonly starting = new Map<string, ReleaseOf>();
 
   constructor(private readonly p: FormationParts) {}
+
+  /** Release `version` of `app`: a recorded one, or the one being started. */
+  releaseOf(app: string, version: number): ReleaseOf {
+    return this.starting.get(`${app}/${version}`) ?? this.p.db.release(app, version);
+  }
 
   /** How many processes of each type a release runs (web defaults to one, others to none). */
   counts(formation: FormationRow, slug: Slug): Record<string, number> {
@@ -105,33 +105,27 @@ export class Formation {
    * on failure they are stopped again and the error thrown. The set is not serving yet:
    * `activate` makes it so.
    */
-  async start(app: string, rel: ReleaseOf, log: (l: string) => void): Promise<ProcessSet> {
+  async start(app: string, rel: ReleaseOf, log: (l: string) => void): Promise<Staged> {
     const counts = this.counts(this.p.db.app(app).formation, rel.slug);
-    const set = this.newSet(app, rel);
     const summary = Object.entries(counts)
       .map(([t, n]) => `${t}=${n}`)
       .join(" ");
     log(`-----> Starting v${rel.version} processes: ${summary || "(none)"}`);
+    const key = `${app}/${rel.version}`;
+    this.starting.set(key, rel);
+    let staged: Staged;
     try {
-      await set.scale(counts);
-      await set.healthy();
-    } catch (e) {
-      await set.stop();
-      throw e;
+      staged = await this.p.scheduler.start(app, rel, counts, log);
+    } finally {
+      this.starting.delete(key);
     }
     if (counts.web) log(`-----> Health check passed (${counts.web} web instance(s) accept connections)`);
-    return set;
+    return staged;
   }
 
-  /** Makes `set` the app's serving one and stops the one before it. */
-  async activate(app: string, set: ProcessSet, log: (l: string) => void = () => {}): Promise<void> {
-    const old = this.sets.get(app);
-    this.sets.set(app, set);
-    this.p.changed();
-    if (old) {
-      log(`-----> Stopping v${old.release} processes`);
-      await old.stop();
-    }
+  /** Makes a started release the app's serving one and stops the one before it. */
+  async activate(app: string, staged: Staged, log: (l: string) => void = () => {}): Promise<void> {
+    await this.p.scheduler.activate(app, staged, log);
   }
 
   async scale(app: string, changes: Record<string, FormationChange>): Promise<InstanceInfo[]> {
@@ -176,13 +170,7 @@ export class Formation {
       }
       this.p.db.setFormation(app, formation);
       if (!cur) return [];
-      const set = this.sets.get(app);
-      if (limitsChanged || !set) {
-        await this.restartLocked(app, cur);
-      } else {
-        const started = await set.scale(this.counts(formation, cur.slug));
-        await set.healthy(started).catch(() => {}); // the supervisor keeps retrying; ps tells
-      }
+      await this.p.scheduler.scale(app, cur, this.counts(formation, cur.slug), limitsChanged);
       return this.ps(app);
     });
   }
@@ -191,29 +179,21 @@ export class Formation {
   async restart(app: string): Promise<InstanceInfo[]> {
     return this.p.locks.run(app, async () => {
       const cur = this.p.db.currentRelease(app);
-      if (cur) await this.restartLocked(app, cur);
+      if (cur)
+        await this.p.scheduler.scale(app, cur, this.counts(this.p.db.app(app).formation, cur.slug), true);
       return this.ps(app);
     });
   }
 
-  private async restartLocked(app: string, cur: ReleaseRow): Promise<void> {
-    const set = this.newSet(app, cur);
-    await set.scale(this.counts(this.p.db.app(app).formation, cur.slug));
-    await set.healthy().catch((e: Error) => this.p.logs.write(app, "lj", `restart: ${e.message}`));
-    await this.activate(app, set);
-  }
-
   /** Healthy web targets of the app's serving release; null for an unknown app. */
-  targets(app: string): { address: string; port: number }[] | null {
-    const set = this.sets.get(app);
-    if (!set) return this.p.db.findApp(app) ? [] : null;
-    return set.webTargets().map((i) => ({ address: i.jail!.address!, port: WEB_PORT }));
+  targets(app: string): Target[] | null {
+    return this.p.scheduler.targets(app) ?? (this.p.db.findApp(app) ? [] : null);
   }
 
   /** The app's processes (none before its first release); throws for an unknown app. */
   ps(app: string): InstanceInfo[] {
     this.p.db.app(app);
-    return this.sets.get(app)?.info() ?? [];
+    return this.p.scheduler.ps(app);
   }
 
   /** Starts the current release of every app that has one (after a server start). */
@@ -223,10 +203,7 @@ export class Formation {
       apps.map((a) =>
         this.p.locks.run(a.name, async () => {
           const rel = this.p.db.release(a.name, a.currentRelease!);
-          const set = this.newSet(a.name, rel);
-          this.sets.set(a.name, set);
-          await set.scale(this.counts(a.formation, rel.slug));
-          this.p.logs.write(a.name, "lj", `restored release v${rel.version} after a server start`);
+          await this.p.scheduler.recover(a.name, rel, this.counts(a.formation, rel.slug));
         }),
       ),
     );
@@ -234,27 +211,11 @@ export class Formation {
 
   /** Stops an app's processes for good (it is being destroyed; the caller holds its lock). */
   async remove(app: string): Promise<void> {
-    const set = this.sets.get(app);
-    this.sets.delete(app);
-    this.p.changed();
-    await set?.stop();
+    await this.p.scheduler.remove(app);
   }
 
   /** Stops every process (the desired state stays in the database for the next start). */
   async close(): Promise<void> {
-    const sets = [...this.sets.values()];
-    this.sets.clear();
-    await Promise.all(sets.map((s) => s.stop()));
-  }
-
-  private newSet(app: string, rel: ReleaseOf): ProcessSet {
-    return new ProcessSet(
-      app,
-      rel.version,
-      (type, index) => this.p.specs.processSpec(app, rel, type, `${type}.${index}`),
-      { log: (source, line) => this.p.logs.write(app, source, line), changed: () => this.p.changed() },
-      this.p.healthTimeoutMs,
-      this.p.spawner,
-    );
+    await this.p.scheduler.close();
   }
 }

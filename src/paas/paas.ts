@@ -20,6 +20,7 @@ import { LogHub } from "./logs.ts";
 import { ProcessSpecs } from "./process-spec.ts";
 import { Releases } from "./releases.ts";
 import { Runs } from "./runs.ts";
+import { LocalScheduler, type SchedulerFactory } from "./scheduler.ts";
 import { ServiceManager } from "./services.ts";
 import { jailSpawner, type Spawner } from "./supervisor.ts";
 
@@ -28,6 +29,8 @@ export interface PaasOptions {
   build?: BuildFn;
   /** How jails start; default: real jails. Unit tests inject a fake here. */
   spawner?: Spawner;
+  /** Where app processes run; default: jails on this machine (LocalScheduler). */
+  scheduler?: SchedulerFactory;
   /** Tighter limits on uploaded archives than the app policy's defaults. */
   archiveLimits?: Partial<ExtractLimits>;
   /** How long a new web process may take to accept connections. */
@@ -69,15 +72,9 @@ export class Paas {
     // Linking a service restarts the app's processes, which get the service's address.
     const services: ServiceManager = new ServiceManager(db, logs, (app) => formation.restart(app));
     const specs = new ProcessSpecs(db, services, { memoryMb: opts.memoryMb, pids: opts.pids });
-    const formation: Formation = new Formation({
-      db,
-      locks,
-      specs,
-      logs,
-      spawner,
-      changed,
-      healthTimeoutMs: opts.healthTimeoutMs ?? 30_000,
-    });
+    const parts = { specs, logs, changed, healthTimeoutMs: opts.healthTimeoutMs ?? 30_000 };
+    const scheduler = opts.scheduler ? opts.scheduler(parts) : new LocalScheduler(parts, spawner);
+    const formation: Formation = new Formation({ db, locks, scheduler });
     const runs = new Runs(db, specs, logs, spawner);
     const releases = new Releases({ db, locks, formation, runs, logs, keep: opts.keepReleases ?? 10 });
     this.db = db;

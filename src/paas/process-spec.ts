@@ -64,6 +64,28 @@ export function commandArgv(cmd: string): string[] {
   return direct ? words : ["/bin/sh", "-c", cmd];
 }
 
+/**
+ * The env every process of a release gets (its own name, LJ_PROCESS, aside): the slug's, the
+ * linked services', the app's config, then what lightjail sets. Kubernetes nodes give a
+ * release's pods the same (src/cluster/artefacts.ts), without service bindings.
+ */
+export function releaseEnv(
+  app: string,
+  rel: ReleaseOf,
+  services: Record<string, string> = {},
+): Record<string, string> {
+  return {
+    PATH: APP_PATH,
+    HOME: rel.slug.cwd,
+    ...rel.slug.env,
+    ...services,
+    ...rel.config,
+    PORT: String(WEB_PORT),
+    LJ_APP: app,
+    LJ_RELEASE: `v${rel.version}`,
+  };
+}
+
 export class ProcessSpecs {
   constructor(
     private readonly db: PaasDb,
@@ -86,17 +108,7 @@ export class ProcessSpecs {
       layers: [slug.worldPath, ...slug.overlays.map((o) => o.path), slug.path],
       mounts: [...slug.worldMounts, ...identityEtc(slug.worldPath, who, slug.cwd)],
       cwd: slug.cwd,
-      env: {
-        PATH: APP_PATH,
-        HOME: slug.cwd,
-        ...slug.env,
-        ...binding.env,
-        ...rel.config,
-        PORT: String(WEB_PORT),
-        LJ_APP: app,
-        LJ_RELEASE: `v${rel.version}`,
-        LJ_PROCESS: name,
-      },
+      env: { ...releaseEnv(app, rel, binding.env), LJ_PROCESS: name },
       uid: who.uid,
       gid: who.gid,
       hostname: `${app}-${name.replace(".", "-")}`,

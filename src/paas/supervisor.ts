@@ -29,6 +29,8 @@ export interface InstanceInfo {
   lastExit: string | null;
   /** What its limits held back in its latest run (null: never started). */
   limits: LimitsSeen | null;
+  /** The Kubernetes node it runs on (the Kubernetes scheduler's processes only). */
+  node?: string | null;
 }
 
 /** What a process's limits held back in one run of its jail, as its samples saw it. */

@@ -9,6 +9,7 @@ import { HTTPException } from "hono/http-exception";
 import { isLjError, LjError } from "../errors.ts";
 import { NAME_PATTERN } from "../store/names.ts";
 import { appRoutes } from "./api/apps.ts";
+import { artefactRoutes } from "./api/artefacts.ts";
 import { configRoutes } from "./api/config.ts";
 import { deployRoutes } from "./api/deploys.ts";
 import { domainRoutes } from "./api/domains.ts";
@@ -64,6 +65,7 @@ export function createApi(o: ApiOptions): Hono<Env> {
     return c.json({ error: e.toJSON() }, 401);
   };
 
+  app.route("/node/v1", artefactRoutes(o));
   app.get("/api/v1/health", (c) => c.json({ ok: true }));
   app.use("/api/v1/*", async (c, next) => {
     if (!tokenMatches(presentedToken(c.req.header("authorization")), o.token)) return unauthorized(c, false);

@@ -12,6 +12,7 @@ const host = (execProbes: boolean): PodHost & { changes: number } => {
       h.changes += 1;
     },
     publish: async () => null,
+    releases: null,
     log() {},
   };
   return h;
