@@ -54,7 +54,6 @@ beforeAll(async () => {
     reserve: { cpus: 0, memoryBytes: 0 },
     maxPods: 20,
     heartbeatSeconds: 2,
-    execProbes: true,
     log: (l) => agentLog.push(l),
   });
   await agent.start();
