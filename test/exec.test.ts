@@ -4,7 +4,7 @@
  * ids without capabilities, no_new_privs and the seccomp filter. Real jails, as root.
  */
 import { afterAll, beforeAll, describe, expect } from "bun:test";
-import { readdirSync, readFileSync } from "node:fs";
+import { chmodSync, readdirSync, readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { type ExecOptions, execInJail, ljexecPath } from "../src/jail/exec.ts";
@@ -23,7 +23,8 @@ const opts = (o: Partial<ExecOptions> = {}): ExecOptions => ({
   timeoutMs: 10_000,
   ...o,
 });
-const inJail = (script: string, o: Partial<ExecOptions> = {}) => execInJail(jail, ["/bin/sh", "-c", script], opts(o));
+const inJail = (script: string, o: Partial<ExecOptions> = {}) =>
+  execInJail(jail, ["/bin/sh", "-c", script], opts(o));
 
 /** The value of one field of /proc/self/status as a command in the jail sees it. */
 function field(status: string, name: string): string {
@@ -73,7 +74,11 @@ beforeAll(async () => {
     rlimits: { nofile: [123, 456] },
     stdio: ["ignore", "ignore", "ignore"],
   });
-  await until("the payload's files", async () => (await inJail("test -s /tmp/payload-pid")).code === 0, 10_000);
+  await until(
+    "the payload's files",
+    async () => (await inJail("test -s /tmp/payload-pid")).code === 0,
+    10_000,
+  );
 }, 60_000);
 
 afterAll(async () => {
@@ -113,7 +118,8 @@ describe("a command in a running jail", () => {
     expect(field(s, "Uid").split(/\s+/)).toEqual(["1234", "1234", "1234", "1234"]);
     expect(field(s, "Gid").split(/\s+/)).toEqual(["2345", "2345", "2345", "2345"]);
     expect(field(s, "Groups")).toBe("2345");
-    for (const caps of ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"]) expect(field(s, caps)).toBe("0000000000000000");
+    for (const caps of ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"])
+      expect(field(s, caps)).toBe("0000000000000000");
     expect(field(s, "NoNewPrivs")).toBe("1");
     expect(field(s, "Seccomp")).toBe("2");
     // Even as uid 0 in the jail, nothing of root's power comes along.
@@ -131,12 +137,22 @@ describe("a command in a running jail", () => {
       expect(r.code).not.toBe(0);
       expect(r.stderr).toContain("unshare");
     }
-    const host = Bun.spawnSync(["setpriv", "--reuid=1234", "--regid=2345", "--clear-groups", "unshare", "-U", "true"]);
+    const host = Bun.spawnSync([
+      "setpriv",
+      "--reuid=1234",
+      "--regid=2345",
+      "--clear-groups",
+      "unshare",
+      "-U",
+      "true",
+    ]);
     expect(host.exitCode).toBe(0);
   });
 
   rootTest("is in the jail's cgroups and has its rlimits", async () => {
-    const r = await inJail("cat /proc/self/cgroup; echo --; cat /tmp/payload-cgroup; grep 'Max open files' /proc/self/limits");
+    const r = await inJail(
+      "cat /proc/self/cgroup; echo --; cat /tmp/payload-cgroup; grep 'Max open files' /proc/self/limits",
+    );
     expect(r.code).toBe(0);
     const [own, rest] = r.stdout.split("--\n");
     const [payload, limits] = [rest!.slice(0, own!.length), rest!.slice(own!.length)];
@@ -183,12 +199,76 @@ describe("a command in a running jail", () => {
   });
 });
 
-describe("ljexec refuses", () => {
-  const ljexec = (args: string[]) => {
-    const p = Bun.spawnSync([ljexecPath(), ...args], { env: { PATH } });
-    return { code: p.exitCode, stderr: p.stderr.toString() };
-  };
+const ljexec = (args: string[]) => {
+  const p = Bun.spawnSync([ljexecPath(), ...args], { env: { PATH } });
+  return { code: p.exitCode, stderr: p.stderr.toString() };
+};
 
+describe("ljexec", () => {
+  rootTest("forwards TERM, INT and HUP to the command", async () => {
+    for (const sig of ["TERM", "INT", "HUP"] as const) {
+      const script = `trap 'echo got ${sig}; exit 3' ${sig}; echo ready; while :; do sleep 0.05; done`;
+      const p = Bun.spawn(
+        [
+          ljexecPath(),
+          "--pid",
+          String(jail.pid),
+          "--uid",
+          "1234",
+          "--gid",
+          "2345",
+          "--",
+          "/bin/sh",
+          "-c",
+          script,
+        ],
+        { env: { PATH }, stdio: ["ignore", "pipe", "pipe"] },
+      );
+      const reader = p.stdout.getReader();
+      const first = await reader.read();
+      expect(new TextDecoder().decode(first.value)).toBe("ready\n");
+      p.kill(`SIG${sig}`);
+      expect(await p.exited).toBe(3);
+      const rest = await reader.read();
+      expect(new TextDecoder().decode(rest.value)).toBe(`got ${sig}\n`);
+    }
+  });
+
+  rootTest("enters a user-namespaced jail's user namespace: its root is the range's first id", async () => {
+    const base = 420000;
+    chmodSync(env.root, 0o755); // its stage is reached as the range's ids
+    const uj = spawnJail({
+      layers: env.base.layers,
+      mounts: (env.base.mounts ?? []).map((m) => ({ ...m, idmap: true })),
+      userns: { uidBase: base, count: 65536 },
+      env: { PATH },
+      argv: ["sleep", "60"],
+      stdio: ["ignore", "ignore", "ignore"],
+    });
+    try {
+      await until(
+        "the user-namespaced jail",
+        async () => (await execInJail(uj, ["true"], opts({ uid: 0, gid: 0 }))).code === 0,
+      );
+      const r = await execInJail(
+        uj,
+        ["/bin/sh", "-c", "id -u; cat /proc/self/uid_map; cat /proc/self/status"],
+        opts({ uid: 0, gid: 0 }),
+      );
+      expect(r.code).toBe(0);
+      const [uid, map] = r.stdout.split("\n");
+      expect(uid).toBe("0");
+      expect(map!.trim().split(/\s+/)).toEqual(["0", String(base), "65536"]);
+      expect(field(r.stdout, "CapEff")).toBe("0000000000000000");
+      expect(field(r.stdout, "Seccomp")).toBe("2");
+    } finally {
+      uj.kill("SIGKILL");
+      await uj.closed;
+    }
+  });
+});
+
+describe("ljexec refuses", () => {
   rootTest("a pid that does not exist, or is not a jail's first process, with 125", async () => {
     const none = await execInJail({ pid: 4_000_000, cgroups: [] }, ["true"], opts());
     expect(none.code).toBe(125);
@@ -212,7 +292,19 @@ describe("ljexec refuses", () => {
       stderr: "ljexec: --uid takes a user id (0 to 4294967294)\n",
     });
     expect(ljexec(["--pid", pid, "--uid", "1", "--gid", "1"]).code).toBe(125);
-    const r = ljexec(["--pid", pid, "--uid", "1", "--gid", "1", "--cgroup", "/nonexistent", "--", "touch", "/tmp/x"]);
+    const r = ljexec([
+      "--pid",
+      pid,
+      "--uid",
+      "1",
+      "--gid",
+      "1",
+      "--cgroup",
+      "/nonexistent",
+      "--",
+      "touch",
+      "/tmp/x",
+    ]);
     expect(r).toEqual({ code: 125, stderr: "ljexec: join cgroup /nonexistent: ENOENT\n" });
     expect((await inJail("test -e /tmp/x")).code).toBe(1);
   });

@@ -99,7 +99,6 @@ export class PodRunner {
       this.fail("Unsupported", "lightjail nodes run pods of exactly one container (no init containers)");
       return;
     }
-    const c = spec?.containers?.[0];
     if (spec?.hostNetwork) {
       this.fail(
         "Unsupported",
