@@ -65,7 +65,7 @@ beforeAll(async () => {
     argv: [
       "/bin/sh",
       "-c",
-      "cat /proc/self/cgroup > /tmp/payload-cgroup; echo $$ > /tmp/payload-pid; exec sleep 119.75",
+      "mkdir -m 700 /tmp/private; cat /proc/self/cgroup > /tmp/payload-cgroup; echo $$ > /tmp/payload-pid; exec sleep 119.75",
     ],
     hostname: "execbox",
     uid: 1000,
@@ -174,6 +174,15 @@ describe("a command in a running jail", () => {
     const e = await execInJail(jail, ["env"], opts({ env: { PATH, GREETING: "hello world" }, cwd: "/tmp" }));
     expect(e.stdout.split("\n").filter(Boolean).sort()).toEqual(["GREETING=hello world", `PATH=${PATH}`]);
     expect((await execInJail(jail, ["pwd"], opts({ cwd: "/tmp" }))).stdout).toBe("/tmp\n");
+    // The working directory is entered as the command's ids.
+    expect(
+      (await execInJail(jail, ["pwd"], opts({ uid: 1000, gid: 1000, cwd: "/tmp/private" }))).stdout,
+    ).toBe("/tmp/private\n");
+    expect(await execInJail(jail, ["pwd"], opts({ cwd: "/tmp/private" }))).toMatchObject({
+      code: 125,
+      stdout: "",
+      stderr: "ljexec: chdir /tmp/private: EACCES\n",
+    });
     // A command not found, or not executable, is the command's failure (127, 126), not ljexec's.
     const missing = await execInJail(jail, ["no-such-command"], opts());
     expect(missing.code).toBe(127);

@@ -295,7 +295,6 @@ fn command(a: Args, argv: []const [*:0]const u8, root: i32, parent: i32) noretur
     _ = linux.sigprocmask(linux.SIG.SETMASK, &none, null);
     _ = check(linux.fchdir(root), "enter the jail's root", .{});
     _ = check(linux.chroot("."), "chroot to the jail's root", .{});
-    _ = check(linux.chdir(a.cwd), "chdir {s}", .{a.cwd});
 
     if (caps.dropBounding(0)) |e| fail(e, "drop capability bounding set", .{});
     const groups = [_]u32{a.gid};
@@ -304,6 +303,8 @@ fn command(a: Args, argv: []const [*:0]const u8, root: i32, parent: i32) noretur
     _ = check(linux.setresuid(a.uid, a.uid, a.uid), "setuid {d}", .{a.uid});
     // A uid of 0 keeps its capabilities through setuid: none of them stay.
     if (caps.restrict(0, 0)) |e| fail(e, "drop capabilities", .{});
+    // As the command's ids: a directory they may not enter stays closed to them.
+    _ = check(linux.chdir(a.cwd), "chdir {s}", .{a.cwd});
     // Die with ljexec, even if it is SIGKILLed (a probe's timeout). After the ids: changing
     // them clears the parent-death signal. ljexec may be gone already.
     _ = check(linux.prctl(@intFromEnum(linux.PR.SET_PDEATHSIG), linux.SIG.KILL, 0, 0, 0), "set parent-death signal", .{});
