@@ -54,7 +54,6 @@ beforeAll(async () => {
     reserve: { cpus: 0, memoryBytes: 0 },
     maxPods: 20,
     heartbeatSeconds: 2,
-    execProbes: true,
     log: (l) => agentLog.push(l),
   });
   await agent.start();
@@ -117,8 +116,18 @@ describe("a lightjail node runs pods as jails", () => {
             { name: "POD_NAME", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } },
             { name: "NODE", valueFrom: { fieldRef: { fieldPath: "spec.nodeName" } } },
           ],
-          // Runs in the jail: /tmp/ready is the jail's own /tmp.
-          readinessProbe: { exec: { command: ["test", "-e", "/tmp/ready"] }, periodSeconds: 1 },
+          // Runs in the jail (/tmp/ready is the jail's own /tmp), as confined as the container:
+          // its tenant uid, no capabilities, the seccomp filter.
+          readinessProbe: {
+            exec: {
+              command: [
+                "sh",
+                "-c",
+                "test -e /tmp/ready && [ $(id -u) -gt 65535 ] && grep -Eq '^CapEff:\\s+0+$' /proc/self/status && grep -Eq '^Seccomp:\\s+2$' /proc/self/status",
+              ],
+            },
+            periodSeconds: 1,
+          },
         }),
       );
       const p = await until("env", "Ready", ready);

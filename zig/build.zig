@@ -42,6 +42,20 @@ pub fn build(b: *std.Build) void {
         });
         ljspawn.root_module.addAnonymousImport("keeper_bin", .{ .root_source_file = keeper.getEmittedBin() });
         b.installArtifact(ljspawn);
+
+        // ljexec: a command run in a running jail (an exec probe), as confined as its payload.
+        const ljexec = b.addExecutable(.{
+            .name = "ljexec",
+            .root_module = b.createModule(.{
+                .root_source_file = b.path("src/ljexec.zig"),
+                .target = target,
+                .optimize = optimize,
+                .single_threaded = true,
+                .strip = true,
+                .link_libc = false,
+            }),
+        });
+        b.installArtifact(ljexec);
     }
 
     const lib = b.addLibrary(.{ .name = "lightjail", .linkage = .dynamic, .root_module = lib_mod });
@@ -49,7 +63,7 @@ pub fn build(b: *std.Build) void {
 
     // Unit tests: the pure parts of both backends run on any host.
     const test_step = b.step("test", "Run the shim's unit tests");
-    for ([_][]const u8{ "src/spec.zig", "src/errtext.zig", "src/hide.zig", "src/seccomp.zig", "src/freebsd_params.zig", "src/freebsd_steps.zig", "src/warm.zig", "src/idmap.zig", "src/clone3.zig", "src/table.zig", "src/ended.zig", "src/cgroup_layout.zig", "src/netlink.zig", "src/netwire.zig", "src/netlease.zig" }) |file| {
+    for ([_][]const u8{ "src/spec.zig", "src/errtext.zig", "src/hide.zig", "src/seccomp.zig", "src/freebsd_params.zig", "src/freebsd_steps.zig", "src/warm.zig", "src/idmap.zig", "src/clone3.zig", "src/table.zig", "src/ended.zig", "src/cgroup_layout.zig", "src/netlink.zig", "src/netwire.zig", "src/netlease.zig", "src/ljexec.zig" }) |file| {
         const t = b.addTest(.{ .root_module = b.createModule(.{
             .root_source_file = b.path(file),
             .target = b.graph.host,

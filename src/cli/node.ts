@@ -63,11 +63,6 @@ const runCommand = defineCommand({
       description: "seconds a cached release layer no pod uses is kept",
       default: "600",
     },
-    "exec-probes": {
-      type: "boolean",
-      description: "run pods' exec probes (their commands run without the container's seccomp filter)",
-      default: false,
-    },
   },
   async run({ args }) {
     const { parseQuantity } = await import("../node/quantity.ts");
@@ -91,7 +86,6 @@ const runCommand = defineCommand({
       },
       maxPods: positiveInt(args["max-pods"], "--max-pods"),
       heartbeatSeconds: positiveInt(args.heartbeat, "--heartbeat"),
-      execProbes: args["exec-probes"],
       releases,
       imageGraceSeconds: positiveInt(args["image-grace"], "--image-grace", 0),
     });

@@ -38,12 +38,6 @@ export interface NodeOptions {
   maxPods: number;
   /** Lease renewal period; the node's status is reported every few of them. */
   heartbeatSeconds: number;
-  /**
-   * Runs exec probes (off by default): the probe's command enters the container's namespaces,
-   * root, cgroups and uid with no_new_privs, but not its seccomp filter, so a tenant's probe
-   * reaches more of the kernel than its container does. Off, such pods are refused.
-   */
-  execProbes?: boolean;
   /** The lj serve release images come from, and the node token (none: world images only). */
   releases?: ReleaseSource;
   /** How long a cached release layer no pod uses is kept (default 600 s). */
@@ -383,7 +377,6 @@ export class NodeAgent {
     return {
       nodeName: this.opts.name,
       hostIP: this.opts.address,
-      execProbes: this.opts.execProbes ?? false,
       releases: this.images,
       changed: (p: PodRunner) => this.report(p),
       // A node on loopback (one machine, tests) reaches its jails directly: nothing to publish.

@@ -20,8 +20,6 @@ import type { ReleaseImages } from "./release-images.ts";
 export interface PodHost {
   nodeName: string;
   hostIP: string;
-  /** Exec probes are allowed (NodeOptions.execProbes). */
-  execProbes: boolean;
   /** Where release images come from (null: the node runs world images only). */
   releases: ReleaseImages | null;
   /** The pod's status changed: report it (the host batches reports). */
@@ -99,15 +97,6 @@ export class PodRunner {
     const spec = this.pod.spec;
     if ((spec?.containers?.length ?? 0) !== 1 || (spec?.initContainers?.length ?? 0) > 0) {
       this.fail("Unsupported", "lightjail nodes run pods of exactly one container (no init containers)");
-      return;
-    }
-    const c = spec?.containers?.[0];
-    const exec = [c?.readinessProbe, c?.livenessProbe, c?.startupProbe].some((p) => p?.exec);
-    if (exec && !this.host.execProbes) {
-      this.fail(
-        "Unsupported",
-        "exec probes are off on this node (lj node run --exec-probes turns them on): they run without the container's seccomp filter",
-      );
       return;
     }
     if (spec?.hostNetwork) {
@@ -256,6 +245,7 @@ export class PodRunner {
       uid: spec.uid ?? 0,
       gid: spec.gid ?? 0,
       env: spec.env ?? {},
+      cwd: spec.cwd,
       ports: c.ports ?? [],
     };
     // Probes wait for the jail's network: before its veth is up, the pod's address routes

@@ -1,10 +1,11 @@
 /**
  * Container probes as the kubelet runs them: HTTP GET (a status from 200 to 399 passes), TCP
  * connect, and exec (exit status 0 passes). HTTP and TCP probes go from the node to the pod's
- * address; exec runs the command inside the container's jail (its namespaces, root, cgroups
- * and uid, with no_new_privs), as `kubectl exec` would.
+ * address; exec runs the command inside the container's jail as confined as the container's
+ * own process (src/jail/exec.ts).
  */
 import type { V1ContainerPort, V1Probe } from "@kubernetes/client-node";
+import { execInJail } from "../jail/exec.ts";
 import type { Jail } from "../jail/spawn.ts";
 
 export interface ProbeTarget {
@@ -13,6 +14,8 @@ export interface ProbeTarget {
   uid: number;
   gid: number;
   env: Record<string, string>;
+  /** The container's working directory in its jail. */
+  cwd?: string;
   ports: V1ContainerPort[];
 }
 
@@ -98,57 +101,7 @@ function tcpProbe(host: string, port: number, timeoutMs: number): Promise<boolea
   });
 }
 
-/**
- * Runs a command in a running jail: first into the jail's cgroups (a shell on the host writes
- * its own pid there), then no_new_privs (setpriv), then into the namespaces and root of the
- * jail's first process as the container's uid and gid (nsenter). What the command starts dies
- * with the probe's timeout.
- */
-export async function execInJail(
-  command: string[],
-  t: Pick<ProbeTarget, "jail" | "uid" | "gid" | "env">,
-  timeoutMs: number,
-): Promise<{ code: number; output: string }> {
-  const join =
-    'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1/cgroup.procs" || exit 126; shift; n=$((n-1)); done; exec "$@"';
-  const argv = [
-    "/bin/sh",
-    "-c",
-    join,
-    "sh",
-    String(t.jail.cgroups.length),
-    ...t.jail.cgroups,
-    "setpriv",
-    "--no-new-privs",
-    "--",
-    "nsenter",
-    `--target=${t.jail.pid}`,
-    "--mount",
-    "--uts",
-    "--ipc",
-    "--net",
-    "--pid",
-    "--root",
-    "--wd",
-    `--setuid=${t.uid}`,
-    `--setgid=${t.gid}`,
-    "--",
-    ...command,
-  ];
-  const p = Bun.spawn(argv, {
-    env: t.env,
-    stdio: ["ignore", "pipe", "pipe"],
-    timeout: timeoutMs,
-    killSignal: "SIGKILL",
-  });
-  const [out, err, code] = await Promise.all([
-    new Response(p.stdout).text(),
-    new Response(p.stderr).text(),
-    p.exited,
-  ]);
-  return { code, output: out + err };
-}
-
 async function execProbe(command: string[], t: ProbeTarget, timeoutMs: number): Promise<boolean> {
-  return (await execInJail(command, t, timeoutMs)).code === 0;
+  const r = await execInJail(t.jail, command, { uid: t.uid, gid: t.gid, env: t.env, cwd: t.cwd, timeoutMs });
+  return r.code === 0 && !r.timedOut;
 }

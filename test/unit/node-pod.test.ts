@@ -2,11 +2,10 @@ import { describe, expect, test } from "bun:test";
 import type { V1Pod } from "@kubernetes/client-node";
 import { type PodHost, PodRunner } from "../../src/node/pod.ts";
 
-const host = (execProbes: boolean): PodHost & { changes: number } => {
+const host = (): PodHost & { changes: number } => {
   const h = {
     nodeName: "n1",
     hostIP: "127.0.0.1",
-    execProbes,
     changes: 0,
     changed() {
       h.changes += 1;
@@ -18,7 +17,7 @@ const host = (execProbes: boolean): PodHost & { changes: number } => {
   return h;
 };
 
-const withExecProbe: V1Pod = {
+const pod = (spec: Partial<NonNullable<V1Pod["spec"]>>): V1Pod => ({
   metadata: { name: "p", namespace: "default", uid: "u1" },
   spec: {
     nodeName: "n1",
@@ -30,18 +29,36 @@ const withExecProbe: V1Pod = {
         readinessProbe: { exec: { command: ["true"] } },
       },
     ],
+    ...spec,
   },
-};
+});
+
+function refused(p: V1Pod): { phase: string; reason: string; message: string; changes: number } {
+  const h = host();
+  const r = new PodRunner(p, h);
+  r.start();
+  return { ...(r.status() as { phase: string; reason: string; message: string }), changes: h.changes };
+}
 
 describe("a node's pods", () => {
-  test("a pod with an exec probe is refused where exec probes are off (the default)", () => {
-    const h = host(false);
-    const r = new PodRunner(withExecProbe, h);
-    r.start();
-    const s = r.status() as { phase: string; reason: string; message: string };
+  // Exec probes are not among the refusals: they run as confined as the container (test/exec.test.ts).
+  test("a pod on the host network is refused", () => {
+    const s = refused(pod({ hostNetwork: true }));
     expect(s.phase).toBe("Failed");
     expect(s.reason).toBe("Unsupported");
-    expect(s.message).toContain("lj node run --exec-probes");
-    expect(h.changes).toBe(1);
+    expect(s.message).toContain("host network");
+    expect(s.changes).toBe(1);
+  });
+
+  test("a pod of two containers, or with an init container, is refused", () => {
+    const two = pod({});
+    two.spec!.containers.push({ name: "d", image: "lj.local/world:test" });
+    const init = pod({ initContainers: [{ name: "i", image: "lj.local/world:test" }] });
+    for (const p of [two, init]) {
+      const s = refused(p);
+      expect(s.phase).toBe("Failed");
+      expect(s.reason).toBe("Unsupported");
+      expect(s.message).toContain("exactly one container");
+    }
   });
 });

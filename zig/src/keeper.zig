@@ -265,31 +265,6 @@ fn payload(a: Args) noreturn {
 
     if (errno(linux.chdir(a.cwd))) |e| fatalOn(sfd, e, "chdir ", std.mem.span(a.cwd));
     mark("payload identity");
-    const e = execvpe(a.argv, a.envp);
+    const e = sys.execvpe(a.argv, a.envp);
     fatalOn(sfd, e, "exec ", std.mem.span(a.argv[0].?));
-}
-
-/// execve, searching PATH (from the payload's own environment) for names without a slash.
-fn execvpe(argv: [*:null]const ?[*:0]const u8, envp: [*:null]const ?[*:0]const u8) linux.E {
-    const file = std.mem.span(argv[0].?);
-    if (file.len == 0) return .NOENT;
-    if (std.mem.indexOfScalar(u8, file, '/') != null) return errno(linux.execve(argv[0].?, argv, envp)) orelse .NOEXEC;
-
-    var search: []const u8 = sys.default_path;
-    var i: usize = 0;
-    while (envp[i]) |kv| : (i += 1) {
-        const s = std.mem.span(kv);
-        if (std.mem.startsWith(u8, s, "PATH=")) search = s[5..];
-    }
-    var first: linux.E = .NOENT;
-    var it = std.mem.splitScalar(u8, search, ':');
-    while (it.next()) |dir| {
-        var buf: [4096]u8 = undefined;
-        const d = if (dir.len == 0) "." else dir;
-        const full = std.fmt.bufPrintZ(&buf, "{s}/{s}", .{ d, file }) catch continue;
-        const err = errno(linux.execve(full.ptr, argv, envp)) orelse .NOEXEC;
-        // Like execvp: remember a permission problem, keep looking past plain absence.
-        if (err == .ACCES) first = .ACCES else if (err != .NOENT and err != .NOTDIR) return err;
-    }
-    return first;
 }

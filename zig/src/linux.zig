@@ -96,14 +96,6 @@ fn ownerPidfd() i32 {
     return fd;
 }
 
-/// Whether the process `pidfd` refers to has ended (its pidfd polls readable).
-fn ended(pidfd: i32) bool {
-    if (pidfd < 0) return false;
-    var p = [1]linux.pollfd{.{ .fd = pidfd, .events = linux.POLL.IN, .revents = 0 }};
-    const rc = linux.poll(&p, 1, 0);
-    return errno(rc) == null and rc > 0 and p[0].revents & linux.POLL.IN != 0;
-}
-
 fn fail(err: errtext.CBuf, e: linux.E, comptime fmt: []const u8, args: anytype) error{Failed} {
     _ = err.set(errnoCode(e), fmt, args);
     last_errno = errnoCode(e);
@@ -529,7 +521,7 @@ fn child(ctx: *ChildCtx) noreturn {
     // no signal: its pidfd says so (and without pidfds, the keeper's read of the sync pipe
     // catches an owner that died before writing the go byte).
     _ = linux.prctl(@intFromEnum(linux.PR.SET_PDEATHSIG), linux.SIG.KILL, 0, 0, 0);
-    if (ended(fds.owner)) linux.exit_group(127);
+    if (sys.pidfdEnded(fds.owner)) linux.exit_group(127);
 
     // The child starts with a copy of every descriptor the owner has: other jails' pipes among
     // them. Holding those (a pre-made jail may wait a long time) would keep other jails from

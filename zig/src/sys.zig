@@ -101,6 +101,39 @@ pub fn loopbackUp() ?struct { e: linux.E, step: []const u8 } {
     return null;
 }
 
+/// execve, searching PATH (from `envp`, else default_path) for names without a slash.
+pub fn execvpe(argv: [*:null]const ?[*:0]const u8, envp: [*:null]const ?[*:0]const u8) linux.E {
+    const file = std.mem.span(argv[0].?);
+    if (file.len == 0) return .NOENT;
+    if (std.mem.indexOfScalar(u8, file, '/') != null) return errno(linux.execve(argv[0].?, argv, envp)) orelse .NOEXEC;
+
+    var search: []const u8 = default_path;
+    var i: usize = 0;
+    while (envp[i]) |kv| : (i += 1) {
+        const s = std.mem.span(kv);
+        if (std.mem.startsWith(u8, s, "PATH=")) search = s[5..];
+    }
+    var first: linux.E = .NOENT;
+    var it = std.mem.splitScalar(u8, search, ':');
+    while (it.next()) |dir| {
+        var buf: [4096]u8 = undefined;
+        const d = if (dir.len == 0) "." else dir;
+        const full = std.fmt.bufPrintZ(&buf, "{s}/{s}", .{ d, file }) catch continue;
+        const err = errno(linux.execve(full.ptr, argv, envp)) orelse .NOEXEC;
+        // Like execvp: remember a permission problem, keep looking past plain absence.
+        if (err == .ACCES) first = .ACCES else if (err != .NOENT and err != .NOTDIR) return err;
+    }
+    return first;
+}
+
+/// Whether the process `pidfd` refers to has ended (its pidfd polls readable).
+pub fn pidfdEnded(pidfd: i32) bool {
+    if (pidfd < 0) return false;
+    var p = [1]linux.pollfd{.{ .fd = pidfd, .events = linux.POLL.IN, .revents = 0 }};
+    const rc = linux.poll(&p, 1, 0);
+    return errno(rc) == null and rc > 0 and p[0].revents & linux.POLL.IN != 0;
+}
+
 /// The errno of a raw syscall return value, or null on success.
 pub fn errno(rc: usize) ?linux.E {
     const e = linux.E.init(rc);
