@@ -449,9 +449,17 @@ fn exists(path: []const u8) bool {
     return true;
 }
 
+/// Whether an interface of this name is on the host: an index lookup (RCU only), which never
+/// waits on sysfs while other jails' veths are being made or removed.
 fn vethExists(name: []const u8) bool {
-    var b: [64]u8 = undefined;
-    return exists(std.fmt.bufPrint(&b, "/sys/class/net/{s}", .{name}) catch return false);
+    if (name.len == 0 or name.len >= linux.IFNAMESIZE) return false;
+    const rc = linux.socket(linux.AF.UNIX, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0);
+    if (linux.E.init(rc) != .SUCCESS) return false;
+    const fd: i32 = @intCast(rc);
+    defer _ = linux.close(fd);
+    var req = std.mem.zeroes(linux.ifreq);
+    @memcpy(req.ifrn.name[0..name.len], name);
+    return linux.E.init(linux.ioctl(fd, linux.SIOCGIFINDEX, @intFromPtr(&req))) == .SUCCESS;
 }
 
 var tmp_seq = std.atomic.Value(u32).init(0);
