@@ -307,16 +307,15 @@ describe("lj run", () => {
   });
 
   rootTest("the window size follows the client's terminal", async () => {
-    const r = await ljOnPty(
-      ["run", "runner", "--", "sh", "-c", "stty size; echo ready; read x; stty size"],
-      e,
-      [
-        { after: "ready", resize: [40, 100] },
-        { after: "ready", type: "x\r" },
-      ],
-    );
+    // The resize reaches the client as SIGWINCH, whenever its handler runs: the jail waits
+    // (up to 5 s) for its terminal's size to change, then reports it.
+    const script =
+      'stty size; echo ready; for i in $(seq 100); do s=$(stty size); [ "$s" != "33 111" ] && break; sleep 0.05; done; echo "now $s"';
+    const r = await ljOnPty(["run", "runner", "--", "sh", "-c", script], e, [
+      { after: "ready", resize: [40, 100] },
+    ]);
     expect(r.output).toContain("33 111");
-    expect(r.output).toContain("40 100");
+    expect(r.output).toContain("now 40 100");
     expect(r.code).toBe(0);
   });
 
