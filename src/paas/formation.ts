@@ -81,6 +81,8 @@ export interface FormationParts {
   spawner: Spawner;
   /** Called whenever an app's set of healthy web targets may have changed. */
   changed: () => void;
+  /** Resolves once the edge serves the targets as they are now. */
+  edgeSynced: () => Promise<void>;
   /** How long a new web process may take to accept connections. */
   healthTimeoutMs: number;
 }
@@ -129,6 +131,7 @@ export class Formation {
     this.sets.set(app, set);
     this.p.changed();
     if (old) {
+      await this.p.edgeSynced();
       log(`-----> Stopping v${old.release} processes`);
       await old.stop();
     }

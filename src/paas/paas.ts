@@ -52,6 +52,11 @@ export class Paas {
   readonly apps: Apps;
   private readonly listeners = new Set<() => void>();
   private closed = false;
+  /**
+   * Resolves once the edge serves the current targets (lj serve sets it): a deploy stops the
+   * old release's instances only after the edge no longer sends them new requests.
+   */
+  edgeSynced: () => Promise<void> = async () => {};
 
   constructor(opts: PaasOptions = {}) {
     // Tenants' data is root's alone on the host; jails reach it through bind mounts.
@@ -76,6 +81,7 @@ export class Paas {
       logs,
       spawner,
       changed,
+      edgeSynced: () => this.edgeSynced(),
       healthTimeoutMs: opts.healthTimeoutMs ?? 30_000,
     });
     const runs = new Runs(db, specs, logs, spawner);

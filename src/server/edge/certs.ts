@@ -99,6 +99,11 @@ export class CertManager {
     }
   }
 
+  /** Where a name's certificate and key are kept (the nginx edge reads them there). */
+  files(name: string): { cert: string; key: string } {
+    return { cert: join(this.o.dir, `${name}.crt`), key: join(this.o.dir, `${name}.key`) };
+  }
+
   get(name: string): Cert | null {
     const c = this.certs.get(name);
     return c && c.notAfter > Date.now() ? c : null;
