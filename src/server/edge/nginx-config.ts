@@ -247,9 +247,9 @@ http {
     "~^(?<s>[0-9]+)\\.(?<f>[0-9]+)$" $s$f;
     default $request_time;
   }
-  # Only a refusal of nginx's own (no upstream status) says why.
+  # Only a refusal of nginx's own (not an app's 413) says why.
   map "$status:$upstream_status" $lj_why {
-    "413:" ${str(` (${tooLargeWhy(s.maxBodyBytes)})`)};
+    "~^413:(?!.*413$)" ${str(` (${tooLargeWhy(s.maxBodyBytes)})`)};
     default "";
   }
   map $status $lj_report {
