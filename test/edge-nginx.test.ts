@@ -21,6 +21,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Server, Subprocess } from "bun";
+import { startServe } from "../scripts/serve-process.ts";
 import { edgeKind } from "../src/cli/serve.ts";
 import { LjError } from "../src/errors.ts";
 import { CertManager } from "../src/server/edge/certs.ts";
@@ -486,6 +487,60 @@ describe("the nginx edge", () => {
         expect(readFileSync(f.accessLog, "utf8")).not.toMatch(/ hot GET \/ 5\d\d /);
       } finally {
         for (const p of apps) p.kill();
+      }
+    },
+    60_000,
+  );
+});
+
+describe("lj serve --edge nginx as a process", () => {
+  rootTest(
+    "kill -9 of lj serve ends its nginx; a restart on the same port leaves exactly one master, serving",
+    async () => {
+      const root = mkdtempSync(join(tmpdir(), "lj-nginx-restart-"));
+      const port = freePort("127.0.0.1");
+      const envs = {
+        ...process.env,
+        LIGHTJAIL_ROOT: root,
+        LJ_SUBNET: "10.238.41.0/24",
+        LJ_TEST_EDGE: "nginx",
+        LJ_TEST_PORT: String(port),
+      };
+      const prefix = join(root, "edge", "nginx");
+      const serve = () =>
+        startServe([process.execPath, join(import.meta.dir, "fixtures/paas/serve-fake.ts")], envs);
+      const apps = async (x: { url: string; token: string }) =>
+        (await fetch(`${x.url}/api/v1/apps`, { headers: { authorization: `Bearer ${x.token}` } })).status;
+      try {
+        const a = await serve();
+        expect(a.url).toBe(`http://127.0.0.1:${port}`);
+        expect(await apps(a)).toBe(200);
+        const masters = () => nginxIn(prefix).filter((p) => !nginxIn(prefix).some((q) => q.pid === p.ppid));
+        expect(masters().length).toBe(1);
+        expect(nginxIn(prefix).length).toBeGreaterThan(1);
+        a.proc.kill("SIGKILL");
+        await a.proc.exited;
+        // The master got SIGTERM when its parent died and ended its workers.
+        await until(() => nginxIn(prefix).length === 0, 5000, "nginx gone with lj serve");
+        const b = await serve();
+        expect(await apps(b)).toBe(200);
+        expect(masters().length).toBe(1);
+        // Again, with the dead server's nginx still there when the next one starts (stopped
+        // until then): whichever ends it, one master is left.
+        const before = masters()[0]!.pid;
+        Bun.spawnSync(["kill", "-STOP", String(before)]);
+        b.proc.kill("SIGKILL");
+        await b.proc.exited;
+        Bun.spawnSync(["kill", "-CONT", String(before)]);
+        const c = await serve();
+        expect(await apps(c)).toBe(200);
+        expect(masters().length).toBe(1);
+        expect(masters()[0]!.pid).not.toBe(before);
+        c.proc.kill("SIGTERM");
+        await c.proc.exited;
+        expect(nginxIn(prefix)).toEqual([]);
+      } finally {
+        Bun.spawnSync(["rm", "-rf", root]);
       }
     },
     60_000,

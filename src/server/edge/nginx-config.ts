@@ -16,8 +16,11 @@ export interface NginxTables {
   routes: Record<string, Target[]>;
   /** Custom domains: name -> app. */
   domains: Record<string, string>;
-  /** Names with a valid certificate, and where its files are. */
-  certs: { name: string; cert: string; key: string }[];
+  /**
+   * Names with a valid certificate, where its files are, and its end of validity (a renewed
+   * certificate changes the file: nginx reads the new one when it reloads).
+   */
+  certs: { name: string; cert: string; key: string; notAfter: number }[];
 }
 
 export interface NginxSettings {
@@ -207,6 +210,7 @@ ${challengeLocation()}    location / {
   server {
     listen ${listenAddr(s.hostname, httpsPort)} ssl;
     server_name ${c.name};
+    # valid until ${new Date(c.notAfter).toISOString()}
     ssl_certificate ${c.cert};
     ssl_certificate_key ${c.key};
 ${appBody(s, t.domains[c.name]!, t.routes[t.domains[c.name]!]!)}  }

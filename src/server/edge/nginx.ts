@@ -244,7 +244,11 @@ export class NginxEdge {
   }
 
   private tables(): NginxTables {
-    const certs = (this.o.certs?.active() ?? []).map(([name]) => ({ name, ...this.o.certs!.files(name) }));
+    const certs = (this.o.certs?.active() ?? []).map(([name, c]) => ({
+      name,
+      notAfter: c.notAfter,
+      ...this.o.certs!.files(name),
+    }));
     return { routes: this.o.routes(), domains: this.o.domains(), certs };
   }
 
