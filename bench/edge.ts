@@ -1,14 +1,17 @@
 /**
  * The edge against nginx: one small node app behind (a) nothing, (b) nginx with an upstream
- * keep-alive pool, (c) lightjail's edge (its worker processes, as lj serve runs them), over HTTP
- * and HTTPS, each measured with wrk (2 threads, 50 connections, 8 s). nginx runs
- * `worker_processes auto` and the edge as many workers (one per core), so both use the same
- * cores. The last line is JSON with lj/nginx ratios of requests/s and p99.
+ * keep-alive pool, (c) lightjail's edge as lj serve runs it with `--edge nginx` (its own nginx,
+ * configured from its tables: src/server/edge/nginx.ts), and (d) the built-in edge (Bun worker
+ * processes), over HTTP and HTTPS, each measured with wrk (2 threads, 50 connections, 8 s). The
+ * yardstick nginx and both edges run as many workers (one per core) and the same keep-alive
+ * pool (64 idle connections per worker), and both nginx write an access log the same way (4 KiB
+ * buffers flushed every 250 ms). The last line is JSON: lj/nginx ratios of requests/s and p99
+ * for the nginx edge (`http`, `https`) and the built-in one (`builtin`).
  *
  *   bun bench/edge.ts [--duration 8] [--connections 50] [--edge-workers N] [--rounds R]
- *     (--edge-workers 0: the edge in one process; --rounds: the peers alternate R times, and the
- *     JSON gives the median of the per-round ratios; --nginx-log off: nginx without the access
- *     log that the edge always writes)
+ *     (--edge-workers 0: the built-in edge in one process; --rounds: the peers alternate R
+ *     times, and the JSON gives the median of the per-round ratios; --nginx-log off: the
+ *     yardstick without an access log; --edge nginx|builtin: --churn against that one)
  *   bun bench/edge.ts --churn [--connections 1500] [--duration 30]   # 5xx count + another app's p50
  *
  * Needs wrk, nginx, node and openssl (scripts/bootstrap.sh installs them). Loopback only.
@@ -20,6 +23,7 @@ import { parseArgs } from "node:util";
 import type { Subprocess } from "bun";
 import { CertManager } from "../src/server/edge/certs.ts";
 import { Edge } from "../src/server/edge/edge.ts";
+import { findNginx, NginxEdge } from "../src/server/edge/nginx.ts";
 import { Router } from "../src/server/edge/router.ts";
 import { EdgeWorkers } from "../src/server/edge/workers.ts";
 
@@ -31,6 +35,7 @@ const { values: a } = parseArgs({
     "edge-workers": { type: "string" },
     rounds: { type: "string" },
     "nginx-log": { type: "string" },
+    edge: { type: "string" },
   },
 });
 const cores = availableParallelism();
@@ -148,8 +153,8 @@ error_log ${dir}/nginx.err;
 daemon off;
 events { worker_connections 8192; }
 http {
-  ${nginxLog ? `access_log ${dir}/nginx-access.log combined buffer=64k flush=1s;` : "access_log off;"}
-  upstream app { server 127.0.0.1:${app}; keepalive 64; }
+  ${nginxLog ? `access_log ${dir}/nginx-access.log combined buffer=4k flush=250ms;` : "access_log off;"}
+  upstream app { server 127.0.0.1:${app}; keepalive 64; keepalive_timeout 4s; }
   server {
     listen 127.0.0.1:${http};
     listen 127.0.0.1:${https} ssl;
@@ -208,13 +213,46 @@ async function wrk(url: string, host: string, c = conns, d = duration): Promise<
   };
 }
 
-/** The edge as lj serve runs it: worker processes on shared ports, or (0) one in this process. */
+type Routes = Record<string, { address: string; port: number }[]>;
+
+/**
+ * An edge as lj serve runs it: its nginx (`--edge nginx`), or the built-in one in worker
+ * processes on shared ports (or, with --edge-workers 0, in this process).
+ */
 async function startEdge(
-  routes: Record<string, { address: string; port: number }[]>,
+  kind: "nginx" | "builtin",
+  routes: Routes,
+  domains: Record<string, string>,
   domain: string,
   certs: CertManager | null,
 ): Promise<{ port: number; httpsPort: number | undefined; pids(): number[]; stop(): Promise<void> }> {
   const other = () => new Response("not an app", { status: 404 });
+  if (kind === "nginx") {
+    const e = await NginxEdge.start({
+      nginx: findNginx()!,
+      prefix: join(dir, "lj-nginx"),
+      hostname: "127.0.0.1",
+      port: 0,
+      httpsPort: certs ? 0 : undefined,
+      domain,
+      maxBodyBytes: 1 << 30,
+      maxRequestBodySize: 1 << 30,
+      workers: String(Math.max(1, workerCount)),
+      keepalive: 64,
+      routes: () => routes,
+      domains: () => domains,
+      certs: certs ?? undefined,
+      other,
+      accessLog: join(dir, "lj-access.log"),
+      log: (line) => console.error(line),
+    });
+    return {
+      port: e.port,
+      httpsPort: e.httpsPort,
+      pids: () => withChildren(e.pid!),
+      stop: () => e.stop(),
+    };
+  }
   if (workerCount > 0) {
     const w = await EdgeWorkers.start({
       count: workerCount,
@@ -224,7 +262,7 @@ async function startEdge(
       domain,
       maxRequestBodySize: 1 << 30,
       routes: () => routes,
-      domains: () => ({}),
+      domains: () => domains,
       certs: certs ?? undefined,
       other,
       access: () => {},
@@ -239,7 +277,11 @@ async function startEdge(
       stop: () => w.stop(),
     };
   }
-  const router = new Router({ domain, targets: (app) => routes[app] ?? null });
+  const router = new Router({
+    domain,
+    targets: (app) => routes[app] ?? null,
+    domains: { appFor: (h) => domains[h] ?? null },
+  });
   const e = new Edge({
     hostname: "127.0.0.1",
     port: 0,
@@ -268,7 +310,9 @@ async function main() {
     nodeApp(calmPort);
     await waitPort(calmPort);
     const edge = await startEdge(
+      a.edge === "builtin" ? "builtin" : "nginx",
       { web: [{ address: "127.0.0.1", port: appPort }], calm: [{ address: "127.0.0.1", port: calmPort }] },
+      {},
       domain,
       null,
     );
@@ -290,6 +334,7 @@ async function main() {
     const q = (f: number) => Number(times[Math.floor(f * (times.length - 1))]!.toFixed(2));
     await edge.stop();
     const res = {
+      edge: a.edge === "builtin" ? "builtin" : "nginx",
       connections: conns,
       seconds: duration,
       requests: w.requests,
@@ -302,9 +347,9 @@ async function main() {
     return;
   }
 
-  // HTTP goes to web.<domain>; HTTPS to secure.<domain>, the name with a certificate (the
-  // edge sends plain HTTP for that one to HTTPS, as lj serve does).
-  const secure = `secure.${domain}`;
+  // HTTP goes to web.<domain>; HTTPS to secure.example, a custom domain of the same app with a
+  // certificate (the edges send plain HTTP for that one to HTTPS, as lj serve does).
+  const secure = "secure.example";
   const tls = selfSigned(secure);
   const certs = new CertManager({
     dir: join(dir, "certs"),
@@ -314,7 +359,9 @@ async function main() {
   });
   certs.put(secure, await Bun.file(tls.cert).text(), await Bun.file(tls.key).text());
   const target = [{ address: "127.0.0.1", port: appPort }];
-  const edge = await startEdge({ web: target, secure: target }, domain, certs);
+  const domains = { [secure]: "web" };
+  const edge = await startEdge("nginx", { web: target }, domains, domain, certs);
+  const builtin = await startEdge("builtin", { web: target }, domains, domain, certs);
   const [nh, ns] = [free(), free()];
   startNginx(appPort, nh, ns, tls);
   await waitPort(nh);
@@ -340,10 +387,13 @@ async function main() {
     await run("direct", `http://127.0.0.1:${appPort}/`, host);
     await run("nginx", `http://127.0.0.1:${nh}/`, host, ngPids);
     await run("lj", `http://127.0.0.1:${edge.port}/`, host, edge.pids);
+    await run("builtin", `http://127.0.0.1:${builtin.port}/`, host, builtin.pids);
     await run("nginx-https", `https://127.0.0.1:${ns}/`, secure, ngPids);
     await run("lj-https", `https://127.0.0.1:${edge.httpsPort}/`, secure, edge.pids);
+    await run("builtin-https", `https://127.0.0.1:${builtin.httpsPort}/`, secure, builtin.pids);
   }
   await edge.stop();
+  await builtin.stop();
   const median = (xs: number[]) => {
     const s = [...xs].sort((x, y) => x - y);
     const m = s.length >> 1;
@@ -365,6 +415,14 @@ async function main() {
       https: {
         rpsRatio: ratios("lj-https", "nginx-https", "rps"),
         p99Ratio: ratios("lj-https", "nginx-https", "p99"),
+      },
+      edge: "nginx",
+      builtin: {
+        http: { rpsRatio: ratios("builtin", "nginx", "rps"), p99Ratio: ratios("builtin", "nginx", "p99") },
+        https: {
+          rpsRatio: ratios("builtin-https", "nginx-https", "rps"),
+          p99Ratio: ratios("builtin-https", "nginx-https", "p99"),
+        },
       },
       rounds,
       nginxAccessLog: nginxLog,

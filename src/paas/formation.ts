@@ -130,8 +130,9 @@ export class Formation {
     const old = this.sets.get(app);
     this.sets.set(app, set);
     this.p.changed();
+    // The edge serves the new set before the deploy says so and before the old set stops.
+    await this.p.edgeSynced();
     if (old) {
-      await this.p.edgeSynced();
       log(`-----> Stopping v${old.release} processes`);
       await old.stop();
     }

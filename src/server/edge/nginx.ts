@@ -379,6 +379,7 @@ export class NginxEdge {
     const old = acceptingWorkers(master.pid);
     master.kill("SIGHUP");
     const served = await this.waitGeneration(this.generation, 10_000);
+    if (this.stopping) return;
     if (!served) throw new Error("nginx did not take the new configuration within 10 s");
     // The master tells the old workers to stop accepting only after the new ones started.
     const until = performance.now() + 5000;
