@@ -80,6 +80,7 @@ function toLjServe(): string {
       # Deploy logs follow for as long as a deploy runs; git pushes stream their bodies.
       proxy_read_timeout 1d;
       proxy_send_timeout 1d;
+      proxy_buffering off;
       client_max_body_size 0;
 `;
 }
@@ -115,52 +116,67 @@ ${pageLocation("lj502", 502, PAGES.badGateway(app, ""))}${pageLocation("lj503", 
 export const tooLargeWhy = (max: number) =>
   `the request body exceeds this server's limit of ${max} bytes (lj serve --max-body)`;
 
-/** The forwarding headers (forwarding.ts): the peer's own, or a trusted proxy's chain kept. */
-function forwardingMaps(s: NginxSettings): string {
-  const trusted = s.trustedProxies.map((c) => `    ${c} 1;\n`).join("");
-  // With trusted proxies the realip module walks X-Forwarded-For from the right to the first
-  // address that is not one of them: X-Real-IP. $realip_remote_addr stays the TCP peer.
-  const realip =
-    s.trustedProxies.length > 0
-      ? `${s.trustedProxies.map((c) => `  set_real_ip_from ${c};\n`).join("")}  real_ip_header X-Forwarded-For;
-  real_ip_recursive on;
-`
-      : "";
-  return `  geo $realip_remote_addr $lj_trusted {
-    default 0;
-${trusted}  }
-${realip}  map "$lj_trusted|$http_x_forwarded_for" $lj_xff {
-    "~^1\\|(?<v>.+)$" "$v, $realip_remote_addr";
-    default $realip_remote_addr;
-  }
-  map "$lj_trusted|$http_x_forwarded_proto" $lj_proto {
-    "~^1\\|(?<v>.+)$" $v;
-    default $scheme;
-  }
-  map "$lj_trusted|$http_x_forwarded_host" $lj_xhost {
-    "~^1\\|(?<v>.+)$" $v;
-    default $http_host;
-  }
-  map "$lj_trusted|$http_x_forwarded_port" $lj_xport {
-    "~^1\\|(?<v>.+)$" $v;
-    default "";
-  }
-  # RFC 7239: an IPv6 node in brackets and quoted; a host that is not a token quoted.
-  map $realip_remote_addr $lj_fwd_node {
+/**
+ * The forwarding headers (forwarding.ts): the peer's own, or a trusted proxy's chain kept. Each
+ * header's value is a variable set here; without trusted proxies (the usual case) they are the
+ * peer's alone, with no lookup per request beyond the two RFC 7239 quotings.
+ */
+function forwarding(s: NginxSettings): { maps: string; headers: string } {
+  // RFC 7239: an IPv6 node in brackets and quoted; a host that is not a token quoted.
+  const v6 = s.hostname.includes(":") || !/^[0-9.]+$/.test(s.hostname);
+  const nodeMap = v6
+    ? `  map $realip_remote_addr $lj_fwd_node {
     "~:" "\\"[$realip_remote_addr]\\"";
     default $realip_remote_addr;
   }
-  map $http_host $lj_fwd_host {
+`
+    : "";
+  const node = v6 ? "$lj_fwd_node" : "$realip_remote_addr";
+  const hostMap = `  map $http_host $lj_fwd_host {
     "~^[!#$%&'*+.^_\`|~0-9A-Za-z-]+$" ";host=$http_host";
     "~[\\"\\\\\\\\]" "";
     "" "";
     default ";host=\\"$http_host\\"";
   }
-  map "$lj_trusted|$http_forwarded" $lj_forwarded {
-    "~^1\\|(?<v>.+)$" "$v, for=$lj_fwd_node;proto=$scheme$lj_fwd_host";
-    default "for=$lj_fwd_node;proto=$scheme$lj_fwd_host";
+`;
+  const own = `for=${node};proto=$scheme$lj_fwd_host`;
+  const headers = (v: { xff: string; proto: string; host: string; port: string; forwarded: string }) =>
+    `  proxy_set_header X-Forwarded-For ${v.xff};
+  proxy_set_header X-Forwarded-Proto ${v.proto};
+  proxy_set_header X-Forwarded-Host ${v.host};
+  proxy_set_header X-Forwarded-Port ${v.port};
+  proxy_set_header X-Real-IP $remote_addr;
+  proxy_set_header Forwarded ${v.forwarded};
+`;
+  if (s.trustedProxies.length === 0)
+    return {
+      maps: nodeMap + hostMap,
+      headers: headers({ xff: "$remote_addr", proto: "$scheme", host: "$http_host", port: '""', forwarded: `"${own}"` }),
+    };
+  const trusted = s.trustedProxies.map((c) => `    ${c} 1;\n`).join("");
+  // The realip module walks X-Forwarded-For from the right to the first address that is not a
+  // trusted proxy: X-Real-IP ($remote_addr). $realip_remote_addr stays the TCP peer.
+  const kept = (name: string, header: string, fallback: string, value = "$v") => `  map "$lj_trusted|${header}" ${name} {
+    "~^1\\|(?<v>.+)$" "${value}";
+    default ${fallback};
   }
 `;
+  const maps = `  geo $realip_remote_addr $lj_trusted {
+    default 0;
+${trusted}  }
+${s.trustedProxies.map((c) => `  set_real_ip_from ${c};\n`).join("")}  real_ip_header X-Forwarded-For;
+  real_ip_recursive on;
+${kept("$lj_xff", "$http_x_forwarded_for", "$realip_remote_addr", "$v, $realip_remote_addr")}${kept("$lj_proto", "$http_x_forwarded_proto", "$scheme")}${kept("$lj_xhost", "$http_x_forwarded_host", "$http_host")}${kept("$lj_xport", "$http_x_forwarded_port", '""')}${nodeMap}${hostMap}${kept("$lj_forwarded", "$http_forwarded", `"${own}"`, `$v, ${own}`)}`;
+  return {
+    maps,
+    headers: headers({
+      xff: "$lj_xff",
+      proto: "$lj_proto",
+      host: "$lj_xhost",
+      port: "$lj_xport",
+      forwarded: "$lj_forwarded",
+    }),
+  };
 }
 
 export function renderNginxConfig(s: NginxSettings, t: NginxTables, generation: number): string {
@@ -174,6 +190,7 @@ export function renderNginxConfig(s: NginxSettings, t: NginxTables, generation: 
   }
   const withCert = new Set(t.certs.map((c) => c.name));
   const https = s.httpsPort !== undefined && t.certs.length > 0;
+  const fwd = forwarding(s);
   const upstreams = apps
     .filter((a) => t.routes[a]!.length > 0)
     .map(
@@ -237,10 +254,14 @@ http {
   scgi_temp_path ${s.prefix}/tmp/scgi;
   keepalive_timeout 120s;
   client_max_body_size ${s.maxBodyBytes};
-  # Bodies and answers stream both ways as the built-in router does (nothing written to disk).
+  # Request bodies stream to the app as they arrive. Answers are read into memory buffers as
+  # fast as the app writes them (never to disk: when they are full nginx stops reading); an app
+  # that streams (server-sent events) answers with \`X-Accel-Buffering: no\` to have each piece
+  # passed on at once.
   proxy_http_version 1.1;
   proxy_request_buffering off;
-  proxy_buffering off;
+  proxy_buffering on;
+  proxy_max_temp_file_size 0;
   proxy_read_timeout 300s;
   proxy_send_timeout 300s;
   proxy_connect_timeout 10s;
@@ -265,16 +286,10 @@ http {
     default upgrade;
     "" "";
   }
-${forwardingMaps(s)}  proxy_set_header Host $http_host;
+${fwd.maps}  proxy_set_header Host $http_host;
   proxy_set_header Upgrade $http_upgrade;
   proxy_set_header Connection $lj_connection;
-  proxy_set_header X-Forwarded-For $lj_xff;
-  proxy_set_header X-Forwarded-Proto $lj_proto;
-  proxy_set_header X-Forwarded-Host $lj_xhost;
-  proxy_set_header X-Forwarded-Port $lj_xport;
-  proxy_set_header X-Real-IP $remote_addr;
-  proxy_set_header Forwarded $lj_forwarded;
-
+${fwd.headers}
   upstream lj_serve {
     server 127.0.0.1:${s.otherPort};
     keepalive 16;
@@ -303,9 +318,14 @@ ${challengeLocation()}    location / {
   }
 ${appServers}${
   https
-    ? `  server {
+    ? `  # HTTPS without a name this server has a certificate for (no SNI): the first certificate,
+  # then routed by Host as over HTTP (lj serve for any Host that is not an app's).
+  server {
     listen ${listenAddr(s.hostname, httpsPort)} ssl default_server;
-    ssl_reject_handshake on;
+    ssl_certificate ${t.certs[0]!.cert};
+    ssl_certificate_key ${t.certs[0]!.key};
+    location / {
+${toLjServe()}    }
   }
 `
     : ""
