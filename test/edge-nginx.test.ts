@@ -319,6 +319,25 @@ describe("the nginx edge", () => {
     },
   );
 
+  rootTest("the access log is rotated by size while nginx keeps writing to it", async () => {
+    const f = await front({ accessLogRotation: { maxBytes: 4096, keep: 2 } });
+    const hit = async (n: number, path: string) => {
+      for (let i = 0; i < n; i++)
+        await (await fetch(`${f.url}${path}`, { headers: { host: "echo.n.test" } })).text();
+      await f.edge.flush();
+    };
+    await hit(80, "/first");
+    // The next tick (once a second) finds it full: copied to .1, emptied in place.
+    await until(() => existsSync(`${f.accessLog}.1`), 5000, "access.log.1");
+    expect(readFileSync(`${f.accessLog}.1`, "utf8")).toContain(" echo GET /first 200 ");
+    expect((statSync(`${f.accessLog}.1`).mode & 0o777).toString(8)).toBe("600");
+    await hit(3, "/after");
+    const now = readFileSync(f.accessLog, "utf8");
+    expect(now).toContain(" echo GET /after 200 ");
+    expect(now).not.toContain("\0");
+    expect(now.length).toBeLessThan(4096);
+  });
+
   rootTest("a change is served once synced() resolves; rapid changes share one reload", async () => {
     const f = await front();
     const second = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("second\n") });

@@ -151,12 +151,23 @@ function forwarding(s: NginxSettings): { maps: string; headers: string } {
   if (s.trustedProxies.length === 0)
     return {
       maps: nodeMap + hostMap,
-      headers: headers({ xff: "$remote_addr", proto: "$scheme", host: "$http_host", port: '""', forwarded: `"${own}"` }),
+      headers: headers({
+        xff: "$remote_addr",
+        proto: "$scheme",
+        host: "$http_host",
+        port: '""',
+        forwarded: `"${own}"`,
+      }),
     };
   const trusted = s.trustedProxies.map((c) => `    ${c} 1;\n`).join("");
   // The realip module walks X-Forwarded-For from the right to the first address that is not a
   // trusted proxy: X-Real-IP ($remote_addr). $realip_remote_addr stays the TCP peer.
-  const kept = (name: string, header: string, fallback: string, value = "$v") => `  map "$lj_trusted|${header}" ${name} {
+  const kept = (
+    name: string,
+    header: string,
+    fallback: string,
+    value = "$v",
+  ) => `  map "$lj_trusted|${header}" ${name} {
     "~^1\\|(?<v>.+)$" "${value}";
     default ${fallback};
   }

@@ -20,6 +20,7 @@ import { spawnSync } from "node:child_process";
 import {
   chmodSync,
   closeSync,
+  copyFileSync,
   existsSync,
   fstatSync,
   ftruncateSync,
@@ -32,11 +33,12 @@ import {
   renameSync,
   rmSync,
   statSync,
+  truncateSync,
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
 import type { Server, Subprocess, WebSocketHandler } from "bun";
-import { type LogRotation, logRotation, rotate } from "../../paas/rotate.ts";
+import { type LogRotation, logRotation } from "../../paas/rotate.ts";
 import type { CertManager } from "./certs.ts";
 import { type NginxSettings, type NginxTables, renderNginxConfig } from "./nginx-config.ts";
 import { freePort, privateListener } from "./private.ts";
@@ -107,6 +109,28 @@ function processesIn(dir: string): number[] {
   return out;
 }
 
+/**
+ * Rotates a log nginx keeps open: FILE.1 ... shift up (the oldest dropped), FILE's lines are
+ * copied to FILE.1 and FILE is emptied in place. nginx's workers cannot open the file again
+ * themselves (they run unprivileged, the log directory is root's alone), and a reload to have
+ * the master reopen it would end every idle client connection; nginx appends (O_APPEND), so
+ * after the truncation its writes start the file again. What nginx writes between the copy and
+ * the truncation (one buffer at most, within microseconds) is lost.
+ */
+export function copyTruncate(file: string, keep: number): void {
+  if (keep > 0) {
+    rmSync(`${file}.${keep}`, { force: true });
+    for (let n = keep - 1; n >= 1; n--) {
+      try {
+        renameSync(`${file}.${n}`, `${file}.${n + 1}`);
+      } catch {}
+    }
+    copyFileSync(file, `${file}.1`);
+    chmodSync(`${file}.1`, 0o600);
+  }
+  truncateSync(file, 0);
+}
+
 /** The hard limit on open files this process runs under (nginx's workers may raise theirs to it). */
 function openFilesLimit(): number {
   try {
@@ -152,7 +176,6 @@ export class NginxEdge {
   /** Changes asked for / applied (synced() waits for the first to reach the second). */
   private requested = 0;
   private applied = 0;
-  private forceNext = false;
   private waiters: { want: number; done: () => void }[] = [];
   private running: Promise<void> | null = null;
   private timer: ReturnType<typeof setTimeout> | null = null;
@@ -326,10 +349,9 @@ export class NginxEdge {
   }
 
   /** Routes, domains or certificates changed: the next reload carries them (batched). */
-  publish(force = false): void {
+  publish(): void {
     if (this.stopping) return;
     this.requested++;
-    if (force) this.forceNext = true;
     this.schedule();
   }
 
@@ -349,10 +371,8 @@ export class NginxEdge {
   private async applyAll(): Promise<void> {
     while (this.applied < this.requested && !this.stopping) {
       const upTo = this.requested;
-      const force = this.forceNext;
-      this.forceNext = false;
       try {
-        await this.apply(force);
+        await this.apply();
       } catch (e) {
         this.o.log(`edge: ${(e as Error).message}`);
       }
@@ -361,9 +381,9 @@ export class NginxEdge {
     }
   }
 
-  private async apply(force: boolean): Promise<void> {
+  private async apply(): Promise<void> {
     const text = this.render();
-    if (!force && text.body === this.current) return;
+    if (text.body === this.current) return;
     const bad = this.check(text.body, text.full);
     if (bad) {
       this.o.log(`edge: nginx refused the new configuration, the old one keeps serving: ${bad}`);
@@ -411,19 +431,17 @@ export class NginxEdge {
     this.readReport();
   }
 
-  /** Once a second: the access log rotated when full, the report lines passed to apps' logs. */
+  /**
+   * Once a second: the access log rotated when full (it can pass its size by a second's lines),
+   * the report lines passed to apps' logs.
+   */
   private tick(): void {
     this.readReport();
     let size = 0;
     try {
       size = statSync(this.o.accessLog).size;
     } catch {}
-    if (size >= this.rotation.maxBytes) {
-      // nginx writes on into the renamed file until the reload has new workers open the new one.
-      rotate(this.o.accessLog, this.rotation.keep);
-      this.createLog();
-      this.publish(true);
-    }
+    if (size >= this.rotation.maxBytes) copyTruncate(this.o.accessLog, this.rotation.keep);
   }
 
   /** The access log exists before nginx opens it, so that it keeps its mode 0600. */
