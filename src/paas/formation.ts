@@ -186,6 +186,7 @@ export class Formation {
       } else {
         const started = await set.scale(this.counts(formation, cur.slug));
         await set.healthy(started).catch(() => {}); // the supervisor keeps retrying; ps tells
+        await this.p.edgeSynced();
       }
       return this.ps(app);
     });
@@ -241,6 +242,7 @@ export class Formation {
     const set = this.sets.get(app);
     this.sets.delete(app);
     this.p.changed();
+    await this.p.edgeSynced();
     await set?.stop();
   }
 

@@ -60,9 +60,7 @@ export interface ServeOptions extends PaasOptions {
 export type EdgeKind = "nginx" | "builtin" | "auto";
 
 /** The edge `kind` means here: "auto" is nginx when its binary is found. */
-export function resolveEdge(
-  kind: EdgeKind = "builtin",
-): { kind: "nginx"; nginx: string } | { kind: "builtin" } {
+export function resolveEdge(kind: EdgeKind = "auto"): { kind: "nginx"; nginx: string } | { kind: "builtin" } {
   if (kind === "builtin") return { kind };
   const nginx = findNginx();
   if (nginx) return { kind: "nginx", nginx };

@@ -57,6 +57,15 @@ function str(s: string, vars = false): string {
 
 const listenAddr = (host: string, port: number) => `${host.includes(":") ? `[${host}]` : host}:${port}`;
 
+/**
+ * A server block's listen lines. "::" means every address, IPv4 too (as Bun's listeners take
+ * it): nginx gets a socket of each family, so IPv4 peers keep their plain addresses.
+ */
+function listenLines(host: string, port: number, extra = ""): string {
+  const hosts = host === "::" ? ["0.0.0.0", "::"] : [host];
+  return hosts.map((h) => `    listen ${listenAddr(h, port)}${extra};\n`).join("");
+}
+
 const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 /** Upstream names: apps are DNS labels, which nginx accepts as they are. */
@@ -191,7 +200,8 @@ ${kept("$lj_xff", "$http_x_forwarded_for", "$realip_remote_addr", "$v, $realip_r
 }
 
 export function renderNginxConfig(s: NginxSettings, t: NginxTables, generation: number): string {
-  const listen = listenAddr(s.hostname, s.port);
+  const listen = (extra = "") => listenLines(s.hostname, s.port, extra);
+  const listenTls = (extra = "") => listenLines(s.hostname, s.httpsPort ?? 0, ` ssl${extra}`);
   const suffix = `.${s.domain.toLowerCase()}`;
   const apps = Object.keys(t.routes).sort();
   const byApp = new Map<string, string[]>();
@@ -216,8 +226,7 @@ ${t.routes[a]!.map((x) => `    server ${listenAddr(x.address, x.port)} max_fails
     .map((a) => {
       const plain = (byApp.get(a) ?? []).filter((d) => !(https && withCert.has(d)));
       return `  server {
-    listen ${listen};
-    server_name ${[`${a}${suffix}`, ...plain].join(" ")};
+${listen()}    server_name ${[`${a}${suffix}`, ...plain].join(" ")};
 ${appBody(s, a, t.routes[a]!)}  }
 `;
     })
@@ -228,16 +237,14 @@ ${appBody(s, a, t.routes[a]!)}  }
         .filter((c) => t.routes[t.domains[c.name] ?? ""] !== undefined)
         .map(
           (c) => `  server {
-    listen ${listen};
-    server_name ${c.name};
+${listen()}    server_name ${c.name};
     access_log off;
 ${challengeLocation()}    location / {
       return 308 https://$host${httpsPort === 443 ? "" : `:${httpsPort}`}$request_uri;
     }
   }
   server {
-    listen ${listenAddr(s.hostname, httpsPort)} ssl;
-    server_name ${c.name};
+${listenTls()}    server_name ${c.name};
     # valid until ${new Date(c.notAfter).toISOString()}
     ssl_certificate ${c.cert};
     ssl_certificate_key ${c.key};
@@ -308,15 +315,13 @@ ${fwd.headers}
 ${upstreams}
   # Not an app's: the API, git, \`lj run\` sessions, ACME challenges.
   server {
-    listen ${listen} default_server;
-    server_name _;
+${listen(" default_server")}    server_name _;
     location / {
 ${toLjServe()}    }
   }
   # APP${suffix} for an app that does not exist.
   server {
-    listen ${listen};
-    server_name "~^(?<lj_app>${NAME_PATTERN})${escapeRe(suffix)}$";
+${listen()}    server_name "~^(?<lj_app>${NAME_PATTERN})${escapeRe(suffix)}$";
     access_log ${s.accessLog} lj buffer=4k flush=${s.flushMs}ms;
     error_page 404 @lj404;
     location @lj404 {
@@ -332,8 +337,7 @@ ${appServers}${
     ? `  # HTTPS without a name this server has a certificate for (no SNI): the first certificate,
   # then routed by Host as over HTTP (lj serve for any Host that is not an app's).
   server {
-    listen ${listenAddr(s.hostname, httpsPort)} ssl default_server;
-    ssl_certificate ${t.certs[0]!.cert};
+${listenTls(" default_server")}    ssl_certificate ${t.certs[0]!.cert};
     ssl_certificate_key ${t.certs[0]!.key};
     location / {
 ${toLjServe()}    }
