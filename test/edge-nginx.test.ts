@@ -138,9 +138,9 @@ async function echoed(url: string, headers: Headers, host = "echo.n.test"): Prom
 }
 
 describe("choosing the edge", () => {
-  test("--edge, else [router] edge in config.toml, else builtin; bad values are errors", () => {
+  test("--edge, else [router] edge in config.toml, else auto; bad values are errors", () => {
     const file = join(dir, "config.toml");
-    expect(edgeKind(undefined, file)).toBe("builtin");
+    expect(edgeKind(undefined, file)).toBe("auto");
     expect(edgeKind("nginx", file)).toBe("nginx");
     writeFileSync(file, '[router]\nedge = "auto"\n');
     expect(edgeKind(undefined, file)).toBe("auto");

@@ -52,7 +52,7 @@ export const serveCommand = defineCommand({
     edge: {
       type: "string",
       description:
-        "what serves HTTP and HTTPS: nginx (lj serve runs and configures its own nginx), builtin (Bun listeners), auto (nginx when installed); default: [router] edge in config.toml, else builtin",
+        "what serves HTTP and HTTPS: nginx (lj serve runs and configures its own nginx), builtin (Bun listeners), auto (nginx when installed, else builtin); default: [router] edge in config.toml, else auto",
     },
     "edge-workers": {
       type: "string",
@@ -190,7 +190,7 @@ export function edgeArgs(args: Record<string, unknown>): {
 
 const EDGE_KINDS = ["nginx", "builtin", "auto"] as const;
 
-/** `--edge`, else `edge` under [router] in config.toml, else "builtin". */
+/** `--edge`, else `edge` under [router] in config.toml, else "auto". */
 export function edgeKind(flag: string | undefined, file = paths.config()): EdgeKind {
   let v: unknown = flag;
   let where = "--edge";
@@ -204,7 +204,7 @@ export function edgeKind(flag: string | undefined, file = paths.config()): EdgeK
         throw new LjError("config", "bad-config", `cannot parse ${file}: ${(e as Error).message}`);
     }
   }
-  if (v === undefined) return "builtin";
+  if (v === undefined) return "auto";
   if (typeof v !== "string" || !(EDGE_KINDS as readonly string[]).includes(v))
     throw new LjError(
       flag === undefined ? "config" : "usage",

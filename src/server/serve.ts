@@ -52,7 +52,7 @@ export interface ServeOptions extends PaasOptions {
   /**
    * What serves HTTP and HTTPS (`lj serve --edge`): "nginx" (lj serve's own nginx master,
    * configured from its tables: edge/nginx.ts), "builtin" (Bun listeners: edge/edge.ts, in
-   * `edgeWorkers` processes), "auto" (nginx when its binary is found). Default "builtin".
+   * `edgeWorkers` processes), "auto" (nginx when its binary is found). Default "auto".
    */
   edge?: EdgeKind;
 }
