@@ -16,7 +16,6 @@
  * SIGTERM ends its workers too), and a start first ends every nginx process left in the prefix
  * (found by their working directory), so a restart after `kill -9` leaves exactly one.
  */
-import { spawnSync } from "node:child_process";
 import {
   chmodSync,
   closeSync,
@@ -72,6 +71,12 @@ export interface NginxEdgeOptions {
   accessLogRotation?: LogRotation;
   appLog?(app: string, line: string): void;
   log(line: string): void;
+}
+
+interface Rendered {
+  body: string;
+  full(generation: number): string;
+  tls: boolean;
 }
 
 /** How long access-log lines wait in nginx's buffers (flush() waits this long). */
@@ -170,8 +175,9 @@ export class NginxEdge {
   private inner!: Server<WsData>;
   private settings!: NginxSettings;
   private readonly conf: string;
-  /** The configuration text being served (without its generation). */
+  /** The configuration text being served (without its generation), and whether it has TLS. */
   private current = "";
+  private tls = false;
   private generation = 0;
   /** Changes asked for / applied (synced() waits for the first to reach the second). */
   private requested = 0;
@@ -230,10 +236,10 @@ export class NginxEdge {
       openFiles: openFilesLimit(),
     };
     const text = this.render();
-    const bad = this.check(text.body, text.full);
+    const bad = await this.check(text);
     if (bad) throw new Error(`nginx refused the edge's configuration: ${bad}`);
     renameSync(`${this.conf}.new`, this.conf);
-    this.current = text.body;
+    this.serving(text);
     await this.spawnMaster();
     this.ticker = setInterval(() => this.tick(), 1000);
     this.ticker.unref?.();
@@ -275,29 +281,40 @@ export class NginxEdge {
     return { routes: this.o.routes(), domains: this.o.domains(), certs };
   }
 
-  private render(): { body: string; full: (gen: number) => string } {
+  /** The configuration of the tables as they are now (`body`: without its generation). */
+  private render(): Rendered {
     const t = this.tables();
     return {
       body: renderNginxConfig(this.settings, t, 0),
       full: (g) => renderNginxConfig(this.settings, t, g),
+      tls: this.settings.httpsPort !== undefined && t.certs.length > 0,
     };
   }
 
-  /** Writes NAME.new and has nginx check it; the error text, or null when it is good. */
-  private check(_body: string, full: (gen: number) => string): string | null {
+  private serving(text: Rendered): void {
+    this.current = text.body;
+    this.tls = text.tls;
+  }
+
+  /**
+   * Writes nginx.conf.new with the next generation and has nginx check it: the error text, or
+   * null when it is good (the generation is then taken).
+   */
+  private async check(text: Rendered): Promise<string | null> {
     const gen = this.generation + 1;
     const next = `${this.conf}.new`;
-    writeFileSync(next, full(gen), { mode: 0o600 });
-    const r = spawnSync(this.o.nginx, ["-t", "-q", "-p", this.o.prefix, "-c", next], {
-      encoding: "utf8",
+    writeFileSync(next, text.full(gen), { mode: 0o600 });
+    const p = Bun.spawn([this.o.nginx, "-t", "-q", "-p", this.o.prefix, "-c", next], {
       cwd: this.o.prefix,
+      stdio: ["ignore", "ignore", "pipe"],
     });
-    if (r.status === 0) {
+    const [err, code] = await Promise.all([new Response(p.stderr).text(), p.exited]);
+    if (code === 0) {
       this.generation = gen;
       return null;
     }
     rmSync(next, { force: true });
-    return (r.stderr || r.error?.message || `exit ${r.status}`).trim().split("\n").slice(-3).join("; ");
+    return (err || `exit ${code}`).trim().split("\n").slice(-3).join("; ");
   }
 
   private spawnMaster(): Promise<void> {
@@ -384,7 +401,7 @@ export class NginxEdge {
   private async apply(): Promise<void> {
     const text = this.render();
     if (text.body === this.current) return;
-    const bad = this.check(text.body, text.full);
+    const bad = await this.check(text);
     if (bad) {
       this.o.log(`edge: nginx refused the new configuration, the old one keeps serving: ${bad}`);
       return;
@@ -393,7 +410,7 @@ export class NginxEdge {
     const master = this.master;
     if (!master) {
       // Not running (being restarted): it starts with the file just written.
-      this.current = text.body;
+      this.serving(text);
       return;
     }
     const old = acceptingWorkers(master.pid);
@@ -406,7 +423,7 @@ export class NginxEdge {
     while (old.some((p) => acceptingWorkers(master.pid).includes(p)) && performance.now() < until)
       await Bun.sleep(10);
     if (process.platform !== "linux") await Bun.sleep(300);
-    this.current = text.body;
+    this.serving(text);
   }
 
   private settle(): void {
@@ -485,7 +502,7 @@ export class NginxEdge {
 
   /** The HTTPS port while nginx listens on it (once a certificate exists). */
   get httpsPort(): number | undefined {
-    return this.current.includes(" ssl default_server;") ? this.settings.httpsPort : undefined;
+    return this.tls ? this.settings.httpsPort : undefined;
   }
 
   /** lj serve's private listener (the API behind nginx). */
