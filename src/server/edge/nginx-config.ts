@@ -199,6 +199,9 @@ ${kept("$lj_xff", "$http_x_forwarded_for", "$realip_remote_addr", "$v, $realip_r
   };
 }
 
+/** "0.000" -> 0 ... "0.999" -> 999: the lookup table of $lj_ms. */
+const SUB_SECOND = Array.from({ length: 1000 }, (_, ms) => `    0.${String(ms).padStart(3, "0")} ${ms};\n`).join("");
+
 export function renderNginxConfig(s: NginxSettings, t: NginxTables, generation: number): string {
   const listen = (extra = "") => listenLines(s.hostname, s.port, extra);
   const listenTls = (extra = "") => listenLines(s.hostname, s.httpsPort ?? 0, ` ssl${extra}`);
@@ -285,21 +288,27 @@ http {
   proxy_connect_timeout 10s;
   log_format lj '$time_iso8601 $lj_app $request_method $request_uri $status \${lj_ms}ms -> $upstream_addr$lj_why';
   log_format lj_report '$lj_app $request_method $request_uri $status \${lj_ms}ms -> $upstream_addr$lj_why';
+  # $request_time is seconds with milliseconds: the router's lines say milliseconds. Times under
+  # a second (nearly all) are found by exact value; longer ones by a regular expression.
   map $request_time $lj_ms {
-    "~^0\\.0*(?<ms>[0-9]+)$" $ms;
-    "~^(?<s>[0-9]+)\\.(?<f>[0-9]+)$" $s$f;
+${SUB_SECOND}    "~^(?<s>[0-9]+)\\.(?<f>[0-9]+)$" $s$f;
     default $request_time;
   }
-  # Only a refusal of nginx's own (not an app's 413) says why.
-  map "$status:$upstream_status" $lj_why {
-    "~^413:(?!.*413$)" ${str(` (${tooLargeWhy(s.maxBodyBytes)})`)};
+  # Only a refusal of nginx's own (not an app's 413) says why. Every map here is looked up by
+  # exact value for the usual answers: a regular expression runs only for a 413.
+  map $status $lj_why {
     default "";
+    413 $lj_why413;
+  }
+  map $upstream_status $lj_why413 {
+    "~413$" "";
+    default ${str(` (${tooLargeWhy(s.maxBodyBytes)})`)};
   }
   map $status $lj_report {
-    "~^5" 1;
-    413 1;
     default 0;
-  }
+    413 1;
+${Array.from({ length: 100 }, (_, i) => `    ${500 + i} 1;
+`).join("")}  }
   map $http_upgrade $lj_connection {
     default upgrade;
     "" "";
