@@ -383,14 +383,26 @@ async function main() {
     );
   };
   // Rounds alternate the peers, so that a busy spell on the machine hits both alike.
+  // Within a round the order of the proxies flips every other round: none always runs first
+  // (or right after the app was warmed up by another).
   for (let i = 0; i < rounds; i++) {
     await run("direct", `http://127.0.0.1:${appPort}/`, host);
-    await run("nginx", `http://127.0.0.1:${nh}/`, host, ngPids);
-    await run("lj", `http://127.0.0.1:${edge.port}/`, host, edge.pids);
-    await run("builtin", `http://127.0.0.1:${builtin.port}/`, host, builtin.pids);
-    await run("nginx-https", `https://127.0.0.1:${ns}/`, secure, ngPids);
-    await run("lj-https", `https://127.0.0.1:${edge.httpsPort}/`, secure, edge.pids);
-    await run("builtin-https", `https://127.0.0.1:${builtin.httpsPort}/`, secure, builtin.pids);
+    const http: [string, string, () => number[]][] = [
+      ["nginx", `http://127.0.0.1:${nh}/`, ngPids],
+      ["lj", `http://127.0.0.1:${edge.port}/`, edge.pids],
+      ["builtin", `http://127.0.0.1:${builtin.port}/`, builtin.pids],
+    ];
+    const https: [string, string, () => number[]][] = [
+      ["nginx-https", `https://127.0.0.1:${ns}/`, ngPids],
+      ["lj-https", `https://127.0.0.1:${edge.httpsPort}/`, edge.pids],
+      ["builtin-https", `https://127.0.0.1:${builtin.httpsPort}/`, builtin.pids],
+    ];
+    if (i % 2 === 1) {
+      http.reverse();
+      https.reverse();
+    }
+    for (const [name, url, pids] of http) await run(name, url, host, pids);
+    for (const [name, url, pids] of https) await run(name, url, secure, pids);
   }
   await edge.stop();
   await builtin.stop();
