@@ -186,6 +186,8 @@ interface Wrk {
   p99: number;
   non2xx: number;
   errors: number;
+  /** wrk's socket errors by kind. */
+  errorKinds: string;
   requests: number;
 }
 
@@ -209,6 +211,7 @@ async function wrk(url: string, host: string, c = conns, d = duration): Promise<
     p99: lat("99"),
     non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
     errors: err ? err.slice(1).reduce((n, x) => n + Number(x), 0) : 0,
+    errorKinds: err ? `connect ${err[1]}, read ${err[2]}, write ${err[3]}, timeout ${err[4]}` : "",
     requests: Number(/(\d+) requests in/.exec(out)?.[1] ?? 0),
   };
 }
@@ -341,6 +344,7 @@ async function main() {
       rps: Math.round(w.rps),
       non2xx: w.non2xx,
       socketErrors: w.errors,
+      ...(w.errors ? { socketErrorKinds: w.errorKinds } : {}),
       calm: { samples: times.length, p50Ms: q(0.5), p99Ms: q(0.99) },
     };
     console.log(JSON.stringify(res));
