@@ -200,7 +200,10 @@ ${kept("$lj_xff", "$http_x_forwarded_for", "$realip_remote_addr", "$v, $realip_r
 }
 
 /** "0.000" -> 0 ... "0.999" -> 999: the lookup table of $lj_ms. */
-const SUB_SECOND = Array.from({ length: 1000 }, (_, ms) => `    0.${String(ms).padStart(3, "0")} ${ms};\n`).join("");
+const SUB_SECOND = Array.from(
+  { length: 1000 },
+  (_, ms) => `    0.${String(ms).padStart(3, "0")} ${ms};\n`,
+).join("");
 
 export function renderNginxConfig(s: NginxSettings, t: NginxTables, generation: number): string {
   const listen = (extra = "") => listenLines(s.hostname, s.port, extra);
@@ -307,8 +310,11 @@ ${SUB_SECOND}    "~^(?<s>[0-9]+)\\.(?<f>[0-9]+)$" $s$f;
   map $status $lj_report {
     default 0;
     413 1;
-${Array.from({ length: 100 }, (_, i) => `    ${500 + i} 1;
-`).join("")}  }
+${Array.from(
+  { length: 100 },
+  (_, i) => `    ${500 + i} 1;
+`,
+).join("")}  }
   map $http_upgrade $lj_connection {
     default upgrade;
     "" "";
