@@ -1,14 +1,17 @@
 /**
  * The edge against nginx: one small node app behind (a) nothing, (b) nginx with an upstream
- * keep-alive pool, (c) lightjail's edge (its worker processes, as lj serve runs them), over HTTP
- * and HTTPS, each measured with wrk (2 threads, 50 connections, 8 s). nginx runs
- * `worker_processes auto` and the edge as many workers (one per core), so both use the same
- * cores. The last line is JSON with lj/nginx ratios of requests/s and p99.
+ * keep-alive pool, (c) lightjail's edge as lj serve runs it with `--edge nginx` (its own nginx,
+ * configured from its tables: src/server/edge/nginx.ts), and (d) the built-in edge (Bun worker
+ * processes), over HTTP and HTTPS, each measured with wrk (2 threads, 50 connections, 8 s). The
+ * yardstick nginx and both edges run as many workers (one per core) and the same keep-alive
+ * pool (64 idle connections per worker), and both nginx write an access log the same way (4 KiB
+ * buffers flushed every 250 ms). The last line is JSON: lj/nginx ratios of requests/s and p99
+ * for the nginx edge (`http`, `https`) and the built-in one (`builtin`).
  *
  *   bun bench/edge.ts [--duration 8] [--connections 50] [--edge-workers N] [--rounds R]
- *     (--edge-workers 0: the edge in one process; --rounds: the peers alternate R times, and the
- *     JSON gives the median of the per-round ratios; --nginx-log off: nginx without the access
- *     log that the edge always writes)
+ *     (--edge-workers 0: the built-in edge in one process; --rounds: the peers alternate R
+ *     times, and the JSON gives the median of the per-round ratios; --nginx-log off: the
+ *     yardstick without an access log; --edge nginx|builtin: --churn against that one)
  *   bun bench/edge.ts --churn [--connections 1500] [--duration 30]   # 5xx count + another app's p50
  *
  * Needs wrk, nginx, node and openssl (scripts/bootstrap.sh installs them). Loopback only.
@@ -20,6 +23,7 @@ import { parseArgs } from "node:util";
 import type { Subprocess } from "bun";
 import { CertManager } from "../src/server/edge/certs.ts";
 import { Edge } from "../src/server/edge/edge.ts";
+import { findNginx, NginxEdge } from "../src/server/edge/nginx.ts";
 import { Router } from "../src/server/edge/router.ts";
 import { EdgeWorkers } from "../src/server/edge/workers.ts";
 
@@ -31,6 +35,7 @@ const { values: a } = parseArgs({
     "edge-workers": { type: "string" },
     rounds: { type: "string" },
     "nginx-log": { type: "string" },
+    edge: { type: "string" },
   },
 });
 const cores = availableParallelism();
@@ -148,8 +153,8 @@ error_log ${dir}/nginx.err;
 daemon off;
 events { worker_connections 8192; }
 http {
-  ${nginxLog ? `access_log ${dir}/nginx-access.log combined buffer=64k flush=1s;` : "access_log off;"}
-  upstream app { server 127.0.0.1:${app}; keepalive 64; }
+  ${nginxLog ? `access_log ${dir}/nginx-access.log combined buffer=4k flush=250ms;` : "access_log off;"}
+  upstream app { server 127.0.0.1:${app}; keepalive 64; keepalive_timeout 4s; }
   server {
     listen 127.0.0.1:${http};
     listen 127.0.0.1:${https} ssl;
@@ -181,6 +186,8 @@ interface Wrk {
   p99: number;
   non2xx: number;
   errors: number;
+  /** wrk's socket errors by kind. */
+  errorKinds: string;
   requests: number;
 }
 
@@ -204,17 +211,51 @@ async function wrk(url: string, host: string, c = conns, d = duration): Promise<
     p99: lat("99"),
     non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
     errors: err ? err.slice(1).reduce((n, x) => n + Number(x), 0) : 0,
+    errorKinds: err ? `connect ${err[1]}, read ${err[2]}, write ${err[3]}, timeout ${err[4]}` : "",
     requests: Number(/(\d+) requests in/.exec(out)?.[1] ?? 0),
   };
 }
 
-/** The edge as lj serve runs it: worker processes on shared ports, or (0) one in this process. */
+type Routes = Record<string, { address: string; port: number }[]>;
+
+/**
+ * An edge as lj serve runs it: its nginx (`--edge nginx`), or the built-in one in worker
+ * processes on shared ports (or, with --edge-workers 0, in this process).
+ */
 async function startEdge(
-  routes: Record<string, { address: string; port: number }[]>,
+  kind: "nginx" | "builtin",
+  routes: Routes,
+  domains: Record<string, string>,
   domain: string,
   certs: CertManager | null,
 ): Promise<{ port: number; httpsPort: number | undefined; pids(): number[]; stop(): Promise<void> }> {
   const other = () => new Response("not an app", { status: 404 });
+  if (kind === "nginx") {
+    const e = await NginxEdge.start({
+      nginx: findNginx()!,
+      prefix: join(dir, "lj-nginx"),
+      hostname: "127.0.0.1",
+      port: 0,
+      httpsPort: certs ? 0 : undefined,
+      domain,
+      maxBodyBytes: 1 << 30,
+      maxRequestBodySize: 1 << 30,
+      workers: String(Math.max(1, workerCount)),
+      keepalive: 64,
+      routes: () => routes,
+      domains: () => domains,
+      certs: certs ?? undefined,
+      other,
+      accessLog: join(dir, "lj-access.log"),
+      log: (line) => console.error(line),
+    });
+    return {
+      port: e.port,
+      httpsPort: e.httpsPort,
+      pids: () => withChildren(e.pid!),
+      stop: () => e.stop(),
+    };
+  }
   if (workerCount > 0) {
     const w = await EdgeWorkers.start({
       count: workerCount,
@@ -224,7 +265,7 @@ async function startEdge(
       domain,
       maxRequestBodySize: 1 << 30,
       routes: () => routes,
-      domains: () => ({}),
+      domains: () => domains,
       certs: certs ?? undefined,
       other,
       access: () => {},
@@ -239,7 +280,11 @@ async function startEdge(
       stop: () => w.stop(),
     };
   }
-  const router = new Router({ domain, targets: (app) => routes[app] ?? null });
+  const router = new Router({
+    domain,
+    targets: (app) => routes[app] ?? null,
+    domains: { appFor: (h) => domains[h] ?? null },
+  });
   const e = new Edge({
     hostname: "127.0.0.1",
     port: 0,
@@ -268,7 +313,9 @@ async function main() {
     nodeApp(calmPort);
     await waitPort(calmPort);
     const edge = await startEdge(
+      a.edge === "builtin" ? "builtin" : "nginx",
       { web: [{ address: "127.0.0.1", port: appPort }], calm: [{ address: "127.0.0.1", port: calmPort }] },
+      {},
       domain,
       null,
     );
@@ -290,21 +337,23 @@ async function main() {
     const q = (f: number) => Number(times[Math.floor(f * (times.length - 1))]!.toFixed(2));
     await edge.stop();
     const res = {
+      edge: a.edge === "builtin" ? "builtin" : "nginx",
       connections: conns,
       seconds: duration,
       requests: w.requests,
       rps: Math.round(w.rps),
       non2xx: w.non2xx,
       socketErrors: w.errors,
+      ...(w.errors ? { socketErrorKinds: w.errorKinds } : {}),
       calm: { samples: times.length, p50Ms: q(0.5), p99Ms: q(0.99) },
     };
     console.log(JSON.stringify(res));
     return;
   }
 
-  // HTTP goes to web.<domain>; HTTPS to secure.<domain>, the name with a certificate (the
-  // edge sends plain HTTP for that one to HTTPS, as lj serve does).
-  const secure = `secure.${domain}`;
+  // HTTP goes to web.<domain>; HTTPS to secure.example, a custom domain of the same app with a
+  // certificate (the edges send plain HTTP for that one to HTTPS, as lj serve does).
+  const secure = "secure.example";
   const tls = selfSigned(secure);
   const certs = new CertManager({
     dir: join(dir, "certs"),
@@ -314,7 +363,9 @@ async function main() {
   });
   certs.put(secure, await Bun.file(tls.cert).text(), await Bun.file(tls.key).text());
   const target = [{ address: "127.0.0.1", port: appPort }];
-  const edge = await startEdge({ web: target, secure: target }, domain, certs);
+  const domains = { [secure]: "web" };
+  const edge = await startEdge("nginx", { web: target }, domains, domain, certs);
+  const builtin = await startEdge("builtin", { web: target }, domains, domain, certs);
   const [nh, ns] = [free(), free()];
   startNginx(appPort, nh, ns, tls);
   await waitPort(nh);
@@ -336,14 +387,29 @@ async function main() {
     );
   };
   // Rounds alternate the peers, so that a busy spell on the machine hits both alike.
+  // Within a round the order of the proxies flips every other round: none always runs first
+  // (or right after the app was warmed up by another).
   for (let i = 0; i < rounds; i++) {
     await run("direct", `http://127.0.0.1:${appPort}/`, host);
-    await run("nginx", `http://127.0.0.1:${nh}/`, host, ngPids);
-    await run("lj", `http://127.0.0.1:${edge.port}/`, host, edge.pids);
-    await run("nginx-https", `https://127.0.0.1:${ns}/`, secure, ngPids);
-    await run("lj-https", `https://127.0.0.1:${edge.httpsPort}/`, secure, edge.pids);
+    const http: [string, string, () => number[]][] = [
+      ["nginx", `http://127.0.0.1:${nh}/`, ngPids],
+      ["lj", `http://127.0.0.1:${edge.port}/`, edge.pids],
+      ["builtin", `http://127.0.0.1:${builtin.port}/`, builtin.pids],
+    ];
+    const https: [string, string, () => number[]][] = [
+      ["nginx-https", `https://127.0.0.1:${ns}/`, ngPids],
+      ["lj-https", `https://127.0.0.1:${edge.httpsPort}/`, edge.pids],
+      ["builtin-https", `https://127.0.0.1:${builtin.httpsPort}/`, builtin.pids],
+    ];
+    if (i % 2 === 1) {
+      http.reverse();
+      https.reverse();
+    }
+    for (const [name, url, pids] of http) await run(name, url, host, pids);
+    for (const [name, url, pids] of https) await run(name, url, secure, pids);
   }
   await edge.stop();
+  await builtin.stop();
   const median = (xs: number[]) => {
     const s = [...xs].sort((x, y) => x - y);
     const m = s.length >> 1;
@@ -365,6 +431,14 @@ async function main() {
       https: {
         rpsRatio: ratios("lj-https", "nginx-https", "rps"),
         p99Ratio: ratios("lj-https", "nginx-https", "p99"),
+      },
+      edge: "nginx",
+      builtin: {
+        http: { rpsRatio: ratios("builtin", "nginx", "rps"), p99Ratio: ratios("builtin", "nginx", "p99") },
+        https: {
+          rpsRatio: ratios("builtin-https", "nginx-https", "rps"),
+          p99Ratio: ratios("builtin-https", "nginx-https", "p99"),
+        },
       },
       rounds,
       nginxAccessLog: nginxLog,

@@ -73,7 +73,8 @@ if [ "$(id -u)" = 0 ]; then
   # e2fsprogs: build disks are ext4 images (mkfs.ext4), loop-mounted by util-linux's mount.
   need_root_pkgs ca-certificates git iproute2 nftables bubblewrap debootstrap xz-utils util-linux procps \
     e2fsprogs python3 perl nodejs postgresql redis-server
-  # The edge's tests and bench/edge.ts: wrk for load, nginx as the yardstick, openssl to read certificates.
+  # nginx: lj serve's edge (--edge auto picks it; util-linux's setpriv ties its master's life to
+  # lj serve) and bench/edge.ts's yardstick; wrk for load, openssl to read certificates.
   need_root_pkgs wrk nginx openssl
   # The pure cgroup v2 guest that scripts/test.sh runs the jail tests in, on a host with v1
   # hierarchies: QEMU and a Debian kernel (scripts/cgroup2-guest.sh). Debian x86_64 only.

@@ -170,183 +170,235 @@ async function servedSerial(port: number, name: string): Promise<string> {
 
 // The server ---------------------------------------------------------------------------------------
 
-let env: JailEnv;
-let s: RunningServer;
-let pebble: Pebble;
 const VALIDITY = 30;
 
-beforeAll(async () => {
-  if (!isRoot()) return;
-  process.env.LJ_SUBNET = "10.237.16.0/24";
-  env = await makeJailEnv();
-  // Pebble needs lj serve's HTTP port for HTTP-01 and lj serve needs Pebble's URL: the port is
-  // chosen first, then both start.
-  const port = free();
-  pebble = await startPebble(env.root, port, VALIDITY);
-  s = await startServer({
-    build: fakeBuild,
-    port,
-    httpsPort: 0,
-    healthTimeoutMs: 8000,
-    maxBodyBytes: 64 * 1024,
-    acme: { directory: pebble.directory, email: "ops@example.com", ca: pebble.ca },
-    certCheckEveryMs: 1000,
-    // As lj serve runs by default: the listeners in worker processes (HTTP-01 answered through
-    // them, certificates reaching each of them).
-    edgeWorkers: 2,
-  });
-}, 60_000);
+// Each edge lj serve can run: the built-in one (in worker processes, as lj serve runs it by
+// default) and nginx driven by lj serve.
+for (const edge of ["builtin", "nginx"] as const)
+  describe(`lj serve with the ${edge} edge`, () => {
+    let env: JailEnv;
+    let s: RunningServer;
+    let pebble: Pebble;
 
-afterAll(async () => {
-  removeAppCopies();
-  if (!isRoot()) return;
-  await s?.stop();
-  pebble?.stop();
-  env?.cleanup();
-});
-
-const cli = (args: string[]) => lj(args, { LJ_REMOTE: s.url, LJ_TOKEN: s.token, LIGHTJAIL_ROOT: env.root });
-
-describe("domains and HTTPS", () => {
-  rootTest(
-    "lj domains add/list/remove; the app answers at its domain; a certificate from Pebble; HTTPS, redirect, renewal",
-    async () => {
-      await createApp(s, "shop");
-      const dep = await deployDir(s, "shop", appCopy("node-hello"));
-      expect(dep.log).toContain("succeeded");
-      expect(dep.deploy?.status).toBe("succeeded");
-
-      // Bad input: 400 naming the field; unknown app 404; a taken domain 409.
-      const bad = await fetch(`${s.url}/api/v1/apps/shop/domains`, {
-        method: "POST",
-        headers: { ...auth(s), "content-type": "application/json" },
-        body: JSON.stringify({ domain: "not a domain" }),
+    beforeAll(async () => {
+      if (!isRoot()) return;
+      process.env.LJ_SUBNET = edge === "nginx" ? "10.237.17.0/24" : "10.237.16.0/24";
+      env = await makeJailEnv();
+      // Pebble needs lj serve's HTTP port for HTTP-01 and lj serve needs Pebble's URL: the port is
+      // chosen first, then both start.
+      const port = free();
+      pebble = await startPebble(env.root, port, VALIDITY);
+      s = await startServer({
+        build: fakeBuild,
+        port,
+        httpsPort: 0,
+        healthTimeoutMs: 8000,
+        maxBodyBytes: 64 * 1024,
+        acme: { directory: pebble.directory, email: "ops@example.com", ca: pebble.ca },
+        certCheckEveryMs: 1000,
+        // As lj serve runs by default: the listeners in worker processes (HTTP-01 answered through
+        // them, certificates reaching each of them); with nginx, its worker_processes.
+        edgeWorkers: 2,
+        edge,
       });
-      expect(bad.status).toBe(400);
-      const be = ((await bad.json()) as { error: { code: string; message: string } }).error;
-      expect(be.code).toBe("bad-domain");
-      expect(be.message).toStartWith("domain:");
-      const cliBad = await cli(["domains", "add", "shop", "*.shop.test"]);
-      expect(cliBad.code).toBe(64);
-      expect(cliBad.stderr).toContain("wildcard");
+      expect(s.nginx !== null).toBe(edge === "nginx");
+    }, 60_000);
 
-      const added = await cli(["domains", "add", "shop", "Shop.Test"]);
-      expect(added.code).toBe(0);
-      expect(added.stdout).toContain("shop.test now routes to shop");
-      await createApp(s, "other");
-      const dup = await cli(["domains", "add", "other", "shop.test"]);
-      expect(dup.code).not.toBe(0);
-      expect(dup.stderr).toContain("already belongs to app shop");
+    afterAll(async () => {
+      removeAppCopies();
+      if (!isRoot()) return;
+      await s?.stop();
+      pebble?.stop();
+      env?.cleanup();
+    });
 
-      // Routed by Host before any certificate (plain HTTP works while none exists).
-      const plain = await fetch(`${s.url}/`, { headers: { host: "shop.test" }, redirect: "manual" });
-      expect([200, 308]).toContain(plain.status);
+    const cli = (args: string[]) =>
+      lj(args, { LJ_REMOTE: s.url, LJ_TOKEN: s.token, LIGHTJAIL_ROOT: env.root });
 
-      // The certificate: issued over HTTP-01 by Pebble, stored 0600 in a 0700 dir.
-      await until(() => s.certs.get("shop.test"), 90_000, "a certificate for shop.test");
-      const dir = join(paths.paas(), "certs");
-      expect((statSync(dir).mode & 0o777).toString(8)).toBe("700");
-      for (const f of ["shop.test.crt", "shop.test.key", "account.key"])
-        expect((statSync(join(dir, f)).mode & 0o777).toString(8)).toBe("600");
-      const listed = await cli(["domains", "list", "shop"]);
-      expect(listed.stdout).toMatch(/shop\.test\s+valid until/);
-
-      // HTTPS with a client that trusts only Pebble's root and names shop.test (SNI + Host).
-      const root = await pebble.root();
-      await until(() => s.httpsPort(), 10_000, "the HTTPS listener");
-      const https = `https://127.0.0.1:${s.httpsPort()}`;
-      const r = await fetch(`${https}/`, {
-        headers: { host: "shop.test" },
-        tls: { ca: root, serverName: "shop.test" },
-      } as RequestInit);
-      expect(r.status).toBe(200);
-      expect(await r.text()).toContain("hello from node web");
-      // A client that does not trust Pebble's root refuses the certificate.
-      await expect(
-        fetch(`${https}/`, {
-          headers: { host: "shop.test" },
-          tls: { serverName: "shop.test" },
-        } as RequestInit),
-      ).rejects.toThrow();
-
-      // HTTP now redirects to HTTPS, path and query kept; APP.<domain> (no certificate) does not.
-      const redir = await fetch(`${s.url}/a/b?c=1`, { headers: { host: "shop.test" }, redirect: "manual" });
-      expect(redir.status).toBe(308);
-      expect(redir.headers.get("location")).toBe(`https://shop.test:${s.httpsPort()}/a/b?c=1`);
-      const sub = await fetch(`${s.url}/`, { headers: { host: "shop.localhost" }, redirect: "manual" });
-      expect(sub.status).toBe(200);
-
-      // Renewal: with a third of the (short) lifetime left a new certificate is obtained and served.
-      const first = s.certs.get("shop.test")!.notAfter;
-      const serial1 = await servedSerial(s.httpsPort()!, "shop.test");
-      expect(serial1).toStartWith("serial=");
-      await until(() => s.certs.get("shop.test")!.notAfter > first, VALIDITY * 1000, "a renewed certificate");
-      const serial2 = await until(
+    describe("domains and HTTPS", () => {
+      rootTest(
+        "lj domains add/list/remove; the app answers at its domain; a certificate from Pebble; HTTPS, redirect, renewal",
         async () => {
-          const v = await servedSerial(s.httpsPort()!, "shop.test");
-          return v !== serial1 && v.startsWith("serial=") ? v : null;
-        },
-        10_000,
-        "the renewed certificate served",
-      );
-      expect(serial2).not.toBe(serial1);
+          await createApp(s, "shop");
+          const dep = await deployDir(s, "shop", appCopy("node-hello"));
+          expect(dep.log).toContain("succeeded");
+          expect(dep.deploy?.status).toBe("succeeded");
 
-      // Removal: the domain no longer routes.
-      expect((await cli(["domains", "remove", "shop", "shop.test"])).code).toBe(0);
-      const gone = await fetch(`${s.url}/`, { headers: { host: "shop.test" }, redirect: "manual" });
-      expect(gone.status).toBe(404);
-      expect((await api<{ domains: unknown[] }>(s, "GET", "/apps/shop/domains")).domains).toEqual([]);
-    },
-    180_000,
-  );
+          // Bad input: 400 naming the field; unknown app 404; a taken domain 409.
+          const bad = await fetch(`${s.url}/api/v1/apps/shop/domains`, {
+            method: "POST",
+            headers: { ...auth(s), "content-type": "application/json" },
+            body: JSON.stringify({ domain: "not a domain" }),
+          });
+          expect(bad.status).toBe(400);
+          const be = ((await bad.json()) as { error: { code: string; message: string } }).error;
+          expect(be.code).toBe("bad-domain");
+          expect(be.message).toStartWith("domain:");
+          const cliBad = await cli(["domains", "add", "shop", "*.shop.test"]);
+          expect(cliBad.code).toBe(64);
+          expect(cliBad.stderr).toContain("wildcard");
 
-  rootTest(
-    "request bodies over --max-body get a 413 page that the access log and the app's log record",
-    async () => {
-      if (!s.paas.db.findApp("shop")) {
-        await createApp(s, "shop");
-        await deployDir(s, "shop", appCopy("node-hello"));
-      }
-      const ok = await fetch(`${s.url}/`, {
-        method: "POST",
-        headers: { host: "shop.localhost" },
-        body: new Uint8Array(60 * 1024),
-      });
-      expect(await ok.text()).toBe(`got ${60 * 1024} bytes\n`);
-      const big = await fetch(`${s.url}/`, {
-        method: "POST",
-        headers: { host: "shop.localhost" },
-        body: new Uint8Array(65 * 1024),
-      });
-      expect(big.status).toBe(413);
-      expect(await big.text()).toContain("--max-body");
-      // Chunked (no Content-Length): counted as it streams.
-      const chunks = new ReadableStream<Uint8Array>({
-        start(c) {
-          for (let i = 0; i < 10; i++) c.enqueue(new Uint8Array(16 * 1024));
-          c.close();
+          const added = await cli(["domains", "add", "shop", "Shop.Test"]);
+          expect(added.code).toBe(0);
+          expect(added.stdout).toContain("shop.test now routes to shop");
+          await createApp(s, "other");
+          const dup = await cli(["domains", "add", "other", "shop.test"]);
+          expect(dup.code).not.toBe(0);
+          expect(dup.stderr).toContain("already belongs to app shop");
+
+          // Routed by Host before any certificate (plain HTTP works while none exists).
+          const plain = await fetch(`${s.url}/`, { headers: { host: "shop.test" }, redirect: "manual" });
+          expect([200, 308]).toContain(plain.status);
+
+          // The certificate: issued over HTTP-01 by Pebble, stored 0600 in a 0700 dir.
+          await until(() => s.certs.get("shop.test"), 90_000, "a certificate for shop.test");
+          const dir = join(paths.paas(), "certs");
+          expect((statSync(dir).mode & 0o777).toString(8)).toBe("700");
+          for (const f of ["shop.test.crt", "shop.test.key", "account.key"])
+            expect((statSync(join(dir, f)).mode & 0o777).toString(8)).toBe("600");
+          const listed = await cli(["domains", "list", "shop"]);
+          expect(listed.stdout).toMatch(/shop\.test\s+valid until/);
+
+          // HTTPS with a client that trusts only Pebble's root and names shop.test (SNI + Host).
+          const root = await pebble.root();
+          await until(() => s.httpsPort(), 10_000, "the HTTPS listener");
+          const https = `https://127.0.0.1:${s.httpsPort()}`;
+          const r = await fetch(`${https}/`, {
+            headers: { host: "shop.test" },
+            tls: { ca: root, serverName: "shop.test" },
+          } as RequestInit);
+          expect(r.status).toBe(200);
+          expect(await r.text()).toContain("hello from node web");
+          // A client that does not trust Pebble's root refuses the certificate.
+          await expect(
+            fetch(`${https}/`, {
+              headers: { host: "shop.test" },
+              tls: { serverName: "shop.test" },
+            } as RequestInit),
+          ).rejects.toThrow();
+
+          // HTTP now redirects to HTTPS, path and query kept; APP.<domain> (no certificate) does not.
+          const redir = await fetch(`${s.url}/a/b?c=1`, {
+            headers: { host: "shop.test" },
+            redirect: "manual",
+          });
+          expect(redir.status).toBe(308);
+          expect(redir.headers.get("location")).toBe(`https://shop.test:${s.httpsPort()}/a/b?c=1`);
+          const sub = await fetch(`${s.url}/`, { headers: { host: "shop.localhost" }, redirect: "manual" });
+          expect(sub.status).toBe(200);
+
+          // Renewal: with a third of the (short) lifetime left a new certificate is obtained and served.
+          const first = s.certs.get("shop.test")!.notAfter;
+          const serial1 = await servedSerial(s.httpsPort()!, "shop.test");
+          expect(serial1).toStartWith("serial=");
+          await until(
+            () => s.certs.get("shop.test")!.notAfter > first,
+            VALIDITY * 1000,
+            "a renewed certificate",
+          );
+          const serial2 = await until(
+            async () => {
+              const v = await servedSerial(s.httpsPort()!, "shop.test");
+              return v !== serial1 && v.startsWith("serial=") ? v : null;
+            },
+            10_000,
+            "the renewed certificate served",
+          );
+          expect(serial2).not.toBe(serial1);
+
+          // Removal: the domain no longer routes.
+          expect((await cli(["domains", "remove", "shop", "shop.test"])).code).toBe(0);
+          const gone = await fetch(`${s.url}/`, { headers: { host: "shop.test" }, redirect: "manual" });
+          expect(gone.status).toBe(404);
+          expect((await api<{ domains: unknown[] }>(s, "GET", "/apps/shop/domains")).domains).toEqual([]);
         },
-      });
-      const chunked = await fetch(`${s.url}/`, {
-        method: "POST",
-        headers: { host: "shop.localhost" },
-        body: chunks,
-      });
-      expect(chunked.status).toBe(413);
-      await s.flushAccessLog();
-      const access = readFileSync(join(paths.paasLogs(), "access.log"), "utf8");
-      expect(access.match(/shop POST \/ 413 .*--max-body/g)?.length).toBe(2);
-      await until(
-        async () =>
-          (await (await fetch(`${s.url}/api/v1/apps/shop/logs`, { headers: auth(s) })).text()).includes(
-            " 413 ",
-          ),
-        10_000,
-        "the 413 in the app's log",
+        180_000,
       );
-    },
-  );
-});
+
+      rootTest(
+        "request bodies over --max-body get a 413 page that the access log and the app's log record",
+        async () => {
+          if (!s.paas.db.findApp("shop")) {
+            await createApp(s, "shop");
+            await deployDir(s, "shop", appCopy("node-hello"));
+          }
+          const ok = await fetch(`${s.url}/`, {
+            method: "POST",
+            headers: { host: "shop.localhost" },
+            body: new Uint8Array(60 * 1024),
+          });
+          expect(await ok.text()).toBe(`got ${60 * 1024} bytes\n`);
+          const big = await fetch(`${s.url}/`, {
+            method: "POST",
+            headers: { host: "shop.localhost" },
+            body: new Uint8Array(65 * 1024),
+          });
+          expect(big.status).toBe(413);
+          expect(await big.text()).toContain("--max-body");
+          // Chunked (no Content-Length): counted as it streams.
+          const chunks = new ReadableStream<Uint8Array>({
+            start(c) {
+              for (let i = 0; i < 10; i++) c.enqueue(new Uint8Array(16 * 1024));
+              c.close();
+            },
+          });
+          const chunked = await fetch(`${s.url}/`, {
+            method: "POST",
+            headers: { host: "shop.localhost" },
+            body: chunks,
+          });
+          expect(chunked.status).toBe(413);
+          await s.flushAccessLog();
+          const access = readFileSync(join(paths.paasLogs(), "access.log"), "utf8");
+          expect(access.match(/shop POST \/ 413 .*--max-body/g)?.length).toBe(2);
+          await until(
+            async () =>
+              (await (await fetch(`${s.url}/api/v1/apps/shop/logs`, { headers: auth(s) })).text()).includes(
+                " 413 ",
+              ),
+            10_000,
+            "the 413 in the app's log",
+          );
+        },
+      );
+    });
+
+    describe("deploys", () => {
+      rootTest(
+        "a redeploy switches without a failed request (a client loop while the old instance stops)",
+        async () => {
+          if (!s.paas.db.findApp("flip")) await createApp(s, "flip");
+          expect((await deployDir(s, "flip", appCopy("node-hello"))).deploy?.status).toBe("succeeded");
+          let stop = false;
+          const failures: string[] = [];
+          let ok = 0;
+          const loop = (async () => {
+            while (!stop) {
+              try {
+                const r = await fetch(`${s.url}/`, { headers: { host: "flip.localhost" } });
+                const text = await r.text();
+                if (r.status === 200 && text.includes("hello from node web")) ok++;
+                else failures.push(`${r.status} ${text.slice(0, 80)}`);
+              } catch (e) {
+                failures.push((e as Error).message);
+              }
+            }
+          })();
+          for (let i = 0; i < 2; i++) {
+            const dep = await deployDir(s, "flip", appCopy("node-hello", { [`v${i}.txt`]: `${i}\n` }));
+            expect(dep.deploy?.status).toBe("succeeded");
+            expect(dep.log).toContain("Stopping v");
+          }
+          await Bun.sleep(300);
+          stop = true;
+          await loop;
+          expect(failures).toEqual([]);
+          expect(ok).toBeGreaterThan(20);
+        },
+        120_000,
+      );
+    });
+  });
 
 // Churn --------------------------------------------------------------------------------------------
 

@@ -165,7 +165,7 @@ describe("deploys", () => {
       // Unknown apps: 404 page; the access log has the requests.
       expect((await textVia(s, "ghost")).status).toBe(404);
       s.paas.logs.flush();
-      s.router.flush();
+      await s.flushAccessLog();
       const logs = await (
         await fetch(`${s.url}/api/v1/apps/node1/logs?lines=50`, { headers: auth(s) })
       ).text();

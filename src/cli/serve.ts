@@ -4,6 +4,7 @@ import { defineCommand } from "citty";
 import { LjError } from "../errors.ts";
 import { splitList } from "../server/edge/forwarding.ts";
 import { defaultServiceFile, installService, serviceArgv } from "../server/install.ts";
+import type { EdgeKind } from "../server/serve.ts";
 import { paths } from "../store/paths.ts";
 import { DEFAULT_PORT, serverRecordFile } from "./client.ts";
 
@@ -48,10 +49,15 @@ export const serveCommand = defineCommand({
       type: "string",
       description: "PEM file of a CA to trust for the ACME server (a private CA)",
     },
+    edge: {
+      type: "string",
+      description:
+        "what serves HTTP and HTTPS: nginx (lj serve runs and configures its own nginx), builtin (Bun listeners), auto (nginx when installed, else builtin); default: [router] edge in config.toml, else auto",
+    },
     "edge-workers": {
       type: "string",
       description:
-        "edge worker processes serving HTTP and HTTPS (auto: one per core; 0: in the server process)",
+        "edge worker processes serving HTTP and HTTPS (auto: one per core; 0: in the server process; with nginx its worker_processes)",
       default: "auto",
     },
     scheduler: {
@@ -101,6 +107,9 @@ export const serveCommand = defineCommand({
       process.stdout.write(`lightjail server listening on ${listenLabel(s.listen)}\n`);
       if (s.url !== `http://${hostPort(s.listen)}`) process.stdout.write(`local clients use ${s.url}\n`);
       process.stdout.write(`apps answer at http://APP.${s.domain}:${s.port}/\n`);
+      process.stdout.write(
+        s.nginx ? `edge: nginx (master pid ${s.nginx.pid}), configured by lj serve\n` : "edge: built-in\n",
+      );
       if (edge.acme)
         process.stdout.write(
           `certificates for custom domains from ${edge.acme.directory ?? "Let's Encrypt"}, HTTPS on port ${edge.httpsPort}\n`,
@@ -146,7 +155,9 @@ export function edgeArgs(args: Record<string, unknown>): {
   httpsPort?: number;
   acme?: { email?: string; directory?: string; ca?: string };
   edgeWorkers: number;
+  edge: EdgeKind;
 } {
+  const edge = edgeKind(args.edge as string | undefined);
   const w = String(args["edge-workers"] ?? "auto");
   const edgeWorkers = w === "auto" ? availableParallelism() : Number(w);
   if (!/^(auto|[0-9]+)$/.test(w) || edgeWorkers > 256)
@@ -197,7 +208,34 @@ export function edgeArgs(args: Record<string, unknown>): {
     httpsPort,
     acme: acmeOn ? { email, directory, ca } : undefined,
     edgeWorkers,
+    edge,
   };
+}
+
+const EDGE_KINDS = ["nginx", "builtin", "auto"] as const;
+
+/** `--edge`, else `edge` under [router] in config.toml, else "auto". */
+export function edgeKind(flag: string | undefined, file = paths.config()): EdgeKind {
+  let v: unknown = flag;
+  let where = "--edge";
+  if (v === undefined) {
+    try {
+      const doc = Bun.TOML.parse(readFileSync(file, "utf8")) as { router?: { edge?: unknown } };
+      v = doc.router?.edge;
+      where = `[router] edge in ${file}`;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT")
+        throw new LjError("config", "bad-config", `cannot parse ${file}: ${(e as Error).message}`);
+    }
+  }
+  if (v === undefined) return "auto";
+  if (typeof v !== "string" || !(EDGE_KINDS as readonly string[]).includes(v))
+    throw new LjError(
+      flag === undefined ? "config" : "usage",
+      "bad-edge",
+      `${where}: ${JSON.stringify(v)} is not one of ${EDGE_KINDS.join(", ")}`,
+    );
+  return v as EdgeKind;
 }
 
 const hostPort = (l: { hostname: string; port: number }) =>

@@ -112,6 +112,7 @@ export class KubeScheduler implements Scheduler {
     const prev = this.serving.get(app);
     this.serving.set(app, staged.release);
     this.p.changed();
+    await this.p.edgeSynced();
     // Types the new release no longer has go; the others rolled over already.
     const list = await this.kube.apps.listNamespacedDeployment({ namespace: ns, labelSelector: APP_LABEL });
     for (const d of list.items) {
@@ -186,6 +187,7 @@ export class KubeScheduler implements Scheduler {
   async remove(app: string): Promise<void> {
     this.serving.delete(app);
     this.p.changed();
+    await this.p.edgeSynced();
     await this.kube.core.deleteNamespace({ name: namespaceOf(app) }).catch((e) => {
       if (statusOf(e) !== 404) throw e;
     });

@@ -55,6 +55,11 @@ export class Paas {
   readonly apps: Apps;
   private readonly listeners = new Set<() => void>();
   private closed = false;
+  /**
+   * Resolves once the edge serves the current targets (lj serve sets it): a deploy stops the
+   * old release's instances only after the edge no longer sends them new requests.
+   */
+  edgeSynced: () => Promise<void> = async () => {};
 
   constructor(opts: PaasOptions = {}) {
     // Tenants' data is root's alone on the host; jails reach it through bind mounts.
@@ -72,7 +77,13 @@ export class Paas {
     // Linking a service restarts the app's processes, which get the service's address.
     const services: ServiceManager = new ServiceManager(db, logs, (app) => formation.restart(app));
     const specs = new ProcessSpecs(db, services, { memoryMb: opts.memoryMb, pids: opts.pids });
-    const parts = { specs, logs, changed, healthTimeoutMs: opts.healthTimeoutMs ?? 30_000 };
+    const parts = {
+      specs,
+      logs,
+      changed,
+      edgeSynced: () => this.edgeSynced(),
+      healthTimeoutMs: opts.healthTimeoutMs ?? 30_000,
+    };
     const scheduler = opts.scheduler ? opts.scheduler(parts) : new LocalScheduler(parts, spawner);
     const formation: Formation = new Formation({ db, locks, scheduler });
     const runs = new Runs(db, specs, logs, spawner);

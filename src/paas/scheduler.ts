@@ -46,6 +46,8 @@ export interface SchedulerParts {
   logs: LogHub;
   /** An app's set of healthy web targets may have changed. */
   changed: () => void;
+  /** Resolves once the edge serves the targets as they are now. */
+  edgeSynced: () => Promise<void>;
   /** How long a new release's processes may take to become healthy. */
   healthTimeoutMs: number;
 }
@@ -77,6 +79,8 @@ export class LocalScheduler implements Scheduler {
     const old = this.sets.get(app);
     this.sets.set(app, staged as ProcessSet);
     this.p.changed();
+    // The edge serves the new set before the deploy says so and before the old set stops.
+    await this.p.edgeSynced();
     if (old) {
       log(`-----> Stopping v${old.release} processes`);
       await old.stop();
@@ -94,6 +98,7 @@ export class LocalScheduler implements Scheduler {
     }
     const started = await set.scale(counts);
     await set.healthy(started).catch(() => {}); // the supervisor keeps retrying; ps tells
+    await this.p.edgeSynced();
   }
 
   targets(app: string): Target[] | null {
@@ -117,6 +122,7 @@ export class LocalScheduler implements Scheduler {
     const set = this.sets.get(app);
     this.sets.delete(app);
     this.p.changed();
+    await this.p.edgeSynced();
     await set?.stop();
   }
 

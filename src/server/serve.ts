@@ -8,6 +8,7 @@
 
 import { join } from "node:path";
 import type { Server, ServerWebSocket, WebSocketHandler } from "bun";
+import { LjError } from "../errors.ts";
 import { holdSubnet, netConfig } from "../jail/net.ts";
 import { Domains } from "../paas/domains.ts";
 import { Paas, type PaasOptions } from "../paas/paas.ts";
@@ -17,6 +18,7 @@ import { loadOrCreateToken } from "./auth.ts";
 import { CertManager, LETS_ENCRYPT } from "./edge/certs.ts";
 import { Edge } from "./edge/edge.ts";
 import { TrustedProxies, trustedProxiesFromConfig } from "./edge/forwarding.ts";
+import { findNginx, NginxEdge } from "./edge/nginx.ts";
 import { DEFAULT_MAX_BODY_MB, Router, type WsData } from "./edge/router.ts";
 import { EdgeWorkers } from "./edge/workers.ts";
 import { acquireServeLock } from "./lock.ts";
@@ -47,6 +49,25 @@ export interface ServeOptions extends PaasOptions {
    * default there); 0, the default here, serves them in this process.
    */
   edgeWorkers?: number;
+  /**
+   * What serves HTTP and HTTPS (`lj serve --edge`): "nginx" (lj serve's own nginx master,
+   * configured from its tables: edge/nginx.ts), "builtin" (Bun listeners: edge/edge.ts, in
+   * `edgeWorkers` processes), "auto" (nginx when its binary is found). Default "auto".
+   */
+  edge?: EdgeKind;
+}
+
+export type EdgeKind = "nginx" | "builtin" | "auto";
+
+/** The edge `kind` means here: "auto" is nginx when its binary is found. */
+export function resolveEdge(kind: EdgeKind = "auto"): { kind: "nginx"; nginx: string } | { kind: "builtin" } {
+  if (kind === "builtin") return { kind };
+  const nginx = findNginx();
+  if (nginx) return { kind: "nginx", nginx };
+  if (kind === "auto") return { kind: "builtin" };
+  throw new LjError("usage", "no-nginx", "--edge nginx: no nginx binary found on PATH", {
+    hint: "install nginx (Debian: apt-get install nginx-light or nginx) or use --edge builtin",
+  });
 }
 
 export interface RunningServer {
@@ -65,8 +86,10 @@ export interface RunningServer {
   certs: CertManager;
   paas: Paas;
   router: Router;
-  /** The edge's worker processes (none when the edge runs in this process). */
+  /** The edge's worker processes (none when the edge runs in this process or is nginx). */
   edgeWorkers: EdgeWorkers | null;
+  /** lj serve's nginx (when the edge is nginx). */
+  nginx: NginxEdge | null;
   /** Writes the access-log lines buffered so far (the workers' too). */
   flushAccessLog(): Promise<void>;
   /** The listener the API is served on (the edge's, or the workers' private one behind them). */
@@ -125,9 +148,11 @@ async function serve(
   const log = (line: string) => process.stderr.write(`${line}\n`);
   let edge: Edge | null = null;
   let workers: EdgeWorkers | null = null;
+  let nginx: NginxEdge | null = null;
   const domains = new Domains(paas.db, domain, () => {
     edge?.reloadTls();
     workers?.publish();
+    nginx?.publish();
     void certs.reconcile();
   });
   const certs = new CertManager({
@@ -138,6 +163,7 @@ async function serve(
     onChange: () => {
       edge?.reloadTls();
       workers?.publish();
+      nginx?.publish();
     },
     checkEveryMs: o.certCheckEveryMs,
   });
@@ -154,7 +180,9 @@ async function serve(
   paas.onChange(() => {
     router.invalidate();
     workers?.publish();
+    nginx?.publish();
   });
+  paas.edgeSynced = () => nginx?.synced() ?? workers?.synced() ?? Promise.resolve();
   let selfUrl = "";
   const api = createApi({
     paas,
@@ -180,16 +208,37 @@ async function serve(
   };
   let listen: { hostname: string; port: number };
   let server: Server<WsData>;
-  if (o.edgeWorkers) {
+  const chosen = resolveEdge(o.edge);
+  const routes = () =>
+    Object.fromEntries(paas.db.apps().map((a) => [a.name, paas.formation.targets(a.name) ?? []]));
+  const domainTable = () => Object.fromEntries(domains.list().map((d) => [d.domain, d.app]));
+  if (chosen.kind === "nginx") {
+    nginx = await NginxEdge.start({
+      ...shared,
+      nginx: chosen.nginx,
+      prefix: join(paths.root(), "edge", "nginx"),
+      domain,
+      trustedProxies: trustedProxies.list,
+      maxBodyBytes: maxBody,
+      workers: o.edgeWorkers ? String(o.edgeWorkers) : "auto",
+      routes,
+      domains: domainTable,
+      certs,
+      accessLog: join(paths.paasLogs(), "access.log"),
+      appLog,
+      log,
+    });
+    server = nginx.server;
+    listen = { hostname: shared.hostname, port: nginx.port };
+  } else if (o.edgeWorkers) {
     workers = await EdgeWorkers.start({
       ...shared,
       count: o.edgeWorkers,
       domain,
       trustedProxies: trustedProxies.list,
       maxBodyBytes: o.maxBodyBytes,
-      routes: () =>
-        Object.fromEntries(paas.db.apps().map((a) => [a.name, paas.formation.targets(a.name) ?? []])),
-      domains: () => Object.fromEntries(domains.list().map((d) => [d.domain, d.app])),
+      routes,
+      domains: domainTable,
       certs,
       access: (text) => router.record(text),
       appLog,
@@ -204,11 +253,19 @@ async function serve(
   }
   const host = listen.hostname === "0.0.0.0" || listen.hostname === "::" ? "127.0.0.1" : listen.hostname;
   selfUrl = `http://${host}:${listen.port}`;
-  await paas.prepare();
-  await paas.recover();
+  try {
+    await paas.prepare();
+    await paas.recover();
+  } catch (e) {
+    edge?.stop();
+    await workers?.stop();
+    await nginx?.stop();
+    throw e;
+  }
   certs.start();
   const running = edge;
   const edgeWorkers = workers;
+  const nginxEdge = nginx;
   return {
     url: selfUrl,
     listen,
@@ -217,21 +274,24 @@ async function serve(
     tokenCreated: created,
     domain,
     trustedProxies: trustedProxies.list,
-    httpsPort: () => running?.httpsPort ?? edgeWorkers?.httpsPort,
+    httpsPort: () => running?.httpsPort ?? edgeWorkers?.httpsPort ?? nginxEdge?.httpsPort,
     domains,
     certs,
     paas,
     router,
     edgeWorkers,
+    nginx: nginxEdge,
     server,
     async flushAccessLog() {
       await edgeWorkers?.flush();
+      await nginxEdge?.flush();
       router.flush();
     },
     async stop() {
       await certs.stop();
       running?.stop();
       await edgeWorkers?.stop();
+      await nginxEdge?.stop();
       router.flush();
       router.close();
       await paas.close();

@@ -28,6 +28,8 @@ export function appRoutes(o: ApiOptions): Hono<Env> {
     const name = c.req.param("app");
     await paas.apps.destroy(name);
     o.domains?.refresh();
+    // Answered once the edge no longer routes the app.
+    await paas.edgeSynced();
     return c.json({ deleted: name });
   });
   return r;

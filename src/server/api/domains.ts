@@ -21,10 +21,14 @@ export function domainRoutes(o: ApiOptions): Hono<Env> {
   });
   r.post("/apps/:app/domains", jsonLimit, async (c) => {
     const { domain } = await readJson<{ domain?: unknown }>(c);
-    return c.json({ domain: info(domains().add(c.req.param("app"), domain)) }, 201);
+    const row = domains().add(c.req.param("app"), domain);
+    // Answered once the edge routes the name (nginx reloads first).
+    await o.paas.edgeSynced();
+    return c.json({ domain: info(row) }, 201);
   });
-  r.delete("/apps/:app/domains/:domain", (c) => {
+  r.delete("/apps/:app/domains/:domain", async (c) => {
     domains().remove(c.req.param("app"), c.req.param("domain"));
+    await o.paas.edgeSynced();
     return c.json({ deleted: c.req.param("domain") });
   });
   return r;

@@ -19,8 +19,10 @@ import {
 export function processRoutes(o: ApiOptions): Hono<Env> {
   const { paas } = o;
   const r = new Hono<Env>();
-  r.get("/apps/:app/ps", (c) => {
+  r.get("/apps/:app/ps", async (c) => {
     const name = c.req.param("app");
+    // What ps calls up, the edge routes to (nginx may be applying the change).
+    await paas.edgeSynced();
     return c.json({ formation: paas.db.app(name).formation, processes: paas.formation.ps(name) });
   });
   r.patch("/apps/:app/formation", jsonLimit, async (c) => {

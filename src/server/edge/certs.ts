@@ -4,7 +4,7 @@
  * renewed when a third of their life is left. One domain is worked on at a time; a failure is
  * logged and retried at the next round (every `checkEveryMs`), with no effect on the others.
  */
-import { X509Certificate } from "node:crypto";
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import {
   chmodSync,
   existsSync,
@@ -44,9 +44,11 @@ function writePrivate(file: string, text: string): void {
   renameSync(tmp, file);
 }
 
+/** A certificate and its own key (a pair that does not match is not a certificate to serve). */
 function parse(certPem: string, keyPem: string): Cert | null {
   try {
     const x = new X509Certificate(certPem);
+    if (!x.checkPrivateKey(createPrivateKey(keyPem))) return null;
     return {
       cert: certPem,
       key: keyPem,
@@ -99,6 +101,11 @@ export class CertManager {
     }
   }
 
+  /** Where a name's certificate and key are kept (the nginx edge reads them there). */
+  files(name: string): { cert: string; key: string } {
+    return { cert: join(this.o.dir, `${name}.crt`), key: join(this.o.dir, `${name}.key`) };
+  }
+
   get(name: string): Cert | null {
     const c = this.certs.get(name);
     return c && c.notAfter > Date.now() ? c : null;
@@ -112,7 +119,7 @@ export class CertManager {
 
   put(name: string, certPem: string, keyPem: string): void {
     const c = parse(certPem, keyPem);
-    if (!c) throw new Error(`not a certificate for ${name}`);
+    if (!c) throw new Error(`not a certificate for ${name} with its key`);
     writePrivate(join(this.o.dir, `${name}.key`), keyPem);
     writePrivate(join(this.o.dir, `${name}.crt`), certPem);
     this.certs.set(name, c);

@@ -78,24 +78,41 @@ export interface WsData {
   queue: (string | Uint8Array)[];
 }
 
-const page = (status: number, title: string, text: string) =>
-  new Response(
-    `<!doctype html><html><head><meta charset="utf-8"><title>${title}</title></head><body style="font-family:sans-serif;margin:4em"><h1>${title}</h1><p>${text}</p><p><small>lightjail router</small></p></body></html>\n`,
-    {
-      status,
-      headers: {
-        "content-type": "text/html; charset=utf-8",
-        ...(status === 503 ? { "retry-after": "2" } : {}),
-      },
+const escapeHtml = (s: string) => s.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
+
+/** The router's own pages (the nginx edge serves the same HTML: nginx.ts). */
+export const pageHtml = (title: string, text: string) =>
+  `<!doctype html><html><head><meta charset="utf-8"><title>${title}</title></head><body style="font-family:sans-serif;margin:4em"><h1>${title}</h1><p>${text}</p><p><small>lightjail router</small></p></body></html>\n`;
+
+export const PAGES = {
+  noSuchApp: (app: string) =>
+    ["No such app", `There is no app called <b>${escapeHtml(app)}</b> here.`] as const,
+  unavailable: (app: string) =>
+    [
+      "Application unavailable",
+      `No instance of <b>${escapeHtml(app)}</b> is up right now. It may be starting or crashing; try again in a moment, or see <code>lj ps ${escapeHtml(app)}</code> and <code>lj logs ${escapeHtml(app)}</code>.`,
+    ] as const,
+  tooLarge: (why: string) => ["Request body too large", escapeHtml(why)] as const,
+  badGateway: (app: string, why: string) =>
+    [
+      "Bad gateway",
+      `The instance of <b>${escapeHtml(app)}</b> did not answer${why ? ` (${escapeHtml(why)})` : ""}.`,
+    ] as const,
+};
+
+const page = (status: number, [title, text]: readonly [string, string]) =>
+  new Response(pageHtml(title, text), {
+    status,
+    headers: {
+      "content-type": "text/html; charset=utf-8",
+      ...(status === 503 ? { "retry-after": "2" } : {}),
     },
-  );
+  });
 
 const isForwarding = (k: string) => (FORWARDING_HEADERS as readonly string[]).includes(k);
 
 /** Request headers an app never gets from the client: the router writes its own. */
 const NOT_PASSED = new Set<string>([...HOP, ...FORWARDING_HEADERS]);
-
-const escapeHtml = (s: string) => s.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
 
 export class Router {
   private rr = new Map<string, number>();
@@ -165,20 +182,16 @@ export class Router {
     const first = this.pick(app);
     if (first === undefined) {
       this.access(app, req.method, path, 404, started, null);
-      return page(404, "No such app", `There is no app called <b>${escapeHtml(app)}</b> here.`);
+      return page(404, PAGES.noSuchApp(app));
     }
     if (first === null) {
       this.access(app, req.method, path, 503, started, null);
-      return page(
-        503,
-        "Application unavailable",
-        `No instance of <b>${escapeHtml(app)}</b> is up right now. It may be starting or crashing; try again in a moment, or see <code>lj ps ${escapeHtml(app)}</code> and <code>lj logs ${escapeHtml(app)}</code>.`,
-      );
+      return page(503, PAGES.unavailable(app));
     }
     const tooLarge = this.oversized(req);
     if (tooLarge) {
       this.access(app, req.method, path, 413, started, null, tooLarge);
-      return page(413, "Request body too large", escapeHtml(tooLarge));
+      return page(413, PAGES.tooLarge(tooLarge));
     }
     const headers = req.headers;
     const method = req.method;
@@ -283,16 +296,12 @@ export class Router {
       } catch (e) {
         if (cut.why) {
           this.access(app, req.method, path, 413, started, target, cut.why);
-          return page(413, "Request body too large", escapeHtml(cut.why));
+          return page(413, PAGES.tooLarge(cut.why));
         }
         const next: Target | null | undefined = !hasBody && attempt === 0 ? this.pick(app, target) : null;
         if (!next || next === target) {
           this.access(app, req.method, path, 502, started, target);
-          return page(
-            502,
-            "Bad gateway",
-            `The instance of <b>${escapeHtml(app)}</b> did not answer (${escapeHtml((e as Error).message)}).`,
-          );
+          return page(502, PAGES.badGateway(app, (e as Error).message));
         }
         target = next;
       }
@@ -350,11 +359,7 @@ export class Router {
         const next = attempt === 0 ? this.pick(app, target) : null;
         if (next && next !== target) return this.send(app, method, path, head, next, started, 1);
         this.access(app, method, path, 502, started, target);
-        return page(
-          502,
-          "Bad gateway",
-          `The instance of <b>${escapeHtml(app)}</b> did not answer (${escapeHtml(e.message)}).`,
-        );
+        return page(502, PAGES.badGateway(app, e.message));
       },
     );
   }

@@ -11,6 +11,7 @@
 import { join } from "node:path";
 import type { Server, Subprocess, WebSocketHandler } from "bun";
 import type { EdgeCerts } from "./edge.ts";
+import { freePort, privateListener } from "./private.ts";
 import { DEFAULT_PER_INSTANCE, type Target, type WsData } from "./router.ts";
 
 type Routes = Record<string, Target[]>;
@@ -92,15 +93,6 @@ interface Slot {
 }
 
 const ENTRY = join(import.meta.dir, "worker.ts");
-const CHALLENGE = "/.well-known/acme-challenge/";
-
-/** A port nobody listens on now (HTTPS with port 0: every worker must bind the same one). */
-function freePort(hostname: string): number {
-  const s = Bun.serve({ hostname, port: 0, fetch: () => new Response() });
-  const p = s.port!;
-  s.stop(true);
-  return p;
-}
 
 export class EdgeWorkers {
   private slots: Slot[] = [];
@@ -129,23 +121,7 @@ export class EdgeWorkers {
   private async begin(): Promise<void> {
     const o = this.o;
     if (!Number.isInteger(o.count) || o.count < 1) throw new Error(`edge workers: ${o.count} is not a count`);
-    this.inner = Bun.serve<WsData>({
-      hostname: "127.0.0.1",
-      port: 0,
-      maxRequestBodySize: o.maxRequestBodySize,
-      idleTimeout: 120,
-      fetch: (req, srv) => {
-        const url = req.url;
-        const at = url.indexOf(CHALLENGE);
-        if (at >= 0 && o.certs) {
-          const answer = o.certs.challenges.get(url.slice(at + CHALLENGE.length));
-          if (answer) return new Response(answer, { headers: { "content-type": "text/plain" } });
-          return new Response("no such challenge\n", { status: 404 });
-        }
-        return o.other(req, srv);
-      },
-      websocket: o.websocket ?? { message() {} },
-    });
+    this.inner = privateListener(o);
     this.config = {
       hostname: o.hostname,
       port: o.port,

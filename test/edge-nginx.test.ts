@@ -1,0 +1,620 @@
+/**
+ * The nginx edge (src/server/edge/nginx.ts): a real nginx master run and configured from the
+ * tables a test hands it, in front of real HTTP backends. Routing by Host, the router's pages,
+ * the forwarding headers with forwarding.ts's semantics, WebSockets, requests that are not for
+ * an app reaching the owning process (bodies streamed, WebSockets), the body limit refused and
+ * logged, reloads confirmed by the served generation (and batched), a bad configuration never
+ * applied, the master restarted when it dies, the leftovers of a dead owner ended, and 1,500
+ * concurrent connections without a 5xx while another app stays fast.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Server, Subprocess } from "bun";
+import { startServe } from "../scripts/serve-process.ts";
+import { edgeKind } from "../src/cli/serve.ts";
+import { LjError } from "../src/errors.ts";
+import { CertManager } from "../src/server/edge/certs.ts";
+import { findNginx, NginxEdge, type NginxEdgeOptions } from "../src/server/edge/nginx.ts";
+import { freePort } from "../src/server/edge/private.ts";
+import type { Target, WsData } from "../src/server/edge/router.ts";
+import { rootTest } from "./helpers/root.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "lj-edge-nginx-"));
+type Headers = Record<string, string>;
+let backend: Server<Headers>;
+const edges: NginxEdge[] = [];
+const appLines: string[] = [];
+let n = 0;
+
+const SPOOF: Headers = {
+  "x-forwarded-for": "6.6.6.6",
+  "x-real-ip": "6.6.6.6",
+  forwarded: "for=6.6.6.6;proto=https",
+  "x-forwarded-proto": "https",
+  "x-forwarded-host": "bank.example",
+  "x-forwarded-port": "443",
+};
+
+beforeAll(() => {
+  backend = Bun.serve<Headers>({
+    hostname: "127.0.0.1",
+    port: 0,
+    fetch(req, srv) {
+      const seen = Object.fromEntries(req.headers) as Headers;
+      if (req.headers.get("upgrade")?.toLowerCase() === "websocket")
+        return srv.upgrade(req, { data: seen }) ? undefined : new Response("no upgrade", { status: 400 });
+      if (req.method === "POST")
+        return req.arrayBuffer().then((b) => new Response(`got ${b.byteLength} bytes\n`));
+      return Response.json({ path: new URL(req.url).pathname, ...seen });
+    },
+    websocket: {
+      open(ws) {
+        ws.send(JSON.stringify(ws.data));
+      },
+      message(ws, m) {
+        ws.send(`echo ${m}`);
+      },
+    },
+  });
+});
+
+afterAll(async () => {
+  for (const e of edges) await e.stop();
+  backend?.stop(true);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+interface Front {
+  edge: NginxEdge;
+  url: string;
+  routes: Record<string, Target[]>;
+  domains: Record<string, string>;
+  prefix: string;
+  accessLog: string;
+}
+
+/** An nginx edge for APP.n.test in front of the echo backend (app "echo"). */
+async function front(o: Partial<NginxEdgeOptions> = {}): Promise<Front> {
+  const id = ++n;
+  const f = {
+    routes: { echo: [{ address: "127.0.0.1", port: backend.port! }] } as Record<string, Target[]>,
+    domains: {} as Record<string, string>,
+    prefix: join(dir, `prefix-${id}`),
+    accessLog: join(dir, `access-${id}.log`),
+  };
+  const edge = await NginxEdge.start({
+    nginx: findNginx()!,
+    prefix: f.prefix,
+    hostname: "127.0.0.1",
+    port: 0,
+    domain: "n.test",
+    maxBodyBytes: 64 * 1024,
+    maxRequestBodySize: 1 << 30,
+    workers: "2",
+    routes: () => f.routes,
+    domains: () => f.domains,
+    other: (req, srv) => {
+      if (req.headers.get("upgrade") === "websocket")
+        return srv.upgrade(req, { data: {} as WsData })
+          ? (undefined as unknown as Response)
+          : new Response("no", { status: 400 });
+      if (req.method === "POST")
+        return req.arrayBuffer().then((b) => new Response(`api got ${b.byteLength} bytes\n`));
+      return new Response(`api: ${new URL(req.url).pathname} host ${req.headers.get("host")}\n`);
+    },
+    websocket: {
+      open(ws) {
+        ws.send("hello from lj serve");
+      },
+      message(ws, m) {
+        ws.send(`echo ${m}`);
+      },
+    },
+    accessLog: f.accessLog,
+    appLog: (app, line) => appLines.push(`${app} ${line}`),
+    log: (line) => appLines.push(`LOG ${line}`),
+    ...o,
+  });
+  edges.push(edge);
+  const h = (o.hostname ?? "127.0.0.1").includes(":") ? `[${o.hostname}]` : (o.hostname ?? "127.0.0.1");
+  return { ...f, edge, url: `http://${h}:${edge.port}` };
+}
+
+async function echoed(url: string, headers: Headers, host = "echo.n.test"): Promise<Headers> {
+  const r = await fetch(`${url}/`, { headers: { host, ...headers } });
+  expect(r.status).toBe(200);
+  return (await r.json()) as Headers;
+}
+
+describe("choosing the edge", () => {
+  test("--edge, else [router] edge in config.toml, else auto; bad values are errors", () => {
+    const file = join(dir, "config.toml");
+    expect(edgeKind(undefined, file)).toBe("auto");
+    expect(edgeKind("nginx", file)).toBe("nginx");
+    writeFileSync(file, '[router]\nedge = "auto"\n');
+    expect(edgeKind(undefined, file)).toBe("auto");
+    expect(edgeKind("builtin", file)).toBe("builtin");
+    expect(() => edgeKind("apache", file)).toThrow(LjError);
+    writeFileSync(file, '[router]\nedge = "caddy"\n');
+    expect(() => edgeKind(undefined, file)).toThrow(/\[router\] edge/);
+    rmSync(file);
+    expect(findNginx()).not.toBeNull();
+  });
+});
+
+describe("the nginx edge", () => {
+  rootTest("routes by Host; the router's 404 and 503 pages; the rest reaches lj serve", async () => {
+    const f = await front();
+    f.routes.idle = [];
+    f.edge.publish();
+    await f.edge.synced();
+    const ok = await fetch(`${f.url}/some/path?q=1`, { headers: { host: "Echo.N.Test" } });
+    expect(ok.status).toBe(200);
+    expect(((await ok.json()) as Headers).path).toBe("/some/path");
+    const none = await fetch(`${f.url}/`, { headers: { host: "ghost.n.test" } });
+    expect(none.status).toBe(404);
+    expect(await none.text()).toContain("There is no app called <b>ghost</b> here.");
+    const idle = await fetch(`${f.url}/`, { headers: { host: "idle.n.test" } });
+    expect(idle.status).toBe(503);
+    expect(idle.headers.get("retry-after")).toBe("2");
+    expect(await idle.text()).toContain("No instance of <b>idle</b> is up right now");
+    const api = await fetch(`${f.url}/api/v1/apps`, { headers: { host: "127.0.0.1" } });
+    expect(await api.text()).toBe("api: /api/v1/apps host 127.0.0.1\n");
+    // A large body streamed to lj serve (git pushes): no limit of the edge's own.
+    const big = await fetch(`${f.url}/git/x.git/git-receive-pack`, {
+      method: "POST",
+      headers: { host: "127.0.0.1" },
+      body: new Uint8Array(3 * 1024 * 1024),
+    });
+    expect(await big.text()).toBe(`api got ${3 * 1024 * 1024} bytes\n`);
+    // The ACME challenge path of any Host goes to lj serve (which answers it from its map).
+    const ch = await fetch(`${f.url}/.well-known/acme-challenge/tok`, { headers: { host: "echo.n.test" } });
+    expect(await ch.text()).toBe("api: /.well-known/acme-challenge/tok host echo.n.test\n");
+    // A WebSocket to lj serve (`lj run` sessions) and one to an app.
+    for (const [host, first] of [
+      ["127.0.0.1", "hello from lj serve"],
+      ["echo.n.test", "x-forwarded-for"],
+    ] as const) {
+      const ws = new WebSocket(`${f.url.replace("http", "ws")}/`, {
+        headers: { host },
+      } as unknown as string[]);
+      const got: string[] = [];
+      await new Promise<void>((resolve, reject) => {
+        ws.onmessage = (e) => {
+          got.push(String(e.data));
+          if (got.length === 1) ws.send("ping");
+          else resolve();
+        };
+        ws.onerror = () => reject(new Error("websocket error"));
+      });
+      ws.close();
+      expect(got[0]).toContain(first);
+      expect(got[1]).toBe("echo ping");
+    }
+    // The access log: the router's line format, written by nginx.
+    await f.edge.flush();
+    const access = readFileSync(f.accessLog, "utf8");
+    expect(access).toMatch(
+      new RegExp(
+        `^\\d{4}-\\d\\d-\\d\\dT\\S+ echo GET /some/path\\?q=1 200 [\\d.]+ms -> 127\\.0\\.0\\.1:${backend.port}$`,
+        "m",
+      ),
+    );
+    expect(access).toMatch(/ ghost GET \/ 404 [\d.]+ms -> -$/m);
+    expect(access).toMatch(/ idle GET \/ 503 /);
+    expect((statSync(f.accessLog).mode & 0o777).toString(8)).toBe("600");
+    expect((statSync(f.prefix).mode & 0o777).toString(8)).toBe("700");
+    // 5xx lines reach the app's log.
+    expect(appLines.some((l) => l.startsWith("idle GET / 503 "))).toBe(true);
+  });
+
+  rootTest(
+    "forwarding headers: the client's dropped, the edge's own set (IPv4, IPv6, WebSocket)",
+    async () => {
+      const f = await front();
+      const seen = await echoed(f.url, SPOOF);
+      expect(seen["x-forwarded-for"]).toBe("127.0.0.1");
+      expect(seen["x-real-ip"]).toBe("127.0.0.1");
+      expect(seen["x-forwarded-proto"]).toBe("http");
+      expect(seen["x-forwarded-host"]).toBe("echo.n.test");
+      expect(seen.forwarded).toBe("for=127.0.0.1;proto=http;host=echo.n.test");
+      expect(seen["x-forwarded-port"]).toBeUndefined();
+      expect(JSON.stringify(seen)).not.toContain("6.6.6.6");
+      expect(JSON.stringify(seen)).not.toContain("bank.example");
+      const v6 = await front({ hostname: "::1" });
+      const six = await echoed(v6.url, { ...SPOOF }, "echo.n.test:8080");
+      expect(six["x-forwarded-for"]).toBe("::1");
+      expect(six["x-real-ip"]).toBe("::1");
+      expect(six.forwarded).toBe('for="[::1]";proto=http;host="echo.n.test:8080"');
+      const ws = new WebSocket(`${f.url.replace("http", "ws")}/`, {
+        headers: { host: "echo.n.test", ...SPOOF },
+      } as unknown as string[]);
+      const wsSeen = await new Promise<Headers>((resolve, reject) => {
+        ws.onmessage = (e) => resolve(JSON.parse(String(e.data)) as Headers);
+        ws.onerror = () => reject(new Error("websocket error"));
+      });
+      ws.close();
+      expect(wsSeen["x-forwarded-for"]).toBe("127.0.0.1");
+      expect(wsSeen.forwarded).toBe("for=127.0.0.1;proto=http;host=echo.n.test");
+    },
+  );
+
+  rootTest(
+    "a trusted proxy's chain is kept and the peer appended; X-Real-IP is the client behind it",
+    async () => {
+      const untrusted = await front({ trustedProxies: ["10.0.0.0/8", "::1"] });
+      const u = await echoed(untrusted.url, SPOOF);
+      expect(u["x-forwarded-for"]).toBe("127.0.0.1");
+      expect(u.forwarded).toBe("for=127.0.0.1;proto=http;host=echo.n.test");
+      const f = await front({ trustedProxies: ["127.0.0.0/8", "10.1.0.0/16"] });
+      const seen = await echoed(f.url, {
+        "x-forwarded-for": "198.51.100.9, 203.0.113.7, 10.1.2.3",
+        forwarded: 'for=198.51.100.9, for=203.0.113.7;proto=https, for="[2001:db8::1]"',
+        "x-forwarded-proto": "https",
+        "x-forwarded-host": "shop.example",
+        "x-forwarded-port": "443",
+        "x-real-ip": "1.1.1.1",
+      });
+      expect(seen["x-forwarded-for"]).toBe("198.51.100.9, 203.0.113.7, 10.1.2.3, 127.0.0.1");
+      expect(seen["x-real-ip"]).toBe("203.0.113.7");
+      expect(seen.forwarded).toBe(
+        'for=198.51.100.9, for=203.0.113.7;proto=https, for="[2001:db8::1]", for=127.0.0.1;proto=http;host=echo.n.test',
+      );
+      expect(seen["x-forwarded-proto"]).toBe("https");
+      expect(seen["x-forwarded-host"]).toBe("shop.example");
+      expect(seen["x-forwarded-port"]).toBe("443");
+      const bare = await echoed(f.url, {});
+      expect(bare["x-forwarded-for"]).toBe("127.0.0.1");
+      expect(bare["x-real-ip"]).toBe("127.0.0.1");
+      expect(bare.forwarded).toBe("for=127.0.0.1;proto=http;host=echo.n.test");
+    },
+  );
+
+  rootTest(
+    "bodies over the limit: 413 with the router's page, in the access log and the app's log",
+    async () => {
+      const f = await front();
+      const ok = await fetch(`${f.url}/`, {
+        method: "POST",
+        headers: { host: "echo.n.test" },
+        body: new Uint8Array(60 * 1024),
+      });
+      expect(await ok.text()).toBe(`got ${60 * 1024} bytes\n`);
+      const big = await fetch(`${f.url}/`, {
+        method: "POST",
+        headers: { host: "echo.n.test" },
+        body: new Uint8Array(65 * 1024),
+      });
+      expect(big.status).toBe(413);
+      expect(await big.text()).toContain("--max-body");
+      const chunks = new ReadableStream<Uint8Array>({
+        start(c) {
+          for (let i = 0; i < 10; i++) c.enqueue(new Uint8Array(16 * 1024));
+          c.close();
+        },
+      });
+      const chunked = await fetch(`${f.url}/`, {
+        method: "POST",
+        headers: { host: "echo.n.test" },
+        body: chunks,
+      });
+      expect(chunked.status).toBe(413);
+      await f.edge.flush();
+      const access = readFileSync(f.accessLog, "utf8");
+      expect(access.match(/ echo POST \/ 413 .*--max-body/g)?.length).toBe(2);
+      expect(appLines.filter((l) => /^echo POST \/ 413 .*--max-body/.test(l)).length).toBeGreaterThanOrEqual(
+        2,
+      );
+    },
+  );
+
+  rootTest("the access log is rotated by size while nginx keeps writing to it", async () => {
+    const f = await front({ accessLogRotation: { maxBytes: 4096, keep: 2 } });
+    const hit = async (n: number, path: string) => {
+      for (let i = 0; i < n; i++)
+        await (await fetch(`${f.url}${path}`, { headers: { host: "echo.n.test" } })).text();
+      await f.edge.flush();
+    };
+    await hit(80, "/first");
+    // The next tick (once a second) finds it full: copied to .1, emptied in place.
+    await until(() => existsSync(`${f.accessLog}.1`), 5000, "access.log.1");
+    expect(readFileSync(`${f.accessLog}.1`, "utf8")).toContain(" echo GET /first 200 ");
+    expect((statSync(`${f.accessLog}.1`).mode & 0o777).toString(8)).toBe("600");
+    await hit(3, "/after");
+    const now = readFileSync(f.accessLog, "utf8");
+    expect(now).toContain(" echo GET /after 200 ");
+    expect(now).not.toContain("\0");
+    expect(now.length).toBeLessThan(4096);
+  });
+
+  rootTest("a change is served once synced() resolves; rapid changes share one reload", async () => {
+    const f = await front();
+    const second = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("second\n") });
+    try {
+      const conf = join(f.prefix, "nginx.conf");
+      const before = statSync(conf).mtimeMs;
+      // Ten changes in one go (instances coming up one after another): one reload.
+      for (let i = 0; i < 10; i++) {
+        f.routes[`app${i}`] = [{ address: "127.0.0.1", port: second.port! }];
+        f.edge.publish();
+      }
+      await f.edge.synced();
+      expect(statSync(conf).mtimeMs).toBeGreaterThan(before);
+      expect(readFileSync(conf, "utf8")).toContain('return 200 "2";');
+      for (let i = 0; i < 10; i++) {
+        const r = await fetch(`${f.url}/`, { headers: { host: `app${i}.n.test` } });
+        expect(await r.text()).toBe("second\n");
+      }
+      // A switch: once synced, no new request reaches the old target.
+      f.routes.echo = [{ address: "127.0.0.1", port: second.port! }];
+      f.edge.publish();
+      await f.edge.synced();
+      for (let i = 0; i < 20; i++) {
+        const r = await fetch(`${f.url}/`, { headers: { host: "echo.n.test", connection: "close" } });
+        expect(await r.text()).toBe("second\n");
+      }
+    } finally {
+      second.stop(true);
+    }
+  });
+
+  rootTest("a configuration nginx refuses is never applied: the old one keeps serving", async () => {
+    const wanted: string[] = [];
+    const certs = new CertManager({
+      dir: join(dir, "certs-bad"),
+      wanted: () => wanted,
+      log: () => {},
+      onChange: () => {},
+    });
+    const f = await front({ httpsPort: 0, certs });
+    expect(f.edge.httpsPort).toBeUndefined();
+    const pair = selfSigned("bad.example");
+    certs.put("bad.example", pair.cert, pair.key);
+    // The file on disk goes bad after lj serve read it (nginx reads the files themselves).
+    const crt = certs.files("bad.example").cert;
+    writeFileSync(crt, "not a certificate\n");
+    const conf = readFileSync(join(f.prefix, "nginx.conf"), "utf8");
+    wanted.push("bad.example");
+    f.domains["bad.example"] = "echo";
+    f.edge.publish();
+    await f.edge.synced();
+    expect(appLines.some((l) => l.startsWith("LOG edge: nginx refused the new configuration"))).toBe(true);
+    expect(readFileSync(join(f.prefix, "nginx.conf"), "utf8")).toBe(conf);
+    expect(existsSync(join(f.prefix, "nginx.conf.new"))).toBe(false);
+    // Still serving, with the old tables.
+    expect((await echoed(f.url, {}))["x-forwarded-for"]).toBe("127.0.0.1");
+    const missing = await fetch(`${f.url}/`, { headers: { host: "bad.example" } });
+    expect(await missing.text()).toContain("api: /");
+    // The file repaired: the next change applies, HTTPS serves the name by SNI.
+    writeFileSync(crt, pair.cert);
+    f.edge.publish();
+    await f.edge.synced();
+    expect(f.edge.httpsPort).toBeNumber();
+    const r = await fetch(`https://127.0.0.1:${f.edge.httpsPort}/`, {
+      headers: { host: "bad.example" },
+      tls: { ca: pair.cert, serverName: "bad.example" },
+    } as RequestInit);
+    expect(r.status).toBe(200);
+    expect(((await r.json()) as Headers)["x-forwarded-proto"]).toBe("https");
+    const redirect = await fetch(`${f.url}/x?y=1`, { headers: { host: "bad.example" }, redirect: "manual" });
+    expect(redirect.status).toBe(308);
+    expect(redirect.headers.get("location")).toBe(`https://bad.example:${f.edge.httpsPort}/x?y=1`);
+    const challenge = await fetch(`${f.url}/.well-known/acme-challenge/t`, {
+      headers: { host: "bad.example" },
+      redirect: "manual",
+    });
+    expect(challenge.status).toBe(404);
+    expect(await challenge.text()).toBe("no such challenge\n");
+  });
+
+  rootTest("a master that dies is started again; a new owner ends what a dead one left", async () => {
+    const f = await front();
+    const first = f.edge.pid!;
+    process.kill(first, "SIGKILL");
+    await until(() => f.edge.pid !== null && f.edge.pid !== first, 10_000, "a new master");
+    await until(
+      async () =>
+        (await fetch(`${f.url}/`, { headers: { host: "echo.n.test" } }).catch(() => null))?.status === 200,
+      10_000,
+      "serving again",
+    );
+    // The orphaned workers of the killed master were ended too: only the new master's remain.
+    const inPrefix = nginxIn(f.prefix);
+    expect(inPrefix.filter((p) => p.ppid === f.edge.pid).length).toBe(inPrefix.length - 1);
+    // An owner that died without stopping nginx (kill -9): the next start on the prefix ends it.
+    const again = await NginxEdge.start({
+      nginx: findNginx()!,
+      prefix: f.prefix,
+      hostname: "127.0.0.1",
+      port: 0,
+      domain: "n.test",
+      maxBodyBytes: 1024,
+      maxRequestBodySize: 1 << 20,
+      workers: "1",
+      routes: () => ({}),
+      domains: () => ({}),
+      other: () => new Response("new owner\n"),
+      accessLog: join(dir, "again.log"),
+      log: () => {},
+    });
+    edges.push(again);
+    expect(nginxIn(f.prefix).map((p) => p.pid)).toContain(again.pid!);
+    expect(nginxIn(f.prefix).every((p) => p.pid === again.pid || p.ppid === again.pid)).toBe(true);
+    expect(await (await fetch(`http://127.0.0.1:${again.port}/`)).text()).toBe("new owner\n");
+  });
+
+  rootTest(
+    "1,500 concurrent connections for 10 s: no 5xx, upstream sockets reused, another app stays fast",
+    async () => {
+      const node = (port: number) =>
+        Bun.spawn(
+          ["node", "-e", `require("http").createServer((q,s)=>s.end("ok\\n")).listen(${port},"127.0.0.1")`],
+          {
+            stdout: "ignore",
+            stderr: "ignore",
+          },
+        );
+      const [pa, pb] = [freePort("127.0.0.1"), freePort("127.0.0.1")];
+      const apps: Subprocess[] = [node(pa), node(pb)];
+      try {
+        await waitPort(pa);
+        await waitPort(pb);
+        const f = await front();
+        f.routes.hot = [{ address: "127.0.0.1", port: pa }];
+        f.routes.calm = [{ address: "127.0.0.1", port: pb }];
+        f.edge.publish();
+        await f.edge.synced();
+        const wrk = Bun.spawn(["wrk", "-t2", "-c1500", "-d10s", "-H", "Host: hot.n.test", `${f.url}/`], {
+          stdout: "pipe",
+          stderr: "pipe",
+        });
+        await Bun.sleep(1500);
+        const times: number[] = [];
+        for (let i = 0; i < 60; i++) {
+          const t = performance.now();
+          const r = await fetch(`${f.url}/`, { headers: { host: "calm.n.test" } });
+          expect(r.status).toBe(200);
+          await r.text();
+          times.push(performance.now() - t);
+          await Bun.sleep(50);
+        }
+        const out = await new Response(wrk.stdout).text();
+        const total = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
+        expect(total).toBeGreaterThan(1500);
+        expect(out).not.toContain("Non-2xx");
+        times.sort((a, b) => a - b);
+        const p50 = times[Math.floor(times.length / 2)]!;
+        const ss = Bun.spawnSync(["ss", "-Htan", "state", "time-wait", "dst", `127.0.0.1:${pa}`]);
+        const tw = ss.stdout.toString().split("\n").filter(Boolean).length;
+        console.log(
+          `nginx churn: ${total} requests at c=1500, calm p50 ${p50.toFixed(1)} ms, ${tw} upstream sockets in TIME_WAIT`,
+        );
+        expect(p50).toBeLessThan(10 * (process.env.CI ? 3 : 1));
+        expect(tw).toBeLessThan(total / 10);
+        await f.edge.flush();
+        expect(readFileSync(f.accessLog, "utf8")).not.toMatch(/ hot GET \/ 5\d\d /);
+      } finally {
+        for (const p of apps) p.kill();
+      }
+    },
+    60_000,
+  );
+});
+
+describe("lj serve --edge nginx as a process", () => {
+  rootTest(
+    "kill -9 of lj serve ends its nginx; a restart on the same port leaves exactly one master, serving",
+    async () => {
+      const root = mkdtempSync(join(tmpdir(), "lj-nginx-restart-"));
+      const port = freePort("127.0.0.1");
+      const envs = {
+        ...process.env,
+        LIGHTJAIL_ROOT: root,
+        LJ_SUBNET: "10.238.41.0/24",
+        LJ_TEST_EDGE: "nginx",
+        LJ_TEST_PORT: String(port),
+      };
+      const prefix = join(root, "edge", "nginx");
+      const serve = () =>
+        startServe([process.execPath, join(import.meta.dir, "fixtures/paas/serve-fake.ts")], envs);
+      const apps = async (x: { url: string; token: string }) =>
+        (await fetch(`${x.url}/api/v1/apps`, { headers: { authorization: `Bearer ${x.token}` } })).status;
+      try {
+        const a = await serve();
+        expect(a.url).toBe(`http://127.0.0.1:${port}`);
+        expect(await apps(a)).toBe(200);
+        const masters = () => nginxIn(prefix).filter((p) => !nginxIn(prefix).some((q) => q.pid === p.ppid));
+        expect(masters().length).toBe(1);
+        expect(nginxIn(prefix).length).toBeGreaterThan(1);
+        a.proc.kill("SIGKILL");
+        await a.proc.exited;
+        // The master got SIGTERM when its parent died and ended its workers.
+        await until(() => nginxIn(prefix).length === 0, 5000, "nginx gone with lj serve");
+        const b = await serve();
+        expect(await apps(b)).toBe(200);
+        expect(masters().length).toBe(1);
+        // Again, with the dead server's nginx still there when the next one starts (stopped
+        // until then): whichever ends it, one master is left.
+        const before = masters()[0]!.pid;
+        Bun.spawnSync(["kill", "-STOP", String(before)]);
+        b.proc.kill("SIGKILL");
+        await b.proc.exited;
+        Bun.spawnSync(["kill", "-CONT", String(before)]);
+        const c = await serve();
+        expect(await apps(c)).toBe(200);
+        expect(masters().length).toBe(1);
+        expect(masters()[0]!.pid).not.toBe(before);
+        c.proc.kill("SIGTERM");
+        await c.proc.exited;
+        expect(nginxIn(prefix)).toEqual([]);
+      } finally {
+        Bun.spawnSync(["rm", "-rf", root]);
+      }
+    },
+    60_000,
+  );
+});
+
+/** nginx processes whose working directory is `prefix`, with their parents. */
+function nginxIn(prefix: string): { pid: number; ppid: number }[] {
+  const out: { pid: number; ppid: number }[] = [];
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readlinkSync(`/proc/${d}/cwd`) !== prefix) continue;
+      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
+      if (!stat.includes("(nginx)")) continue;
+      out.push({ pid: Number(d), ppid: Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) });
+    } catch {}
+  }
+  return out;
+}
+
+async function until<T>(f: () => T | Promise<T>, ms: number, what: string): Promise<NonNullable<T>> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(25);
+  }
+}
+
+async function waitPort(port: number): Promise<void> {
+  await until(
+    async () => {
+      try {
+        (await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } })).end();
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    10_000,
+    `port ${port}`,
+  );
+}
+
+function selfSigned(name: string): { cert: string; key: string } {
+  const cert = join(dir, `${name}.crt.pem`);
+  const key = join(dir, `${name}.key.pem`);
+  const r = Bun.spawnSync(
+    ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+      .concat(["-keyout", key, "-out", cert, "-subj", `/CN=${name}`, "-addext", `subjectAltName=DNS:${name}`])
+      .concat(["-days", "2"]),
+    { stderr: "pipe" },
+  );
+  if (r.exitCode !== 0) throw new Error(`openssl: ${r.stderr}`);
+  return { cert: readFileSync(cert, "utf8"), key: readFileSync(key, "utf8") };
+}
