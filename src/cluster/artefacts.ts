@@ -21,31 +21,10 @@ import { pipeline } from "node:stream/promises";
 import * as zlib from "node:zlib";
 import * as tar from "tar-stream";
 import { LjError } from "../errors.ts";
+import { type Blob, DIGEST_RE, type ReleaseManifest } from "../node/manifest.ts";
 import { commandArgv, RELEASE_PHASE, type ReleaseOf, releaseEnv } from "../paas/process-spec.ts";
 import { paths } from "../store/paths.ts";
 import { removeTree } from "../store/tree.ts";
-
-export const DIGEST_RE = /^sha256:[0-9a-f]{64}$/;
-
-export interface Blob {
-  digest: string;
-  size: number;
-}
-
-/** GET /node/v1/releases/APP/vN: what a node needs to run a release (docs/cluster.md). */
-export interface ReleaseManifest {
-  app: string;
-  version: number;
-  /** The world the layers go over: the node's own world of this name. */
-  world: string;
-  /** Bottom to top: the overlays of the chain, then the slug. */
-  layers: (Blob & { kind: "overlay" | "slug"; name: string })[];
-  cwd: string;
-  /** What each process type runs (argv as the local supervisor runs it). */
-  processes: Record<string, { command: string; argv: string[] }>;
-  env: Record<string, string>;
-  limits: { memoryMb?: number; pids?: number; cpus?: number };
-}
 
 interface Packed extends Blob {
   file: string;

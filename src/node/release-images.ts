@@ -15,10 +15,10 @@ import * as fsp from "node:fs/promises";
 import { join } from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import type { ReleaseManifest } from "../cluster/artefacts.ts";
 import { extractTar } from "../store/archive.ts";
 import { ljRoot } from "../store/paths.ts";
 import { removeTree } from "../store/tree.ts";
+import type { ReleaseManifest } from "./manifest.ts";
 
 /** Where release images come from: the lj serve URL and the node token. */
 export interface ReleaseSource {
