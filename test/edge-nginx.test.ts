@@ -28,6 +28,7 @@ import { CertManager } from "../src/server/edge/certs.ts";
 import { findNginx, NginxEdge, type NginxEdgeOptions } from "../src/server/edge/nginx.ts";
 import { freePort } from "../src/server/edge/private.ts";
 import type { Target, WsData } from "../src/server/edge/router.ts";
+import { expectBodyLimit } from "./helpers/body-limit.ts";
 import { rootTest } from "./helpers/root.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "lj-edge-nginx-"));
@@ -285,31 +286,7 @@ describe("the nginx edge", () => {
     "bodies over the limit: 413 with the router's page, in the access log and the app's log",
     async () => {
       const f = await front();
-      const ok = await fetch(`${f.url}/`, {
-        method: "POST",
-        headers: { host: "echo.n.test" },
-        body: new Uint8Array(60 * 1024),
-      });
-      expect(await ok.text()).toBe(`got ${60 * 1024} bytes\n`);
-      const big = await fetch(`${f.url}/`, {
-        method: "POST",
-        headers: { host: "echo.n.test" },
-        body: new Uint8Array(65 * 1024),
-      });
-      expect(big.status).toBe(413);
-      expect(await big.text()).toContain("--max-body");
-      const chunks = new ReadableStream<Uint8Array>({
-        start(c) {
-          for (let i = 0; i < 10; i++) c.enqueue(new Uint8Array(16 * 1024));
-          c.close();
-        },
-      });
-      const chunked = await fetch(`${f.url}/`, {
-        method: "POST",
-        headers: { host: "echo.n.test" },
-        body: chunks,
-      });
-      expect(chunked.status).toBe(413);
+      await expectBodyLimit(f.url, "echo.n.test");
       await f.edge.flush();
       const access = readFileSync(f.accessLog, "utf8");
       expect(access.match(/ echo POST \/ 413 .*--max-body/g)?.length).toBe(2);

@@ -15,6 +15,7 @@ import { type RunningServer, startServer } from "../src/server/serve.ts";
 import { paths } from "../src/store/paths.ts";
 import { fakeBuild } from "./fixtures/paas/fake-build.ts";
 import { api, appCopy, auth, createApp, deployDir, removeAppCopies, until } from "./fixtures/paas/helpers.ts";
+import { expectBodyLimit } from "./helpers/body-limit.ts";
 import { type JailEnv, lj, makeJailEnv } from "./helpers/jail-env.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
 
@@ -322,32 +323,7 @@ for (const edge of ["builtin", "nginx"] as const)
             await createApp(s, "shop");
             await deployDir(s, "shop", appCopy("node-hello"));
           }
-          const ok = await fetch(`${s.url}/`, {
-            method: "POST",
-            headers: { host: "shop.localhost" },
-            body: new Uint8Array(60 * 1024),
-          });
-          expect(await ok.text()).toBe(`got ${60 * 1024} bytes\n`);
-          const big = await fetch(`${s.url}/`, {
-            method: "POST",
-            headers: { host: "shop.localhost" },
-            body: new Uint8Array(65 * 1024),
-          });
-          expect(big.status).toBe(413);
-          expect(await big.text()).toContain("--max-body");
-          // Chunked (no Content-Length): counted as it streams.
-          const chunks = new ReadableStream<Uint8Array>({
-            start(c) {
-              for (let i = 0; i < 10; i++) c.enqueue(new Uint8Array(16 * 1024));
-              c.close();
-            },
-          });
-          const chunked = await fetch(`${s.url}/`, {
-            method: "POST",
-            headers: { host: "shop.localhost" },
-            body: chunks,
-          });
-          expect(chunked.status).toBe(413);
+          await expectBodyLimit(s.url, "shop.localhost");
           await s.flushAccessLog();
           const access = readFileSync(join(paths.paasLogs(), "access.log"), "utf8");
           expect(access.match(/shop POST \/ 413 .*--max-body/g)?.length).toBe(2);
