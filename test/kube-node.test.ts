@@ -330,57 +330,23 @@ describe("a lightjail node runs pods as jails", () => {
     expect(noFile.code).toBe(78);
     expect(noFile.stderr).toContain("cannot read kubeconfig /nonexistent/kubeconfig");
     const kc = cluster.nodeKubeconfig(NODE);
-    const badName = await lj([
-      "node",
-      "run",
-      "--kubeconfig",
-      kc,
-      "--address",
-      "127.0.0.1",
-      "--name",
-      "Bad_Name",
-    ]);
+    // `lj node run` with this cluster's kubeconfig, then `address` and the flags under test.
+    const nodeRun = (address: string, flags: string[], env?: Record<string, string>) =>
+      lj(["node", "run", "--kubeconfig", kc, "--address", address, ...flags], env);
+    const badName = await nodeRun("127.0.0.1", ["--name", "Bad_Name"]);
     expect(badName.code).toBe(64);
-    const badReserve = await lj([
-      "node",
-      "run",
-      "--kubeconfig",
-      kc,
-      "--address",
-      "127.0.0.1",
-      "--reserve-memory",
-      "lots",
-    ]);
+    const badReserve = await nodeRun("127.0.0.1", ["--reserve-memory", "lots"]);
     expect(badReserve.code).toBe(65);
     expect(badReserve.stderr).toContain('"lots" is not a Kubernetes quantity');
-    const badServer = await lj([
-      "node",
-      "run",
-      "--kubeconfig",
-      kc,
-      "--address",
-      "127.0.0.1",
-      "--release-server",
-      "ftp://x",
-    ]);
+    const badServer = await nodeRun("127.0.0.1", ["--release-server", "ftp://x"]);
     expect(badServer.code).toBe(64);
     expect(badServer.stderr).toContain('--release-server: "ftp://x" is not an http(s) URL');
-    const noToken = await lj(
-      ["node", "run", "--kubeconfig", kc, "--address", "127.0.0.1", "--release-server", "http://127.0.0.1:1"],
-      { LJ_NODE_TOKEN: "" },
-    );
+    const noToken = await nodeRun("127.0.0.1", ["--release-server", "http://127.0.0.1:1"], {
+      LJ_NODE_TOKEN: "",
+    });
     expect(noToken.code).toBe(64);
     expect(noToken.stderr).toContain("--release-server needs the server's node token");
-    const notHere = await lj([
-      "node",
-      "run",
-      "--kubeconfig",
-      kc,
-      "--address",
-      "192.0.2.77",
-      "--name",
-      "elsewhere",
-    ]);
+    const notHere = await nodeRun("192.0.2.77", ["--name", "elsewhere"]);
     expect(notHere.code).toBe(78);
     expect(notHere.stderr).toContain("no interface of this machine has the address 192.0.2.77");
     const nodes = await cluster.api<{ items: { metadata: { name: string } }[] }>("GET", "/api/v1/nodes");
