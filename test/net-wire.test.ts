@@ -12,11 +12,16 @@ import { spawnJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
 import { hostSh } from "./helpers/host-sh.ts";
 import { type JailEnv, makeJailEnv, projectDir } from "./helpers/jail-env.ts";
+import { expectNoNetLeftovers } from "./helpers/net-leftovers.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
 
 // A subnet of its own (test/net.test.ts uses 10.248.0.0/24).
 const SUBNET = "10.247.3.0/24";
 const PREFIX = "10.247.3.";
+const LEFTOVERS = {
+  prefix: PREFIX,
+  gatewayLine: (l: string) => l.includes(`${PREFIX}1 `) || l.includes(`${PREFIX}1 }`),
+};
 
 let env: JailEnv;
 
@@ -45,41 +50,6 @@ const spec = (argv: string[], extra: Partial<JailSpec> = {}): JailSpec => ({
   ...extra,
 });
 
-/**
- * The namespace pool's spare veths (made ahead with the root's prefix, down, without an
- * address, gone with the pool) are no leftover; a jail's released one keeps its address until
- * the kernel deletes it with the jail's namespace.
- */
-const poolSpare = (dev: string, prefix: string) =>
-  dev.startsWith(`${prefix}p`) && sh(`ip -4 -o addr show dev ${dev}`).out.trim() === "";
-
-function leftovers(): string[] {
-  const out: string[] = [];
-  const cfg = netConfig();
-  for (const dev of readdirSync("/sys/class/net"))
-    if (dev.startsWith(cfg.vethPrefix) && !poolSpare(dev, cfg.vethPrefix)) out.push(`veth ${dev}`);
-  for (const line of sh(`nft list table ${cfg.table}`).out.split("\n"))
-    if (
-      line.includes(PREFIX) &&
-      !line.includes(`${PREFIX}1 `) &&
-      !line.includes(`${PREFIX}1 }`) &&
-      !line.includes(`${PREFIX}0/24`)
-    )
-      out.push(`nft ${line.trim()}`);
-  for (const line of sh("ip route").out.split("\n"))
-    if (line.includes(PREFIX) && !line.startsWith(`unreachable ${PREFIX}0/24`)) out.push(`route ${line}`);
-  if (existsSync(netDirs.leases())) for (const f of readdirSync(netDirs.leases())) out.push(`lease ${f}`);
-  return out;
-}
-
-/** Released veths go with their namespace a moment later; then nothing may be left. */
-async function noLeftovers(): Promise<void> {
-  const prefix = netConfig().vethPrefix;
-  const released = (l: string) => l.startsWith(`veth ${prefix}x`) || l.startsWith(`veth ${prefix}p`);
-  for (let i = 0; i < 200 && leftovers().some(released); i++) await Bun.sleep(10);
-  expect(leftovers()).toEqual([]);
-}
-
 async function run(s: JailSpec) {
   const j = spawnJail(s);
   const [out, err, r] = await Promise.all([
@@ -97,7 +67,7 @@ describe("wiring failures leave nothing behind", () => {
     expect(r.status).toBe(0);
     expect(out).toContain(`inet ${PREFIX}2 peer ${PREFIX}1/32`);
     expect(out).toContain(`default via ${PREFIX}1 dev eth0`);
-    await noLeftovers();
+    await expectNoNetLeftovers(LEFTOVERS);
   });
 
   for (const step of [1, 2, 3, 4]) {
@@ -116,12 +86,12 @@ describe("wiring failures leave nothing behind", () => {
       } finally {
         delete process.env.LJ_TEST_NET_FAIL_AT;
       }
-      await noLeftovers();
+      await expectNoNetLeftovers(LEFTOVERS);
       // The address is free again at once.
       const again = await run(spec(["/bin/true"]));
       expect(again.r.status).toBe(0);
       expect(again.address).toBe(`${PREFIX}2`);
-      await noLeftovers();
+      await expectNoNetLeftovers(LEFTOVERS);
     });
   }
 
@@ -139,7 +109,7 @@ describe("wiring failures leave nothing behind", () => {
       } finally {
         sh(`ip link del ${name}`);
       }
-      await noLeftovers();
+      await expectNoNetLeftovers(LEFTOVERS);
     },
   );
 
@@ -171,7 +141,7 @@ describe("wiring failures leave nothing behind", () => {
     } finally {
       sh(`rm -f ${file}`);
     }
-    await noLeftovers();
+    await expectNoNetLeftovers(LEFTOVERS);
   });
 
   rootTest("a dead owner's lease is reclaimed by the next jail that wants its address", async () => {
@@ -190,7 +160,7 @@ describe("wiring failures leave nothing behind", () => {
     const { r, address } = await run(spec(["/bin/true"], { address: `${PREFIX}10` }));
     expect(r.status).toBe(0);
     expect(address).toBe(`${PREFIX}10`);
-    await noLeftovers();
+    await expectNoNetLeftovers(LEFTOVERS);
   });
 
   rootTest(
@@ -244,7 +214,7 @@ describe("wiring failures leave nothing behind", () => {
         held.kill("SIGKILL");
         await held.closed;
       }
-      await noLeftovers();
+      await expectNoNetLeftovers(LEFTOVERS);
     },
   );
 });
@@ -266,7 +236,7 @@ describe("the native ljspawn follows the same lease rules, without the TypeScrip
 
   rootTest("the root's table first (the API's jails make it)", async () => {
     expect((await run(spec(["/bin/true"]))).r.status).toBe(0);
-    await noLeftovers();
+    await expectNoNetLeftovers(LEFTOVERS);
   });
 
   rootTest(
@@ -284,7 +254,7 @@ describe("the native ljspawn follows the same lease rules, without the TypeScrip
       } finally {
         sh(`rm -f ${file}`);
       }
-      await noLeftovers();
+      await expectNoNetLeftovers(LEFTOVERS);
     },
   );
 
@@ -300,7 +270,7 @@ describe("the native ljspawn follows the same lease rules, without the TypeScrip
       expect(r.code).toBe(0);
       expect(r.out).toContain(`inet ${addr} peer ${PREFIX}1/32`);
       expect(existsSync(link)).toBe(false);
-      await noLeftovers();
+      await expectNoNetLeftovers(LEFTOVERS);
     },
   );
 
@@ -330,7 +300,7 @@ describe("the native ljspawn follows the same lease rules, without the TypeScrip
     } finally {
       for (const a of made) sh(`rm -f ${leasePath(a)}`);
     }
-    await noLeftovers();
+    await expectNoNetLeftovers(LEFTOVERS);
   });
 
   rootTest("a subnet that is no subnet: refused with its source named (exit 78)", () => {
@@ -347,7 +317,7 @@ describe("the native ljspawn follows the same lease rules, without the TypeScrip
       expect(r.out).toBe("");
       expect(r.err).toContain("injected failure");
       expect(r.code).not.toBe(0);
-      await noLeftovers();
+      await expectNoNetLeftovers(LEFTOVERS);
     });
   }
 });

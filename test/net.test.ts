@@ -20,6 +20,7 @@ import { type Jail, spawnJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
 import { hostSh } from "./helpers/host-sh.ts";
 import { type JailEnv, lj, makeJailEnv, projectDir } from "./helpers/jail-env.ts";
+import { expectNoNetLeftovers, netLeftovers } from "./helpers/net-leftovers.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
 
 // A subnet of its own, so that a real lightjail on this machine (default 10.233.0.0/16) and
@@ -27,6 +28,7 @@ import { isRoot, rootTest } from "./helpers/root.ts";
 const SUBNET = "10.248.0.0/24";
 const PREFIX = "10.248.0.";
 const GATEWAY = "10.248.0.1";
+const LEFTOVERS = { prefix: PREFIX, gatewayLine: (l: string) => l.includes(GATEWAY), links: true };
 const DUMMY = "ljtdum0"; // a host interface with another local address (a veth: no dummy module here)
 const DUMMY_ADDR = "198.18.7.1";
 const OUT_NS = "ljt-outside"; // an "outside world" namespace behind a test uplink
@@ -192,44 +194,6 @@ async function waitUntilWired(j: Jail): Promise<void> {
   throw new Error("jail network never came up");
 }
 
-/**
- * The namespace pool's spare veths (made ahead with the root's prefix, down, without an
- * address, gone with the pool) are no leftover; a jail's released one keeps its address until
- * the kernel deletes it with the jail's namespace.
- */
-const poolSpare = (dev: string, prefix: string) =>
-  dev.startsWith(`${prefix}p`) && sh(`ip -4 -o addr show dev ${dev}`).out.trim() === "";
-
-/** Everything the subnet may leave on the host: must all be empty. */
-function leftovers(): string[] {
-  const out: string[] = [];
-  const cfg = netConfig();
-  for (const dev of readdirSync("/sys/class/net"))
-    if (dev.startsWith(cfg.vethPrefix) && !poolSpare(dev, cfg.vethPrefix)) out.push(`veth ${dev}`);
-  const rules = sh(`nft list table ${cfg.table}`).out;
-  for (const line of rules.split("\n"))
-    if (line.includes(PREFIX) && !line.includes(GATEWAY) && !line.includes(`${PREFIX}0/24`))
-      out.push(`nft ${line.trim()}`);
-  // The subnet's own unreachable route stays by design (it keeps jail addresses on the machine).
-  for (const line of sh("ip route").out.split("\n"))
-    if (line.includes(PREFIX) && !line.startsWith(`unreachable ${PREFIX}0/24`)) out.push(`route ${line}`);
-  if (existsSync(netDirs.leases())) for (const f of readdirSync(netDirs.leases())) out.push(`lease ${f}`);
-  if (existsSync(netDirs.links())) for (const f of readdirSync(netDirs.links())) out.push(`link ${f}`);
-  return out;
-}
-
-/**
- * A finished jail's host veth is taken out of the way at once (down, no address, renamed
- * "<prefix>x...") and deleted by the kernel with the jail's namespace a moment later: wait for
- * that (bounded), then nothing at all may be left.
- */
-async function noLeftovers(): Promise<void> {
-  const prefix = netConfig().vethPrefix;
-  const released = (l: string) => l.startsWith(`veth ${prefix}x`) || l.startsWith(`veth ${prefix}p`);
-  for (let i = 0; i < 200 && leftovers().some(released); i++) await Bun.sleep(10);
-  expect(leftovers()).toEqual([]);
-}
-
 /** Host pid of a jail's payload: the keeper's child. */
 function payloadPid(j: Jail): number {
   const kids = readFileSync(`/proc/${j.pid}/task/${j.pid}/children`, "utf8").trim().split(/\s+/);
@@ -266,7 +230,7 @@ describe("addresses", () => {
       );
       expect(seen).toEqual(addrs);
       await stop(...jails);
-      await noLeftovers();
+      await expectNoNetLeftovers(LEFTOVERS);
       const again = await runToEnd(spec(["/bin/sh", "-c", "ip -4 -o addr show dev eth0 | awk '{print $4}'"]));
       expect(again.trim()).toBe(`${PREFIX}2`);
     },
@@ -280,7 +244,7 @@ describe("addresses", () => {
     expect(() => spawnJail(spec(["true"], { address: "10.99.0.5" }))).toThrow(/outside the jail subnet/);
     expect(() => spawnJail(spec(["true"], { address: GATEWAY }))).toThrow(/reserved/);
     await stop(a);
-    await noLeftovers();
+    await expectNoNetLeftovers(LEFTOVERS);
   });
 });
 
@@ -291,7 +255,7 @@ describe("reachability and filtering", () => {
     expect(res.status).toBe(200);
     await res.text();
     await stop(j);
-    await noLeftovers();
+    await expectNoNetLeftovers(LEFTOVERS);
   });
 
   rootTest(
@@ -340,7 +304,7 @@ describe("reachability and filtering", () => {
         srv.stop(true);
         loop.stop(true);
       }
-      await noLeftovers();
+      await expectNoNetLeftovers(LEFTOVERS);
     },
     30_000,
   );
@@ -364,7 +328,7 @@ describe("reachability and filtering", () => {
       await stop(app);
       expect(readdirSync(netDirs.links())).toEqual([]);
       await stop(a, b);
-      await noLeftovers();
+      await expectNoNetLeftovers(LEFTOVERS);
     },
     30_000,
   );
@@ -424,7 +388,7 @@ describe("reachability and filtering", () => {
         await stop(a, b, c);
         await reading;
       }
-      await noLeftovers();
+      await expectNoNetLeftovers(LEFTOVERS);
     },
     30_000,
   );
@@ -487,7 +451,7 @@ describe("reachability and filtering", () => {
         await outside.exited;
         await stop(svc);
       }
-      await noLeftovers();
+      await expectNoNetLeftovers(LEFTOVERS);
     },
     60_000,
   );
@@ -541,7 +505,7 @@ describe("reachability and filtering", () => {
         await dns.exited;
         await reading;
       }
-      await noLeftovers();
+      await expectNoNetLeftovers(LEFTOVERS);
     },
     30_000,
   );
@@ -555,7 +519,7 @@ describe("teardown", () => {
     const r = await j.exited;
     expect(r.signal).toBe(9);
     await j.closed;
-    await noLeftovers();
+    await expectNoNetLeftovers(LEFTOVERS);
   });
 
   rootTest(
@@ -587,14 +551,14 @@ await j.exited;`,
       const { value } = await reader.read();
       const address = new TextDecoder().decode(value).trim();
       expect(address.startsWith(PREFIX)).toBe(true);
-      expect(leftovers().length).toBeGreaterThan(0);
+      expect(netLeftovers(LEFTOVERS).length).toBeGreaterThan(0);
       owner.kill("SIGKILL");
       await owner.exited;
       const gc = await lj(["gc"]);
       expect(gc.stderr).toBe("");
       expect(gc.code).toBe(0);
       expect(gc.stdout).toContain(`net-lease ${address}`);
-      await noLeftovers();
+      await expectNoNetLeftovers(LEFTOVERS);
       const again = await lj(["gc"]);
       expect(again.stdout).not.toMatch(/net-(lease|veth|rule)/);
     },
@@ -633,7 +597,7 @@ describe("cli", () => {
       expect(bad.code).toBe(64);
       expect(bad.stdout).toBe("");
       expect(bad.stderr).toContain("not a configured uplink");
-      await noLeftovers();
+      await expectNoNetLeftovers(LEFTOVERS);
     },
     30_000,
   );

@@ -1,0 +1,56 @@
+/**
+ * What a test's subnet (addresses PREFIX + N, a /24) may leave on the host once its jails are
+ * gone: this root's veths, its table's elements, routes and the root's lease (and link)
+ * records. Only this root's are counted, so another lightjail on the machine does not matter.
+ */
+import { expect } from "bun:test";
+import { existsSync, readdirSync } from "node:fs";
+import { netConfig, netDirs } from "../../src/jail/net-alloc.ts";
+import { hostSh } from "./host-sh.ts";
+
+export interface LeftoverRules {
+  /** The subnet's addresses without their last number ("10.248.0."). */
+  prefix: string;
+  /** An nft line that belongs to the gateway (kept by design), not to a jail. */
+  gatewayLine: (line: string) => boolean;
+  /** Link records count too. */
+  links?: boolean;
+}
+
+/**
+ * The namespace pool's spare veths (made ahead with the root's prefix, down, without an
+ * address, gone with the pool) are no leftover; a jail's released one keeps its address until
+ * the kernel deletes it with the jail's namespace.
+ */
+const poolSpare = (dev: string, vethPrefix: string) =>
+  dev.startsWith(`${vethPrefix}p`) && hostSh(`ip -4 -o addr show dev ${dev}`).out.trim() === "";
+
+/** Everything the subnet may leave on the host: must all be empty. */
+export function netLeftovers(r: LeftoverRules): string[] {
+  const out: string[] = [];
+  const cfg = netConfig();
+  for (const dev of readdirSync("/sys/class/net"))
+    if (dev.startsWith(cfg.vethPrefix) && !poolSpare(dev, cfg.vethPrefix)) out.push(`veth ${dev}`);
+  for (const line of hostSh(`nft list table ${cfg.table}`).out.split("\n"))
+    if (line.includes(r.prefix) && !r.gatewayLine(line) && !line.includes(`${r.prefix}0/24`))
+      out.push(`nft ${line.trim()}`);
+  // The subnet's own unreachable route stays by design (it keeps jail addresses on the machine).
+  for (const line of hostSh("ip route").out.split("\n"))
+    if (line.includes(r.prefix) && !line.startsWith(`unreachable ${r.prefix}0/24`)) out.push(`route ${line}`);
+  if (existsSync(netDirs.leases())) for (const f of readdirSync(netDirs.leases())) out.push(`lease ${f}`);
+  if (r.links && existsSync(netDirs.links()))
+    for (const f of readdirSync(netDirs.links())) out.push(`link ${f}`);
+  return out;
+}
+
+/**
+ * A finished jail's host veth is taken out of the way at once (down, no address, renamed
+ * "<prefix>x...") and deleted by the kernel with the jail's namespace a moment later: wait for
+ * that (bounded), then nothing at all may be left.
+ */
+export async function expectNoNetLeftovers(r: LeftoverRules): Promise<void> {
+  const prefix = netConfig().vethPrefix;
+  const released = (l: string) => l.startsWith(`veth ${prefix}x`) || l.startsWith(`veth ${prefix}p`);
+  for (let i = 0; i < 200 && netLeftovers(r).some(released); i++) await Bun.sleep(10);
+  expect(netLeftovers(r)).toEqual([]);
+}
