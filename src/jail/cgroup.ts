@@ -73,7 +73,6 @@ export function favorDynamicMoves(found: CgroupLayout | null = detectLayout()): 
 /** Finds the hierarchies and makes the lightjail bases ready, once per process. */
 export function cgroupLayout(): CgroupLayout | null {
   if (layout) return layout;
-  favorDynamicMoves(detectLayout());
   let found: CgroupLayout | null;
   try {
     found = parseLayout(shimCgroupLayout("", true));
@@ -88,6 +87,7 @@ export function cgroupLayout(): CgroupLayout | null {
     );
   }
   if (!found) return null;
+  favorDynamicMoves(found);
   layout = found;
   return layout;
 }
