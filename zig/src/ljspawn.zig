@@ -250,18 +250,11 @@ fn worldMounts(gpa: Allocator, dir: []const u8, out: *std.ArrayList(Mount)) !voi
 
 const Cg = struct { dir: []const u8, kind: spec_mod.CgroupKind };
 
-fn processStartTime(gpa: Allocator) ![]const u8 {
-    const stat = try std.fs.cwd().readFileAlloc(gpa, "/proc/self/stat", 4096);
-    const close = std.mem.lastIndexOfScalar(u8, stat, ')') orelse return error.Delegate;
-    var it = std.mem.tokenizeScalar(u8, stat[close + 2 ..], ' ');
-    var n: usize = 0;
-    while (it.next()) |f| : (n += 1) if (n == 19) return f;
-    return error.Delegate;
-}
-
 fn cgroupDirs(gpa: Allocator, a: *const Args, out: *std.ArrayList(Cg)) !void {
     if (a.memory_mb == 0 and a.pids == 0 and a.cpu_millis == 0) return;
-    const id = try std.fmt.allocPrint(gpa, "{d}.{s}.1", .{ linux.getpid(), try processStartTime(gpa) });
+    // The owner's id, as every cgroup, lease and registry entry of lightjail carries it.
+    const owner = netlease.ownerId(gpa) catch |e| return if (e == error.OutOfMemory) e else error.Delegate;
+    const id = try std.fmt.allocPrint(gpa, "{s}.1", .{owner});
     const info = try std.fs.cwd().readFileAlloc(gpa, "/proc/self/mountinfo", 1 << 22);
     const layout = cgroup_layout.detect(info);
     // No cgroups at all: the TypeScript CLI words that error.
