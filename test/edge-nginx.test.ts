@@ -30,6 +30,7 @@ import { freePort } from "../src/server/edge/private.ts";
 import type { Target, WsData } from "../src/server/edge/router.ts";
 import { expectBodyLimit } from "./helpers/body-limit.ts";
 import { rootTest } from "./helpers/root.ts";
+import { selfSigned } from "./helpers/tls.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "lj-edge-nginx-"));
 type Headers = Record<string, string>;
@@ -356,7 +357,7 @@ describe("the nginx edge", () => {
     });
     const f = await front({ httpsPort: 0, certs });
     expect(f.edge.httpsPort).toBeUndefined();
-    const pair = selfSigned("bad.example");
+    const pair = selfSigned(dir, "bad.example");
     certs.put("bad.example", pair.cert, pair.key);
     // The file on disk goes bad after lj serve read it (nginx reads the files themselves).
     const crt = certs.files("bad.example").cert;
@@ -581,17 +582,4 @@ async function waitPort(port: number): Promise<void> {
     10_000,
     `port ${port}`,
   );
-}
-
-function selfSigned(name: string): { cert: string; key: string } {
-  const cert = join(dir, `${name}.crt.pem`);
-  const key = join(dir, `${name}.key.pem`);
-  const r = Bun.spawnSync(
-    ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-      .concat(["-keyout", key, "-out", cert, "-subj", `/CN=${name}`, "-addext", `subjectAltName=DNS:${name}`])
-      .concat(["-days", "2"]),
-    { stderr: "pipe" },
-  );
-  if (r.exitCode !== 0) throw new Error(`openssl: ${r.stderr}`);
-  return { cert: readFileSync(cert, "utf8"), key: readFileSync(key, "utf8") };
 }

@@ -6,7 +6,7 @@
  * owning process, and the workers end with it.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Server } from "bun";
@@ -15,6 +15,7 @@ import { LjError } from "../src/errors.ts";
 import { CertManager } from "../src/server/edge/certs.ts";
 import type { Target, WsData } from "../src/server/edge/router.ts";
 import { EdgeWorkers } from "../src/server/edge/workers.ts";
+import { selfSigned } from "./helpers/tls.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "lj-edge-workers-"));
 let backend: Server<unknown>;
@@ -24,19 +25,6 @@ let certs: CertManager;
 let edge: EdgeWorkers;
 const accessLines: string[] = [];
 const appLines: string[] = [];
-
-function selfSigned(name: string): { cert: string; key: string } {
-  const cert = join(dir, `${name}.crt.pem`);
-  const key = join(dir, `${name}.key.pem`);
-  const r = Bun.spawnSync(
-    ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-      .concat(["-keyout", key, "-out", cert, "-subj", `/CN=${name}`, "-addext", `subjectAltName=DNS:${name}`])
-      .concat(["-days", "2"]),
-    { stderr: "pipe" },
-  );
-  if (r.exitCode !== 0) throw new Error(`openssl: ${r.stderr}`);
-  return { cert: readFileSync(cert, "utf8"), key: readFileSync(key, "utf8") };
-}
 
 /** One request on a connection of its own (so the kernel picks a worker for each). */
 async function get(host: string, path = "/", port = edge.port): Promise<{ status: number; body: string }> {
@@ -166,7 +154,7 @@ describe("edge workers", () => {
   test("a custom domain and its certificate reach every worker (HTTPS by SNI)", async () => {
     expect(edge.httpsPort).toBeUndefined();
     domains = { "shop.test": "web" };
-    const { cert, key } = selfSigned("shop.test");
+    const { cert, key } = selfSigned(dir, "shop.test");
     certs.put("shop.test", cert, key);
     edge.publish();
     await edge.synced();
