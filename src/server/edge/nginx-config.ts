@@ -94,6 +94,22 @@ function toLjServe(): string {
 `;
 }
 
+/**
+ * lj serve's own server (the API, git, `lj run` sessions). Uploads and git pushes stream their
+ * bodies through, and lj serve may answer one before it has read it all (an upload over the
+ * cap): nginx then closes that client connection once the answer is sent, so the answer says
+ * so (keepalive_timeout 0) and the client opens a new connection for its next request instead
+ * of sending it down one about to close.
+ */
+function ljServeLocations(): string {
+  return `    location / {
+${toLjServe()}    }
+    location ~ ^/(api/v1/apps/[^/]+/source|git/) {
+      keepalive_timeout 0;
+${toLjServe()}    }
+`;
+}
+
 function challengeLocation(): string {
   return `    location ^~ ${CHALLENGE} {
       access_log off;
@@ -331,9 +347,7 @@ ${upstreams}
   # Not an app's: the API, git, \`lj run\` sessions, ACME challenges.
   server {
 ${listen(" default_server")}    server_name _;
-    location / {
-${toLjServe()}    }
-  }
+${ljServeLocations()}  }
   # APP${suffix} for an app that does not exist.
   server {
 ${listen()}    server_name "~^(?<lj_app>${NAME_PATTERN})${escapeRe(suffix)}$";
@@ -354,9 +368,7 @@ ${appServers}${
   server {
 ${listenTls(" default_server")}    ssl_certificate ${t.certs[0]!.cert};
     ssl_certificate_key ${t.certs[0]!.key};
-    location / {
-${toLjServe()}    }
-  }
+${ljServeLocations()}  }
 `
     : ""
 }${redirects}
