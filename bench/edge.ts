@@ -3,9 +3,10 @@
  * keep-alive pool, (c) lightjail's edge as lj serve runs it with `--edge nginx` (its own nginx,
  * configured from its tables: src/server/edge/nginx.ts), and (d) the built-in edge (Bun worker
  * processes), over HTTP and HTTPS, each measured with wrk (2 threads, 50 connections, 8 s). The
- * yardstick nginx and both edges run as many workers (one per core) and the same keep-alive
- * pool (64 idle connections per worker), and both nginx write an access log the same way (4 KiB
- * buffers flushed every 250 ms). The last line is JSON: lj/nginx ratios of requests/s and p99
+ * yardstick nginx and both edges run as many workers (one per core), each with a keep-alive pool
+ * toward the app larger than the 50 connections (the yardstick 64 idle connections per worker,
+ * the edges their defaults), and both nginx write an access log the same way (4 KiB buffers
+ * flushed every 250 ms). The last line is JSON: lj/nginx ratios of requests/s and p99
  * for the nginx edge (`http`, `https`) and the built-in one (`builtin`).
  *
  *   bun bench/edge.ts [--duration 8] [--connections 50] [--edge-workers N] [--rounds R]
@@ -241,7 +242,6 @@ async function startEdge(
       maxBodyBytes: 1 << 30,
       maxRequestBodySize: 1 << 30,
       workers: String(Math.max(1, workerCount)),
-      keepalive: 64,
       routes: () => routes,
       domains: () => domains,
       certs: certs ?? undefined,

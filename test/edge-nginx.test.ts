@@ -213,11 +213,50 @@ describe("the nginx edge", () => {
   });
 
   rootTest(
+    "hundreds of apps and domains of the longest names: nginx takes them all and routes each",
+    async () => {
+      const f = await front();
+      // DNS labels of 63 characters: a name of 253, the longest there is.
+      const label = (c: string) => c.repeat(63);
+      const longest = `${["a", "b", "c"].map(label).join(".")}.${"d".repeat(61)}`;
+      f.domains[longest] = "echo";
+      for (let i = 0; i < 400; i++) {
+        const app = `app-${String(i).padStart(3, "0")}-${"x".repeat(23)}`;
+        f.routes[app] = [{ address: "127.0.0.1", port: backend.port! }];
+        f.domains[`www.${app}.${label("e")}.example`] = app;
+      }
+      f.edge.publish();
+      await f.edge.synced();
+      for (const host of [
+        longest,
+        `app-399-${"x".repeat(23)}.n.test`,
+        `www.app-007-${"x".repeat(23)}.${label("e")}.example`,
+      ]) {
+        const r = await fetch(`${f.url}/`, { headers: { host } });
+        const app = r.headers.get("content-type")?.startsWith("application/json") ? "app" : "lj serve";
+        expect({ host, status: r.status, app }).toEqual({ host, status: 200, app: "app" });
+        expect(((await r.json()) as Headers).forwarded).toBe(`for=127.0.0.1;proto=http;host=${host}`);
+      }
+    },
+  );
+
+  rootTest(
     "forwarding headers: the client's dropped, the edge's own set (IPv4, IPv6, WebSocket)",
     async () => {
       const f = await front();
       const seen = await echoed(f.url, SPOOF);
       expectOwnForwarding(seen, "echo.n.test");
+      // A name the edge serves is found by exact lookup, any other host by the quoting rules;
+      // the client's spelling is passed on either way.
+      const port = new URL(f.url).port;
+      for (const [host, quoted] of [
+        [`echo.n.test:${port}`, `"echo.n.test:${port}"`],
+        ["Echo.N.Test", "Echo.N.Test"],
+        [`Echo.N.Test:${port}`, `"Echo.N.Test:${port}"`],
+        ["echo.n.test:1", '"echo.n.test:1"'],
+      ]) {
+        expect((await echoed(f.url, {}, host)).forwarded).toBe(`for=127.0.0.1;proto=http;host=${quoted}`);
+      }
       const v6 = await front({ hostname: "::1" });
       const six = await echoed(v6.url, { ...SPOOF }, "echo.n.test:8080");
       expect(six["x-forwarded-for"]).toBe("::1");

@@ -141,12 +141,18 @@ ${pageLocation("lj502", 502, PAGES.badGateway(app, ""))}${pageLocation("lj503", 
 export const tooLargeWhy = (max: number) =>
   `the request body exceeds this server's limit of ${max} bytes (lj serve --max-body)`;
 
+/** RFC 7230's token characters: a `Forwarded` host made of them goes unquoted. */
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
 /**
  * The forwarding headers (forwarding.ts): the peer's own, or a trusted proxy's chain kept. Each
  * header's value is a variable set here; without trusted proxies (the usual case) they are the
- * peer's alone, with no lookup per request beyond the two RFC 7239 quotings.
+ * peer's alone, with no lookup per request beyond the two RFC 7239 quotings. The host's quoting
+ * is written out for every name this edge serves (`hosts`, with and without the listeners'
+ * ports), so that a request for one of them is an exact lookup; only other hosts meet the
+ * regular expressions.
  */
-function forwarding(s: NginxSettings): { maps: string; headers: string } {
+function forwarding(s: NginxSettings, hosts: string[]): { maps: string; headers: string } {
   // RFC 7239: an IPv6 node in brackets and quoted; a host that is not a token quoted.
   const v6 = s.hostname.includes(":") || !/^[0-9.]+$/.test(s.hostname);
   const nodeMap = v6
@@ -157,8 +163,12 @@ function forwarding(s: NginxSettings): { maps: string; headers: string } {
 `
     : "";
   const node = v6 ? "$lj_fwd_node" : "$realip_remote_addr";
+  const ports = [s.port, s.httpsPort].filter((p): p is number => p !== undefined && p !== 0);
+  const known = [...new Set(hosts.flatMap((h) => [h, ...ports.map((p) => `${h}:${p}`)]))]
+    .map((h) => `    ${str(h)} ${str(TOKEN.test(h) ? ";host=$http_host" : ';host="$http_host"', true)};\n`)
+    .join("");
   const hostMap = `  map $http_host $lj_fwd_host {
-    "~^[!#$%&'*+.^_\`|~0-9A-Za-z-]+$" ";host=$http_host";
+${known}    "~^[!#$%&'*+.^_\`|~0-9A-Za-z-]+$" ";host=$http_host";
     "~[\\"\\\\\\\\]" "";
     "" "";
     default ";host=\\"$http_host\\"";
@@ -233,13 +243,15 @@ export function renderNginxConfig(s: NginxSettings, t: NginxTables, generation: 
   }
   const withCert = new Set(t.certs.map((c) => c.name));
   const https = s.httpsPort !== undefined && t.certs.length > 0;
-  const fwd = forwarding(s);
+  const hashSize = Math.max(4096, 8 * (apps.length + Object.keys(t.domains).length));
+  const fwd = forwarding(s, [...apps.map((a) => `${a}${suffix}`), ...Object.keys(t.domains)]);
   const upstreams = apps
     .filter((a) => t.routes[a]!.length > 0)
     .map(
       (a) => `  upstream ${upstreamOf(a)} {
 ${t.routes[a]!.map((x) => `    server ${listenAddr(x.address, x.port)} max_fails=0;\n`).join("")}    keepalive ${s.keepalive};
     keepalive_timeout 4s;
+    keepalive_requests 100000;
   }
 `,
     )
@@ -287,12 +299,19 @@ events {
 http {
   server_tokens off;
   access_log off;
+  # Server names and the maps hold a line per served name (a map also per sub-second time),
+  # names up to a DNS name's 253 characters: room for all of them.
+  server_names_hash_max_size ${hashSize};
+  server_names_hash_bucket_size 512;
+  map_hash_max_size ${hashSize};
+  map_hash_bucket_size 512;
   client_body_temp_path ${s.prefix}/tmp/body;
   proxy_temp_path ${s.prefix}/tmp/proxy;
   fastcgi_temp_path ${s.prefix}/tmp/fastcgi;
   uwsgi_temp_path ${s.prefix}/tmp/uwsgi;
   scgi_temp_path ${s.prefix}/tmp/scgi;
   keepalive_timeout 120s;
+  keepalive_requests 100000;
   client_max_body_size ${s.maxBodyBytes};
   # Request bodies stream to the app as they arrive. Answers are read into memory buffers as
   # fast as the app writes them (never to disk: when they are full nginx stops reading); an app
@@ -346,7 +365,7 @@ ${fwd.headers}
 ${upstreams}
   # Not an app's: the API, git, \`lj run\` sessions, ACME challenges.
   server {
-${listen(" default_server")}    server_name _;
+${listen(" default_server reuseport")}    server_name _;
 ${ljServeLocations()}  }
   # APP${suffix} for an app that does not exist.
   server {
@@ -366,7 +385,7 @@ ${appServers}${
     ? `  # HTTPS without a name this server has a certificate for (no SNI): the first certificate,
   # then routed by Host as over HTTP (lj serve for any Host that is not an app's).
   server {
-${listenTls(" default_server")}    ssl_certificate ${t.certs[0]!.cert};
+${listenTls(" default_server reuseport")}    ssl_certificate ${t.certs[0]!.cert};
     ssl_certificate_key ${t.certs[0]!.key};
 ${ljServeLocations()}  }
 `

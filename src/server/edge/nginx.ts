@@ -60,7 +60,13 @@ export interface NginxEdgeOptions {
   maxRequestBodySize: number;
   /** `worker_processes`; default "auto". */
   workers?: string;
-  /** Idle keep-alive connections per app and worker; default 64. */
+  /**
+   * Idle keep-alive connections kept per app and worker; default 64. Under a burst nginx opens
+   * as many connections toward an app as it has requests in flight (open-source nginx has no
+   * per-server queue). A cache that kept them all would end the closing and reopening, but
+   * would let every request of a hammered app run at once, and other apps' answers wait behind
+   * them (the churn test in test/edge-nginx.test.ts): the small cache leaves the others fast.
+   */
   keepalive?: number;
   routes(): Record<string, Target[]>;
   domains(): Record<string, string>;
