@@ -6,8 +6,10 @@
  * yardstick nginx and both edges run as many workers (one per core), each with a keep-alive pool
  * toward the app larger than the 50 connections (the yardstick 64 idle connections per worker,
  * the edges their defaults), and both nginx write an access log the same way (4 KiB buffers
- * flushed every 250 ms). The last line is JSON: lj/nginx ratios of requests/s and p99
- * for the nginx edge (`http`, `https`) and the built-in one (`builtin`).
+ * flushed every 250 ms). Then, with strace, each proxy's system calls per request, a count the
+ * machine's other load does not move. The last line is JSON: lj/nginx ratios of requests/s
+ * and p99 for the nginx edge (`http`, `https`) and the built-in one (`builtin`), the CPU time
+ * and the system calls per request.
  *
  *   bun bench/edge.ts [--duration 8] [--connections 50] [--edge-workers N] [--rounds R]
  *     (--edge-workers 0: the built-in edge in one process; --rounds: the peers alternate R
@@ -15,7 +17,7 @@
  *     yardstick without an access log; --edge nginx|builtin: --churn against that one)
  *   bun bench/edge.ts --churn [--connections 1500] [--duration 30]   # 5xx count + another app's p50
  *
- * Needs wrk, nginx, node and openssl (scripts/bootstrap.sh installs them). Loopback only.
+ * Needs wrk, nginx, node, openssl and strace (scripts/bootstrap.sh installs them). Loopback only.
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
@@ -217,6 +219,27 @@ async function wrk(url: string, host: string, c = conns, d = duration): Promise<
   };
 }
 
+/**
+ * System calls per request of the processes `pids` (a proxy's processes) while wrk
+ * sends 3 s of requests through them.
+ */
+async function syscallsPerRequest(name: string, url: string, host: string, pids: number[]): Promise<number> {
+  const st = Bun.spawn(["strace", "-c", "-f", ...pids.flatMap((p) => ["-p", String(p)])], {
+    stdout: "ignore",
+    stderr: "pipe",
+  });
+  await Bun.sleep(300);
+  const r = await wrk(url, host, conns, 3);
+  st.kill("SIGINT");
+  const summary = await new Response(st.stderr).text();
+  await st.exited;
+  const total = /^\s*[\d.]+\s+[\d.]+\s+\d*\s*(\d+)\s+(?:\d+\s+)?total$/m.exec(summary);
+  if (!total || r.requests === 0) throw new Error(`strace counted nothing for ${url}:\n${summary}`);
+  const perRequest = Number(total[1]) / r.requests;
+  console.log(`${name.padEnd(12)} ${perRequest.toFixed(2)} system calls per request`);
+  return Number(perRequest.toFixed(2));
+}
+
 type Routes = Record<string, { address: string; port: number }[]>;
 
 /**
@@ -408,6 +431,20 @@ async function main() {
     for (const [name, url, pids] of http) await run(name, url, host, pids);
     for (const [name, url, pids] of https) await run(name, url, secure, pids);
   }
+  // What each proxy asks of the kernel per request, counted with strace (slower while it
+  // counts, but the count per request does not depend on how busy the machine is).
+  const census: Record<string, number> = {};
+  if (Bun.which("strace")) {
+    const count: [string, string, string, () => number[]][] = [
+      ["nginx", `http://127.0.0.1:${nh}/`, host, ngPids],
+      ["lj", `http://127.0.0.1:${edge.port}/`, host, edge.pids],
+      ["builtin", `http://127.0.0.1:${builtin.port}/`, host, builtin.pids],
+      ["nginx-https", `https://127.0.0.1:${ns}/`, secure, ngPids],
+      ["lj-https", `https://127.0.0.1:${edge.httpsPort}/`, secure, edge.pids],
+      ["builtin-https", `https://127.0.0.1:${builtin.httpsPort}/`, secure, builtin.pids],
+    ];
+    for (const [name, url, h, pids] of count) census[name] = await syscallsPerRequest(name, url, h, pids());
+  }
   await edge.stop();
   await builtin.stop();
   const median = (xs: number[]) => {
@@ -447,6 +484,7 @@ async function main() {
       rps: med("rps"),
       p99Ms: med("p99"),
       proxyCpuUsPerRequest: med("cpuUs"),
+      syscallsPerRequest: census,
     }),
   );
 }

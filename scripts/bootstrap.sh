@@ -75,7 +75,7 @@ if [ "$(id -u)" = 0 ]; then
     e2fsprogs python3 perl nodejs postgresql redis-server
   # nginx: lj serve's edge (--edge auto picks it; util-linux's setpriv ties its master's life to
   # lj serve) and bench/edge.ts's yardstick; wrk for load, openssl to read certificates.
-  need_root_pkgs wrk nginx openssl
+  need_root_pkgs wrk nginx openssl strace
   # The pure cgroup v2 guest that scripts/test.sh runs the jail tests in, on a host with v1
   # hierarchies: QEMU and a Debian kernel (scripts/cgroup2-guest.sh). Debian x86_64 only.
   if [ "${LJ_GUEST:-}" != 0 ] && [ "$(uname -sm)" = "Linux x86_64" ] && grep -q ' - cgroup ' /proc/self/mountinfo &&
