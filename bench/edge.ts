@@ -359,6 +359,12 @@ async function main() {
     times.sort((x, y) => x - y);
     const q = (f: number) => Number(times[Math.floor(f * (times.length - 1))]!.toFixed(2));
     await edge.stop();
+    // The edge's own access log says which statuses the non-2xx answers were.
+    const statuses: Record<string, number> = {};
+    for (const line of readFileSync(join(dir, "lj-access.log"), "utf8").split("\n")) {
+      const status = / web \S+ \S+ (\d{3}) /.exec(line)?.[1];
+      if (status && status[0] !== "2") statuses[status] = (statuses[status] ?? 0) + 1;
+    }
     const res = {
       edge: a.edge === "builtin" ? "builtin" : "nginx",
       connections: conns,
@@ -366,6 +372,7 @@ async function main() {
       requests: w.requests,
       rps: Math.round(w.rps),
       non2xx: w.non2xx,
+      ...(w.non2xx ? { non2xxByStatus: statuses } : {}),
       socketErrors: w.errors,
       ...(w.errors ? { socketErrorKinds: w.errorKinds } : {}),
       calm: { samples: times.length, p50Ms: q(0.5), p99Ms: q(0.99) },

@@ -245,12 +245,16 @@ export function renderNginxConfig(s: NginxSettings, t: NginxTables, generation: 
   const https = s.httpsPort !== undefined && t.certs.length > 0;
   const hashSize = Math.max(4096, 8 * (apps.length + Object.keys(t.domains).length));
   const fwd = forwarding(s, [...apps.map((a) => `${a}${suffix}`), ...Object.keys(t.domains)]);
+  // An idle connection toward an app is closed after 1 s, well before apps close theirs (node
+  // after 5 s, gunicorn after 2): a request sent on one the app is closing gets a reset, and
+  // nginx, which streams request bodies, does not send a request again once it went out, so
+  // that would be a 502.
   const upstreams = apps
     .filter((a) => t.routes[a]!.length > 0)
     .map(
       (a) => `  upstream ${upstreamOf(a)} {
 ${t.routes[a]!.map((x) => `    server ${listenAddr(x.address, x.port)} max_fails=0;\n`).join("")}    keepalive ${s.keepalive};
-    keepalive_timeout 4s;
+    keepalive_timeout 1s;
     keepalive_requests 100000;
   }
 `,
