@@ -22,6 +22,7 @@ const errtext = @import("errtext.zig");
 const backend = @import("linux.zig");
 const netlease = @import("netlease.zig");
 const netwire = @import("netwire.zig");
+const ns_pool = @import("ns_pool.zig");
 const ended = @import("ended.zig");
 const cgroup_layout = @import("cgroup_layout.zig");
 
@@ -377,26 +378,52 @@ fn delegate(raw: []const []const u8) noreturn {
 /// A private address from lease to release: registered with the root, leased, its filter
 /// elements in before the spawn; afterwards taken off the host. The rules (and the words of a
 /// refusal) are netlease.zig's, the same the TypeScript API follows.
+///
+/// The jail's network namespace and veth are made by a namespace maker (ns_pool.makeOne)
+/// started first, on the other CPU while this process leases the address with the veth's name
+/// and encodes the spec; the jail enters that namespace and only addresses its veth. This
+/// process holds the namespace until the address is off the host: the kernel's teardown of a
+/// namespace holds the RTNL lock across RCU grace periods, and would otherwise be under way
+/// just when the address comes off.
 const Net = struct {
     gpa: Allocator,
     cfg: netlease.Config,
     reg: []const u8,
     lease: netlease.Lease,
     wire: [netwire.Wire.size]u8,
+    /// The jail's network namespace, held until the address is off (-1: none held).
+    ns: i32 = -1,
 
-    fn reserve(gpa: Allocator, requested: []const u8) !Net {
+    /// The root's network configuration, and the maker of the jail's namespace started.
+    const Early = struct {
+        cfg: netlease.Config,
+        name: [netwire.ifnamsiz]u8,
+        veth: []const u8,
+    };
+
+    fn start(gpa: Allocator, e: *Early) !void {
         var why: netlease.Why = .{};
         const src = try netlease.subnetSource(gpa, ljRoot()) orelse return error.Delegate;
-        const cfg = netlease.config(gpa, ljRoot(), src.text, src.source, &why) catch |e| return refuse(e, &why);
+        e.cfg = netlease.config(gpa, ljRoot(), src.text, src.source, &why) catch |err| return refuse(err, &why);
         // The table's rules are the TypeScript side's to make (once per root): without them, it runs.
-        if ((netwire.tableExists(&cfg.table) orelse false) == false) return error.Delegate;
+        if ((netwire.tableExists(&e.cfg.table) orelse false) == false) return error.Delegate;
+        // The veth is named apart from its address: at the end it only loses its address (no
+        // rename, which would wait for an RCU grace period). Without a maker, the jail makes
+        // the veth itself, with the same name.
+        e.veth = ns_pool.makeOne(&e.cfg.prefix, &e.name) orelse netwire.spareName(&e.cfg.prefix, &e.name);
+    }
+
+    fn reserve(gpa: Allocator, early: *const Early, requested: []const u8) !Net {
+        var why: netlease.Why = .{};
+        const cfg = early.cfg;
+        const veth = early.veth;
         const owner = try netlease.ownerId(gpa);
         const reg = netlease.register(gpa, &cfg, owner, &why) catch |e| return refuse(e, &why);
         errdefer netlease.unregister(reg);
         const jail = try std.fmt.allocPrint(gpa, "{s}.1", .{owner});
         // Published ports of a dead owner's address are the TypeScript side's to remove: such
         // an address is skipped here.
-        const got = netlease.acquire(gpa, &cfg, .{ .address = requested, .owner = owner, .jail = jail }, &why) catch |e| {
+        const got = netlease.acquire(gpa, &cfg, .{ .address = requested, .owner = owner, .jail = jail, .veth = veth }, &why) catch |e| {
             netlease.unregister(reg);
             return refuse(e, &why);
         };
@@ -435,6 +462,7 @@ const Net = struct {
 
     fn release(n: *Net) void {
         _ = netlease.takeOff(n.gpa, &n.cfg, n.lease) catch {};
+        if (n.ns >= 0) _ = linux.close(n.ns);
         netlease.drop(n.gpa, n.cfg.dir, n.lease.address, n.lease.owner) catch {};
         netlease.unregister(n.reg);
         netwire.handOffSocket();
@@ -458,8 +486,11 @@ pub fn main() u8 {
 
 fn run(gpa: Allocator, raw: []const []const u8) !u8 {
     var a = try parse(gpa, raw);
-    // One-shot process: a pool of namespace sets would only be thrown away.
-    backend.ns_pool_enabled = false;
+    // One-shot process: a pool of namespace sets would only be thrown away; a private
+    // address's jail gets the one set made for it (Net).
+    backend.ns_pool_enabled = a.address != null;
+    var early: Net.Early = undefined;
+    if (a.address != null) try Net.start(gpa, &early);
 
     var layers: std.ArrayList([]const u8) = .empty;
     var mounts: std.ArrayList(Mount) = .empty;
@@ -487,9 +518,10 @@ fn run(gpa: Allocator, raw: []const []const u8) !u8 {
     try cgroupDirs(gpa, &a, &cgs);
 
     var net: ?Net = null;
-    if (a.address) |addr| net = try Net.reserve(gpa, addr);
+    if (a.address) |addr| net = try Net.reserve(gpa, &early, addr);
     defer if (net) |*n| n.release();
     const bytes = try encode(gpa, &a, root, layers.items, mounts.items, cgs.items, stage, work, if (net) |*n| &n.wire else null);
+    if (net) |*n| n.ns = ns_pool.awaitOne();
     var out: abi.SpawnOut = undefined;
     var errbuf: [1024]u8 = undefined;
     const rc = backend.spawnRaw(bytes, &out, .{ .ptr = &errbuf, .len = errbuf.len });
