@@ -119,12 +119,19 @@ fn wire(w: *const Wire, host: *nl.Rt, jail: *nl.Rt, making: Making, trace: *sys.
     };
     if (S.at(&step, w.fail_at)) |f| return f;
     var hidx: i32 = 0;
+    // A pooled pair is configured and up already (poolVeth); renamed, its host end is down.
+    var host_down = making != .pooled;
     switch (making) {
-        // Down and without addresses until now: it may take the jail's name.
         .pooled => |name| {
             if (host.index(name, &hidx)) |f| return f;
-            // Leased with its pooled name, it keeps it: no rename (an RCU grace period).
-            if (!std.mem.eql(u8, name, veth)) if (host.rename(hidx, veth)) |f| return f;
+            // Leased with its pooled name, it keeps it. Otherwise (rare: the pool had none to
+            // claim at the lease) it takes the lease's name, which needs it down and waits for
+            // an RCU grace period.
+            if (!std.mem.eql(u8, name, veth)) {
+                if (host.setUp(hidx, false)) |f| return f;
+                if (host.rename(hidx, veth)) |f| return f;
+                host_down = true;
+            }
         },
         .from_jail => |host_ns| if (jail.addVeth("eth0", veth, host_ns)) |f| return f,
         .from_host => |jail_ns| if (host.addVeth(veth, "eth0", jail_ns)) |f| return f,
@@ -133,9 +140,9 @@ fn wire(w: *const Wire, host: *nl.Rt, jail: *nl.Rt, making: Making, trace: *sys.
     const fresh = making != .pooled;
     trace.mark(if (fresh) "network: veth made" else "network: pooled veth renamed");
     if (S.at(&step, w.fail_at)) |f| return f;
-    if (host.configure(hidx, w.v6 and fresh, true)) |f| return f;
+    if (fresh) if (host.configure(hidx, w.v6, true)) |f| return f;
     if (host.addPeerAddress(hidx, w.gateway, w.address)) |f| return f;
-    if (host.setUp(hidx, true)) |f| return f;
+    if (host_down) if (host.setUp(hidx, true)) |f| return f;
     // The whole subnet is unreachable from the host except through a live jail's veth (its
     // /32 peer route wins): a connection to an address whose jail is gone, or not wired yet,
     // fails here instead of following the default route off the machine.
@@ -146,7 +153,7 @@ fn wire(w: *const Wire, host: *nl.Rt, jail: *nl.Rt, making: Making, trace: *sys.
     if (jail.index("eth0", &jidx)) |f| return f;
     if (fresh) if (jail.configure(jidx, w.v6, null)) |f| return f;
     if (jail.addPeerAddress(jidx, w.address, w.gateway)) |f| return f;
-    if (jail.setUp(jidx, true)) |f| return f;
+    if (fresh) if (jail.setUp(jidx, true)) |f| return f;
     if (jail.addDefaultRoute(w.gateway)) |f| return f;
     if (S.at(&step, w.fail_at)) |f| return f;
     return null;
@@ -214,27 +221,41 @@ pub fn wireFromOwner(w: *const Wire, pid: i32) ?Failure {
     return wire(w, &host, &jail, .{ .from_host = @intCast(ns) }, &trace);
 }
 
+/// What the pool's maker made of a veth (poolVeth).
+pub const Pooled = enum {
+    /// No pair: the jail makes its own.
+    none,
+    /// The pair, both ends configured and up, without addresses.
+    ready,
+    /// A pair the maker could not finish: its namespace must not serve a jail (the jail
+    /// would find an eth0 it cannot use); the pair goes with the namespace.
+    spoiled,
+};
+
 /// For the namespace pool's maker, in the new namespace it made (`host` opened before): a veth
 /// whose jail end is eth0 and whose host end is `name` (spareName: in the root's family, which
-/// its filter knows; never an address's name), down, no address, deleted by the kernel with
-/// the namespace if no jail takes it; IPv6 link-local addresses off on both ends. A jail
-/// leased with this name keeps it. False when the pair could not be made.
-pub fn poolVeth(host: *Host, name: []const u8) bool {
+/// its filter knows; never an address's name), deleted by the kernel with the namespace if no
+/// jail takes it. Everything that does not depend on the jail's address is done here, off the
+/// spawn path: IPv6 link-local addresses off on both ends (the filter drops any non-IPv4
+/// packet), IPv4 forwarding on the host end, and both ends up, still without an address, so
+/// nothing reaches either end. A jail leased with this name keeps it and only adds addresses
+/// and routes: fewer requests that take the RTNL lock while the kernel may hold it for other
+/// namespaces' teardown.
+pub fn poolVeth(host: *Host, name: []const u8) Pooled {
     var jail = nl.Rt{ .sock = switch (nl.Socket.open(nl.NETLINK_ROUTE)) {
         .ok => |s| s,
-        .err => return false,
+        .err => return .none,
     } };
     defer jail.sock.close();
-    if (jail.addVeth("eth0", name, host.ns_fd) != null) return false;
-    // Once the pair exists its name is the set's, whatever follows: the jail must not make
-    // another eth0. (Without these settings the jail's link-local IPv6 address is dropped by
-    // the filter like any non-IPv4 packet.)
-    if (linux.access("/proc/sys/net/ipv6", linux.F_OK) == 0) {
-        var idx: i32 = 0;
-        if (jail.index("eth0", &idx) == null) _ = jail.configure(idx, true, null);
-        if (host.rt.index(name, &idx) == null) _ = host.rt.configure(idx, true, null);
-    }
-    return true;
+    if (jail.addVeth("eth0", name, host.ns_fd) != null) return .none;
+    const v6 = linux.access("/proc/sys/net/ipv6", linux.F_OK) == 0;
+    var jidx: i32 = 0;
+    var hidx: i32 = 0;
+    if (jail.index("eth0", &jidx) != null or host.rt.index(name, &hidx) != null) return .spoiled;
+    if (v6) if (jail.configure(jidx, true, null) != null) return .spoiled;
+    if (host.rt.configure(hidx, v6, true) != null) return .spoiled;
+    if (host.rt.setUp(hidx, true) != null or jail.setUp(jidx, true) != null) return .spoiled;
+    return .ready;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -420,8 +420,16 @@ fn maker(arg: usize) callconv(.c) u8 {
     if (linux.E.init(linux.unshare(ns)) != .SUCCESS) return 1;
     if (sys.loopbackUp() != null) return 1;
     // Without its veth the set still serves (the jail makes its own).
-    if (s.veth and !netwire.poolVeth(&host, std.mem.sliceTo(&s.set.veth, 0))) s.set.veth[0] = 0;
-    s.set.net = openNs("/proc/self/ns/net");
+    var net_usable = true;
+    if (s.veth) switch (netwire.poolVeth(&host, std.mem.sliceTo(&s.set.veth, 0))) {
+        .ready => {},
+        .none => s.set.veth[0] = 0,
+        .spoiled => {
+            s.set.veth[0] = 0;
+            net_usable = false;
+        },
+    };
+    if (net_usable) s.set.net = openNs("/proc/self/ns/net");
     s.set.ipc = openNs("/proc/self/ns/ipc");
     s.set.uts = openNs("/proc/self/ns/uts");
     if (with_root) {
