@@ -22,7 +22,6 @@ const errtext = @import("errtext.zig");
 const backend = @import("linux.zig");
 const netlease = @import("netlease.zig");
 const netwire = @import("netwire.zig");
-const ns_pool = @import("ns_pool.zig");
 const ended = @import("ended.zig");
 const cgroup_layout = @import("cgroup_layout.zig");
 
@@ -379,44 +378,23 @@ fn delegate(raw: []const []const u8) noreturn {
 /// elements in before the spawn; afterwards taken off the host. The rules (and the words of a
 /// refusal) are netlease.zig's, the same the TypeScript API follows.
 ///
-/// The jail's network namespace and veth are made by a namespace maker (ns_pool.makeOne)
-/// started first, on the other CPU while this process leases the address with the veth's name
-/// and encodes the spec; the jail enters that namespace and only addresses its veth. This
-/// process holds the namespace until the address is off the host: the kernel's teardown of a
-/// namespace holds the RTNL lock across RCU grace periods, and would otherwise be under way
-/// just when the address comes off.
+/// Its veth is named apart from its address ("<prefix>p<7 hex>", as a pooled one): at the end
+/// it only loses its address, without the rename that would wait for an RCU grace period.
 const Net = struct {
     gpa: Allocator,
     cfg: netlease.Config,
     reg: []const u8,
     lease: netlease.Lease,
     wire: [netwire.Wire.size]u8,
-    /// The jail's network namespace, held until the address is off (-1: none held).
-    ns: i32 = -1,
 
-    /// The root's network configuration, and the maker of the jail's namespace started.
-    const Early = struct {
-        cfg: netlease.Config,
-        name: [netwire.ifnamsiz]u8,
-        veth: []const u8,
-    };
-
-    fn start(gpa: Allocator, e: *Early) !void {
+    fn reserve(gpa: Allocator, requested: []const u8) !Net {
         var why: netlease.Why = .{};
         const src = try netlease.subnetSource(gpa, ljRoot()) orelse return error.Delegate;
-        e.cfg = netlease.config(gpa, ljRoot(), src.text, src.source, &why) catch |err| return refuse(err, &why);
+        const cfg = netlease.config(gpa, ljRoot(), src.text, src.source, &why) catch |e| return refuse(e, &why);
         // The table's rules are the TypeScript side's to make (once per root): without them, it runs.
-        if ((netwire.tableExists(&e.cfg.table) orelse false) == false) return error.Delegate;
-        // The veth is named apart from its address: at the end it only loses its address (no
-        // rename, which would wait for an RCU grace period). Without a maker, the jail makes
-        // the veth itself, with the same name.
-        e.veth = ns_pool.makeOne(&e.cfg.prefix, &e.name) orelse netwire.spareName(&e.cfg.prefix, &e.name);
-    }
-
-    fn reserve(gpa: Allocator, early: *const Early, requested: []const u8) !Net {
-        var why: netlease.Why = .{};
-        const cfg = early.cfg;
-        const veth = early.veth;
+        if ((netwire.tableExists(&cfg.table) orelse false) == false) return error.Delegate;
+        var spare: [netwire.ifnamsiz]u8 = undefined;
+        const veth = netwire.spareName(&cfg.prefix, &spare);
         const owner = try netlease.ownerId(gpa);
         const reg = netlease.register(gpa, &cfg, owner, &why) catch |e| return refuse(e, &why);
         errdefer netlease.unregister(reg);
@@ -462,7 +440,6 @@ const Net = struct {
 
     fn release(n: *Net) void {
         _ = netlease.takeOff(n.gpa, &n.cfg, n.lease) catch {};
-        if (n.ns >= 0) _ = linux.close(n.ns);
         netlease.drop(n.gpa, n.cfg.dir, n.lease.address, n.lease.owner) catch {};
         netlease.unregister(n.reg);
         netwire.handOffSocket();
@@ -486,11 +463,8 @@ pub fn main() u8 {
 
 fn run(gpa: Allocator, raw: []const []const u8) !u8 {
     var a = try parse(gpa, raw);
-    // One-shot process: a pool of namespace sets would only be thrown away; a private
-    // address's jail gets the one set made for it (Net).
-    backend.ns_pool_enabled = a.address != null;
-    var early: Net.Early = undefined;
-    if (a.address != null) try Net.start(gpa, &early);
+    // One-shot process: a pool of namespace sets would only be thrown away.
+    backend.ns_pool_enabled = false;
 
     var layers: std.ArrayList([]const u8) = .empty;
     var mounts: std.ArrayList(Mount) = .empty;
@@ -518,10 +492,9 @@ fn run(gpa: Allocator, raw: []const []const u8) !u8 {
     try cgroupDirs(gpa, &a, &cgs);
 
     var net: ?Net = null;
-    if (a.address) |addr| net = try Net.reserve(gpa, &early, addr);
+    if (a.address) |addr| net = try Net.reserve(gpa, addr);
     defer if (net) |*n| n.release();
     const bytes = try encode(gpa, &a, root, layers.items, mounts.items, cgs.items, stage, work, if (net) |*n| &n.wire else null);
-    if (net) |*n| n.ns = ns_pool.awaitOne();
     var out: abi.SpawnOut = undefined;
     var errbuf: [1024]u8 = undefined;
     const rc = backend.spawnRaw(bytes, &out, .{ .ptr = &errbuf, .len = errbuf.len });

@@ -86,8 +86,6 @@ const Slot = struct {
 var slots: [pool_size]Slot = [_]Slot{.{}} ** pool_size;
 /// Set when a maker failed to make namespaces (no permission, say): jails then make their own.
 var broken = false;
-/// A one-shot process's pool (makeOne): no makers after its one set.
-var one_shot = false;
 
 /// Builds a jail's root (in the calling process's mount namespace) for the spec and makes it
 /// that namespace's root, the host's mounts detached; on failure the process exits. Supplied by
@@ -309,7 +307,7 @@ var builder: RootBuilder = undefined;
 
 /// Starts makers for the empty slots (after a take()).
 pub fn refill(build: RootBuilder) void {
-    if (broken or one_shot) return;
+    if (broken) return;
     builder = build;
     // Bun's handlers must not run on a maker's stack: makers run with every signal blocked.
     const all = linux.sigfillset();
@@ -333,66 +331,19 @@ pub fn refill(build: RootBuilder) void {
         s.set = .{};
         s.done = false;
         s.root_gen = if (with_root and s.recipe.set(key.recipe.bytes[0..key.recipe.len])) key.gen else 0;
+        s.veth = want_veth;
+        s.prefix = veth_prefix;
         s.claimed = false;
-        if (!startMaker(s, want_veth, &veth_prefix)) return;
+        // The veth's name is chosen here (the maker clears it if it cannot make the pair).
+        if (s.veth) _ = netwire.spareName(&s.prefix, &s.set.veth);
+        s.ctid = 1;
+        // No exit signal: Bun never hears of these children; collect() reaps them.
+        const flags: u32 = linux.CLONE.VM | linux.CLONE.FILES | linux.CLONE.CHILD_CLEARTID;
+        const pid = linux.clone(maker, @intFromPtr(&s.stack) + s.stack.len, flags, @intFromPtr(s), null, 0, &s.ctid);
+        if (linux.E.init(pid) != .SUCCESS) return;
+        s.pid = @intCast(pid);
+        s.state = .making;
     }
-}
-
-/// Clones a maker for the empty slot `s` (signals blocked by the caller). A veth's name is
-/// chosen here, so that a one-shot caller can lease its address before the veth exists.
-fn startMaker(s: *Slot, veth: bool, prefix: *const [7]u8) bool {
-    s.veth = veth;
-    s.prefix = prefix.*;
-    if (veth) _ = netwire.spareName(prefix, &s.set.veth);
-    s.ctid = 1;
-    // No exit signal: Bun never hears of these children; collect() reaps them.
-    const flags: u32 = linux.CLONE.VM | linux.CLONE.FILES | linux.CLONE.CHILD_CLEARTID;
-    const pid = linux.clone(maker, @intFromPtr(&s.stack) + s.stack.len, flags, @intFromPtr(s), null, 0, &s.ctid);
-    if (linux.E.init(pid) != .SUCCESS) {
-        s.set = .{};
-        return false;
-    }
-    s.pid = @intCast(pid);
-    s.state = .making;
-    return true;
-}
-
-/// For a one-shot process with one thread (the native ljspawn with a private address): one
-/// set with a veth of the root `prefix` starts being made at once, set aside (claimed) for
-/// the process's jail; nothing is made after it (refill does nothing). Returns the veth's
-/// name, to lease the address with while the maker works; null when no maker could start
-/// (the jail then makes its namespaces itself).
-pub fn makeOne(prefix: *const [7]u8, out: *[netwire.ifnamsiz]u8) ?[]const u8 {
-    one_shot = true;
-    if (broken) return null;
-    const s = &slots[0];
-    if (s.state != .empty) return null;
-    s.set = .{};
-    s.done = false;
-    s.root_gen = 0;
-    s.claimed = true;
-    const all = linux.sigfillset();
-    var old: linux.sigset_t = undefined;
-    _ = linux.sigprocmask(linux.SIG.SETMASK, &all, &old);
-    defer _ = linux.sigprocmask(linux.SIG.SETMASK, &old, null);
-    if (!startMaker(s, true, prefix)) return null;
-    out.* = s.set.veth;
-    return std.mem.sliceTo(out, 0);
-}
-
-/// Waits for makeOne's maker to finish; then a copy of its network namespace's descriptor
-/// (the caller holds the namespace for as long as it keeps it), or -1 when it made none.
-pub fn awaitOne() i32 {
-    const s = &slots[0];
-    if (s.state != .making) return -1;
-    while (true) {
-        const v = @atomicLoad(i32, &s.ctid, .acquire);
-        if (v == 0) break;
-        _ = linux.futex(&s.ctid, .{ .cmd = .WAIT, .private = false }, @bitCast(v), .{ .timeout = null }, null, 0);
-    }
-    if (!s.done or s.set.net < 0) return -1;
-    const fd = linux.fcntl(s.set.net, sys.F_DUPFD_CLOEXEC, 0);
-    return if (linux.E.init(fd) == .SUCCESS) @intCast(fd) else -1;
 }
 
 fn openNs(name: [*:0]const u8) i32 {
