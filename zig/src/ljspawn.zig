@@ -386,6 +386,7 @@ const Net = struct {
     reg: []const u8,
     lease: netlease.Lease,
     wire: [netwire.Wire.size]u8,
+    off: bool = false,
 
     fn reserve(gpa: Allocator, requested: []const u8) !Net {
         var why: netlease.Why = .{};
@@ -438,8 +439,17 @@ const Net = struct {
         linux.exit_group(why.kind.exitCode());
     }
 
-    fn release(n: *Net) void {
+    /// The address off the host (elements, links, the veth's address), once. Called as soon as
+    /// the payload's end is known, before the keeper exits: the kernel's teardown of the jail's
+    /// namespace, which follows, holds the RTNL lock across RCU grace periods.
+    fn takeOff(n: *Net) void {
+        if (n.off) return;
+        n.off = true;
         _ = netlease.takeOff(n.gpa, &n.cfg, n.lease) catch {};
+    }
+
+    fn release(n: *Net) void {
+        n.takeOff();
         netlease.drop(n.gpa, n.cfg.dir, n.lease.address, n.lease.owner) catch {};
         netlease.unregister(n.reg);
         netwire.handOffSocket();
@@ -518,6 +528,7 @@ fn run(gpa: Allocator, raw: []const []const u8) !u8 {
     // Read the status pipe to its end, with the timeout as the poll deadline.
     var status_text: std.ArrayList(u8) = .empty;
     var timed_out = false;
+    var scanned: usize = 0;
     const deadline: i64 = if (a.timeout_ms > 0) std.time.milliTimestamp() + @as(i64, @intCast(a.timeout_ms)) else 0;
     while (true) {
         if (deadline != 0) {
@@ -535,6 +546,15 @@ fn run(gpa: Allocator, raw: []const []const u8) !u8 {
         if (e == .INTR or e == .AGAIN) continue;
         if (e != .SUCCESS or n == 0) break;
         try status_text.appendSlice(gpa, buf[0..n]);
+        if (net) |*jn| if (!jn.off) while (std.mem.indexOfScalarPos(u8, status_text.items, scanned, '\n')) |end| {
+            const line = status_text.items[scanned..end];
+            scanned = end + 1;
+            // The payload's end (or the setup's failure): its address comes off now.
+            if (line.len > 2 and line[1] == ' ' and std.mem.indexOfScalar(u8, "XSE", line[0]) != null) {
+                jn.takeOff();
+                break;
+            }
+        };
     }
     var wst: u32 = 0;
     while (linux.E.init(linux.wait4(out.pid, &wst, W_ALL, null)) == .INTR) {}
