@@ -4,7 +4,7 @@
  * nothing behind: no veth, no set element, no route but the subnet's own, no lease.
  */
 import { afterAll, beforeAll, describe, expect } from "bun:test";
-import { existsSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { collectNetLeftovers, type NetLeftoverReport } from "../src/jail/net.ts";
 import { leasePath, netConfig, netDirs, parseIp, vethName } from "../src/jail/net-alloc.ts";
@@ -69,6 +69,49 @@ describe("wiring failures leave nothing behind", () => {
     expect(out).toContain(`default via ${PREFIX}1 dev eth0`);
     await expectNoNetLeftovers(LEFTOVERS);
   });
+
+  rootTest(
+    "a pooled veth comes ready: no IPv6 link-local address on either end, forwarding on at the host end, kept by name",
+    async () => {
+      // The pool makes veths once private jails are being spawned: look at a jail that got one.
+      let seen = false;
+      for (let i = 0; i < 30 && !seen; i++) {
+        const j = spawnJail(
+          spec(["/bin/sh", "-c", "ip -o addr show dev eth0; read x; true"], {
+            stdio: ["pipe", "pipe", "pipe"],
+          }),
+        );
+        try {
+          for (let k = 0; k < 500 && !existsSync(leasePath(j.address!)); k++) await Bun.sleep(2);
+          const veth = (JSON.parse(readFileSync(leasePath(j.address!), "utf8")) as { veth: string }).veth;
+          const hostEnd = sh(`ip -o addr show dev ${veth}`).out;
+          j.stdin!.end();
+          const out = await new Response(j.stdout!).text();
+          const r = await j.exited;
+          expect(r.status).toBe(0);
+          expect(out).toContain(`inet ${j.address} peer ${PREFIX}1/32`);
+          if (!/p[0-9a-f]{7}$/.test(veth)) continue;
+          seen = true;
+          expect(out).not.toContain("inet6");
+          expect(hostEnd).not.toContain("inet6");
+        } finally {
+          j.kill();
+          await j.closed;
+        }
+      }
+      expect(seen).toBe(true);
+      // The pool's next veth, made ahead: up, forwarding on, no address of either family.
+      const spare = readdirSync("/sys/class/net").filter((d) => d.startsWith(`${netConfig().vethPrefix}p`));
+      for (let i = 0; i < 200 && spare.length === 0; i++) await Bun.sleep(10);
+      for (const d of spare) {
+        const addrs = sh(`ip -o addr show dev ${d}`);
+        if (addrs.code !== 0) continue; // gone meanwhile (a finished jail's)
+        expect(addrs.out.trim()).toBe("");
+        if (sh(`cat /proc/sys/net/ipv4/conf/${d}/forwarding`).out.trim() === "1") return;
+      }
+      throw new Error(`no pooled veth ready among ${spare.join(", ") || "none"}`);
+    },
+  );
 
   for (const step of [1, 2, 3, 4]) {
     rootTest(`the wiring failing at step ${step} of 4: a setup error naming it, nothing left`, async () => {
@@ -192,6 +235,13 @@ describe("wiring failures leave nothing behind", () => {
         try {
           for (let i = 0; i < 500 && !existsSync(leasePath(`${PREFIX}3`)); i++) await Bun.sleep(10);
           expect(existsSync(leasePath(`${PREFIX}3`))).toBe(true);
+          // Its veth is named apart from its address (so its release needs no rename), the
+          // lease records that name, and the host end carries the gateway with the jail as peer.
+          const veth = (JSON.parse(readFileSync(leasePath(`${PREFIX}3`), "utf8")) as { veth: string }).veth;
+          expect(veth).toMatch(new RegExp(`^${netConfig().vethPrefix}p[0-9a-f]{7}$`));
+          for (let i = 0; i < 500 && !sh(`ip -4 -o addr show dev ${veth}`).out.includes("peer"); i++)
+            await Bun.sleep(10);
+          expect(sh(`ip -4 -o addr show dev ${veth}`).out).toContain(`inet ${PREFIX}1 peer ${PREFIX}3/32`);
           const next = await run(spec(["/bin/true"]));
           expect(next.r.status).toBe(0);
           expect(next.address).toBe(`${PREFIX}4`);

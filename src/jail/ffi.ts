@@ -152,7 +152,7 @@ export function shimCleanup(name: string): void {
 
 /**
  * Applies a network request (encoded by src/jail/net.ts: a jail's filter elements, links and
- * guards in one nftables transaction, then host veth releases). Linux only.
+ * guards in one nftables transaction). Linux only.
  */
 export function shimNet(req: Uint8Array): void {
   const s = load();

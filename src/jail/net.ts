@@ -13,8 +13,8 @@
  * gets for the native ljspawn as well: the jail's child wires its veth, addresses and routes
  * while it builds its root; the owner adds the set elements in one nftables transaction before
  * the spawn (one call, no process), and at the end removes them and takes the host veth out of
- * the way (down, renamed) while the kernel deletes it with the jail's namespace. Only the
- * table's rules go through `nft -f`, once per process and configuration.
+ * the way (releaseVeth in netwire.zig) while the kernel deletes it with the jail's namespace.
+ * Only the table's rules go through `nft -f`, once per process and configuration.
  */
 import {
   existsSync,
@@ -142,7 +142,6 @@ const REQ = {
   linkAdd: 4,
   linkDel: 5,
   guardAdd: 6,
-  vethRelease: 7,
   wire: 8,
 } as const;
 const IFNAMSIZ = 16;
@@ -163,7 +162,7 @@ function ifnameBytes(name: string): Uint8Array {
 
 /**
  * A request for the shim: a jail's set elements, links and guards, added or removed in one
- * nftables transaction, then host veths released. What each record becomes in the table (which
+ * nftables transaction (and the wiring of a jail its owner wires). What each record becomes in the table (which
  * sets, which keys) is defined once, in zig/src/netwire.zig.
  */
 export class NetRequest {
@@ -581,8 +580,8 @@ export async function attachNet(net: JailNet, pid: number): Promise<void> {
 
 /**
  * Takes a jail's address off the host once its payload has ended: its elements and links out
- * (one transaction), its host veth down and renamed out of the address's way (the kernel
- * deletes it with the jail's namespace). Called as soon as the payload's end is known, so it
+ * (one transaction), its host veth out of the address's way (releaseVeth in netwire.zig; the
+ * kernel deletes it with the jail's namespace). Called as soon as the payload's end is known, so it
  * overlaps the jail's own teardown; a few hundred microseconds, on the event loop.
  */
 export function unwireNet(net: JailNet): void {

@@ -18,12 +18,16 @@ export interface LeftoverRules {
 }
 
 /**
- * The namespace pool's spare veths (made ahead with the root's prefix, down, without an
- * address, gone with the pool) are no leftover; a jail's released one keeps its address until
- * the kernel deletes it with the jail's namespace.
+ * A veth named apart from its address ("<prefix>p...": the namespace pool's spares, made ahead
+ * without an address and gone with the pool, and jails' released ones, which lose their
+ * address at once and go with the jail's namespace) is no leftover while it has no address,
+ * nor once it is gone (the kernel may delete it between the listing and the look).
  */
-const poolSpare = (dev: string, vethPrefix: string) =>
-  dev.startsWith(`${vethPrefix}p`) && hostSh(`ip -4 -o addr show dev ${dev}`).out.trim() === "";
+const poolSpare = (dev: string, vethPrefix: string) => {
+  if (!dev.startsWith(`${vethPrefix}p`)) return false;
+  const r = hostSh(`ip -4 -o addr show dev ${dev}`);
+  return r.code !== 0 || r.out.trim() === "";
+};
 
 /** Everything the subnet may leave on the host: must all be empty. */
 export function netLeftovers(r: LeftoverRules): string[] {
@@ -44,9 +48,9 @@ export function netLeftovers(r: LeftoverRules): string[] {
 }
 
 /**
- * A finished jail's host veth is taken out of the way at once (down, no address, renamed
- * "<prefix>x...") and deleted by the kernel with the jail's namespace a moment later: wait for
- * that (bounded), then nothing at all may be left.
+ * A finished jail's host veth is taken out of the way at once (without its address; one named
+ * after its address also down and renamed "<prefix>x...") and deleted by the kernel with the
+ * jail's namespace a moment later: wait for that (bounded), then nothing at all may be left.
  */
 export async function expectNoNetLeftovers(r: LeftoverRules): Promise<void> {
   const prefix = netConfig().vethPrefix;

@@ -377,12 +377,16 @@ fn delegate(raw: []const []const u8) noreturn {
 /// A private address from lease to release: registered with the root, leased, its filter
 /// elements in before the spawn; afterwards taken off the host. The rules (and the words of a
 /// refusal) are netlease.zig's, the same the TypeScript API follows.
+///
+/// Its veth is named apart from its address ("<prefix>p<7 hex>", as a pooled one): at the end
+/// it only loses its address, without the rename that would wait for an RCU grace period.
 const Net = struct {
     gpa: Allocator,
     cfg: netlease.Config,
     reg: []const u8,
     lease: netlease.Lease,
     wire: [netwire.Wire.size]u8,
+    off: bool = false,
 
     fn reserve(gpa: Allocator, requested: []const u8) !Net {
         var why: netlease.Why = .{};
@@ -390,13 +394,15 @@ const Net = struct {
         const cfg = netlease.config(gpa, ljRoot(), src.text, src.source, &why) catch |e| return refuse(e, &why);
         // The table's rules are the TypeScript side's to make (once per root): without them, it runs.
         if ((netwire.tableExists(&cfg.table) orelse false) == false) return error.Delegate;
+        var spare: [netwire.ifnamsiz]u8 = undefined;
+        const veth = netwire.spareName(&cfg.prefix, &spare);
         const owner = try netlease.ownerId(gpa);
         const reg = netlease.register(gpa, &cfg, owner, &why) catch |e| return refuse(e, &why);
         errdefer netlease.unregister(reg);
         const jail = try std.fmt.allocPrint(gpa, "{s}.1", .{owner});
         // Published ports of a dead owner's address are the TypeScript side's to remove: such
         // an address is skipped here.
-        const got = netlease.acquire(gpa, &cfg, .{ .address = requested, .owner = owner, .jail = jail }, &why) catch |e| {
+        const got = netlease.acquire(gpa, &cfg, .{ .address = requested, .owner = owner, .jail = jail, .veth = veth }, &why) catch |e| {
             netlease.unregister(reg);
             return refuse(e, &why);
         };
@@ -433,8 +439,17 @@ const Net = struct {
         linux.exit_group(why.kind.exitCode());
     }
 
-    fn release(n: *Net) void {
+    /// The address off the host (elements, links, the veth's address), once. Called as soon as
+    /// the payload's end is known, before the keeper exits: the kernel's teardown of the jail's
+    /// namespace, which follows, holds the RTNL lock across RCU grace periods.
+    fn takeOff(n: *Net) void {
+        if (n.off) return;
+        n.off = true;
         _ = netlease.takeOff(n.gpa, &n.cfg, n.lease) catch {};
+    }
+
+    fn release(n: *Net) void {
+        n.takeOff();
         netlease.drop(n.gpa, n.cfg.dir, n.lease.address, n.lease.owner) catch {};
         netlease.unregister(n.reg);
         netwire.handOffSocket();
@@ -513,6 +528,7 @@ fn run(gpa: Allocator, raw: []const []const u8) !u8 {
     // Read the status pipe to its end, with the timeout as the poll deadline.
     var status_text: std.ArrayList(u8) = .empty;
     var timed_out = false;
+    var scanned: usize = 0;
     const deadline: i64 = if (a.timeout_ms > 0) std.time.milliTimestamp() + @as(i64, @intCast(a.timeout_ms)) else 0;
     while (true) {
         if (deadline != 0) {
@@ -530,6 +546,15 @@ fn run(gpa: Allocator, raw: []const []const u8) !u8 {
         if (e == .INTR or e == .AGAIN) continue;
         if (e != .SUCCESS or n == 0) break;
         try status_text.appendSlice(gpa, buf[0..n]);
+        if (net) |*jn| if (!jn.off) while (std.mem.indexOfScalarPos(u8, status_text.items, scanned, '\n')) |end| {
+            const line = status_text.items[scanned..end];
+            scanned = end + 1;
+            // The payload's end (or the setup's failure): its address comes off now.
+            if (line.len > 2 and line[1] == ' ' and std.mem.indexOfScalar(u8, "XSE", line[0]) != null) {
+                jn.takeOff();
+                break;
+            }
+        };
     }
     var wst: u32 = 0;
     while (linux.E.init(linux.wait4(out.pid, &wst, W_ALL, null)) == .INTR) {}

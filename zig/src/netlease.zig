@@ -418,7 +418,8 @@ pub const Request = struct {
     egress: bool = false,
     uplink: ?[]const u8 = null,
     links: []const []const u8 = &.{},
-    /// The host veth's name when it is not the address's own: a pooled veth's ("<prefix>p...").
+    /// The host veth's name when it is not the address's own ("<prefix>p...": a pooled
+    /// veth's, or the native ljspawn's own).
     veth: ?[]const u8 = null,
     /// Whether the caller removes a reclaimed address's published ports (the TypeScript side,
     /// which publishes them); without, such an address is left for `lj gc`.
@@ -630,7 +631,8 @@ fn take(gpa: Allocator, c: *const Config, req: Request, ip: u32, why: *Why) Erro
     return l;
 }
 
-/// A pooled veth's name of this root ("<prefix>p<7 hex>"), or null.
+/// A name of this root's apart from any address ("<prefix>p<7 hex>", netwire.spareName: a
+/// pooled veth's, or the native ljspawn's own), or null.
 fn pooledName(c: *const Config, name: ?[]const u8) ?[]const u8 {
     const n = name orelse return null;
     if (n.len != 15 or !std.mem.startsWith(u8, n, &c.prefix) or n[7] != 'p') return null;

@@ -24,6 +24,7 @@ pub const RTM = struct {
     pub const GETLINK: u16 = 18;
     pub const SETLINK: u16 = 19;
     pub const NEWADDR: u16 = 20;
+    pub const DELADDR: u16 = 21;
     pub const NEWROUTE: u16 = 24;
 };
 
@@ -337,6 +338,16 @@ pub const Rt = struct {
         b.attr(IFA_LOCAL, &local);
         b.attr(IFA_ADDRESS, &peer);
         return r.run(&b, "add address");
+    }
+
+    /// Removes the /32 address whose peer is `peer` from the interface: its peer route goes
+    /// with it, without the RCU grace period that taking the interface down waits for.
+    pub fn delPeerAddress(r: *Rt, ifindex: i32, peer: [4]u8) ?Failure {
+        var b = Builder{};
+        b.begin(RTM.DELADDR, F.REQUEST | F.ACK, r.sock.next());
+        b.put(std.mem.asBytes(&IfAddr{ .prefixlen = 32, .index = @bitCast(ifindex) }));
+        b.attr(IFA_ADDRESS, &peer);
+        return r.run(&b, "remove address");
     }
 
     pub fn addDefaultRoute(r: *Rt, via: [4]u8) ?Failure {

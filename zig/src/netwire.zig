@@ -11,8 +11,9 @@
 //!   takes the veth with it.
 //! - In the owner (`run` over an encoded request): the filter's set elements for a jail, its
 //!   links and uplink guards, added or removed in one nftables transaction; and the release of
-//!   a jail's host veth (down, renamed out of its address's way: the kernel deletes it with the
-//!   jail's namespace, which takes tens of milliseconds the owner need not wait for).
+//!   a jail's host veth (its address removed, or, named after the address, down and renamed
+//!   out of its way: the kernel deletes it with the jail's namespace, which takes tens of
+//!   milliseconds the owner need not wait for).
 const std = @import("std");
 const linux = std.os.linux;
 const nl = @import("netlink.zig");
@@ -118,12 +119,19 @@ fn wire(w: *const Wire, host: *nl.Rt, jail: *nl.Rt, making: Making, trace: *sys.
     };
     if (S.at(&step, w.fail_at)) |f| return f;
     var hidx: i32 = 0;
+    // A pooled pair is configured and up already (poolVeth); renamed, its host end is down.
+    var host_down = making != .pooled;
     switch (making) {
-        // Down and without addresses until now: it may take the jail's name.
         .pooled => |name| {
             if (host.index(name, &hidx)) |f| return f;
-            // Leased with its pooled name, it keeps it: no rename (an RCU grace period).
-            if (!std.mem.eql(u8, name, veth)) if (host.rename(hidx, veth)) |f| return f;
+            // Leased with its pooled name, it keeps it. Otherwise (rare: the pool had none to
+            // claim at the lease) it takes the lease's name, which needs it down and waits for
+            // an RCU grace period.
+            if (!std.mem.eql(u8, name, veth)) {
+                if (host.setUp(hidx, false)) |f| return f;
+                if (host.rename(hidx, veth)) |f| return f;
+                host_down = true;
+            }
         },
         .from_jail => |host_ns| if (jail.addVeth("eth0", veth, host_ns)) |f| return f,
         .from_host => |jail_ns| if (host.addVeth(veth, "eth0", jail_ns)) |f| return f,
@@ -132,9 +140,9 @@ fn wire(w: *const Wire, host: *nl.Rt, jail: *nl.Rt, making: Making, trace: *sys.
     const fresh = making != .pooled;
     trace.mark(if (fresh) "network: veth made" else "network: pooled veth renamed");
     if (S.at(&step, w.fail_at)) |f| return f;
-    if (host.configure(hidx, w.v6 and fresh, true)) |f| return f;
+    if (fresh) if (host.configure(hidx, w.v6, true)) |f| return f;
     if (host.addPeerAddress(hidx, w.gateway, w.address)) |f| return f;
-    if (host.setUp(hidx, true)) |f| return f;
+    if (host_down) if (host.setUp(hidx, true)) |f| return f;
     // The whole subnet is unreachable from the host except through a live jail's veth (its
     // /32 peer route wins): a connection to an address whose jail is gone, or not wired yet,
     // fails here instead of following the default route off the machine.
@@ -145,7 +153,7 @@ fn wire(w: *const Wire, host: *nl.Rt, jail: *nl.Rt, making: Making, trace: *sys.
     if (jail.index("eth0", &jidx)) |f| return f;
     if (fresh) if (jail.configure(jidx, w.v6, null)) |f| return f;
     if (jail.addPeerAddress(jidx, w.address, w.gateway)) |f| return f;
-    if (jail.setUp(jidx, true)) |f| return f;
+    if (fresh) if (jail.setUp(jidx, true)) |f| return f;
     if (jail.addDefaultRoute(w.gateway)) |f| return f;
     if (S.at(&step, w.fail_at)) |f| return f;
     return null;
@@ -213,34 +221,41 @@ pub fn wireFromOwner(w: *const Wire, pid: i32) ?Failure {
     return wire(w, &host, &jail, .{ .from_host = @intCast(ns) }, &trace);
 }
 
+/// What the pool's maker made of a veth (poolVeth).
+pub const Pooled = enum {
+    /// No pair: the jail makes its own.
+    none,
+    /// The pair, both ends configured and up, without addresses.
+    ready,
+    /// A pair the maker could not finish: its namespace must not serve a jail (the jail
+    /// would find an eth0 it cannot use); the pair goes with the namespace.
+    spoiled,
+};
+
 /// For the namespace pool's maker, in the new namespace it made (`host` opened before): a veth
-/// whose jail end is eth0 and whose host end is named "<root prefix>p<7 hex>" (in the root's
-/// family, which its filter knows; never an address's name, whose 8 digits are hex), down, no
-/// address, deleted by the kernel with the namespace if no jail takes it; IPv6 link-local
-/// addresses off on both ends. A jail leased with this name keeps it. Returns the name.
-pub fn poolVeth(host: *Host, prefix: *const [7]u8, out: *[ifnamsiz]u8) ?[]const u8 {
-    var r: [4]u8 = undefined;
-    _ = linux.getrandom(&r, r.len, 0);
-    const n = std.mem.readInt(u32, &r, .little) & 0xfffffff;
-    out.* = std.mem.zeroes([ifnamsiz]u8);
-    var name_buf: [ifnamsiz]u8 = undefined;
-    const name = std.fmt.bufPrint(&name_buf, "{s}p{x:0>7}", .{ prefix, n }) catch return null;
+/// whose jail end is eth0 and whose host end is `name` (spareName: in the root's family, which
+/// its filter knows; never an address's name), deleted by the kernel with the namespace if no
+/// jail takes it. Everything that does not depend on the jail's address is done here, off the
+/// spawn path: IPv6 link-local addresses off on both ends (the filter drops any non-IPv4
+/// packet), IPv4 forwarding on the host end, and both ends up, still without an address, so
+/// nothing reaches either end. A jail leased with this name keeps it and only adds addresses
+/// and routes: fewer requests that take the RTNL lock while the kernel may hold it for other
+/// namespaces' teardown.
+pub fn poolVeth(host: *Host, name: []const u8) Pooled {
     var jail = nl.Rt{ .sock = switch (nl.Socket.open(nl.NETLINK_ROUTE)) {
         .ok => |s| s,
-        .err => return null,
+        .err => return .none,
     } };
     defer jail.sock.close();
-    if (jail.addVeth("eth0", name, host.ns_fd) != null) return null;
-    @memcpy(out[0..name.len], name);
-    // Once the pair exists its name is the set's, whatever follows: the jail must not make
-    // another eth0. (Without these settings the jail's link-local IPv6 address is dropped by
-    // the filter like any non-IPv4 packet.)
-    if (linux.access("/proc/sys/net/ipv6", linux.F_OK) == 0) {
-        var idx: i32 = 0;
-        if (jail.index("eth0", &idx) == null) _ = jail.configure(idx, true, null);
-        if (host.rt.index(name, &idx) == null) _ = host.rt.configure(idx, true, null);
-    }
-    return out[0..name.len];
+    if (jail.addVeth("eth0", name, host.ns_fd) != null) return .none;
+    const v6 = linux.access("/proc/sys/net/ipv6", linux.F_OK) == 0;
+    var jidx: i32 = 0;
+    var hidx: i32 = 0;
+    if (jail.index("eth0", &jidx) != null or host.rt.index(name, &hidx) != null) return .spoiled;
+    if (v6) if (jail.configure(jidx, true, null) != null) return .spoiled;
+    if (host.rt.configure(hidx, v6, true) != null) return .spoiled;
+    if (host.rt.setUp(hidx, true) != null or jail.setUp(jidx, true) != null) return .spoiled;
+    return .ready;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -258,8 +273,6 @@ pub const Tag = enum(u16) {
     link_del = 5,
     /// [16]u8 ifname: an uplink guarded (forwarding switched on by lightjail)
     guard_add = 6,
-    /// [16]u8 ifname: a jail's host veth, down and renamed out of the way (after the jail)
-    veth_release = 7,
     /// i32 pid, then a Wire: a jail wired by its owner (wireFromOwner), after the elements
     wire = 8,
     _,
@@ -310,15 +323,13 @@ pub const RunFailure = struct { e: linux.E, step: []const u8, what: []const u8 =
 const version: u32 = 1;
 
 /// Applies an owner's request: every set element in one transaction, then the wiring of a jail
-/// its owner wires, then veth releases.
+/// its owner wires.
 pub fn run(req: []const u8) ?RunFailure {
     if (req.len < 8 or !std.mem.eql(u8, req[0..4], "LJN1") or std.mem.readInt(u32, req[4..8], .little) != version)
         return .{ .e = .INVAL, .step = "decode the network request" };
     var table: []const u8 = "";
     var batch = newBatch();
     var wiring: ?struct { pid: i32, w: Wire } = null;
-    var releases: [64][ifnamsiz]u8 = undefined;
-    var nrel: usize = 0;
     var pos: usize = 8;
     while (pos < req.len) {
         if (req.len - pos < 8) return .{ .e = .INVAL, .step = "decode the network request" };
@@ -347,11 +358,6 @@ pub fn run(req: []const u8) ?RunFailure {
                 if (p.len != 4 + Wire.size or wiring != null) return .{ .e = .INVAL, .step = "decode a wire record" };
                 wiring = .{ .pid = std.mem.readInt(i32, p[0..4], .little), .w = Wire.decode(p[4..]) catch unreachable };
             },
-            .veth_release => {
-                if (p.len != ifnamsiz or nrel == releases.len) return .{ .e = .INVAL, .step = "decode a veth record" };
-                releases[nrel] = p[0..ifnamsiz].*;
-                nrel += 1;
-            },
             _ => return .{ .e = .INVAL, .step = "decode the network request" },
         }
     }
@@ -361,9 +367,6 @@ pub fn run(req: []const u8) ?RunFailure {
         if (commit(&batch)) |f| return .{ .e = f.e, .step = f.step, .what = table };
     }
     if (wiring) |x| if (wireFromOwner(&x.w, x.pid)) |f| return .{ .e = f.e, .step = f.step, .what = x.w.vethName() };
-    for (releases[0..nrel]) |*name| {
-        if (releaseVeth(std.mem.sliceTo(name, 0))) |f| return .{ .e = f.e, .step = f.step, .what = std.mem.sliceTo(name, 0) };
-    }
     return null;
 }
 
@@ -451,14 +454,17 @@ pub fn takeOff(table: []const u8, address: [4]u8, egress: bool, veth: []const u8
     for (links) |*k| element(&batch, false, table, "links", k);
     if (batch.b.overflow) return .{ .e = .MSGSIZE, .step = "too many set elements in one request" };
     if (commit(&batch)) |f| if (f.e != .NOENT) return .{ .e = f.e, .step = f.step, .what = table };
-    if (release and veth.len > 0 and veth.len < ifnamsiz) if (releaseVeth(veth)) |f| return .{ .e = f.e, .step = f.step, .what = veth };
+    if (release and veth.len > 0 and veth.len < ifnamsiz) if (releaseVeth(veth, address)) |f| return .{ .e = f.e, .step = f.step, .what = veth };
     return null;
 }
 
-/// Takes a finished jail's host veth out of the way: down (its routes go with it) and renamed
-/// to "<its root prefix>x<7 hex>", so that its address and name are free at once while the
-/// kernel deletes it with the jail's namespace. One that is gone already is fine.
-pub fn releaseVeth(name: []const u8) ?Failure {
+/// Takes a finished jail's host veth out of the way, so that its address is free at once while
+/// the kernel deletes the veth with the jail's namespace. One named apart from its address (a
+/// pooled or spare name, "<prefix>p<7 hex>") only loses its address, and the peer route with
+/// it: nothing waits for an RCU grace period, and nothing holds the RTNL lock the next jail's
+/// wiring needs. One named after its address also frees the name: down (renaming needs it)
+/// and renamed to "<its root prefix>x<7 hex>". One that is gone already is fine.
+pub fn releaseVeth(name: []const u8, address: [4]u8) ?Failure {
     var rt = nl.Rt{ .sock = switch (nl.Socket.open(nl.NETLINK_ROUTE)) {
         .ok => |s| s,
         .err => |e| return .{ .e = e, .step = "rtnetlink socket" },
@@ -466,9 +472,11 @@ pub fn releaseVeth(name: []const u8) ?Failure {
     defer rt.sock.close();
     var idx: i32 = 0;
     if (rt.index(name, &idx)) |f| return if (f.e == .NODEV) null else f;
+    if (isSpareName(name)) {
+        if (rt.delPeerAddress(idx, address)) |f| return if (f.e == .NODEV or f.e == .ADDRNOTAVAIL) null else f;
+        return null;
+    }
     if (rt.setUp(idx, false)) |f| return if (f.e == .NODEV) null else f;
-    // A pooled name is no address's: down (its routes gone) is out of the address's way.
-    if (name.len < 8 or name[7] == 'p') return null;
     var tries: usize = 0;
     while (tries < 8) : (tries += 1) {
         var grave: [ifnamsiz]u8 = undefined;
@@ -481,6 +489,23 @@ pub fn releaseVeth(name: []const u8) ?Failure {
         return null;
     }
     return null;
+}
+
+/// A host veth named apart from any address: "<root prefix>p<7 hex>" (spareName).
+pub fn isSpareName(name: []const u8) bool {
+    return name.len == 15 and name[7] == 'p';
+}
+
+/// A fresh host veth name apart from any address, in the root's family: "<prefix>p<7 random
+/// hex digits>" (an address's name has 8 hex digits). The namespace pool names its veths so,
+/// and the native ljspawn its own: a lease records the name, and releasing such a veth needs
+/// no rename.
+pub fn spareName(prefix: []const u8, out: *[ifnamsiz]u8) []const u8 {
+    var r: [4]u8 = undefined;
+    _ = linux.getrandom(&r, r.len, 0);
+    const n = std.mem.readInt(u32, &r, .little) & 0x0fffffff;
+    out.* = std.mem.zeroes([ifnamsiz]u8);
+    return std.fmt.bufPrint(out, "{s}p{x:0>7}", .{ prefix[0..@min(prefix.len, 7)], n }) catch unreachable;
 }
 
 /// "<prefix>x<7 random hex digits>": never an address's name (those are 8 hex digits).

@@ -334,6 +334,8 @@ pub fn refill(build: RootBuilder) void {
         s.veth = want_veth;
         s.prefix = veth_prefix;
         s.claimed = false;
+        // The veth's name is chosen here (the maker clears it if it cannot make the pair).
+        if (s.veth) _ = netwire.spareName(&s.prefix, &s.set.veth);
         s.ctid = 1;
         // No exit signal: Bun never hears of these children; collect() reaps them.
         const flags: u32 = linux.CLONE.VM | linux.CLONE.FILES | linux.CLONE.CHILD_CLEARTID;
@@ -362,12 +364,23 @@ fn maker(arg: usize) callconv(.c) u8 {
     // A veth's host end is reached through the host's namespace, opened first.
     var host = netwire.Host{};
     defer host.close();
-    if (s.veth and host.open() != null) s.veth = false;
+    if (s.veth and host.open() != null) {
+        s.veth = false;
+        s.set.veth[0] = 0;
+    }
     if (linux.E.init(linux.unshare(ns)) != .SUCCESS) return 1;
     if (sys.loopbackUp() != null) return 1;
     // Without its veth the set still serves (the jail makes its own).
-    if (s.veth) _ = netwire.poolVeth(&host, &s.prefix, &s.set.veth);
-    s.set.net = openNs("/proc/self/ns/net");
+    var net_usable = true;
+    if (s.veth) switch (netwire.poolVeth(&host, std.mem.sliceTo(&s.set.veth, 0))) {
+        .ready => {},
+        .none => s.set.veth[0] = 0,
+        .spoiled => {
+            s.set.veth[0] = 0;
+            net_usable = false;
+        },
+    };
+    if (net_usable) s.set.net = openNs("/proc/self/ns/net");
     s.set.ipc = openNs("/proc/self/ns/ipc");
     s.set.uts = openNs("/proc/self/ns/uts");
     if (with_root) {
