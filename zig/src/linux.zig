@@ -565,7 +565,7 @@ fn child(ctx: *ChildCtx) noreturn {
     c.mark("namespaces");
     if (spec.net_wire) |raw| {
         const w = netwire.Wire.decode(raw) catch unreachable;
-        if (netwire.wireJail(&w, &host_net, std.mem.sliceTo(&fds.ns.veth, 0), c.trace)) |f| c.die(f.e, "network {s}: {s}", .{ w.vethName(), f.step });
+        if (netwire.wireJail(&w, &host_net, std.mem.sliceTo(&fds.ns.veth, 0), fds.ns.veth_index, c.trace)) |f| c.die(f.e, "network {s}: {s}", .{ w.vethName(), f.step });
         host_net.close();
         c.mark("network: jail end");
     }

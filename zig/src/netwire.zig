@@ -94,18 +94,18 @@ pub const Host = struct {
 /// a veth the namespace pool made with this namespace (its jail end eth0, both without IPv6
 /// link-local addresses), or is empty: then the veth is made here. On failure the step is
 /// named; the caller ends the jail, and its namespace takes what was made with it.
-pub fn wireJail(w: *const Wire, host: *Host, pooled: []const u8, trace: *sys.Trace) ?Failure {
+pub fn wireJail(w: *const Wire, host: *Host, pooled: []const u8, index: Indexes, trace: *sys.Trace) ?Failure {
     var jail = nl.Rt{ .sock = switch (nl.Socket.open(nl.NETLINK_ROUTE)) {
         .ok => |s| s,
         .err => |e| return .{ .e = e, .step = "rtnetlink socket in the jail" },
     } };
     defer jail.sock.close();
-    return wire(w, &host.rt, &jail, if (pooled.len > 0) .{ .pooled = pooled } else .{ .from_jail = host.ns_fd }, trace);
+    return wire(w, &host.rt, &jail, if (pooled.len > 0) .{ .pooled = .{ .name = pooled, .index = index } } else .{ .from_jail = host.ns_fd }, trace);
 }
 
 /// How the veth comes to be: made from the jail's side (its peer put in the host's namespace,
 /// by descriptor), from the host's (its peer put in the jail's), or made by the pool already.
-const Making = union(enum) { from_jail: i32, from_host: i32, pooled: []const u8 };
+const Making = union(enum) { from_jail: i32, from_host: i32, pooled: struct { name: []const u8, index: Indexes } };
 
 fn wire(w: *const Wire, host: *nl.Rt, jail: *nl.Rt, making: Making, trace: *sys.Trace) ?Failure {
     const veth = w.vethName();
@@ -122,8 +122,9 @@ fn wire(w: *const Wire, host: *nl.Rt, jail: *nl.Rt, making: Making, trace: *sys.
     // A pooled pair is configured and up already (poolVeth); renamed, its host end is down.
     var host_down = making != .pooled;
     switch (making) {
-        .pooled => |name| {
-            if (host.index(name, &hidx)) |f| return f;
+        .pooled => |pair| {
+            const name = pair.name;
+            hidx = pair.index.host;
             // Leased with its pooled name, it keeps it. Otherwise (rare: the pool had none to
             // claim at the lease) it takes the lease's name, which needs it down and waits for
             // an RCU grace period.
@@ -150,7 +151,10 @@ fn wire(w: *const Wire, host: *nl.Rt, jail: *nl.Rt, making: Making, trace: *sys.
     trace.mark("network: host end");
     if (S.at(&step, w.fail_at)) |f| return f;
     var jidx: i32 = 0;
-    if (jail.index("eth0", &jidx)) |f| return f;
+    switch (making) {
+        .pooled => |pair| jidx = pair.index.jail,
+        else => if (jail.index("eth0", &jidx)) |f| return f,
+    }
     if (fresh) if (jail.configure(jidx, w.v6, null)) |f| return f;
     if (jail.addPeerAddress(jidx, w.address, w.gateway)) |f| return f;
     if (fresh) if (jail.setUp(jidx, true)) |f| return f;
@@ -221,6 +225,11 @@ pub fn wireFromOwner(w: *const Wire, pid: i32) ?Failure {
     return wire(w, &host, &jail, .{ .from_host = @intCast(ns) }, &trace);
 }
 
+/// The interface indexes of a pooled veth's ends (host end in the host's namespace, eth0 in
+/// the pool's), known to the maker: a jail taking the pair looks neither up (each lookup takes
+/// the RTNL lock, which the kernel may hold for other namespaces' teardown).
+pub const Indexes = struct { host: i32 = 0, jail: i32 = 0 };
+
 /// What the pool's maker made of a veth (poolVeth).
 pub const Pooled = enum {
     /// No pair: the jail makes its own.
@@ -241,7 +250,7 @@ pub const Pooled = enum {
 /// nothing reaches either end. A jail leased with this name keeps it and only adds addresses
 /// and routes: fewer requests that take the RTNL lock while the kernel may hold it for other
 /// namespaces' teardown.
-pub fn poolVeth(host: *Host, name: []const u8) Pooled {
+pub fn poolVeth(host: *Host, name: []const u8, index: *Indexes) Pooled {
     var jail = nl.Rt{ .sock = switch (nl.Socket.open(nl.NETLINK_ROUTE)) {
         .ok => |s| s,
         .err => return .none,
@@ -255,6 +264,7 @@ pub fn poolVeth(host: *Host, name: []const u8) Pooled {
     if (v6) if (jail.configure(jidx, true, null) != null) return .spoiled;
     if (host.rt.configure(hidx, v6, true) != null) return .spoiled;
     if (host.rt.setUp(hidx, true) != null or jail.setUp(jidx, true) != null) return .spoiled;
+    index.* = .{ .host = hidx, .jail = jidx };
     return .ready;
 }
 

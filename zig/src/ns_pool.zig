@@ -44,6 +44,8 @@ pub const Set = struct {
     /// The host end of a veth made with the network namespace (its jail end is eth0), for a
     /// jail with a private address (netwire.poolVeth); empty: none.
     veth: [netwire.ifnamsiz]u8 = std.mem.zeroes([netwire.ifnamsiz]u8),
+    /// Its ends' interface indexes (with `veth`).
+    veth_index: netwire.Indexes = .{},
 
     pub fn close(s: *Set) void {
         for ([_]i32{ s.net, s.ipc, s.uts, s.mnt }) |fd| if (fd >= 0) {
@@ -372,7 +374,7 @@ fn maker(arg: usize) callconv(.c) u8 {
     if (sys.loopbackUp() != null) return 1;
     // Without its veth the set still serves (the jail makes its own).
     var net_usable = true;
-    if (s.veth) switch (netwire.poolVeth(&host, std.mem.sliceTo(&s.set.veth, 0))) {
+    if (s.veth) switch (netwire.poolVeth(&host, std.mem.sliceTo(&s.set.veth, 0), &s.set.veth_index)) {
         .ready => {},
         .none => s.set.veth[0] = 0,
         .spoiled => {
