@@ -3,10 +3,11 @@
  * keep-alive pool, (c) lightjail's edge as lj serve runs it with `--edge nginx` (its own nginx,
  * configured from its tables: src/server/edge/nginx.ts), and (d) the built-in edge (Bun worker
  * processes), over HTTP and HTTPS, each measured with wrk (2 threads, 50 connections, 8 s). The
- * yardstick nginx and both edges run as many workers (one per core), each with a keep-alive pool
- * toward the app larger than the 50 connections (the yardstick 64 idle connections per worker,
- * the edges their defaults), and both nginx write an access log the same way (4 KiB buffers
- * flushed every 250 ms). Then, with strace, each proxy's system calls per request, a count the
+ * yardstick nginx and both edges run as many workers (one per core), started afresh every
+ * round (where a proxy's workers settle for its life weighs more than a round's noise), each
+ * with a keep-alive pool toward the app larger than the 50 connections (the yardstick 64 idle
+ * connections per worker, the edges their defaults), and both nginx write an access log the
+ * same way (4 KiB buffers flushed every 250 ms). Then, with strace, each proxy's system calls per request, a count the
  * machine's other load does not move. The last line is JSON: lj/nginx ratios of requests/s
  * and p99 for the nginx edge (`http`, `https`) and the built-in one (`builtin`), the CPU time
  * and the system calls per request.
@@ -179,7 +180,13 @@ http {
   const p = Bun.spawn(["nginx", "-c", conf, "-p", dir], { stdout: "ignore", stderr: "inherit" });
   nginxPid = p.pid;
   procs.push(p);
+  stopNginx = async () => {
+    p.kill("SIGTERM");
+    await p.exited;
+  };
 }
+
+let stopNginx = async () => {};
 
 interface Wrk {
   /** The proxy's CPU time per request (µs), when /proc tells. */
@@ -394,12 +401,18 @@ async function main() {
   certs.put(secure, await Bun.file(tls.cert).text(), await Bun.file(tls.key).text());
   const target = [{ address: "127.0.0.1", port: appPort }];
   const domains = { [secure]: "web" };
-  const edge = await startEdge("nginx", { web: target }, domains, domain, certs);
-  const builtin = await startEdge("builtin", { web: target }, domains, domain, certs);
   const [nh, ns] = [free(), free()];
-  startNginx(appPort, nh, ns, tls);
-  await waitPort(nh);
-  await waitPort(ns);
+  const startAll = async () => {
+    const started = {
+      edge: await startEdge("nginx", { web: target }, domains, domain, certs),
+      builtin: await startEdge("builtin", { web: target }, domains, domain, certs),
+    };
+    startNginx(appPort, nh, ns, tls);
+    await waitPort(nh);
+    await waitPort(ns);
+    return started;
+  };
+  let { edge, builtin } = await startAll();
 
   const host = `web.${domain}`;
   const results: Record<string, Wrk[]> = {};
@@ -419,7 +432,15 @@ async function main() {
   // Rounds alternate the peers, so that a busy spell on the machine hits both alike.
   // Within a round the order of the proxies flips every other round: none always runs first
   // (or right after the app was warmed up by another).
+  // Every round starts the proxies afresh: where their workers (and wrk's threads) settle
+  // for the life of a process weighs more than the rounds' noise.
   for (let i = 0; i < rounds; i++) {
+    if (i > 0) {
+      await edge.stop();
+      await builtin.stop();
+      await stopNginx();
+      ({ edge, builtin } = await startAll());
+    }
     await run("direct", `http://127.0.0.1:${appPort}/`, host);
     const http: [string, string, () => number[]][] = [
       ["nginx", `http://127.0.0.1:${nh}/`, ngPids],
