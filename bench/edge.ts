@@ -417,6 +417,20 @@ async function main() {
   const host = `web.${domain}`;
   const results: Record<string, Wrk[]> = {};
   const ngPids = () => withChildren(nginxPid);
+  /** The proxies as they run now (an edge started afresh listens on new ports). */
+  type Peer = [name: string, url: string, host: string, pids: () => number[]];
+  const proxies = (): { http: Peer[]; https: Peer[] } => ({
+    http: [
+      ["nginx", `http://127.0.0.1:${nh}/`, host, ngPids],
+      ["lj", `http://127.0.0.1:${edge.port}/`, host, edge.pids],
+      ["builtin", `http://127.0.0.1:${builtin.port}/`, host, builtin.pids],
+    ],
+    https: [
+      ["nginx-https", `https://127.0.0.1:${ns}/`, secure, ngPids],
+      ["lj-https", `https://127.0.0.1:${edge.httpsPort}/`, secure, edge.pids],
+      ["builtin-https", `https://127.0.0.1:${builtin.httpsPort}/`, secure, builtin.pids],
+    ],
+  });
   const run = async (name: string, url: string, h: string, procsOf: () => number[] = () => []) => {
     const pids = procsOf();
     const c0 = cpuSeconds(pids);
@@ -442,36 +456,20 @@ async function main() {
       ({ edge, builtin } = await startAll());
     }
     await run("direct", `http://127.0.0.1:${appPort}/`, host);
-    const http: [string, string, () => number[]][] = [
-      ["nginx", `http://127.0.0.1:${nh}/`, ngPids],
-      ["lj", `http://127.0.0.1:${edge.port}/`, edge.pids],
-      ["builtin", `http://127.0.0.1:${builtin.port}/`, builtin.pids],
-    ];
-    const https: [string, string, () => number[]][] = [
-      ["nginx-https", `https://127.0.0.1:${ns}/`, ngPids],
-      ["lj-https", `https://127.0.0.1:${edge.httpsPort}/`, edge.pids],
-      ["builtin-https", `https://127.0.0.1:${builtin.httpsPort}/`, builtin.pids],
-    ];
+    const { http, https } = proxies();
     if (i % 2 === 1) {
       http.reverse();
       https.reverse();
     }
-    for (const [name, url, pids] of http) await run(name, url, host, pids);
-    for (const [name, url, pids] of https) await run(name, url, secure, pids);
+    for (const [name, url, h, pids] of [...http, ...https]) await run(name, url, h, pids);
   }
   // What each proxy asks of the kernel per request, counted with strace (slower while it
   // counts, but the count per request does not depend on how busy the machine is).
   const census: Record<string, number> = {};
   if (Bun.which("strace")) {
-    const count: [string, string, string, () => number[]][] = [
-      ["nginx", `http://127.0.0.1:${nh}/`, host, ngPids],
-      ["lj", `http://127.0.0.1:${edge.port}/`, host, edge.pids],
-      ["builtin", `http://127.0.0.1:${builtin.port}/`, host, builtin.pids],
-      ["nginx-https", `https://127.0.0.1:${ns}/`, secure, ngPids],
-      ["lj-https", `https://127.0.0.1:${edge.httpsPort}/`, secure, edge.pids],
-      ["builtin-https", `https://127.0.0.1:${builtin.httpsPort}/`, secure, builtin.pids],
-    ];
-    for (const [name, url, h, pids] of count) census[name] = await syscallsPerRequest(name, url, h, pids());
+    const { http, https } = proxies();
+    for (const [name, url, h, pids] of [...http, ...https])
+      census[name] = await syscallsPerRequest(name, url, h, pids());
   }
   await edge.stop();
   await builtin.stop();
