@@ -259,6 +259,28 @@ describe("reachability and filtering", () => {
   });
 
   rootTest(
+    "the root's table deleted by hand: the spawn cannot put a jail's filter elements in, its owner makes the table again and does",
+    async () => {
+      // This process has the root's table: a jail's elements go in with its spawn.
+      const first = await server();
+      expect(sh(`nft list set ${netConfig().table} jails`).out).toContain(first.address!);
+      await stop(first);
+      expect(sh(`nft delete table ${netConfig().table}`).code).toBe(0);
+      // The spawn's transaction fails (no table); the jail must not run before its owner has
+      // made the table again and put its elements in, or the host could not reach it (a jail's
+      // packets without its element are dropped).
+      const j = await server();
+      const res = await fetch(`http://${j.address}:8080/`);
+      expect(res.status).toBe(200);
+      await res.text();
+      expect(sh(`nft list set ${netConfig().table} jails`).out).toContain(j.address!);
+      await stop(j);
+      await expectNoNetLeftovers(LEFTOVERS);
+    },
+    30_000,
+  );
+
+  rootTest(
     "the gateway answers a jail only on allowed ports; the host's other addresses never",
     async () => {
       const peers: string[] = [];
