@@ -629,12 +629,24 @@ describe("containment", () => {
   rootTest(
     "an address of the jail subnet without a live jail is unreachable, never routed off the machine",
     async () => {
+      const unreachable = () => {
+        const route = sh(`ip -4 route get ${PREFIX}99`);
+        expect(route.code).not.toBe(0);
+        expect(route.out).toMatch(/unreachable|No route/);
+      };
       const j = await server();
+      // Nobody is at .99: unreachable from the start (the route came with the root's table).
+      unreachable();
       await stop(j);
       // The jail is gone: its address must not follow the host's default route.
       const route = sh(`ip -4 route get ${j.address}`);
       expect(route.code).not.toBe(0);
       expect(route.out).toMatch(/unreachable|No route/);
+      // The route deleted by hand is back once a jail has ended.
+      expect(sh(`ip -4 route del unreachable ${SUBNET}`).code).toBe(0);
+      expect(sh(`ip -4 route get ${PREFIX}99`).code).toBe(0); // the default route would take it
+      await stop(await server());
+      unreachable();
     },
   );
 });

@@ -149,6 +149,7 @@ const REQ = {
   linkDel: 5,
   guardAdd: 6,
   wire: 8,
+  unreachableRoute: 9,
 } as const;
 const IFNAMSIZ = 16;
 
@@ -207,6 +208,15 @@ export class NetRequest {
     new DataView(b.buffer).setInt32(0, pid, true);
     b.set(wire, 4);
     this.parts.push({ tag: REQ.wire, body: b });
+    return this;
+  }
+
+  /** The subnet's unreachable route (re)put on the host (netwire.zig, Subnet). */
+  unreachable(subnet: NetConfig["subnet"]): this {
+    const b = new Uint8Array(5);
+    b.set(ipv4Bytes(formatIp(subnet.network)), 0);
+    b[4] = subnet.prefix;
+    this.parts.push({ tag: REQ.unreachableRoute, body: b });
     return this;
   }
 
@@ -360,6 +370,12 @@ function ensureBase(cfg: NetConfig): Promise<void> {
   if (known) return known;
   const p = runOrThrow(`nftables table ${cfg.table}`, ["nft", "-f", "-"], baseScript(cfg)).then(
     () => {
+      // Jails put the subnet's unreachable route back as they end; the first needs it already.
+      try {
+        applyNow(cfg, new NetRequest().unreachable(cfg.subnet));
+      } catch (e) {
+        throw netError(`${cfg.subnet.cidr}'s unreachable route: ${(e as Error).message}`);
+      }
       recordTable(cfg.table, cfg.root);
       basesReady.add(key);
     },

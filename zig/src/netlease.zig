@@ -556,7 +556,7 @@ pub fn takeOff(gpa: Allocator, c: *const Config, l: Lease) Allocator.Error!?netw
     } else |_| {}
     // Only a veth of this root is ever released (a lease file names it; trust no other).
     const ours = std.mem.startsWith(u8, l.veth, &c.prefix);
-    return netwire.takeOff(&c.table, ipBytes(ip), l.egress, l.veth, l.uplink orelse "", links.items, ours);
+    return netwire.takeOff(&c.table, .{ .network = ipBytes(c.subnet.network), .prefix = c.subnet.prefix }, ipBytes(ip), l.egress, l.veth, l.uplink orelse "", links.items, ours);
 }
 
 /// Leases an address for `req.owner`: the requested one, or with "auto" the lowest free one.

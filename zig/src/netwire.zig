@@ -5,15 +5,14 @@
 //! - In the jail's child (`Host.open` before it changes namespaces, `wireJail` after): the
 //!   veth pair, created from inside the jail's namespace with its host end (ljn<root tag><hex
 //!   address>) placed in the host's; the host end gets the gateway address with the jail's as
-//!   its peer, IPv4 forwarding on and no IPv6 link-local address, and goes up; the subnet's
-//!   `unreachable` route is (re)put on the host; the jail end (eth0) gets the jail's address
-//!   with the gateway as peer and default route. A failure kills the jail, whose namespace
-//!   takes the veth with it.
+//!   its peer, IPv4 forwarding on and no IPv6 link-local address, and goes up; the jail end
+//!   (eth0) gets the jail's address with the gateway as peer and default route. A failure
+//!   kills the jail, whose namespace takes the veth with it.
 //! - In the owner (`run` over an encoded request): the filter's set elements for a jail, its
-//!   links and uplink guards, added or removed in one nftables transaction; and the release of
-//!   a jail's host veth (its address removed, or, named after the address, down and renamed
-//!   out of its way: the kernel deletes it with the jail's namespace, which takes tens of
-//!   milliseconds the owner need not wait for).
+//!   links and uplink guards, added or removed in one nftables transaction; the subnet's
+//!   `unreachable` route (Subnet); and the release of a jail's host veth (its address removed,
+//!   or, named after the address, down and renamed out of its way: the kernel deletes it with
+//!   the jail's namespace, which takes tens of milliseconds the owner need not wait for).
 const std = @import("std");
 const linux = std.os.linux;
 const nl = @import("netlink.zig");
@@ -144,10 +143,6 @@ fn wire(w: *const Wire, host: *nl.Rt, jail: *nl.Rt, making: Making, trace: *sys.
     if (fresh) if (host.configure(hidx, w.v6, true)) |f| return f;
     if (host.addPeerAddress(hidx, w.gateway, w.address)) |f| return f;
     if (host_down) if (host.setUp(hidx, true)) |f| return f;
-    // The whole subnet is unreachable from the host except through a live jail's veth (its
-    // /32 peer route wins): a connection to an address whose jail is gone, or not wired yet,
-    // fails here instead of following the default route off the machine.
-    if (host.replaceUnreachable(w.network, w.prefix)) |f| return f;
     trace.mark("network: host end");
     if (S.at(&step, w.fail_at)) |f| return f;
     var jidx: i32 = 0;
@@ -285,8 +280,31 @@ pub const Tag = enum(u16) {
     guard_add = 6,
     /// i32 pid, then a Wire: a jail wired by its owner (wireFromOwner), after the elements
     wire = 8,
+    /// [4]u8 network, u8 prefix: the subnet's unreachable route (re)put (Subnet.guard)
+    unreachable_route = 9,
     _,
 };
+
+/// The whole subnet is unreachable from the host except through a live jail's veth (its /32
+/// peer route wins): a connection to an address whose jail is gone, or not wired yet, fails
+/// instead of following the default route off the machine. The route is (re)put when a process
+/// sets up the root's table, and after each jail's end (takeOff), never on a jail's way up:
+/// every request there waits for the kernel's RTNL lock.
+pub const Subnet = struct {
+    network: [4]u8,
+    prefix: u8,
+
+    pub fn guard(s: Subnet, rt: *nl.Rt) ?Failure {
+        return rt.replaceUnreachable(s.network, s.prefix);
+    }
+};
+
+fn hostRt() union(enum) { ok: nl.Rt, err: Failure } {
+    return switch (nl.Socket.open(nl.NETLINK_ROUTE)) {
+        .ok => |s| .{ .ok = .{ .sock = s } },
+        .err => |e| .{ .err = .{ .e = e, .step = "rtnetlink socket" } },
+    };
+}
 
 /// address, u32 flags (bit 0 egress), veth, uplink (empty: any)
 const JailRecord = struct {
@@ -340,6 +358,7 @@ pub fn run(req: []const u8) ?RunFailure {
     var table: []const u8 = "";
     var batch = newBatch();
     var wiring: ?struct { pid: i32, w: Wire } = null;
+    var subnet: ?Subnet = null;
     var pos: usize = 8;
     while (pos < req.len) {
         if (req.len - pos < 8) return .{ .e = .INVAL, .step = "decode the network request" };
@@ -368,6 +387,10 @@ pub fn run(req: []const u8) ?RunFailure {
                 if (p.len != 4 + Wire.size or wiring != null) return .{ .e = .INVAL, .step = "decode a wire record" };
                 wiring = .{ .pid = std.mem.readInt(i32, p[0..4], .little), .w = Wire.decode(p[4..]) catch unreachable };
             },
+            .unreachable_route => {
+                if (p.len != 5 or p[4] > 32) return .{ .e = .INVAL, .step = "decode a subnet record" };
+                subnet = .{ .network = p[0..4].*, .prefix = p[4] };
+            },
             _ => return .{ .e = .INVAL, .step = "decode the network request" },
         }
     }
@@ -375,6 +398,14 @@ pub fn run(req: []const u8) ?RunFailure {
         if (table.len == 0) return .{ .e = .INVAL, .step = "decode the network request (no table)" };
         if (batch.b.overflow) return .{ .e = .MSGSIZE, .step = "too many set elements in one request" };
         if (commit(&batch)) |f| return .{ .e = f.e, .step = f.step, .what = table };
+    }
+    if (subnet) |s| {
+        var rt = switch (hostRt()) {
+            .ok => |r| r,
+            .err => |f| return .{ .e = f.e, .step = f.step },
+        };
+        defer rt.sock.close();
+        if (s.guard(&rt)) |f| return .{ .e = f.e, .step = f.step };
     }
     if (wiring) |x| if (wireFromOwner(&x.w, x.pid)) |f| return .{ .e = f.e, .step = f.step, .what = x.w.vethName() };
     return null;
@@ -455,7 +486,9 @@ pub fn jailElementsNow(table: []const u8, add: bool, address: [4]u8, veth: []con
 
 /// Takes a lease's state off the host (netlease.takeOff): its elements and links in one
 /// transaction (none when the table is gone: they went with it), then its host veth released.
-pub fn takeOff(table: []const u8, address: [4]u8, egress: bool, veth: []const u8, uplink: []const u8, links: []const [8]u8, release: bool) ?RunFailure {
+/// Takes a jail's state off the host: its elements and links (one transaction), its veth
+/// released (`release`), and the subnet's unreachable route put back should it be gone.
+pub fn takeOff(table: []const u8, subnet: Subnet, address: [4]u8, egress: bool, veth: []const u8, uplink: []const u8, links: []const [8]u8, release: bool) ?RunFailure {
     var j = JailRecord{ .address = address, .egress = egress, .veth = std.mem.zeroes([ifnamsiz]u8), .uplink = std.mem.zeroes([ifnamsiz]u8) };
     @memcpy(j.veth[0..@min(veth.len, ifnamsiz - 1)], veth[0..@min(veth.len, ifnamsiz - 1)]);
     @memcpy(j.uplink[0..@min(uplink.len, ifnamsiz - 1)], uplink[0..@min(uplink.len, ifnamsiz - 1)]);
@@ -464,7 +497,14 @@ pub fn takeOff(table: []const u8, address: [4]u8, egress: bool, veth: []const u8
     for (links) |*k| element(&batch, false, table, "links", k);
     if (batch.b.overflow) return .{ .e = .MSGSIZE, .step = "too many set elements in one request" };
     if (commit(&batch)) |f| if (f.e != .NOENT) return .{ .e = f.e, .step = f.step, .what = table };
-    if (release and veth.len > 0 and veth.len < ifnamsiz) if (releaseVeth(veth, address)) |f| return .{ .e = f.e, .step = f.step, .what = veth };
+    var rt = switch (hostRt()) {
+        .ok => |r| r,
+        .err => |f| return .{ .e = f.e, .step = f.step },
+    };
+    defer rt.sock.close();
+    const released = if (release and veth.len > 0 and veth.len < ifnamsiz) releaseVeth(&rt, veth, address) else null;
+    if (subnet.guard(&rt)) |f| return .{ .e = f.e, .step = f.step };
+    if (released) |f| return .{ .e = f.e, .step = f.step, .what = veth };
     return null;
 }
 
@@ -474,12 +514,7 @@ pub fn takeOff(table: []const u8, address: [4]u8, egress: bool, veth: []const u8
 /// it: nothing waits for an RCU grace period, and nothing holds the RTNL lock the next jail's
 /// wiring needs. One named after its address also frees the name: down (renaming needs it)
 /// and renamed to "<its root prefix>x<7 hex>". One that is gone already is fine.
-pub fn releaseVeth(name: []const u8, address: [4]u8) ?Failure {
-    var rt = nl.Rt{ .sock = switch (nl.Socket.open(nl.NETLINK_ROUTE)) {
-        .ok => |s| s,
-        .err => |e| return .{ .e = e, .step = "rtnetlink socket" },
-    } };
-    defer rt.sock.close();
+pub fn releaseVeth(rt: *nl.Rt, name: []const u8, address: [4]u8) ?Failure {
     var idx: i32 = 0;
     if (rt.index(name, &idx)) |f| return if (f.e == .NODEV) null else f;
     if (isSpareName(name)) {
