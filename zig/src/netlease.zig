@@ -483,7 +483,8 @@ fn createExclusive(gpa: Allocator, dir: []const u8, file: []const u8, body: []co
 /// null where the file system has none.
 fn createUnnamed(gpa: Allocator, dir: []const u8, file: []const u8, body: []const u8, why: *Why) Error!?bool {
     const dirz = try gpa.dupeZ(u8, dir);
-    const rc = linux.open(dirz, .{ .ACCMODE = .WRONLY, .TMPFILE = true, .CLOEXEC = true }, 0o600);
+    // The kernel's O_TMPFILE is __O_TMPFILE with O_DIRECTORY: without the latter it is EINVAL.
+    const rc = linux.open(dirz, .{ .ACCMODE = .WRONLY, .TMPFILE = true, .DIRECTORY = true, .CLOEXEC = true }, 0o600);
     if (linux.E.init(rc) != .SUCCESS) return null;
     const fd: i32 = @intCast(rc);
     defer _ = linux.close(fd);
@@ -859,4 +860,26 @@ test "a lease file as every lightjail process writes it" {
     const l = Lease{ .address = "10.1.0.2", .owner = "1.2", .jail = "j\"x", .veth = "ljn00000a010002", .egress = false, .links = &.{"10.1.0.3"} };
     const text = try std.fmt.bufPrint(&buf, "{f}", .{std.json.fmt(l, .{ .emit_null_optional_fields = false })});
     try std.testing.expectEqualStrings("{\"address\":\"10.1.0.2\",\"owner\":\"1.2\",\"jail\":\"j\\\"x\",\"veth\":\"ljn00000a010002\",\"egress\":false,\"links\":[\"10.1.0.3\"]}", text);
+}
+
+test "a lease is made from an unnamed file where the file system has them, exclusively" {
+    var arena = std.heap.ArenaAllocator.init(std.testing.allocator);
+    defer arena.deinit();
+    const gpa = arena.allocator();
+    var tmp = std.testing.tmpDir(.{ .iterate = true });
+    defer tmp.cleanup();
+    const dir = try tmp.dir.realpathAlloc(gpa, ".");
+    const file = try std.fs.path.join(gpa, &.{ dir, "10.1.0.2" });
+    var why = Why{};
+    // The test's directory is on a file system with O_TMPFILE (tmpfs or ext4 here): null would
+    // mean the unnamed file was refused and every lease paid for a name made and removed.
+    try std.testing.expectEqual(@as(?bool, true), try createUnnamed(gpa, dir, file, "{\"a\":1}", &why));
+    try std.testing.expectEqual(@as(?bool, false), try createUnnamed(gpa, dir, file, "{\"a\":2}", &why));
+    const got = try std.fs.cwd().readFileAlloc(gpa, file, 64);
+    try std.testing.expectEqualStrings("{\"a\":1}", got);
+    // Nothing else is left in the directory (no temporary name).
+    var it = tmp.dir.iterate();
+    var n: usize = 0;
+    while (try it.next()) |_| n += 1;
+    try std.testing.expectEqual(@as(usize, 1), n);
 }
