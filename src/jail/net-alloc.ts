@@ -7,7 +7,7 @@
  * links, opened gateway ports and published ports.
  */
 
-import { mkdirSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LjError } from "../errors.ts";
 import { ljRoot, paths } from "../store/paths.ts";
@@ -80,7 +80,22 @@ export function parseSubnet(cidr: string, source = "subnet"): Subnet {
   return shimLease(LeaseOp.subnet, [cidr, source]) as Subnet;
 }
 
-function readConfigNet(file: string): { subnet?: string; uplinks?: string[]; gatewayPorts?: unknown[] } {
+type ConfigNet = { subnet?: string; uplinks?: string[]; gatewayPorts?: unknown[] };
+
+/** The last reading of each config.toml, kept while the file is unchanged (every private spawn asks). */
+const configRead = new Map<string, { stamp: string; net: ConfigNet }>();
+
+function readConfigNet(file: string): ConfigNet {
+  const st = statSync(file, { throwIfNoEntry: false });
+  const stamp = st ? `${st.ino}:${st.size}:${st.mtimeMs}` : "";
+  const known = configRead.get(file);
+  if (known?.stamp === stamp) return known.net;
+  const net = st ? parseConfigNet(file) : {};
+  configRead.set(file, { stamp, net });
+  return net;
+}
+
+function parseConfigNet(file: string): ConfigNet {
   let text: string;
   try {
     text = readFileSync(file, "utf8");
