@@ -159,9 +159,11 @@ function ipv4Bytes(address: string): Uint8Array {
   return Uint8Array.of(ip >>> 24, (ip >>> 16) & 255, (ip >>> 8) & 255, ip & 255);
 }
 
+const utf8 = new TextEncoder();
+
 function ifnameBytes(name: string): Uint8Array {
   const b = new Uint8Array(IFNAMSIZ);
-  const text = new TextEncoder().encode(name);
+  const text = utf8.encode(name);
   if (text.length >= IFNAMSIZ) throw netError(`interface name "${name}" is longer than 15 bytes`);
   b.set(text);
   return b;
@@ -226,11 +228,11 @@ export class NetRequest {
   }
 
   encode(table: string): Uint8Array {
-    const name = new TextEncoder().encode(`${table.replace(/^inet /, "")}\0`);
+    const name = utf8.encode(`${table.replace(/^inet /, "")}\0`);
     const all = [{ tag: REQ.table, body: name }, ...this.parts];
     const out = new Uint8Array(8 + all.reduce((n, p) => n + 8 + p.body.length, 0));
     const dv = new DataView(out.buffer);
-    out.set(new TextEncoder().encode("LJN1"), 0);
+    out.set(utf8.encode("LJN1"), 0);
     dv.setUint32(4, 1, true);
     let pos = 8;
     for (const p of all) {
@@ -708,7 +710,7 @@ function removeInboundNow(cfg: NetConfig, address: string): void {
   const lines = inboundRemovals(cfg, address);
   if (lines.length === 0) return;
   const p = Bun.spawnSync(["nft", "-f", "-"], {
-    stdin: new TextEncoder().encode(`${lines.join("\n")}\n`),
+    stdin: utf8.encode(`${lines.join("\n")}\n`),
     stderr: "pipe",
   });
   if (p.exitCode !== 0 && !/No such file or directory/.test(p.stderr.toString())) {
