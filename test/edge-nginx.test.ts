@@ -539,7 +539,7 @@ afterAll(() => {
   counter?.stop(true);
 });
 
-/** An edge whose app "counted" is the counting app, its bound `perInstance` over `workers`. */
+/** An edge whose app "counted" is the counting app, bounded at `perInstance` per worker. */
 async function bounded(
   workers: string,
   perInstance: number,
@@ -570,7 +570,7 @@ describe("the nginx edge's per-instance bound", () => {
     "requests beyond the bound queue in lj serve: all answered, never more in flight than the bound",
     async () => {
       // 2 workers x 2 (max_conns) and lj serve's router 2: at most 6 at once toward the instance.
-      const f = await bounded("2", 4);
+      const f = await bounded("2", 2);
       const gets = Array.from({ length: 40 }, (_, i) =>
         fetch(`${f.url}/slow?n=${i}`, { headers: { host: "counted.n.test" } }).then((r) => r.status),
       );

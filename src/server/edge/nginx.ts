@@ -35,7 +35,6 @@ import {
   truncateSync,
   writeFileSync,
 } from "node:fs";
-import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import type { Server, Subprocess, WebSocketHandler } from "bun";
 import { type LogRotation, logRotation } from "../../paas/rotate.ts";
@@ -71,8 +70,13 @@ export interface NginxEdgeOptions {
    */
   keepalive?: number;
   /**
-   * Requests in flight toward one instance (default the router's DEFAULT_PER_INSTANCE), split
-   * among the workers (`max_conns`, per worker); the rest queue in lj serve (overflow.ts).
+   * Requests each worker has in flight toward one instance (`max_conns`, counted per worker as
+   * nginx does without a shared zone; default the router's DEFAULT_PER_INSTANCE); the rest go
+   * to lj serve's router (overflow.ts), which lets as many through again and queues the others.
+   * At most (workers + 1) x perInstance are in flight toward one instance. A worker's share is
+   * the router's whole bound, not a split of it: split (16 each of two workers), a plain run of
+   * 50 client connections already sent a quarter of its requests through the overflow, and the
+   * edge fell from parity with nginx to 0.90x (bench/README.md).
    */
   perInstance?: number;
   routes(): Record<string, Target[]>;
@@ -235,15 +239,7 @@ export class NginxEdge {
     this.inner = privateListener(o);
     const user = workerUser() ?? undefined;
     const workers = o.workers ?? "auto";
-    // Each worker's share of the bound; lj serve's router holds as many again (its gate), so at
-    // most (workers + 1) x perWorker requests are in flight toward one instance.
-    const perWorker = Math.max(
-      1,
-      Math.ceil(
-        (o.perInstance ?? DEFAULT_PER_INSTANCE) /
-          (workers === "auto" ? availableParallelism() : Number(workers)),
-      ),
-    );
+    const perWorker = Math.max(1, o.perInstance ?? DEFAULT_PER_INSTANCE);
     this.spill = new Overflow({
       prefix: o.prefix,
       domain: o.domain,
