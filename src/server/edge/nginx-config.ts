@@ -1,6 +1,8 @@
 /**
  * The nginx edge's configuration, generated from lj serve's tables (nginx.ts applies it): one
- * upstream per app with its healthy instances and a keep-alive pool, server blocks by Host (the
+ * upstream per app with its healthy instances (each bounded to `perWorker` requests in flight
+ * per worker) and lj serve's overflow listener as the backup beyond that (overflow.ts), and a
+ * keep-alive pool, server blocks by Host (the
  * app's APP.<domain> and its custom domains), a TLS server block per certificate (SNI), the
  * HTTP->HTTPS redirect once a certificate exists, the ACME challenge path and every Host that is
  * not an app's proxied to lj serve's private listener, the router's pages for 404/413/502/503,

@@ -62,11 +62,8 @@ export interface NginxEdgeOptions {
   /** `worker_processes`; default "auto". */
   workers?: string;
   /**
-   * Idle keep-alive connections kept per app and worker; default 64. Under a burst nginx opens
-   * as many connections toward an app as it has requests in flight (open-source nginx has no
-   * per-server queue). A cache that kept them all would end the closing and reopening, but
-   * would let every request of a hammered app run at once, and other apps' answers wait behind
-   * them (the churn test in test/edge-nginx.test.ts): the small cache leaves the others fast.
+   * Idle keep-alive connections kept per app and worker (toward its instances and the overflow
+   * listener alike); default 64.
    */
   keepalive?: number;
   /**
