@@ -149,7 +149,9 @@ export class Overflow {
   private readonly server: Server<WsData>;
   private readonly dir: string;
   private readonly prefix: string;
-  private tables: OverflowTables = { routes: {}, domains: {} };
+  /** The tables as maps (an app or domain is never looked up among an object's own keys). */
+  private routes = new Map<string, Target[]>();
+  private domains = new Map<string, string>();
   /** Requests taken (tests and the bench read it). */
   taken = 0;
 
@@ -166,8 +168,8 @@ export class Overflow {
     rmSync(this.socket, { force: true });
     this.router = new Router({
       domain: o.domain,
-      targets: (app) => this.tables.routes[app] ?? null,
-      domains: { appFor: (host) => this.tables.domains[host] ?? null },
+      targets: (app) => this.routes.get(app) ?? null,
+      domains: { appFor: (host) => this.domains.get(host) ?? null },
       maxBodyBytes: o.maxBodyBytes,
       perInstance: o.perInstance,
       behindEdge: { instanceHeader: INSTANCE_HEADER },
@@ -199,7 +201,8 @@ export class Overflow {
 
   /** The tables nginx is about to serve. */
   serve(t: OverflowTables): void {
-    this.tables = t;
+    this.routes = new Map(Object.entries(t.routes));
+    this.domains = new Map(Object.entries(t.domains));
     this.router.invalidate();
   }
 
