@@ -16,7 +16,8 @@
  *     (--edge-workers 0: the built-in edge in one process; --rounds: the peers alternate R
  *     times, and the JSON gives the median of the per-round ratios; --nginx-log off: the
  *     yardstick without an access log; --edge nginx|builtin: --churn against that one)
- *   bun bench/edge.ts --churn [--connections 1500] [--duration 30]   # 5xx count + another app's p50
+ *   bun bench/edge.ts --churn [--connections 1500] [--duration 30]   # non-2xx, wrk timeouts, another
+ *     app's p50 and lj serve's own listener's, requests the nginx edge overflowed to lj serve
  *
  * Needs wrk, nginx, node, openssl and strace (scripts/bootstrap.sh installs them). Loopback only.
  */
@@ -361,10 +362,17 @@ async function main() {
     const port = edge.port;
     const load = wrk(`http://127.0.0.1:${port}/`, `web.${domain}`);
     await Bun.sleep(2000);
-    const times = await timedRequests(`http://127.0.0.1:${port}/`, `calm.${domain}`, (duration - 4) * 1000);
+    // The other app, and lj serve's own listener (the API's; it answers 404 here) in the process
+    // that also runs the nginx edge's overflow router, as lj serve does.
+    const [times, api] = await Promise.all([
+      timedRequests(`http://127.0.0.1:${port}/`, `calm.${domain}`, (duration - 4) * 1000),
+      timedRequests(`http://127.0.0.1:${port}/`, "127.0.0.1", (duration - 4) * 1000, 20, 404),
+    ]);
     const w = await load;
-    times.sort((x, y) => x - y);
-    const q = (f: number) => Number(times[Math.floor(f * (times.length - 1))]!.toFixed(2));
+    const q = (xs: number[], f: number) => {
+      const sorted = [...xs].sort((x, y) => x - y);
+      return Number(sorted[Math.floor(f * (sorted.length - 1))]!.toFixed(2));
+    };
     const overflowed = edge.overflowed?.();
     await edge.stop();
     // The edge's own access log says which statuses the non-2xx answers were.
@@ -383,7 +391,8 @@ async function main() {
       ...(w.non2xx ? { non2xxByStatus: statuses } : {}),
       socketErrors: w.errors,
       ...(w.errors ? { socketErrorKinds: w.errorKinds } : {}),
-      calm: { samples: times.length, p50Ms: q(0.5), p99Ms: q(0.99) },
+      calm: { samples: times.length, p50Ms: q(times, 0.5), p99Ms: q(times, 0.99) },
+      api: { samples: api.length, p50Ms: q(api, 0.5), p99Ms: q(api, 0.99) },
       ...(overflowed === undefined ? {} : { overflowed }),
       loadavg: readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" "),
     };

@@ -3,7 +3,13 @@
  * overflow router (or the built-in edge) may run in the process that asks, and a client sharing
  * its event loop would time that loop's backlog rather than the edge.
  */
-export async function timedRequests(url: string, host: string, ms: number, gapMs = 20): Promise<number[]> {
+export async function timedRequests(
+  url: string,
+  host: string,
+  ms: number,
+  gapMs = 20,
+  status = 200,
+): Promise<number[]> {
   const script = `
 const times = [];
 const end = performance.now() + ${ms};
@@ -11,7 +17,7 @@ while (performance.now() < end) {
   const t = performance.now();
   const r = await fetch(${JSON.stringify(url)}, { headers: { host: ${JSON.stringify(host)} } });
   await r.text();
-  if (r.status !== 200) {
+  if (r.status !== ${status}) {
     console.error("${host} answered " + r.status);
     process.exit(1);
   }
