@@ -16,7 +16,8 @@
  *     (--edge-workers 0: the built-in edge in one process; --rounds: the peers alternate R
  *     times, and the JSON gives the median of the per-round ratios; --nginx-log off: the
  *     yardstick without an access log; --edge nginx|builtin: --churn against that one)
- *   bun bench/edge.ts --churn [--connections 1500] [--duration 30]   # 5xx count + another app's p50
+ *   bun bench/edge.ts --churn [--connections 1500] [--duration 30]   # non-2xx, wrk timeouts, another
+ *     app's p50 and lj serve's own listener's, requests the nginx edge overflowed to lj serve
  *
  * Needs wrk, nginx, node, openssl and strace (scripts/bootstrap.sh installs them). Loopback only.
  */
@@ -30,6 +31,7 @@ import { Edge } from "../src/server/edge/edge.ts";
 import { findNginx, NginxEdge } from "../src/server/edge/nginx.ts";
 import { Router } from "../src/server/edge/router.ts";
 import { EdgeWorkers } from "../src/server/edge/workers.ts";
+import { timedRequests } from "../test/helpers/calm.ts";
 
 const { values: a } = parseArgs({
   options: {
@@ -259,7 +261,14 @@ async function startEdge(
   domains: Record<string, string>,
   domain: string,
   certs: CertManager | null,
-): Promise<{ port: number; httpsPort: number | undefined; pids(): number[]; stop(): Promise<void> }> {
+): Promise<{
+  port: number;
+  httpsPort: number | undefined;
+  pids(): number[];
+  /** Requests lj serve's overflow listener took (the nginx edge's, beyond its per-instance bound). */
+  overflowed?(): number;
+  stop(): Promise<void>;
+}> {
   const other = () => new Response("not an app", { status: 404 });
   if (kind === "nginx") {
     const e = await NginxEdge.start({
@@ -283,6 +292,7 @@ async function startEdge(
       port: e.port,
       httpsPort: e.httpsPort,
       pids: () => withChildren(e.pid!),
+      overflowed: () => e.overflow.taken,
       stop: () => e.stop(),
     };
   }
@@ -352,19 +362,18 @@ async function main() {
     const port = edge.port;
     const load = wrk(`http://127.0.0.1:${port}/`, `web.${domain}`);
     await Bun.sleep(2000);
-    const times: number[] = [];
-    const until = performance.now() + (duration - 4) * 1000;
-    while (performance.now() < until) {
-      const t = performance.now();
-      const r = await fetch(`http://127.0.0.1:${port}/`, { headers: { host: `calm.${domain}` } });
-      await r.text();
-      if (r.status !== 200) throw new Error(`calm answered ${r.status}`);
-      times.push(performance.now() - t);
-      await Bun.sleep(20);
-    }
+    // The other app, and lj serve's own listener (the API's; it answers 404 here) in the process
+    // that also runs the nginx edge's overflow router, as lj serve does.
+    const [times, api] = await Promise.all([
+      timedRequests(`http://127.0.0.1:${port}/`, `calm.${domain}`, (duration - 4) * 1000),
+      timedRequests(`http://127.0.0.1:${port}/`, "127.0.0.1", (duration - 4) * 1000, 20, 404),
+    ]);
     const w = await load;
-    times.sort((x, y) => x - y);
-    const q = (f: number) => Number(times[Math.floor(f * (times.length - 1))]!.toFixed(2));
+    const q = (xs: number[], f: number) => {
+      const sorted = [...xs].sort((x, y) => x - y);
+      return Number(sorted[Math.floor(f * (sorted.length - 1))]!.toFixed(2));
+    };
+    const overflowed = edge.overflowed?.();
     await edge.stop();
     // The edge's own access log says which statuses the non-2xx answers were.
     const statuses: Record<string, number> = {};
@@ -382,7 +391,10 @@ async function main() {
       ...(w.non2xx ? { non2xxByStatus: statuses } : {}),
       socketErrors: w.errors,
       ...(w.errors ? { socketErrorKinds: w.errorKinds } : {}),
-      calm: { samples: times.length, p50Ms: q(0.5), p99Ms: q(0.99) },
+      calm: { samples: times.length, p50Ms: q(times, 0.5), p99Ms: q(times, 0.99) },
+      api: { samples: api.length, p50Ms: q(api, 0.5), p99Ms: q(api, 0.99) },
+      ...(overflowed === undefined ? {} : { overflowed }),
+      loadavg: readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" "),
     };
     console.log(JSON.stringify(res));
     return;
@@ -448,8 +460,11 @@ async function main() {
   // (or right after the app was warmed up by another).
   // Every round starts the proxies afresh: where their workers (and wrk's threads) settle
   // for the life of a process weighs more than the rounds' noise.
+  // Requests the nginx edge sent on to lj serve's overflow listener (beyond its per-instance bound).
+  let overflowed = 0;
   for (let i = 0; i < rounds; i++) {
     if (i > 0) {
+      overflowed += edge.overflowed?.() ?? 0;
       await edge.stop();
       await builtin.stop();
       await stopNginx();
@@ -471,6 +486,7 @@ async function main() {
     for (const [name, url, h, pids] of [...http, ...https])
       census[name] = await syscallsPerRequest(name, url, h, pids());
   }
+  overflowed += edge.overflowed?.() ?? 0;
   await edge.stop();
   await builtin.stop();
   const median = (xs: number[]) => {
@@ -511,6 +527,8 @@ async function main() {
       p99Ms: med("p99"),
       proxyCpuUsPerRequest: med("cpuUs"),
       syscallsPerRequest: census,
+      ljOverflowed: overflowed,
+      loadavg: readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" "),
     }),
   );
 }

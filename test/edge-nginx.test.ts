@@ -4,8 +4,10 @@
  * the forwarding headers with forwarding.ts's semantics, WebSockets, requests that are not for
  * an app reaching the owning process (bodies streamed, WebSockets), the body limit refused and
  * logged, reloads confirmed by the served generation (and batched), a bad configuration never
- * applied, the master restarted when it dies, the leftovers of a dead owner ended, and 1,500
- * concurrent connections without a 5xx while another app stays fast.
+ * applied, the master restarted when it dies, the leftovers of a dead owner ended, 1,500
+ * concurrent connections without a 5xx or a timeout while another app stays fast, and the
+ * per-instance bound: requests beyond it queued in lj serve (the overflow listener) and served
+ * as direct ones are, on a socket only nginx's workers and root can open.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import {
@@ -26,9 +28,11 @@ import { edgeKind } from "../src/cli/serve.ts";
 import { LjError } from "../src/errors.ts";
 import { CertManager } from "../src/server/edge/certs.ts";
 import { findNginx, NginxEdge, type NginxEdgeOptions } from "../src/server/edge/nginx.ts";
+import { workerUser } from "../src/server/edge/overflow.ts";
 import { freePort } from "../src/server/edge/private.ts";
 import type { Target, WsData } from "../src/server/edge/router.ts";
 import { expectBodyLimit } from "./helpers/body-limit.ts";
+import { median, timedRequests } from "./helpers/calm.ts";
 import {
   expectOwnForwarding,
   expectTrustedChainKept,
@@ -443,7 +447,7 @@ describe("the nginx edge", () => {
   });
 
   rootTest(
-    "1,500 concurrent connections for 10 s: no 5xx, upstream sockets reused, another app stays fast",
+    "1,500 concurrent connections for 10 s: no 5xx and no timeouts, upstream sockets reused, another app stays fast",
     async () => {
       const node = (port: number) =>
         Bun.spawn(
@@ -468,21 +472,14 @@ describe("the nginx edge", () => {
           stderr: "pipe",
         });
         await Bun.sleep(1500);
-        const times: number[] = [];
-        for (let i = 0; i < 60; i++) {
-          const t = performance.now();
-          const r = await fetch(`${f.url}/`, { headers: { host: "calm.n.test" } });
-          expect(r.status).toBe(200);
-          await r.text();
-          times.push(performance.now() - t);
-          await Bun.sleep(50);
-        }
+        const times = await timedRequests(`${f.url}/`, "calm.n.test", 3000, 50);
         const out = await new Response(wrk.stdout).text();
         const total = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
         expect(total).toBeGreaterThan(1500);
         expect(out).not.toContain("Non-2xx");
-        times.sort((a, b) => a - b);
-        const p50 = times[Math.floor(times.length / 2)]!;
+        // No request waited 2 s (wrk's timeout): the hammered app's listen queue never overflows.
+        expect(out).not.toContain("Socket errors");
+        const p50 = median(times);
         const ss = Bun.spawnSync(["ss", "-Htan", "state", "time-wait", "dst", `127.0.0.1:${pa}`]);
         const tw = ss.stdout.toString().split("\n").filter(Boolean).length;
         console.log(
@@ -498,6 +495,195 @@ describe("the nginx edge", () => {
     },
     60_000,
   );
+});
+
+/**
+ * An app behind the bound: it counts the requests it has in flight at once (the most it saw in
+ * `peak`), holds /hold until the test lets go, answers /slow after 100 ms and /fail with a 500,
+ * and otherwise echoes the headers it got (on HTTP and on a WebSocket).
+ */
+const counted = { busy: 0, peak: 0, held: [] as (() => void)[] };
+let counter: Server<Headers>;
+
+beforeAll(() => {
+  counter = Bun.serve<Headers>({
+    hostname: "127.0.0.1",
+    port: 0,
+    idleTimeout: 60,
+    async fetch(req, srv) {
+      const seen = Object.fromEntries(req.headers) as Headers;
+      if (req.headers.get("upgrade")?.toLowerCase() === "websocket")
+        return srv.upgrade(req, { data: seen }) ? undefined : new Response("no upgrade", { status: 400 });
+      counted.busy++;
+      counted.peak = Math.max(counted.peak, counted.busy);
+      try {
+        const path = new URL(req.url).pathname;
+        if (path === "/hold") await new Promise<void>((r) => counted.held.push(r));
+        if (path === "/slow") await Bun.sleep(100);
+        if (path === "/fail") return new Response("failed\n", { status: 500 });
+        if (req.method === "POST") return new Response(`got ${(await req.arrayBuffer()).byteLength} bytes\n`);
+        return Response.json({ path, ...seen });
+      } finally {
+        counted.busy--;
+      }
+    },
+    websocket: {
+      open(ws) {
+        ws.send(JSON.stringify(ws.data));
+      },
+      message(ws, m) {
+        ws.send(`echo ${m}`);
+      },
+    },
+  });
+});
+
+afterAll(() => {
+  for (const r of counted.held.splice(0)) r();
+  counter?.stop(true);
+});
+
+/** An edge whose app "counted" is the counting app, bounded at `perInstance` per worker. */
+async function bounded(
+  workers: string,
+  perInstance: number,
+  o: Partial<NginxEdgeOptions> = {},
+): Promise<Front> {
+  const f = await front({ workers, perInstance, ...o });
+  f.routes.counted = [{ address: "127.0.0.1", port: counter.port! }];
+  f.edge.publish();
+  await f.edge.synced();
+  counted.peak = 0;
+  return f;
+}
+
+/** Starts a request to /hold and waits until the app holds it; `release` lets every held one go. */
+async function hold(f: Front): Promise<{ answer: Promise<Response> }> {
+  const before = counted.held.length;
+  const answer = fetch(`${f.url}/hold`, { headers: { host: "counted.n.test" } });
+  await until(() => counted.held.length > before, 5000, "the held request");
+  return { answer };
+}
+
+const release = () => {
+  for (const r of counted.held.splice(0)) r();
+};
+
+describe("the nginx edge's per-instance bound", () => {
+  rootTest(
+    "requests beyond the bound queue in lj serve: all answered, never more in flight than the bound",
+    async () => {
+      // 2 workers x 2 (max_conns) and lj serve's router 2: at most 6 at once toward the instance.
+      const f = await bounded("2", 2);
+      const gets = Array.from({ length: 40 }, (_, i) =>
+        fetch(`${f.url}/slow?n=${i}`, { headers: { host: "counted.n.test" } }).then((r) => r.status),
+      );
+      const posts = Array.from({ length: 4 }, () =>
+        fetch(`${f.url}/upload`, {
+          method: "POST",
+          headers: { host: "counted.n.test" },
+          body: new Uint8Array(48 * 1024),
+        }).then((r) => r.text()),
+      );
+      expect(await Promise.all(gets)).toEqual(new Array(40).fill(200));
+      expect(await Promise.all(posts)).toEqual(new Array(4).fill(`got ${48 * 1024} bytes\n`));
+      expect(counted.peak).toBeLessThanOrEqual(6);
+      expect(counted.peak).toBeGreaterThanOrEqual(3);
+      expect(f.edge.overflow.taken).toBeGreaterThan(0);
+      await f.edge.flush();
+      const lines = readFileSync(f.accessLog, "utf8")
+        .split("\n")
+        .filter((l) => l.includes(" counted "));
+      expect(lines.length).toBe(44);
+      expect(lines.every((l) => l.endsWith(` -> 127.0.0.1:${counter.port}`))).toBe(true);
+    },
+  );
+
+  rootTest(
+    "an overflowed request: the edge's forwarding headers (a client's forged ones dropped), one log line, bodies and WebSockets",
+    async () => {
+      // One worker holding one request toward the instance: every other one overflows.
+      const f = await bounded("1", 1);
+      const held = await hold(f);
+      const taken = f.edge.overflow.taken;
+      const seen = await echoed(f.url, SPOOF, "counted.n.test");
+      expectOwnForwarding(seen, "counted.n.test");
+      expect(f.edge.overflow.taken).toBe(taken + 1);
+      const big = await fetch(`${f.url}/upload`, {
+        method: "POST",
+        headers: { host: "counted.n.test" },
+        body: new Uint8Array(48 * 1024),
+      });
+      expect(await big.text()).toBe(`got ${48 * 1024} bytes\n`);
+      const ws = JSON.parse(
+        await firstWsMessage(`${f.url.replace("http", "ws")}/`, { host: "counted.n.test", ...SPOOF }),
+      ) as Headers;
+      expect(ws["x-forwarded-for"]).toBe("127.0.0.1");
+      expect(ws.forwarded).toBe("for=127.0.0.1;proto=http;host=counted.n.test");
+      const failed = await fetch(`${f.url}/fail`, { headers: { host: "counted.n.test" } });
+      expect(failed.status).toBe(500);
+      expect(failed.headers.get("x-lj-instance")).toBeNull();
+      expect(f.edge.overflow.taken).toBe(taken + 4);
+      release();
+      expect((await held.answer).status).toBe(200);
+      await f.edge.flush();
+      const access = readFileSync(f.accessLog, "utf8");
+      for (const [method, path, status] of [
+        ["GET", "/", 200],
+        ["POST", "/upload", 200],
+        ["GET", "/", 101],
+        ["GET", "/fail", 500],
+        ["GET", "/hold", 200],
+      ] as const)
+        expect(
+          access.match(
+            new RegExp(
+              ` counted ${method} ${path} ${status} \\d+ms -> 127\\.0\\.0\\.1:${counter.port}$`,
+              "gm",
+            ),
+          )?.length,
+        ).toBe(1);
+      expect(appLines.filter((l) => l.startsWith("counted GET /fail 500 ")).length).toBe(1);
+      // A trusted proxy's chain is kept through the overflow as well.
+      const t = await bounded("1", 1, { trustedProxies: ["127.0.0.0/8", "10.1.0.0/16"] });
+      const held2 = await hold(t);
+      expectTrustedChainKept(await echoed(t.url, TRUSTED_CHAIN, "counted.n.test"), "counted.n.test");
+      expect(t.edge.overflow.taken).toBe(1);
+      release();
+      await held2.answer;
+    },
+  );
+
+  rootTest("only root and nginx's workers can connect to the overflow socket", async () => {
+    const f = await bounded("1", 1);
+    const sock = f.edge.overflow.socket;
+    const st = statSync(sock);
+    expect((st.mode & 0o777).toString(8)).toBe("600");
+    expect(st.uid).toBe(workerUser()!.uid);
+    expect((statSync(join(sock, "..")).mode & 0o777).toString(8)).toBe("711");
+    const curl = ["curl", "-sS", "--unix-socket", sock, "-H", "Host: counted.n.test", "http://x/as"];
+    // The overflow listener runs in this process: the clients run beside it, not blocking it.
+    const run = async (argv: string[]) => {
+      const p = Bun.spawn(argv, { stdout: "pipe", stderr: "pipe" });
+      const [out, err, code] = await Promise.all([
+        new Response(p.stdout).text(),
+        new Response(p.stderr).text(),
+        p.exited,
+      ]);
+      return { out, err, code };
+    };
+    const root = await run(curl);
+    expect(root.code).toBe(0);
+    expect((JSON.parse(root.out) as Headers).path).toBe("/as");
+    const as = (uid: number) =>
+      run(["setpriv", "--reuid", String(uid), "--regid", String(uid), "--clear-groups", ...curl]);
+    // The workers' user connects; any other uid is refused.
+    expect((await as(workerUser()!.uid)).code).toBe(0);
+    const other = await as(12345);
+    expect(other.code).toBe(7);
+    expect(other.out).toBe("");
+    expect(other.err).toContain("Couldn't connect");
+  });
 });
 
 describe("lj serve --edge nginx as a process", () => {

@@ -2,7 +2,8 @@
  * Issue 16's edge: custom domains (API, CLI, routing), HTTPS with certificates from a real ACME
  * server (Pebble, with a DNS stand-in that resolves every name to 127.0.0.1, validating HTTP-01
  * against lj serve's own HTTP port), renewal, the HTTP->HTTPS redirect, the request body limit
- * and its log line, and no errors under connection churn (wrk against the router).
+ * and its log line, a jailed app's requests in flight held to the per-instance bound by both
+ * edges, and no errors under connection churn (wrk against the router).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync, statSync, writeFileSync } from "node:fs";
@@ -370,6 +371,44 @@ for (const edge of ["builtin", "nginx"] as const)
           await loop;
           expect(failures).toEqual([]);
           expect(ok).toBeGreaterThan(20);
+        },
+        120_000,
+      );
+
+      rootTest(
+        "a jailed app sent more requests at once than its bound: all answered, never more in flight than the bound",
+        async () => {
+          if (!s.paas.db.findApp("peak")) await createApp(s, "peak");
+          const counting = `let busy = 0, peak = 0;
+require("http")
+  .createServer((req, res) => {
+    if (req.url === "/peak") return res.end(String(peak));
+    busy++;
+    peak = Math.max(peak, busy);
+    setTimeout(() => {
+      busy--;
+      res.end("ok\\n");
+    }, 50);
+  })
+  .listen(Number(process.env.PORT), "0.0.0.0");
+`;
+          const dep = await deployDir(s, "peak", appCopy("node-hello", { "server.js": counting }));
+          expect(dep.deploy?.status, dep.log).toBe("succeeded");
+          const taken = s.nginx?.overflow.taken ?? 0;
+          const statuses = await Promise.all(
+            Array.from({ length: 250 }, () =>
+              fetch(`${s.url}/`, { headers: { host: "peak.localhost" } }).then((r) => r.status),
+            ),
+          );
+          expect(statuses).toEqual(new Array(250).fill(200));
+          const peak = Number(
+            await (await fetch(`${s.url}/peak`, { headers: { host: "peak.localhost" } })).text(),
+          );
+          // The built-in edge: 32 over its two workers. nginx: 32 per worker, and lj serve's
+          // router behind them (the overflow) as many again.
+          expect(peak).toBeLessThanOrEqual(edge === "nginx" ? 3 * 32 : 32);
+          expect(peak).toBeGreaterThan(1);
+          if (s.nginx) expect(s.nginx.overflow.taken).toBeGreaterThan(taken);
         },
         120_000,
       );

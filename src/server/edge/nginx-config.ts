@@ -1,6 +1,8 @@
 /**
  * The nginx edge's configuration, generated from lj serve's tables (nginx.ts applies it): one
- * upstream per app with its healthy instances and a keep-alive pool, server blocks by Host (the
+ * upstream per app with its healthy instances (each bounded to `perWorker` requests in flight
+ * per worker) and lj serve's overflow listener as the backup beyond that (overflow.ts), and a
+ * keep-alive pool, server blocks by Host (the
  * app's APP.<domain> and its custom domains), a TLS server block per certificate (SNI), the
  * HTTP->HTTPS redirect once a certificate exists, the ACME challenge path and every Host that is
  * not an app's proxied to lj serve's private listener, the router's pages for 404/413/502/503,
@@ -40,6 +42,15 @@ export interface NginxSettings {
   workers: string;
   /** Idle keep-alive connections kept per app and worker process. */
   keepalive: number;
+  /**
+   * Requests a worker process has in flight toward one instance (`max_conns`, counted per worker
+   * as nginx does without a shared zone); the rest go to lj serve's overflow listener.
+   */
+  perWorker: number;
+  /** lj serve's overflow listener: the Unix socket every app's upstream lists as its backup. */
+  overflow: string;
+  /** The user and group nginx's workers run as (only when lj serve runs as root). */
+  user?: { name: string; group: string };
   accessLog: string;
   /** Unbuffered copy of the lines lj serve writes to the app's log (5xx, 413). */
   reportLog: string;
@@ -243,17 +254,24 @@ export function renderNginxConfig(s: NginxSettings, t: NginxTables, generation: 
   }
   const withCert = new Set(t.certs.map((c) => c.name));
   const https = s.httpsPort !== undefined && t.certs.length > 0;
-  const hashSize = Math.max(4096, 8 * (apps.length + Object.keys(t.domains).length));
+  const instances = [
+    ...new Set(apps.flatMap((a) => t.routes[a]!.map((x) => listenAddr(x.address, x.port)))),
+  ].sort();
+  const hashSize = Math.max(4096, 8 * (apps.length + Object.keys(t.domains).length + instances.length));
   const fwd = forwarding(s, [...apps.map((a) => `${a}${suffix}`), ...Object.keys(t.domains)]);
   // An idle connection toward an app is closed after 1 s, well before apps close theirs (node
   // after 5 s, gunicorn after 2): a request sent on one the app is closing gets a reset, and
   // nginx, which streams request bodies, does not send a request again once it went out, so
   // that would be a 502.
+  // Each worker holds at most perWorker requests toward an instance; when every instance of the
+  // app is at its bound, round robin falls to the backup server: lj serve's overflow listener,
+  // whose router queues them per instance (router.ts's gate).
   const upstreams = apps
     .filter((a) => t.routes[a]!.length > 0)
     .map(
       (a) => `  upstream ${upstreamOf(a)} {
-${t.routes[a]!.map((x) => `    server ${listenAddr(x.address, x.port)} max_fails=0;\n`).join("")}    keepalive ${s.keepalive};
+${t.routes[a]!.map((x) => `    server ${listenAddr(x.address, x.port)} max_fails=0 max_conns=${s.perWorker};\n`).join("")}    server unix:${s.overflow} max_fails=0 backup;
+    keepalive ${s.keepalive};
     keepalive_timeout 1s;
     keepalive_requests 100000;
   }
@@ -292,7 +310,7 @@ ${appBody(s, t.domains[c.name]!, t.routes[t.domains[c.name]!]!)}  }
         .join("")
     : "";
   return `# Written by lj serve from its tables; every change replaces this file (do not edit).
-worker_processes ${s.workers};
+${s.user ? `user ${s.user.name} ${s.user.group};\n` : ""}worker_processes ${s.workers};
 worker_rlimit_nofile ${s.openFiles};
 pid ${s.prefix}/nginx.pid;
 error_log stderr crit;
@@ -328,8 +346,19 @@ http {
   proxy_read_timeout 300s;
   proxy_send_timeout 300s;
   proxy_connect_timeout 10s;
-  log_format lj '$time_iso8601 $lj_app $request_method $request_uri $status \${lj_ms}ms -> $upstream_addr$lj_why';
-  log_format lj_report '$lj_app $request_method $request_uri $status \${lj_ms}ms -> $upstream_addr$lj_why';
+  log_format lj '$time_iso8601 $lj_app $request_method $request_uri $status \${lj_ms}ms -> $lj_upstream$lj_why';
+  log_format lj_report '$lj_app $request_method $request_uri $status \${lj_ms}ms -> $lj_upstream$lj_why';
+  # A request the overflow listener took is logged with the instance lj serve's router sent it
+  # to (its X-LJ-Instance header, never passed to the client), not with the socket: nginx's line
+  # is the request's only one. Every instance's address is an exact entry: the regular
+  # expression runs only for a request retried on the overflow listener.
+  proxy_hide_header X-LJ-Instance;
+  map $upstream_addr $lj_upstream {
+    "" "-";
+${instances.map((x) => `    ${str(x)} ${str(x)};\n`).join("")}    ${str(`unix:${s.overflow}`)} $upstream_http_x_lj_instance;
+    "~^(?<lj_tried>.*)unix:" "$lj_tried$upstream_http_x_lj_instance";
+    default $upstream_addr;
+  }
   # $request_time is seconds with milliseconds: the router's lines say milliseconds. Times under
   # a second (nearly all) are found by exact value; longer ones by a regular expression.
   map $request_time $lj_ms {

@@ -40,8 +40,9 @@ import type { Server, Subprocess, WebSocketHandler } from "bun";
 import { type LogRotation, logRotation } from "../../paas/rotate.ts";
 import type { CertManager } from "./certs.ts";
 import { type NginxSettings, type NginxTables, renderNginxConfig } from "./nginx-config.ts";
+import { Overflow, type OverflowTables, workerUser } from "./overflow.ts";
 import { freePort, privateListener } from "./private.ts";
-import type { Target, WsData } from "./router.ts";
+import { DEFAULT_PER_INSTANCE, type Target, type WsData } from "./router.ts";
 
 export interface NginxEdgeOptions {
   /** The nginx binary. */
@@ -61,13 +62,20 @@ export interface NginxEdgeOptions {
   /** `worker_processes`; default "auto". */
   workers?: string;
   /**
-   * Idle keep-alive connections kept per app and worker; default 64. Under a burst nginx opens
-   * as many connections toward an app as it has requests in flight (open-source nginx has no
-   * per-server queue). A cache that kept them all would end the closing and reopening, but
-   * would let every request of a hammered app run at once, and other apps' answers wait behind
-   * them (the churn test in test/edge-nginx.test.ts): the small cache leaves the others fast.
+   * Idle keep-alive connections kept per app and worker (toward its instances and the overflow
+   * listener alike); default 64.
    */
   keepalive?: number;
+  /**
+   * Requests each worker has in flight toward one instance (`max_conns`, counted per worker as
+   * nginx does without a shared zone; default the router's DEFAULT_PER_INSTANCE); the rest go
+   * to lj serve's router (overflow.ts), which lets as many through again and queues the others.
+   * At most (workers + 1) x perInstance are in flight toward one instance. A worker's share is
+   * the router's whole bound, not a split of it: split (16 each of two workers), a plain run of
+   * 50 client connections already sent a quarter of its requests through the overflow, and the
+   * edge fell from parity with nginx to 0.90x (bench/README.md).
+   */
+  perInstance?: number;
   routes(): Record<string, Target[]>;
   domains(): Record<string, string>;
   certs?: CertManager;
@@ -80,6 +88,7 @@ export interface NginxEdgeOptions {
 }
 
 interface Rendered {
+  tables: OverflowTables;
   body: string;
   full(generation: number): string;
   tls: boolean;
@@ -179,6 +188,7 @@ function acceptingWorkers(master: number): number[] {
 export class NginxEdge {
   private master: Subprocess | null = null;
   private inner!: Server<WsData>;
+  private spill: Overflow | null = null;
   private settings!: NginxSettings;
   private readonly conf: string;
   /** The configuration text being served (without its generation), and whether it has TLS. */
@@ -224,6 +234,17 @@ export class NginxEdge {
     this.createLog();
     await this.endLeftovers();
     this.inner = privateListener(o);
+    const user = workerUser() ?? undefined;
+    const workers = o.workers ?? "auto";
+    const perWorker = Math.max(1, o.perInstance ?? DEFAULT_PER_INSTANCE);
+    this.spill = new Overflow({
+      prefix: o.prefix,
+      domain: o.domain,
+      maxBodyBytes: o.maxBodyBytes,
+      maxRequestBodySize: o.maxRequestBodySize,
+      perInstance: perWorker,
+      user,
+    });
     this.settings = {
       prefix: o.prefix,
       hostname: o.hostname,
@@ -234,8 +255,11 @@ export class NginxEdge {
       domain: o.domain,
       trustedProxies: o.trustedProxies ?? [],
       maxBodyBytes: o.maxBodyBytes,
-      workers: o.workers ?? "auto",
+      workers,
       keepalive: o.keepalive ?? 64,
+      perWorker,
+      overflow: this.spill.socket,
+      user,
       accessLog: o.accessLog,
       reportLog: join(o.prefix, "logs", "report.log"),
       flushMs: FLUSH_MS,
@@ -245,6 +269,7 @@ export class NginxEdge {
     const bad = await this.check(text);
     if (bad) throw new Error(`nginx refused the edge's configuration: ${bad}`);
     renameSync(`${this.conf}.new`, this.conf);
+    this.spill.serve(text.tables);
     this.serving(text);
     await this.spawnMaster();
     this.ticker = setInterval(() => this.tick(), 1000);
@@ -291,6 +316,7 @@ export class NginxEdge {
   private render(): Rendered {
     const t = this.tables();
     return {
+      tables: { routes: t.routes, domains: t.domains },
       body: renderNginxConfig(this.settings, t, 0),
       full: (g) => renderNginxConfig(this.settings, t, g),
       tls: this.settings.httpsPort !== undefined && t.certs.length > 0,
@@ -413,6 +439,9 @@ export class NginxEdge {
       return;
     }
     renameSync(`${this.conf}.new`, this.conf);
+    // The overflow router routes by the new tables from now: an old worker's request for an
+    // instance that went is sent to one that is there.
+    this.spill?.serve(text.tables);
     const master = this.master;
     if (!master) {
       // Not running (being restarted): it starts with the file just written.
@@ -516,6 +545,11 @@ export class NginxEdge {
     return this.inner;
   }
 
+  /** lj serve's overflow listener behind nginx (overflow.ts). */
+  get overflow(): Overflow {
+    return this.spill!;
+  }
+
   /** The master's pid (null while it is being restarted). */
   get pid(): number | null {
     return this.master?.pid ?? null;
@@ -537,5 +571,6 @@ export class NginxEdge {
     this.readReport();
     this.settle();
     this.inner?.stop(true);
+    this.spill?.stop();
   }
 }

@@ -43,6 +43,12 @@ export interface RouterOptions {
   perInstance?: number;
   /** Largest request body passed to an app (bytes); larger ones get a logged 413. */
   maxBodyBytes?: number;
+  /**
+   * Behind lj serve's own nginx (its overflow listener, which only nginx can reach): the
+   * forwarding headers nginx wrote are the app's, passed on as they came, and every answer
+   * names the instance it came from in this header (nginx logs it and drops it).
+   */
+  behindEdge?: { instanceHeader: string };
 }
 
 interface Gate {
@@ -100,7 +106,7 @@ export const PAGES = {
     ] as const,
 };
 
-const page = (status: number, [title, text]: readonly [string, string]) =>
+export const page = (status: number, [title, text]: readonly [string, string]) =>
   new Response(pageHtml(title, text), {
     status,
     headers: {
@@ -198,13 +204,7 @@ export class Router {
     const bodiless = method === "GET" || method === "HEAD" || req.body === null;
     if (bodiless && !headers.has("upgrade")) {
       const host = headers.get("host") ?? "";
-      const forwarded = forwardingHeaders(
-        server.requestIP(req)?.address,
-        raw.startsWith("https:") ? "https" : "http",
-        host,
-        this.trusted,
-        (name) => headers.get(name),
-      );
+      const forwarded = this.forwarding(req, server, host);
       let head = `${method} ${path} HTTP/1.1\r\nhost: ${host}\r\n`;
       headers.forEach((v, k) => {
         if (!NOT_PASSED.has(k)) head += `${k}: ${v}\r\n`;
@@ -214,6 +214,33 @@ export class Router {
       return this.send(app, method, path, head, first, started, 0);
     }
     return this.forward(req, server, app, path, first, started);
+  }
+
+  /** The forwarding headers the app gets (forwarding.ts; behind the edge, the edge's own). */
+  private forwarding(req: Request, server: Server<WsData>, host: string): Record<string, string> {
+    const headers = req.headers;
+    if (this.opts.behindEdge) {
+      const kept: Record<string, string> = {};
+      for (const k of FORWARDING_HEADERS) {
+        const v = headers.get(k);
+        if (v !== null) kept[k] = v;
+      }
+      return kept;
+    }
+    return forwardingHeaders(
+      server.requestIP(req)?.address,
+      req.url.startsWith("https:") ? "https" : "http",
+      host,
+      this.trusted,
+      (name) => headers.get(name),
+    );
+  }
+
+  /** Behind the edge: the answer names its instance (see behindEdge). */
+  private tagged(res: Response, t: Target): Response {
+    const b = this.opts.behindEdge;
+    if (b) res.headers.set(b.instanceHeader, `${t.address}:${t.port}`);
+    return res;
   }
 
   /** Uploads (the body streamed through fetch) and WebSocket upgrades. */
@@ -226,19 +253,12 @@ export class Router {
     started: number,
   ): Promise<Response | undefined> {
     let target = first;
-    const raw = req.url;
     // The incoming request's own headers are edited in place: copying them costs per request.
     const headers = req.headers;
     const wsUpgrade = headers.get("upgrade")?.toLowerCase() === "websocket";
     const host = headers.get("host") ?? "";
     const protocolHeader = headers.get("sec-websocket-protocol");
-    const forwarded = forwardingHeaders(
-      server.requestIP(req)?.address,
-      raw.startsWith("https:") ? "https" : "http",
-      host,
-      this.trusted,
-      (name) => headers.get(name),
-    );
+    const forwarded = this.forwarding(req, server, host);
     if (wsUpgrade) {
       // The upgrade needs the request's own headers intact; the bridge gets a filtered copy.
       const wsHeaders: Record<string, string> = {};
@@ -250,7 +270,9 @@ export class Router {
         .split(",")
         .map((s) => s.trim())
         .filter(Boolean);
+      const b = this.opts.behindEdge;
       const ok = server.upgrade(req, {
+        ...(b ? { headers: { [b.instanceHeader]: `${target.address}:${target.port}` } } : {}),
         data: {
           kind: "router-ws",
           url: `ws://${target.address}:${target.port}${path}`,
@@ -292,16 +314,16 @@ export class Router {
         // responses have mutable headers, and a copy costs per request).
         const rh = res.headers;
         for (const h of HOP) if (rh.has(h)) rh.delete(h);
-        return res;
+        return this.tagged(res, target);
       } catch (e) {
         if (cut.why) {
           this.access(app, req.method, path, 413, started, target, cut.why);
-          return page(413, PAGES.tooLarge(cut.why));
+          return this.tagged(page(413, PAGES.tooLarge(cut.why)), target);
         }
         const next: Target | null | undefined = !hasBody && attempt === 0 ? this.pick(app, target) : null;
         if (!next || next === target) {
           this.access(app, req.method, path, 502, started, target);
-          return page(502, PAGES.badGateway(app, (e as Error).message));
+          return this.tagged(page(502, PAGES.badGateway(app, (e as Error).message)), target);
         }
         target = next;
       }
@@ -352,14 +374,14 @@ export class Router {
       (res) => {
         done();
         this.access(app, method, path, res.status, started, target);
-        return res;
+        return this.tagged(res, target);
       },
       (e: Error) => {
         done();
         const next = attempt === 0 ? this.pick(app, target) : null;
         if (next && next !== target) return this.send(app, method, path, head, next, started, 1);
         this.access(app, method, path, 502, started, target);
-        return page(502, PAGES.badGateway(app, e.message));
+        return this.tagged(page(502, PAGES.badGateway(app, e.message)), target);
       },
     );
   }
