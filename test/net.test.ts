@@ -259,14 +259,14 @@ describe("reachability and filtering", () => {
   });
 
   rootTest(
-    "the root's table deleted by hand: the spawn cannot put a jail's filter elements in, its owner makes the table again and does",
+    "the root's table deleted by hand: a jail's filter elements cannot go in, its owner makes the table again and puts them in",
     async () => {
-      // This process has the root's table: a jail's elements go in with its spawn.
+      // This process has the root's table: a jail's elements go in before its spawn.
       const first = await server();
       expect(sh(`nft list set ${netConfig().table} jails`).out).toContain(first.address!);
       await stop(first);
       expect(sh(`nft delete table ${netConfig().table}`).code).toBe(0);
-      // The spawn's transaction fails (no table); the jail must not run before its owner has
+      // The elements' transaction fails (no table); the jail must not run before its owner has
       // made the table again and put its elements in, or the host could not reach it (a jail's
       // packets without its element are dropped).
       const j = await server();

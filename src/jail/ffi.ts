@@ -96,11 +96,6 @@ export interface SpawnFds {
   stdinFd: number;
   stdoutFd: number;
   stderrFd: number;
-  /**
-   * The spec's filter elements: 1 in (and the go given if asked for), 0 none asked, -1 they
-   * failed (no go given: the owner applies them itself, and learns why they fail).
-   */
-  elements: number;
 }
 
 /** Creates a jail from an encoded spec (see spec.ts). Returns the owner's descriptors. */
@@ -117,7 +112,6 @@ export function shimSpawn(spec: Uint8Array): SpawnFds {
     stdinFd: out[3]!,
     stdoutFd: out[4]!,
     stderrFd: out[5]!,
-    elements: out[6]!,
   };
 }
 

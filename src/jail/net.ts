@@ -87,14 +87,8 @@ export interface JailNet {
    * jail (whose child has no rights over the host's network). */
   wire: Uint8Array;
   ownerWires: boolean;
-  /** The filter's elements are in: the jail needs nothing of its owner. */
+  /** The filter's elements are in (before the spawn): the jail needs nothing of its owner. */
   ready: boolean;
-  /**
-   * The filter's elements as a request for the shim's spawn, which puts them in between the
-   * clone and the go (the spawn's `elements` says whether it did): set when this process has
-   * the root's table and nothing else must happen first.
-   */
-  elements?: Uint8Array;
   /** Its elements and veth have been taken off the host (unwireNet). */
   unwired?: boolean;
 }
@@ -454,9 +448,8 @@ function wireRecord(cfg: NetConfig, lease: Lease): Uint8Array {
 
 /**
  * Reserves the jail's address (synchronously: `jail.address` is known when spawnJail returns)
- * and, once this process has the root's table, prepares its filter elements for the spawn to
- * put in (or puts them in now, when an uplink's forwarding must be switched on after them).
- * Leftovers of a dead owner's jail at the same address are removed in the same transaction.
+ * and, once this process has the root's table, puts its filter elements in. Leftovers of a
+ * dead owner's jail at the same address are removed in the same transaction.
  */
 export function reserveNet(spec: JailSpec, jailId: string, cfg: NetConfig = netConfig()): JailNet {
   checkNetSpec(spec, cfg);
@@ -501,11 +494,6 @@ export function reserveNet(spec: JailSpec, jailId: string, cfg: NetConfig = netC
     ready: false,
   };
   if (basesReady.has(baseKey(cfg)) && !net.ownerWires) {
-    const { req, switchOn } = elementsOf(lease);
-    if (switchOn.length === 0) {
-      net.elements = req.encode(cfg.table);
-      return net;
-    }
     try {
       install(net, applyNow);
       net.ready = true;
@@ -546,27 +534,19 @@ function readSysctl(path: string): string | null {
 }
 
 /** The jail's elements, then forwarding on its egress uplinks. */
-/**
- * A jail's filter elements, its links', and the guards of the uplinks whose forwarding is off:
- * egress needs forwarding on the uplink, and where lightjail turns it on (`switchOn`), `guard`
- * keeps that uplink from forwarding anything but jail traffic. The guard goes in before the switch.
- */
-function elementsOf(lease: Lease): { req: NetRequest; switchOn: string[] } {
-  const uplinks = lease.egress ? (lease.uplink ? [lease.uplink] : defaultRouteIfaces()) : [];
-  const switchOn = uplinks.filter((u) => readSysctl(`/proc/sys/net/ipv4/conf/${u}/forwarding`) === "0");
-  const req = new NetRequest().jail(true, lease);
-  for (const to of lease.links) req.link(true, lease.address, to);
-  for (const u of switchOn) req.guard(u);
-  return { req, switchOn };
-}
-
 function install<T>(
   net: JailNet,
   applyFn: (cfg: NetConfig, req: NetRequest) => T,
   pid?: number,
 ): T | Promise<void> {
-  const { cfg } = net;
-  const { req, switchOn } = elementsOf(net.lease);
+  const { lease, cfg } = net;
+  // Egress needs forwarding on the uplink; where lightjail turns it on, `guard` keeps that
+  // uplink from forwarding anything but jail traffic. The guard goes in before the switch.
+  const uplinks = lease.egress ? (lease.uplink ? [lease.uplink] : defaultRouteIfaces()) : [];
+  const switchOn = uplinks.filter((u) => readSysctl(`/proc/sys/net/ipv4/conf/${u}/forwarding`) === "0");
+  const req = new NetRequest().jail(true, lease);
+  for (const to of lease.links) req.link(true, lease.address, to);
+  for (const u of switchOn) req.guard(u);
   if (pid !== undefined) req.wire(pid, net.wire);
   const switchForwarding = () => {
     try {
@@ -601,9 +581,8 @@ async function jailNetns(pid: number): Promise<void> {
 }
 
 /**
- * For a jail spawned before this process had the root's table, or whose elements its spawn
- * could not put in: makes the table if need be, then puts the jail's elements in (the jail
- * waits for its go meanwhile; its child wires the rest itself).
+ * For a jail spawned before this process had the root's table: makes the table, then puts the
+ * jail's elements in (the jail waits for its go meanwhile; its child wires the rest itself).
  * A user-namespaced jail (`pid`: its keeper) is wired by its owner too, from outside, once it
  * has its network namespace.
  */

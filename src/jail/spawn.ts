@@ -415,11 +415,10 @@ function prepareWithNet(
     stdio,
     hide: hiddenPaths(),
     newSession: spec.newSession ?? (spec.stdio?.[0] ?? "ignore") !== "inherit",
-    // The child wires its own address; with its filter elements in (net.ready, or put in by
-    // the shim itself), no cgroups to place and no start to wait for, the go needs no owner.
-    go: !hold && (!net || net.ready || !!net.elements) && !spec.userns,
+    // The child wires its own address; with its filter elements already in (net.ready), no
+    // cgroups to place and no start to wait for, the go needs no owner.
+    go: !hold && (!net || net.ready) && !spec.userns,
     net: net && !net.ownerWires ? net.wire : undefined,
-    netElements: net?.elements,
   });
   const ownerMs = performance.now() - started;
   return {
@@ -444,8 +443,6 @@ export function spawnJail(spec: JailSpec, opts: SpawnOptions = {}): Jail {
     void releaseCgroups(prep.cgroups, spec.limits).catch(() => {});
     throw e;
   }
-  // Elements the shim could not put in are the owner's to put in (attachNet), which says why.
-  if (prep.net?.elements) prep.net.ready = fds.elements === 1;
   return new RunningJail(spec, prep, fds, opts);
 }
 

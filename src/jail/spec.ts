@@ -192,7 +192,6 @@ const Tag = {
   idmap: 25,
   hide: 26,
   net: 27,
-  netElements: 28,
 } as const;
 
 export const Flag = {
@@ -419,20 +418,12 @@ export interface EncodeContext {
   cgroups?: CgroupDir[];
   stdio: [number, number, number];
   newSession: boolean;
-  /**
-   * Neither held nor wired by its owner: the shim puts the go byte in the sync pipe itself
-   * (after `netElements`, when there are some).
-   */
+  /** Neither held nor wired by its owner: the shim puts the go byte in the sync pipe itself. */
   go?: boolean;
   /** Host paths the jail must never see (the state root): masked wherever its tree shows them. */
   hide?: string[];
   /** Linux, net "private": the address the jail's child wires (src/jail/net.ts, wireRecord). */
   net?: Uint8Array;
-  /**
-   * Linux, net "private": the jail's filter elements (a NetRequest, src/jail/net.ts), which the
-   * shim puts in while the jail's child sets itself up.
-   */
-  netElements?: Uint8Array;
 }
 
 function ipBytes(addr: string): { tag: number; bytes: Uint8Array } {
@@ -493,7 +484,6 @@ export function encodeSpec(spec: JailSpec, ctx: EncodeContext): Uint8Array {
   }
   for (const h of ctx.hide ?? []) e.str(Tag.hide, h);
   if (ctx.net) e.record(Tag.net, ctx.net);
-  if (ctx.netElements) e.record(Tag.netElements, ctx.netElements);
   for (const cg of ctx.cgroups ?? []) e.prefixed(Tag.cgroup, cg.kind, `${cg.dir}\0`);
   const lim = spec.limits ?? {};
   if (lim.memoryBytes || lim.pids || lim.cpus) {

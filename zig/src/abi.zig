@@ -15,11 +15,7 @@ pub const SpawnOut = extern struct {
     stdin_fd: i32,
     stdout_fd: i32,
     stderr_fd: i32,
-    /// The spec's `net_elements`: 1 once they are in (and the go given, if the spec asked for
-    /// it), 0 when the spec has none, -1 when applying them failed: the go was not given and
-    /// `sync_fd` is the owner's, who applies them itself (and reports why they fail).
-    elements: i32,
-    reserved: i32,
+    reserved: [2]i32,
 };
 
 comptime {

@@ -107,7 +107,7 @@ fn rcErr(rc: c_int) u16 {
 // Owner side (runs on a Bun thread: only pipes and one fork).
 
 pub fn spawn(spec: *const Spec, out: *abi.SpawnOut, err: errtext.CBuf) c_int {
-    out.* = .{ .pid = -1, .status_fd = -1, .sync_fd = -1, .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1, .elements = 0, .reserved = -1 };
+    out.* = .{ .pid = -1, .status_fd = -1, .sync_fd = -1, .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1, .reserved = .{ -1, -1 } };
     // Cheap checks before anything exists; the rest fails on the status pipe with its step.
     const name = spec.jail_name orelse spec.hostname orelse
         return err.set(errnoCode(.INVAL), "a FreeBSD jail needs a name (jail_name or hostname)", .{});
@@ -160,9 +160,7 @@ pub fn spawn(spec: *const Spec, out: *abi.SpawnOut, err: errtext.CBuf) c_int {
     _ = c.close(sync.r);
     out.pid = pid;
     out.status_fd = status.r;
-    // Filter elements are Linux's (nftables): a spec with some leaves them, and the go, to
-    // its owner (`out.elements` stays 0).
-    if (spec.flags.go and spec.net_elements == null) {
+    if (spec.flags.go) {
         // The owner has nothing to do before the payload: the go byte now, and no write end.
         _ = c.write(sync.w, &[_]u8{abi.sync_go}, 1);
         _ = c.close(sync.w);

@@ -271,7 +271,7 @@ fn openCgroup2(dir: [:0]const u8) i32 {
 
 fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
     const entered_ns = sys.monotonicNs();
-    out.* = .{ .pid = -1, .status_fd = -1, .sync_fd = -1, .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1, .elements = 0, .reserved = -1 };
+    out.* = .{ .pid = -1, .status_fd = -1, .sync_fd = -1, .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1, .reserved = .{ -1, -1 } };
     const kfd = try keeperFd(err);
     if (bytes.len > region_size / 4) return fail(err, .@"2BIG", "jail spec of {d} bytes is too large", .{bytes.len});
 
@@ -303,9 +303,8 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
     }
     try status.open(err, "status");
     try sync.open(err, "sync");
-    // Waiting in the pipe before the child exists: its keeper never waits for the go. With
-    // filter elements to put in first, the go follows them (after the clone, below).
-    if (spec.flags.go and spec.net_elements == null) {
+    // Waiting in the pipe before the child exists: its keeper never waits for the go.
+    if (spec.flags.go) {
         if (errno(linux.write(sync.w, &[_]u8{abi.sync_go}, 1))) |e| return fail(err, e, "write the go byte", .{});
     }
     for (spec.stdio, 0..) |s, i| {
@@ -373,8 +372,7 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
     _ = linux.close(sync.r);
     out.pid = @intCast(rc);
     out.status_fd = status.r;
-    const gave_go = putElements(spec, sync.w, out);
-    if (gave_go) _ = linux.close(sync.w) else out.sync_fd = sync.w;
+    if (spec.flags.go) _ = linux.close(sync.w) else out.sync_fd = sync.w;
     if (stdio[0].r >= 0) {
         _ = linux.close(stdio[0].r);
         out.stdin_fd = stdio[0].w;
@@ -388,22 +386,6 @@ fn spawnInner(bytes: []const u8, out: *abi.SpawnOut, err: errtext.CBuf) !c_int {
         out.stderr_fd = stdio[2].r;
     }
     return 0;
-}
-
-/// Puts the jail's filter elements in while its child sets itself up (the netlink transaction
-/// overlaps the child's work instead of preceding the clone), then gives the go if the spec
-/// asks for it. Returns whether the go has been given. When the elements fail, the owner gets
-/// the sync pipe and applies them itself, which also says why they fail (`out.elements`).
-fn putElements(spec: *const Spec, sync_w: i32, out: *abi.SpawnOut) bool {
-    const req = spec.net_elements orelse return spec.flags.go; // given before the clone
-    if (netwire.run(req) != null) {
-        out.elements = -1;
-        return false;
-    }
-    out.elements = 1;
-    // A jail that died already says why on its status pipe.
-    if (spec.flags.go) _ = linux.write(sync_w, &[_]u8{abi.sync_go}, 1);
-    return spec.flags.go;
 }
 
 /// For a user-namespaced jail: write its id maps (its child cannot), then let it go. On

@@ -37,7 +37,6 @@ pub const Tag = enum(u16) {
     idmap = 25, // u32 host_uid_base, u32 host_gid_base, u32 count (user namespace, Linux)
     hide = 26, // string, repeated: a host path no jail may see (lightjail's state root)
     net = 27, // 32 bytes: the private address the child wires (Linux, netwire.Wire)
-    net_elements = 28, // the jail's filter elements, a netwire.run request the shim applies between the clone and the go (Linux)
     _,
 };
 
@@ -152,9 +151,6 @@ pub const Spec = struct {
     id_count: u32 = 65536,
     /// A private address for the child to wire (netwire.zig decodes it).
     net_wire: ?*const [net_wire_size]u8 = null,
-    /// The jail's filter elements (netwire.run's request format), put in while the child sets
-    /// itself up; the go (flags.go) waits for them.
-    net_elements: ?[]const u8 = null,
 };
 
 pub const net_wire_size = 32;
@@ -312,7 +308,6 @@ fn record(out: *Spec, tag: Tag, p: []const u8) DecodeError!void {
             if (p.len != net_wire_size) return error.BadLength;
             out.net_wire = p[0..net_wire_size];
         },
-        .net_elements => out.net_elements = p,
         .idmap => {
             if (p.len != 12) return error.BadLength;
             out.host_uid_base = readInt(u32, p[0..4]);
