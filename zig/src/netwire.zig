@@ -485,9 +485,8 @@ pub fn jailElementsNow(table: []const u8, add: bool, address: [4]u8, veth: []con
 }
 
 /// Takes a lease's state off the host (netlease.takeOff): its elements and links in one
-/// transaction (none when the table is gone: they went with it), then its host veth released.
-/// Takes a jail's state off the host: its elements and links (one transaction), its veth
-/// released (`release`), and the subnet's unreachable route put back should it be gone.
+/// transaction (none when the table is gone: they went with it), its host veth released
+/// (`release`), and the subnet's unreachable route put back should it be gone.
 pub fn takeOff(table: []const u8, subnet: Subnet, address: [4]u8, egress: bool, veth: []const u8, uplink: []const u8, links: []const [8]u8, release: bool) ?RunFailure {
     var j = JailRecord{ .address = address, .egress = egress, .veth = std.mem.zeroes([ifnamsiz]u8), .uplink = std.mem.zeroes([ifnamsiz]u8) };
     @memcpy(j.veth[0..@min(veth.len, ifnamsiz - 1)], veth[0..@min(veth.len, ifnamsiz - 1)]);
