@@ -26,6 +26,7 @@ pub const RTM = struct {
     pub const NEWADDR: u16 = 20;
     pub const DELADDR: u16 = 21;
     pub const NEWROUTE: u16 = 24;
+    pub const GETROUTE: u16 = 26;
 };
 
 pub const IFLA = struct {
@@ -356,6 +357,19 @@ pub const Rt = struct {
         b.put(std.mem.asBytes(&RtMsg{ .dst_len = 0, .type = RTN_UNICAST }));
         b.attr(RTA_GATEWAY, &via);
         return r.run(&b, "add default route");
+    }
+
+    /// Whether the route the host would take toward `dst` is an unreachable one (a lookup:
+    /// the kernel answers it without the RTNL lock).
+    pub fn unreachableTo(r: *Rt, dst: [4]u8) bool {
+        var b = Builder{};
+        b.begin(RTM.GETROUTE, F.REQUEST, r.sock.next());
+        b.put(std.mem.asBytes(&RtMsg{ .dst_len = 32, .type = 0, .protocol = 0 }));
+        b.attr(RTA_DST, &dst);
+        b.end();
+        var answer: [@sizeOf(Header)]u8 = undefined;
+        if (r.sock.exchange(&b, 1, &answer, 0)) |f| return f.e == .HOSTUNREACH;
+        return false;
     }
 
     /// `unreachable NETWORK/PREFIX`, replacing whatever route for it there is.

@@ -297,6 +297,18 @@ pub const Subnet = struct {
     pub fn guard(s: Subnet, rt: *nl.Rt) ?Failure {
         return rt.replaceUnreachable(s.network, s.prefix);
     }
+
+    /// guard() unless the route is there: a lookup toward the subnet's broadcast address (no
+    /// jail ever has it) is answered "unreachable" only by that route. The lookup does not wait
+    /// for the RTNL lock, as a route's change would.
+    pub fn keep(s: Subnet, rt: *nl.Rt) ?Failure {
+        const host_bits: u32 = if (s.prefix >= 32) 0 else (@as(u32, 0xffffffff) >> @intCast(s.prefix));
+        const last = std.mem.readInt(u32, &s.network, .big) | host_bits;
+        var dst: [4]u8 = undefined;
+        std.mem.writeInt(u32, &dst, last, .big);
+        if (rt.unreachableTo(dst)) return null;
+        return s.guard(rt);
+    }
 };
 
 fn hostRt() union(enum) { ok: nl.Rt, err: Failure } {
@@ -502,7 +514,7 @@ pub fn takeOff(table: []const u8, subnet: Subnet, address: [4]u8, egress: bool, 
     };
     defer rt.sock.close();
     const released = if (release and veth.len > 0 and veth.len < ifnamsiz) releaseVeth(&rt, veth, address) else null;
-    if (subnet.guard(&rt)) |f| return .{ .e = f.e, .step = f.step };
+    if (subnet.keep(&rt)) |f| return .{ .e = f.e, .step = f.step };
     if (released) |f| return .{ .e = f.e, .step = f.step, .what = veth };
     return null;
 }
