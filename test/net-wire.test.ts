@@ -6,13 +6,14 @@
 import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { collectNetLeftovers, type NetLeftoverReport } from "../src/jail/net.ts";
+import { collectNetLeftovers, type NetLeftoverReport, stopPoolWiring } from "../src/jail/net.ts";
 import { leasePath, netConfig, netDirs, parseIp, vethName } from "../src/jail/net-alloc.ts";
+import { ownerId } from "../src/jail/owner.ts";
 import { spawnJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
 import { hostSh } from "./helpers/host-sh.ts";
 import { type JailEnv, makeJailEnv, projectDir } from "./helpers/jail-env.ts";
-import { expectNoNetLeftovers } from "./helpers/net-leftovers.ts";
+import { expectNoNetLeftovers, netLeftovers } from "./helpers/net-leftovers.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
 
 // A subnet of its own (test/net.test.ts uses 10.248.0.0/24).
@@ -212,8 +213,11 @@ describe("wiring failures leave nothing behind", () => {
       const ljspawn = join(projectDir, "zig", "zig-out", "bin", "ljspawn");
       // The root's table is made by the TypeScript side, with its first jail.
       expect((await run(spec(["/bin/true"]))).r.status).toBe(0);
-      // The API's jail holds the lowest address.
+      // The API's jail holds the lowest address. The addresses this process's namespace pool
+      // leases ahead go back before each side leases: "auto" then means the lowest free address.
+      stopPoolWiring();
       const held = spawnJail(spec(["/bin/sleep", "30"], { stdio: ["ignore", "ignore", "ignore"] }));
+      stopPoolWiring();
       try {
         // No TypeScript to fall back on: this one must run natively.
         const native = Bun.spawnSync([ljspawn, "-i", "auto", "-p", "ip -4 -o addr show dev eth0; ip route"], {
@@ -370,4 +374,182 @@ describe("the native ljspawn follows the same lease rules, without the TypeScrip
       await expectNoNetLeftovers(LEFTOVERS);
     });
   }
+});
+
+describe("addresses the namespace pool leases and wires ahead", () => {
+  /** This process's pool's leases: its own, with no jail yet. */
+  const poolLeases = () =>
+    readdirSync(netDirs.leases()).filter((f) => {
+      try {
+        const l = JSON.parse(readFileSync(leasePath(f), "utf8")) as { jail: string; owner: string };
+        return l.jail === "" && l.owner === ownerId();
+      } catch {
+        return false; // gone meanwhile
+      }
+    });
+  const leaseOfFile = (a: string) =>
+    JSON.parse(readFileSync(leasePath(a), "utf8")) as { jail: string; owner: string; veth: string };
+  const jailsSet = () => sh(`nft list set ${netConfig().table} jails`).out;
+  /** A pool lease whose set is done: its host end carries the gateway with it as peer, and its element is in. */
+  const wiredAhead = (a: string) => {
+    try {
+      const { veth } = leaseOfFile(a);
+      return sh(`ip -4 -o addr show dev ${veth}`).out.includes(`peer ${a}/32`) && jailsSet().includes(a);
+    } catch {
+      return false;
+    }
+  };
+  /** Private jails until the pool holds an address wired ahead; returns it. */
+  async function primed(): Promise<string> {
+    for (let i = 0; i < 10; i++) {
+      expect((await run(spec(["/bin/true"]))).r.status).toBe(0);
+      for (let k = 0; k < 100; k++) {
+        const ready = poolLeases().filter(wiredAhead);
+        if (ready.length > 0) {
+          await Bun.sleep(20); // its maker exits a moment after the set is done
+          return ready[0]!;
+        }
+        await Bun.sleep(10);
+      }
+    }
+    throw new Error("the pool never wired an address ahead");
+  }
+
+  rootTest(
+    "a jail takes an address wired ahead: the lease becomes its own, eth0 and the filter are ready; the rest go back once the root is idle",
+    async () => {
+      stopPoolWiring();
+      await primed();
+      const ahead = poolLeases().filter(wiredAhead);
+      const j = spawnJail(
+        spec(["/bin/sh", "-c", "ip -4 -o addr show dev eth0; ip route; read x; true"], {
+          stdio: ["pipe", "pipe", "pipe"],
+        }),
+      );
+      try {
+        expect(ahead).toContain(j.address!);
+        const lease = leaseOfFile(j.address!);
+        expect(lease.jail).toBe(j.id);
+        expect(lease.owner).toBe(ownerId());
+        expect(lease.veth).toMatch(new RegExp(`^${netConfig().vethPrefix}p[0-9a-f]{7}$`));
+        expect(poolLeases()).not.toContain(j.address!);
+        expect(sh(`ip -4 -o addr show dev ${lease.veth}`).out).toContain(
+          `inet ${PREFIX}1 peer ${j.address}/32`,
+        );
+        expect(jailsSet()).toContain(j.address!);
+        j.stdin!.end();
+        const out = await new Response(j.stdout!).text();
+        expect((await j.exited).status).toBe(0);
+        expect(out).toContain(`inet ${j.address} peer ${PREFIX}1/32`);
+        expect(out).toContain(`default via ${PREFIX}1 dev eth0`);
+      } finally {
+        j.kill();
+        await j.closed;
+      }
+      expect(existsSync(leasePath(j.address!))).toBe(false);
+      // No private jail of the root for a second: the pool gives its addresses back by itself.
+      for (let i = 0; i < 300 && poolLeases().length > 0; i++) await Bun.sleep(10);
+      expect(poolLeases()).toEqual([]);
+      await expectNoNetLeftovers(LEFTOVERS);
+    },
+  );
+
+  rootTest("a jail asking for an address the pool wired ahead gets that set", async () => {
+    stopPoolWiring();
+    const a = await primed();
+    const { out, r, address } = await run(
+      spec(["/bin/sh", "-c", "ip -4 -o addr show dev eth0"], { address: a }),
+    );
+    expect(r.status).toBe(0);
+    expect(address).toBe(a);
+    expect(out).toContain(`inet ${a} peer ${PREFIX}1/32`);
+    expect(poolLeases()).not.toContain(a);
+    await expectNoNetLeftovers(LEFTOVERS);
+  });
+
+  rootTest(
+    "a jail without a private address that takes a wired set: its address comes off the host at once",
+    async () => {
+      stopPoolWiring();
+      await primed();
+      // Private jails one after another until every set the pool holds is wired (the count
+      // stops moving), so that the next jail, whichever set it takes, takes a wired one.
+      let last = -1;
+      for (let i = 0; i < 20; i++) {
+        expect((await run(spec(["/bin/true"]))).r.status).toBe(0);
+        await Bun.sleep(30);
+        const n = poolLeases().filter(wiredAhead).length;
+        if (n === last && n === poolLeases().length) break;
+        last = n;
+      }
+      const before = poolLeases();
+      expect(before.length).toBeGreaterThan(0);
+      const veths = new Map(before.map((a) => [a, leaseOfFile(a).veth]));
+      const none = spawnJail({ ...spec(["/bin/true"]), net: "none", stdio: ["ignore", "ignore", "ignore"] });
+      expect((await none.exited).status).toBe(0);
+      await none.closed;
+      const after = poolLeases();
+      const gone = before.filter((a) => !after.includes(a));
+      expect(gone.length).toBe(1);
+      const a = gone[0]!;
+      // Its lease, element and the host end's address went in that jail's spawn.
+      expect(existsSync(leasePath(a))).toBe(false);
+      expect(jailsSet()).not.toContain(a);
+      expect(sh(`ip -4 -o addr show dev ${veths.get(a)}`).out).not.toContain(a);
+      await expectNoNetLeftovers(LEFTOVERS);
+    },
+  );
+
+  for (const step of [1, 2, 3, 4]) {
+    rootTest(
+      `the pool's wiring failing at step ${step} of 4: its lease goes back, jails wire their own`,
+      async () => {
+        stopPoolWiring();
+        process.env.LJ_TEST_POOL_FAIL_AT = String(step);
+        try {
+          for (let i = 0; i < 8; i++) {
+            const { out, r, address } = await run(spec(["/bin/sh", "-c", "ip -4 -o addr show dev eth0"]));
+            expect(r.status).toBe(0);
+            expect(out).toContain(`inet ${address} peer ${PREFIX}1/32`);
+          }
+          // Spoiled sets are never claimed: whatever the pool still holds is given back.
+          stopPoolWiring();
+          expect(poolLeases()).toEqual([]);
+        } finally {
+          delete process.env.LJ_TEST_POOL_FAIL_AT;
+        }
+        await expectNoNetLeftovers(LEFTOVERS);
+      },
+    );
+  }
+
+  rootTest("a process that exits gives back what its pool wired ahead", async () => {
+    stopPoolWiring();
+    const script = join(process.env.LIGHTJAIL_ROOT!, "pool-exit.ts");
+    writeFileSync(
+      script,
+      `import { spawnJail } from ${JSON.stringify(join(projectDir, "src", "jail", "spawn.ts"))};
+const base = ${JSON.stringify(env.base)};
+let ahead = 0;
+for (let i = 0; i < 12; i++) {
+  const j = spawnJail({ ...base, argv: ["/bin/true"], net: "private", stdio: ["ignore", "ignore", "ignore"] });
+  if ((await j.exited).status !== 0) process.exit(2);
+  await j.closed;
+  await Bun.sleep(5);
+}
+const { readdirSync, readFileSync } = await import("node:fs");
+const dir = ${JSON.stringify(netDirs.leases())};
+for (const f of readdirSync(dir)) if (JSON.parse(readFileSync(dir + "/" + f, "utf8")).jail === "") ahead++;
+console.log(ahead);
+process.exit(0);
+`,
+    );
+    const p = Bun.spawnSync([process.execPath, script], { env: process.env, stderr: "pipe" });
+    expect(p.stderr.toString()).toBe("");
+    expect(p.exitCode).toBe(0);
+    // It held addresses ahead when it exited, and gave them all back on the way out.
+    expect(Number(p.stdout.toString().trim())).toBeGreaterThan(0);
+    expect(readdirSync(netDirs.leases())).toEqual([]);
+    await expectNoNetLeftovers(LEFTOVERS);
+  });
 });

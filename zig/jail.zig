@@ -112,15 +112,49 @@ export fn lj_lease(op: u32, req_ptr: [*]const u8, req_len: usize, out_ptr: [*]u8
         const netlease = @import("src/netlease.zig");
         // The namespace pool's veths (the lease of an address may take one's name).
         const args = req_ptr[0..req_len];
-        if (op == @intFromEnum(netlease.Op.pool_claim) or op == @intFromEnum(netlease.Op.pool_unclaim)) {
-            var name: [16]u8 = undefined;
-            var got: []const u8 = "";
-            if (op == @intFromEnum(netlease.Op.pool_unclaim)) backend.unclaimPooledVeth(args) else got = backend.claimPooledVeth(args, &name) orelse "";
-            if (out_len.* < got.len + 2) return err.set(@intFromEnum(std.posix.E.RANGE), "lease answer", .{});
-            out_ptr[0] = '"';
-            @memcpy(out_ptr[1..][0..got.len], got);
-            out_ptr[1 + got.len] = '"';
-            out_len.* = got.len + 2;
+        if (op == @intFromEnum(netlease.Op.pool_claim) or op == @intFromEnum(netlease.Op.pool_unclaim) or op == @intFromEnum(netlease.Op.pool_drain)) {
+            var answer: []const u8 = "null";
+            var buf: [96]u8 = undefined;
+            if (op == @intFromEnum(netlease.Op.pool_unclaim)) {
+                backend.unclaimPooledVeth(args);
+            } else if (op == @intFromEnum(netlease.Op.pool_drain)) {
+                backend.drainPool();
+            } else {
+                // prefix, then (once the root's table exists) root, subnet, owner, the address
+                // the jail asks for ("" or "auto": any), and (tests) a step the makers' wiring
+                // fails at.
+                var it = std.mem.splitScalar(u8, args, 0);
+                const prefix = it.next() orelse "";
+                const root = it.next() orelse "";
+                const subnet = it.next() orelse "";
+                const owner = it.next() orelse "";
+                const want_text = it.next() orelse "";
+                const fail_at = std.fmt.parseInt(u8, it.next() orelse "0", 10) catch 0;
+                var fallback = std.heap.stackFallback(8 * 1024, std.heap.page_allocator);
+                var arena = std.heap.ArenaAllocator.init(fallback.get());
+                defer arena.deinit();
+                var why: netlease.Why = .{};
+                var plan: ?backend.PoolPlan = null;
+                if (root.len > 0) {
+                    if (netlease.config(arena.allocator(), root, subnet, "subnet", &why)) |c| {
+                        plan = backend.PoolPlan.of(&c, owner, fail_at);
+                    } else |_| {}
+                }
+                var want: u32 = 0;
+                if (want_text.len > 0 and !std.mem.eql(u8, want_text, "auto")) {
+                    const slash = std.mem.indexOfScalar(u8, want_text, '/') orelse want_text.len;
+                    want = netlease.parseIp(want_text[0..slash]) orelse 0;
+                }
+                var name: [16]u8 = undefined;
+                if (backend.claimPooledVeth(prefix, if (plan) |*p| p else null, want, &name)) |got| {
+                    var ab: [16]u8 = undefined;
+                    const addr = if (got.address != 0) netlease.formatIp(&ab, got.address) else "";
+                    answer = std.fmt.bufPrint(&buf, "{{\"veth\":\"{s}\",\"address\":\"{s}\"}}", .{ got.name, addr }) catch unreachable;
+                }
+            }
+            if (out_len.* < answer.len) return err.set(@intFromEnum(std.posix.E.RANGE), "lease answer", .{});
+            @memcpy(out_ptr[0..answer.len], answer);
+            out_len.* = answer.len;
             return 0;
         }
         // Most requests fit in a stack buffer: no mapping made and unmapped per call.

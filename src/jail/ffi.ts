@@ -199,6 +199,8 @@ export const LeaseOp = {
   takeOff: 12,
   poolClaim: 13,
   poolUnclaim: 14,
+  poolDrain: 15,
+  adopt: 16,
 } as const;
 
 const EPERM = 1;

@@ -227,18 +227,62 @@ export interface LeaseRequest {
   veth?: string;
 }
 
+/** A pooled veth set aside for a jail (claimPooledVeth), and the address it was wired with. */
+export interface PooledVeth {
+  veth: string;
+  /** The address the pool leased and wired it with ahead (its lease the pool's until adopted). */
+  address?: string;
+}
+
 /**
  * A veth of the namespace pool, made ahead with this root's prefix, set aside for the jail
- * about to be leased: leased with its name, the jail keeps it (no rename on its path). Null
- * when the pool has none ready.
+ * about to be leased: leased with its name, the jail keeps it (no rename on its path). With
+ * `wired` (the root's filter table exists in this process), the pool's makers lease and wire
+ * addresses ahead too (zig/src/ns_pool.zig's Plan), and a set so made comes first when its
+ * address suits `address` ("auto": any). Null when the pool has none ready.
  */
-export function claimPooledVeth(cfg: NetConfig): string | null {
-  return (shimLease(LeaseOp.poolClaim, [cfg.vethPrefix]) as string) || null;
+export function claimPooledVeth(cfg: NetConfig, wired = false, address = "auto"): PooledVeth | null {
+  const args = wired
+    ? [cfg.vethPrefix, cfg.root, cfg.subnet.cidr, ownerId(), address, poolFailAt()]
+    : [cfg.vethPrefix];
+  const got = shimLease(LeaseOp.poolClaim, args) as { veth: string; address: string } | null;
+  if (!got) return null;
+  return got.address ? { veth: got.veth, address: got.address } : { veth: got.veth };
 }
+
+/** Test hook: the pool's makers fail at this step of wiring an address ahead (netwire.zig). */
+const poolFailAt = () => String(Math.max(0, Math.min(4, Number(process.env.LJ_TEST_POOL_FAIL_AT ?? 0) || 0)));
 
 /** Gives back a claimed pooled veth whose jail was never spawned. */
 export function unclaimPooledVeth(name: string): void {
   shimLease(LeaseOp.poolUnclaim, [name]);
+}
+
+/** Every pooled set wired with an address given back: their addresses off, their leases dropped. */
+export function drainPooledAddresses(): void {
+  shimLease(LeaseOp.poolDrain, []);
+}
+
+const leaseArgs = (req: LeaseRequest, cfg: NetConfig) => [
+  cfg.root,
+  cfg.subnet.cidr,
+  ownerId(),
+  req.jail,
+  req.address,
+  req.egress ? "1" : "0",
+  req.uplink ?? "",
+  req.links.join(","),
+  req.veth ?? "",
+];
+
+/**
+ * Makes the lease the pool made ahead for a claimed veth's address (PooledVeth.address) the
+ * jail's: rewritten in place with its record.
+ */
+export function adoptLease(req: LeaseRequest, cfg: NetConfig): Lease {
+  const got = shimLease(LeaseOp.adopt, leaseArgs(req, cfg)) as { lease: Lease };
+  ownVeths.set(got.lease.address, got.lease.veth);
+  return got.lease;
 }
 
 /**
@@ -248,17 +292,7 @@ export function unclaimPooledVeth(name: string): void {
  */
 export function acquireLease(req: LeaseRequest, cfg: NetConfig): { lease: Lease; reclaimed: string[] } {
   ensureDirs(cfg.dir);
-  const got = shimLease(LeaseOp.acquire, [
-    cfg.root,
-    cfg.subnet.cidr,
-    ownerId(),
-    req.jail,
-    req.address,
-    req.egress ? "1" : "0",
-    req.uplink ?? "",
-    req.links.join(","),
-    req.veth ?? "",
-  ]) as { lease: Lease; reclaimed: string[] };
+  const got = shimLease(LeaseOp.acquire, leaseArgs(req, cfg)) as { lease: Lease; reclaimed: string[] };
   ownVeths.set(got.lease.address, got.lease.veth);
   return got;
 }

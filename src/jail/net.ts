@@ -30,8 +30,10 @@ import { LjError } from "../errors.ts";
 import { ShimError, shimNet } from "./ffi.ts";
 import {
   acquireLease,
+  adoptLease,
   claimPooledVeth,
   claimStale,
+  drainPooledAddresses,
   dropLease,
   forgetLink,
   forgetPort,
@@ -433,7 +435,7 @@ let ipv6: boolean | undefined;
 const failAt = () => Math.max(0, Math.min(255, Number(process.env.LJ_TEST_NET_FAIL_AT ?? 0) || 0));
 
 /** The spec's `net` record (netwire.Wire): what the jail's child wires. */
-function wireRecord(cfg: NetConfig, lease: Lease): Uint8Array {
+function wireRecord(cfg: NetConfig, lease: Lease, prewired: boolean): Uint8Array {
   ipv6 ??= existsSync("/proc/sys/net/ipv6");
   const b = new Uint8Array(32);
   b.set(ipv4Bytes(lease.address), 0);
@@ -442,6 +444,7 @@ function wireRecord(cfg: NetConfig, lease: Lease): Uint8Array {
   b[12] = cfg.subnet.prefix;
   b[13] = ipv6 ? 1 : 0;
   b[14] = failAt();
+  b[15] = prewired ? 1 : 0;
   b.set(ifnameBytes(lease.veth), 16);
   return b;
 }
@@ -454,45 +457,64 @@ function wireRecord(cfg: NetConfig, lease: Lease): Uint8Array {
 export function reserveNet(spec: JailSpec, jailId: string, cfg: NetConfig = netConfig()): JailNet {
   checkNetSpec(spec, cfg);
   const unhold = holdSubnet(cfg);
-  // A user-namespaced jail is wired from outside, with a veth of its own (no pool).
-  const pooled = spec.userns ? null : claimPooledVeth(cfg);
+  // A user-namespaced jail is wired from outside, with a veth of its own (no pool). Once this
+  // process has the root's table, the pool wires addresses ahead as well, in subnets large
+  // enough that the few it holds ahead never crowd out another process's jails.
+  // (A test that makes the child's wiring fail wants the child to wire.)
+  const wired =
+    !spec.userns &&
+    basesReady.has(baseKey(cfg)) &&
+    cfg.subnet.prefix <= POOL_WIRES_UP_TO_PREFIX &&
+    failAt() === 0;
+  if (wired) poolWiresFor(cfg);
+  const pooled = spec.userns ? null : claimPooledVeth(cfg, wired, spec.address ?? "auto");
   let lease: Lease;
   try {
-    const got = acquireLease(
-      {
-        address: spec.address ?? "auto",
-        jail: jailId,
-        egress: !!spec.egress,
-        uplink: spec.iface,
-        links: spec.links ?? [],
-        veth: pooled ?? undefined,
-      },
-      cfg,
-    );
-    lease = got.lease;
-    // A dead owner's published ports at a reclaimed address go before anything reaches it.
-    try {
-      for (const a of got.reclaimed) removeInboundNow(cfg, a);
-    } catch (e) {
-      dropLease(lease.address, lease.owner, cfg.dir);
-      throw e;
+    const req = {
+      address: pooled?.address ?? spec.address ?? "auto",
+      jail: jailId,
+      egress: !!spec.egress,
+      uplink: spec.iface,
+      links: spec.links ?? [],
+      veth: pooled?.veth,
+    };
+    if (pooled?.address) {
+      lease = adoptLease(req, cfg);
+    } else {
+      const got = acquireLease(req, cfg);
+      lease = got.lease;
+      // A dead owner's published ports at a reclaimed address go before anything reaches it.
+      try {
+        for (const a of got.reclaimed) removeInboundNow(cfg, a);
+      } catch (e) {
+        dropLease(lease.address, lease.owner, cfg.dir);
+        throw e;
+      }
     }
   } catch (e) {
-    if (pooled) unclaimPooledVeth(pooled);
+    if (pooled) unclaimPooledVeth(pooled.veth);
     unhold();
     throw e;
   }
   for (const to of lease.links) recordLink(lease.address, to, cfg.dir);
+  const prewired = !!pooled?.address;
+  poolJails(cfg, +1);
   const net: JailNet = {
     address: lease.address,
     gateway: formatIp(cfg.subnet.gateway),
     lease,
     cfg,
-    unhold,
-    wire: wireRecord(cfg, lease),
+    unhold: () => {
+      unhold();
+      poolJails(cfg, -1);
+    },
+    wire: wireRecord(cfg, lease, prewired),
     ownerWires: !!spec.userns,
     ready: false,
   };
+  // Wired ahead, the jail's element is in already; it goes in again all the same (a no-op
+  // then), because the transaction is what finds a table deleted by hand since: without its
+  // table a jail would run unfiltered.
   if (basesReady.has(baseKey(cfg)) && !net.ownerWires) {
     try {
       install(net, applyNow);
@@ -506,6 +528,54 @@ export function reserveNet(spec: JailSpec, jailId: string, cfg: NetConfig = netC
     }
   }
   return net;
+}
+
+/**
+ * The root whose addresses the namespace pool leases and wires ahead (one at a time), held
+ * in the registry while it does, and this process's live private jails there. The pool gives
+ * its addresses back once the root has had no private jail for a second, when another root
+ * takes its place, when `lj gc` runs here, and at exit.
+ */
+let poolRoot:
+  | { key: string; unhold: () => void; live: number; idle?: ReturnType<typeof setTimeout> }
+  | undefined;
+const POOL_IDLE_MS = 1000;
+/** The pool holds at most six addresses ahead: only in a /24 or larger. */
+const POOL_WIRES_UP_TO_PREFIX = 24;
+let poolExitHook = false;
+
+function poolWiresFor(cfg: NetConfig): void {
+  const key = baseKey(cfg);
+  if (poolRoot?.key === key) return;
+  stopPoolWiring();
+  poolRoot = { key, unhold: holdSubnet(cfg), live: 0 };
+  if (!poolExitHook) {
+    poolExitHook = true;
+    process.on("exit", stopPoolWiring);
+  }
+}
+
+/** The pool's addresses given back and the root's hold released (no more wired ahead until the next jail). */
+export function stopPoolWiring(): void {
+  const r = poolRoot;
+  if (!r) return;
+  poolRoot = undefined;
+  if (r.idle) clearTimeout(r.idle);
+  drainPooledAddresses();
+  r.unhold();
+}
+
+function poolJails(cfg: NetConfig, delta: number): void {
+  const r = poolRoot;
+  if (!r || r.key !== baseKey(cfg)) return;
+  r.live += delta;
+  if (r.idle) clearTimeout(r.idle);
+  r.idle = undefined;
+  if (r.live > 0) return;
+  r.idle = setTimeout(() => {
+    if (poolRoot === r && r.live <= 0) stopPoolWiring();
+  }, POOL_IDLE_MS);
+  r.idle.unref();
 }
 
 /**
@@ -861,6 +931,8 @@ async function listedElements(table: string): Promise<Record<string, string[][]>
  * has (a crash between steps). Live jails are never touched.
  */
 export async function collectNetLeftovers(report: NetLeftoverReport): Promise<void> {
+  // Addresses this process's pool holds ahead are given back first: gc leaves only live jails'.
+  stopPoolWiring();
   let cfg: NetConfig;
   try {
     cfg = netConfig();

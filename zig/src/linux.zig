@@ -120,19 +120,30 @@ const region_size = 1 << 20;
 /// namespaces to throw away.
 pub var ns_pool_enabled = true;
 
-/// A pooled veth of the root `prefix` set aside for the jail about to be leased with its name
-/// (ns_pool.claim), or null; `unclaim` gives one back whose jail was never spawned.
-pub fn claimPooledVeth(prefix: []const u8, out: *[16]u8) ?[]const u8 {
+/// A pooled veth of the root `prefix` set aside for the jail about to be leased with its name,
+/// with the address its maker wired it with, if any (ns_pool.claim; `plan`: the root's, once
+/// its filter table exists, so that the next makers wire addresses too); null when none is
+/// ready. `unclaim` gives one back whose jail was never spawned; `drainPool` gives back every
+/// set wired with an address.
+pub fn claimPooledVeth(prefix: []const u8, plan: ?*const ns_pool.Plan, want: u32, out: *[16]u8) ?ns_pool.Claimed {
     if (!ns_pool_enabled) return null;
     regions_lock.lock();
     defer regions_lock.unlock();
-    return ns_pool.claim(prefix, out);
+    return ns_pool.claim(prefix, plan, want, out);
 }
 
 pub fn unclaimPooledVeth(name: []const u8) void {
     regions_lock.lock();
     defer regions_lock.unlock();
     ns_pool.unclaim(name);
+}
+
+pub const PoolPlan = ns_pool.Plan;
+
+pub fn drainPool() void {
+    regions_lock.lock();
+    defer regions_lock.unlock();
+    ns_pool.drain();
 }
 
 const Region = struct {

@@ -424,6 +424,10 @@ pub const Request = struct {
     /// Whether the caller removes a reclaimed address's published ports (the TypeScript side,
     /// which publishes them); without, such an address is left for `lj gc`.
     removes_published: bool = false,
+    /// Whether a dead owner's lease may be reclaimed on the way. The namespace pool's makers
+    /// lease only free addresses: reclaiming takes state off the host through the owner's
+    /// nftables socket, which is the owner's to use.
+    reclaim: bool = true,
 };
 
 pub const Acquired = struct {
@@ -593,6 +597,7 @@ pub fn acquire(gpa: Allocator, c: *const Config, req: Request, why: *Why) Error!
         if (try take(gpa, c, req, ip, why)) |l| return .{ .lease = l, .reclaimed = reclaimed.items };
     }
     // Full: leases of dead owners are the only hope.
+    if (!req.reclaim) return why.set(.unavailable, "subnet-full", "no free address left in {s}", .{s.cidr}, "", .{});
     var kit = taken.keyIterator();
     while (kit.next()) |k| {
         if (k.* < s.first() or k.* > s.last()) continue;
@@ -603,6 +608,7 @@ pub fn acquire(gpa: Allocator, c: *const Config, req: Request, why: *Why) Error!
 
 fn tryTake(gpa: Allocator, c: *const Config, req: Request, ip: u32, reclaimed: *std.ArrayList([]const u8), why: *Why) Error!?Lease {
     if (try take(gpa, c, req, ip, why)) |l| return l;
+    if (!req.reclaim) return null;
     var b: [16]u8 = undefined;
     const addr = formatIp(&b, ip);
     const stale = try claimStale(gpa, c, addr, req.removes_published) orelse return null;
@@ -646,6 +652,44 @@ pub fn drop(gpa: Allocator, dir: []const u8, address: []const u8, owner: []const
     if (parseIp(address) == null) return;
     const file = try leasePath(gpa, dir, address);
     if (readLease(gpa, file)) |l| if (!std.mem.eql(u8, l.owner, owner)) return; // not ours any more
+    std.fs.cwd().deleteFile(file) catch {};
+}
+
+/// A lease the namespace pool made ahead for a pooled veth (jail ""), made the jail's: the
+/// file is rewritten in place with the jail's record (no new file, no link: the jail's path
+/// pays neither). Refused when the lease is not such a lease of `req.owner`'s.
+pub fn adopt(gpa: Allocator, c: *const Config, req: Request, why: *Why) Error!Lease {
+    const ip = try parseJailAddress(req.address, c.subnet, why);
+    var b: [16]u8 = undefined;
+    const addr = formatIp(&b, ip);
+    const file = try leasePath(gpa, c.dir, addr);
+    const held = readLease(gpa, file);
+    if (held == null or held.?.jail.len != 0 or !std.mem.eql(u8, held.?.owner, req.owner) or req.jail.len == 0)
+        return why.set(.isolation, "net-state", "address {s} is not one the namespace pool holds", .{addr}, "", .{});
+    const l = Lease{
+        .address = try gpa.dupe(u8, addr),
+        .owner = req.owner,
+        .jail = req.jail,
+        .veth = held.?.veth,
+        .egress = req.egress,
+        .uplink = if (req.egress) req.uplink else null,
+        .links = req.links,
+    };
+    const body = try std.fmt.allocPrint(gpa, "{f}", .{std.json.fmt(l, .{ .emit_null_optional_fields = false })});
+    const f = std.fs.cwd().openFile(file, .{ .mode = .write_only }) catch |e| return why.io("open", file, e);
+    defer f.close();
+    // Longer than the pool's record, never shorter: written whole at offset 0, then cut to size.
+    f.pwriteAll(body, 0) catch |e| return why.io("write", file, e);
+    f.setEndPos(body.len) catch |e| return why.io("truncate", file, e);
+    return l;
+}
+
+/// Gives back an address the namespace pool leased ahead, if it still is the pool's (owner
+/// `owner`, no jail): once adopted, the lease is its jail's to drop.
+pub fn dropPooled(gpa: Allocator, dir: []const u8, address: []const u8, owner: []const u8) Allocator.Error!void {
+    const file = try leasePath(gpa, dir, address);
+    const l = readLease(gpa, file) orelse return;
+    if (l.jail.len != 0 or !std.mem.eql(u8, l.owner, owner)) return;
     std.fs.cwd().deleteFile(file) catch {};
 }
 
@@ -726,6 +770,10 @@ pub const Op = enum(u32) {
     pool_claim = 13,
     /// name -> that veth's claim given back (jail.zig)
     pool_unclaim = 14,
+    /// -> the namespace pool's addressed sets given back (jail.zig)
+    pool_drain = 15,
+    /// as acquire, with the address the pool leased ahead -> {lease, reclaimed: []}
+    adopt = 16,
     _,
 };
 
@@ -826,7 +874,22 @@ fn answer(gpa: Allocator, op: Op, req: []const u8, why: *Why) (Error || error{ B
             }
             return "null";
         },
-        .pool_claim, .pool_unclaim, _ => return error.BadRequest,
+        .adopt => {
+            const c = try config(gpa, args[0], args[1], "subnet", why);
+            var links: std.ArrayList([]const u8) = .empty;
+            var lit = std.mem.tokenizeScalar(u8, args[7], ',');
+            while (lit.next()) |l| try links.append(gpa, l);
+            const l = try adopt(gpa, &c, .{
+                .owner = args[2],
+                .jail = args[3],
+                .address = args[4],
+                .egress = std.mem.eql(u8, args[5], "1"),
+                .uplink = if (args[6].len > 0) args[6] else null,
+                .links = links.items,
+            }, why);
+            return js.of(gpa, Acquired{ .lease = l, .reclaimed = &.{} });
+        },
+        .pool_claim, .pool_unclaim, .pool_drain, _ => return error.BadRequest,
     }
 }
 

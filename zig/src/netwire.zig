@@ -32,6 +32,9 @@ pub const Wire = struct {
     /// Tests only: fail at this step (1-based; 0 never), to prove a failure halfway leaves
     /// nothing behind.
     fail_at: u8,
+    /// The namespace pool wired the pooled veth `veth` with this address already (both ends'
+    /// addresses, the jail's default route, the filter's element): the child only enters it.
+    prewired: bool = false,
     /// The host end's name, NUL-padded.
     veth: [ifnamsiz]u8,
 
@@ -46,6 +49,7 @@ pub const Wire = struct {
             .prefix = p[12],
             .v6 = p[13] & 1 != 0,
             .fail_at = p[14],
+            .prewired = p[15] & 1 != 0,
             .veth = p[16..32].*,
         };
     }
@@ -58,6 +62,7 @@ pub const Wire = struct {
         out[12] = w.prefix;
         out[13] = @intFromBool(w.v6);
         out[14] = w.fail_at;
+        out[15] = @intFromBool(w.prewired);
         out[16..32].* = w.veth;
     }
 
@@ -117,6 +122,13 @@ fn wire(w: *const Wire, host: *nl.Rt, jail: *nl.Rt, making: Making, trace: *sys.
         }
     };
     if (S.at(&step, w.fail_at)) |f| return f;
+    if (w.prewired) {
+        // Wired by the pool with this address: only the set claimed for it will do.
+        if (making != .pooled or !std.mem.eql(u8, making.pooled.name, veth))
+            return .{ .e = .NODEV, .step = "enter the pooled veth wired for this address (the pool no longer holds it)" };
+        trace.mark("network: prewired by the pool");
+        return null;
+    }
     var hidx: i32 = 0;
     // A pooled pair is configured and up already (poolVeth); renamed, its host end is down.
     var host_down = making != .pooled;
@@ -245,7 +257,7 @@ pub const Pooled = enum {
 /// nothing reaches either end. A jail leased with this name keeps it and only adds addresses
 /// and routes: fewer requests that take the RTNL lock while the kernel may hold it for other
 /// namespaces' teardown.
-pub fn poolVeth(host: *Host, name: []const u8, index: *Indexes) Pooled {
+pub fn poolVeth(host: *Host, name: []const u8, index: *Indexes, addressed: ?Addressed) Pooled {
     var jail = nl.Rt{ .sock = switch (nl.Socket.open(nl.NETLINK_ROUTE)) {
         .ok => |s| s,
         .err => return .none,
@@ -260,7 +272,62 @@ pub fn poolVeth(host: *Host, name: []const u8, index: *Indexes) Pooled {
     if (host.rt.configure(hidx, v6, true) != null) return .spoiled;
     if (host.rt.setUp(hidx, true) != null or jail.setUp(jidx, true) != null) return .spoiled;
     index.* = .{ .host = hidx, .jail = jidx };
+    if (addressed) |a| {
+        // What wire() would do on the jail's path, done here (the jail's end first: the host's
+        // end, once addressed, routes the address into this namespace). A failure spoils the
+        // set: the kernel deletes the pair with the namespace, and the host end's address is
+        // taken off here first.
+        if (a.fail_at == 1 or jail.addPeerAddress(jidx, a.address, a.gateway) != null) return .spoiled;
+        if (a.fail_at == 2 or jail.addDefaultRoute(a.gateway) != null) return .spoiled;
+        if (a.fail_at == 3 or host.rt.addPeerAddress(hidx, a.gateway, a.address) != null) return .spoiled;
+        if (a.fail_at == 4 or putJail(a.table, a.address, name) != null) {
+            _ = host.rt.delPeerAddress(hidx, a.address);
+            return .spoiled;
+        }
+    }
     return .ready;
+}
+
+/// An address the pool's maker gives a pooled veth ahead (poolVeth): leased by the maker, its
+/// filter element put through the owner's nftables socket (ownerSocket, opened beforehand).
+pub const Addressed = struct {
+    address: [4]u8,
+    gateway: [4]u8,
+    table: []const u8,
+    /// Tests only: fail at this step (1-4; 0 never).
+    fail_at: u8 = 0,
+};
+
+/// Opens the owner's nftables socket if it is not open: for the namespace pool's makers, which
+/// share the owner's descriptors and use it from their own network namespace later (putJail).
+/// A socket of their own would be closed as they exit, and the last close of an nftables
+/// socket waits, holding nftables' commit lock, for the frees of earlier removals: every
+/// jail's transaction behind it would wait too.
+pub fn ownerSocket() bool {
+    nft_lock.lock();
+    defer nft_lock.unlock();
+    if (nft_sock.fd < 0) switch (nl.Socket.open(nl.NETLINK_NETFILTER)) {
+        .ok => |s| nft_sock = s,
+        .err => return false,
+    };
+    return true;
+}
+
+/// The filter's element for a jail at `address` behind `veth` (no egress, no links), added on
+/// the owner's socket; never a socket opened here (the caller may be in another namespace).
+fn putJail(table: []const u8, address: [4]u8, veth: []const u8) ?Failure {
+    var j = JailRecord{ .address = address, .egress = false, .veth = std.mem.zeroes([ifnamsiz]u8), .uplink = std.mem.zeroes([ifnamsiz]u8) };
+    @memcpy(j.veth[0..@min(veth.len, ifnamsiz - 1)], veth[0..@min(veth.len, ifnamsiz - 1)]);
+    var batch = newBatch();
+    jailElements(&batch, true, table, j);
+    nft_lock.lock();
+    defer nft_lock.unlock();
+    if (nft_sock.fd < 0) return .{ .e = .BADF, .step = "nftables socket (closed meanwhile)" };
+    if (batch.commit(&nft_sock)) |f| {
+        if (f.e != .NOENT and f.e != .EXIST) nft_sock.close();
+        return .{ .e = f.e, .step = "nftables set elements" };
+    }
+    return null;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ const W_ALL = sys.W_ALL;
 const spec_mod = @import("spec.zig");
 const Spec = spec_mod.Spec;
 const netwire = @import("netwire.zig");
+const netlease = @import("netlease.zig");
 
 const pool_size = 6;
 
@@ -46,6 +47,8 @@ pub const Set = struct {
     veth: [netwire.ifnamsiz]u8 = std.mem.zeroes([netwire.ifnamsiz]u8),
     /// Its ends' interface indexes (with `veth`).
     veth_index: netwire.Indexes = .{},
+    /// The address the maker leased and wired the veth with (Plan), or 0: none.
+    address: u32 = 0,
 
     pub fn close(s: *Set) void {
         for ([_]i32{ s.net, s.ipc, s.uts, s.mnt }) |fd| if (fd >= 0) {
@@ -60,6 +63,82 @@ var want_veth = false;
 /// That jail's root's veth prefix ("ljn<4 hex>"): pooled veths are named in its family
 /// ("<prefix>p<7 hex>"), so that the root's filter knows them and a jail can keep the name.
 var veth_prefix: [7]u8 = "ljnpool".*;
+
+/// How the makers give pooled veths their addresses ahead (a root's names and subnet, and the
+/// owner the leases name), set by the owner's claim() once that root's filter table exists. A
+/// set so made holds a lease (jail "": the pool's) and is wired as a jail's would be: both
+/// ends' addresses, the jail's default route, the filter's element for its address and veth.
+/// A jail that claims it only has its lease rewritten as its own (netlease.adopt) and enters
+/// it; nothing on its path takes the RTNL lock, makes a file or runs a transaction. Any other
+/// jail that takes the set drops its network namespace, and the pool takes the address off
+/// the host and gives the lease back (discard) after that jail's clone.
+pub const Plan = struct {
+    /// Which plan (a changed plan's sets are no longer claimed); 0: no plan, no addresses.
+    gen: u32 = 0,
+    dir: [512]u8 = undefined,
+    dir_len: usize = 0,
+    owner: [64]u8 = undefined,
+    owner_len: usize = 0,
+    cidr: [24]u8 = undefined,
+    cidr_len: usize = 0,
+    network: u32 = 0,
+    prefix_len: u8 = 0,
+    table: [22]u8 = undefined,
+    prefix: [7]u8 = undefined,
+    /// Tests only: the makers' wiring fails at this step (netwire.Addressed).
+    fail_at: u8 = 0,
+
+    /// The plan for a root's names, or null when they do not fit.
+    pub fn of(c: *const netlease.Config, owner: []const u8, fail_at: u8) ?Plan {
+        var p = Plan{ .fail_at = fail_at };
+        if (c.dir.len > p.dir.len or owner.len > p.owner.len or c.subnet.cidr.len > p.cidr.len) return null;
+        @memcpy(p.dir[0..c.dir.len], c.dir);
+        p.dir_len = c.dir.len;
+        @memcpy(p.owner[0..owner.len], owner);
+        p.owner_len = owner.len;
+        @memcpy(p.cidr[0..c.subnet.cidr.len], c.subnet.cidr);
+        p.cidr_len = c.subnet.cidr.len;
+        p.network = c.subnet.network;
+        p.prefix_len = c.subnet.prefix;
+        p.table = c.table;
+        p.prefix = c.prefix;
+        return p;
+    }
+
+    fn same(a: *const Plan, b: *const Plan) bool {
+        return std.mem.eql(u8, a.dir[0..a.dir_len], b.dir[0..b.dir_len]) and
+            std.mem.eql(u8, a.owner[0..a.owner_len], b.owner[0..b.owner_len]) and
+            std.mem.eql(u8, a.cidr[0..a.cidr_len], b.cidr[0..b.cidr_len]) and
+            a.network == b.network and a.prefix_len == b.prefix_len and a.fail_at == b.fail_at and
+            std.mem.eql(u8, &a.table, &b.table) and std.mem.eql(u8, &a.prefix, &b.prefix);
+    }
+
+    /// The root's names as netlease uses them (what leasing and taking off read).
+    fn config(p: *const Plan) netlease.Config {
+        return .{
+            .root = "",
+            .hash = @splat('0'),
+            .subnet = .{ .network = p.network, .prefix = p.prefix_len, .cidr = p.cidr[0..p.cidr_len] },
+            .table = p.table,
+            .prefix = p.prefix,
+            .dir = p.dir[0..p.dir_len],
+        };
+    }
+
+    fn ownerId(p: *const Plan) []const u8 {
+        return p.owner[0..p.owner_len];
+    }
+};
+
+/// The current plan (gen 0: none).
+var plan: Plan = .{};
+var plan_gen: u32 = 0;
+
+/// Addressed sets taken by jails that did not claim them: their namespaces go, and their
+/// addresses come off the host, after those jails' clones (refill).
+const Discard = struct { net: i32, veth: [netwire.ifnamsiz]u8, address: u32, plan: Plan };
+var discards: [pool_size]Discard = undefined;
+var discard_count: usize = 0;
 
 const State = enum(u8) { empty, making, ready };
 
@@ -79,6 +158,8 @@ const Slot = struct {
     prefix: [7]u8 = undefined,
     /// Its veth is set aside for the jail whose address was just leased with it (claim()).
     claimed: bool = false,
+    /// The plan its maker gives the veth an address by (gen 0: none).
+    plan: Plan = .{},
     /// The maker's own copy of the recipe, so that the key can move on while it builds.
     recipe: Recipe = .{},
     /// The root builder's path buffers and overlay options live here.
@@ -252,7 +333,15 @@ pub fn take(spec: *const Spec, bytes: []const u8) Set {
             _ = linux.close(got.mnt);
             got.mnt = -1;
         }
-        if (got.veth[0] != 0 and !private) {
+        const claimed_here = s.claimed and std.mem.eql(u8, std.mem.sliceTo(&s.set.veth, 0), wanted);
+        if (got.address != 0 and !claimed_here) {
+            // Wired for an address this jail does not have: its namespace goes after the clone.
+            discards[discard_count] = .{ .net = got.net, .veth = got.veth, .address = got.address, .plan = s.plan };
+            discard_count += 1;
+            got.net = -1;
+            got.veth[0] = 0;
+            got.address = 0;
+        } else if (got.veth[0] != 0 and !private) {
             _ = linux.close(got.net);
             got.net = -1;
             got.veth[0] = 0;
@@ -277,38 +366,115 @@ fn collect() void {
         // The maker died on the way: namespaces it could not make mean none can be made; a
         // root it could not build means this recipe cannot be pooled (if it is still the key).
         if (s.set.uts < 0) broken = true else if (s.root_gen == key.gen) key.failed = true;
+        if (s.set.address != 0) discardNet(.{ .net = s.set.net, .veth = s.set.veth, .address = s.set.address, .plan = s.plan });
+        s.set.net = -1;
         s.set.close();
         s.state = .empty;
     }
 }
 
+/// A pooled veth set aside by claim(): its name and, when its maker wired it (Plan), its address.
+pub const Claimed = struct { name: []const u8, address: u32 };
+
 /// Sets aside a ready set's veth of the root `prefix` for the next jail whose spec names it
 /// (its address leased with this name: the jail then keeps the name, no rename on its path).
-/// Null when none is ready.
-pub fn claim(prefix: []const u8, out: *[netwire.ifnamsiz]u8) ?[]const u8 {
+/// With `want` (a jail asking for an address) only a set wired with that address, or one
+/// without any, will do; a set wired by the current plan comes first. `with` (the root's
+/// plan, once its filter table exists) becomes the plan the next makers wire by. Null when
+/// none is ready.
+pub fn claim(prefix: []const u8, with: ?*const Plan, want: u32, out: *[netwire.ifnamsiz]u8) ?Claimed {
     if (broken) return null;
+    if (with) |p| if (plan.gen == 0 or !plan.same(p)) {
+        plan_gen +%= 1;
+        if (plan_gen == 0) plan_gen = 1;
+        plan = p.*;
+        plan.gen = plan_gen;
+    };
     collect();
+    var pick: ?*Slot = null;
     for (&slots) |*s| {
         const name = std.mem.sliceTo(&s.set.veth, 0);
         if (s.state != .ready or s.claimed or name.len != 15 or !std.mem.startsWith(u8, name, prefix) or name[7] != 'p') continue;
-        s.claimed = true;
-        out.* = s.set.veth;
-        return std.mem.sliceTo(out, 0);
+        if (s.set.address != 0) {
+            // Wired by an older plan, or for another address: not this jail's.
+            if (s.plan.gen != plan.gen or plan.gen == 0 or (want != 0 and want != s.set.address)) continue;
+            pick = s;
+            break;
+        }
+        if (pick == null) pick = s;
     }
-    return null;
+    const s = pick orelse return null;
+    s.claimed = true;
+    out.* = s.set.veth;
+    return .{ .name = std.mem.sliceTo(out, 0), .address = s.set.address };
 }
 
-/// Gives back a claim whose jail was never spawned.
+/// Gives back a claim whose jail was never spawned. A set wired with an address is not kept:
+/// its address comes off the host (the lease is the caller's, adopted or not).
 pub fn unclaim(name: []const u8) void {
     for (&slots) |*s| {
-        if (s.claimed and std.mem.eql(u8, std.mem.sliceTo(&s.set.veth, 0), name)) s.claimed = false;
+        if (!s.claimed or !std.mem.eql(u8, std.mem.sliceTo(&s.set.veth, 0), name)) continue;
+        s.claimed = false;
+        if (s.set.address == 0) continue;
+        discardNet(.{ .net = s.set.net, .veth = s.set.veth, .address = s.set.address, .plan = s.plan });
+        s.set.net = -1;
+        s.set.close();
+        s.state = .empty;
     }
+}
+
+/// Every set wired with an address given back (their addresses off the host, their leases
+/// dropped), and no more made so until the next claim brings a plan: for an owner whose root
+/// fell idle, or that is about to exit. Waits for makers at work.
+pub fn drain() void {
+    for (&slots) |*s| {
+        if (s.state == .making) {
+            var status: u32 = 0;
+            _ = linux.wait4(s.pid, &status, W_ALL, null);
+            // The kernel clears ctid as the maker goes; wait4 may return first.
+            while (@atomicLoad(i32, &s.ctid, .acquire) != 0) std.atomic.spinLoopHint();
+            if (s.done) s.state = .ready else {
+                s.set.close();
+                s.state = .empty;
+            }
+        }
+        if (s.state == .ready and s.set.address != 0 and !s.claimed) {
+            discardNet(.{ .net = s.set.net, .veth = s.set.veth, .address = s.set.address, .plan = s.plan });
+            s.set.net = -1;
+            s.set.close();
+            s.state = .empty;
+        }
+    }
+    flushDiscards();
+    plan = .{};
+}
+
+/// Takes an addressed set's state off the host while its namespace still holds the veth (the
+/// element, the host end's address and with it the route), gives the pool's lease back, then
+/// lets the namespace go.
+fn discardNet(d: Discard) void {
+    var fallback = std.heap.stackFallback(16 * 1024, std.heap.page_allocator);
+    var arena = std.heap.ArenaAllocator.init(fallback.get());
+    defer arena.deinit();
+    const c = d.plan.config();
+    var ab: [16]u8 = undefined;
+    const addr = netlease.formatIp(&ab, d.address);
+    const l = netlease.Lease{ .address = addr, .owner = d.plan.ownerId(), .veth = std.mem.sliceTo(&d.veth, 0) };
+    _ = netlease.takeOff(arena.allocator(), &c, l) catch {};
+    netlease.dropPooled(arena.allocator(), c.dir, addr, d.plan.ownerId()) catch {};
+    if (d.net >= 0) _ = linux.close(d.net);
+}
+
+fn flushDiscards() void {
+    for (discards[0..discard_count]) |d| discardNet(d);
+    discard_count = 0;
 }
 
 var builder: RootBuilder = undefined;
 
 /// Starts makers for the empty slots (after a take()).
 pub fn refill(build: RootBuilder) void {
+    flushDiscards();
     if (broken) return;
     builder = build;
     // Bun's handlers must not run on a maker's stack: makers run with every signal blocked.
@@ -336,6 +502,8 @@ pub fn refill(build: RootBuilder) void {
         s.veth = want_veth;
         s.prefix = veth_prefix;
         s.claimed = false;
+        // Addresses only for veths of the plan's root.
+        s.plan = if (want_veth and plan.gen != 0 and std.mem.eql(u8, &plan.prefix, &veth_prefix)) plan else .{};
         // The veth's name is chosen here (the maker clears it if it cannot make the pair).
         if (s.veth) _ = netwire.spareName(&s.prefix, &s.set.veth);
         s.ctid = 1;
@@ -346,6 +514,23 @@ pub fn refill(build: RootBuilder) void {
         s.pid = @intCast(pid);
         s.state = .making;
     }
+}
+
+/// The maker's lease for its veth (the plan's root, the owner's name, no jail yet), or 0.
+fn leaseAhead(s: *Slot) u32 {
+    var fallback = std.heap.stackFallback(16 * 1024, std.heap.page_allocator);
+    var arena = std.heap.ArenaAllocator.init(fallback.get());
+    defer arena.deinit();
+    const c = s.plan.config();
+    var why: netlease.Why = .{};
+    const got = netlease.acquire(arena.allocator(), &c, .{
+        .address = "auto",
+        .owner = s.plan.ownerId(),
+        .jail = "",
+        .veth = std.mem.sliceTo(&s.set.veth, 0),
+        .reclaim = false,
+    }, &why) catch return 0;
+    return netlease.parseIp(got.lease.address) orelse 0;
 }
 
 fn openNs(name: [*:0]const u8) i32 {
@@ -370,11 +555,24 @@ fn maker(arg: usize) callconv(.c) u8 {
         s.veth = false;
         s.set.veth[0] = 0;
     }
+    // An address by the plan: leased here (in the host's namespace, where the lease looks for
+    // a leftover veth of the address), the owner's nftables socket opened here if need be.
+    var address: u32 = 0;
+    if (s.veth and s.plan.gen != 0 and netwire.ownerSocket()) address = leaseAhead(s);
+    // The set holds the lease from here on: whoever ends the set gives it back (discardNet).
+    s.set.address = address;
     if (linux.E.init(linux.unshare(ns)) != .SUCCESS) return 1;
     if (sys.loopbackUp() != null) return 1;
     // Without its veth the set still serves (the jail makes its own).
     var net_usable = true;
-    if (s.veth) switch (netwire.poolVeth(&host, std.mem.sliceTo(&s.set.veth, 0), &s.set.veth_index)) {
+    const c = s.plan.config();
+    const addressed: ?netwire.Addressed = if (address != 0) .{
+        .address = netlease.ipBytes(address),
+        .gateway = netlease.ipBytes(c.subnet.gateway()),
+        .table = &s.plan.table,
+        .fail_at = s.plan.fail_at,
+    } else null;
+    if (s.veth) switch (netwire.poolVeth(&host, std.mem.sliceTo(&s.set.veth, 0), &s.set.veth_index, addressed)) {
         .ready => {},
         .none => s.set.veth[0] = 0,
         .spoiled => {
