@@ -13,7 +13,7 @@ import { spawnJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
 import { hostSh } from "./helpers/host-sh.ts";
 import { type JailEnv, makeJailEnv, projectDir } from "./helpers/jail-env.ts";
-import { expectNoNetLeftovers, netLeftovers } from "./helpers/net-leftovers.ts";
+import { expectNoNetLeftovers } from "./helpers/net-leftovers.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
 
 // A subnet of its own (test/net.test.ts uses 10.248.0.0/24).
