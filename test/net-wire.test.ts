@@ -101,13 +101,37 @@ describe("wiring failures leave nothing behind", () => {
         }
       }
       expect(seen).toBe(true);
-      // The pool's next veth, made ahead: up, forwarding on, no address of either family.
-      const spare = readdirSync("/sys/class/net").filter((d) => d.startsWith(`${netConfig().vethPrefix}p`));
-      for (let i = 0; i < 200 && spare.length === 0; i++) await Bun.sleep(10);
+      // The pool's next veths, made ahead: up, forwarding on, no IPv6 address; no IPv4 address
+      // either, or (wired ahead) the gateway's with the address of one of the pool's own leases
+      // (no jail yet) as its peer.
+      const pooled = () =>
+        readdirSync("/sys/class/net").filter((d) => d.startsWith(`${netConfig().vethPrefix}p`));
+      let spare = pooled();
+      for (let i = 0; i < 200 && spare.length === 0; i++) {
+        await Bun.sleep(10);
+        spare = pooled();
+      }
+      const poolsOwn = new Map<string, string>();
+      for (const f of readdirSync(netDirs.leases())) {
+        try {
+          const l = JSON.parse(readFileSync(leasePath(f), "utf8")) as {
+            jail: string;
+            owner: string;
+            veth: string;
+          };
+          if (l.jail === "" && l.owner === ownerId()) poolsOwn.set(l.veth, f);
+        } catch {}
+      }
       for (const d of spare) {
         const addrs = sh(`ip -o addr show dev ${d}`);
         if (addrs.code !== 0) continue; // gone meanwhile (a finished jail's)
-        expect(addrs.out.trim()).toBe("");
+        expect(addrs.out).not.toContain("inet6");
+        const v4 = addrs.out.trim();
+        if (v4 !== "") {
+          const a = poolsOwn.get(d);
+          if (a === undefined) continue; // a jail's, taken since the listing
+          expect(v4).toContain(`inet ${PREFIX}1 peer ${a}/32`);
+        }
         if (sh(`cat /proc/sys/net/ipv4/conf/${d}/forwarding`).out.trim() === "1") return;
       }
       throw new Error(`no pooled veth ready among ${spare.join(", ") || "none"}`);

@@ -33,6 +33,7 @@ import { Router } from "../src/server/edge/router.ts";
 import { freebsdRcScript, serviceArgv, systemdUnit } from "../src/server/install.ts";
 import { appCopy, createApp, deployDir, removeAppCopies, until } from "./fixtures/paas/helpers.ts";
 import { cliPath, lj, runCommand } from "./helpers/jail-env.ts";
+import { jailLeases } from "./helpers/leases.ts";
 import { rootTest } from "./helpers/root.ts";
 
 const roots: string[] = [];
@@ -137,7 +138,7 @@ describe("owners", () => {
             .filter((n) => n.startsWith(`${pid}.`))
             .map((n) => join(b, n)),
         );
-      const leases = () => readdirSync(join(root, "run", "net", "leases"));
+      const leases = () => jailLeases(root);
       expect(cgroupsOf(dead).length).toBeGreaterThanOrEqual(2);
       expect(leases().length).toBe(2);
 

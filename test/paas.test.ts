@@ -39,6 +39,7 @@ import {
   viaRouter,
 } from "./fixtures/paas/helpers.ts";
 import { type JailEnv, lj, makeJailEnv, runCommand } from "./helpers/jail-env.ts";
+import { jailLeases } from "./helpers/leases.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
 
 let env: JailEnv;
@@ -868,10 +869,7 @@ describe("services: readiness", () => {
     });
   const state = async (name: string) =>
     JSON.parse((await cli(["services", "info", name, "--json"])).stdout).service;
-  const leases = () => {
-    const dir = join(env.root, "run", "net", "leases");
-    return existsSync(dir) ? readdirSync(dir).length : 0;
-  };
+  const leases = () => jailLeases(env.root).length;
 
   rootTest(
     "a service whose port opens but whose health check fails is refused, and leaves nothing behind",
@@ -1016,7 +1014,7 @@ describe("server restarts", () => {
       expect(await redis(b.srv, "get survivor")).toBe("yes\n");
       // Only the new server's jails hold addresses; the dead one's are gone.
       // (the one-off jail's lease goes a moment after its output ends)
-      await until(() => readdirSync(join(root, "run", "net", "leases")).length === 4, 5000, "four leases"); // two web instances and the two services
+      await until(() => jailLeases(root).length === 4, 5000, "four leases"); // two web instances and the two services
       // Nor cgroups (the dead server's processes had some: see before the SIGKILL).
       expect(cgroupsOf(a.p.pid)).toEqual([]);
       b.p.kill("SIGTERM");
