@@ -307,23 +307,25 @@ pub fn take(spec: *const Spec, bytes: []const u8) Set {
     // this jail's root first, else any ready set (its root then dropped). A set claimed for
     // another jail is that jail's.
     const wanted: []const u8 = if (spec.net_wire) |w| std.mem.sliceTo(w[16..32], 0) else "";
+    const private = spec.net_wire != null;
     var pick: ?*Slot = null;
     for (&slots) |*s| {
         if (s.state == .ready and s.claimed and std.mem.eql(u8, std.mem.sliceTo(&s.set.veth, 0), wanted)) pick = s;
     }
-    for (&slots) |*s| {
-        if (pick != null and pick.?.claimed) break;
-        if (s.state != .ready or s.claimed) continue;
-        if (servesRoot(s, key_fits)) {
-            pick = s;
-            break;
+    if (pick == null) {
+        var best: u8 = 0;
+        for (&slots) |*s| {
+            if (s.state != .ready or s.claimed) continue;
+            const r = rank(s, key_fits, private);
+            if (pick == null or r > best) {
+                pick = s;
+                best = r;
+            }
         }
-        if (pick == null) pick = s;
     }
     // A veth belongs to jails with a private address: a set with one only serves those (any
     // other drops the set's network namespace, and the veth with it), and the jail taken
     // decides whether the next sets are made with one.
-    const private = spec.net_wire != null;
     want_veth = private;
     if (private and std.mem.startsWith(u8, wanted, "ljn") and wanted.len == 15) veth_prefix = wanted[0..7].*;
     var got: Set = .{};
@@ -352,6 +354,16 @@ pub fn take(spec: *const Spec, bytes: []const u8) Set {
     }
     if (wants_root and !same) adopt(spec, bytes);
     return got;
+}
+
+/// How well an unclaimed ready set suits a jail: its own root first; then, for a jail without
+/// a private address, a set without a veth, and for one with, a veth it can still address. A
+/// jail without a private address thus leaves the sets wired ahead to the private jails to
+/// come while another will do (taking one throws its work away).
+fn rank(s: *const Slot, key_fits: bool, private: bool) u8 {
+    const has_veth = s.set.veth[0] != 0 or s.set.address != 0;
+    const suits = if (private) has_veth and s.set.address == 0 else !has_veth;
+    return @as(u8, @intFromBool(servesRoot(s, key_fits))) * 2 + @intFromBool(suits);
 }
 
 fn collect() void {
