@@ -396,12 +396,14 @@ pub const Claimed = struct { name: []const u8, address: u32 };
 /// none is ready.
 pub fn claim(prefix: []const u8, with: ?*const Plan, want: u32, out: *[netwire.ifnamsiz]u8) ?Claimed {
     if (broken) return null;
-    if (with) |p| if (plan.gen == 0 or !plan.same(p)) {
-        plan_gen +%= 1;
-        if (plan_gen == 0) plan_gen = 1;
-        plan = p.*;
-        plan.gen = plan_gen;
-    };
+    if (with) |p| {
+        if (plan.gen == 0 or !plan.same(p)) {
+            plan_gen +%= 1;
+            if (plan_gen == 0) plan_gen = 1;
+            plan = p.*;
+            plan.gen = plan_gen;
+        }
+    } else plan = .{}; // no addresses ahead (none claimed either) until a claim brings a plan
     collect();
     var pick: ?*Slot = null;
     for (&slots) |*s| {
@@ -439,17 +441,19 @@ pub fn unclaim(name: []const u8) void {
 /// dropped), and no more made so until the next claim brings a plan: for an owner whose root
 /// fell idle, or that is about to exit. Waits for makers at work.
 pub fn drain() void {
+    // Makers at work finish first (collect() then takes in what they made, or gives back the
+    // lease of one that failed).
     for (&slots) |*s| {
-        if (s.state == .making) {
+        if (s.state != .making) continue;
+        while (@atomicLoad(i32, &s.ctid, .acquire) != 0) {
             var status: u32 = 0;
-            _ = linux.wait4(s.pid, &status, W_ALL, null);
-            // The kernel clears ctid as the maker goes; wait4 may return first.
-            while (@atomicLoad(i32, &s.ctid, .acquire) != 0) std.atomic.spinLoopHint();
-            if (s.done) s.state = .ready else {
-                s.set.close();
-                s.state = .empty;
-            }
+            const rc = linux.wait4(s.pid, &status, W_ALL, null);
+            // Reaped: the kernel clears ctid as the maker goes, a moment before wait4 returns.
+            if (linux.E.init(rc) != .INTR) while (@atomicLoad(i32, &s.ctid, .acquire) != 0) std.atomic.spinLoopHint();
         }
+    }
+    collect();
+    for (&slots) |*s| {
         if (s.state == .ready and s.set.address != 0 and !s.claimed) {
             discardNet(.{ .net = s.set.net, .veth = s.set.veth, .address = s.set.address, .plan = s.plan });
             s.set.net = -1;
