@@ -840,20 +840,7 @@ fn answer(gpa: Allocator, op: Op, req: []const u8, why: *Why) (Error || error{ B
         },
         .acquire => {
             const c = try config(gpa, args[0], args[1], "subnet", why);
-            var links: std.ArrayList([]const u8) = .empty;
-            var lit = std.mem.tokenizeScalar(u8, args[7], ',');
-            while (lit.next()) |l| try links.append(gpa, l);
-            const got = try acquire(gpa, &c, .{
-                .owner = args[2],
-                .jail = args[3],
-                .address = args[4],
-                .egress = std.mem.eql(u8, args[5], "1"),
-                .uplink = if (args[6].len > 0) args[6] else null,
-                .links = links.items,
-                .veth = if (args[8].len > 0) args[8] else null,
-                .removes_published = true,
-            }, why);
-            return js.of(gpa, got);
+            return js.of(gpa, try acquire(gpa, &c, try leaseRequest(gpa, &args), why));
         },
         .drop => {
             try drop(gpa, args[0], args[1], args[2]);
@@ -876,21 +863,28 @@ fn answer(gpa: Allocator, op: Op, req: []const u8, why: *Why) (Error || error{ B
         },
         .adopt => {
             const c = try config(gpa, args[0], args[1], "subnet", why);
-            var links: std.ArrayList([]const u8) = .empty;
-            var lit = std.mem.tokenizeScalar(u8, args[7], ',');
-            while (lit.next()) |l| try links.append(gpa, l);
-            const l = try adopt(gpa, &c, .{
-                .owner = args[2],
-                .jail = args[3],
-                .address = args[4],
-                .egress = std.mem.eql(u8, args[5], "1"),
-                .uplink = if (args[6].len > 0) args[6] else null,
-                .links = links.items,
-            }, why);
-            return js.of(gpa, Acquired{ .lease = l, .reclaimed = &.{} });
+            return js.of(gpa, Acquired{ .lease = try adopt(gpa, &c, try leaseRequest(gpa, &args), why), .reclaimed = &.{} });
         },
         .pool_claim, .pool_unclaim, .pool_drain, _ => return error.BadRequest,
     }
+}
+
+/// An acquire or adopt request's arguments: root, subnet, owner, jail, address, egress ("1"),
+/// uplink, links (comma-separated), veth (a pooled veth's name, or empty: the address's).
+fn leaseRequest(gpa: Allocator, args: *const [9][]const u8) Allocator.Error!Request {
+    var links: std.ArrayList([]const u8) = .empty;
+    var lit = std.mem.tokenizeScalar(u8, args[7], ',');
+    while (lit.next()) |l| try links.append(gpa, l);
+    return .{
+        .owner = args[2],
+        .jail = args[3],
+        .address = args[4],
+        .egress = std.mem.eql(u8, args[5], "1"),
+        .uplink = if (args[6].len > 0) args[6] else null,
+        .links = links.items,
+        .veth = if (args[8].len > 0) args[8] else null,
+        .removes_published = true,
+    };
 }
 
 fn subnetJson(s: Subnet) struct { network: u32, prefix: u8, gateway: u32, first: u32, last: u32, cidr: []const u8 } {
