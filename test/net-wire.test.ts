@@ -167,6 +167,8 @@ describe("wiring failures leave nothing behind", () => {
     "a veth name already taken on the host: that address is refused, auto skips it; the interface is untouched",
     async () => {
       const name = vethName(parseIp(`${PREFIX}2`)!);
+      // "auto" below is the lowest free address: none leased ahead by this process's pool.
+      stopPoolWiring();
       expect(sh(`ip link add ${name} type veth peer name ljtwcoll0p`).code).toBe(0);
       try {
         expect(() => spawnJail(spec(["/bin/true"], { address: `${PREFIX}2` }))).toThrow(/in use/);
