@@ -498,7 +498,7 @@ export function reserveNet(spec: JailSpec, jailId: string, cfg: NetConfig = netC
   }
   for (const to of lease.links) recordLink(lease.address, to, cfg.dir);
   const prewired = !!pooled?.address;
-  poolJails(cfg, +1);
+  const counted = poolJailStarts(cfg);
   const net: JailNet = {
     address: lease.address,
     gateway: formatIp(cfg.subnet.gateway),
@@ -506,7 +506,7 @@ export function reserveNet(spec: JailSpec, jailId: string, cfg: NetConfig = netC
     cfg,
     unhold: () => {
       unhold();
-      poolJails(cfg, -1);
+      if (counted) poolJailEnds(counted);
     },
     wire: wireRecord(cfg, lease, prewired),
     ownerWires: !!spec.userns,
@@ -549,6 +549,7 @@ function poolWiresFor(cfg: NetConfig): void {
   if (poolRoot?.key === key) return;
   stopPoolWiring();
   poolRoot = { key, unhold: holdSubnet(cfg), live: 0 };
+  armPoolIdle(poolRoot); // until a jail is counted (its reservation may yet fail)
   if (!poolExitHook) {
     poolExitHook = true;
     process.on("exit", stopPoolWiring);
@@ -565,13 +566,26 @@ export function stopPoolWiring(): void {
   r.unhold();
 }
 
-function poolJails(cfg: NetConfig, delta: number): void {
+type PoolRoot = NonNullable<typeof poolRoot>;
+
+/** A private jail of the pool's root reserved: counted there until it ends (poolJailEnds). */
+function poolJailStarts(cfg: NetConfig): PoolRoot | undefined {
   const r = poolRoot;
-  if (!r || r.key !== baseKey(cfg)) return;
-  r.live += delta;
+  if (!r || r.key !== baseKey(cfg)) return undefined;
+  r.live++;
   if (r.idle) clearTimeout(r.idle);
   r.idle = undefined;
-  if (r.live > 0) return;
+  return r;
+}
+
+/** The last of the root's private jails gone: the pool's addresses go back a second later. */
+function poolJailEnds(r: PoolRoot): void {
+  if (--r.live > 0 || poolRoot !== r) return;
+  armPoolIdle(r);
+}
+
+function armPoolIdle(r: PoolRoot): void {
+  if (r.idle) clearTimeout(r.idle);
   r.idle = setTimeout(() => {
     if (poolRoot === r && r.live <= 0) stopPoolWiring();
   }, POOL_IDLE_MS);
