@@ -8,6 +8,9 @@
 //!   its peer, IPv4 forwarding on and no IPv6 link-local address, and goes up; the jail end
 //!   (eth0) gets the jail's address with the gateway as peer and default route. A failure
 //!   kills the jail, whose namespace takes the veth with it.
+//! - In the namespace pool's maker (`poolVeth`), ahead of any jail: the same veth, configured,
+//!   and with an address the maker leased, the same addresses and route and the jail's filter
+//!   element; the jail that claims the set then has nothing to wire (`Wire.prewired`).
 //! - In the owner (`run` over an encoded request): the filter's set elements for a jail, its
 //!   links and uplink guards, added or removed in one nftables transaction; the subnet's
 //!   `unreachable` route (Subnet); and the release of a jail's host veth (its address removed,
@@ -422,7 +425,23 @@ fn element(batch: *nl.NftBatch, add: bool, table: []const u8, set: []const u8, k
 /// removed set elements waits for nftables to free them (an RCU grace period, about 10 ms),
 /// while the removal itself takes microseconds.
 var nft_sock = nl.Socket{ .fd = -1 };
-var nft_lock: std.Thread.Mutex = .{};
+var nft_lock: NftLock = .{};
+
+/// The lock on nft_sock: a futex word. The namespace pool's makers take it too, and they are
+/// clones sharing our memory, not threads: std.Thread.Mutex's debug build names its holder by
+/// thread-local state, which a maker shares with the thread that started it.
+const NftLock = struct {
+    state: std.atomic.Value(u32) = .init(0),
+
+    fn lock(l: *NftLock) void {
+        while (l.state.cmpxchgWeak(0, 1, .acquire, .monotonic) != null) std.Thread.Futex.wait(&l.state, 1);
+    }
+
+    fn unlock(l: *NftLock) void {
+        l.state.store(0, .release);
+        std.Thread.Futex.wake(&l.state, 1);
+    }
+};
 var nft_seq: u32 = 0;
 
 pub const RunFailure = struct { e: linux.E, step: []const u8, what: []const u8 = "" };

@@ -11,6 +11,9 @@
 //! makers run at normal priority: at SCHED_IDLE a starved maker holds the kernel's network
 //! locks while jails that found the pool empty wait for them.
 //!
+//! For jails with private addresses the network namespace comes with its veth, and once the
+//! owner has the root's filter table, with an address leased and wired ahead (Plan).
+//!
 //! Each set is used by exactly one jail: never shared, never reused, so it isolates exactly
 //! like namespaces the jail would have made itself. The Bun process's own namespaces are never
 //! touched: every set is made by a short-lived child that shares our memory and descriptor
