@@ -381,11 +381,18 @@ fn collect() void {
         // The maker died on the way: namespaces it could not make mean none can be made; a
         // root it could not build means this recipe cannot be pooled (if it is still the key).
         if (s.set.uts < 0) broken = true else if (s.root_gen == key.gen) key.failed = true;
-        if (s.set.address != 0) discardNet(.{ .net = s.set.net, .veth = s.set.veth, .address = s.set.address, .plan = s.plan });
-        s.set.net = -1;
-        s.set.close();
-        s.state = .empty;
+        empty(s);
     }
+}
+
+/// Ends a slot's set: an address it holds comes off the host first (discardNet).
+fn empty(s: *Slot) void {
+    if (s.set.address != 0) {
+        discardNet(.{ .net = s.set.net, .veth = s.set.veth, .address = s.set.address, .plan = s.plan });
+        s.set.net = -1;
+    }
+    s.set.close();
+    s.state = .empty;
 }
 
 /// A pooled veth set aside by claim(): its name and, when its maker wired it (Plan), its address.
@@ -432,11 +439,7 @@ pub fn unclaim(name: []const u8) void {
     for (&slots) |*s| {
         if (!s.claimed or !std.mem.eql(u8, std.mem.sliceTo(&s.set.veth, 0), name)) continue;
         s.claimed = false;
-        if (s.set.address == 0) continue;
-        discardNet(.{ .net = s.set.net, .veth = s.set.veth, .address = s.set.address, .plan = s.plan });
-        s.set.net = -1;
-        s.set.close();
-        s.state = .empty;
+        if (s.set.address != 0) empty(s);
     }
 }
 
@@ -457,12 +460,7 @@ pub fn drain() void {
     }
     collect();
     for (&slots) |*s| {
-        if (s.state == .ready and s.set.address != 0 and !s.claimed) {
-            discardNet(.{ .net = s.set.net, .veth = s.set.veth, .address = s.set.address, .plan = s.plan });
-            s.set.net = -1;
-            s.set.close();
-            s.state = .empty;
-        }
+        if (s.state == .ready and s.set.address != 0 and !s.claimed) empty(s);
     }
     flushDiscards();
     plan = .{};
