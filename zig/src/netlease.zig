@@ -663,21 +663,27 @@ pub fn adopt(gpa: Allocator, c: *const Config, req: Request, why: *Why) Error!Le
     var b: [16]u8 = undefined;
     const addr = formatIp(&b, ip);
     const file = try leasePath(gpa, c.dir, addr);
-    const held = readLease(gpa, file);
-    if (held == null or held.?.jail.len != 0 or !std.mem.eql(u8, held.?.owner, req.owner) or req.jail.len == 0)
-        return why.set(.isolation, "net-state", "address {s} is not one the namespace pool holds", .{addr}, "", .{});
+    const not_pools = struct {
+        fn refuse(w: *Why, a: []const u8) error{Refused} {
+            return w.set(.isolation, "net-state", "address {s} is not one the namespace pool holds", .{a}, "", .{});
+        }
+    }.refuse;
+    // Read and rewritten through one descriptor: this is on the jail's path.
+    const f = std.fs.cwd().openFile(file, .{ .mode = .read_write }) catch return not_pools(why, addr);
+    defer f.close();
+    const text = f.readToEndAlloc(gpa, 1 << 16) catch return not_pools(why, addr);
+    const held = std.json.parseFromSliceLeaky(Lease, gpa, text, .{ .ignore_unknown_fields = true }) catch return not_pools(why, addr);
+    if (held.jail.len != 0 or !std.mem.eql(u8, held.owner, req.owner) or req.jail.len == 0) return not_pools(why, addr);
     const l = Lease{
         .address = try gpa.dupe(u8, addr),
         .owner = req.owner,
         .jail = req.jail,
-        .veth = held.?.veth,
+        .veth = held.veth,
         .egress = req.egress,
         .uplink = if (req.egress) req.uplink else null,
         .links = req.links,
     };
     const body = try std.fmt.allocPrint(gpa, "{f}", .{std.json.fmt(l, .{ .emit_null_optional_fields = false })});
-    const f = std.fs.cwd().openFile(file, .{ .mode = .write_only }) catch |e| return why.io("open", file, e);
-    defer f.close();
     // Longer than the pool's record, never shorter: written whole at offset 0, then cut to size.
     f.pwriteAll(body, 0) catch |e| return why.io("write", file, e);
     f.setEndPos(body.len) catch |e| return why.io("truncate", file, e);
