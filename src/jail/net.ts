@@ -461,12 +461,10 @@ export function reserveNet(spec: JailSpec, jailId: string, cfg: NetConfig = netC
   // process has the root's table, the pool wires addresses ahead as well, in subnets large
   // enough that the few it holds ahead never crowd out another process's jails.
   // (A test that makes the child's wiring fail wants the child to wire.)
-  const wired =
-    !spec.userns &&
-    basesReady.has(baseKey(cfg)) &&
-    cfg.subnet.prefix <= POOL_WIRES_UP_TO_PREFIX &&
-    failAt() === 0;
-  if (wired) poolWiresFor(cfg);
+  const key = baseKey(cfg);
+  const baseReady = basesReady.has(key);
+  const wired = !spec.userns && baseReady && cfg.subnet.prefix <= POOL_WIRES_UP_TO_PREFIX && failAt() === 0;
+  if (wired) poolWiresFor(cfg, key);
   const pooled = spec.userns ? null : claimPooledVeth(cfg, wired, spec.address ?? "auto");
   let lease: Lease;
   try {
@@ -498,7 +496,7 @@ export function reserveNet(spec: JailSpec, jailId: string, cfg: NetConfig = netC
   }
   for (const to of lease.links) recordLink(lease.address, to, cfg.dir);
   const prewired = !!pooled?.address;
-  const counted = poolJailStarts(cfg);
+  const counted = poolJailStarts(key);
   const net: JailNet = {
     address: lease.address,
     gateway: formatIp(cfg.subnet.gateway),
@@ -515,7 +513,7 @@ export function reserveNet(spec: JailSpec, jailId: string, cfg: NetConfig = netC
   // Wired ahead, the jail's element is in already; it goes in again all the same (a no-op
   // then), because the transaction is what finds a table deleted by hand since: without its
   // table a jail would run unfiltered.
-  if (basesReady.has(baseKey(cfg)) && !net.ownerWires) {
+  if (baseReady && !net.ownerWires) {
     try {
       install(net, applyNow);
       net.ready = true;
@@ -544,8 +542,7 @@ const POOL_IDLE_MS = 1000;
 const POOL_WIRES_UP_TO_PREFIX = 24;
 let poolExitHook = false;
 
-function poolWiresFor(cfg: NetConfig): void {
-  const key = baseKey(cfg);
+function poolWiresFor(cfg: NetConfig, key: string): void {
   if (poolRoot?.key === key) return;
   stopPoolWiring();
   poolRoot = { key, unhold: holdSubnet(cfg), live: 0 };
@@ -569,9 +566,9 @@ export function stopPoolWiring(): void {
 type PoolRoot = NonNullable<typeof poolRoot>;
 
 /** A private jail of the pool's root reserved: counted there until it ends (poolJailEnds). */
-function poolJailStarts(cfg: NetConfig): PoolRoot | undefined {
+function poolJailStarts(key: string): PoolRoot | undefined {
   const r = poolRoot;
-  if (!r || r.key !== baseKey(cfg)) return undefined;
+  if (!r || r.key !== key) return undefined;
   r.live++;
   if (r.idle) clearTimeout(r.idle);
   r.idle = undefined;
