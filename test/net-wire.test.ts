@@ -7,12 +7,13 @@ import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { collectNetLeftovers, type NetLeftoverReport, stopPoolWiring } from "../src/jail/net.ts";
-import { leasePath, netConfig, netDirs, parseIp, vethName } from "../src/jail/net-alloc.ts";
+import { leasePath, netConfig, netDirs, parseIp, readLease, vethName } from "../src/jail/net-alloc.ts";
 import { ownerId } from "../src/jail/owner.ts";
 import { spawnJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
 import { hostSh } from "./helpers/host-sh.ts";
 import { type JailEnv, makeJailEnv, projectDir } from "./helpers/jail-env.ts";
+import { poolLeases } from "./helpers/leases.ts";
 import { expectNoNetLeftovers } from "./helpers/net-leftovers.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
 
@@ -111,17 +112,7 @@ describe("wiring failures leave nothing behind", () => {
         await Bun.sleep(10);
         spare = pooled();
       }
-      const poolsOwn = new Map<string, string>();
-      for (const f of readdirSync(netDirs.leases())) {
-        try {
-          const l = JSON.parse(readFileSync(leasePath(f), "utf8")) as {
-            jail: string;
-            owner: string;
-            veth: string;
-          };
-          if (l.jail === "" && l.owner === ownerId()) poolsOwn.set(l.veth, f);
-        } catch {}
-      }
+      const poolsOwn = new Map(poolLeases(env.root, ownerId()).map((l) => [l.veth, l.address]));
       for (const d of spare) {
         const addrs = sh(`ip -o addr show dev ${d}`);
         if (addrs.code !== 0) continue; // gone meanwhile (a finished jail's)
@@ -403,23 +394,18 @@ describe("the native ljspawn follows the same lease rules, without the TypeScrip
 });
 
 describe("addresses the namespace pool leases and wires ahead", () => {
-  /** This process's pool's leases: its own, with no jail yet. */
-  const poolLeases = () =>
-    readdirSync(netDirs.leases()).filter((f) => {
-      try {
-        const l = JSON.parse(readFileSync(leasePath(f), "utf8")) as { jail: string; owner: string };
-        return l.jail === "" && l.owner === ownerId();
-      } catch {
-        return false; // gone meanwhile
-      }
-    });
-  const leaseOfFile = (a: string) =>
-    JSON.parse(readFileSync(leasePath(a), "utf8")) as { jail: string; owner: string; veth: string };
+  /** The addresses this process's pool holds ahead. */
+  const ahead = () => poolLeases(env.root, ownerId()).map((l) => l.address);
+  const leaseOf = (a: string) => {
+    const l = readLease(a);
+    if (!l) throw new Error(`no lease for ${a}`);
+    return l;
+  };
   const jailsSet = () => sh(`nft list set ${netConfig().table} jails`).out;
   /** A pool lease whose set is done: its host end carries the gateway with it as peer, and its element is in. */
   const wiredAhead = (a: string) => {
     try {
-      const { veth } = leaseOfFile(a);
+      const { veth } = leaseOf(a);
       return sh(`ip -4 -o addr show dev ${veth}`).out.includes(`peer ${a}/32`) && jailsSet().includes(a);
     } catch {
       return false;
@@ -430,7 +416,7 @@ describe("addresses the namespace pool leases and wires ahead", () => {
     for (let i = 0; i < 10; i++) {
       expect((await run(spec(["/bin/true"]))).r.status).toBe(0);
       for (let k = 0; k < 100; k++) {
-        const ready = poolLeases().filter(wiredAhead);
+        const ready = ahead().filter(wiredAhead);
         if (ready.length > 0) {
           await Bun.sleep(20); // its maker exits a moment after the set is done
           return ready[0]!;
@@ -446,19 +432,19 @@ describe("addresses the namespace pool leases and wires ahead", () => {
     async () => {
       stopPoolWiring();
       await primed();
-      const ahead = poolLeases().filter(wiredAhead);
+      const wired = ahead().filter(wiredAhead);
       const j = spawnJail(
         spec(["/bin/sh", "-c", "ip -4 -o addr show dev eth0; ip route; read x; true"], {
           stdio: ["pipe", "pipe", "pipe"],
         }),
       );
       try {
-        expect(ahead).toContain(j.address!);
-        const lease = leaseOfFile(j.address!);
+        expect(wired).toContain(j.address!);
+        const lease = leaseOf(j.address!);
         expect(lease.jail).toBe(j.id);
         expect(lease.owner).toBe(ownerId());
         expect(lease.veth).toMatch(new RegExp(`^${netConfig().vethPrefix}p[0-9a-f]{7}$`));
-        expect(poolLeases()).not.toContain(j.address!);
+        expect(ahead()).not.toContain(j.address!);
         expect(sh(`ip -4 -o addr show dev ${lease.veth}`).out).toContain(
           `inet ${PREFIX}1 peer ${j.address}/32`,
         );
@@ -474,8 +460,8 @@ describe("addresses the namespace pool leases and wires ahead", () => {
       }
       expect(existsSync(leasePath(j.address!))).toBe(false);
       // No private jail of the root for a second: the pool gives its addresses back by itself.
-      for (let i = 0; i < 300 && poolLeases().length > 0; i++) await Bun.sleep(10);
-      expect(poolLeases()).toEqual([]);
+      for (let i = 0; i < 300 && ahead().length > 0; i++) await Bun.sleep(10);
+      expect(ahead()).toEqual([]);
       await expectNoNetLeftovers(LEFTOVERS);
     },
   );
@@ -489,7 +475,7 @@ describe("addresses the namespace pool leases and wires ahead", () => {
     expect(r.status).toBe(0);
     expect(address).toBe(a);
     expect(out).toContain(`inet ${a} peer ${PREFIX}1/32`);
-    expect(poolLeases()).not.toContain(a);
+    expect(ahead()).not.toContain(a);
     await expectNoNetLeftovers(LEFTOVERS);
   });
 
@@ -504,17 +490,17 @@ describe("addresses the namespace pool leases and wires ahead", () => {
       for (let i = 0; i < 20; i++) {
         expect((await run(spec(["/bin/true"]))).r.status).toBe(0);
         await Bun.sleep(30);
-        const n = poolLeases().filter(wiredAhead).length;
-        if (n === last && n === poolLeases().length) break;
+        const n = ahead().filter(wiredAhead).length;
+        if (n === last && n === ahead().length) break;
         last = n;
       }
-      const before = poolLeases();
+      const before = ahead();
       expect(before.length).toBeGreaterThan(0);
-      const veths = new Map(before.map((a) => [a, leaseOfFile(a).veth]));
+      const veths = new Map(before.map((a) => [a, leaseOf(a).veth]));
       const none = spawnJail({ ...spec(["/bin/true"]), net: "none", stdio: ["ignore", "ignore", "ignore"] });
       expect((await none.exited).status).toBe(0);
       await none.closed;
-      const after = poolLeases();
+      const after = ahead();
       const gone = before.filter((a) => !after.includes(a));
       expect(gone.length).toBe(1);
       const a = gone[0]!;
@@ -540,7 +526,7 @@ describe("addresses the namespace pool leases and wires ahead", () => {
           }
           // Spoiled sets are never claimed: whatever the pool still holds is given back.
           stopPoolWiring();
-          expect(poolLeases()).toEqual([]);
+          expect(ahead()).toEqual([]);
         } finally {
           delete process.env.LJ_TEST_POOL_FAIL_AT;
         }
@@ -555,17 +541,15 @@ describe("addresses the namespace pool leases and wires ahead", () => {
     writeFileSync(
       script,
       `import { spawnJail } from ${JSON.stringify(join(projectDir, "src", "jail", "spawn.ts"))};
+import { listLeases } from ${JSON.stringify(join(projectDir, "src", "jail", "net-alloc.ts"))};
 const base = ${JSON.stringify(env.base)};
-let ahead = 0;
 for (let i = 0; i < 12; i++) {
   const j = spawnJail({ ...base, argv: ["/bin/true"], net: "private", stdio: ["ignore", "ignore", "ignore"] });
   if ((await j.exited).status !== 0) process.exit(2);
   await j.closed;
   await Bun.sleep(5);
 }
-const { readdirSync, readFileSync } = await import("node:fs");
-const dir = ${JSON.stringify(netDirs.leases())};
-for (const f of readdirSync(dir)) if (JSON.parse(readFileSync(dir + "/" + f, "utf8")).jail === "") ahead++;
+const ahead = listLeases(${JSON.stringify(netDirs.base())}).filter((l) => l.jail === "").length;
 console.log(ahead);
 process.exit(0);
 `,

@@ -24,7 +24,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { firstLine, startServe } from "../scripts/serve-process.ts";
 import { detectLayout } from "../src/jail/cgroup.ts";
-import { netConfig } from "../src/jail/net-alloc.ts";
+import { listLeases, netConfig } from "../src/jail/net-alloc.ts";
 import { ownerId, ownerLive, processStartTime, processState } from "../src/jail/owner.ts";
 import { PaasDb, SCHEMA_VERSION } from "../src/paas/db.ts";
 import { LogHub } from "../src/paas/logs.ts";
@@ -170,12 +170,12 @@ describe("owners", () => {
         };
         // Every lease counts here, the new server's pool's too (their elements are in as well,
         // a moment after their leases); none is the dead server's any more, its pool's included.
-        const dir = join(root, "run", "net", "leases");
-        const leased = () => readdirSync(dir).sort();
-        for (const f of leased()) {
-          const { owner } = JSON.parse(readFileSync(join(dir, f), "utf8")) as { owner: string };
-          expect(owner.startsWith(`${dead}.`)).toBe(false);
-        }
+        const all = () => listLeases(join(root, "run", "net"));
+        const leased = () =>
+          all()
+            .map((l) => l.address)
+            .sort();
+        for (const { owner } of all()) expect(owner.startsWith(`${dead}.`)).toBe(false);
         await until(() => inSet().join() === leased().join(), 5_000, "the jails' set elements").catch(
           () => {},
         );
