@@ -31,6 +31,7 @@ import { findNginx, NginxEdge, type NginxEdgeOptions } from "../src/server/edge/
 import { workerUser } from "../src/server/edge/overflow.ts";
 import { freePort } from "../src/server/edge/private.ts";
 import type { Target, WsData } from "../src/server/edge/router.ts";
+import { EDGE_NICE } from "../src/server/edge/scheduling.ts";
 import { expectBodyLimit } from "./helpers/body-limit.ts";
 import { median, timedRequests } from "./helpers/calm.ts";
 import {
@@ -42,6 +43,7 @@ import {
   TRUSTED_CHAIN,
 } from "./helpers/forwarding.ts";
 import { rootTest } from "./helpers/root.ts";
+import { SCHED_BATCH, SCHED_OTHER, schedOf } from "./helpers/sched.ts";
 import { selfSigned } from "./helpers/tls.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "lj-edge-nginx-"));
@@ -409,6 +411,38 @@ describe("the nginx edge", () => {
     expect(challenge.status).toBe(404);
     expect(await challenge.text()).toBe("no such challenge\n");
   });
+
+  rootTest(
+    "the workers run at nice -5 under SCHED_BATCH, past reloads; --edge-nice 0 --edge-policy normal leaves them as lj serve",
+    async () => {
+      const f = await front();
+      const mine = schedOf(process.pid);
+      const workers = () => nginxIn(f.prefix).filter((p) => p.ppid === f.edge.pid);
+      expect(workers().length).toBe(2);
+      for (const w of workers()) expect(schedOf(w.pid)).toEqual({ nice: EDGE_NICE, policy: SCHED_BATCH });
+      // The master keeps lj serve's nice (worker_priority is the workers'), under the policy.
+      expect(schedOf(f.edge.pid!)).toEqual({ nice: mine.nice, policy: SCHED_BATCH });
+      // A reload's new workers are scheduled the same way.
+      const before = workers().map((w) => w.pid);
+      f.routes.other = [{ address: "127.0.0.1", port: backend.port! }];
+      f.edge.publish();
+      await f.edge.synced();
+      await until(
+        () => workers().every((w) => !before.includes(w.pid)) && workers().length === 2,
+        10_000,
+        "new workers",
+      );
+      for (const w of workers()) expect(schedOf(w.pid)).toEqual({ nice: EDGE_NICE, policy: SCHED_BATCH });
+      expect((await fetch(`${f.url}/`, { headers: { host: "other.n.test" } })).status).toBe(200);
+
+      const plain = await front({ scheduling: { nice: 0, batch: false } });
+      const plainWorkers = nginxIn(plain.prefix).filter((p) => p.ppid === plain.edge.pid);
+      expect(plainWorkers.length).toBe(2);
+      for (const w of plainWorkers) expect(schedOf(w.pid)).toEqual({ nice: mine.nice, policy: SCHED_OTHER });
+      expect((await fetch(`${plain.url}/`, { headers: { host: "echo.n.test" } })).status).toBe(200);
+    },
+    30_000,
+  );
 
   rootTest("a master that dies is started again; a new owner ends what a dead one left", async () => {
     const f = await front();

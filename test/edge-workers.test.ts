@@ -14,7 +14,9 @@ import { edgeArgs } from "../src/cli/serve.ts";
 import { LjError } from "../src/errors.ts";
 import { CertManager } from "../src/server/edge/certs.ts";
 import type { Target, WsData } from "../src/server/edge/router.ts";
+import { EDGE_NICE } from "../src/server/edge/scheduling.ts";
 import { EdgeWorkers } from "../src/server/edge/workers.ts";
+import { SCHED_BATCH, SCHED_OTHER, schedOf } from "./helpers/sched.ts";
 import { selfSigned } from "./helpers/tls.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "lj-edge-workers-"));
@@ -242,7 +244,21 @@ describe("edge workers", () => {
       tls: { rejectUnauthorized: false, serverName: "shop.test" },
     } as RequestInit);
     expect(tls.status).toBe(200);
+    // The new worker is scheduled as the first ones were.
+    expect(schedOf(edge.stats()[fresh]!.pid!)).toEqual(schedOf(other!));
   }, 30_000);
+
+  test("the workers run under SCHED_BATCH at nice -5 (as root; else at lj serve's), a replaced one too", async () => {
+    const want = {
+      nice: process.getuid?.() === 0 ? EDGE_NICE : schedOf(process.pid).nice,
+      policy: SCHED_BATCH,
+    };
+    const pids = edge.stats().map((s) => s.pid!);
+    expect(pids.length).toBe(2);
+    for (const pid of pids) expect(schedOf(pid)).toEqual(want);
+    // lj serve itself stays as it was.
+    expect(schedOf(process.pid).policy).toBe(SCHED_OTHER);
+  });
 });
 
 describe("edge workers and their owner", () => {
@@ -261,6 +277,35 @@ describe("edge workers and their owner", () => {
       expect((err as LjError).exitCode).toBe(64);
       expect((err as LjError).message).toContain("--edge-workers");
     }
+  });
+
+  test("lj serve --edge-nice and --edge-policy: checked, and left to the defaults when unset", () => {
+    expect(edgeArgs({}).edgeScheduling).toEqual({});
+    expect(edgeArgs({ "edge-nice": "7", "edge-policy": "normal" }).edgeScheduling).toEqual({
+      nice: 7,
+      batch: false,
+    });
+    expect(edgeArgs({ "edge-policy": "batch" }).edgeScheduling).toEqual({ batch: true });
+    const bad: Record<string, string>[] = [
+      { "edge-nice": "20" },
+      { "edge-nice": "-21" },
+      { "edge-nice": "1.5" },
+      { "edge-nice": "low" },
+      { "edge-policy": "fifo" },
+    ];
+    for (const args of bad) {
+      let err: unknown;
+      try {
+        edgeArgs(args);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(LjError);
+      expect((err as LjError).exitCode).toBe(64);
+      expect((err as LjError).message).toContain(Object.keys(args)[0]!);
+    }
+    if (process.getuid?.() === 0)
+      expect(edgeArgs({ "edge-nice": "-10" }).edgeScheduling).toEqual({ nice: -10 });
   });
 
   test("the bound on requests in flight toward one instance holds over all workers together", async () => {

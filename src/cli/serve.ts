@@ -3,6 +3,7 @@ import { availableParallelism } from "node:os";
 import { defineCommand } from "citty";
 import { LjError } from "../errors.ts";
 import { splitList } from "../server/edge/forwarding.ts";
+import { type EdgeScheduling, validNice } from "../server/edge/scheduling.ts";
 import { defaultServiceFile, installService, serviceArgv } from "../server/install.ts";
 import type { EdgeKind } from "../server/serve.ts";
 import { paths } from "../store/paths.ts";
@@ -59,6 +60,16 @@ export const serveCommand = defineCommand({
       description:
         "edge worker processes serving HTTP and HTTPS (auto: one per core; 0: in the server process; with nginx its worker_processes)",
       default: "auto",
+    },
+    "edge-nice": {
+      type: "string",
+      description:
+        "nice value of the edge's worker processes, -20 to 19 (default -5 as root, else 0): above the apps they pass requests to",
+    },
+    "edge-policy": {
+      type: "string",
+      description:
+        "scheduling policy of the edge's worker processes on Linux: batch (SCHED_BATCH: a woken worker does not preempt an app mid-turn) or normal; default batch",
     },
     scheduler: {
       type: "string",
@@ -156,6 +167,7 @@ export function edgeArgs(args: Record<string, unknown>): {
   acme?: { email?: string; directory?: string; ca?: string };
   edgeWorkers: number;
   edge: EdgeKind;
+  edgeScheduling: Partial<EdgeScheduling>;
 } {
   const edge = edgeKind(args.edge as string | undefined);
   const w = String(args["edge-workers"] ?? "auto");
@@ -166,6 +178,30 @@ export function edgeArgs(args: Record<string, unknown>): {
       "bad-edge-workers",
       `--edge-workers: ${JSON.stringify(w)} is not "auto" or a count of processes (0 to 256)`,
     );
+  const edgeScheduling: Partial<EdgeScheduling> = {};
+  if (args["edge-nice"] !== undefined) {
+    const n = String(args["edge-nice"]);
+    const nice = Number(n);
+    if (!/^-?[0-9]+$/.test(n) || !validNice(nice))
+      throw new LjError(
+        "usage",
+        "bad-edge-nice",
+        `--edge-nice: ${JSON.stringify(n)} is not a nice value (-20 to 19)`,
+      );
+    if (nice < 0 && process.getuid?.() !== 0)
+      throw new LjError("usage", "bad-edge-nice", `--edge-nice ${nice}: a negative nice value needs root`);
+    edgeScheduling.nice = nice;
+  }
+  if (args["edge-policy"] !== undefined) {
+    const p = String(args["edge-policy"]);
+    if (p !== "batch" && p !== "normal")
+      throw new LjError(
+        "usage",
+        "bad-edge-policy",
+        `--edge-policy: ${JSON.stringify(p)} is not batch or normal`,
+      );
+    edgeScheduling.batch = p === "batch";
+  }
   const maxBody = Number(args["max-body"] ?? 1024);
   if (!Number.isFinite(maxBody) || maxBody <= 0)
     throw new LjError(
@@ -209,6 +245,7 @@ export function edgeArgs(args: Record<string, unknown>): {
     acme: acmeOn ? { email, directory, ca } : undefined,
     edgeWorkers,
     edge,
+    edgeScheduling,
   };
 }
 

@@ -20,6 +20,7 @@ import { Edge } from "./edge/edge.ts";
 import { TrustedProxies, trustedProxiesFromConfig } from "./edge/forwarding.ts";
 import { findNginx, NginxEdge } from "./edge/nginx.ts";
 import { DEFAULT_MAX_BODY_MB, Router, type WsData } from "./edge/router.ts";
+import { type EdgeScheduling, edgeScheduling } from "./edge/scheduling.ts";
 import { EdgeWorkers } from "./edge/workers.ts";
 import { acquireServeLock } from "./lock.ts";
 import { type RunWsData, runWebsocket } from "./run-socket.ts";
@@ -55,6 +56,11 @@ export interface ServeOptions extends PaasOptions {
    * `edgeWorkers` processes), "auto" (nginx when its binary is found). Default "auto".
    */
   edge?: EdgeKind;
+  /**
+   * How the edge's worker processes are scheduled (`lj serve --edge-nice`, `--edge-policy`):
+   * edge/scheduling.ts; its defaults when unset.
+   */
+  edgeScheduling?: Partial<EdgeScheduling>;
 }
 
 export type EdgeKind = "nginx" | "builtin" | "auto";
@@ -209,6 +215,7 @@ async function serve(
   let listen: { hostname: string; port: number };
   let server: Server<WsData>;
   const chosen = resolveEdge(o.edge);
+  const scheduling = edgeScheduling(o.edgeScheduling);
   const routes = () =>
     Object.fromEntries(paas.db.apps().map((a) => [a.name, paas.formation.targets(a.name) ?? []]));
   const domainTable = () => Object.fromEntries(domains.list().map((d) => [d.domain, d.app]));
@@ -221,6 +228,7 @@ async function serve(
       trustedProxies: trustedProxies.list,
       maxBodyBytes: maxBody,
       workers: o.edgeWorkers ? String(o.edgeWorkers) : "auto",
+      scheduling,
       routes,
       domains: domainTable,
       certs,
@@ -234,6 +242,7 @@ async function serve(
     workers = await EdgeWorkers.start({
       ...shared,
       count: o.edgeWorkers,
+      scheduling,
       domain,
       trustedProxies: trustedProxies.list,
       maxBodyBytes: o.maxBodyBytes,

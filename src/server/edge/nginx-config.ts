@@ -40,6 +40,8 @@ export interface NginxSettings {
   maxBodyBytes: number;
   /** `worker_processes` ("auto" or a count). */
   workers: string;
+  /** The workers' nice value (`worker_priority`); 0 leaves them at lj serve's. */
+  priority: number;
   /** Idle keep-alive connections kept per app and worker process. */
   keepalive: number;
   /**
@@ -311,7 +313,7 @@ ${appBody(s, t.domains[c.name]!, t.routes[t.domains[c.name]!]!)}  }
     : "";
   return `# Written by lj serve from its tables; every change replaces this file (do not edit).
 ${s.user ? `user ${s.user.name} ${s.user.group};\n` : ""}worker_processes ${s.workers};
-worker_rlimit_nofile ${s.openFiles};
+${s.priority ? `worker_priority ${s.priority};\n` : ""}worker_rlimit_nofile ${s.openFiles};
 pid ${s.prefix}/nginx.pid;
 error_log stderr crit;
 events {

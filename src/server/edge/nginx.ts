@@ -43,6 +43,7 @@ import { type NginxSettings, type NginxTables, renderNginxConfig } from "./nginx
 import { Overflow, type OverflowTables, workerUser } from "./overflow.ts";
 import { freePort, privateListener } from "./private.ts";
 import { DEFAULT_PER_INSTANCE, type Target, type WsData } from "./router.ts";
+import { type EdgeScheduling, edgeScheduling, scheduled } from "./scheduling.ts";
 
 export interface NginxEdgeOptions {
   /** The nginx binary. */
@@ -66,6 +67,8 @@ export interface NginxEdgeOptions {
    * listener alike); default 64.
    */
   keepalive?: number;
+  /** How the workers are scheduled (scheduling.ts); default edgeScheduling()'s. */
+  scheduling?: EdgeScheduling;
   /**
    * Requests each worker has in flight toward one instance (`max_conns`, counted per worker as
    * nginx does without a shared zone; default the router's DEFAULT_PER_INSTANCE); the rest go
@@ -190,6 +193,7 @@ export class NginxEdge {
   private inner!: Server<WsData>;
   private spill: Overflow | null = null;
   private settings!: NginxSettings;
+  private readonly scheduling: EdgeScheduling;
   private readonly conf: string;
   /** The configuration text being served (without its generation), and whether it has TLS. */
   private current = "";
@@ -210,6 +214,7 @@ export class NginxEdge {
   private constructor(private readonly o: NginxEdgeOptions) {
     this.conf = join(o.prefix, "nginx.conf");
     this.rotation = o.accessLogRotation ?? logRotation();
+    this.scheduling = o.scheduling ?? edgeScheduling();
   }
 
   /** Starts nginx; resolves once it serves the first configuration. */
@@ -256,6 +261,7 @@ export class NginxEdge {
       trustedProxies: o.trustedProxies ?? [],
       maxBodyBytes: o.maxBodyBytes,
       workers,
+      priority: this.scheduling.nice,
       keepalive: o.keepalive ?? 64,
       perWorker,
       overflow: this.spill.socket,
@@ -353,8 +359,10 @@ export class NginxEdge {
     const argv = [this.o.nginx, "-p", this.o.prefix, "-c", this.conf, "-g", "daemon off; master_process on;"];
     // The master gets SIGTERM when lj serve dies, however it dies (Linux; elsewhere the next
     // start ends what is left).
+    // The policy is the master's, which its workers inherit; their nice is worker_priority's.
     const wrap = process.platform === "linux" && existsSync("/usr/bin/setpriv");
-    const proc: Subprocess = Bun.spawn(wrap ? ["/usr/bin/setpriv", "--pdeathsig", "TERM", ...argv] : argv, {
+    const run = scheduled(this.scheduling, argv);
+    const proc: Subprocess = Bun.spawn(wrap ? ["/usr/bin/setpriv", "--pdeathsig", "TERM", ...run] : run, {
       cwd: this.o.prefix,
       stdio: ["ignore", "ignore", "inherit"],
       onExit: (_p, code, signal): void => this.onExit(proc, code, signal),

@@ -8,11 +8,13 @@
  * workers to a private loopback listener of lj serve, so the API, the supervisor and builds run
  * in one process and app traffic never waits behind them. A worker that dies is started again.
  */
+import { setPriority } from "node:os";
 import { join } from "node:path";
 import type { Server, Subprocess, WebSocketHandler } from "bun";
 import type { EdgeCerts } from "./edge.ts";
 import { freePort, privateListener } from "./private.ts";
 import { DEFAULT_PER_INSTANCE, type Target, type WsData } from "./router.ts";
+import { type EdgeScheduling, edgeScheduling, scheduled } from "./scheduling.ts";
 
 type Routes = Record<string, Target[]>;
 type Domains = Record<string, string>;
@@ -63,6 +65,8 @@ export interface EdgeWorkersOptions {
   maxBodyBytes?: number;
   maxRequestBodySize: number;
   appLogAll?: boolean;
+  /** How the workers are scheduled (scheduling.ts); default edgeScheduling()'s. */
+  scheduling?: EdgeScheduling;
   /** Every app's web targets (apps without a healthy instance: []). */
   routes(): Routes;
   /** Custom domains: name -> app. */
@@ -104,7 +108,11 @@ export class EdgeWorkers {
   private publishQueued = false;
   private certNames = "";
 
-  private constructor(private readonly o: EdgeWorkersOptions) {}
+  private readonly scheduling: EdgeScheduling;
+
+  private constructor(private readonly o: EdgeWorkersOptions) {
+    this.scheduling = o.scheduling ?? edgeScheduling();
+  }
 
   /** Starts the workers; resolves once every one listens (rejects when the first cannot). */
   static async start(o: EdgeWorkersOptions): Promise<EdgeWorkers> {
@@ -153,13 +161,20 @@ export class EdgeWorkers {
       slot.failed = reject;
       slot.startedAt = performance.now();
       slot.applied = this.seq;
-      const proc: Subprocess = Bun.spawn([process.execPath, ENTRY], {
+      const proc: Subprocess = Bun.spawn(scheduled(this.scheduling, [process.execPath, ENTRY]), {
         stdio: ["ignore", "inherit", "inherit"],
         serialization: "json",
         ipc: (m: FromWorker) => this.onMessage(slot, m),
         onExit: (_p, code, signal): void => this.onExit(slot, proc, code, signal),
       });
       slot.proc = proc;
+      if (this.scheduling.nice !== 0) {
+        try {
+          setPriority(proc.pid, this.scheduling.nice);
+        } catch (e) {
+          this.o.log(`edge worker ${proc.pid}: cannot set its nice value: ${(e as Error).message}`);
+        }
+      }
       const start: ToWorker = {
         t: "start",
         config: this.config,
