@@ -7,15 +7,20 @@
  * round (where a proxy's workers settle for its life weighs more than a round's noise), each
  * with a keep-alive pool toward the app larger than the 50 connections (the yardstick 64 idle
  * connections per worker, the edges their defaults), and both nginx write an access log the
- * same way (4 KiB buffers flushed every 250 ms). Then, with strace, each proxy's system calls per request, a count the
- * machine's other load does not move. The last line is JSON: lj/nginx ratios of requests/s
- * and p99 for the nginx edge (`http`, `https`) and the built-in one (`builtin`), the CPU time
- * and the system calls per request.
+ * same way (4 KiB buffers flushed every 250 ms). The edges' workers are scheduled as lj serve
+ * schedules them (src/server/edge/scheduling.ts), the yardstick's at nginx's defaults. Each run
+ * also counts the context switches of the proxy's processes and the app's per request. Then,
+ * with strace, each proxy's system calls per request, a count the machine's other load does not
+ * move. The last line is JSON: lj/nginx ratios of requests/s and p99 for the nginx edge
+ * (`http`, `https`) and the built-in one (`builtin`), the CPU time, the context switches and
+ * the system calls per request.
  *
  *   bun bench/edge.ts [--duration 8] [--connections 50] [--edge-workers N] [--rounds R]
  *     (--edge-workers 0: the built-in edge in one process; --rounds: the peers alternate R
  *     times, and the JSON gives the median of the per-round ratios; --nginx-log off: the
- *     yardstick without an access log; --edge nginx|builtin: --churn against that one)
+ *     yardstick without an access log; --edge nginx|builtin: --churn against that one;
+ *     --edge-plain: the edges' workers at the default priority and policy, not scheduling.ts's;
+ *     --spin N: N processes that never block share the CPUs throughout)
  *   bun bench/edge.ts --churn [--connections 1500] [--duration 30]   # non-2xx, wrk timeouts, another
  *     app's p50 and lj serve's own listener's, requests the nginx edge overflowed to lj serve
  *
@@ -42,8 +47,12 @@ const { values: a } = parseArgs({
     rounds: { type: "string" },
     "nginx-log": { type: "string" },
     edge: { type: "string" },
+    "edge-plain": { type: "boolean", default: false },
+    spin: { type: "string" },
   },
 });
+// --edge-plain: both edges' workers at lj serve's own priority and policy (scheduling.ts).
+const scheduling = a["edge-plain"] ? { nice: 0, batch: false } : undefined;
 const cores = availableParallelism();
 const workerCount = Number(a["edge-workers"] ?? cores);
 const rounds = Number(a.rounds ?? 1);
@@ -74,6 +83,8 @@ async function waitPort(port: number): Promise<void> {
   throw new Error(`nothing listens on ${port}`);
 }
 
+let appPid = 0;
+
 function nodeApp(port: number): Subprocess {
   const p = Bun.spawn(
     [
@@ -84,6 +95,7 @@ function nodeApp(port: number): Subprocess {
     { stdout: "ignore", stderr: "inherit" },
   );
   procs.push(p);
+  appPid ||= p.pid;
   return p;
 }
 
@@ -132,6 +144,24 @@ function cpuSeconds(pids: number[]): number | null {
     return null;
   }
   return ticks / 100;
+}
+
+/**
+ * Context switches (voluntary and not, every thread) of the processes so far; null without
+ * /proc. Per request, with the app's, it says how many requests each turn on a CPU carries.
+ */
+function contextSwitches(pids: number[]): number | null {
+  let n = 0;
+  try {
+    for (const p of pids)
+      for (const t of readdirSync(`/proc/${p}/task`)) {
+        const st = readFileSync(`/proc/${p}/task/${t}/status`, "utf8");
+        for (const m of st.matchAll(/^(?:non)?voluntary_ctxt_switches:\s+(\d+)$/gm)) n += Number(m[1]);
+      }
+  } catch {
+    return null;
+  }
+  return n;
 }
 
 /** The process and its children (nginx: the master and its workers). */
@@ -193,6 +223,8 @@ let stopNginx = async () => {};
 interface Wrk {
   /** The proxy's CPU time per request (µs), when /proc tells. */
   cpuUs?: number;
+  /** Context switches per request of the proxy's processes and the app's, when /proc tells. */
+  switches?: number;
   rps: number;
   p50: number;
   p99: number;
@@ -281,6 +313,7 @@ async function startEdge(
       maxBodyBytes: 1 << 30,
       maxRequestBodySize: 1 << 30,
       workers: String(Math.max(1, workerCount)),
+      scheduling,
       routes: () => routes,
       domains: () => domains,
       certs: certs ?? undefined,
@@ -299,6 +332,7 @@ async function startEdge(
   if (workerCount > 0) {
     const w = await EdgeWorkers.start({
       count: workerCount,
+      scheduling,
       hostname: "127.0.0.1",
       port: 0,
       httpsPort: certs ? 0 : undefined,
@@ -343,6 +377,9 @@ async function startEdge(
 }
 
 async function main() {
+  // --spin N: N processes that never block (a tenant's app spinning) share the CPUs throughout.
+  for (let i = 0; i < Number(a.spin ?? 0); i++)
+    procs.push(Bun.spawn(["sh", "-c", "while :; do :; done"], { stdout: "ignore" }));
   const domain = "bench.test";
   const appPort = free();
   nodeApp(appPort);
@@ -446,13 +483,16 @@ async function main() {
   const run = async (name: string, url: string, h: string, procsOf: () => number[] = () => []) => {
     const pids = procsOf();
     const c0 = cpuSeconds(pids);
+    const s0 = contextSwitches([...pids, appPid]);
     const r = await wrk(url, h);
     const c1 = cpuSeconds(pids);
+    const s1 = contextSwitches([...pids, appPid]);
     if (pids.length > 0 && c0 !== null && c1 !== null && r.requests > 0)
       r.cpuUs = ((c1 - c0) * 1e6) / r.requests;
+    if (pids.length > 0 && s0 !== null && s1 !== null && r.requests > 0) r.switches = (s1 - s0) / r.requests;
     results[name] = [...(results[name] ?? []), r];
     console.log(
-      `${name.padEnd(12)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  non-2xx ${r.non2xx}  socket errors ${r.errors}${r.cpuUs === undefined ? "" : `  proxy cpu ${r.cpuUs.toFixed(1)} us/req`}`,
+      `${name.padEnd(12)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  non-2xx ${r.non2xx}  socket errors ${r.errors}${r.cpuUs === undefined ? "" : `  proxy cpu ${r.cpuUs.toFixed(1)} us/req`}${r.switches === undefined ? "" : `  switches ${r.switches.toFixed(2)}/req`}`,
     );
   };
   // Rounds alternate the peers, so that a busy spell on the machine hits both alike.
@@ -498,7 +538,7 @@ async function main() {
   // Ratios per round (the two ran a few seconds apart), then their median.
   const ratios = (lj: string, peer: string, key: "rps" | "p99") =>
     two(median(results[lj]!.map((r, i) => r[key] / results[peer]![i]![key])));
-  const med = (key: "rps" | "p99" | "cpuUs") =>
+  const med = (key: "rps" | "p99" | "cpuUs" | "switches") =>
     Object.fromEntries(
       Object.entries(results)
         .filter(([, v]) => v.every((r) => r[key] !== undefined))
@@ -526,6 +566,7 @@ async function main() {
       rps: med("rps"),
       p99Ms: med("p99"),
       proxyCpuUsPerRequest: med("cpuUs"),
+      contextSwitchesPerRequest: med("switches"),
       syscallsPerRequest: census,
       ljOverflowed: overflowed,
       loadavg: readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" "),
