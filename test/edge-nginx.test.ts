@@ -745,6 +745,9 @@ describe("lj serve --edge nginx as a process", () => {
         const masters = () => nginxIn(prefix).filter((p) => !nginxIn(prefix).some((q) => q.pid === p.ppid));
         expect(masters().length).toBe(1);
         expect(nginxIn(prefix).length).toBeGreaterThan(1);
+        // lj serve's workers are scheduled as scheduling.ts says (the master keeps its nice).
+        for (const w of nginxIn(prefix).filter((p) => p.ppid === masters()[0]!.pid))
+          expect(schedOf(w.pid)).toEqual({ nice: EDGE_NICE, policy: SCHED_BATCH });
         a.proc.kill("SIGKILL");
         await a.proc.exited;
         // The master got SIGTERM when its parent died and ended its workers.

@@ -2,10 +2,10 @@
  * How the edge's worker processes are scheduled against the processes they pass requests
  * between: the apps' on this machine, and anything else that shares its CPUs.
  *
- * A proxy on a busy machine loses most of its time to preemption, not to work. Its write of a
+ * A proxy on a busy machine loses much of its time to switching between processes. Its write of a
  * request wakes the app, and the woken app, at the same priority, preempts the proxy in the
  * middle of the batch of ready connections epoll gave it; the app's answer wakes the proxy,
- * which preempts the app in turn. Each hop then carries one request per context switch. Two
+ * which preempts the app in turn, and each turn on a CPU carries about one request. Two
  * settings end the ping-pong, so that each side works through everything that is ready before
  * the other runs:
  * - `nice` (default -5, as root): the workers outweigh a process at the default nice, so an app
@@ -17,7 +17,7 @@
  *   CPU nothing waits at all; behind a process that never blocks, a woken worker waits at most
  *   its slice.
  *
- * Measured in `bench/edge.ts` (bench/README.md): context switches per request fall by half and
+ * Measured in `bench/edge.ts` (bench/README.md): context switches per request fall to a third and
  * the same nginx passes more requests per CPU second.
  */
 import { existsSync } from "node:fs";
