@@ -20,7 +20,8 @@
  *     times, and the JSON gives the median of the per-round ratios; --nginx-log off: the
  *     yardstick without an access log; --edge nginx|builtin: --churn against that one;
  *     --edge-plain: the edges' workers at the default priority and policy, not scheduling.ts's;
- *     --spin N: N processes that never block share the CPUs throughout)
+ *     --spin N: N processes that never block share the CPUs throughout; --jail: the app in a
+ *     jail with a private address, as lj serve runs it, instead of on loopback)
  *   bun bench/edge.ts --churn [--connections 1500] [--duration 30]   # non-2xx, wrk timeouts, another
  *     app's p50 and lj serve's own listener's, requests the nginx edge overflowed to lj serve
  *
@@ -48,6 +49,7 @@ const { values: a } = parseArgs({
     "nginx-log": { type: "string" },
     edge: { type: "string" },
     "edge-plain": { type: "boolean", default: false },
+    jail: { type: "boolean", default: false },
     spin: { type: "string" },
   },
 });
@@ -71,10 +73,10 @@ const free = () => {
   return p;
 };
 
-async function waitPort(port: number): Promise<void> {
+async function waitPort(port: number, hostname = "127.0.0.1"): Promise<void> {
   for (let i = 0; i < 200; i++) {
     try {
-      (await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } })).end();
+      (await Bun.connect({ hostname, port, socket: { data() {} } })).end();
       return;
     } catch {
       await Bun.sleep(25);
@@ -83,20 +85,84 @@ async function waitPort(port: number): Promise<void> {
   throw new Error(`nothing listens on ${port}`);
 }
 
+/** The first app's process (in a jail: the node inside it), whose context switches count. */
 let appPid = 0;
 
-function nodeApp(port: number): Subprocess {
+const nodeScript = (host: string, port: number) =>
+  `require("http").createServer((q,s)=>{s.writeHead(200,{"content-type":"text/plain"});s.end("hello from node\\n")}).listen(${port},"${host}")`;
+
+/** --jail: the apps run in jails of a root of the bench's own (a world from the host). */
+const jailRoot = a.jail ? mkdtempSync(join(tmpdir(), "lj-edge-bench-root-")) : null;
+const jailEnv = { ...process.env, LIGHTJAIL_ROOT: jailRoot ?? "", LJ_SUBNET: "10.239.8.0/24" };
+const lj = join(import.meta.dir, "..", "lj");
+let jailed = 0;
+
+/** The pids under `pid` (a jail's keeper and payload under lj spawn). */
+function descendants(pid: number): number[] {
+  const parent = new Map<number, number>();
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      parent.set(Number(d), Number(readFileSync(`/proc/${d}/stat`, "utf8").split(") ")[1]!.split(" ")[1]));
+    } catch {}
+  }
+  const out: number[] = [];
+  const walk = (p: number) => {
+    for (const [c, pp] of parent) {
+      if (pp !== p) continue;
+      out.push(c);
+      walk(c);
+    }
+  };
+  walk(pid);
+  return out;
+}
+
+/**
+ * The small node app: on loopback, or with --jail in a jail with a private address (its own
+ * cgroups and network namespace, reached over its veth, as lj serve runs an app).
+ */
+async function startApp(): Promise<{ address: string; port: number }> {
+  if (!jailRoot) {
+    const port = free();
+    const p = Bun.spawn(["node", "-e", nodeScript("127.0.0.1", port)], {
+      stdout: "ignore",
+      stderr: "inherit",
+    });
+    procs.push(p);
+    appPid ||= p.pid;
+    await waitPort(port);
+    return { address: "127.0.0.1", port };
+  }
+  if (jailed === 0) {
+    const w = Bun.spawnSync([lj, "world", "create", "bench", "--from", "host"], {
+      env: jailEnv,
+      stderr: "pipe",
+    });
+    if (w.exitCode !== 0) throw new Error(`lj world create: ${w.stderr}`);
+  }
+  const address = `10.239.8.${10 + jailed++}`;
   const p = Bun.spawn(
     [
-      "node",
+      lj,
+      "spawn",
+      "--world",
+      "bench",
+      "-i",
+      address,
+      "-m",
+      "512",
+      "--",
+      Bun.which("node")!,
       "-e",
-      `require("http").createServer((q,s)=>{s.writeHead(200,{"content-type":"text/plain"});s.end("hello from node\\n")}).listen(${port},"127.0.0.1")`,
+      nodeScript("0.0.0.0", 5000),
     ],
-    { stdout: "ignore", stderr: "inherit" },
+    { env: jailEnv, stdout: "ignore", stderr: "inherit" },
   );
   procs.push(p);
-  appPid ||= p.pid;
-  return p;
+  await waitPort(5000, address);
+  appPid ||= descendants(p.pid).find((d) => readFileSync(`/proc/${d}/comm`, "utf8").trim() === "node") ?? 0;
+  return { address, port: 5000 };
 }
 
 function selfSigned(name: string): { cert: string; key: string } {
@@ -165,21 +231,16 @@ function contextSwitches(pids: number[]): number | null {
 }
 
 /** The process and its children (nginx: the master and its workers). */
-function withChildren(pid: number): number[] {
-  const out = [pid];
-  for (const d of readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      if (readFileSync(`/proc/${d}/stat`, "utf8").split(") ")[1]!.split(" ")[1] === String(pid))
-        out.push(Number(d));
-    } catch {}
-  }
-  return out;
-}
+const withChildren = (pid: number) => [pid, ...descendants(pid)];
 
 let nginxPid = 0;
 
-function startNginx(app: number, http: number, https: number, tls: { cert: string; key: string }): void {
+function startNginx(
+  app: { address: string; port: number },
+  http: number,
+  https: number,
+  tls: { cert: string; key: string },
+): void {
   const conf = join(dir, "nginx.conf");
   writeFileSync(
     conf,
@@ -190,7 +251,7 @@ daemon off;
 events { worker_connections 8192; }
 http {
   ${nginxLog ? `access_log ${dir}/nginx-access.log combined buffer=4k flush=250ms;` : "access_log off;"}
-  upstream app { server 127.0.0.1:${app}; keepalive 64; keepalive_timeout 4s; }
+  upstream app { server ${app.address}:${app.port}; keepalive 64; keepalive_timeout 4s; }
   server {
     listen 127.0.0.1:${http};
     listen 127.0.0.1:${https} ssl;
@@ -381,17 +442,13 @@ async function main() {
   for (let i = 0; i < Number(a.spin ?? 0); i++)
     procs.push(Bun.spawn(["sh", "-c", "while :; do :; done"], { stdout: "ignore" }));
   const domain = "bench.test";
-  const appPort = free();
-  nodeApp(appPort);
-  await waitPort(appPort);
+  const app = await startApp();
 
   if (churn) {
-    const calmPort = free();
-    nodeApp(calmPort);
-    await waitPort(calmPort);
+    const calm = await startApp();
     const edge = await startEdge(
       a.edge === "builtin" ? "builtin" : "nginx",
-      { web: [{ address: "127.0.0.1", port: appPort }], calm: [{ address: "127.0.0.1", port: calmPort }] },
+      { web: [app], calm: [calm] },
       {},
       domain,
       null,
@@ -448,7 +505,7 @@ async function main() {
     onChange: () => {},
   });
   certs.put(secure, await Bun.file(tls.cert).text(), await Bun.file(tls.key).text());
-  const target = [{ address: "127.0.0.1", port: appPort }];
+  const target = [app];
   const domains = { [secure]: "web" };
   const [nh, ns] = [free(), free()];
   const startAll = async () => {
@@ -456,7 +513,7 @@ async function main() {
       edge: await startEdge("nginx", { web: target }, domains, domain, certs),
       builtin: await startEdge("builtin", { web: target }, domains, domain, certs),
     };
-    startNginx(appPort, nh, ns, tls);
+    startNginx(app, nh, ns, tls);
     await waitPort(nh);
     await waitPort(ns);
     return started;
@@ -510,7 +567,7 @@ async function main() {
       await stopNginx();
       ({ edge, builtin } = await startAll());
     }
-    await run("direct", `http://127.0.0.1:${appPort}/`, host);
+    await run("direct", `http://${app.address}:${app.port}/`, host);
     const { http, https } = proxies();
     if (i % 2 === 1) {
       http.reverse();
@@ -578,6 +635,11 @@ try {
   await main();
 } finally {
   for (const p of procs) p.kill();
-  await Bun.sleep(100);
+  await Promise.all(procs.map((p) => p.exited));
   rmSync(dir, { recursive: true, force: true });
+  if (jailRoot) {
+    // The root's filter table and leases go with it.
+    Bun.spawnSync([lj, "gc"], { env: jailEnv, stdout: "ignore" });
+    Bun.spawnSync(["rm", "-rf", jailRoot]);
+  }
 }
