@@ -64,7 +64,7 @@ export const serveCommand = defineCommand({
     "edge-nice": {
       type: "string",
       description:
-        "nice value of the edge's worker processes, -20 to 19 (default -5 as root, else 0): above the apps they pass requests to",
+        "nice value of the edge's worker processes, -20 to 19, above the apps they pass requests to (default -5 as root; 0: lj serve's own)",
     },
     "edge-policy": {
       type: "string",

@@ -358,8 +358,8 @@ export class NginxEdge {
   private spawnMaster(): Promise<void> {
     const argv = [this.o.nginx, "-p", this.o.prefix, "-c", this.conf, "-g", "daemon off; master_process on;"];
     // The master gets SIGTERM when lj serve dies, however it dies (Linux; elsewhere the next
-    // start ends what is left).
-    // The policy is the master's, which its workers inherit; their nice is worker_priority's.
+    // start ends what is left). It starts under the workers' scheduling policy, which they
+    // inherit; their nice value is worker_priority's.
     const wrap = process.platform === "linux" && existsSync("/usr/bin/setpriv");
     const run = scheduled(this.scheduling, argv);
     const proc: Subprocess = Bun.spawn(wrap ? ["/usr/bin/setpriv", "--pdeathsig", "TERM", ...run] : run, {
