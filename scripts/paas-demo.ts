@@ -153,6 +153,9 @@ try {
     await server.exited;
   }
   rmSync(app, { recursive: true, force: true });
+  // The demo's network (its nftables table, leases) goes with its root: gc takes off what no
+  // live process of the root holds.
+  Bun.spawnSync([process.execPath, cli, "gc"], { env, stdout: "ignore", stderr: "inherit" });
   rmSync(root, { recursive: true, force: true });
   process.stdout.write(failed ? "demo FAILED\n" : "demo done\n");
 }
