@@ -279,6 +279,25 @@ describe("edge workers and their owner", () => {
     }
   });
 
+  test("where the host refuses SCHED_BATCH the edge goes without it instead of failing to start", () => {
+    const probe = (chrt?: string) => {
+      const r = Bun.spawnSync(
+        [
+          process.execPath,
+          "-e",
+          `const { edgeScheduling, scheduled } = await import(${JSON.stringify(join(import.meta.dir, "../src/server/edge/scheduling.ts"))});
+           const s = edgeScheduling(); console.log(JSON.stringify({ batch: s.batch, argv: scheduled(s, ["nginx"]) }));`,
+        ],
+        { env: { ...process.env, ...(chrt ? { LJ_TEST_CHRT: chrt } : {}) }, stderr: "pipe" },
+      );
+      expect(r.stderr.toString()).toBe("");
+      return JSON.parse(r.stdout.toString()) as { batch: boolean; argv: string[] };
+    };
+    expect(probe()).toEqual({ batch: true, argv: ["/usr/bin/chrt", "--batch", "0", "nginx"] });
+    expect(probe("/bin/false")).toEqual({ batch: false, argv: ["nginx"] });
+    expect(probe("/nonexistent/chrt")).toEqual({ batch: false, argv: ["nginx"] });
+  });
+
   test("lj serve --edge-nice and --edge-policy: checked, and left to the defaults when unset", () => {
     expect(edgeArgs({}).edgeScheduling).toEqual({});
     expect(edgeArgs({ "edge-nice": "7", "edge-policy": "normal" }).edgeScheduling).toEqual({

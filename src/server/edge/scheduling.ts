@@ -25,21 +25,36 @@ import { existsSync } from "node:fs";
 export interface EdgeScheduling {
   /** The workers' nice value (-20 to 19); 0 leaves them at lj serve's. */
   nice: number;
-  /** SCHED_BATCH for the workers (Linux; ignored where chrt(1) is missing). */
+  /** SCHED_BATCH for the workers (Linux; left out where chrt(1) is missing or refused). */
   batch: boolean;
 }
 
 /** The workers' default nice value when lj serve may raise a priority (root). */
 export const EDGE_NICE = -5;
 
-const CHRT = "/usr/bin/chrt";
+/** chrt(1); LJ_TEST_CHRT stands in for one that the host refuses (tests). */
+const CHRT = process.env.LJ_TEST_CHRT ?? "/usr/bin/chrt";
+
+let batchWorks: boolean | undefined;
+
+/**
+ * Whether this host lets a process take SCHED_BATCH (a container's seccomp filter may not):
+ * tried once with chrt, so that the edge then starts without the policy instead of not at all.
+ */
+function canBatch(): boolean {
+  batchWorks ??=
+    process.platform === "linux" &&
+    existsSync(CHRT) &&
+    Bun.spawnSync([CHRT, "--batch", "0", "/bin/true"], { stdout: "ignore", stderr: "ignore" }).exitCode === 0;
+  return batchWorks;
+}
 
 /** The defaults, with what lj serve's options set over them. */
 export function edgeScheduling(o: Partial<EdgeScheduling> = {}): EdgeScheduling {
   const root = process.getuid?.() === 0;
   return {
     nice: o.nice ?? (root ? EDGE_NICE : 0),
-    batch: (o.batch ?? true) && process.platform === "linux" && existsSync(CHRT),
+    batch: (o.batch ?? true) && canBatch(),
   };
 }
 
