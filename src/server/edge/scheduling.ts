@@ -45,7 +45,8 @@ function canBatch(): boolean {
   batchWorks ??=
     process.platform === "linux" &&
     existsSync(CHRT) &&
-    Bun.spawnSync([CHRT, "--batch", "0", "/bin/true"], { stdout: "ignore", stderr: "ignore" }).exitCode === 0;
+    Bun.spawnSync(scheduled({ nice: 0, batch: true }, ["/bin/true"]), { stdout: "ignore", stderr: "ignore" })
+      .exitCode === 0;
   return batchWorks;
 }
 
