@@ -24,6 +24,25 @@ counts() {
   pass=${pass:-0}; fail=${fail:-0}; skip=${skip:-0}
 }
 
+# What each failed test printed (its error and the lines before it since the previous test's
+# result, at most 40), from log $1 with label $2, appended to $failures: the whole run's
+# failures are shown again at the end, where a reader of a long log's tail finds them.
+failures=$(mktemp)
+failure_details() {
+  awk -v label="$2" '
+    / tests? failed:$/ { exit } # bun lists the failed tests again at its end
+    /^\((pass|skip|todo)\) / || /\.test\.ts:$/ { n = 0; next }
+    /^\(fail\) / {
+      print "---- " label ": " $0
+      start = n > 40 ? n - 40 : 0
+      for (i = start; i < n; i++) print buf[i % 40]
+      n = 0
+      next
+    }
+    { buf[n % 40] = $0; n++ }
+  ' "$1" >>"$failures"
+}
+
 cgroup_version() {
   if grep -q ' - cgroup ' /proc/self/mountinfo 2>/dev/null; then echo 1
   elif grep -q ' - cgroup2 ' /proc/self/mountinfo 2>/dev/null; then echo 2
@@ -48,10 +67,11 @@ want_guest() {
 
 host_cg=$(cgroup_version)
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log" "$failures"' EXIT
 bun test --timeout 120000 "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 counts "$log"
+failure_details "$log" host
 if [ "${LJ_REQUIRE_ROOT_TESTS:-}" = 1 ] && [ "$skip" != 0 ]; then
   echo "$skip test(s) were skipped, and LJ_REQUIRE_ROOT_TESTS=1 forbids skips"
   status=1
@@ -67,6 +87,7 @@ if want_guest "$@"; then
     bun test --timeout 600000 "${guest_tests[@]}" 2>&1 | tee "$log"
   guest_status=${PIPESTATUS[0]}
   counts "$log"
+  failure_details "$log" guest
   if [ "$skip" != 0 ]; then echo "$skip test(s) were skipped in the guest"; guest_status=1; fi
   # A guest that never ran its tests counts as one failure, so the summary shows it.
   if [ "$pass" = 0 ] && [ "$fail" = 0 ]; then fail=1; guest_status=1; fi
@@ -77,6 +98,11 @@ else
   summary+=("guest (cgroup 2): $guest_note")
 fi
 
+if [ -s "$failures" ]; then
+  echo "==== what the failed tests printed"
+  cat "$failures"
+  echo "===="
+fi
 printf '%s\n' "${summary[@]}"
 echo "tests: $total_pass passed, $total_fail failed"
 exit "$status"

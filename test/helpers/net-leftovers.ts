@@ -4,9 +4,11 @@
  * records. Only this root's are counted, so another lightjail on the machine does not matter.
  */
 import { expect } from "bun:test";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { stopPoolWiring } from "../../src/jail/net.ts";
 import { netConfig, netDirs } from "../../src/jail/net-alloc.ts";
+import { ownerId } from "../../src/jail/owner.ts";
 import { hostSh } from "./host-sh.ts";
 
 export interface LeftoverRules {
@@ -30,6 +32,15 @@ const poolSpare = (dev: string, vethPrefix: string) => {
   return r.code !== 0 || r.out.trim() === "";
 };
 
+const leaseText = (file: string) => {
+  try {
+    const text = readFileSync(file, "utf8").trim();
+    return text.includes(`"${ownerId()}"`) ? `${text} (this process's)` : text;
+  } catch {
+    return "(gone)";
+  }
+};
+
 /** Everything the subnet may leave on the host: must all be empty. */
 export function netLeftovers(r: LeftoverRules): string[] {
   const out: string[] = [];
@@ -42,7 +53,10 @@ export function netLeftovers(r: LeftoverRules): string[] {
   // The subnet's own unreachable route stays by design (it keeps jail addresses on the machine).
   for (const line of hostSh("ip route").out.split("\n"))
     if (line.includes(r.prefix) && !line.startsWith(`unreachable ${r.prefix}0/24`)) out.push(`route ${line}`);
-  if (existsSync(netDirs.leases())) for (const f of readdirSync(netDirs.leases())) out.push(`lease ${f}`);
+  // A lease says whose it is (owner and jail), so a failure tells this process's from another's.
+  if (existsSync(netDirs.leases()))
+    for (const f of readdirSync(netDirs.leases()))
+      out.push(`lease ${f} ${leaseText(join(netDirs.leases(), f))}`);
   if (r.links && existsSync(netDirs.links()))
     for (const f of readdirSync(netDirs.links())) out.push(`link ${f}`);
   return out;
