@@ -26,6 +26,7 @@ import type { Server, Subprocess } from "bun";
 import { startServe } from "../scripts/serve-process.ts";
 import { edgeKind } from "../src/cli/serve.ts";
 import { LjError } from "../src/errors.ts";
+import { procStat } from "../src/jail/owner.ts";
 import { CertManager } from "../src/server/edge/certs.ts";
 import { findNginx, NginxEdge, type NginxEdgeOptions } from "../src/server/edge/nginx.ts";
 import { workerUser } from "../src/server/edge/overflow.ts";
@@ -784,9 +785,8 @@ function nginxIn(prefix: string): { pid: number; ppid: number }[] {
     if (!/^\d+$/.test(d)) continue;
     try {
       if (readlinkSync(`/proc/${d}/cwd`) !== prefix) continue;
-      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
-      if (!stat.includes("(nginx)")) continue;
-      out.push({ pid: Number(d), ppid: Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) });
+      const st = procStat(Number(d));
+      if (st?.comm === "nginx") out.push({ pid: Number(d), ppid: st.ppid });
     } catch {}
   }
   return out;

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LjError } from "../src/errors.ts";
 import { reapPending } from "../src/jail/ffi.ts";
-import { processStartTime } from "../src/jail/owner.ts";
+import { processStartTime, procStat } from "../src/jail/owner.ts";
 import { platformNumbers } from "../src/jail/platform.ts";
 import { removeScratch } from "../src/jail/scratch.ts";
 import { ownerSignal, parseStatus, signalNumber, stageTornDown } from "../src/jail/spawn.ts";
@@ -69,9 +69,7 @@ describe("owner identity on FreeBSD", () => {
       }),
     ).toBeNull();
     // Linux still reads /proc.
-    const stat = readFileSync(`/proc/${process.pid}/stat`, "utf8");
-    const start = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
-    expect(processStartTime(process.pid, "linux", shim)).toBe(start!);
+    expect(processStartTime(process.pid, "linux", shim)).toBe(procStat(process.pid)!.startTime);
     expect(asked).toEqual([gone, gone]);
   });
 });

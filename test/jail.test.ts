@@ -9,7 +9,7 @@ import { basename, join } from "node:path";
 import { cgroupLayout } from "../src/jail/cgroup.ts";
 import { removeStock } from "../src/jail/cgroup-stock.ts";
 import { leftoverMounts } from "../src/jail/gc.ts";
-import { ownerId } from "../src/jail/owner.ts";
+import { ownerId, procStat } from "../src/jail/owner.ts";
 import { type JailResult, runJail, spawnJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
 import { buildProbe, cliPath, type JailEnv, lj, makeJailEnv, projectDir } from "./helpers/jail-env.ts";
@@ -456,7 +456,7 @@ describe("limits and lifetime", () => {
         }, 0),
     );
     expect(cpus).toBeGreaterThan(1); // otherwise a pinned payload would look like any other
-    const nice = Number(readFileSync(`/proc/${process.pid}/stat`, "utf8").split(") ")[1]!.split(" ")[16]);
+    const nice = procStat(process.pid)!.nice;
     const mounts = [...(env.base.mounts ?? []), { src: look, dst: "/first-look", readonly: true }];
     for (let i = 0; i < 20; i++) {
       const r = await runJail({ ...env.base, argv: ["/first-look"], mounts });

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { fdColumn, limitsColumn } from "../src/cli/ps.ts";
 import { cgroupLayout } from "../src/jail/cgroup.ts";
 import { parseLimitCounters } from "../src/jail/cgroup-usage.ts";
+import { procStat } from "../src/jail/owner.ts";
 import { runJail, spawnJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
 import { type Instance, type LimitsSeen, ProcessSet } from "../src/paas/supervisor.ts";
@@ -118,9 +119,8 @@ describe("the CPU quota", () => {
     if (usage) return Number(usage[1]);
     let ticks = 0;
     for (const pid of readFileSync(join(dir, "cgroup.procs"), "utf8").split("\n").filter(Boolean)) {
-      const f = readFileSync(`/proc/${pid}/stat`, "utf8");
-      const fields = f.slice(f.lastIndexOf(")") + 2).split(" ");
-      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+      const st = procStat(Number(pid));
+      if (st) ticks += st.utime + st.stime;
     }
     return (ticks * 1_000_000) / 100; // USER_HZ
   }

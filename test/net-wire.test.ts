@@ -8,7 +8,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { collectNetLeftovers, type NetLeftoverReport, stopPoolWiring } from "../src/jail/net.ts";
 import { leasePath, netConfig, netDirs, parseIp, readLease, vethName } from "../src/jail/net-alloc.ts";
-import { ownerId } from "../src/jail/owner.ts";
+import { ownerId, procStat } from "../src/jail/owner.ts";
 import { spawnJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
 import { hostSh } from "./helpers/host-sh.ts";
@@ -177,7 +177,7 @@ describe("wiring failures leave nothing behind", () => {
   rootTest("an address leased by another live process is refused (conflict); its lease stays", async () => {
     const file = leasePath(`${PREFIX}9`);
     // pid 1 lives: its lease is not stale.
-    const start = (await Bun.file("/proc/1/stat").text()).split(") ")[1]!.split(" ")[19];
+    const start = procStat(1)!.startTime;
     writeFileSync(
       file,
       JSON.stringify({
@@ -301,12 +301,13 @@ describe("the native ljspawn follows the same lease rules, without the TypeScrip
     });
     return { code: p.exitCode, out: p.stdout.toString(), err: p.stderr.toString() };
   };
-  const liveOwner = async () => `1.${(await Bun.file("/proc/1/stat").text()).split(") ")[1]!.split(" ")[19]}`;
+  const liveOwner = async () => `1.${procStat(1)!.startTime}`;
   const leaseBody = (address: string, owner: string, jail: string) =>
     JSON.stringify({ address, owner, jail, veth: vethName(parseIp(address)!), egress: false, links: [] });
 
   rootTest("the root's table first (the API's jails make it)", async () => {
-    expect((await run(spec(["/bin/true"]))).r.status).toBe(0);
+    const { r, err } = await run(spec(["/bin/true"]));
+    expect({ status: r.status, error: r.error, err }).toEqual({ status: 0, error: undefined, err: "" });
     await expectNoNetLeftovers(LEFTOVERS);
   });
 

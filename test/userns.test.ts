@@ -17,6 +17,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
+import { procStat } from "../src/jail/owner.ts";
 import { runJail } from "../src/jail/spawn.ts";
 import { BUILD_CAPS, type JailSpec } from "../src/jail/spec.ts";
 import { type JailEnv, makeJailEnv } from "./helpers/jail-env.ts";
@@ -193,9 +194,8 @@ describe("idmapped layers", () => {
       readdirSync("/proc").filter((d) => {
         if (!/^\d+$/.test(d)) return false;
         try {
-          const stat = readFileSync(`/proc/${d}/stat`, "utf8");
-          if (stat.includes("(memfd:lj-keeper)")) return false;
-          return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === process.pid;
+          const st = procStat(Number(d));
+          return !!st && st.comm !== "memfd:lj-keeper" && st.ppid === process.pid;
         } catch {
           return false;
         }

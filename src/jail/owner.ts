@@ -6,6 +6,48 @@
 import { readFileSync } from "node:fs";
 import { shimProcStart } from "./ffi.ts";
 
+/** What lightjail reads of a Linux process's /proc/PID/stat (proc(5)). */
+export interface ProcStat {
+  /** The command name, without its parentheses. */
+  comm: string;
+  /** R, S, D, Z, ... */
+  state: string;
+  ppid: number;
+  /** User and system CPU time, in clock ticks (USER_HZ). */
+  utime: number;
+  stime: number;
+  nice: number;
+  /** Since boot, in clock ticks, as digits: with the pid, a process's identity. */
+  startTime: string;
+  /** The scheduling policy (SCHED_OTHER 0, SCHED_BATCH 3, ...). */
+  policy: number;
+}
+
+/** A Linux process's /proc/PID/stat, or null when it is gone. */
+export function procStat(pid: number): ProcStat | null {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return null;
+  }
+  // The command name may hold spaces and parentheses: the fields are counted from the last ")"
+  // (f[0] is field 3, the state).
+  const close = stat.lastIndexOf(")");
+  const f = stat.slice(close + 2).split(" ");
+  if (close < 0 || f.length < 39) return null;
+  return {
+    comm: stat.slice(stat.indexOf("(") + 1, close),
+    state: f[0]!,
+    ppid: Number(f[1]),
+    utime: Number(f[11]),
+    stime: Number(f[12]),
+    nice: Number(f[16]),
+    startTime: f[19]!,
+    policy: Number(f[38]),
+  };
+}
+
 let ownerTag: string | undefined;
 let seq = 0;
 
@@ -32,14 +74,7 @@ export function processStartTime(
       return null;
     }
   }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // Field 22 (starttime) counts from after the parenthesised command name.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return fields[19] ?? null;
-  } catch {
-    return null;
-  }
+  return procStat(pid)?.startTime ?? null;
 }
 
 /**
@@ -52,12 +87,7 @@ export function processState(pid: number): string | null {
     const r = Bun.spawnSync(["ps", "-o", "stat=", "-p", String(pid)]);
     return r.exitCode === 0 ? r.stdout.toString().trim().charAt(0) || null : null;
   }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.charAt(stat.lastIndexOf(")") + 2) || null;
-  } catch {
-    return null;
-  }
+  return procStat(pid)?.state ?? null;
 }
 
 /** True while the owner "<pid>.<start time>" runs: same start time, and not a zombie. */

@@ -1,12 +1,12 @@
-import { readFileSync } from "node:fs";
+import { procStat } from "../../src/jail/owner.ts";
 
 /** SCHED_OTHER and SCHED_BATCH, as /proc/PID/stat's policy field gives them. */
 export const SCHED_OTHER = 0;
 export const SCHED_BATCH = 3;
 
-/** A process's nice value and scheduling policy (proc(5): stat fields 19 and 41). */
+/** A live process's nice value and scheduling policy. */
 export function schedOf(pid: number): { nice: number; policy: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return { nice: Number(f[16]), policy: Number(f[38]) };
+  const st = procStat(pid);
+  if (!st) throw new Error(`process ${pid} is gone`);
+  return { nice: st.nice, policy: st.policy };
 }

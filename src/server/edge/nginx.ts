@@ -37,6 +37,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import type { Server, Subprocess, WebSocketHandler } from "bun";
+import { procStat } from "../../jail/owner.ts";
 import { type LogRotation, logRotation } from "../../paas/rotate.ts";
 import type { CertManager } from "./certs.ts";
 import { type NginxSettings, type NginxTables, renderNginxConfig } from "./nginx-config.ts";
@@ -179,8 +180,7 @@ function acceptingWorkers(master: number): number[] {
   for (const d of readdirSync("/proc")) {
     if (!/^\d+$/.test(d)) continue;
     try {
-      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
-      if (stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1] !== String(master)) continue;
+      if (procStat(Number(d))?.ppid !== master) continue;
       const title = readFileSync(`/proc/${d}/cmdline`, "utf8");
       if (title.includes("worker process") && !title.includes("shutting down")) out.push(Number(d));
     } catch {}
