@@ -13,7 +13,7 @@ import { leaseOf, waitForPort } from "../src/jail/net.ts";
 import { netConfig } from "../src/jail/net-alloc.ts";
 import { liveRoots } from "../src/jail/net-registry.ts";
 import { type Jail, spawnJail } from "../src/jail/spawn.ts";
-import { hostSh } from "./helpers/host-sh.ts";
+import { hostIpv4, hostSh } from "./helpers/host-sh.ts";
 import { type JailEnv, lj, makeJailEnv, projectDir } from "./helpers/jail-env.ts";
 import { isRoot, rootTest } from "./helpers/root.ts";
 
@@ -168,9 +168,7 @@ rootTest(
     // (The pool's spare veths, down and without an address, are no leftover.)
     const ofA = () =>
       readdirSync("/sys/class/net").filter(
-        (d) =>
-          d.startsWith(cfgA.vethPrefix) &&
-          !(d.startsWith(`${cfgA.vethPrefix}p`) && sh(`ip -4 -o addr show dev ${d}`).out.trim() === ""),
+        (d) => d.startsWith(cfgA.vethPrefix) && !(d.startsWith(`${cfgA.vethPrefix}p`) && !hostIpv4(d)),
       );
     for (let i = 0; i < 200 && ofA().length > 0; i++) await Bun.sleep(10);
     expect(ofA()).toEqual([]);

@@ -11,7 +11,7 @@ import { leasePath, netConfig, netDirs, parseIp, readLease, vethName } from "../
 import { ownerId, procStat } from "../src/jail/owner.ts";
 import { spawnJail } from "../src/jail/spawn.ts";
 import type { JailSpec } from "../src/jail/spec.ts";
-import { hostSh } from "./helpers/host-sh.ts";
+import { hostIpv4, hostSh, ipList } from "./helpers/host-sh.ts";
 import { type JailEnv, makeJailEnv, projectDir } from "./helpers/jail-env.ts";
 import { poolLeases } from "./helpers/leases.ts";
 import { expectNoNetLeftovers } from "./helpers/net-leftovers.ts";
@@ -114,7 +114,7 @@ describe("wiring failures leave nothing behind", () => {
       }
       const poolsOwn = new Map(poolLeases(env.root, ownerId()).map((l) => [l.veth, l.address]));
       for (const d of spare) {
-        const addrs = sh(`ip -o addr show dev ${d}`);
+        const addrs = ipList(["-o", "addr", "show", "dev", d]);
         if (addrs.code !== 0) continue; // gone meanwhile (a finished jail's)
         expect(addrs.out).not.toContain("inet6");
         const v4 = addrs.out.trim();
@@ -260,9 +260,8 @@ describe("wiring failures leave nothing behind", () => {
           // lease records that name, and the host end carries the gateway with the jail as peer.
           const veth = (JSON.parse(readFileSync(leasePath(`${PREFIX}3`), "utf8")) as { veth: string }).veth;
           expect(veth).toMatch(new RegExp(`^${netConfig().vethPrefix}p[0-9a-f]{7}$`));
-          for (let i = 0; i < 500 && !sh(`ip -4 -o addr show dev ${veth}`).out.includes("peer"); i++)
-            await Bun.sleep(10);
-          expect(sh(`ip -4 -o addr show dev ${veth}`).out).toContain(`inet ${PREFIX}1 peer ${PREFIX}3/32`);
+          for (let i = 0; i < 500 && !(hostIpv4(veth) ?? "").includes("peer"); i++) await Bun.sleep(10);
+          expect(hostIpv4(veth) ?? "").toContain(`inet ${PREFIX}1 peer ${PREFIX}3/32`);
           const next = await run(spec(["/bin/true"]));
           expect(next.r.status).toBe(0);
           expect(next.address).toBe(`${PREFIX}4`);
@@ -407,7 +406,7 @@ describe("addresses the namespace pool leases and wires ahead", () => {
   const wiredAhead = (a: string) => {
     try {
       const { veth } = leaseOf(a);
-      return sh(`ip -4 -o addr show dev ${veth}`).out.includes(`peer ${a}/32`) && jailsSet().includes(a);
+      return (hostIpv4(veth) ?? "").includes(`peer ${a}/32`) && jailsSet().includes(a);
     } catch {
       return false;
     }
@@ -446,9 +445,7 @@ describe("addresses the namespace pool leases and wires ahead", () => {
         expect(lease.owner).toBe(ownerId());
         expect(lease.veth).toMatch(new RegExp(`^${netConfig().vethPrefix}p[0-9a-f]{7}$`));
         expect(ahead()).not.toContain(j.address!);
-        expect(sh(`ip -4 -o addr show dev ${lease.veth}`).out).toContain(
-          `inet ${PREFIX}1 peer ${j.address}/32`,
-        );
+        expect(hostIpv4(lease.veth) ?? "").toContain(`inet ${PREFIX}1 peer ${j.address}/32`);
         expect(jailsSet()).toContain(j.address!);
         j.stdin!.end();
         const out = await new Response(j.stdout!).text();
@@ -508,7 +505,7 @@ describe("addresses the namespace pool leases and wires ahead", () => {
       // Its lease, element and the host end's address went in that jail's spawn.
       expect(existsSync(leasePath(a))).toBe(false);
       expect(jailsSet()).not.toContain(a);
-      expect(sh(`ip -4 -o addr show dev ${veths.get(a)}`).out).not.toContain(a);
+      expect(hostIpv4(veths.get(a)!) ?? "").not.toContain(a);
       await expectNoNetLeftovers(LEFTOVERS);
     },
   );

@@ -7,14 +7,21 @@ import type { V1Node } from "@kubernetes/client-node";
 import { LjError } from "../errors.ts";
 import { parseSubnet } from "../jail/net-alloc.ts";
 
+/**
+ * Runs `ip ARGS`. A listing the kernel interrupted (the machine's addresses or routes changed
+ * during the dump: ip says so on stderr, yet exits 0) may lack entries: it is asked again.
+ */
 async function ip(args: string[]): Promise<{ ok: boolean; out: string; err: string }> {
-  const p = Bun.spawn(["ip", ...args], { stdio: ["ignore", "pipe", "pipe"] });
-  const [out, err, code] = await Promise.all([
-    new Response(p.stdout).text(),
-    new Response(p.stderr).text(),
-    p.exited,
-  ]);
-  return { ok: code === 0, out, err: err.trim() };
+  for (let attempt = 1; ; attempt++) {
+    const p = Bun.spawn(["ip", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    const [out, err, code] = await Promise.all([
+      new Response(p.stdout).text(),
+      new Response(p.stderr).text(),
+      p.exited,
+    ]);
+    if (!err.includes("Dump was interrupted") || attempt === 20)
+      return { ok: code === 0, out, err: err.trim() };
+  }
 }
 
 /** The interface that carries `address` on this machine (the node's uplink). */

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { stopPoolWiring } from "../../src/jail/net.ts";
 import { netConfig, netDirs } from "../../src/jail/net-alloc.ts";
 import { ownerId } from "../../src/jail/owner.ts";
-import { hostSh } from "./host-sh.ts";
+import { hostIpv4, hostSh, ipList } from "./host-sh.ts";
 
 export interface LeftoverRules {
   /** The subnet's addresses without their last number ("10.248.0."). */
@@ -28,8 +28,7 @@ export interface LeftoverRules {
  */
 const poolSpare = (dev: string, vethPrefix: string) => {
   if (!dev.startsWith(`${vethPrefix}p`)) return false;
-  const r = hostSh(`ip -4 -o addr show dev ${dev}`);
-  return r.code !== 0 || r.out.trim() === "";
+  return !hostIpv4(dev);
 };
 
 const leaseText = (file: string) => {
@@ -51,7 +50,7 @@ export function netLeftovers(r: LeftoverRules): string[] {
     if (line.includes(r.prefix) && !r.gatewayLine(line) && !line.includes(`${r.prefix}0/24`))
       out.push(`nft ${line.trim()}`);
   // The subnet's own unreachable route stays by design (it keeps jail addresses on the machine).
-  for (const line of hostSh("ip route").out.split("\n"))
+  for (const line of ipList(["route"]).out.split("\n"))
     if (line.includes(r.prefix) && !line.startsWith(`unreachable ${r.prefix}0/24`)) out.push(`route ${line}`);
   // A lease says whose it is (owner and jail), so a failure tells this process's from another's.
   if (existsSync(netDirs.leases()))
