@@ -34,8 +34,9 @@ export function procStat(pid: number): ProcStat | null {
   // The command name may hold spaces and parentheses: the fields are counted from the last ")"
   // (f[0] is field 3, the state).
   const close = stat.lastIndexOf(")");
+  if (close < 0) return null;
   const f = stat.slice(close + 2).split(" ");
-  if (close < 0 || f.length < 39) return null;
+  if (f.length < 39) return null;
   return {
     comm: stat.slice(stat.indexOf("(") + 1, close),
     state: f[0]!,
@@ -92,9 +93,12 @@ export function processState(pid: number): string | null {
 
 /** True while the owner "<pid>.<start time>" runs: same start time, and not a zombie. */
 export function ownerLive(pid: number, start: string | undefined): boolean {
-  if (!(pid > 0) || !start || processStartTime(pid) !== start) return false;
-  const state = processState(pid);
-  return state !== null && state !== "Z" && state !== "X";
+  if (!(pid > 0) || !start) return false;
+  const ended = (state: string | null) => state === null || state === "Z" || state === "X";
+  if (process.platform === "freebsd") return processStartTime(pid) === start && !ended(processState(pid));
+  // Linux: both from one reading of /proc/PID/stat.
+  const st = procStat(pid);
+  return st !== null && st.startTime === start && !ended(st.state);
 }
 
 /** True while the owner an id "<pid>.<start time>" names (as ownerId() writes it) runs. */
